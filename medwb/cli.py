@@ -1,0 +1,175 @@
+"""``medwb`` command line: parses arguments and calls the modules; no logic of its own.
+
+Each sub-command imports its module lazily so ``medwb --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from medwb.errors import MedwbError
+
+
+def _cmd_check(a: argparse.Namespace) -> int:
+    from medwb.data.check import check_dataset
+
+    report = check_dataset(a.data, near_duplicate_distance=a.near_dup_distance)
+    print(report.to_text())
+    return 1 if report.errors else 0
+
+
+def _cmd_explore(a: argparse.Namespace) -> int:
+    from medwb.explore import run_explore
+
+    ipynb, html = run_explore(a.data, a.out, max_cases=a.max_cases)
+    print(f"executed notebook: {ipynb}\nHTML report: {html}")
+    return 0
+
+
+def _cmd_simulate(a: argparse.Namespace) -> int:
+    from medwb.simulate import run_simulation
+
+    run_simulation(
+        a.data,
+        strategies=a.strategy or ["random", "entropy"],
+        budget=a.budget,
+        rounds=a.rounds,
+        seeds=a.seeds,
+        out_dir=a.out,
+        epochs=a.epochs,
+    )
+    return 0
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from medwb.benchmark import bench_uncertainty
+
+    bench_uncertainty(a.data, passes=a.passes, max_pool=a.max_pool, out=a.out)
+    return 0
+
+
+def _cmd_explain(a: argparse.Namespace) -> int:
+    from medwb.explain.run import run_explain
+
+    run_explain(a.model, a.data, method=a.method, cases=a.cases, out_dir=a.out)
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from medwb.report.build import build_report
+
+    paths = build_report(a.study, a.out, pdf=not a.no_pdf)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from medwb.demo import run_demo
+
+    run_demo(out_dir=a.out, data=a.data, quick=a.quick)
+    return 0
+
+
+def _cmd_deid(a: argparse.Namespace) -> int:
+    from medwb.privacy.deid import deidentify_path
+
+    summary = deidentify_path(
+        a.input, a.output, key_file=a.key_file, shift_dates=a.shift_dates, allow_burned_in=a.allow_burned_in
+    )
+    print(summary.to_text())
+    return 0
+
+
+def _cmd_purge(a: argparse.Namespace) -> int:
+    from medwb.privacy.purge import purge_study
+
+    result = purge_study(a.study, include_models=a.models, dry_run=a.dry_run, actor=a.by)
+    print(result.to_text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medwb", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"medwb {__import__('medwb').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("check", help="data-quality report for a dataset; exits non-zero on errors")
+    s.add_argument("data", help="dataset: .npz, NIfTI folder, DICOM folder/DICOMDIR or image folder")
+    s.add_argument("--near-dup-distance", type=int, default=4,
+                   help="perceptual-hash Hamming distance counted as a near duplicate (default 4)")
+    s.set_defaults(func=_cmd_check)
+
+    s = sub.add_parser("explore", help="run notebooks/01_explore.ipynb on a dataset (executed notebook + HTML)")
+    s.add_argument("data")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
+    s.set_defaults(func=_cmd_explore)
+
+    s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
+    s.add_argument("data")
+    s.add_argument("--strategy", action="append", help="acquisition strategy (repeatable)")
+    s.add_argument("--budget", type=float, default=0.1, help="final fraction of the pool labelled")
+    s.add_argument("--rounds", type=int, default=5)
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--epochs", type=int, default=None, help="training epochs per round (default: model's)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("bench", help="benchmarks (uncertainty: MC dropout cost against baal and a plain pass)")
+    s.add_argument("what", choices=["uncertainty"])
+    s.add_argument("data")
+    s.add_argument("--passes", type=int, default=20)
+    s.add_argument("--max-pool", type=int, default=None)
+    s.add_argument("--out", default=None, help="also write the table as CSV here")
+    s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("explain", help="attribution maps, overlays and sanity checks")
+    s.add_argument("model", help="study folder or model checkpoint")
+    s.add_argument("data")
+    s.add_argument("--method", default="gradcam")
+    s.add_argument("--cases", type=int, default=16)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_explain)
+
+    s = sub.add_parser("report", help="validation report (executed notebook, HTML, PDF) for a study")
+    s.add_argument("study")
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-pdf", action="store_true")
+    s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("demo", help="the end-to-end study on bundled real data, ending in a report")
+    s.add_argument("--out", default="reports")
+    s.add_argument("--data", default=None, help="dataset to use instead of the bundled PneumoniaMNIST subset")
+    s.add_argument("--quick", action="store_true", help="smaller study, for tests")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("deid", help="de-identify DICOM / NIfTI (PS3.15 Annex E basic profile)")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--key-file", default=None, help="secret key for UID hashing and the encrypted identity map")
+    s.add_argument("--shift-dates", action="store_true", help="shift dates by a per-patient offset")
+    s.add_argument("--allow-burned-in", action="store_true", help="keep files flagged with burned-in annotation")
+    s.set_defaults(func=_cmd_deid)
+
+    s = sub.add_parser("purge", help="remove a study's data (overwrite, unlink) and write an audit record")
+    s.add_argument("study")
+    s.add_argument("--models", action="store_true", help="also remove models trained on the data")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--by", default=None, help="who purges (default: the OS user)")
+    s.set_defaults(func=_cmd_purge)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MedwbError as e:
+        print(f"medwb {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

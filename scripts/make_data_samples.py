@@ -1,0 +1,116 @@
+"""Rebuild data_samples/ from the shared real-data folder (default: ../shared/data beside the repo).
+
+Deterministic: the same source gives the same subset. Each subset keeps its licence and citation (LICENSE.md).
+Usage: python scripts/make_data_samples.py [SHARED_DATA_DIR]
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "data_samples"
+
+LICENCES = {
+    "pneumoniamnist": ("CC BY 4.0", "Yang et al., \"MedMNIST v2\", Scientific Data 10:41 (2023); "
+                       "Kermany et al., Cell 172(5):1122-1131 (2018).",
+                       "Official MedMNIST release file pneumoniamnist.npz (28x28 chest X-ray, 0 normal / 1 pneumonia), "
+                       "byte-identical, all splits."),
+    "adrenalmnist3d": ("CC BY 4.0", "Yang et al., \"MedMNIST v2\", Scientific Data 10:41 (2023). AdrenalMNIST3D from "
+                       "Zhongshan Hospital, Fudan University.",
+                       "Official MedMNIST release file adrenalmnist3d.npz (28^3 binary adrenal shape masks, "
+                       "0 normal / 1 hyperplasia), byte-identical, all splits."),
+    "hc18": ("CC BY 4.0", "van den Heuvel et al., PLoS ONE 13(8):e0200412 (2018), doi:10.1371/journal.pone.0200412.",
+             "HC18 fetal head ultrasound: the first {n} images of the shared HC18 subset with their ellipse outline "
+             "annotations (fill the ring for the head mask) and pixel size / head circumference table."),
+    "chase_db1": ("CC BY 4.0", "Fraz et al., IEEE Trans. Biomed. Eng. 59(9):2538-2548 (2012), "
+                  "doi:10.1109/TBME.2012.2205687; dataset: https://researchdata.kingston.ac.uk/96/",
+                  "CHASE_DB1 retinal fundus photographs, all 28 images, vessel masks by both observers."),
+    "hippocampus": ("CC BY-SA 4.0 (ShareAlike: derivatives keep this licence)",
+                    "Antonelli et al., \"The Medical Segmentation Decathlon\", Nature Communications 13:4128 (2022); "
+                    "Simpson et al., arXiv:1902.09063 (2019).",
+                    "MSD Task04_Hippocampus: {n} labelled training cases (sorted by id) and {u} unlabelled test images, "
+                    "with a dataset.json restricted to them."),
+    "dicom": ("MIT (pydicom test files) and Apache-2.0 (TotalSegmentator repository samples)",
+              "pydicom test files (NEMA WG04 sample images and others, see README_pydicom_test_files.txt); "
+              "Wasserthal et al., \"TotalSegmentator\", Radiology: Artificial Intelligence 5(5) (2023).",
+              "pydicom/: single DICOM files and a DICOMDIR tree (sample patient tags, for de-identification); "
+              "ct_series/: a 20-slice CT series (JPEG 2000 lossless) from the TotalSegmentator samples, with "
+              "its model-made label map ct_series_seg.nii.gz (not manual truth)."),
+}
+
+
+def write_licence(folder: Path, key: str, **fmt: int) -> None:
+    lic, cite, what = LICENCES[key]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "LICENSE.md").write_text(
+        f"# {folder.name}\n\n{what.format(**fmt)}\n\nLicence: {lic}\n\nCite: {cite}\n", encoding="utf-8"
+    )
+
+
+def main(src: Path) -> None:
+    if OUT.exists():
+        for child in OUT.iterdir():
+            if child.name != "README.md":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    # 2D and 3D classification (MedMNIST npz, whole official files: splits kept)
+    d = OUT / "classification_2d"
+    write_licence(d, "pneumoniamnist")
+    shutil.copy2(src / "medmnist/pneumoniamnist.npz", d / "pneumoniamnist.npz")
+    d = OUT / "classification_3d"
+    write_licence(d, "adrenalmnist3d")
+    shutil.copy2(src / "medmnist/adrenalmnist3d.npz", d / "adrenalmnist3d.npz")
+    # 2D segmentation: HC18 (outlines to fill) and CHASE_DB1 (two observers)
+    n_hc = 40
+    d = OUT / "segmentation_2d/hc18"
+    write_licence(d, "hc18", n=n_hc)
+    imgs = sorted((src / "seg2d/hc18_subset/images").glob("*.png"))[:n_hc]
+    (d / "images").mkdir(parents=True)
+    (d / "annotations").mkdir()
+    keep = []
+    for p in imgs:
+        shutil.copy2(p, d / "images" / p.name)
+        ann = src / "seg2d/hc18_subset/annotations" / p.name.replace(".png", "_Annotation.png")
+        shutil.copy2(ann, d / "annotations" / ann.name)
+        keep.append(p.name)
+    lines = (src / "seg2d/hc18_subset/pixel_size_and_HC.csv").read_text().splitlines()
+    (d / "pixel_size_and_HC.csv").write_text(
+        "\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split(",")[0] in keep]) + "\n")
+    d = OUT / "segmentation_2d/chase_db1"
+    write_licence(d, "chase_db1")
+    for sub in ("images", "manual_1stHO", "manual_2ndHO"):
+        shutil.copytree(src / "seg2d/chase_db1" / sub, d / sub)
+    # 3D segmentation: MSD hippocampus subset, MSD layout with a matching dataset.json
+    n_tr, n_ts = 60, 6
+    s = src / "seg3d/msd_task04_hippocampus"
+    d = OUT / "segmentation_3d/hippocampus"
+    write_licence(d, "hippocampus", n=n_tr, u=n_ts)
+    meta = json.loads((s / "dataset.json").read_text())
+    training = sorted(meta["training"], key=lambda e: e["image"])[:n_tr]
+    test = sorted(meta["test"])[:n_ts]
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (d / sub).mkdir(parents=True)
+    for e in training:
+        shutil.copy2(s / e["image"], d / e["image"])
+        shutil.copy2(s / e["label"], d / e["label"])
+    for t in test:
+        shutil.copy2(s / t, d / t)
+    meta.update(training=training, test=test, numTraining=len(training), numTest=len(test))
+    (d / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+    # DICOM: pydicom files + DICOMDIR tree, and a JPEG 2000 CT series
+    d = OUT / "dicom"
+    write_licence(d, "dicom")
+    shutil.copytree(src / "dicom/pydicom", d / "pydicom")
+    shutil.copytree(src / "seg3d/totalsegmentator_samples/example_ct_dicom", d / "ct_series")
+    shutil.copy2(src / "seg3d/totalsegmentator_samples/example_seg_dicom.nii.gz", d / "ct_series_seg.nii.gz")
+    for p in OUT.rglob("*"):
+        if p.is_file():
+            p.chmod(0o644)
+        elif p.is_dir():
+            p.chmod(0o755)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv and install medwb with pinned, known-good versions.
+# torch 2.13.0 (CPU build) goes in first so nothing pulls the CUDA build.
+# Usage: bash scripts/setup_env.sh [dev]     ("dev" adds the test tools and Debian's chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+if [ "${1:-}" = "dev" ]; then
+  pip install -q -c constraints.txt -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      echo "installing Debian's chromium for the browser tests"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "chromium not found: install Debian's 'chromium' package to run the browser tests" >&2
+    fi
+  fi
+else
+  pip install -q -c constraints.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
+fi
+python -c "import medwb, torch; print('medwb', medwb.__version__, '| torch', torch.__version__)"

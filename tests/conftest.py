@@ -1,0 +1,32 @@
+"""Test-wide fixtures: the offline guard, and paths to the bundled real data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["MEDWB_OFFLINE"] = "1"  # inherited by papermill kernels and CLI subprocesses
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from medwb.offline import install_guard  # noqa: E402
+
+install_guard()
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data_samples"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The bundled real data (data_samples/)."""
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The full shared data set beside the repo, when present (skips otherwise)."""
+    p = ROOT.parent / "shared" / "data"
+    if not p.is_dir():
+        pytest.skip("shared data not present beside the repo")
+    return p
