@@ -9,10 +9,10 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+pip install -q torch==2.13.0
 python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 if [ "${1:-}" = "dev" ]; then
-  pip install -q -c constraints.txt -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  pip install -q -c constraints.txt -e ".[dev]"
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "installing Debian's chromium for the browser tests"
@@ -22,6 +22,6 @@ if [ "${1:-}" = "dev" ]; then
     fi
   fi
 else
-  pip install -q -c constraints.txt -e . 2>&1 | grep -v "^WARNING: Location" || true
+  pip install -q -c constraints.txt -e .
 fi
 python -c "import medwb, torch; print('medwb', medwb.__version__, '| torch', torch.__version__)"
