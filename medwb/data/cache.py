@@ -1,0 +1,73 @@
+"""Per-case statistics cache: reading every pixel of a large folder once is expensive, so the results
+(shape, intensity statistics, sha256, perceptual hash) are kept on disk and reused on the next open.
+
+Location: ``cache_dir=`` argument, else ``$MEDWB_CACHE``, else ``~/.cache/medwb``. Entries are keyed by
+file path + size + modification time, so an edited or replaced file is recomputed automatically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CACHE_VERSION = 1
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder to use (argument > $MEDWB_CACHE > ~/.cache/medwb)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("MEDWB_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "medwb"
+
+
+def file_key(*paths: str | Path, extra: str = "") -> str:
+    """A key that changes when any of the files changes (path, size, mtime)."""
+    parts = []
+    for p in paths:
+        st = os.stat(p)
+        parts.append(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    if extra:
+        parts.append(extra)
+    return "#".join(parts)
+
+
+class StatsCache:
+    """A JSON dictionary ``key -> stats dict`` for one dataset root, written atomically."""
+
+    def __init__(self, dataset_path: str | Path, cache_dir: str | Path | None = None) -> None:
+        root = cache_root(cache_dir)
+        digest = hashlib.sha1(str(Path(dataset_path).resolve()).encode()).hexdigest()[:16]
+        self.path = root / "stats" / f"{Path(dataset_path).name[:40]}-{digest}.json"
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.dirty = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") == CACHE_VERSION:
+                self.entries = data["entries"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.entries = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.entries[key] = value
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache; a read-only or missing home directory only costs speed, never an error."""
+        if not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"version": CACHE_VERSION, "entries": self.entries}, f)
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError:
+            pass

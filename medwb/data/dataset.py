@@ -1,0 +1,462 @@
+"""The one ``Dataset`` shape every format reader returns.
+
+A reader (npz, NIfTI, DICOM, PNG/JPEG) only lists its cases (``_records``: a cheap, structural table) and
+reads one case's raw pixels (``_read_raw`` / ``_read_mask_raw``). Everything else — the cohort table with
+per-case statistics (computed once, cached on disk), validation (NaN/Inf, mask shape/spacing, label
+values), ``arrays()`` for model code and MONAI-ready ``items()`` + ``transform()`` — lives here, so every
+format behaves the same.
+
+Scaling choice for ``arrays()`` / ``transform()``: uint8 sources (MedMNIST, PNG/JPEG) are divided by 255
+so intensities keep their meaning across images; any other dtype (CT in HU, MRI) is min-max scaled per
+image to [0, 1]. ``load_image`` returns the raw intensities (float32) without scaling.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from medwb.data.cache import StatsCache, file_key
+from medwb.data.hashing import phash, pixel_sha256
+from medwb.errors import DataError
+
+SPLITS = ("train", "val", "test", "unlabelled")
+COHORT_COLUMNS = [
+    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
+    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256",
+]
+STAT_COLUMNS = ["shape", "channels", "intensity_min", "intensity_max", "intensity_mean", "intensity_std",
+                "sha256", "phash", "dtype", "problem"]
+
+
+def fmt_dims(values: Sequence[float | int]) -> str:
+    """(512, 512, 20) -> '512x512x20'; spacings keep up to 6 significant digits."""
+    return "x".join(f"{v:.6g}" if isinstance(v, float) else str(int(v)) for v in values)
+
+
+def parse_dims(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in str(text).split("x"))
+
+
+class Dataset:
+    """A medical-imaging dataset: a cohort table (one row per case) plus lazy pixel access.
+
+    Attributes follow the data contract: ``name``, ``task`` ("classification" | "segmentation"),
+    ``ndim`` (2 | 3), ``modality``, ``classes`` (index/label value -> name), ``cohort`` (DataFrame),
+    ``path`` and ``notes`` (things skipped or assumed while opening, e.g. DICOM objects without pixels).
+    """
+
+    name: str
+    task: str
+    ndim: int
+    modality: str
+    classes: dict[int, str]
+
+    def __init__(self, path: str | Path, *, name: str, task: str, ndim: int, modality: str,
+                 classes: Mapping[int, str], records: pd.DataFrame, cache_dir: str | Path | None = None,
+                 metadata: str | Path | pd.DataFrame | None = None, progress: bool = True) -> None:
+        self.path = Path(path)
+        self.name, self.task, self.ndim, self.modality = name, task, int(ndim), modality
+        self.classes = {int(k): str(v) for k, v in classes.items()}
+        self.notes: list[str] = []
+        self._cache_dir = cache_dir
+        self._progress = progress
+        self._image_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cohort: pd.DataFrame | None = None
+        records = records.reset_index(drop=True)
+        dup = records["case_id"][records["case_id"].duplicated()]
+        if len(dup):
+            first = dup.iloc[0]
+            srcs = records.loc[records["case_id"] == first, "source"].tolist()
+            raise DataError(srcs[-1], f"duplicate case id {first!r} (also from {srcs[0]}); "
+                            f"{dup.nunique()} case id(s) occur more than once",
+                            "give every case a unique file name (or unique id column) and open again")
+        for col, default in (("label", pd.NA), ("mask", None), ("mask2", None), ("modality", modality),
+                             ("spacing", None)):
+            if col not in records:
+                records[col] = default
+        records["label"] = records["label"].astype("Int64")
+        if metadata is not None:
+            records = _join_metadata(records, metadata, self.path)
+        self._check_labels(records)
+        self._records = records
+        self._rows = {cid: i for i, cid in enumerate(records["case_id"])}
+
+    # ---- what a reader implements -------------------------------------------------------------------
+    def _read_raw(self, row: Mapping[str, Any]) -> np.ndarray:
+        """Channel-first raw pixels of one case in their stored dtype. Raise DataError on bad files."""
+        raise NotImplementedError
+
+    def _read_mask_raw(self, row: Mapping[str, Any], ref: str) -> np.ndarray:
+        """Label map for one mask reference, shape (1, *spatial), integer label values."""
+        raise NotImplementedError(f"{type(self).__name__} has no masks")
+
+    def _stat_key(self, row: Mapping[str, Any]) -> str:
+        """Cache key of one case's pixel statistics: changes when its file(s) change."""
+        return file_key(row["source"], extra=str(row["case_id"]))
+
+    def _case_spacing(self, row: Mapping[str, Any]) -> tuple[float, ...] | None:
+        sp = row.get("spacing")
+        return parse_dims(sp) if isinstance(sp, str) and sp else None
+
+    def _compute_stats(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Per-case statistics for the given rows (default: read each case; npz overrides with a vector pass)."""
+        out = []
+        for _, row in tqdm(rows.iterrows(), total=len(rows), desc=f"{self.name}: image statistics",
+                           disable=not self._progress or len(rows) < 50, leave=False):
+            out.append(self._stats_of_row(row))
+        return pd.DataFrame(out, index=rows.index, columns=STAT_COLUMNS)
+
+    def _stats_of_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            raw = self._read_raw(row)
+            self._validate_values(raw, row)
+        except DataError as e:
+            return {c: None for c in STAT_COLUMNS} | {"problem": str(e)}
+        return image_stats(raw, self.ndim)
+
+    # ---- cohort -------------------------------------------------------------------------------------
+    @property
+    def cohort(self) -> pd.DataFrame:
+        """One row per case (see COHORT_COLUMNS; plus ``phash``, ``problem`` and any subgroup columns).
+
+        Built on first access: per-case statistics come from the on-disk cache or are computed once
+        (tqdm progress). A case whose file cannot be read gets empty statistics and a ``problem`` text;
+        ``load_image`` raises the matching DataError and ``medwb check`` lists it.
+        """
+        if self._cohort is None:
+            self._cohort = self._build_cohort()
+        return self._cohort
+
+    def _build_cohort(self) -> pd.DataFrame:
+        rec = self._records.copy()
+        cache = StatsCache(self.path, self._cache_dir)
+        keys, cached, missing = [], {}, []
+        for i, row in rec.iterrows():
+            try:
+                k = self._stat_key(row)
+            except OSError:
+                k = None
+            keys.append(k)
+            hit = cache.get(k) if k else None
+            if hit is not None:
+                cached[i] = hit
+            else:
+                missing.append(i)
+        stats = pd.DataFrame.from_dict(cached, orient="index", columns=STAT_COLUMNS) if cached else None
+        if missing:
+            new = self._compute_stats(rec.loc[missing])
+            for i, vals in new.iterrows():
+                if keys[i] and not vals.get("problem"):
+                    cache.put(keys[i], {c: _plain(vals[c]) for c in STAT_COLUMNS})
+            cache.save()
+            stats = new if stats is None else pd.concat([stats, new])
+        stats = stats.reindex(rec.index) if stats is not None else pd.DataFrame(index=rec.index,
+                                                                                 columns=STAT_COLUMNS)
+        for c in STAT_COLUMNS:
+            rec[c] = stats[c].to_numpy()
+        rec["ndim"] = [len(parse_dims(s)) if isinstance(s, str) else pd.NA for s in rec["shape"]]
+        rec["ndim"] = rec["ndim"].astype("Int64")
+        rec["channels"] = rec["channels"].astype("Int64")
+        for c in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std"):
+            rec[c] = pd.to_numeric(rec[c], errors="coerce").astype("float64")
+        if rec["spacing"].isna().any():
+            rec["spacing"] = [s if isinstance(s, str) else (fmt_dims([1.0] * len(parse_dims(sh)))
+                                                             if isinstance(sh, str) else None)
+                              for s, sh in zip(rec["spacing"], rec["shape"])]
+        front = [c for c in COHORT_COLUMNS if c in rec]
+        rest = [c for c in rec.columns if c not in front]
+        n_bad = int(rec["problem"].notna().sum())
+        if n_bad:
+            warnings.warn(f"{self.name}: {n_bad} case(s) could not be read (see cohort['problem'] or "
+                          f"`medwb check {self.path}`)", stacklevel=3)
+        return rec[front + rest]
+
+    # ---- pixels -------------------------------------------------------------------------------------
+    def _row(self, case_id: str) -> pd.Series:
+        try:
+            return self._records.iloc[self._rows[str(case_id)]]
+        except KeyError:
+            raise KeyError(f"{self.name}: no case {case_id!r}") from None
+
+    def case_ids(self, split: str | None = None) -> list[str]:
+        r = self._records
+        return r["case_id"].tolist() if split is None else r.loc[r["split"] == split, "case_id"].tolist()
+
+    def load_raw(self, case_id: str) -> np.ndarray:
+        """Validated channel-first pixels in their stored dtype (uint8 stays uint8)."""
+        row = self._row(case_id)
+        key = str(case_id)
+        if key in self._image_cache:
+            self._image_cache.move_to_end(key)
+            return self._image_cache[key]
+        raw = self._read_raw(row)
+        self._validate_values(raw, row)
+        self._image_cache[key] = raw
+        if len(self._image_cache) > 32:  # small LRU: lazy access must not grow into the whole set
+            self._image_cache.popitem(last=False)
+        return raw
+
+    def load_image(self, case_id: str) -> np.ndarray:
+        """float32 channel-first (C,H,W) or (C,H,W,D) raw intensities of one case."""
+        return self.load_raw(case_id).astype(np.float32, copy=False)
+
+    def load_mask(self, case_id: str, observer: int = 1) -> np.ndarray | None:
+        """int64 label map (1,H,W[,D]) from observer 1 (``mask``) or 2 (``mask2``); None if the case has none.
+
+        Raises DataError if the mask file is missing or unreadable, if its shape or spacing differs from
+        the image, or if it holds label values outside ``classes``.
+        """
+        row = self._row(case_id)
+        ref = row.get("mask" if observer == 1 else f"mask{observer}")
+        if not isinstance(ref, str) or not ref:
+            return None
+        if not Path(ref).exists() and "::" not in ref:
+            raise DataError(ref, f"mask of case {case_id!r} (observer {observer}) is missing",
+                            "restore the mask file or remove the case from the label folder")
+        mask = self._read_mask_raw(row, ref)
+        img_shape = self._spatial_shape(row)
+        if tuple(mask.shape[1:]) != img_shape:
+            raise DataError(ref, f"mask shape {fmt_dims(mask.shape[1:])} does not match image shape "
+                            f"{fmt_dims(img_shape)} of case {case_id!r} ({row['source']})",
+                            "use the mask made for this image (same size), or resample it to the image grid")
+        mask_sp = self._mask_spacing(row, ref)
+        img_sp = self._case_spacing(row)
+        if mask_sp is not None and img_sp is not None and not np.allclose(mask_sp, img_sp, rtol=1e-3, atol=1e-4):
+            raise DataError(ref, f"mask spacing {fmt_dims(mask_sp)} differs from image spacing "
+                            f"{fmt_dims(img_sp)} of case {case_id!r}",
+                            "resample the mask onto the image grid (same spacing and size)")
+        bad = np.setdiff1d(np.unique(mask), np.array(sorted(self.classes)))
+        if len(bad):
+            raise DataError(ref, f"mask holds label value(s) {bad.tolist()[:10]} outside the declared classes "
+                            f"{sorted(self.classes)}", "fix the mask values or declare the labels "
+                            "(dataset.json 'labels' or open_dataset(..., classes=...))")
+        return mask.astype(np.int64, copy=False)
+
+    def _spatial_shape(self, row: Mapping[str, Any]) -> tuple[int, ...]:
+        return tuple(self.load_raw(row["case_id"]).shape[1:])
+
+    def _mask_spacing(self, row: Mapping[str, Any], ref: str) -> tuple[float, ...] | None:
+        return None
+
+    def affine(self, case_id: str) -> np.ndarray:
+        """4x4 voxel-to-world (RAS, mm) matrix; for 2D and npz data a diagonal from the spacing."""
+        row = self._row(case_id)
+        sp = self._case_spacing(row) or (1.0,) * self.ndim
+        a = np.eye(4)
+        for i, s in enumerate(list(sp)[:3]):
+            a[i, i] = s
+        return a
+
+    def _validate_values(self, raw: np.ndarray, row: Mapping[str, Any]) -> None:
+        if raw.dtype.kind == "f":
+            bad = ~np.isfinite(raw)
+            if bad.any():
+                raise DataError(row["source"], f"case {row['case_id']!r} has {int(bad.sum())} NaN/Inf voxel(s)",
+                                "re-export the image without NaN/Inf (e.g. replace them with the background "
+                                "value) or exclude the case")
+
+    # ---- model-ready arrays -------------------------------------------------------------------------
+    def _scale(self, raw: np.ndarray) -> np.ndarray:
+        return scale_01(raw)
+
+    def arrays(self, split: str, size: Sequence[int] | None = None, max_cases: int | None = None,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(X, y, case_ids) for one split. X float32 (N,C,H,W[,D]) in [0,1] (see module doc for scaling);
+        y int64 (N,) for classification, int64 masks (N,1,H,W[,D]) for segmentation (-1 / absent: no label).
+
+        ``size`` resizes with MONAI (images bilinear/trilinear, masks nearest) so variable-size sets stack;
+        ``max_cases`` takes a seeded random subset (kept in cohort order).
+        """
+        ids = self.case_ids(split)
+        if not ids:
+            raise KeyError(f"{self.name}: split {split!r} has no cases (splits: "
+                           f"{sorted(self._records['split'].unique())})")
+        ids = subsample(ids, max_cases, seed)
+        xs, ys = [], []
+        for cid in tqdm(ids, desc=f"{self.name}: loading {split}", disable=not self._progress or len(ids) < 200,
+                        leave=False):
+            x = self._scale(self.load_raw(cid))
+            if self.task == "segmentation":
+                m = self.load_mask(cid)
+                if m is None:
+                    m = np.full((1, *x.shape[1:]), -1, dtype=np.int64)
+                ys.append(m)
+            xs.append(x)
+        if self.task == "classification":
+            lab = self._records.set_index("case_id").loc[ids, "label"]
+            y = lab.fillna(-1).to_numpy(dtype=np.int64)
+        if size is not None:
+            xs = [resize(x, size, "image") for x in xs]
+            if self.task == "segmentation":
+                ys = [resize(m, size, "mask") for m in ys]
+        shapes = {x.shape for x in xs}
+        if len(shapes) > 1:
+            raise ValueError(f"{self.name}: cases in split {split!r} have different shapes "
+                             f"({sorted(shapes)[:3]}...); pass size=(H, W[, D]) to resize them")
+        X = np.stack(xs).astype(np.float32, copy=False)
+        if self.task == "segmentation":
+            y = np.stack(ys).astype(np.int64, copy=False)
+        return X, y, ids
+
+    # ---- MONAI ----------------------------------------------------------------------------------------
+    def items(self, split: str | None = None) -> list[dict[str, Any]]:
+        """MONAI-style data dicts ``{"image": source ref, "label": int | mask path | None, "case_id": ...}``.
+
+        Use with ``monai.data.Dataset(ds.items("train"), transform=ds.transform(size=...))``: the
+        transform's first step loads pixels through this dataset (same validation as ``load_image``), so
+        npz entries, DICOM series and outline masks need no special MONAI reader.
+        """
+        r = self._records if split is None else self._records[self._records["split"] == split]
+        out = []
+        for _, row in r.iterrows():
+            lab = row["mask"] if self.task == "segmentation" else (None if pd.isna(row["label"]) else int(row["label"]))
+            out.append({"image": row["source"], "label": lab, "case_id": row["case_id"]})
+        return out
+
+    def transform(self, size: Sequence[int] | None = None):  # -> monai.transforms.Compose
+        """MONAI Compose: load via this dataset, scale to [0,1], optional resize, to tensors."""
+        from monai.transforms import Compose, EnsureTyped, Resized
+
+        steps: list[Any] = [LoadCased(self)]
+        keys = ["image", "label"] if self.task == "segmentation" else ["image"]
+        if size is not None:
+            modes = ["bilinear" if self.ndim == 2 else "trilinear", "nearest"][: len(keys)]
+            steps.append(Resized(keys=keys, spatial_size=tuple(size), mode=modes, allow_missing_keys=True))
+        steps.append(EnsureTyped(keys=keys, allow_missing_keys=True))
+        return Compose(steps)
+
+    def __repr__(self) -> str:
+        counts = self._records["split"].value_counts().to_dict()
+        return (f"<medwb Dataset {self.name!r}: {self.task}, {self.ndim}D {self.modality}, "
+                f"{len(self._records)} cases {counts}, classes {self.classes}>")
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _check_labels(self, records: pd.DataFrame) -> None:
+        if self.task != "classification":
+            return
+        lab = records["label"].dropna()
+        bad = lab[~lab.isin(list(self.classes))]
+        if len(bad):
+            first = records.loc[bad.index[0]]
+            raise DataError(first["source"], f"{len(bad)} label(s) outside the declared classes "
+                            f"{sorted(self.classes)}: values {sorted(set(bad.astype(int)))[:10]} "
+                            f"(first: case {first['case_id']!r})",
+                            "fix the labels, or declare every class (open_dataset(..., classes={...}))")
+
+
+class LoadCased:
+    """MONAI-style dict transform: replace ``image`` (and a segmentation ``label``) by arrays read through
+    a medwb Dataset, scaled to [0,1] as in ``Dataset.arrays``."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        d["image"] = self.ds._scale(self.ds.load_raw(d["case_id"]))
+        if self.ds.task == "segmentation":
+            m = self.ds.load_mask(d["case_id"])
+            if m is None:
+                d.pop("label", None)
+            else:
+                d["label"] = m
+        elif d.get("label") is not None:
+            d["label"] = np.int64(d["label"])
+        return d
+
+
+# ---- helpers shared by readers --------------------------------------------------------------------------
+def scale_01(raw: np.ndarray) -> np.ndarray:
+    """uint8 -> /255 (keeps meaning across images); anything else -> per-image min-max to [0,1]."""
+    if raw.dtype == np.uint8:
+        return raw.astype(np.float32) / 255.0
+    x = raw.astype(np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def resize(x: np.ndarray, size: Sequence[int], kind: str) -> np.ndarray:
+    """MONAI Resize of one channel-first array; images linear, masks nearest (label values kept)."""
+    from monai.transforms import Resize
+
+    spatial = x.ndim - 1
+    if len(size) != spatial:
+        raise ValueError(f"size {tuple(size)} has {len(size)} dims but the data is {spatial}D")
+    if tuple(x.shape[1:]) == tuple(size):
+        return x
+    mode = "nearest" if kind == "mask" else ("bilinear" if spatial == 2 else "trilinear")
+    out = Resize(spatial_size=tuple(size), mode=mode, anti_aliasing=False)(x.astype(np.float32))
+    out = np.asarray(out)
+    return out.round().astype(np.int64) if kind == "mask" else out.astype(np.float32)
+
+
+def subsample(ids: list[str], max_cases: int | None, seed: int) -> list[str]:
+    if max_cases is None or max_cases >= len(ids):
+        return list(ids)
+    pick = np.sort(np.random.default_rng(seed).choice(len(ids), size=max_cases, replace=False))
+    return [ids[i] for i in pick]
+
+
+def image_stats(raw: np.ndarray, spatial_dims: int) -> dict[str, Any]:
+    x = raw.astype(np.float64, copy=False)
+    return {
+        "shape": fmt_dims(raw.shape[1:]), "channels": int(raw.shape[0]),
+        "intensity_min": float(x.min()), "intensity_max": float(x.max()),
+        "intensity_mean": float(x.mean()), "intensity_std": float(x.std()),
+        "sha256": pixel_sha256(raw), "phash": phash(raw, spatial_dims=min(raw.ndim - 1, 3)),
+        "dtype": raw.dtype.name, "problem": None,
+    }
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    return v
+
+
+@functools.lru_cache(maxsize=8)
+def _read_table(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def _join_metadata(records: pd.DataFrame, metadata: str | Path | pd.DataFrame, where: Path) -> pd.DataFrame:
+    """Left-join a subgroup table (sex, age, site, ...) on case_id; unknown ids are an error (typos)."""
+    if isinstance(metadata, pd.DataFrame):
+        table, src = metadata.copy(), "metadata table"
+    else:
+        src = str(metadata)
+        try:
+            table = pd.read_csv(metadata)
+        except (OSError, ValueError) as e:
+            raise DataError(metadata, f"cannot read metadata table ({e})", "give a readable CSV with a case_id column") from e
+    if "case_id" not in table:
+        raise DataError(src, "metadata table has no 'case_id' column",
+                        f"add a case_id column with ids as in the cohort (e.g. {records['case_id'].iloc[0]!r})")
+    table["case_id"] = table["case_id"].astype(str)
+    unknown = set(table["case_id"]) - set(records["case_id"])
+    if unknown:
+        raise DataError(src, f"{len(unknown)} case id(s) not in the dataset at {where}, e.g. "
+                        f"{sorted(unknown)[:3]}", "use the ids from the cohort table (ds.cohort.case_id)")
+    if table["case_id"].duplicated().any():
+        raise DataError(src, "metadata table lists a case_id twice", "keep one row per case")
+    protected = {"case_id", "source", "mask", "mask2", "sha256"}
+    cols = [c for c in table.columns if c not in protected]
+    over = [c for c in cols if c in records.columns]
+    merged = records.drop(columns=over).merge(table[["case_id", *cols]], on="case_id", how="left")
+    if "split" in over:
+        merged["split"] = merged["split"].fillna(records["split"])
+    if "label" in over:
+        merged["label"] = merged["label"].astype("Int64")
+    return merged

@@ -1,0 +1,185 @@
+"""MedMNIST-style ``.npz`` files: ``{split}_images`` / ``{split}_labels`` arrays, official splits kept.
+
+Images are uint8 (N,H,W) grey, (N,H,W,3) colour or (N,H,W,D) 3D; labels (N,1) or (N,). Class names and
+modality come from a small table of known MedMNIST sets, else class indices are their own names.
+Arrays are read per split on first use (an npz member cannot be memory-mapped); statistics are computed
+vectorised over the whole split, so a 6k-image file builds its cohort in about a second.
+"""
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medwb.data.cache import file_key
+from medwb.data.dataset import STAT_COLUMNS, Dataset, fmt_dims
+from medwb.data.hashing import phash_batch, pixel_sha256
+from medwb.errors import DataError
+
+# name prefix -> (classes, modality); MedMNIST v2 INFO for the sets medwb is tested on or commonly used.
+KNOWN = {
+    "pneumoniamnist": ({0: "normal", 1: "pneumonia"}, "XR"),
+    "adrenalmnist3d": ({0: "normal", 1: "hyperplasia"}, "CT"),
+    "breastmnist": ({0: "malignant", 1: "normal, benign"}, "US"),
+    "nodulemnist3d": ({0: "benign", 1: "malignant"}, "CT"),
+}
+NPZ_SPLITS = ("train", "val", "test")
+
+
+def _bad(path: Path, problem: str) -> DataError:
+    return DataError(path, problem, "re-download or re-copy the file (check its size/MD5 against the "
+                     "official release); a MedMNIST npz holds {train,val,test}_images and _labels")
+
+
+class NpzDataset(Dataset):
+    """A MedMNIST-style npz file as a Dataset (2D grey/RGB or 3D)."""
+
+    def __init__(self, path: str | Path, *, classes: Mapping[int, str] | None = None,
+                 modality: str | None = None, **kw: Any) -> None:
+        path = Path(path)
+        try:
+            self._npz = np.load(path, allow_pickle=False)
+            files = set(self._npz.files)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise _bad(path, f"cannot open as npz ({type(e).__name__}: {e}); the file is truncated or not an npz") from e
+        splits = [s for s in NPZ_SPLITS if f"{s}_images" in files]
+        if not splits:
+            raise DataError(path, f"no '<split>_images' arrays in the npz (found: {sorted(files)[:8]})",
+                            "store arrays as train_images/train_labels, val_images/..., test_images/...")
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        labels_all, rows, first_shape = [], [], None
+        for s in splits:
+            lab = self._member(path, f"{s}_labels") if f"{s}_labels" in files else None
+            img_header = self._member_header(path, f"{s}_images")
+            n, shape = img_header[0], img_header[1:]
+            if first_shape is None:
+                first_shape = shape
+            elif shape != first_shape:
+                raise _bad(path, f"{s}_images has image shape {shape}, but {splits[0]}_images has {first_shape}")
+            if lab is not None:
+                if lab.ndim == 2 and lab.shape[1] != 1:
+                    raise DataError(path, f"{s}_labels has shape {lab.shape}: multi-label data is not supported",
+                                    "use one integer class per image")
+                lab = lab.reshape(-1)
+                if len(lab) != n:
+                    raise _bad(path, f"{s}_images has {n} images but {s}_labels has {len(lab)} labels")
+                if lab.dtype.kind not in "iu":
+                    raise DataError(path, f"{s}_labels has dtype {lab.dtype}, not integer class indices",
+                                    "store labels as integers 0..K-1")
+                labels_all.append(lab)
+            for i in range(n):
+                rows.append({"case_id": f"{s}_{i:05d}", "split": s if lab is not None else "unlabelled",
+                             "label": int(lab[i]) if lab is not None else pd.NA, "source": str(path),
+                             "npz_split": s, "npz_index": i})
+        stem = path.stem.lower()
+        known = next((v for k, v in KNOWN.items() if stem.startswith(k)), None)
+        is3d = "3d" in stem or (len(first_shape) == 3 and first_shape[-1] != 3)
+        self._rgb = len(first_shape) == 3 and first_shape[-1] == 3 and not is3d
+        if classes is None:
+            if known:
+                classes = known[0]
+            else:
+                vals = sorted(set(np.concatenate(labels_all).tolist())) if labels_all else []
+                classes = {int(v): str(v) for v in vals}
+        super().__init__(path, name=path.stem, task="classification", ndim=3 if is3d else 2,
+                         modality=modality or (known[1] if known else "unknown"), classes=classes,
+                         records=pd.DataFrame(rows), **kw)
+        self._records["spacing"] = fmt_dims([1.0] * self.ndim)  # MedMNIST has no physical spacing: pixel units
+
+    # npz members are zip entries: read them with clear errors for truncated/corrupt data
+    def _member(self, path: Path, key: str) -> np.ndarray:
+        try:
+            return self._npz[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise _bad(path, f"array {key!r} cannot be read ({type(e).__name__}: {e}); the file is corrupt") from e
+
+    def _member_header(self, path: Path, key: str) -> tuple[int, ...]:
+        """Shape of an npz member from its .npy header, without decompressing the pixels."""
+        try:
+            with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, _ = read(f)
+            return tuple(int(v) for v in shape)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            raise _bad(path, f"array {key!r} header cannot be read ({type(e).__name__}: {e})") from e
+
+    def _split_images(self, split: str) -> np.ndarray:
+        if split not in self._arrays:
+            self._arrays[split] = self._member(self.path, f"{split}_images")
+        return self._arrays[split]
+
+    def _to_raw(self, img: np.ndarray) -> np.ndarray:
+        """One stored image -> channel-first."""
+        return np.moveaxis(img, -1, 0) if self._rgb else img[None]
+
+    def _read_raw(self, row: Mapping[str, Any]) -> np.ndarray:
+        return np.ascontiguousarray(self._to_raw(self._split_images(row["npz_split"])[int(row["npz_index"])]))
+
+    def _stat_key(self, row: Mapping[str, Any]) -> str:
+        if not hasattr(self, "_file_key"):
+            self._file_key = file_key(self.path)
+        return f"{self._file_key}#{row['case_id']}"
+
+    def _compute_stats(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Vectorised statistics per split (no per-image Python loop except sha256)."""
+        parts = []
+        for s, grp in rows.groupby("npz_split", sort=False):
+            imgs = self._split_images(str(s))[grp["npz_index"].to_numpy()]
+            x = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
+            axes = tuple(range(1, x.ndim))
+            xf = x.astype(np.float64) if x.dtype.kind == "f" else x
+            finite = np.isfinite(xf).all(axis=axes) if x.dtype.kind == "f" else np.ones(len(x), bool)
+            df = pd.DataFrame(index=grp.index, columns=STAT_COLUMNS)
+            df["shape"] = fmt_dims(x.shape[2:])
+            df["channels"] = x.shape[1]
+            df["intensity_min"] = xf.min(axis=axes).astype(float)
+            df["intensity_max"] = xf.max(axis=axes).astype(float)
+            df["intensity_mean"] = xf.mean(axis=axes, dtype=np.float64)
+            df["intensity_std"] = xf.std(axis=axes, dtype=np.float64)
+            df["sha256"] = [pixel_sha256(np.ascontiguousarray(v)) for v in x]
+            h = np.zeros(len(x), dtype=np.uint64)
+            for a in range(0, len(x), 512):
+                chunk = np.nan_to_num(x[a:a + 512].astype(np.float32))
+                h[a:a + 512] = phash_batch(chunk, self.ndim)
+            df["phash"] = [f"{int(v):016x}" for v in h]
+            df["dtype"] = x.dtype.name
+            df["problem"] = None
+            for i in np.flatnonzero(~finite):
+                idx = grp.index[i]
+                df.loc[idx, ["intensity_min", "intensity_max", "intensity_mean", "intensity_std", "sha256",
+                             "phash"]] = None
+                df.loc[idx, "problem"] = (f"{self.path}: case {grp.loc[idx, 'case_id']!r} has NaN/Inf pixels. "
+                                          "Fix: replace NaN/Inf or exclude the case")
+            parts.append(df)
+        return pd.concat(parts).loc[rows.index]
+
+    def arrays(self, split: str, size=None, max_cases: int | None = None, seed: int = 0):
+        """Vectorised fast path of Dataset.arrays (uint8 -> /255)."""
+        from medwb.data.dataset import resize, subsample
+
+        ids = self.case_ids(split)
+        if not ids:
+            raise KeyError(f"{self.name}: split {split!r} has no cases")
+        ids = subsample(ids, max_cases, seed)
+        rec = self._records.set_index("case_id").loc[ids]
+        imgs = self._split_images(str(rec["npz_split"].iloc[0]))[rec["npz_index"].to_numpy()]
+        x = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+            if bad.any():
+                raise DataError(self.path, f"case {ids[int(np.flatnonzero(bad)[0])]!r} has NaN/Inf pixels",
+                                "replace NaN/Inf or exclude the case")
+            X = np.stack([self._scale(v) for v in x])
+        else:
+            X = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.stack([self._scale(v) for v in x])
+        if size is not None and tuple(X.shape[2:]) != tuple(size):
+            n, c = X.shape[:2]
+            X = resize(X.reshape(n * c, *X.shape[2:]), size, "image").reshape(n, c, *size)
+        y = rec["label"].fillna(-1).to_numpy(dtype=np.int64)
+        return np.ascontiguousarray(X, dtype=np.float32), y, ids
