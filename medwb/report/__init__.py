@@ -1,0 +1,1 @@
+"""Validation reports: statistics (``stats``), figures (``figures``) and the papermill build (``build``)."""
