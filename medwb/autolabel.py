@@ -1,0 +1,244 @@
+"""Auto-labeling: calibrated pre-labels and an auto-accept threshold with a bounded error rate.
+
+Why: a pre-label the model is sure of can be accepted without a person, but only if "sure" is honest. So
+1. **temperature scaling** (Guo et al. 2017) is fitted on the validation split: one scalar T, chosen by
+   minimising the negative log-likelihood of softmax(log p / T) with L-BFGS on log T (T > 0 by construction);
+   it changes confidences, never the predicted class.
+2. **choose_threshold** picks the smallest calibrated-confidence threshold t such that, among validation cases
+   with confidence >= t, a one-sided Clopper-Pearson upper confidence bound (default 95%) on the error rate is
+   <= the target (default 2%, about the human label error rate). The bound, not the raw error, is compared, so a
+   handful of lucky validation cases cannot open the gate: with zero errors at least ~150 accepted validation
+   cases are needed for 2%. Scanning many thresholds is a mild multiple-comparison effect that the bound does
+   not correct for; docs/store.md says so. If no threshold qualifies, nothing is auto-accepted.
+3. **prelabel** gives the proposed label, its calibrated confidence and the auto-accept flag.
+
+Segmentation: the per-image confidence is the mean, over voxels of the predicted foreground (argmax != 0), of
+the calibrated max-probability; an image with no predicted foreground uses the mean over all voxels. A pre-label
+mask counts as "correct" (for choosing the threshold and measuring error) when its foreground Dice with the truth
+is >= ``dice_ok`` (default 0.8; two empty masks count as Dice 1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from medwb.errors import DataError
+
+_EPS = 1e-12
+
+
+def _check_probs(probs: np.ndarray, name: str = "probs") -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim < 2 or p.shape[1] < 2:
+        raise DataError(None, f"{name} has shape {p.shape}", "pass softmax probabilities shaped (N, K[, H, W[, D]]) with K >= 2")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise DataError(None, f"{name} are not probabilities (finite, >= 0, summing to 1 over axis 1)",
+                        "pass the output of predict_proba (softmax), not logits")
+    return p
+
+
+def _to_flat(probs: np.ndarray) -> np.ndarray:
+    """(N,K,...) -> (M,K): segmentation voxels become rows."""
+    if probs.ndim == 2:
+        return probs
+    k = probs.shape[1]
+    return np.moveaxis(probs, 1, -1).reshape(-1, k)
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated probabilities softmax(log p / T), same shape as ``probs`` (class axis 1)."""
+    p = np.asarray(probs, dtype=np.float64)
+    z = np.log(np.clip(p, _EPS, 1.0)) / float(temperature)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (voxel-wise for segmentation)."""
+    p = _to_flat(np.asarray(probs, dtype=np.float64))
+    yy = np.asarray(y).reshape(-1).astype(int)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(yy)), yy], _EPS, 1.0))))
+
+
+def fit_temperature(probs_val: np.ndarray, y_val: np.ndarray, *, max_voxels: int = 200_000, seed: int = 0) -> float:
+    """Temperature T minimising validation NLL (L-BFGS-B on log T, analytic gradient).
+
+    Segmentation probabilities (N,K,H,W[,D]) use the voxels as samples (a seeded subsample of ``max_voxels``)."""
+    p = _to_flat(_check_probs(probs_val, "probs_val"))
+    y = np.asarray(y_val).reshape(-1).astype(int)
+    if len(y) != len(p):
+        raise DataError(None, f"{len(p)} probability rows but {len(y)} labels", "pass the labels of the same validation cases")
+    if y.min() < 0 or y.max() >= p.shape[1]:
+        raise DataError(None, f"labels outside 0..{p.shape[1] - 1}", "pass class indices matching the probability columns")
+    if len(y) > max_voxels:
+        idx = np.random.default_rng(seed).choice(len(y), max_voxels, replace=False)
+        p, y = p[idx], y[idx]
+    logp = np.log(np.clip(p, _EPS, 1.0))
+    rows = np.arange(len(y))
+
+    def f(log_t: np.ndarray) -> tuple[float, np.ndarray]:
+        t = float(np.exp(log_t[0]))
+        z = logp / t
+        zmax = z.max(axis=1, keepdims=True)
+        lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
+        loss = np.mean(lse - z[rows, y])
+        q = np.exp(z - lse[:, None])  # calibrated softmax
+        # d loss / d log T = mean( z_y - sum_k q_k z_k )
+        grad = np.mean(z[rows, y] - (q * z).sum(axis=1))
+        return float(loss), np.array([grad])
+
+    res = optimize.minimize(f, x0=np.array([0.0]), jac=True, method="L-BFGS-B", bounds=[(np.log(0.05), np.log(20.0))])
+    return float(np.exp(res.x[0]))
+
+
+def image_confidence(probs: np.ndarray) -> np.ndarray:
+    """Per-case confidence: classification max-prob; segmentation mean max-prob over the predicted foreground
+    (all voxels when none is predicted)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 2:
+        return p.max(axis=1)
+    maxp = p.max(axis=1)
+    fg = p.argmax(axis=1) != 0
+    n = p.shape[0]
+    maxp, fg = maxp.reshape(n, -1), fg.reshape(n, -1)
+    nfg = fg.sum(axis=1)
+    fg_mean = np.where(nfg > 0, (maxp * fg).sum(axis=1) / np.maximum(nfg, 1), maxp.mean(axis=1))
+    return fg_mean
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Foreground (label != 0) Dice of two masks; 1.0 when both are empty."""
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
+
+
+def is_correct(pred: np.ndarray, truth: np.ndarray, *, dice_ok: float = 0.8) -> np.ndarray:
+    """Per-case correctness: equal class, or (masks) Dice >= dice_ok."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.ndim == 1:
+        return pred.reshape(-1) == truth.reshape(-1)
+    t = truth.reshape(pred.shape)
+    return np.array([dice(pred[i], t[i]) >= dice_ok for i in range(len(pred))])
+
+
+def error_upper_bound(errors: int, n: int, confidence_level: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on an error rate from ``errors`` out of ``n``."""
+    if n == 0:
+        return 1.0
+    if errors >= n:
+        return 1.0
+    return float(stats.beta.ppf(confidence_level, errors + 1, n - errors))
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    threshold: float  # auto-accept when calibrated confidence >= threshold (inf: never)
+    target_error: float
+    confidence_level: float
+    n_val: int
+    n_accepted_val: int
+    errors_val: int
+    error_val: float  # point estimate among accepted validation cases
+    error_upper: float  # the bound that was compared with the target
+    coverage_val: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_threshold(
+    conf_val: np.ndarray, correct_val: np.ndarray, target_error: float = 0.02, *, confidence_level: float = 0.95
+) -> ThresholdChoice:
+    """Smallest confidence threshold whose accepted validation cases have an error upper bound <= target."""
+    conf = np.asarray(conf_val, dtype=float).reshape(-1)
+    ok = np.asarray(correct_val, dtype=bool).reshape(-1)
+    if len(conf) != len(ok) or len(conf) == 0:
+        raise DataError(None, f"{len(conf)} confidences but {len(ok)} correctness flags", "pass one of each per validation case")
+    if not 0 < target_error < 1:
+        raise DataError(None, f"target_error={target_error}", "use a rate between 0 and 1, e.g. 0.02")
+    order = np.argsort(-conf, kind="stable")
+    c_sorted, err_sorted = conf[order], (~ok[order]).astype(int)
+    cum_err = np.cumsum(err_sorted)
+    best: tuple[float, int, int, float] | None = None
+    # candidate thresholds: each distinct confidence; accepted set = all cases with conf >= it
+    n = len(conf)
+    i = n - 1
+    while i >= 0:
+        t = c_sorted[i]
+        j = np.searchsorted(-c_sorted, -t, side="right")  # number of cases with conf >= t
+        e = int(cum_err[j - 1])
+        ub = error_upper_bound(e, j, confidence_level)
+        if ub <= target_error:
+            best = (float(t), j, e, ub)
+            break  # scanning from the lowest threshold up: the first that qualifies is the smallest
+        # skip ties
+        while i >= 0 and c_sorted[i] == t:
+            i -= 1
+    if best is None:
+        return ThresholdChoice(float("inf"), target_error, confidence_level, n, 0, 0, 0.0, 1.0, 0.0)
+    t, j, e, ub = best
+    return ThresholdChoice(t, target_error, confidence_level, n, int(j), e, e / int(j), ub, int(j) / n)
+
+
+@dataclass
+class Prelabels:
+    """Proposed labels for a batch: ``labels`` (N,) classes or (N,1,H,W[,D]) masks, calibrated ``confidence``
+    (N,), ``auto_accept`` (N,) bool, with the temperature and threshold that produced them."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    auto_accept: np.ndarray
+    temperature: float
+    threshold: float
+    probs: np.ndarray  # calibrated probabilities
+
+    def to_frame(self, case_ids: list[str] | None = None) -> pd.DataFrame:
+        df = pd.DataFrame({"confidence": self.confidence, "auto_accept": self.auto_accept})
+        if self.labels.ndim == 1:
+            df.insert(0, "label", self.labels)
+        if case_ids is not None:
+            df.insert(0, "case_id", list(case_ids))
+        return df
+
+
+def prelabel(probs: np.ndarray, temperature: float, threshold: float) -> Prelabels:
+    """Pre-label a batch: argmax class (or mask), calibrated confidence, and whether it may be auto-accepted."""
+    p = _check_probs(probs)
+    q = apply_temperature(p, temperature)
+    conf = image_confidence(q)
+    lab = q.argmax(axis=1)
+    if lab.ndim > 1:
+        lab = lab[:, None]  # (N,1,H,W[,D]) like the data contract's masks
+    return Prelabels(lab.astype(np.int64), conf, conf >= threshold, float(temperature), float(threshold), q)
+
+
+def fit_autolabel(
+    probs_val: np.ndarray, y_val: np.ndarray, *, target_error: float = 0.02, confidence_level: float = 0.95,
+    dice_ok: float = 0.8, seed: int = 0,
+) -> tuple[float, ThresholdChoice]:
+    """Temperature on the validation split, then the auto-accept threshold on the same calibrated split."""
+    t = fit_temperature(probs_val, y_val, seed=seed)
+    pre = prelabel(probs_val, t, np.inf)
+    correct = is_correct(pre.labels, np.asarray(y_val), dice_ok=dice_ok)
+    return t, choose_threshold(pre.confidence, correct, target_error, confidence_level=confidence_level)
+
+
+def autolabel_report(pre: Prelabels, y_true: np.ndarray | None = None, *, dice_ok: float = 0.8) -> dict[str, Any]:
+    """Coverage of auto-acceptance and, when ground truth is given, the measured error of auto-accepted labels."""
+    n = len(pre.confidence)
+    n_auto = int(pre.auto_accept.sum())
+    rep: dict[str, Any] = {"n": n, "n_auto": n_auto, "coverage": n_auto / n if n else 0.0,
+                           "temperature": pre.temperature, "threshold": pre.threshold}
+    if y_true is not None:
+        ok = is_correct(pre.labels, np.asarray(y_true), dice_ok=dice_ok)
+        rep["accuracy_all"] = float(ok.mean()) if n else float("nan")
+        rep["n_auto_errors"] = int((~ok[pre.auto_accept]).sum())
+        rep["auto_error"] = rep["n_auto_errors"] / n_auto if n_auto else float("nan")
+        rep["error_non_auto"] = float((~ok[~pre.auto_accept]).mean()) if n_auto < n else float("nan")
+    return rep
