@@ -6,9 +6,9 @@ per-case statistics (computed once, cached on disk), validation (NaN/Inf, mask s
 values), ``arrays()`` for model code and MONAI-ready ``items()`` + ``transform()`` — lives here, so every
 format behaves the same.
 
-Scaling choice for ``arrays()`` / ``transform()``: uint8 sources (MedMNIST, PNG/JPEG) are divided by 255
-so intensities keep their meaning across images; any other dtype (CT in HU, MRI) is min-max scaled per
-image to [0, 1]. ``load_image`` returns the raw intensities (float32) without scaling.
+Scaling choice for ``arrays()`` / ``transform()``: 8-bit sources (MedMNIST npz, PNG/JPEG) are divided by
+255 so intensities keep their meaning across images; scanner data (NIfTI, DICOM: CT in HU, MRI) is min-max
+scaled per image to [0, 1]. ``load_image`` returns the raw intensities (float32) without scaling.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ COHORT_COLUMNS = [
     "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256",
 ]
 STAT_COLUMNS = ["shape", "channels", "intensity_min", "intensity_max", "intensity_mean", "intensity_std",
-                "sha256", "phash", "dtype", "problem"]
+                "sha256", "phash", "dtype", "spacing_read", "problem"]
 
 
 def fmt_dims(values: Sequence[float | int]) -> str:
@@ -85,6 +85,9 @@ class Dataset:
         records["label"] = records["label"].astype("Int64")
         if metadata is not None:
             records = _join_metadata(records, metadata, self.path)
+        for col in ("mask", "mask2"):  # str or None (object dtype, so pandas keeps None rather than NaN)
+            records[col] = pd.Series([v if isinstance(v, str) and v else None for v in records[col]],
+                                     index=records.index, dtype=object)
         self._check_labels(records)
         self._records = records
         self._rows = {cid: i for i, cid in enumerate(records["case_id"])}
@@ -109,7 +112,7 @@ class Dataset:
     def _compute_stats(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Per-case statistics for the given rows (default: read each case; npz overrides with a vector pass)."""
         out = []
-        for _, row in tqdm(rows.iterrows(), total=len(rows), desc=f"{self.name}: image statistics",
+        for row in tqdm(rows.to_dict("records"), total=len(rows), desc=f"{self.name}: image statistics",
                            disable=not self._progress or len(rows) < 50, leave=False):
             out.append(self._stats_of_row(row))
         return pd.DataFrame(out, index=rows.index, columns=STAT_COLUMNS)
@@ -120,7 +123,8 @@ class Dataset:
             self._validate_values(raw, row)
         except DataError as e:
             return {c: None for c in STAT_COLUMNS} | {"problem": str(e)}
-        return image_stats(raw, self.ndim)
+        sp = self._case_spacing(row)
+        return image_stats(raw, self.ndim) | {"spacing_read": fmt_dims(sp) if sp else None}
 
     # ---- cohort -------------------------------------------------------------------------------------
     @property
@@ -139,7 +143,7 @@ class Dataset:
         rec = self._records.copy()
         cache = StatsCache(self.path, self._cache_dir)
         keys, cached, missing = [], {}, []
-        for i, row in rec.iterrows():
+        for i, row in zip(rec.index, rec.to_dict("records")):
             try:
                 k = self._stat_key(row)
             except OSError:
@@ -153,9 +157,9 @@ class Dataset:
         stats = pd.DataFrame.from_dict(cached, orient="index", columns=STAT_COLUMNS) if cached else None
         if missing:
             new = self._compute_stats(rec.loc[missing])
-            for i, vals in new.iterrows():
+            for i, vals in zip(new.index, new[STAT_COLUMNS].to_dict("records")):
                 if keys[i] and not vals.get("problem"):
-                    cache.put(keys[i], {c: _plain(vals[c]) for c in STAT_COLUMNS})
+                    cache.put(keys[i], {c: _plain(v) for c, v in vals.items()})
             cache.save()
             stats = new if stats is None else pd.concat([stats, new])
         stats = stats.reindex(rec.index) if stats is not None else pd.DataFrame(index=rec.index,
@@ -167,10 +171,10 @@ class Dataset:
         rec["channels"] = rec["channels"].astype("Int64")
         for c in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std"):
             rec[c] = pd.to_numeric(rec[c], errors="coerce").astype("float64")
-        if rec["spacing"].isna().any():
-            rec["spacing"] = [s if isinstance(s, str) else (fmt_dims([1.0] * len(parse_dims(sh)))
-                                                             if isinstance(sh, str) else None)
-                              for s, sh in zip(rec["spacing"], rec["shape"])]
+        # spacing: from the listing, else what the reader found in the file header, else pixel units
+        rec["spacing"] = [s if isinstance(s, str) else (r if isinstance(r, str) else (
+            fmt_dims([1.0] * len(parse_dims(sh))) if isinstance(sh, str) else None))
+            for s, r, sh in zip(rec["spacing"], rec.pop("spacing_read"), rec["shape"])]
         front = [c for c in COHORT_COLUMNS if c in rec]
         rest = [c for c in rec.columns if c not in front]
         n_bad = int(rec["problem"].notna().sum())
@@ -264,8 +268,12 @@ class Dataset:
                                 "value) or exclude the case")
 
     # ---- model-ready arrays -------------------------------------------------------------------------
+    #: 8-bit formats (MedMNIST, PNG/JPEG) keep a fixed /255 scale; scanner data (NIfTI, DICOM) is min-max
+    #: scaled per image, since its stored dtype (uint8 in one file, float in the next) says nothing about range.
+    fixed_uint8_range: bool = True
+
     def _scale(self, raw: np.ndarray) -> np.ndarray:
-        return scale_01(raw)
+        return scale_01(raw, fixed_uint8=self.fixed_uint8_range)
 
     def arrays(self, split: str, size: Sequence[int] | None = None, max_cases: int | None = None,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -376,9 +384,9 @@ class LoadCased:
 
 
 # ---- helpers shared by readers --------------------------------------------------------------------------
-def scale_01(raw: np.ndarray) -> np.ndarray:
+def scale_01(raw: np.ndarray, fixed_uint8: bool = True) -> np.ndarray:
     """uint8 -> /255 (keeps meaning across images); anything else -> per-image min-max to [0,1]."""
-    if raw.dtype == np.uint8:
+    if fixed_uint8 and raw.dtype == np.uint8:
         return raw.astype(np.float32) / 255.0
     x = raw.astype(np.float32)
     lo, hi = float(x.min()), float(x.max())
@@ -410,7 +418,7 @@ def subsample(ids: list[str], max_cases: int | None, seed: int) -> list[str]:
 def image_stats(raw: np.ndarray, spatial_dims: int) -> dict[str, Any]:
     x = raw.astype(np.float64, copy=False)
     return {
-        "shape": fmt_dims(raw.shape[1:]), "channels": int(raw.shape[0]),
+        "spacing_read": None, "shape": fmt_dims(raw.shape[1:]), "channels": int(raw.shape[0]),
         "intensity_min": float(x.min()), "intensity_max": float(x.max()),
         "intensity_mean": float(x.mean()), "intensity_std": float(x.std()),
         "sha256": pixel_sha256(raw), "phash": phash(raw, spatial_dims=min(raw.ndim - 1, 3)),

@@ -149,6 +149,7 @@ class NpzDataset(Dataset):
                 h[a:a + 512] = phash_batch(chunk, self.ndim)
             df["phash"] = [f"{int(v):016x}" for v in h]
             df["dtype"] = x.dtype.name
+            df["spacing_read"] = None
             df["problem"] = None
             for i in np.flatnonzero(~finite):
                 idx = grp.index[i]
