@@ -242,3 +242,28 @@ def autolabel_report(pre: Prelabels, y_true: np.ndarray | None = None, *, dice_o
         rep["auto_error"] = rep["n_auto_errors"] / n_auto if n_auto else float("nan")
         rep["error_non_auto"] = float((~ok[~pre.auto_accept]).mean()) if n_auto < n else float("nan")
     return rep
+
+
+def commit_auto_labels(
+    study: Any, case_ids: list[str], pre: Prelabels, *, model_version: str | None, round: int | None = None
+) -> list[str]:
+    """Write the auto-accepted pre-labels to the study (source ``auto``, annotator ``model:<version>``, no person
+    involved) and return the case ids still needing a human decision (for the review queue)."""
+    ids = [str(c) for c in case_ids]
+    if len(ids) != len(pre.confidence):
+        raise DataError(None, f"{len(ids)} case ids for {len(pre.confidence)} pre-labels", "pass the ids of the pre-labelled batch, same order")
+    who = f"model:{model_version}" if model_version else "model"
+    rest = []
+    for i, cid in enumerate(ids):
+        if not pre.auto_accept[i]:
+            rest.append(cid)
+            continue
+        note = f"auto-accepted: calibrated confidence {pre.confidence[i]:.4f} >= {pre.threshold:.4f} (T={pre.temperature:.3f})"
+        if pre.labels.ndim == 1:
+            study.add_label(cid, value=int(pre.labels[i]), source="auto", annotator=who, round=round,
+                            model_version=model_version, note=note)
+        else:
+            path = study.save_mask(cid, pre.labels[i], tag=f"auto_{model_version or 'model'}")
+            study.add_label(cid, mask_path=path, source="auto", annotator=who, round=round,
+                            model_version=model_version, note=note)
+    return rest
