@@ -477,6 +477,22 @@ class Study:
 
         Supersedes this annotator's earlier label on the case and any ``auto`` label; other annotators'
         labels stay (agreement is computed from them)."""
+        row = self._validate_label(case_id, value, mask_path, source, annotator, seconds, round, model_version, note)
+        with self._tx():
+            return self._insert_label_in_tx(*row)
+
+    def add_labels(self, records: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Many labels at once (keys as in :meth:`add_label`), all validated first, then written in ONE
+        transaction: all of them or none (a simulated oracle labelling a batch pays one disk sync, not one each)."""
+        rows = [self._validate_label(r["case_id"], r.get("value"), r.get("mask_path"), r.get("source", "human"),
+                                     r.get("annotator", ""), r.get("seconds"), r.get("round"), r.get("model_version"),
+                                     r.get("note", "")) for r in records]
+        with self._tx():
+            return [self._insert_label_in_tx(*row) for row in rows]
+
+    def _validate_label(self, case_id: Any, value: Any, mask_path: str | Path | None, source: str, annotator: str,
+                        seconds: float | None, round: int | None, model_version: str | None, note: str) -> tuple:
+        """Check one label against the study (case, class, source, files, model); returns the row to insert."""
         case_id = str(case_id)
         if source not in SOURCES:
             raise StoreError(f"label source {source!r} is not one of {SOURCES}. Fix: 'human' (a person chose it, "
@@ -491,18 +507,15 @@ class Study:
             raise StoreError(f"{case_id!r}: a classification study needs value=. Fix: pass the class index")
         if value is not None:
             value = self._check_value(value)
-        if mask_path is not None:
-            if not Path(mask_path).is_file():
-                raise DataError(mask_path, "mask file not found", "save the mask first (study.save_mask) and pass its path")
+        if mask_path is not None and not Path(mask_path).is_file():
+            raise DataError(mask_path, "mask file not found", "save the mask first (study.save_mask) and pass its path")
         if seconds is not None and (not np.isfinite(seconds) or seconds < 0):
             raise StoreError(f"seconds={seconds!r} must be a non-negative number. Fix: pass the time spent, or None")
         if model_version is not None:
             if self._conn.execute("SELECT 1 FROM models WHERE version = ?", (model_version,)).fetchone() is None:
                 raise StoreError(f"model version {model_version!r} is not registered. Fix: register it with study.add_model(...) first")
-        with self._tx():
-            return self._insert_label_in_tx(case_id, value, self._rel(mask_path), source, str(annotator),
-                                            None if seconds is None else float(seconds),
-                                            None if round is None else int(round), model_version, note)
+        return (case_id, value, self._rel(mask_path), source, str(annotator), None if seconds is None else float(seconds),
+                None if round is None else int(round), model_version, str(note or ""))
 
     def labels(self, latest: bool = True, *, per_annotator: bool = False) -> pd.DataFrame:
         """Label rows. ``latest=True``: the current label of each labelled case (one row per case: its most recent
@@ -739,11 +752,12 @@ class Study:
                 if v not in self.classes:
                     raise DataError(path, f"line {i}: value {v} is not one of the classes {self.classes}", f"use one of {sorted(self.classes)}")
             sec = rec.get("seconds", "").strip()
-            todo.append((cid, v, float(sec) if sec else None))
-        with self._tx():
-            # add_label opens its own transaction; write the rows directly inside this one instead
-            for cid, v, sec in todo:
-                self._insert_label_in_tx(cid, v, None, source, annotator, sec, None, None, f"imported from {path.name}")
+            try:
+                todo.append((cid, v, float(sec) if sec else None))
+            except ValueError:
+                raise DataError(path, f"line {i}: seconds {sec!r} is not a number", "leave it empty or give seconds") from None
+        self.add_labels({"case_id": cid, "value": v, "source": source, "annotator": annotator, "seconds": sec,
+                         "note": f"imported from {path.name}"} for cid, v, sec in todo)
         return len(todo)
 
     def _insert_label_in_tx(self, case_id: str, value: int | None, rel_mask: str | None, source: str, annotator: str,
@@ -870,6 +884,8 @@ class Study:
             else:
                 src = "human"
             todo.append((cid, f, m, src, changed))
+        if not annotator or not str(annotator).strip():
+            raise StoreError("annotator is empty. Fix: pass who edited the masks")
         out = []
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         saved = []

@@ -114,6 +114,16 @@ def test_add_label_validation(study: Study, kwargs: dict, err: type, match: str)
     assert study.labels(latest=False).empty and study.label_history().empty  # nothing half-written
 
 
+def test_add_labels_batch_is_all_or_nothing(study: Study) -> None:
+    recs = [{"case_id": f"train_{i:05d}", "value": i % 2, "annotator": "oracle", "round": 2} for i in range(5)]
+    ids = study.add_labels(recs)
+    assert len(ids) == 5 and study.labels()["value"].tolist() == [0, 1, 0, 1, 0]
+    bad = [{"case_id": "train_00010", "value": 1, "annotator": "oracle"}, {"case_id": "train_00011", "value": 9, "annotator": "oracle"}]
+    with pytest.raises(DataError, match="classes"):
+        study.add_labels(bad)
+    assert len(study.labels(latest=False)) == 5 and len(study.label_history()) == 5
+
+
 def test_rounds_models_curve_verdicts_queue(study: Study) -> None:
     assert study.current_round() == 0
     study.start_round(1, "entropy", {"k": 2, "seed": 0}, ["train_00003", "train_00004"], np.array([0.69, 0.5]))
