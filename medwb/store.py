@@ -59,7 +59,8 @@ CREATE TABLE study (
     classes TEXT NOT NULL,
     created_at TEXT NOT NULL,
     medwb_version TEXT NOT NULL,
-    schema_version INTEGER NOT NULL
+    schema_version INTEGER NOT NULL,
+    cohort_columns TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE cases (
     case_id TEXT PRIMARY KEY,
@@ -298,7 +299,8 @@ class Study:
                 if stmt.strip():
                     conn.execute(stmt)
             conn.execute(
-                "INSERT INTO study VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
+                "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
                 (name or folder.name, str(dataset_path), task, json.dumps({str(k): v for k, v in cls_map.items()}),
                  _now(), medwb.__version__, SCHEMA_VERSION),
             )
@@ -429,8 +431,11 @@ class Study:
                 continue
             meta = {c: _jsonable(rec[c]) for c in extra}
             rows.append((cid, str(rec["split"]), _jsonable(rec.get("source")), sha, _dumps(meta), now))
+        cols = json.loads(self._conn.execute("SELECT cohort_columns FROM study").fetchone()[0])
+        cols += [str(c) for c in cohort.columns if str(c) not in cols]
         with self._tx() as c:
             c.executemany("INSERT INTO cases (case_id, split, source, sha256, meta, added_at) VALUES (?,?,?,?,?,?)", rows)
+            c.execute("UPDATE study SET cohort_columns = ?", (json.dumps(cols),))
         return len(rows)
 
     def cases(self) -> pd.DataFrame:
@@ -439,8 +444,13 @@ class Study:
         df = self._df("SELECT case_id, split, source, sha256, meta FROM cases ORDER BY rowid")
         meta = pd.DataFrame([json.loads(m) for m in df.pop("meta")], index=df.index)
         out = pd.concat([df, meta], axis=1)
-        if "label" in out.columns:
-            out["label"] = pd.array(out["label"], dtype="Int64")
+        order = json.loads(self._conn.execute("SELECT cohort_columns FROM study").fetchone()[0])
+        out = out[[c for c in order if c in out.columns] + [c for c in out.columns if c not in order]]
+        for col in out.columns:  # integer columns with gaps (label, ndim, ...) come back as nullable Int64
+            vals = out[col].dropna()
+            if col == "label" or (len(vals) and out[col].isna().any()
+                                  and all(isinstance(v, int) and not isinstance(v, bool) for v in vals)):
+                out[col] = pd.array(out[col], dtype="Int64")
         return out
 
     def _check_case(self, case_id: str) -> None:

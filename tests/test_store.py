@@ -60,7 +60,8 @@ def test_create_layout_and_pragmas(study: Study) -> None:
 def test_cases_roundtrip(study: Study, samples: Path) -> None:
     cohort, labels = pneumonia_cohort(samples)
     got = study.cases()
-    assert list(got["case_id"]) == list(cohort["case_id"])
+    assert list(got.columns) == list(cohort.columns)  # the cohort comes back as it went in
+    assert list(got["case_id"]) == list(cohort["case_id"]) and list(got["sha256"]) == list(cohort["sha256"])
     assert got["label"].tolist() == labels.tolist()
     assert study.add_cases(cohort) == 0  # identical re-add is a no-op
     changed = cohort.head(1).copy()
