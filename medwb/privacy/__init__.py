@@ -1,0 +1,1 @@
+"""Patient privacy: de-identification (``deid``), encryption at rest (``crypto``), audited purge (``purge``)."""
