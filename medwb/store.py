@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medwb.errors import DataError, StoreError
+from medwb.errors import DataError, MedwbError, StoreError
 
 SCHEMA_VERSION = 1
 DB_NAME = "study.sqlite"
@@ -716,24 +716,41 @@ class Study:
         return int(cur.rowcount)
 
     # ------------------------------------------------------------------ import / export
-    def export_labels_csv(self, path: str | Path, latest: bool = True) -> Path:
-        """Write the labels (current ones by default) with their provenance to CSV (atomically)."""
-        df = self.labels(latest=latest)
+    def export_labels_csv(self, path: str | Path, latest: bool = True, *, encrypt_with: Any = None) -> Path:
+        """Write the labels (current ones by default) with their provenance to CSV (atomically). With
+        ``encrypt_with`` (a ``medwb.privacy.crypto.Key``) the file is AES-GCM encrypted; the plaintext never
+        touches the disk."""
+        data = self.labels(latest=latest).to_csv(index=False).encode()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, df.to_csv(index=False).encode())
+        if encrypt_with is not None:
+            from medwb.privacy.crypto import write_encrypted
+
+            write_encrypted(path, data, encrypt_with)
+        else:
+            _atomic_write(path, data)
         return path
 
-    def import_labels_csv(self, path: str | Path, annotator: str, source: str = "human") -> int:
+    def import_labels_csv(self, path: str | Path, annotator: str, source: str = "human", *, decrypt_with: Any = None) -> int:
         """Import class labels from a CSV with columns ``case_id`` and ``value`` (class index) or ``class_name``;
-        optional ``seconds``. All rows are validated first and written in one transaction (all or nothing)."""
+        optional ``seconds``. All rows are validated first and written in one transaction (all or nothing).
+        ``decrypt_with``: the ``medwb.privacy.crypto.Key`` of an encrypted CSV (a wrong key is a CryptoError)."""
         path = Path(path)
         if source not in SOURCES:
             raise StoreError(f"label source {source!r} is not one of {SOURCES}. Fix: pick one of them")
         if not path.is_file():
             raise DataError(path, "label CSV not found", "check the path")
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if decrypt_with is not None:
+                import io
+
+                from medwb.privacy.crypto import read_encrypted
+
+                df = pd.read_csv(io.BytesIO(read_encrypted(path, decrypt_with)), dtype=str, keep_default_na=False)
+            else:
+                df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except MedwbError:
+            raise
         except Exception as e:
             raise DataError(path, f"cannot read as CSV ({type(e).__name__}: {e})", "save it as comma-separated text with a header row") from e
         if "case_id" not in df.columns or not ({"value", "class_name", "label"} & set(df.columns)):

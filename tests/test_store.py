@@ -177,6 +177,25 @@ def test_labels_csv_roundtrip_all_or_nothing(study: Study, tmp_path: Path, sampl
     assert len(study.labels(latest=False)) == n_before  # the valid first row was not written either
 
 
+def test_encrypted_label_export(study: Study, tmp_path: Path) -> None:
+    from medwb.errors import CryptoError
+    from medwb.privacy.crypto import generate_key
+
+    key, other = generate_key(tmp_path / "k1.key"), generate_key(tmp_path / "k2.key")
+    for i in range(5):
+        study.add_label(f"train_{i:05d}", value=i % 2, annotator="alice")
+    enc = study.export_labels_csv(study.folder / "exports" / "labels.csv.enc", encrypt_with=key)
+    assert b"train_00000" not in enc.read_bytes() and b"alice" not in enc.read_bytes()
+    s2 = Study.create(tmp_path / "s2", dataset_path="x", task="classification", classes=CLASSES)
+    s2.add_cases(study.cases())
+    with pytest.raises(CryptoError):
+        s2.import_labels_csv(enc, annotator="alice", decrypt_with=other)
+    assert s2.labels().empty
+    assert s2.import_labels_csv(enc, annotator="alice", decrypt_with=key) == 5
+    assert s2.labels()["value"].tolist() == study.labels()["value"].tolist()
+    s2.close()
+
+
 def test_masks_export_import_chase(tmp_path: Path, samples: Path) -> None:
     """Segmentation: the real CHASE_DB1 observer-1 mask goes out as NIfTI, comes back edited (observer 2)."""
     root = samples / "segmentation_2d" / "chase_db1"
