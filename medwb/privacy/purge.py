@@ -120,18 +120,28 @@ class PurgeResult:
         return "\n".join(lines)
 
 
-def _source_dataset(db: Path) -> str | None:
+def _source_dataset(db: Path, *, may_write: bool) -> str | None:
+    """The dataset path recorded by the store. ``immutable=1`` reads without creating -wal/-shm files (a dry run
+    must change nothing); when the purge is real anyway, a normal read-only open also sees un-checkpointed WAL."""
     if not db.is_file():
         return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    for mode in (["immutable=1"] + (["mode=ro"] if may_write else [])):
         try:
-            row = con.execute("SELECT dataset_path FROM study WHERE id = 1").fetchone()
-        finally:
-            con.close()
-        return str(row[0]) if row else None
-    except sqlite3.Error:
-        return None
+            found = _read_dataset_path(db, mode)
+        except sqlite3.Error:
+            found = None
+        if found:
+            return found
+    return None
+
+
+def _read_dataset_path(db: Path, mode: str) -> str | None:
+    con = sqlite3.connect(f"file:{db}?{mode}", uri=True)
+    try:
+        row = con.execute("SELECT dataset_path FROM study WHERE id = 1").fetchone()
+    finally:
+        con.close()
+    return str(row[0]) if row else None
 
 
 def _last_line_hash(path: Path) -> str:
@@ -215,7 +225,7 @@ def purge_study(
         raise StoreError(f"{study}: refusing to purge a filesystem root or home folder. Fix: pass the study folder")
     who = actor or os.environ.get("MEDWB_ACTOR") or getpass.getuser()
     res = PurgeResult(study=study, dry_run=dry_run, include_models=include_models, actor=who)
-    res.source_dataset = _source_dataset(study / DB_NAME)
+    res.source_dataset = _source_dataset(study / DB_NAME, may_write=not dry_run)
     doomed, res.kept = _plan(study, include_models)
     for p in doomed:
         if p.is_symlink():
