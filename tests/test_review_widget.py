@@ -127,3 +127,32 @@ def test_segmentation_review_on_chase(tmp_path: Path, samples: Path) -> None:
     assert labs.loc[names[0], "source"] == "corrected" and np.array_equal(read_mask(labs.loc[names[0], "mask_path"]), m2[names[0]])
     assert labs.loc[names[1], "source"] == "human" and np.array_equal(read_mask(labs.loc[names[1], "mask_path"]), m1[names[1]])
     s.close()
+
+
+@pytest.mark.slow  # open_dataset of the MSD folder imports MONAI (~4 s)
+def test_3d_review_on_hippocampus(tmp_path: Path, samples: Path) -> None:
+    """3-D: the slice shown is the one through the pre-label; the simulated oracle corrects a wrong mask."""
+    from medwb.data import open_dataset
+    from medwb.store import read_mask
+
+    ds = open_dataset(samples / "segmentation_3d" / "hippocampus")
+    ids = [c for c in ds.cohort["case_id"] if ds.load_mask(c) is not None][:2]
+    s = Study.create(tmp_path / "h", dataset_path=samples / "segmentation_3d" / "hippocampus", task="segmentation",
+                     classes=ds.classes)
+    s.add_cases(ds.cohort)
+    truth = {c: ds.load_mask(c) for c in ids}
+    wrong = truth[ids[1]].copy()
+    wrong[wrong == 2] = 1  # the pre-label merges the two hippocampus parts
+    boundary = {c: np.abs(np.gradient(truth[c][0].astype(float))).sum(0) for c in ids}
+    q = ReviewQueue(s, ids, [truth[ids[0]], wrong], ds.load_image, annotator="oracle", spatial_dims=3,
+                    uncertainty=boundary.__getitem__)
+    assert q.image.value[:4] == b"\x89PNG" and q.umap.value[:4] == b"\x89PNG"
+    out = q.run_oracle(truth.__getitem__)
+    assert [d["source"] for d in out] == ["human", "corrected"]
+    labs = s.labels().set_index("case_id")
+    assert np.array_equal(read_mask(labs.loc[ids[1], "mask_path"]), truth[ids[1]])
+    from medwb.errors import DataError
+
+    with pytest.raises(DataError, match="image's own size"):  # a mask on the wrong grid is refused
+        ReviewQueue(s, ids[:1], [truth[ids[0]][:, :-1]], ds.load_image, annotator="oracle", spatial_dims=3)
+    s.close()

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from medwb.errors import StoreError
+from medwb.errors import DataError, StoreError
 from medwb.store import Study
 from medwb.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
 
@@ -180,6 +180,10 @@ class ReviewQueue:
             mask_full = spatial_array(np.asarray(self.proposals[i]), self.spatial_dims)
             if self.spatial_dims == 3:
                 k = focus_index(mask_full.shape, mask_full)[-1]
+            img_shape = img.shape[-self.spatial_dims:]
+            if tuple(mask_full.shape) != tuple(img_shape):
+                raise DataError(None, f"pre-label mask of {cid!r} has shape {mask_full.shape}, the image {tuple(img_shape)}",
+                                "pass pre-label masks at the image's own size (e.g. loop.prelabel_mask)")
             mask = _slice2d(mask_full, self.spatial_dims, k)
         rgb = overlay_mask(to_rgb(_slice2d(img, self.spatial_dims, k)), mask, opacity=0.4)
         scale = max(1, self.display_px // max(rgb.shape[:2]))
@@ -279,7 +283,8 @@ class ReviewQueue:
             i, cid = self.position, self.case_ids[self.position]
             t = truth(cid)
             if self.segmentation:
-                same = np.array_equal(np.asarray(t).reshape(np.shape(self.proposals[i])), np.asarray(self.proposals[i]))
+                t, prop = np.asarray(t), np.asarray(self.proposals[i])
+                same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
                 out.append(self.accept() if same else self.change(mask=np.asarray(t)))
             else:
                 out.append(self.accept() if int(t) == int(self.proposals[i]) else self.change(int(t)))
