@@ -774,13 +774,15 @@ class Study:
                     v = int(float(raw))
                     if float(raw) != v:
                         raise ValueError
-                except ValueError:
+                except (ValueError, OverflowError):
                     raise DataError(path, f"line {i}: value {raw!r} is not a class index", f"use one of {sorted(self.classes)}") from None
                 if v not in self.classes:
                     raise DataError(path, f"line {i}: value {v} is not one of the classes {self.classes}", f"use one of {sorted(self.classes)}")
             sec = rec.get("seconds", "").strip()
             try:
                 todo.append((cid, v, float(sec) if sec else None))
+                if sec and not (0 <= float(sec) < float("inf")):
+                    raise ValueError
             except ValueError:
                 raise DataError(path, f"line {i}: seconds {sec!r} is not a number", "leave it empty or give seconds") from None
         self.add_labels({"case_id": cid, "value": v, "source": source, "annotator": annotator, "seconds": sec,

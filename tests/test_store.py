@@ -252,3 +252,33 @@ def test_migration_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     assert "confidence" in [r[1] for r in s._conn.execute("PRAGMA table_info(labels)")]
     s.close()
+
+
+def test_import_labels_csv_fuzz(tmp_path: Path) -> None:
+    """Random and mutated CSV bytes: the import succeeds or raises the project's own error, never half-writes."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from medwb.errors import MedwbError
+
+    s = Study.create(tmp_path / "fz", dataset_path="x", task="classification", classes=CLASSES)
+    s.add_cases(pd.DataFrame({"case_id": ["a", "b", "c"], "split": "train"}))
+    valid = b"case_id,value,seconds\na,0,1.5\nb,1,\nc,0,2\n"
+    f = tmp_path / "fuzz.csv"
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(st.binary(max_size=200),
+                     st.tuples(st.integers(0, len(valid) - 1), st.binary(min_size=1, max_size=6)).map(
+                         lambda m: valid[: m[0]] + m[1] + valid[m[0] + len(m[1]):])))
+    def run(data: bytes) -> None:
+        f.write_bytes(data)
+        before = len(s.labels(latest=False))
+        try:
+            n = s.import_labels_csv(f, annotator="fuzz")
+        except MedwbError:
+            assert len(s.labels(latest=False)) == before  # a refused file writes nothing
+        else:
+            assert len(s.labels(latest=False)) == before + n
+
+    run()
+    s.close()
