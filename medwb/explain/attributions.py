@@ -374,15 +374,16 @@ LABELS: dict[str, str] = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "ig"
 
 
 def attribute(model: nn.Module, X: np.ndarray | torch.Tensor, target: int | Sequence[int] | np.ndarray | None = None,
-              *, method: str = "gradcam", batch_size: int | None = None, progress: bool = True,
-              **kwargs) -> np.ndarray:
+              *, method: str | Callable[..., np.ndarray] = "gradcam", batch_size: int | None = None,
+              progress: bool = True, **kwargs) -> np.ndarray:
     """Attribution maps (N, 1, H, W[, D]) for ``X`` (N, C, H, W[, D]) with the named method.
 
     ``target``: class per sample (int, or one per sample); default the predicted class (segmenters: the
     largest predicted foreground class, explained as a region). Extra keyword arguments go to the method
     (``layer=`` for CAMs, ``n_steps=`` for IG, ``window=/stride=/max_positions=`` for occlusion).
+    ``method`` may also be a callable with the same signature (a custom method gets the same checks).
     """
-    fn = METHODS[canonical_method(method)]
+    fn = method if callable(method) else METHODS[canonical_method(method)]
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     return fn(model, X, target, progress=progress, **kwargs)

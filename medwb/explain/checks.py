@@ -119,7 +119,12 @@ def similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _spearman_rows(a, b), _ssim_rows(a, b)
 
 
-def randomization_check(model: nn.Module, X: np.ndarray, target: Any = None, *, method: str = "gradcam",
+def method_name(method: Any) -> str:
+    """Canonical name of a method given by name, or a callable's ``__name__``."""
+    return getattr(method, "__name__", "custom") if callable(method) else canonical_method(method)
+
+
+def randomization_check(model: nn.Module, X: np.ndarray, target: Any = None, *, method: Any = "gradcam",
                         original: np.ndarray | None = None, max_steps: int = 6, seed: int = 0,
                         batch_size: int | None = None, progress: bool = True, **method_kwargs: Any) -> CheckResult:
     """Cascading randomization from the output layer down, cumulative; maps compared at up to ``max_steps``
@@ -127,7 +132,7 @@ def randomization_check(model: nn.Module, X: np.ndarray, target: Any = None, *, 
     trained model (so the comparison is about the same question)."""
     from tqdm.auto import tqdm
 
-    method = canonical_method(method)
+    name = method_name(method)
     x = _as_tensor(X)
     if target is None:
         logits = forward_logits(model, x)
@@ -138,7 +143,7 @@ def randomization_check(model: nn.Module, X: np.ndarray, target: Any = None, *, 
     layers = parameter_layers(model)[::-1]
     steps = sorted(set(np.linspace(1, len(layers), num=min(max_steps, len(layers))).round().astype(int).tolist()))
     rows = []
-    for k in tqdm(steps, desc=f"randomization ({method})", disable=not progress, leave=False):
+    for k in tqdm(steps, desc=f"randomization ({name})", disable=not progress, leave=False):
         rnd = randomize_layers(model, k, seed=seed)
         maps = attribute(rnd, x, target, method=method, batch_size=batch_size, progress=False, **method_kwargs)
         rho, ssim = similarity(original, maps)
@@ -147,7 +152,7 @@ def randomization_check(model: nn.Module, X: np.ndarray, target: Any = None, *, 
     details = pd.DataFrame(rows)
     last = details.iloc[-1]
     passed = bool(last.spearman < RANDOMIZATION_MAX_SPEARMAN and last.ssim < RANDOMIZATION_MAX_SSIM)
-    return CheckResult("randomization", method, passed, float(last.spearman), RANDOMIZATION_MAX_SPEARMAN,
+    return CheckResult("randomization", name, passed, float(last.spearman), RANDOMIZATION_MAX_SPEARMAN,
                        f"all layers random: Spearman < {RANDOMIZATION_MAX_SPEARMAN} and SSIM < "
                        f"{RANDOMIZATION_MAX_SSIM}", details,
                        {"ssim_final": float(last.ssim), "spearman_first_step": float(details.spearman.iloc[0])})
@@ -263,18 +268,18 @@ def mask_energy_check(maps: np.ndarray, masks: np.ndarray, *, method: str = "map
 
 
 # ------------------------------------------------------------------------------------------------- all
-def run_checks(model: nn.Module, X: np.ndarray, maps: np.ndarray, *, method: str, target: Any = None,
+def run_checks(model: nn.Module, X: np.ndarray, maps: np.ndarray, *, method: Any, target: Any = None,
                masks: np.ndarray | None = None, randomization: bool = True, max_steps: int = 6, seed: int = 0,
                steps: int = 20, progress: bool = True) -> list[CheckResult]:
     """Every applicable check for one method's maps on the same images."""
-    method = canonical_method(method)
+    name = method_name(method)
     out: list[CheckResult] = []
     if randomization:
         out.append(randomization_check(model, X, target, method=method, original=maps, max_steps=max_steps,
                                        seed=seed, progress=progress))
-    out.extend(deletion_insertion_check(model, X, maps, target, method=method, steps=steps, random_state=seed))
+    out.extend(deletion_insertion_check(model, X, maps, target, method=name, steps=steps, random_state=seed))
     if masks is not None:
-        out.append(mask_energy_check(maps, masks, method=method))
+        out.append(mask_energy_check(maps, masks, method=name))
     return out
 
 
