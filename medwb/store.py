@@ -321,11 +321,16 @@ class Study:
         db = folder / DB_NAME
         if not db.is_file():
             raise StoreError(f"{db}: no study here. Fix: check the folder, or make one with Study.create(...)")
+        conn = None
         try:
             conn = cls._connect(db)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'study'").fetchone() is None:
+                raise sqlite3.DatabaseError("no 'study' table")
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{db}: not a readable SQLite database ({e}). Fix: restore the study folder from a backup") from e
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"{db}: not a medwb study database ({e}). Fix: restore the study folder from a backup") from e
         if version > SCHEMA_VERSION:
             conn.close()
             raise StoreError(f"{db}: schema version {version} is newer than this medwb ({SCHEMA_VERSION}). "

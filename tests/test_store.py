@@ -55,6 +55,15 @@ def test_create_layout_and_pragmas(study: Study) -> None:
         Study.create(study.folder, dataset_path="x", task="classification", classes=CLASSES)
     with pytest.raises(StoreError, match="no study"):
         Study.open(study.folder / "nowhere")
+    bad = study.folder.parent / "bad"
+    bad.mkdir()
+    (bad / "study.sqlite").write_bytes(b"not a database, just bytes" * 100)
+    with pytest.raises(StoreError, match="not a medwb study database"):
+        Study.open(bad)
+    (bad / "study.sqlite").unlink()
+    sqlite3.connect(bad / "study.sqlite").execute("CREATE TABLE other (x)").connection.close()
+    with pytest.raises(StoreError, match="not a medwb study database"):
+        Study.open(bad)
 
 
 def test_cases_roundtrip(study: Study, samples: Path) -> None:
