@@ -64,9 +64,12 @@ def _dcmread(path: Path, header_only: bool = True):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, stop_before_pixels=header_only, force=path.suffix.lower() == ".dcm")
+            ds = pydicom.dcmread(path, stop_before_pixels=header_only, force=path.suffix.lower() == ".dcm")
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(path, f"cannot read DICOM ({type(e).__name__}: {e})", READ_FIX) from e
+    if header_only and "SOPClassUID" not in ds:  # required in every DICOM object: its absence means a cut-off header
+        raise DataError(path, "cannot read DICOM: header incomplete (no SOPClassUID; file truncated?)", READ_FIX)
+    return ds
 
 
 def _floats(v: Any, n: int) -> tuple[float, ...] | None:
