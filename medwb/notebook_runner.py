@@ -6,6 +6,7 @@ default). The HTML embeds its images and links no script from the web, so it ope
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +84,39 @@ def export_html(ipynb: str | Path, html_path: str | Path, *, hide_code: bool = T
 
 
 def strip_external_links(html: str) -> str:
-    """Drop ``<script src=http...>`` and ``<link href=http...>`` tags that would reach the web."""
+    """Make an nbconvert page static and offline: no script, style or module is fetched from the web.
+
+    nbconvert's ``lab`` template loads require.js (``<script src>``), MathJax, the widget manager and — from a
+    module script — mermaid from public CDNs. A validation report needs none of them (figures are embedded PNGs,
+    tables are HTML), so those scripts are removed. URLs that only appear inside CSS comments are dropped too, so
+    that a plain search of the page for ``http`` finds nothing but XML namespace identifiers (never fetched).
+    """
     import re
 
-    html = re.sub(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", "", html, flags=re.I)
-    html = re.sub(r"<link[^>]*\bhref=[\"']https?://[^>]*>", "", html, flags=re.I)
-    return html
+    # <script src="http..."> or the empty src="" that nbconvert leaves when a URL trait is blanked
+    html = re.sub(r"<script[^>]*\bsrc=[\"'](?:https?:)?(?://[^\"']*)?[\"'][^>]*>\s*</script>", "", html, flags=re.I)
+    # inline scripts that reach the web (the mermaid ESM loader) or configure MathJax (not loaded)
+    html = re.sub(r"<script\b[^>]*>(?:(?!</script>).)*?(?:https?://|MathJax)(?:(?!</script>).)*</script>", "", html,
+                  flags=re.I | re.S)
+    html = re.sub(r"<link[^>]*\bhref=[\"'](?:https?:)?//[^>]*>", "", html, flags=re.I)
+
+    def _clean_style(m: re.Match[str]) -> str:
+        css = re.sub(r"/\*.*?\*/", "", m.group(0), flags=re.S)  # comments (with their attribution URLs)
+        return re.sub(r"@import\s+url\([\"']?https?://[^)]*\)\s*;?", "", css, flags=re.I)
+
+    return re.sub(r"<style\b[^>]*>.*?</style>", _clean_style, html, flags=re.I | re.S)
+
+
+#: URIs that identify XML vocabularies; browsers never request them.
+_NAMESPACE_URIS = re.compile(r"^https?://www\.w3\.org/(?:2000/svg|1999/xhtml|1999/xlink|XML/1998/namespace|"
+                             r"2000/xmlns|1998/Math/MathML|Graphics/SVG/1\.1/DTD/)")
 
 
 def external_urls(html: str) -> list[str]:
-    """Every http(s) address the page would load as a script, stylesheet, image or frame."""
-    import re
+    """Every http(s) address anywhere in the page (attributes, CSS, scripts, text), XML namespace URIs excepted.
 
-    return re.findall(r"<(?:script|link|img|iframe)[^>]*\b(?:src|href)=[\"'](https?://[^\"']+)", html, flags=re.I)
+    Deliberately stricter than "what the browser would load": a report that names no external address cannot
+    make an external request. The browser test checks the requests themselves.
+    """
+    urls = re.findall(r"https?://[^\s\"'<>()`]+", html)
+    return [u for u in urls if not _NAMESPACE_URIS.match(u)]

@@ -1,0 +1,127 @@
+"""Build the validation report of a study: executed notebook, self-contained HTML and PDF.
+
+``notebooks/04_validation_report.ipynb`` runs through papermill (:func:`medwb.notebook_runner.execute_notebook`)
+with the output folder as its working directory, so its ``tables/*.csv`` and ``figures/*.png`` land next to
+the report. The PDF is printed from the HTML by Debian's Chromium in headless mode (no browser download, no
+LaTeX): the same page a reviewer opens, printed offline.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from medwb.errors import MedwbError, StoreError
+
+NOTEBOOK = "04_validation_report.ipynb"
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class ReportError(MedwbError):
+    """The report could not be produced (a tool it needs is missing or failed)."""
+
+
+def find_chromium() -> str:
+    """Path of a Chromium/Chrome executable: ``$MEDWB_CHROMIUM``, else the first on PATH."""
+    env = os.environ.get("MEDWB_CHROMIUM")
+    if env:
+        if Path(env).is_file():
+            return env
+        raise ReportError(f"MEDWB_CHROMIUM={env}: no such file. Fix: point it at a chromium executable or unset it")
+    for name in CHROMIUM_CANDIDATES:
+        p = shutil.which(name)
+        if p:
+            return p
+    raise ReportError("no Chromium found to print the PDF. Fix: install Debian's package "
+                      "(sudo apt-get install chromium), set MEDWB_CHROMIUM=/path/to/chromium, "
+                      "or build without the PDF (medwb report STUDY --out DIR --no-pdf)")
+
+
+def html_to_pdf(html: str | Path, pdf: str | Path, *, timeout_s: int = 180) -> Path:
+    """Print a local HTML file to PDF with headless Chromium, offline (background networking disabled)."""
+    html, pdf = Path(html).resolve(), Path(pdf).resolve()
+    exe = find_chromium()
+    with tempfile.TemporaryDirectory(prefix="medwb-chromium-") as profile:
+        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--no-default-browser-check", "--no-pdf-header-footer",
+               f"--user-data-dir={profile}", "--run-all-compositor-stages-before-draw",
+               "--virtual-time-budget=10000", f"--print-to-pdf={pdf}", html.as_uri()]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as e:
+            raise ReportError(f"{html}: chromium did not finish printing within {timeout_s} s. "
+                              "Fix: retry, or build with --no-pdf") from e
+    if proc.returncode != 0 or not pdf.is_file() or pdf.stat().st_size == 0:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        raise ReportError(f"{html}: chromium failed to print the PDF (exit {proc.returncode}: {' | '.join(tail)}). "
+                          "Fix: check that `chromium --headless --print-to-pdf` works, or build with --no-pdf")
+    return pdf
+
+
+def _discover(study: Path) -> tuple[Path | None, Path | None]:
+    """Simulation curves and explanation outputs that belong to a study, when they sit in the usual places.
+
+    ``medwb simulate --out OUT`` writes studies under ``OUT/studies/<name>/`` and ``OUT/curves.csv``; the demo
+    writes explanations under ``<study>/exports/explain``.
+    """
+    curves = None
+    for c in (study / "curves.csv", study.parent.parent / "curves.csv"):
+        if c.is_file():
+            curves = c
+            break
+    explain = study / "exports" / "explain"
+    return curves, explain if explain.is_dir() else None
+
+
+def build_report(
+    study: str | Path,
+    out_dir: str | Path,
+    *,
+    pdf: bool = True,
+    dataset: str | Path | None = None,
+    simulation_curves: str | Path | None = None,
+    explain_dir: str | Path | None = None,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    stem: str = "validation_report",
+    timeout_s: int = 1800,
+) -> list[Path]:
+    """Execute the validation notebook for ``study``; return [executed .ipynb, .html, (.pdf)].
+
+    Paths are made absolute because the notebook runs with ``out_dir`` as its working directory.
+    """
+    from medwb.notebook_runner import execute_notebook
+
+    study = Path(study).resolve()
+    if not (study / "study.sqlite").is_file():
+        raise StoreError(f"{study}: no study here (study.sqlite missing). Fix: pass a study folder made by "
+                         "medwb simulate / the active-learning notebook")
+    out = Path(out_dir).resolve()
+    found_curves, found_explain = _discover(study)
+    params = {
+        "study": str(study),
+        "dataset": None if dataset is None else str(Path(dataset).resolve()),
+        "simulation_curves": str(Path(simulation_curves).resolve()) if simulation_curves else
+        (str(found_curves) if found_curves else None),
+        "explain_dir": str(Path(explain_dir).resolve()) if explain_dir else
+        (str(found_explain) if found_explain else None),
+        "seed": int(seed),
+        "n_bootstrap": int(n_bootstrap),
+    }
+    if params["dataset"] is None:  # resolve relative recorded paths against *our* cwd, not the kernel's
+        from medwb.report.content import resolve_dataset_path
+        from medwb.store import Study
+
+        st = Study.open(study)
+        try:
+            params["dataset"] = str(resolve_dataset_path(st))
+        finally:
+            st.close()
+    ipynb, html = execute_notebook(NOTEBOOK, params, out, stem=stem, hide_code=True, timeout_s=timeout_s)
+    paths = [ipynb, html]
+    if pdf:
+        paths.append(html_to_pdf(html, out / f"{stem}.pdf"))
+    return paths
