@@ -39,7 +39,7 @@ import pandas as pd
 
 from medwb.errors import DataError, MedwbError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "study.sqlite"
 SUBFOLDERS = ("models", "cache", "exports", "maps", "masks")
 SOURCES = ("human", "auto", "corrected")
@@ -59,8 +59,7 @@ CREATE TABLE study (
     classes TEXT NOT NULL,
     created_at TEXT NOT NULL,
     medwb_version TEXT NOT NULL,
-    schema_version INTEGER NOT NULL,
-    cohort_columns TEXT NOT NULL DEFAULT '[]'
+    schema_version INTEGER NOT NULL
 );
 CREATE TABLE cases (
     case_id TEXT PRIMARY KEY,
@@ -142,8 +141,30 @@ CREATE TABLE review_queue (
 );
 """
 
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """v2: remember the cohort's column order; a ``current_labels`` view for people reading the file with sqlite3."""
+    if "cohort_columns" not in [r[1] for r in conn.execute("PRAGMA table_info(study)")]:
+        conn.execute("ALTER TABLE study ADD COLUMN cohort_columns TEXT NOT NULL DEFAULT '[]'")
+    conn.execute("CREATE VIEW IF NOT EXISTS current_labels AS SELECT * FROM labels WHERE id IN "
+                 "(SELECT MAX(id) FROM labels WHERE superseded = 0 GROUP BY case_id)")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+# A new study is built as v1 and migrated up, so every migration runs on every new study too.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
+def _migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:
+    """Apply MIGRATIONS from ``version`` up to SCHEMA_VERSION inside the caller's open transaction."""
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise StoreError(f"{db}: no migration from schema version {version}. Fix: upgrade medwb")
+        MIGRATIONS[version](conn)
+        version += 1
+        conn.execute("UPDATE study SET schema_version = ?", (version,))
+        conn.execute(f"PRAGMA user_version={version}")
 
 
 def _now() -> str:
@@ -302,9 +323,10 @@ class Study:
                 "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
                 "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
                 (name or folder.name, str(dataset_path), task, json.dumps({str(k): v for k, v in cls_map.items()}),
-                 _now(), medwb.__version__, SCHEMA_VERSION),
+                 _now(), medwb.__version__, 1),
             )
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("PRAGMA user_version=1")
+            _migrate(conn, 1, db)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -335,19 +357,14 @@ class Study:
             conn.close()
             raise StoreError(f"{db}: schema version {version} is newer than this medwb ({SCHEMA_VERSION}). "
                              "Fix: upgrade medwb")
-        while version < SCHEMA_VERSION:
-            if version not in MIGRATIONS:
-                conn.close()
-                raise StoreError(f"{db}: no migration from schema version {version}. Fix: upgrade medwb")
-            conn.execute("BEGIN IMMEDIATE")
+        if version < SCHEMA_VERSION:
             try:
-                MIGRATIONS[version](conn)
-                version += 1
-                conn.execute("UPDATE study SET schema_version = ?", (version,))
-                conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("BEGIN IMMEDIATE")
+                _migrate(conn, version, db)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 conn.close()
                 raise
         for sub in SUBFOLDERS:

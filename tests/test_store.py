@@ -291,3 +291,27 @@ def test_import_labels_csv_fuzz(tmp_path: Path) -> None:
 
     run()
     s.close()
+
+
+def test_v1_study_is_migrated_on_open(tmp_path: Path, samples: Path) -> None:
+    """A study written by the first schema (no cohort column order, no current_labels view) opens and upgrades."""
+    import medwb.store as store
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    c = sqlite3.connect(folder / "study.sqlite")
+    c.executescript(store._SCHEMA_V1)
+    c.execute("INSERT INTO study VALUES (1, 'old', 'x.npz', 'classification', '{\"0\": \"normal\", \"1\": \"pneumonia\"}', "
+              "'2026-01-01T00:00:00+00:00', '0.1.0', 1)")
+    c.execute("INSERT INTO cases VALUES ('train_00000', 'train', NULL, NULL, '{\"label\": 1}', '2026-01-01T00:00:00+00:00')")
+    c.execute("INSERT INTO labels (case_id, value, source, annotator, created_at) VALUES ('train_00000', 1, 'human', 'a', 'now')")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    s = Study.open(folder)
+    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert s.cases()["label"].tolist() == [1]
+    assert s._conn.execute("SELECT case_id, value FROM current_labels").fetchall() == [("train_00000", 1)]
+    s.add_cases(pneumonia_cohort(samples, n=3)[0])
+    assert list(s.cases().columns)[:3] == ["case_id", "split", "label"]
+    s.close()
