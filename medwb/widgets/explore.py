@@ -14,6 +14,7 @@ import numpy as np
 from medwb.view import overlay_mask, png_bytes, show_slices, spatial_array, static_views_enabled, to_rgb
 
 IMAGE_CLASS = "medwb-slice-image"  # CSS class of the drawn image (the browser test looks for it)
+BROWSER_CLASS = "medwb-slice-browser"  # CSS class of the whole browser (controls + image)
 
 
 def _is_rgb(raw: np.ndarray, spatial_dims: int) -> bool:
@@ -70,6 +71,7 @@ class SliceBrowser:
             controls += [self.axis, self.slice]
         controls += [self.level, self.window, W.HBox([self.overlay, self.opacity])]
         self.widget = W.HBox([W.VBox(controls), W.VBox([self.image, self.info])])
+        self.widget.add_class(BROWSER_CLASS)
         self._on_case()
 
     @classmethod
