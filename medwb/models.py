@@ -1,0 +1,408 @@
+"""Compact MONAI networks for CPU, their training loop, prediction, embeddings and checkpoints.
+
+Why this shape: active learning retrains every round on a few hundred labels, so the networks are small,
+use batch-independent normalisation (GroupNorm / InstanceNorm: no batch statistics to go wrong on a tiny
+labelled set, identical behaviour in train and eval) and split into a deterministic ``trunk`` and a
+stochastic ``head`` (dropout + linear / 1x1 conv). The split lets :mod:`medwb.uncertainty` run the trunk
+once and sample only the head for MC dropout.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.nets import UNet
+from torch import nn
+from tqdm.auto import tqdm
+
+from medwb.errors import DataError
+
+Task = Literal["classification", "segmentation"]
+
+_DROPOUT_ND = {1: nn.Dropout, 2: nn.Dropout2d, 3: nn.Dropout3d}
+
+
+# --------------------------------------------------------------------------------------------- networks
+class TrunkHeadNet(nn.Module):
+    """``forward(x) = head(trunk(x))``; ``build_args`` holds what is needed to rebuild it (checkpoints)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, build_args: dict[str, Any]) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.build_args = dict(build_args)
+
+    @property
+    def task(self) -> Task:
+        return "segmentation" if self.build_args["kind"] == "segmenter" else "classification"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+def _check_dims(spatial_dims: int, in_channels: int, num_classes: int) -> None:
+    if spatial_dims not in (2, 3):
+        raise DataError(None, f"spatial_dims={spatial_dims} is not supported", "use 2 (images) or 3 (volumes)")
+    if in_channels < 1 or num_classes < 2:
+        raise DataError(None, f"in_channels={in_channels}, num_classes={num_classes} is not a valid network",
+                        "use in_channels >= 1 and num_classes >= 2 (binary tasks have 2 classes)")
+
+
+def _group_norm(channels: int) -> tuple[str, dict[str, int]]:
+    # 4 channels per group (at least 2 groups): batch-independent, unlike BatchNorm on a 16-image batch.
+    return ("group", {"num_groups": max(2, channels // 4)})
+
+
+def build_classifier(spatial_dims: int, in_channels: int, num_classes: int, *, dropout: float = 0.3,
+                     seed: int = 0, channels: tuple[int, ...] | None = None) -> TrunkHeadNet:
+    """A small residual CNN (MONAI ``Convolution`` + ``ResidualUnit`` with GroupNorm) for 2D or 3D.
+
+    ``trunk``: stem conv, three stride-2 residual stages, global average pooling -> (N, F) features, no dropout.
+    ``head``: ``Dropout(dropout)`` + ``Linear(F, num_classes)`` (logits). Same ``seed`` -> same weights.
+    Default widths (2D 16-32-64-128, 3D 8-16-32-64) keep a 28 px / 28^3 round on 2 CPU cores fast.
+    """
+    _check_dims(spatial_dims, in_channels, num_classes)
+    if channels is None:
+        channels = (16, 32, 64, 128) if spatial_dims == 2 else (8, 16, 32, 64)
+    channels = tuple(int(c) for c in channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = [
+            Convolution(spatial_dims, in_channels, channels[0], strides=1, kernel_size=3, act="RELU",
+                        norm=_group_norm(channels[0]))
+        ]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers.append(ResidualUnit(spatial_dims, c_in, c_out, strides=2, kernel_size=3, subunits=2,
+                                       act="RELU", norm=_group_norm(c_out)))
+        pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
+        trunk = nn.Sequential(*layers, pool, nn.Flatten(1))
+        head = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(channels[-1], num_classes))
+    args = dict(kind="classifier", spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+                dropout=dropout, seed=seed, channels=list(channels))
+    return TrunkHeadNet(trunk, head, args)
+
+
+def build_segmenter(spatial_dims: int, in_channels: int, num_classes: int, *, dropout: float = 0.2,
+                    seed: int = 0, channels: tuple[int, ...] | None = None, features: int = 16) -> TrunkHeadNet:
+    """A MONAI ``UNet`` (residual units, InstanceNorm) whose last decoder block feeds a stochastic head.
+
+    ``trunk``: ``UNet(out_channels=features)`` + PReLU -> per-voxel features, no dropout.
+    ``head``: channel dropout (``Dropout2d``/``Dropout3d``, p=dropout) + 1x1 conv to ``num_classes`` logits.
+    Inputs must have spatial sizes divisible by 2**(len(channels)-1) (8 with the defaults).
+    """
+    _check_dims(spatial_dims, in_channels, num_classes)
+    if channels is None:
+        channels = (16, 32, 64, 128) if spatial_dims == 2 else (8, 16, 32, 64)
+    channels = tuple(int(c) for c in channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet(spatial_dims, in_channels, features, channels=channels, strides=(2,) * (len(channels) - 1),
+                    num_res_units=1, norm="INSTANCE", act="PRELU", dropout=0.0)
+        trunk = nn.Sequential(unet, nn.PReLU())
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        head = nn.Sequential(_DROPOUT_ND[spatial_dims](p=dropout), conv(features, num_classes, kernel_size=1))
+    args = dict(kind="segmenter", spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+                dropout=dropout, seed=seed, channels=list(channels), features=features)
+    return TrunkHeadNet(trunk, head, args)
+
+
+def build_from_args(build_args: dict[str, Any]) -> TrunkHeadNet:
+    """Rebuild a network from its ``build_args`` (as stored in checkpoints)."""
+    a = dict(build_args)
+    kind = a.pop("kind")
+    if "channels" in a and a["channels"] is not None:
+        a["channels"] = tuple(a["channels"])
+    fn = {"classifier": build_classifier, "segmenter": build_segmenter}.get(kind)
+    if fn is None:
+        raise DataError(None, f"unknown network kind {kind!r} in checkpoint", "use 'classifier' or 'segmenter'")
+    sd, ic, nc = a.pop("spatial_dims"), a.pop("in_channels"), a.pop("num_classes")
+    return fn(sd, ic, nc, **a)
+
+
+# --------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    """Training schedule. Defaults suit a few hundred 28 px images on 2 CPU cores (one AL round)."""
+
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8            # epochs without validation improvement before stopping
+    min_epochs: int = 5          # never stop before this
+    balance_classes: bool = True  # class-weighted cross-entropy (classification)
+    augment: bool = False        # light: random +-2 voxel shifts and flips along the last axis (segmentation)
+    seed: int = 0
+    max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
+
+
+@dataclass
+class TrainResult:
+    model: TrunkHeadNet
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    val_metric: float = float("nan")
+    metric_name: str = ""
+    seconds: float = 0.0
+
+
+def _as_tensor_x(X: np.ndarray, spatial_dims: int, what: str = "X") -> torch.Tensor:
+    X = np.asarray(X)
+    if X.ndim != spatial_dims + 2:
+        raise DataError(None, f"{what} has shape {X.shape}, expected (N, C, {'H, W' if spatial_dims == 2 else 'H, W, D'})",
+                        "pass channel-first arrays as returned by open_dataset(...).arrays(...)")
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+
+def _spatial_dims(model: nn.Module) -> int:
+    args = getattr(model, "build_args", None)
+    if args is not None:
+        return int(args["spatial_dims"])
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d,)):
+            return 3
+        if isinstance(m, (nn.Conv2d,)):
+            return 2
+    raise DataError(None, "cannot tell whether the model is 2D or 3D", "build it with medwb.models.build_*")
+
+
+def _task(model: nn.Module) -> Task:
+    return getattr(model, "task", "classification")
+
+
+def _shift_augment(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random circular shift of up to 2 voxels per spatial axis (same for image and mask): cheap, label-safe."""
+    dims = tuple(range(2, x.ndim))
+    shifts = tuple(int(s) for s in torch.randint(-2, 3, (len(dims),), generator=g))
+    x = torch.roll(x, shifts=shifts, dims=dims)
+    if y is not None and y.ndim == x.ndim:
+        y = torch.roll(y, shifts=shifts, dims=dims)
+    return x, y
+
+
+def _class_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    acc = float((probs.argmax(1) == y).mean())
+    present = np.unique(y)
+    auc = float("nan")
+    if len(present) > 1:
+        if probs.shape[1] == 2:
+            auc = float(roc_auc_score(y, probs[:, 1]))
+        elif len(present) == probs.shape[1]:
+            auc = float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    return {"auc": auc, "accuracy": acc}
+
+
+def dice_score(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean foreground Dice (monai.metrics.DiceMetric, background excluded) of argmax predictions."""
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    k = probs.shape[1]
+    pred = torch.from_numpy(probs.argmax(1)[:, None].astype(np.int64))
+    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
+    metric(one_hot(pred, k), one_hot(torch.from_numpy(np.asarray(y, dtype=np.int64)), k))
+    return float(metric.aggregate().item())
+
+
+def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> dict[str, float]:
+    """Validation/test metrics: classification -> auc, accuracy; segmentation -> dice."""
+    probs = predict_proba(model, X, batch_size=batch_size)
+    if _task(model) == "segmentation":
+        return {"dice": dice_score(probs, y)}
+    return _class_metrics(probs, np.asarray(y).reshape(-1))
+
+
+def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
+          y_val: np.ndarray | None = None, *, task: Task | None = None, config: TrainConfig | None = None,
+          checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train with AdamW, validate each epoch, stop early, and restore the best validation weights.
+
+    Selection metric: classification -> validation AUC (accuracy if the validation set has one class), ties
+    broken by lower validation loss; segmentation -> validation Dice. Without a validation set it trains
+    ``epochs`` epochs and keeps the last weights. Class imbalance: inverse-frequency class weights in the
+    cross-entropy (``balance_classes``). Deterministic for a given ``config.seed`` (and thread count); the
+    global torch RNG is left untouched.
+    """
+    config = config or TrainConfig()
+    task = task or _task(model)
+    sd = _spatial_dims(model)
+    Xt = _as_tensor_x(X, sd)
+    y = np.asarray(y)
+    if task == "classification":
+        y = y.reshape(-1).astype(np.int64)
+    else:
+        y = y.astype(np.int64)
+        if y.ndim == sd + 1:
+            y = y[:, None]
+    if len(y) != len(Xt) or len(Xt) == 0:
+        raise DataError(None, f"X has {len(Xt)} cases but y has {len(y)}", "pass one label (or mask) per image")
+    yt = torch.from_numpy(y)
+    num_classes = int(model.build_args["num_classes"])
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(None, f"labels span {y.min()}..{y.max()} but the network has {num_classes} classes",
+                        "build the network with num_classes = number of classes (labels 0..K-1)")
+
+    if task == "classification":
+        weight = None
+        if config.balance_classes:
+            counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+            w = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+            weight = torch.tensor(w, dtype=torch.float32)
+        loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weight)
+    else:
+        from monai.losses import DiceCELoss
+
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+
+    has_val = X_val is not None and y_val is not None and len(X_val) > 0
+    history: list[dict[str, float]] = []
+    best_state = copy.deepcopy(model.state_dict())
+    best_key = (-math.inf, -math.inf)
+    best_epoch, best_metric, metric_name = 0, float("nan"), ("dice" if task == "segmentation" else "auc")
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        g = torch.Generator().manual_seed(config.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        bar = tqdm(range(1, config.epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
+        stale = 0
+        for epoch in bar:
+            model.train()
+            perm = torch.randperm(len(Xt), generator=g)
+            total, n_seen = 0.0, 0
+            for i in range(0, len(perm), config.batch_size):
+                idx = perm[i:i + config.batch_size]
+                if len(idx) < 2 and len(perm) > 2:
+                    continue  # a 1-sample tail batch only adds noise
+                xb, yb = Xt[idx], yt[idx]
+                if config.augment:
+                    xb, yb = _shift_augment(xb, yb, g)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                n_seen += len(idx)
+            row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n_seen, 1)}
+            if has_val:
+                row.update(_validate(model, X_val, y_val, task, loss_fn, sd))
+                if task == "segmentation":
+                    key = (row["val_dice"], -row["val_loss"])
+                else:
+                    m = row["val_auc"] if not math.isnan(row["val_auc"]) else row["val_accuracy"]
+                    metric_name = "auc" if not math.isnan(row["val_auc"]) else "accuracy"
+                    key = (m, -row["val_loss"])
+                if key > best_key:
+                    best_key, best_epoch, best_metric = key, epoch, key[0]
+                    best_state = copy.deepcopy(model.state_dict())
+                    stale = 0
+                else:
+                    stale += 1
+            else:
+                best_epoch, best_state = epoch, None
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
+            if has_val and epoch >= config.min_epochs and stale >= config.patience:
+                break
+            if config.max_seconds is not None and row["seconds"] > config.max_seconds:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result = TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(best_metric),
+                         metric_name=metric_name, seconds=time.perf_counter() - t0)
+    if checkpoint is not None:
+        save_checkpoint(model, checkpoint, {"train_config": asdict(config), "best_epoch": best_epoch,
+                                            "val_metric": result.val_metric, "metric_name": metric_name,
+                                            "history": history})
+    return result
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task, loss_fn: nn.Module,
+              sd: int) -> dict[str, float]:
+    model.eval()
+    Xv = _as_tensor_x(X_val, sd, "X_val")
+    yv = np.asarray(y_val).astype(np.int64)
+    if task == "classification":
+        yv = yv.reshape(-1)
+    elif yv.ndim == sd + 1:
+        yv = yv[:, None]
+    losses, probs = [], []
+    for i in range(0, len(Xv), 256):
+        logits = model(Xv[i:i + 256])
+        losses.append(float(loss_fn(logits, torch.from_numpy(yv[i:i + 256]))) * len(logits))
+        probs.append(torch.softmax(logits, 1).numpy())
+    p = np.concatenate(probs)
+    out = {"val_loss": sum(losses) / len(Xv)}
+    if task == "segmentation":
+        out["val_dice"] = dice_score(p, yv)
+    else:
+        m = _class_metrics(p, yv)
+        out["val_auc"], out["val_accuracy"] = m["auc"], m["accuracy"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- inference
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities in eval mode: (N, K) or (N, K, H, W[, D])."""
+    model.eval()
+    Xt = _as_tensor_x(X, _spatial_dims(model))
+    out = [torch.softmax(model(Xt[i:i + batch_size]), 1).numpy() for i in range(0, len(Xt), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Penultimate (trunk) features (N, F); segmenters are averaged over space. For core-set/BADGE/cold start."""
+    model.eval()
+    Xt = _as_tensor_x(X, _spatial_dims(model))
+    feats = []
+    for i in range(0, len(Xt), batch_size):
+        f = model.trunk(Xt[i:i + batch_size])
+        if f.ndim > 2:
+            f = f.flatten(2).mean(2)
+        feats.append(f.numpy())
+    return np.concatenate(feats).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(model: TrunkHeadNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write weights + ``meta`` (with the builder args under ``meta['build_args']``) to one ``.pt`` file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
+    meta["build_args"] = dict(model.build_args)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "meta": meta, "format": "medwb-checkpoint-1"}, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:
+    """Rebuild the network from the stored builder args and load its weights (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint file not found", "pass the path written by save_checkpoint / train")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(path, f"not a readable medwb checkpoint ({e.__class__.__name__})",
+                        "re-save it with medwb.models.save_checkpoint") from e
+    if not isinstance(blob, dict) or "meta" not in blob or "build_args" not in blob["meta"]:
+        raise DataError(path, "checkpoint has no builder arguments", "re-save it with medwb.models.save_checkpoint")
+    model = build_from_args(blob["meta"]["build_args"])
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, blob["meta"]
