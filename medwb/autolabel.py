@@ -162,28 +162,22 @@ def choose_threshold(
         raise DataError(None, f"{len(conf)} confidences but {len(ok)} correctness flags", "pass one of each per validation case")
     if not 0 < target_error < 1:
         raise DataError(None, f"target_error={target_error}", "use a rate between 0 and 1, e.g. 0.02")
-    order = np.argsort(-conf, kind="stable")
-    c_sorted, err_sorted = conf[order], (~ok[order]).astype(int)
-    cum_err = np.cumsum(err_sorted)
-    best: tuple[float, int, int, float] | None = None
-    # candidate thresholds: each distinct confidence; accepted set = all cases with conf >= it
+    if not np.all(np.isfinite(conf)):
+        raise DataError(None, "confidences contain NaN or inf", "pass calibrated probabilities of the validation cases")
     n = len(conf)
-    i = n - 1
-    while i >= 0:
-        t = c_sorted[i]
-        j = np.searchsorted(-c_sorted, -t, side="right")  # number of cases with conf >= t
-        e = int(cum_err[j - 1])
-        ub = error_upper_bound(e, j, confidence_level)
-        if ub <= target_error:
-            best = (float(t), j, e, ub)
-            break  # scanning from the lowest threshold up: the first that qualifies is the smallest
-        # skip ties
-        while i >= 0 and c_sorted[i] == t:
-            i -= 1
-    if best is None:
+    # candidate thresholds: each distinct confidence t; accepted set = every case with conf >= t
+    cand = np.unique(conf)  # ascending
+    desc = np.sort(conf)[::-1]
+    n_acc = np.searchsorted(-desc, -cand, side="right")  # cases with conf >= t
+    err_desc = np.cumsum((~ok[np.argsort(-conf, kind="stable")]).astype(int))
+    n_err = err_desc[n_acc - 1]
+    ub = np.where(n_err >= n_acc, 1.0, stats.beta.ppf(confidence_level, n_err + 1, np.maximum(n_acc - n_err, 1)))
+    good = np.flatnonzero(ub <= target_error)
+    if len(good) == 0:
         return ThresholdChoice(float("inf"), target_error, confidence_level, n, 0, 0, 0.0, 1.0, 0.0)
-    t, j, e, ub = best
-    return ThresholdChoice(t, target_error, confidence_level, n, int(j), e, e / int(j), ub, int(j) / n)
+    i = good[0]  # the lowest qualifying threshold = the largest auto-accepted share
+    j, e = int(n_acc[i]), int(n_err[i])
+    return ThresholdChoice(float(cand[i]), target_error, confidence_level, n, j, e, e / j, float(ub[i]), j / n)
 
 
 @dataclass
