@@ -52,7 +52,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 def _cmd_explain(a: argparse.Namespace) -> int:
     from medwb.explain.run import run_explain
 
-    run_explain(a.model, a.data, method=a.method, cases=a.cases, out_dir=a.out)
+    run_explain(a.model, a.data, method=a.method, cases=a.cases, out_dir=a.out, select=a.select, split=a.split,
+                checks=not a.no_checks, verbose=True)
     return 0
 
 
@@ -128,9 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("explain", help="attribution maps, overlays and sanity checks")
     s.add_argument("model", help="study folder or model checkpoint")
     s.add_argument("data")
-    s.add_argument("--method", default="gradcam")
+    s.add_argument("--method", default="gradcam",
+                   help="gradcam, gradcampp, ig, occlusion, saliency; a comma list or 'all'")
     s.add_argument("--cases", type=int, default=16)
     s.add_argument("--out", required=True)
+    s.add_argument("--select", default="uncertain",
+                   help="uncertain | misclassified | random | subgroup:COLUMN=VALUE (default uncertain)")
+    s.add_argument("--split", default=None, help="dataset split (default: test, else val, train, unlabelled)")
+    s.add_argument("--no-checks", action="store_true", help="skip the sanity/faithfulness checks")
     s.set_defaults(func=_cmd_explain)
 
     s = sub.add_parser("report", help="validation report (executed notebook, HTML, PDF) for a study")

@@ -1,7 +1,23 @@
 """Explanations: attribution maps (``attributions``), overlays and NIfTI export (``overlays``), sanity and
-faithfulness checks (``checks``) and the ``medwb explain`` pipeline (``run``)."""
+faithfulness checks (``checks``) and the ``medwb explain`` pipeline (``run``).
+
+Nothing is imported here eagerly: the review-only verdict panel uses ``overlays`` on a laptop without
+loading torch or the model.
+"""
 from __future__ import annotations
 
-from medwb.explain.attributions import METHOD_NAMES, attribute, default_target_layer
+from typing import Any
 
-__all__ = ["METHOD_NAMES", "attribute", "default_target_layer"]
+__all__ = ["METHOD_NAMES", "attribute", "default_target_layer", "run_explain"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("METHOD_NAMES", "attribute", "default_target_layer"):
+        from medwb.explain import attributions
+
+        return getattr(attributions, name)
+    if name == "run_explain":
+        from medwb.explain.run import run_explain
+
+        return run_explain
+    raise AttributeError(name)

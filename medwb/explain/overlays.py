@@ -73,24 +73,34 @@ def focus_slice(map3d: np.ndarray, mask3d: np.ndarray | None = None, axis: int =
     return int(np.argmax(prof)) if prof.any() else map3d.shape[axis] // 2
 
 
+def _rgba(map2d: np.ndarray, scale: HeatScale, alpha: float) -> np.ndarray:
+    """Colour the map on the shared scale; opacity grows with |value| so weak attribution does not veil the
+    image (a constant-alpha overlay of a diverging map washes the whole image out in white)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    rgba = colormaps[scale.cmap](Normalize(scale.vmin, scale.vmax, clip=True)(map2d))
+    top = max(abs(scale.vmin), abs(scale.vmax), 1e-12)
+    rgba[..., 3] = alpha * np.clip(np.abs(map2d) / top, 0, 1) ** 0.5
+    return rgba
+
+
 def _draw(ax: Any, image2d: np.ndarray, map2d: np.ndarray, mask2d: np.ndarray | None, scale: HeatScale,
-          alpha: float, title: str | None, failed: str | None) -> Any:
+          alpha: float, title: str | None, failed: str | None) -> None:
     lo, hi = np.percentile(image2d, [1, 99]) if image2d.size else (0.0, 1.0)
-    ax.imshow(image2d, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1e-6,
-              interpolation="nearest")
-    im = ax.imshow(map2d, cmap=scale.cmap, vmin=scale.vmin, vmax=scale.vmax, alpha=alpha, interpolation="bilinear")
+    ax.imshow(image2d, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, interpolation="nearest")
+    ax.imshow(_rgba(np.asarray(map2d, np.float64), scale, alpha), interpolation="nearest")
     if mask2d is not None and np.any(mask2d > 0):
         ax.contour((mask2d > 0).astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
     if title or failed:
         ax.set_title((title or "") + (f"\nFAIL: {failed}" if failed else ""), fontsize=8,
                      color="red" if failed else "black")
     ax.set_axis_off()
-    return im
 
 
 def overlay_figure(images: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.ndarray] | np.ndarray,
                    masks: Sequence[np.ndarray | None] | np.ndarray | None = None, *, titles: Sequence[str] | None = None,
-                   scale: HeatScale | None = None, alpha: float = 0.5, ncols: int = 4, failed: str | None = None,
+                   scale: HeatScale | None = None, alpha: float = 0.7, ncols: int = 4, failed: str | None = None,
                    suptitle: str | None = None, cell_size: float = 2.2):
     """Grid of overlays (2D images, or the focus slice of 3D volumes) with one shared colour bar.
 
@@ -108,7 +118,6 @@ def overlay_figure(images: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.
     nrows = int(np.ceil(n / ncols))
     fig = Figure(figsize=(cell_size * ncols + 0.8, cell_size * nrows + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    im = None
     for i, ax in enumerate(axes):
         if i >= n:
             ax.set_axis_off()
@@ -120,9 +129,12 @@ def overlay_figure(images: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.
             t = f"{titles[i] if titles else ''} (slice {k})".strip()
         else:
             t = titles[i] if titles else None
-        im = _draw(ax, img, mp, mk, scale, alpha, t, failed)
-    if im is not None:
-        fig.colorbar(im, ax=list(axes), shrink=0.8, label=scale.label)
+        _draw(ax, img, mp, mk, scale, alpha, t, failed)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig.colorbar(ScalarMappable(Normalize(scale.vmin, scale.vmax), scale.cmap), ax=list(axes), shrink=0.8,
+                 label=scale.label)
     if suptitle or failed:
         fig.suptitle((suptitle or "") + (f"  [FAILED CHECK: {failed}]" if failed else ""), fontsize=10,
                      color="red" if failed else "black")
@@ -130,7 +142,7 @@ def overlay_figure(images: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.
 
 
 def slice_montage(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None = None, *, n_slices: int = 12,
-                  axis: int = 2, scale: HeatScale | None = None, alpha: float = 0.5, ncols: int = 6,
+                  axis: int = 2, scale: HeatScale | None = None, alpha: float = 0.7, ncols: int = 6,
                   title: str | None = None, failed: str | None = None):
     """Evenly spaced slices of one volume along ``axis`` (restricted to where map or mask is non-zero)."""
     img, mp, mk = _spatial(image), _spatial(map_), _spatial(mask)
@@ -147,7 +159,7 @@ def slice_montage(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None =
 
 
 def slice_browser(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None = None, *, axis: int = 2,
-                  scale: HeatScale | None = None, alpha: float = 0.5):
+                  scale: HeatScale | None = None, alpha: float = 0.7):
     """ipywidgets slider over the slices of a volume (live notebooks). Returns the widget box."""
     import ipywidgets as w
     from IPython.display import display
