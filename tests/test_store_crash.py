@@ -2,7 +2,8 @@
 
 After every kill: ``PRAGMA integrity_check`` is ok, every label whose id the worker printed (printed only after
 ``Study.add_label`` returned, i.e. after COMMIT) is in the database with the value it wrote, and no write is half
-there (every label has its label_history row, and each (case, annotator) has exactly one current label).
+there (every label has its label_history row, each (case, annotator) has exactly one current label, and every
+``add_labels`` batch of 10 is in the database whole or not at all).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import pytest
 from medwb.store import Study
 
 TRIALS = 24
+BATCH = 10
 
-WORKER = r"""
+WORKER = f"BATCH = {BATCH}\n" + r"""
 import random, sys
 from medwb.store import Study
 folder, seed = sys.argv[1], int(sys.argv[2])
@@ -31,14 +33,22 @@ rng = random.Random(seed)
 study = Study.open(folder)
 ids = list(study.cases()["case_id"])
 print("ready", flush=True)
+k = 0
 while True:
-    cid = rng.choice(ids)
-    value = rng.randint(0, 1)
-    annotator = rng.choice(["alice", "bob", "model:auto"])
-    source = "auto" if annotator == "model:auto" else rng.choice(["human", "corrected"])
-    lid = study.add_label(cid, value=value, annotator=annotator, source=source, seconds=rng.random() * 10,
-                          note="crash-test")
-    print(lid, cid, value, annotator, flush=True)
+    k += 1
+    recs = []
+    n = 1 if rng.random() < 0.5 else BATCH
+    for _ in range(n):  # single labels and all-or-nothing batches
+        annotator = rng.choice(["alice", "bob", "model:auto"])
+        recs.append({"case_id": rng.choice(ids), "value": rng.randint(0, 1), "annotator": annotator,
+                     "source": "auto" if annotator == "model:auto" else rng.choice(["human", "corrected"]),
+                     "seconds": rng.random() * 10, "note": f"w{seed}-{k}-{len(recs)}of{n}"})
+    if len(recs) == 1:
+        lids = [study.add_label(**recs[0])]
+    else:
+        lids = study.add_labels(recs)
+    for lid, r in zip(lids, recs):
+        print(lid, r["case_id"], r["value"], r["annotator"], flush=True)
 """
 
 
@@ -78,11 +88,20 @@ def test_sigkill_loses_no_committed_label(tmp_path: Path, samples: Path) -> None
         # no partial write: every label has its audit row, history and labels agree one to one
         hist = {r[0] for r in con.execute("SELECT label_id FROM label_history")}
         assert hist == set(rows), f"trial {trial}: label and label_history out of step"
+        # batches are all or nothing: each write w<seed>-<k> has all n of its rows or none
+        groups: dict[str, list[int]] = {}
+        for (note,) in con.execute("SELECT note FROM labels WHERE note LIKE 'w%'"):
+            write, rest = note.rsplit("-", 1)
+            groups.setdefault(write, []).append(int(rest.split("of")[1]))
+        partial = {w: (len(v), v[0]) for w, v in groups.items() if len(v) != v[0]}
+        assert not partial, f"trial {trial}: partially written batches {list(partial.items())[:3]}"
+        n_batches = sum(v[0] > 1 for v in groups.values())
         dup = con.execute("SELECT case_id, annotator, COUNT(*) FROM labels WHERE superseded = 0 "
                           "GROUP BY case_id, annotator HAVING COUNT(*) > 1").fetchall()
         assert not dup, f"trial {trial}: more than one current label per (case, annotator): {dup[:3]}"
         con.close()
     assert len(committed) > TRIALS  # the worker really was killed mid-stream, many times over
+    assert n_batches > TRIALS  # and batches were among the writes
     study = Study.open(tmp_path / "study")  # and the study still opens and takes writes
     lid = study.add_label("train_00000", value=int(labels[0]), annotator="after-crash")
     assert study.labels().set_index("case_id").at["train_00000", "label_id"] == lid
