@@ -20,6 +20,7 @@ def _logreg(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(C=1.0, max_iter=300).fit(x, y)
 
 
+@pytest.mark.slow  # 5 logistic-regression fits + 1500 labels (~2-5 s)
 def test_flipped_labels_are_flagged_and_queued(tmp_path: Path, samples: Path) -> None:
     with np.load(samples / "classification_2d" / "pneumoniamnist.npz") as z:
         x = z["train_images"][:N].reshape(N, -1) / 255.0

@@ -263,6 +263,7 @@ def test_migration_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     s.close()
 
 
+@pytest.mark.slow  # ~5 s of hypothesis examples
 def test_import_labels_csv_fuzz(tmp_path: Path) -> None:
     """Random and mutated CSV bytes: the import succeeds or raises the project's own error, never half-writes."""
     from hypothesis import HealthCheck, given, settings
