@@ -316,3 +316,35 @@ def test_v1_study_is_migrated_on_open(tmp_path: Path, samples: Path) -> None:
     s.add_cases(pneumonia_cohort(samples, n=3)[0])
     assert list(s.cases().columns)[:3] == ["case_id", "split", "label"]
     s.close()
+
+
+@pytest.mark.slow  # open_dataset of the MSD folder imports MONAI (~4 s)
+def test_3d_masks_roundtrip_hippocampus(tmp_path: Path, samples: Path) -> None:
+    """3-D: real MSD hippocampus labels go out as NIfTI in the image's space and come back checked against the
+    cohort's shape; a second Study handle on the same folder sees the writes (one file, two processes/notebooks)."""
+    from medwb.data import open_dataset
+
+    ds = open_dataset(samples / "segmentation_3d" / "hippocampus")
+    ids = [c for c in ds.cohort["case_id"] if ds.load_mask(c) is not None][:2]
+    s = Study.create(tmp_path / "h", dataset_path=samples / "segmentation_3d" / "hippocampus", task="segmentation",
+                     classes=ds.classes)
+    s.add_cases(ds.cohort)
+    for c in ids:
+        s.add_label(c, mask_path=s.save_mask(c, ds.load_mask(c), tag="msd"), annotator="msd_reference")
+    out = s.folder / "exports" / "nifti3d"
+    man = s.export_masks_nifti(out, ds.affine)
+    for rec in man.to_dict("records"):
+        img = nib.load(out / rec["file"])
+        assert np.allclose(img.affine, ds.affine(rec["case_id"]))
+        assert np.array_equal(np.asarray(img.dataobj), ds.load_mask(rec["case_id"])[0])
+    edited = np.asarray(nib.load(out / man.iloc[0]["file"]).dataobj).copy()
+    edited[edited == 2] = 1
+    nib.save(nib.Nifti1Image(edited.astype(np.int16), ds.affine(ids[0])), out / man.iloc[0]["file"])
+    other = Study.open(s.folder)  # a second handle, as a second notebook would have
+    res = other.import_masks(out, annotator="reader_b")
+    assert res.set_index("case_id")["changed"].to_dict() == {ids[0]: True, ids[1]: False}
+    assert set(res["source"]) == {"human"}  # the replaced masks were human ones, not model pre-labels
+    per = s.labels(per_annotator=True)
+    assert len(per) == 4 and set(per["annotator"]) == {"msd_reference", "reader_b"}  # both observers kept
+    other.close()
+    s.close()
