@@ -59,6 +59,19 @@ def execute_notebook(
     return executed, html
 
 
+#: Printing (PDF) must show whole tables and figures: no scroll boxes, wrap long cells, keep figures on a page.
+PRINT_CSS = """<style>
+@media print {
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon { overflow: visible !important; max-height: none !important; }
+  .jp-RenderedHTMLCommon table { font-size: 8.5pt; table-layout: auto; width: auto; max-width: 100%; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; word-break: break-word; }
+  img { max-width: 100% !important; page-break-inside: avoid; break-inside: avoid; }
+  h1, h2, h3 { page-break-after: avoid; break-after: avoid; }
+}
+</style>
+"""
+
+
 def export_html(ipynb: str | Path, html_path: str | Path, *, hide_code: bool = True) -> Path:
     """Export an executed notebook to a self-contained HTML page (no external script or style links)."""
     import nbformat
@@ -77,7 +90,7 @@ def export_html(ipynb: str | Path, html_path: str | Path, *, hide_code: bool = T
     exporter.jupyter_widgets_base_url = ""
     exporter.html_manager_semver_range = ""
     body, _ = exporter.from_notebook_node(nb)
-    body = strip_external_links(body)
+    body = strip_external_links(body).replace("</head>", PRINT_CSS + "</head>", 1)
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")
     return html_path

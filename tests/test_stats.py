@@ -119,8 +119,9 @@ def test_dice_hd95_on_real_chase_observer_masks(samples):
     # two experts on retinal vessels agree well but not perfectly (published inter-observer Dice ~0.7-0.8)
     assert ((df["dice"] > 0.5) & (df["dice"] < 0.95)).all()
     assert ((df["hd95"] > 0) & np.isfinite(df["hd95"])).all()
-    for i in range(len(names)):
-        assert df["dice"].iloc[i] == pytest.approx(stats.observer_dice(a[i], b[i]), abs=1e-6)
+    for i in range(len(names)):  # monai's Dice equals the textbook formula on these masks
+        inter = np.logical_and(a[i] > 0, b[i] > 0).sum()
+        assert df["dice"].iloc[i] == pytest.approx(2 * inter / ((a[i] > 0).sum() + (b[i] > 0).sum()), abs=1e-6)
     same = stats.segmentation_case_metrics(a, a, n_classes=2)
     assert np.allclose(same["dice"], 1.0) and np.allclose(same["hd95"], 0.0)
     t = stats.mean_table(df, ["dice", "hd95"], n_bootstrap=200)

@@ -146,55 +146,43 @@ def labels_per_round(study: Any) -> pd.DataFrame:
 
 def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_state: int = 0,
                     max_mask_cases: int = 40) -> pd.DataFrame:
-    """Inter-rater agreement with bootstrap CIs over cases.
+    """Inter-rater agreement with bootstrap 95% CIs over cases.
 
-    - classes: Cohen's kappa between the two first annotators (by name) on cases both labelled in the store;
-    - masks: Dice between the dataset's two observers (cohort ``mask2``, e.g. CHASE_DB1) and between two
-      annotators' masks in the store.
+    Pairs of annotators on the same case come from :func:`medwb.label_audit.agreement` (the loop engineer's
+    audit; human and corrected labels): Cohen's kappa for class labels, Dice for masks. The dataset's own second
+    observer (cohort ``mask2``, e.g. CHASE_DB1) gives the inter-observer Dice of the reference standard.
     Columns: what, raters, n_cases, estimate, ci_low, ci_high, note.
     """
+    from medwb.label_audit import agreement, mask_dice
+
     rows: list[dict[str, Any]] = []
-    lab = study.labels(latest=True, per_annotator=True)
-    lab = lab[lab["source"] != "auto"]
-    multi = lab.groupby("case_id")["annotator"].nunique()
-    shared = multi[multi >= 2].index
-    if ds.task == "classification":
-        if len(shared) >= 2:
-            sub = lab[lab["case_id"].isin(shared)]
-            r1, r2 = sorted(sub["annotator"].unique())[:2]
-            piv = sub.pivot_table(index="case_id", columns="annotator", values="value", aggfunc="last")
-            piv = piv[[r1, r2]].dropna()
-            a, b = piv[r1].to_numpy(int), piv[r2].to_numpy(int)
-            est, lo, hi = stats.bootstrap_ci(stats.cohen_kappa, a, b, n_bootstrap=n_bootstrap,
-                                             random_state=random_state)
-            rows.append({"what": "Cohen's kappa (class labels)", "raters": f"{r1} vs {r2}", "n_cases": len(a),
-                         "estimate": est, "ci_low": lo, "ci_high": hi, "note": "store labels"})
-        else:
-            rows.append({"what": "Cohen's kappa (class labels)", "raters": "", "n_cases": int(len(shared)),
-                         "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                         "note": "fewer than 2 cases carry labels from two annotators: not computable"})
+    cases = agreement(study).cases
+    if len(cases):
+        for (ra, rb), g in cases.groupby(["annotator_a", "annotator_b"], sort=True):
+            if "value_a" in g and g["value_a"].notna().any():
+                g = g.dropna(subset=["value_a", "value_b"])
+                a, b = g["value_a"].astype(int).to_numpy(), g["value_b"].astype(int).to_numpy()
+                est, lo, hi = stats.bootstrap_ci(stats.cohen_kappa, a, b, n_bootstrap=n_bootstrap,
+                                                 random_state=random_state)
+                rows.append({"what": "Cohen's kappa (class labels)", "raters": f"{ra} vs {rb}", "n_cases": len(a),
+                             "estimate": est, "ci_low": lo, "ci_high": hi,
+                             "note": f"raw agreement {np.mean(a == b):.3f}"})
+            if "dice" in g and g["dice"].notna().any():
+                t = stats.mean_table(g[["dice"]], ["dice"], n_bootstrap=n_bootstrap, random_state=random_state)
+                rows.append({"what": "Dice between annotators (masks)", "raters": f"{ra} vs {rb}",
+                             "n_cases": int(t["n"].iloc[0]), "estimate": t["estimate"].iloc[0],
+                             "ci_low": t["ci_low"].iloc[0], "ci_high": t["ci_high"].iloc[0], "note": "store labels"})
+    if not rows:
+        rows.append({"what": "agreement between annotators", "raters": "", "n_cases": 0, "estimate": np.nan,
+                     "ci_low": np.nan, "ci_high": np.nan,
+                     "note": "no case in the store carries labels from two annotators: not computable"})
     if "mask2" in ds.cohort and ds.cohort["mask2"].notna().any():
         ids = ds.cohort.loc[ds.cohort["mask2"].notna(), "case_id"].astype(str).tolist()[:max_mask_cases]
-        d = [stats.observer_dice(ds.load_mask(c, observer=1), ds.load_mask(c, observer=2)) for c in ids]
+        d = [mask_dice(ds.load_mask(c, observer=1), ds.load_mask(c, observer=2)) for c in ids]
         t = stats.mean_table(pd.DataFrame({"dice": d}), ["dice"], n_bootstrap=n_bootstrap, random_state=random_state)
-        rows.append({"what": "Dice between observers (masks)", "raters": "dataset observer 1 vs 2",
+        rows.append({"what": "Dice between observers (reference masks)", "raters": "dataset observer 1 vs 2",
                      "n_cases": len(ids), "estimate": t["estimate"].iloc[0], "ci_low": t["ci_low"].iloc[0],
-                     "ci_high": t["ci_high"].iloc[0], "note": "dataset masks"})
-    if ds.task == "segmentation" and len(shared):
-        from medwb.store import read_mask
-
-        sub = lab[lab["case_id"].isin(shared) & lab["mask_path"].notna()]
-        d = []
-        for _, g in sub.groupby("case_id", sort=True):
-            g = g.sort_values("annotator")
-            if len(g) >= 2:
-                d.append(stats.observer_dice(read_mask(g["mask_path"].iloc[0]), read_mask(g["mask_path"].iloc[1])))
-        if d:
-            t = stats.mean_table(pd.DataFrame({"dice": d}), ["dice"], n_bootstrap=n_bootstrap,
-                                 random_state=random_state)
-            rows.append({"what": "Dice between annotators (masks)", "raters": "store annotators",
-                         "n_cases": len(d), "estimate": t["estimate"].iloc[0], "ci_low": t["ci_low"].iloc[0],
-                         "ci_high": t["ci_high"].iloc[0], "note": "store labels"})
+                     "ci_high": t["ci_high"].iloc[0], "note": "dataset masks (mask vs mask2)"})
     return pd.DataFrame(rows, columns=["what", "raters", "n_cases", "estimate", "ci_low", "ci_high", "note"])
 
 
@@ -345,11 +333,10 @@ def explanation_outputs(explain_dir: str | Path | None) -> tuple[pd.DataFrame, l
     if not explain_dir or not Path(explain_dir).is_dir():
         return pd.DataFrame(), []
     d = Path(explain_dir)
-    tables = sorted(d.rglob("*check*.csv")) or sorted(d.rglob("*.csv"))
+    tables = sorted(d.rglob("checks.csv")) or sorted(d.rglob("*check*.csv"))
     checks = pd.concat([pd.read_csv(t) for t in tables], ignore_index=True) if tables else pd.DataFrame()
-    overlays = sorted(p for p in d.rglob("*.png") if "overlay" in p.name.lower() or "overlay" in p.parent.name.lower())
-    if not overlays:
-        overlays = sorted(d.rglob("*.png"))
+    # medwb explain writes OUT/overlays/<method>.png (all cases, one colour scale) and per-case overlays below it
+    overlays = sorted((d / "overlays").glob("*.png")) or sorted(d.rglob("*.png"))
     return checks, overlays
 
 

@@ -311,14 +311,6 @@ def segmentation_case_metrics(
     return pd.DataFrame(rows)
 
 
-def observer_dice(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
-    """Dice between two observers' binary (foreground > 0) masks of one case — inter-observer agreement."""
-    a = np.asarray(mask_a) > 0
-    b = np.asarray(mask_b) > 0
-    denom = a.sum() + b.sum()
-    return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
-
-
 def mean_table(
     values: pd.DataFrame,
     columns: Sequence[str],
