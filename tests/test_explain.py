@@ -10,7 +10,7 @@ import torch
 from medwb.data import open_dataset
 from medwb.errors import DataError
 from medwb.explain.attributions import (METHOD_NAMES, SegmentationRegion, attribute, default_target_layer,
-                                        occlusion_geometry)
+                                        occlusion_geometry, uncertainty_map)
 from medwb.explain.checks import randomize_layers
 from medwb.explain.overlays import heat_scale, overlay_figure, save_nifti, save_png, slice_montage
 from medwb.models import TrainConfig, build_classifier, build_segmenter, train
@@ -128,6 +128,10 @@ def test_segmenter_region_attribution_on_hippocampus(samples):
         a = attribute(seg, X, 1, method=method, progress=False, n_steps=8) if method == "ig" else \
             attribute(seg, X, 1, method=method, progress=False)
         assert a.shape == (1, 1, 32, 48, 32) and np.isfinite(a).all()
+    u = uncertainty_map(seg, X, passes=4, seed=0)  # the model's own uncertainty, second view
+    assert u.shape == (1, 1, 32, 48, 32) and np.isfinite(u).all() and u.min() >= 0
+    assert u.max() <= np.log(3) + 1e-5 and u.std() > 0
+    np.testing.assert_allclose(u, uncertainty_map(seg, X, passes=4, seed=0))  # seeded
 
 
 def test_overlays_png_and_nifti_affine(samples, tmp_path, trained_2d, pneumonia):
@@ -160,3 +164,28 @@ def test_bad_input_raises_named_error(trained_2d):
         attribute(trained_2d, np.zeros((1, 1, 28, 28), np.float32), method="lime")
     with pytest.raises(DataError, match="expected"):
         attribute(trained_2d, np.zeros((28, 28), np.float32))
+
+
+@pytest.mark.slow
+def test_run_explain_segmenter_on_hippocampus_with_uncertainty_view(samples, tmp_path):
+    import pandas as pd
+
+    from medwb.explain.run import run_explain
+    from medwb.models import save_checkpoint
+
+    ckpt = save_checkpoint(build_segmenter(3, 1, 3, seed=0), tmp_path / "seg.pt", {})
+    out = tmp_path / "out"
+    data = samples / "segmentation_3d" / "hippocampus"
+    res = run_explain(ckpt, data, method="gradcam", cases=1, out_dir=out, select="misclassified", progress=False,
+                      max_pool=4)
+    idx = pd.read_csv(out / "index.csv", dtype={"case_id": str})
+    assert set(idx.method) == {"gradcam", "uncertainty"} and len(idx) == 2
+    assert idx.selection.str.contains("Dice").all()
+    ck = pd.read_csv(out / "checks.csv")
+    assert set(ck.check) == {"randomization", "deletion_auc", "insertion_auc", "mask_energy"}
+    ds = open_dataset(data)
+    for _, r in idx.iterrows():
+        img = nib.load(out / r.map_nifti)
+        assert img.shape == ds.load_image(r.case_id).shape[1:]  # back on the image's own grid
+        np.testing.assert_allclose(img.affine, ds.affine(r.case_id))
+    assert res.seconds["maps:gradcam"] < 30

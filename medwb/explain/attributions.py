@@ -389,16 +389,17 @@ def attribute(model: nn.Module, X: np.ndarray | torch.Tensor, target: int | Sequ
     return fn(model, X, target, progress=progress, **kwargs)
 
 
-def uncertainty_map(model: nn.Module, X: np.ndarray | torch.Tensor, *, passes: int = 10, seed: int = 0) -> np.ndarray:
-    """The model's own uncertainty as a second view: per-voxel entropy of the MC-dropout mean softmax
-    (``medwb.uncertainty.mc_dropout_proba``), shape (N, 1, H, W[, D]); for classifiers one value per
-    image broadcast over the image."""
-    from medwb.uncertainty import mc_dropout_proba
+def uncertainty_map(model: nn.Module, X: np.ndarray | torch.Tensor, *, passes: int = 10, seed: int = 0,
+                    kind: str = "entropy") -> np.ndarray:
+    """The model's own uncertainty as a second view next to the attribution: per-voxel entropy (or another
+    ``medwb.uncertainty`` kind, e.g. ``bald``) of MC-dropout softmax samples, shape (N, 1, H, W[, D]); for
+    classifiers the one value per image is broadcast over the image."""
+    from medwb.uncertainty import mc_uncertainty_maps
 
     x = _as_tensor(X)
-    mc = np.asarray(mc_dropout_proba(model, x.numpy(), passes=passes, seed=seed))
-    p = mc.mean(0)
-    ent = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1, keepdims=True)
-    if ent.ndim == 2:  # classifier: (N,1) -> broadcast
-        ent = np.broadcast_to(ent.reshape(len(x), 1, *([1] * (x.ndim - 2))), (len(x), 1, *x.shape[2:])).copy()
-    return ent.astype(np.float32)
+    u = np.asarray(mc_uncertainty_maps(model, x.numpy(), passes=passes, seed=seed, kinds=(kind,))[kind], np.float32)
+    if u.ndim == 1:  # classifier: (N,) -> constant map
+        u = np.broadcast_to(u.reshape(len(x), 1, *([1] * (x.ndim - 2))), (len(x), 1, *x.shape[2:])).copy()
+    else:
+        u = u[:, None]
+    return u.astype(np.float32)

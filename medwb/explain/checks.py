@@ -187,12 +187,15 @@ def _target_score_fn(model: nn.Module, x: torch.Tensor, target: Any):
     return score
 
 
-def perturbation_curves(model: nn.Module, X: np.ndarray, maps: np.ndarray, target: Any = None, *, steps: int = 20,
+def perturbation_curves(model: nn.Module, X: np.ndarray, maps: np.ndarray, target: Any = None, *,
+                        steps: int | None = None,
                         baseline: float = 0.0, batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion curves, each (N, steps+1): score after the top ``k/steps`` fraction of voxels
     (ranked by the map, highest first) is replaced by ``baseline`` (deletion) or copied into an all-
-    ``baseline`` image (insertion)."""
+    ``baseline`` image (insertion). ``steps`` defaults to 20 in 2D and 10 in 3D (each step is a forward pass
+    per image and curve)."""
     x = _as_tensor(X)
+    steps = steps or (20 if x.ndim == 4 else 10)
     maps = np.asarray(maps, np.float32)
     if maps.shape[0] != x.shape[0] or maps.shape[2:] != tuple(x.shape[2:]):
         raise DataError(None, f"maps {maps.shape} do not match images {tuple(x.shape)}",
@@ -227,7 +230,8 @@ def auc(curve: np.ndarray) -> np.ndarray:
 
 
 def deletion_insertion_check(model: nn.Module, X: np.ndarray, maps: np.ndarray, target: Any = None, *,
-                             method: str = "map", steps: int = 20, baseline: float = 0.0, random_state: int = 0,
+                             method: str = "map", steps: int | None = None, baseline: float = 0.0,
+                             random_state: int = 0,
                              batch_size: int = 64) -> tuple[CheckResult, CheckResult]:
     """Deletion AUC (lower is better) and insertion AUC (higher is better) of ``maps`` against random maps
     (uniform noise, ``random_state``) on the same images and score."""
@@ -236,7 +240,7 @@ def deletion_insertion_check(model: nn.Module, X: np.ndarray, maps: np.ndarray, 
     d, i = perturbation_curves(model, X, maps, target, steps=steps, baseline=baseline, batch_size=batch_size)
     dr, ir = perturbation_curves(model, X, rand, target, steps=steps, baseline=baseline, batch_size=batch_size)
     d_auc, i_auc, dr_auc, ir_auc = (float(auc(c).mean()) for c in (d, i, dr, ir))
-    details = pd.DataFrame({"fraction": np.linspace(0, 1, steps + 1), "deletion": d.mean(0),
+    details = pd.DataFrame({"fraction": np.linspace(0, 1, d.shape[1]), "deletion": d.mean(0),
                             "deletion_random": dr.mean(0), "insertion": i.mean(0), "insertion_random": ir.mean(0)})
     dc = CheckResult("deletion_auc", method, d_auc < dr_auc, d_auc, dr_auc, "deletion AUC < random-map deletion AUC",
                      details)
@@ -270,7 +274,7 @@ def mask_energy_check(maps: np.ndarray, masks: np.ndarray, *, method: str = "map
 # ------------------------------------------------------------------------------------------------- all
 def run_checks(model: nn.Module, X: np.ndarray, maps: np.ndarray, *, method: Any, target: Any = None,
                masks: np.ndarray | None = None, randomization: bool = True, max_steps: int = 6, seed: int = 0,
-               steps: int = 20, progress: bool = True) -> list[CheckResult]:
+               steps: int | None = None, progress: bool = True) -> list[CheckResult]:
     """Every applicable check for one method's maps on the same images."""
     name = method_name(method)
     out: list[CheckResult] = []

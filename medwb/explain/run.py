@@ -156,6 +156,30 @@ def _safe(case_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id))
 
 
+def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: np.ndarray | None,
+                sel_ids: list[str], reasons: list[str], rows: list[dict[str, Any]], ds: Any,
+                title: str) -> list[dict[str, Any]]:
+    """Save a non-attribution view (uncertainty) like a method: NPZ, NIfTI, per-case PNG, index rows."""
+    scale = heat_scale(maps, signed=False)
+    base = {r["case_id"]: r for r in rows}
+    new = []
+    for j, cid in enumerate(sel_ids):
+        stem = _safe(cid)
+        npz = out / "maps" / name / f"{stem}.npz"
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(npz, map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
+                            method=name, case_id=cid)
+        nii = save_nifti(to_image_grid(maps[j], tuple(ds.load_image(cid).shape[1:])), ds.affine(cid),
+                         out / "maps" / name / f"{stem}.nii.gz")
+        fig = overlay_figure([Xs[j]], [maps[j]], [None if masks is None else masks[j]], titles=[cid], scale=scale,
+                             ncols=1, suptitle=title, cell_size=3.2)
+        png = save_png(fig, out / "overlays" / name / f"{stem}.png")
+        new.append({**base.get(cid, {"case_id": cid, "selection": reasons[j]}), "method": name,
+                    "map_npz": str(npz.relative_to(out)), "map_nifti": str(nii.relative_to(out)),
+                    "overlay_png": str(png.relative_to(out)), "failed_checks": ""})
+    return new
+
+
 def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str = "gradcam", cases: int = 16,
                 out_dir: str | Path, select: str = "uncertain", split: str | None = None, checks: bool = True,
                 max_pool: int = 1000, random_state: int = 0, progress: bool = True,
@@ -237,6 +261,14 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
         grid = overlay_figure(list(Xs), list(maps), None if masks is None else list(masks), titles=sel_ids,
                               scale=scale, failed=failed or None, suptitle=f"{LABELS[m]} ({ds.name}, {select})")
         save_png(grid, out / "overlays" / f"{m}.png")
+    if seg:  # second view: the model's own per-voxel uncertainty (MC-dropout entropy), not an attribution
+        t = time.perf_counter()
+        from medwb.explain.attributions import uncertainty_map
+
+        unc = uncertainty_map(net, Xs, passes=10, seed=random_state)
+        timings["uncertainty"] = time.perf_counter() - t
+        rows += _write_view(out, "uncertainty", unc, Xs, masks, sel_ids, reasons, rows, ds,
+                            "MC-dropout entropy (model uncertainty; no attribution checks)")
     index = pd.DataFrame(rows)
     index.to_csv(out / "index.csv", index=False)
     table = results_table(all_checks) if all_checks else pd.DataFrame(
