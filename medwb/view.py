@@ -232,13 +232,27 @@ def niivue_view(
             m = m[..., None]
         if m.shape != img.shape:
             raise ValueError(f"mask shape {m.shape} does not match image shape {img.shape}")
-        top = max(int(m.max()), 1)
-        volumes.append(Volume(data=nifti_bytes(m, aff, dtype=np.float32), name="mask.nii", colormap="red",
-                              opacity=mask_opacity, cal_min=0.5, cal_max=float(top)))
+        labels = [int(v) for v in np.unique(m) if v > 0]
+        mask_vol = Volume(data=nifti_bytes(m, aff, dtype=np.float32), name="mask.nii", opacity=mask_opacity)
+        # one colour per label value, the same colours as the 2D browser and static figures
+        top = max(labels, default=1)
+        lut = {"R": [0], "G": [0], "B": [0], "A": [0], "I": [0], "labels": ["background"]}
+        for lab in range(1, top + 1):
+            r, g, b = (int(x) for x in LABEL_COLORS[(lab - 1) % len(LABEL_COLORS)])
+            for key, val in zip("RGBAI", (r, g, b, 255, lab)):
+                lut[key].append(val)
+            lut["labels"].append(str(lab))
+        mask_vol.set_colormap_label(lut)
+        volumes.append(mask_vol)
     nv = NiiVue(height=height, slice_type=SliceType.MULTIPLANAR, multiplanar_show_render=ShowRender.ALWAYS,
                 multiplanar_layout=MultiplanarType.GRID, is_colorbar=False, back_color=(0, 0, 0, 1),
                 drag_and_drop_enabled=False)
     nv.load_volumes(volumes)
+    rot = aff[:3, :3]
+    if mask is not None and np.allclose(rot, np.diag(np.diag(rot))) and np.all(np.diag(rot) > 0):
+        # axis-aligned, non-flipped grid: voxel fractions are niivue's; start the crosshair on the mask
+        c = focus_index(img.shape, m)
+        nv.scene.crosshair_pos = [float(ci) / max(n - 1, 1) for ci, n in zip(c, img.shape)]
     return nv
 
 

@@ -75,6 +75,11 @@ def test_niivue_widget_carries_image_and_mask(hippo) -> None:
     np.testing.assert_allclose(back.affine, affine, atol=1e-5)
     m = nib.Nifti1Image.from_bytes(nv.volumes[1].data)
     assert set(np.unique(np.asarray(m.dataobj))) == set(np.unique(mask))
+    # label colours match the 2D browser; the crosshair starts on the structure
+    lut = nv.volumes[1].colormap_label
+    assert list(lut.labels) == ["background", "1", "2"]
+    c = view.focus_index(mask.shape[1:], mask[0])
+    assert nv.scene.crosshair_pos == pytest.approx([ci / (n - 1) for ci, n in zip(c, mask.shape[1:])])
     with pytest.raises(ValueError, match="does not match"):
         view.show_volume(img, mask[:, :-1], backend="niivue")
 
