@@ -30,6 +30,7 @@ import hmac
 import io
 import json
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -1013,6 +1014,10 @@ def _check_complete(ds: Dataset, path: Path) -> None:
             if len(raw.value) < raw.length:
                 raise DataError(path, f"file is truncated inside {Tag(tag)} ({len(raw.value)} of {raw.length} bytes)",
                                 "re-copy or re-export the complete file")
+    if "PixelData" in ds and len(ds.PixelData or b"") % 2:
+        # DICOM values have even length; pydicom would pad it on writing, so the copy would not be byte-identical
+        raise DataError(path, "pixel data has an odd length (corrupt or truncated file)",
+                        "re-copy or re-export the complete file")
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if "PixelData" in ds and (ts is None or not ts.is_compressed) and "Rows" in ds and "Columns" in ds:
@@ -1030,16 +1035,21 @@ def _check_complete(ds: Dataset, path: Path) -> None:
 def read_dicom(path: Path) -> Dataset:
     """Read a DICOM file with pydicom (also preamble-less ones); anything else is a :class:`DataError`."""
     try:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)
-            if "SOPClassUID" not in ds:
-                raise DataError(path, "not a DICOM file (no DICM prefix and no SOP Class UID)",
-                                "pass DICOM or NIfTI files; other files are skipped in a folder run") from None
-        _check_complete(ds, path)
-        for _ in ds.iterall():  # decode every element now, so corruption surfaces here and not half-way
-            pass
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                ds = pydicom.dcmread(path)
+            except InvalidDicomError:
+                ds = pydicom.dcmread(path, force=True)
+                if "SOPClassUID" not in ds:
+                    raise DataError(path, "not a DICOM file (no DICM prefix and no SOP Class UID)",
+                                    "pass DICOM or NIfTI files; other files are skipped in a folder run") from None
+            _check_complete(ds, path)
+            for _ in ds.iterall():  # decode every element now, so corruption surfaces here and not half-way
+                pass
+        for w in caught:  # pydicom only warns when a sequence or encapsulated pixel data runs past the file end
+            if "End of file reached" in str(w.message):
+                raise DataError(path, f"file is truncated ({w.message})", "re-copy or re-export the complete file")
     except DataError:
         raise
     except Exception as e:  # pydicom raises many types on corrupt input; name the file and the cause
