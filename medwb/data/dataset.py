@@ -66,6 +66,8 @@ class Dataset:
         self.name, self.task, self.ndim, self.modality = name, task, int(ndim), modality
         self.classes = {int(k): str(v) for k, v in classes.items()}
         self.notes: list[str] = []
+        #: cases whose layout promises a mask that is not there (images/ without a matching mask file)
+        self.missing_masks: list[str] = []
         self._cache_dir = cache_dir
         self._progress = progress
         self._image_cache: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -123,6 +123,8 @@ class ImageFolderDataset(Dataset):
             classes = found or ({0: "background", 1: fg} if task == "segmentation" else {})
         super().__init__(p, name=p.stem if p.is_file() else p.name, task=task, ndim=2,
                          modality=modality or (known[0] if known else "unknown"), classes=classes, records=records, **kw)
+        if task == "segmentation":
+            self.missing_masks = self._records.loc[self._records["mask"].isna(), "case_id"].tolist()
 
     # ---- layout --------------------------------------------------------------------------------------
     def _scan(self, p: Path) -> tuple[list[dict[str, Any]], str, dict[int, str]]:

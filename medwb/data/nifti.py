@@ -261,4 +261,11 @@ def open_nifti(path: str | Path, *, classes: Mapping[int, str] | None = None, mo
         modality = str(records["modality"].mode().iloc[0])
     if classes is None:
         classes = {0: "background"}
-    return NiftiDataset(p, records=records, name=name, modality=modality, classes=classes, **kw)
+    ds = NiftiDataset(p, records=records, name=name, modality=modality, classes=classes, **kw)
+    if p.is_dir() and not (p / "dataset.json").is_file():
+        skipped = sorted(d.name for d in p.iterdir() if d.is_dir() and d.name not in IMAGE_DIRS + LABEL_DIRS)
+        if skipped:
+            ds.notes.append(f"sub-folder(s) {skipped} not part of this NIfTI set; open them separately")
+    if p.is_dir() and not (p / "dataset.json").is_file() and records["mask"].notna().any():
+        ds.missing_masks = records.loc[records["mask"].isna(), "case_id"].tolist()  # paired layout, label absent
+    return ds

@@ -127,27 +127,51 @@ class NpzDataset(Dataset):
         return f"{self._file_key}#{row['case_id']}"
 
     def _compute_stats(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Vectorised statistics per split (no per-image Python loop except sha256)."""
+        """Vectorised statistics per split in chunks of ~8M voxels: exact integer sums for 8-bit data, torch
+        float32 otherwise; never a float64 copy of a whole split (1.6k x 64^3 volumes: ~15 s on a busy 2-core box)."""
+        import torch
+
         parts = []
         for s, grp in rows.groupby("npz_split", sort=False):
             imgs = self._split_images(str(s))[grp["npz_index"].to_numpy()]
             x = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
-            axes = tuple(range(1, x.ndim))
-            xf = x.astype(np.float64) if x.dtype.kind == "f" else x
-            finite = np.isfinite(xf).all(axis=axes) if x.dtype.kind == "f" else np.ones(len(x), bool)
+            per_case = int(np.prod(x.shape[1:]))
+            step = max(1, 8_000_000 // per_case)
             df = pd.DataFrame(index=grp.index, columns=STAT_COLUMNS)
+            cols = {k: np.zeros(len(x)) for k in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std")}
+            finite = np.ones(len(x), dtype=bool)
+            hashes = np.zeros(len(x), dtype=np.uint64)
+            sha: list[str] = []
+            for a in range(0, len(x), step):
+                chunk = x[a:a + step]
+                c2 = chunk.reshape(len(chunk), -1)
+                if chunk.dtype.kind in "ui":  # exact integer sums: much faster than float variance on 8-bit data
+                    v = c2.astype(np.uint32 if chunk.dtype.itemsize == 1 else np.int64)
+                    n_vox = c2.shape[1]
+                    m = v.sum(axis=1, dtype=np.int64) / n_vox
+                    sq = (v * v).sum(axis=1, dtype=np.int64) / n_vox
+                    cols["intensity_min"][a:a + step] = c2.min(axis=1)
+                    cols["intensity_max"][a:a + step] = c2.max(axis=1)
+                    cols["intensity_mean"][a:a + step] = m
+                    cols["intensity_std"][a:a + step] = np.sqrt(np.maximum(sq - m * m, 0.0))
+                else:
+                    flat = torch.from_numpy(np.ascontiguousarray(c2, dtype=np.float32))
+                    finite[a:a + step] = torch.isfinite(flat).all(dim=1).numpy()
+                    flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
+                    var, mean = torch.var_mean(flat, dim=1, correction=0)
+                    cols["intensity_min"][a:a + step] = flat.min(dim=1).values.numpy()
+                    cols["intensity_max"][a:a + step] = flat.max(dim=1).values.numpy()
+                    cols["intensity_mean"][a:a + step] = mean.numpy()
+                    cols["intensity_std"][a:a + step] = var.sqrt().numpy()
+                    chunk = flat.reshape(chunk.shape).numpy()
+                hashes[a:a + step] = phash_batch(chunk, self.ndim)
+                sha.extend(pixel_sha256(np.ascontiguousarray(v)) for v in x[a:a + step])
             df["shape"] = fmt_dims(x.shape[2:])
             df["channels"] = x.shape[1]
-            df["intensity_min"] = xf.min(axis=axes).astype(float)
-            df["intensity_max"] = xf.max(axis=axes).astype(float)
-            df["intensity_mean"] = xf.mean(axis=axes, dtype=np.float64)
-            df["intensity_std"] = xf.std(axis=axes, dtype=np.float64)
-            df["sha256"] = [pixel_sha256(np.ascontiguousarray(v)) for v in x]
-            h = np.zeros(len(x), dtype=np.uint64)
-            for a in range(0, len(x), 512):
-                chunk = np.nan_to_num(x[a:a + 512].astype(np.float32))
-                h[a:a + 512] = phash_batch(chunk, self.ndim)
-            df["phash"] = [f"{int(v):016x}" for v in h]
+            for k, v in cols.items():
+                df[k] = v
+            df["sha256"] = sha
+            df["phash"] = [f"{int(v):016x}" for v in hashes]
             df["dtype"] = x.dtype.name
             df["spacing_read"] = None
             df["problem"] = None
