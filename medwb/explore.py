@@ -158,48 +158,37 @@ def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
 
 
 def duplicate_table(ds: Any, *, near_duplicate_distance: int = 4) -> pd.DataFrame:
-    """Exact (same pixel sha256) and near (perceptual-hash distance) duplicate pairs, leaks across splits first.
+    """Exact (pixel sha256) and near (perceptual hash) duplicate pairs of the whole cohort, leaks first.
 
-    Uses the hashes the data layer stored in the cohort, so the whole dataset is covered at no pixel cost.
+    The pairs come from the data layer's ``medwb.data.check.find_duplicates`` (the same table ``medwb check``
+    prints), computed from hashes already stored in the cohort, so no pixel is read again.
     """
-    from medwb.data.hashing import near_duplicate_pairs
+    from medwb.data.check import find_duplicates
 
-    c = ds.cohort.reset_index(drop=True)
-    rows: list[dict[str, Any]] = []
-    exact: set[tuple[int, int]] = set()
-    for _, grp in c[c["sha256"].notna()].groupby("sha256"):
-        idx = grp.index.tolist()
-        for a in range(len(idx)):
-            for b in range(a + 1, len(idx)):
-                exact.add((idx[a], idx[b]))
-    pairs = [(i, j, 0, "exact") for i, j in sorted(exact)]
-    if "phash" in c and near_duplicate_distance > 0:
-        hashes = [h if isinstance(h, str) else None for h in c["phash"]]
-        pairs += [(i, j, d, "near") for i, j, d in near_duplicate_pairs(hashes, near_duplicate_distance)
-                  if (i, j) not in exact]
-    for i, j, d, kind in pairs:
-        si, sj = str(c.at[i, "split"]), str(c.at[j, "split"])
-        rows.append({"kind": kind, "case_a": c.at[i, "case_id"], "split_a": si, "case_b": c.at[j, "case_id"],
-                     "split_b": sj, "hash_distance": d, "across_splits": si != sj})
-    cols = ["kind", "case_a", "split_a", "case_b", "split_b", "hash_distance", "across_splits"]
-    t = pd.DataFrame(rows, columns=cols)
-    return t.sort_values(["across_splits", "kind", "hash_distance"], ascending=[False, True, True],
-                         kind="stable").reset_index(drop=True)
+    return sort_duplicates(find_duplicates(ds.cohort, near_duplicate_distance))
+
+
+def sort_duplicates(dups: pd.DataFrame) -> pd.DataFrame:
+    """Pairs across splits (leakage) first, then exact before near, closest first."""
+    return dups.sort_values(["cross_split", "kind", "distance"], ascending=[False, True, True],
+                            kind="stable").reset_index(drop=True)
 
 
 def leakage_summary(dups: pd.DataFrame) -> pd.DataFrame:
     """Counts of exact/near duplicate pairs within and across splits (the across-split ones leak)."""
     if dups.empty:
         return pd.DataFrame({"pairs": [0]}, index=pd.Index(["no duplicates found"], name="kind"))
-    key = dups["kind"] + np.where(dups["across_splits"], " across splits (leak)", " within a split")
+    key = dups["kind"] + np.where(dups["cross_split"], " across splits (leak)", " within a split")
     return key.value_counts().rename("pairs").rename_axis("kind").to_frame()
 
 
-def check_report(path: str | Path, *, near_duplicate_distance: int = 4) -> Any:
+def check_report(path: str | Path, *, near_duplicate_distance: int = 4, max_mask_cases: int | None = None,
+                 progress: bool = True) -> Any:
     """The data engineer's ``medwb check`` report (errors, warnings, duplicates) for the same dataset."""
     from medwb.data.check import check_dataset
 
-    return check_dataset(path, near_duplicate_distance=near_duplicate_distance)
+    return check_dataset(path, near_duplicate_distance=near_duplicate_distance, max_mask_cases=max_mask_cases,
+                         progress=progress)
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
@@ -397,7 +386,7 @@ def explore_summary(ds: Any, dups: pd.DataFrame) -> Sequence[str]:
     """Plain-language findings for the top of the report (leaks, unreadable cases, missing masks)."""
     c = ds.cohort
     lines = [f"{ds.name}: {len(c)} {ds.ndim}D {ds.modality} cases for {ds.task}."]
-    leaks = dups[dups["across_splits"]] if not dups.empty else dups
+    leaks = dups[dups["cross_split"]] if not dups.empty else dups
     if len(leaks):
         n_exact = int((leaks["kind"] == "exact").sum())
         lines.append(f"LEAKAGE: {len(leaks)} duplicate pair(s) span different splits ({n_exact} pixel-identical).")

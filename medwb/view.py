@@ -29,10 +29,11 @@ from medwb.errors import MedwbError
 
 STATIC_ENV = "MEDWB_STATIC_VIEWS"
 BACKENDS = ("auto", "niivue", "itkwidgets", "static")
-# Overlay colours for mask labels 1..n (label 0 = background is never drawn).
+# Overlay colours for mask labels 1..n (label 0 = background is never drawn). Cyan first: it stands out on
+# grey scans and on red fundus photographs alike.
 LABEL_COLORS = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
+    [[70, 240, 240], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
     dtype=np.uint8,
 )
 
@@ -115,13 +116,17 @@ def overlay_mask(rgb: np.ndarray, mask2d: np.ndarray | None, *, opacity: float =
     return out.clip(0, 255).astype(np.uint8)
 
 
-def png_bytes(rgb: np.ndarray, *, scale: int = 1) -> bytes:
-    """Encode an (H,W,3) uint8 image as PNG, upscaled by an integer factor (nearest: no blur of voxels)."""
+def png_bytes(rgb: np.ndarray, *, scale: int = 1, max_side: int | None = None) -> bytes:
+    """Encode an (H,W,3) uint8 image as PNG, upscaled by an integer factor (nearest: no blur of voxels)
+    or, with ``max_side``, downscaled so a 1000-px photograph does not travel over the comm at full size."""
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(rgb))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    if max_side is not None and max(img.size) > max_side:
+        f = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

@@ -59,7 +59,7 @@ def test_class_balance_segmentation_reads_masks(hippocampus) -> None:
 def test_pneumoniamnist_leakage_is_found(pneumonia) -> None:
     """PneumoniaMNIST really has train images pixel-identical to validation images."""
     d = explore.duplicate_table(pneumonia, near_duplicate_distance=0)
-    exact_leaks = d[(d["kind"] == "exact") & d["across_splits"]]
+    exact_leaks = d[(d["kind"] == "exact") & d["cross_split"]]
     assert len(exact_leaks) > 0
     c = pneumonia.cohort.set_index("case_id")
     for _, r in exact_leaks.iterrows():
@@ -67,7 +67,7 @@ def test_pneumoniamnist_leakage_is_found(pneumonia) -> None:
         assert np.array_equal(pneumonia.load_image(r["case_a"]), pneumonia.load_image(r["case_b"]))
     s = explore.leakage_summary(d)
     assert s.at["exact across splits (leak)", "pairs"] == len(exact_leaks)
-    assert d["across_splits"].iloc[0]  # leaks are listed first
+    assert d["cross_split"].iloc[0]  # leaks are listed first
     assert any("LEAKAGE" in line for line in explore.explore_summary(pneumonia, d))
 
 
@@ -113,3 +113,29 @@ def test_volume_case(hippocampus, pneumonia) -> None:
     assert explore.volume_case(pneumonia, "val_00001") == "val_00001"
     with pytest.raises(KeyError):
         explore.volume_case(pneumonia, "nope")
+
+
+def test_slice_browser_on_real_2d_and_3d_datasets(samples: Path) -> None:
+    """RGB fundus photos with vessel masks, and 3D classification volumes, through SliceBrowser.from_dataset."""
+    import io
+
+    from PIL import Image
+
+    from medwb.widgets.explore import SliceBrowser, browse
+
+    chase = open_dataset(samples / "segmentation_2d" / "chase_db1", progress=False)
+    b = SliceBrowser.from_dataset(chase, max_cases=3)
+    assert len(b.case.options) == 3
+    png = Image.open(io.BytesIO(b.image.value))
+    assert max(png.size) <= 2 * b.display_px  # a 999-px photo is sent downscaled
+    rgb = b.current_rgb()
+    assert rgb.shape[-1] == 3 and rgb[..., 0].mean() > rgb[..., 2].mean()  # colour kept: red fundus
+    b.overlay.value = False
+    assert not np.array_equal(rgb, b.current_rgb())  # vessels were overlaid
+
+    adrenal = open_dataset(samples / "classification_3d" / "adrenalmnist3d.npz", progress=False)
+    b3 = SliceBrowser.from_dataset(adrenal, max_cases=4, seed=3)
+    assert all("(" in label for label, _ in b3.case.options)  # class names shown next to case ids
+    assert b3.slice.max == 27
+    grid = browse(adrenal, static=True, grid_cases=4)
+    assert len([a for a in grid.axes if a.images]) == 4

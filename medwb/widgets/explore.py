@@ -166,7 +166,7 @@ class SliceBrowser:
             return
         rgb = self.current_rgb()
         scale = max(1, self.display_px // max(rgb.shape[:2]))
-        self.image.value = png_bytes(rgb, scale=scale)
+        self.image.value = png_bytes(rgb, scale=scale, max_side=2 * self.display_px)
         img, mask = self._arrays()
         fg = "" if mask is None else f", foreground voxels {int((mask > 0).sum())}"
         self.info.value = f"<small>{self.case.value}: shape {tuple(img.shape)}{fg}</small>"
