@@ -23,8 +23,10 @@ LICENCES = {
                        "Official MedMNIST release file adrenalmnist3d.npz (28^3 binary adrenal shape masks, "
                        "0 normal / 1 hyperplasia), byte-identical, all splits."),
     "hc18": ("CC BY 4.0", "van den Heuvel et al., PLoS ONE 13(8):e0200412 (2018), doi:10.1371/journal.pone.0200412.",
-             "HC18 fetal head ultrasound: the first {n} images of the shared HC18 subset with their ellipse outline "
-             "annotations (fill the ring for the head mask) and pixel size / head circumference table."),
+             "HC18 fetal head ultrasound: the first {n} images of the shared HC18 subset with their head annotations "
+             "and pixel size / head circumference table. In this copy the annotation PNGs are already filled "
+             "ellipses (checked: every mask covers ~pi/4 of its bounding box); the original HC18 release has "
+             "1-pixel ellipse outlines, which medwb detects and fills on load."),
     "chase_db1": ("CC BY 4.0", "Fraz et al., IEEE Trans. Biomed. Eng. 59(9):2538-2548 (2012), "
                   "doi:10.1109/TBME.2012.2205687; dataset: https://researchdata.kingston.ac.uk/96/",
                   "CHASE_DB1 retinal fundus photographs, all 28 images, vessel masks by both observers."),

@@ -93,7 +93,9 @@ def test_class_subfolders_with_splits_and_metadata(samples, tmp_path):
     assert X.shape == (12, 1, 28, 28) and sorted(y.tolist()) == [0] * 6 + [1] * 6
     meta = pd.DataFrame({"case_id": c["case_id"], "sex": ["F", "M"] * 12, "site": "A"})
     meta.to_csv(tmp_path / "cxr/metadata.csv", index=False)
-    c2 = open_dataset(tmp_path / "cxr", cache_dir=tmp_path).cohort
+    ds2 = open_dataset(tmp_path / "cxr", cache_dir=tmp_path)
+    c2 = ds2.cohort
+    assert ds2.subgroup_columns == ["sex", "site"] and ds.subgroup_columns == []
     assert c2.groupby("sex").size().to_dict() == {"F": 12, "M": 12} and (c2["site"] == "A").all()
     meta.loc[0, "case_id"] = "no_such_case"
     meta.to_csv(tmp_path / "cxr/metadata.csv", index=False)

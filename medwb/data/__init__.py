@@ -23,7 +23,14 @@ import pandas as pd
 from medwb.data.dataset import Dataset
 from medwb.errors import DataError
 
-__all__ = ["Dataset", "open_dataset", "detect_format"]
+__all__ = ["Dataset", "open_dataset", "detect_format", "TECHNICAL_COLUMNS"]
+
+#: cohort columns that are bookkeeping, never subgroups (reports: ``ds.subgroup_columns`` lists the subgroups)
+TECHNICAL_COLUMNS = frozenset({
+    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
+    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256", "phash", "problem",
+    "npz_split", "npz_index", "n_files", "patient_id",
+})
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

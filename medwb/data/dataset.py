@@ -12,7 +12,6 @@ scaled per image to [0, 1]. ``load_image`` returns the raw intensities (float32)
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
@@ -28,6 +27,7 @@ from medwb.data.hashing import phash, pixel_sha256
 from medwb.errors import DataError
 
 SPLITS = ("train", "val", "test", "unlabelled")
+SUBGROUP_HINTS = ("sex", "age", "site")  # read from DICOM headers when present
 COHORT_COLUMNS = [
     "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
     "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256",
@@ -85,8 +85,12 @@ class Dataset:
             if col not in records:
                 records[col] = default
         records["label"] = records["label"].astype("Int64")
+        #: cohort columns that describe patient subgroups (from metadata.csv / DICOM headers), for reports
+        self.subgroup_columns: list[str] = [c for c in SUBGROUP_HINTS if c in records and records[c].notna().any()]
         if metadata is not None:
+            before = set(records.columns)
             records = _join_metadata(records, metadata, self.path)
+            self.subgroup_columns += [c for c in records.columns if c not in before and c not in self.subgroup_columns]
         for col in ("mask", "mask2"):  # str or None (object dtype, so pandas keeps None rather than NaN)
             records[col] = pd.Series([v if isinstance(v, str) and v else None for v in records[col]],
                                      index=records.index, dtype=object)
@@ -177,6 +181,7 @@ class Dataset:
         rec["spacing"] = [s if isinstance(s, str) else (r if isinstance(r, str) else (
             fmt_dims([1.0] * len(parse_dims(sh))) if isinstance(sh, str) else None))
             for s, r, sh in zip(rec["spacing"], rec.pop("spacing_read"), rec["shape"])]
+        rec = rec.drop(columns=["dtype"])  # kept in the stats cache only (scaling is decided per reader)
         front = [c for c in COHORT_COLUMNS if c in rec]
         rest = [c for c in rec.columns if c not in front]
         n_bad = int(rec["problem"].notna().sum())
@@ -434,11 +439,6 @@ def _plain(v: Any) -> Any:
     if v is pd.NA or (isinstance(v, float) and v != v):
         return None
     return v
-
-
-@functools.lru_cache(maxsize=8)
-def _read_table(path: str, mtime: float) -> pd.DataFrame:
-    return pd.read_csv(path)
 
 
 def _join_metadata(records: pd.DataFrame, metadata: str | Path | pd.DataFrame, where: Path) -> pd.DataFrame:

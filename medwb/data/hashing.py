@@ -11,12 +11,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 
 import numpy as np
 import scipy.fft
-import torch
-import torch.nn.functional as F
 
 
 def pixel_sha256(arr: np.ndarray) -> str:
@@ -37,6 +34,9 @@ def _to_plane(batch: np.ndarray, spatial_dims: int) -> np.ndarray:
 
 def phash_batch(batch: np.ndarray, spatial_dims: int) -> np.ndarray:
     """64-bit perceptual hashes (uint64, shape (N,)) of a channel-first batch of equal-size images."""
+    import torch  # lazy: opening a dataset should not pay torch's import time
+    import torch.nn.functional as F
+
     plane = _to_plane(batch, spatial_dims)
     t = torch.from_numpy(np.ascontiguousarray(plane))[:, None]
     small = F.interpolate(t, size=(32, 32), mode="area" if min(plane.shape[1:]) >= 32 else "bilinear",
@@ -52,10 +52,6 @@ def phash_batch(batch: np.ndarray, spatial_dims: int) -> np.ndarray:
 def phash(image: np.ndarray, spatial_dims: int) -> str:
     """Perceptual hash of one channel-first image, as 16 hex digits."""
     return f"{int(phash_batch(image[None], spatial_dims)[0]):016x}"
-
-
-def hamming(a: int, b: int) -> int:
-    return int(bin(a ^ b).count("1"))
 
 
 def near_duplicate_pairs(hashes: list[str | None], max_distance: int) -> list[tuple[int, int, int]]:

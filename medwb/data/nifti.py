@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from medwb.data.cache import StatsCache, file_key
-from medwb.data.dataset import Dataset, fmt_dims
+from medwb.data.dataset import Dataset
 from medwb.errors import DataError
 
 SUFFIXES = (".nii.gz", ".nii")
