@@ -282,8 +282,8 @@ def run_checks(model: nn.Module, X: np.ndarray, maps: np.ndarray, *, method: Any
         out.append(randomization_check(model, X, target, method=method, original=maps, max_steps=max_steps,
                                        seed=seed, progress=progress))
     out.extend(deletion_insertion_check(model, X, maps, target, method=name, steps=steps, random_state=seed))
-    if masks is not None:
-        out.append(mask_energy_check(maps, masks, method=name))
+    if masks is not None and (np.asarray(masks) > 0).reshape(len(masks), -1).any(1).any():
+        out.append(mask_energy_check(maps, masks, method=name))  # skipped when no case has a reference region
     return out
 
 

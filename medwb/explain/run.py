@@ -227,7 +227,9 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
         res: list[CheckResult] = []
         if checks:
             t = time.perf_counter()
-            res = run_checks(net, Xs, maps, method=m, target=target, masks=masks, max_steps=4,
+            # mask energy against the reference region of the explained class (not all foreground)
+            ref = None if masks is None else (masks == target.reshape(-1, *([1] * (masks.ndim - 1))))
+            res = run_checks(net, Xs, maps, method=m, target=target, masks=ref, max_steps=4,
                              seed=random_state, progress=progress)
             timings[f"checks:{m}"] = time.perf_counter() - t
         all_checks += res
