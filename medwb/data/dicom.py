@@ -165,7 +165,7 @@ class DicomDataset(Dataset):
             self._series[g.case_id] = g
             notes.extend(g.notes)
         single = p.is_file() and p.name.upper() != "DICOMDIR"
-        ndim = 2 if single and next(iter(self._series.values())).depth == 1 else 3
+        ndim = 3 if any(s.depth > 1 for s in self._series.values()) else 2  # a folder of radiographs stays 2D
         rows = []
         for s in self._series.values():
             sp = s.spacing if ndim == 3 else s.spacing[:2]

@@ -91,7 +91,15 @@ class NiftiDataset(Dataset):
     def __init__(self, path: str | Path, *, records: pd.DataFrame, name: str, modality: str,
                  classes: Mapping[int, str], **kw: Any) -> None:
         self._headers: dict[str, nib.Nifti1Image] = {}
-        first = read_nifti(records["source"].iloc[0])
+        first, err = None, None
+        for src in records["source"].iloc[:20]:  # one broken file must not make the whole set unopenable
+            try:
+                first = read_nifti(src)
+                break
+            except DataError as e:
+                err = err or e
+        if first is None:
+            raise err  # type: ignore[misc]
         ndim = 2 if len(first.shape) == 2 else 3
         super().__init__(path, name=name, task="segmentation", ndim=ndim, modality=modality, classes=classes,
                          records=records, **kw)
