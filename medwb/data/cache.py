@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when a statistic's definition changes
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:

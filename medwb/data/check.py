@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medwb.data.hashing import near_duplicate_pairs
+from medwb.data.hashing import near_duplicate_pairs, shrink
 from medwb.errors import DataError
 
 DUP_COLUMNS = ["kind", "distance", "similarity", "case_a", "split_a", "case_b", "split_b", "cross_split", "source_a", "source_b"]
@@ -88,7 +88,8 @@ def check_dataset(path: str | Path, near_duplicate_distance: int = 4, *, near_du
 
     Near duplicates: perceptual hashes within ``near_duplicate_distance`` bits are only candidates; a pair
     is reported when the two images' 32-pixel thumbnails also correlate >= ``near_duplicate_min_corr``
-    (on PneumoniaMNIST a 64-bit hash alone pairs ~250 merely similar chest X-rays at distance 4).
+    (on PneumoniaMNIST a 64-bit hash alone pairs ~250 merely similar chest X-rays at distance 4). Thumbnails
+    are block means to ~32-63 px per axis.
 
     ``max_mask_cases`` caps how many cases' masks are read and compared with their images (seeded sample;
     None = all); images are always all read once for the cohort statistics (cached afterwards).
@@ -188,7 +189,7 @@ def find_duplicates(cohort: pd.DataFrame, near_duplicate_distance: int = 4, *,
             if sha[i] is not None and sha[i] == sha[j]:
                 continue  # already an exact pair (or in the same exact group)
             ta, tb = thumb(i), thumb(j)
-            r = float(np.mean(ta * tb)) if ta is not None and tb is not None else float("nan")
+            r = _correlation(ta, tb) if ta is not None and tb is not None else float("nan")
             if loader is None or r >= min_corr:
                 rows.append(("near", d, r, i, j))
     out = pd.DataFrame([{
@@ -205,15 +206,25 @@ def find_duplicates(cohort: pd.DataFrame, near_duplicate_distance: int = 4, *,
 
 
 def _thumbnail(raw: np.ndarray) -> np.ndarray:
-    """Channel mean resized to 32 px per axis, z-scored: the mean of a product is the correlation."""
-    import torch
-    import torch.nn.functional as F
+    """Channel mean, block-averaged by whole factors to roughly 32-63 px per axis (no interpolation: cheap)."""
+    x = np.ascontiguousarray(raw, dtype=np.float32).mean(axis=0)
+    f = [max(1, s // 32) for s in x.shape]
+    if any(v > 1 for v in f):
+        x = x[tuple(slice(0, (s // v) * v) for s, v in zip(x.shape, f))]
+        shape: list[int] = []
+        for s, v in zip(x.shape, f):
+            shape += [s // v, v]
+        x = x.reshape(shape).mean(axis=tuple(range(1, 2 * len(f), 2)))
+    return x
 
-    x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32).mean(axis=0))[None, None]
-    mode = "bilinear" if x.ndim == 4 else "trilinear"
-    t = F.interpolate(x, size=(32,) * (x.ndim - 2), mode=mode, align_corners=False).flatten().numpy()
-    sd = t.std()
-    return (t - t.mean()) / sd if sd > 0 else np.zeros_like(t)
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two thumbnails (resampled to 32 px per axis when their shapes differ)."""
+    if a.shape != b.shape:
+        a, b = shrink(a[None], 32)[0], shrink(b[None], 32)[0]
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float(np.array_equal(a, b))
 
 
 def _tables(c: pd.DataFrame, task: str, classes: dict[int, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -32,16 +32,29 @@ def _to_plane(batch: np.ndarray, spatial_dims: int) -> np.ndarray:
     return x
 
 
+def shrink(x: np.ndarray, size: int = 32) -> np.ndarray:
+    """Resize the trailing spatial axes of ``x`` (N, *spatial) to ``size`` each: integer block means first
+    (no aliasing from big images), then linear interpolation. numpy/scipy only, so hashing needs no torch."""
+    from scipy import ndimage
+
+    x = x.astype(np.float32, copy=False)
+    spatial = x.shape[1:]
+    f = [max(1, s // size) for s in spatial]
+    if any(v > 1 for v in f):
+        crop = tuple(slice(0, (s // v) * v) for s, v in zip(spatial, f))
+        x = x[(slice(None), *crop)]
+        shape = [x.shape[0]]
+        for s, v in zip(x.shape[1:], f):
+            shape += [s // v, v]
+        x = x.reshape(shape).mean(axis=tuple(range(2, 2 + 2 * len(f), 2)))
+    zoom = [1.0] + [size / s for s in x.shape[1:]]
+    return ndimage.zoom(x, zoom, order=1, grid_mode=True, mode="nearest") if any(z != 1 for z in zoom[1:]) else x
+
+
 def phash_batch(batch: np.ndarray, spatial_dims: int) -> np.ndarray:
     """64-bit perceptual hashes (uint64, shape (N,)) of a channel-first batch of equal-size images."""
-    import torch  # lazy: opening a dataset should not pay torch's import time
-    import torch.nn.functional as F
-
-    plane = _to_plane(batch, spatial_dims)
-    t = torch.from_numpy(np.ascontiguousarray(plane))[:, None]
-    small = F.interpolate(t, size=(32, 32), mode="area" if min(plane.shape[1:]) >= 32 else "bilinear",
-                          **({} if min(plane.shape[1:]) >= 32 else {"align_corners": False}))
-    d = scipy.fft.dctn(small[:, 0].numpy().astype(np.float64), axes=(1, 2), norm="ortho")[:, :8, :8]
+    small = shrink(_to_plane(batch, spatial_dims), 32)
+    d = scipy.fft.dctn(small.astype(np.float64), axes=(1, 2), norm="ortho")[:, :8, :8]
     flat = d.reshape(len(d), 64)
     med = np.median(flat[:, 1:], axis=1, keepdims=True)
     bits = (flat > med).astype(np.uint64)
