@@ -127,3 +127,19 @@ def test_single_file_and_duplicate_ids(hippo, tmp_path):
     nib.save(nib.load(f), d / "case1.nii")  # same case id, uncompressed
     with pytest.raises(DataError, match="duplicate case id 'case1'"):
         open_dataset(d, cache_dir=tmp_path)
+
+
+def test_monai_items_and_transform_segmentation(hippo, tmp_path):
+    from monai.data import DataLoader
+    from monai.data import Dataset as MonaiDataset
+
+    ds = open_dataset(hippo, cache_dir=tmp_path, progress=False)
+    items = ds.items("train")
+    assert len(items) == 60 and items[0]["label"].endswith(".nii.gz") and items[0]["image"].endswith(".nii.gz")
+    loader = DataLoader(MonaiDataset(items[:4], transform=ds.transform(size=(32, 32, 32))), batch_size=2)
+    batch = next(iter(loader))
+    assert tuple(batch["image"].shape) == (2, 1, 32, 32, 32) and tuple(batch["label"].shape) == (2, 1, 32, 32, 32)
+    assert float(batch["image"].min()) >= 0 and float(batch["image"].max()) <= 1
+    assert set(batch["label"].unique().tolist()) <= {0, 1, 2}
+    unl = MonaiDataset(ds.items("unlabelled")[:1], transform=ds.transform(size=(32, 32, 32)))[0]
+    assert "label" not in unl and tuple(unl["image"].shape) == (1, 32, 32, 32)
