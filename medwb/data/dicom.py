@@ -34,11 +34,18 @@ NON_IMAGE = {"RTSTRUCT", "RTPLAN", "SR", "KO", "PR", "REG", "RTRECORD", "SEG", "
 READ_FIX = "re-export or re-copy the file from the PACS/scanner; it is truncated or not DICOM"
 
 
+NOT_DICOM_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gz", ".nii", ".npz", ".npy", ".csv",
+                      ".txt", ".md", ".json", ".py", ".html", ".pdf", ".zip"}
+
+
 def is_dicom_file(p: str | Path) -> bool:
-    """True for a file with the DICOM 'DICM' preamble (or a .dcm suffix)."""
+    """True for a file with the DICOM 'DICM' preamble (or a .dcm suffix); common other types are not opened."""
     p = Path(p)
-    if p.suffix.lower() == ".dcm":
+    suffix = p.suffix.lower()
+    if suffix == ".dcm":
         return True
+    if suffix in NOT_DICOM_SUFFIXES:
+        return False
     try:
         with open(p, "rb") as f:
             f.seek(128)
