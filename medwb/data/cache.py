@@ -29,7 +29,7 @@ def file_key(*paths: str | Path, extra: str = "") -> str:
     parts = []
     for p in paths:
         st = os.stat(p)
-        parts.append(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}")
+        parts.append(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}")
     if extra:
         parts.append(extra)
     return "#".join(parts)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping
@@ -55,12 +56,20 @@ def is_dicom_file(p: str | Path) -> bool:
 
 
 def find_dicom_files(folder: str | Path, limit: int | None = None) -> list[Path]:
-    out = []
-    for f in sorted(Path(folder).rglob("*")):
-        if f.is_file() and f.name.upper() != "DICOMDIR" and not f.name.startswith(".") and is_dicom_file(f):
-            out.append(f)
-            if limit and len(out) >= limit:
-                break
+    """DICOM files under ``folder`` (recursive, sorted; DICOMDIR index files excluded)."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            if os.path.splitext(name)[1].lower() in NOT_DICOM_SUFFIXES:
+                continue
+            f = Path(dirpath) / name
+            if is_dicom_file(f):
+                out.append(f)
+                if limit and len(out) >= limit:
+                    return out
     return out
 
 

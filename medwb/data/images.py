@@ -21,6 +21,7 @@ forces the choice. A CSV in the folder whose first column lists the image file n
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,8 +48,18 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
+def _has_image(d: Path) -> bool:
+    with os.scandir(d) as it:
+        return any(not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+                   and e.is_file() for e in it)
+
+
 def _images_in(d: Path) -> list[Path]:
-    return sorted(f for f in d.iterdir() if _is_image(f))
+    """Image files of a folder, sorted by name (os.scandir: one system call per folder, not per file)."""
+    with os.scandir(d) as it:
+        names = sorted(e.name for e in it if not e.name.startswith(".") and e.is_file()
+                       and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+    return [d / n for n in names]
 
 
 def _snake(name: str) -> str:
@@ -139,15 +150,17 @@ class ImageFolderDataset(Dataset):
         else:
             groups = [("train", p)]
         class_names = sorted({c.name for _, g in groups for c in g.iterdir()
-                              if c.is_dir() and not c.name.startswith(".") and _images_in(c)})
+                              if c.is_dir() and not c.name.startswith(".") and _has_image(c)})
         if class_names:
             idx = {n: i for i, n in enumerate(class_names)}
             rows = []
             for split, g in groups:
                 for cdir in sorted(c for c in g.iterdir() if c.is_dir() and c.name in idx):
+                    prefix = str(cdir.relative_to(p))
                     for f in _images_in(cdir):
-                        rows.append({"case_id": str(f.relative_to(p).with_suffix("")), "split": split,
-                                     "label": idx[cdir.name], "source": str(f)})
+                        src = str(f)
+                        rows.append({"case_id": f"{prefix}/{os.path.splitext(f.name)[0]}", "split": split,
+                                     "label": idx[cdir.name], "source": src})
             return rows, "classification", {i: n for n, i in idx.items()}
         flat = _images_in(p)
         return [{"case_id": f.stem, "split": "unlabelled", "source": str(f)} for f in flat], "classification", {}
@@ -180,10 +193,11 @@ class ImageFolderDataset(Dataset):
 
     def _join_tables(self, p: Path, records: pd.DataFrame) -> pd.DataFrame:
         """Join per-image CSV tables (first column = image file names) found in the folder."""
-        file_names = [Path(s).name for s in records["source"]]
-        for csv in sorted(p.glob("*.csv")):
-            if csv.name == "metadata.csv":
-                continue  # joined on case_id by Dataset
+        csvs = [c for c in sorted(p.glob("*.csv")) if c.name != "metadata.csv"]  # metadata.csv: joined on case_id
+        if not csvs:
+            return records
+        file_names = [os.path.basename(s) for s in records["source"]]
+        for csv in csvs:
             try:
                 table = pd.read_csv(csv)
             except (OSError, ValueError) as e:
