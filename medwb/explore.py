@@ -87,7 +87,7 @@ def overview_table(ds: Any) -> pd.DataFrame:
         rows.append(("stored dtype", ", ".join(sorted(c["dtype"].dropna().astype(str).unique()))))
     if "problem" in c:
         rows.append(("unreadable cases", int(c["problem"].notna().sum())))
-    subs = subgroup_columns(c)
+    subs = subgroup_columns(ds)
     rows.append(("subgroup columns", ", ".join(subs) if subs else "none"))
     return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
 
@@ -128,16 +128,23 @@ def class_balance(ds: Any, *, max_cases: int | None = 2000, seed: int = 0) -> pd
     return out.sort_values(["split"], kind="stable").reset_index(drop=True)
 
 
-def subgroup_columns(cohort: pd.DataFrame) -> list[str]:
-    """Columns that describe patients/acquisition (sex, age, site, ...) rather than files or pixels."""
-    return [c for c in cohort.columns if c not in _NOT_SUBGROUP and not c.startswith(_INTERNAL_PREFIXES)]
+def subgroup_columns(ds: Any) -> list[str]:
+    """Columns that describe patients/acquisition (sex, age, site, ...) rather than files or pixels.
+
+    The data layer knows which columns came from metadata.csv / DICOM headers (``ds.subgroup_columns``);
+    for other dataset objects, every column that is not a known file/pixel column counts.
+    """
+    known = getattr(ds, "subgroup_columns", None)
+    if known is not None:
+        return [c for c in known if c in ds.cohort.columns]
+    return [c for c in ds.cohort.columns if c not in _NOT_SUBGROUP and not c.startswith(_INTERNAL_PREFIXES)]
 
 
 def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
     """Cases per subgroup level and split (numeric columns binned in quartiles); empty if none present."""
     c = ds.cohort
     parts = []
-    for col in subgroup_columns(c):
+    for col in subgroup_columns(ds):
         v = c[col]
         if pd.api.types.is_numeric_dtype(v) and v.nunique() > max_levels:
             v = pd.qcut(v, 4, duplicates="drop").astype(str)
@@ -198,7 +205,10 @@ def plot_class_balance(ds: Any, table: pd.DataFrame):
 
     fig = Figure(figsize=(6.5, 3.2), layout="constrained")
     ax = fig.subplots()
-    if ds.task == "classification":
+    if table.empty:  # e.g. a DICOM series with no labels or masks yet: say so instead of an empty chart
+        ax.text(0.5, 0.5, "no labels or masks in this dataset yet", ha="center", va="center")
+        ax.set_axis_off()
+    elif ds.task == "classification":
         t = table["cases"].drop(index="all", errors="ignore")
         bottom = np.zeros(len(t))
         for k, col in enumerate(t.columns):
@@ -211,7 +221,8 @@ def plot_class_balance(ds: Any, table: pd.DataFrame):
         piv.plot.bar(ax=ax, rot=0)
         ax.set_ylabel("cases containing the label")
     ax.set_title(f"{ds.name}: class balance", fontsize=10)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return fig
 
 

@@ -116,13 +116,19 @@ def overlay_mask(rgb: np.ndarray, mask2d: np.ndarray | None, *, opacity: float =
     return out.clip(0, 255).astype(np.uint8)
 
 
-def png_bytes(rgb: np.ndarray, *, scale: int = 1, max_side: int | None = None) -> bytes:
+def png_bytes(rgb: np.ndarray, *, scale: int = 1, max_side: int | None = None,
+              size: tuple[int, int] | None = None) -> bytes:
     """Encode an (H,W,3) uint8 image as PNG, upscaled by an integer factor (nearest: no blur of voxels)
-    or, with ``max_side``, downscaled so a 1000-px photograph does not travel over the comm at full size."""
+    or, with ``max_side``, downscaled so a 1000-px photograph does not travel over the comm at full size.
+    ``size=(width, height)`` resizes to exactly that (nearest when enlarging, Lanczos when shrinking)."""
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(rgb))
-    if scale > 1:
+    if size is not None:
+        w, h = max(1, int(size[0])), max(1, int(size[1]))
+        shrink = w * h < img.width * img.height
+        img = img.resize((w, h), Image.Resampling.LANCZOS if shrink else Image.Resampling.NEAREST)
+    elif scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     if max_side is not None and max(img.size) > max_side:
         f = max_side / max(img.size)
@@ -138,6 +144,35 @@ def focus_index(shape: Sequence[int], mask: np.ndarray | None) -> tuple[int, ...
         idx = np.argwhere(mask > 0).mean(axis=0)
         return tuple(int(round(i)) for i in idx)
     return tuple(int(s) // 2 for s in shape)
+
+
+def plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The 2-D slice of an (H,W,D) volume at ``index`` along ``axis``, oriented for display.
+
+    Axis 2 (the slice axis of medwb arrays: DICOM series, NIfTI k) shows rows=H, cols=W as stored, like the
+    source viewer; axes 0 and 1 show D vertically with the last slice at the top.
+    """
+    if axis == 2:
+        return volume[:, :, index]
+    p = volume[index, :, :] if axis == 0 else volume[:, index, :]
+    return p.T[::-1]
+
+
+def plane_aspect(spacing: Sequence[float] | None, axis: int) -> float:
+    """Height/width of one displayed pixel of :func:`plane` (so anisotropic voxels are not squashed)."""
+    if spacing is None or len(spacing) < 3:
+        return 1.0
+    sp = [float(x) if x and np.isfinite(x) and x > 0 else 1.0 for x in list(spacing)[:3]]
+    row, col = {2: (0, 1), 0: (2, 1), 1: (2, 0)}[axis]
+    return sp[row] / sp[col]
+
+
+def spacing_from_affine(affine: np.ndarray | None) -> tuple[float, ...] | None:
+    """Voxel sizes (mm) = lengths of the affine's first three columns."""
+    if affine is None:
+        return None
+    a = np.asarray(affine, dtype=np.float64)
+    return tuple(float(np.linalg.norm(a[:3, i])) for i in range(3))
 
 
 def _affine(spacing: Sequence[float] | None, affine: np.ndarray | None) -> np.ndarray:
@@ -165,26 +200,20 @@ def static_orthogonal(
     msk = None if mask is None else spatial_array(mask, img.ndim)
     sp = list(spacing)[: img.ndim] if spacing is not None else [1.0] * img.ndim
     if img.ndim == 2:
-        planes = [("image", img, msk, sp[1] / sp[0] if sp[0] else 1.0)]
+        planes = [("image", img, msk, (sp[0] / sp[1]) if sp[1] else 1.0)]
     else:
         c = focus_index(img.shape, msk)
         planes = []
-        names = ("axis 0 (sagittal)", "axis 1 (coronal)", "axis 2 (axial)")
+        names = ("axis 0", "axis 1", "axis 2")
         for ax in range(3):
-            sl = [slice(None)] * 3
-            sl[ax] = c[ax]
-            other = [d for d in range(3) if d != ax]
-            aspect = sp[other[1]] / sp[other[0]] if sp[other[0]] else 1.0
-            # rot90 so the first remaining axis runs left->right like radiology viewers' defaults
-            plane = np.rot90(img[tuple(sl)])
-            mplane = None if msk is None else np.rot90(msk[tuple(sl)])
-            planes.append((f"{names[ax]} = {c[ax]}", plane, mplane, 1.0 / aspect if aspect else 1.0))
+            mplane = None if msk is None else plane(msk, ax, c[ax])
+            planes.append((f"{names[ax]} = {c[ax]}", plane(img, ax, c[ax]), mplane, plane_aspect(sp, ax)))
     fig = Figure(figsize=(3.2 * len(planes), 3.4), layout="constrained")
     axes = fig.subplots(1, len(planes), squeeze=False)[0]
     finite = img[np.isfinite(img)]
     lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-    for axis, (name, plane, mplane, aspect) in zip(axes, planes):
-        axis.imshow(plane, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, aspect=aspect,
+    for axis, (name, pl, mplane, aspect) in zip(axes, planes):
+        axis.imshow(pl, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1e-6, aspect=aspect,
                     interpolation="nearest")
         if mplane is not None and np.any(mplane > 0):
             for lab in np.unique(mplane[mplane > 0]):
@@ -306,7 +335,8 @@ def show_volume(
     if backend == "auto":
         backend = "static" if static_views_enabled(static) else "niivue"
     if backend == "static":
-        return static_orthogonal(image, mask, spacing=spacing, title=title, spatial_dims=spatial_dims)
+        sp = spacing if spacing is not None else spacing_from_affine(affine)
+        return static_orthogonal(image, mask, spacing=sp, title=title, spatial_dims=spatial_dims)
     if backend == "niivue":
         return niivue_view(image, mask, spacing=spacing, affine=affine, height=height, spatial_dims=spatial_dims)
     return itkwidgets_view(image, mask, spacing=spacing, spatial_dims=spatial_dims)

@@ -86,7 +86,7 @@ def test_subgroup_table_uses_metadata_columns(samples: Path, tmp_path: Path) -> 
     meta = pd.DataFrame({"case_id": ids, "sex": rng.choice(["F", "M"], size=len(ids)),
                          "age": rng.integers(20, 90, size=len(ids))})
     ds = open_dataset(src, metadata=meta, progress=False)
-    assert explore.subgroup_columns(ds.cohort) == ["sex", "age"]
+    assert explore.subgroup_columns(ds) == ["sex", "age"]
     t = explore.subgroup_table(ds)
     assert t.loc["sex", "all"].sum() == len(ids)
     assert t.loc[("sex", "F"), "all"] == int((meta["sex"] == "F").sum())
@@ -139,3 +139,26 @@ def test_slice_browser_on_real_2d_and_3d_datasets(samples: Path) -> None:
     assert b3.slice.max == 27
     grid = browse(adrenal, static=True, grid_cases=4)
     assert len([a for a in grid.axes if a.images]) == 4
+
+
+def test_dicom_headers_give_subgroups_and_thick_slices_are_not_squashed(samples: Path) -> None:
+    """pydicom's sample files carry sex/age/site tags; the CT series has 2 mm slices of 0.98 mm pixels."""
+    from medwb.widgets.explore import SliceBrowser
+
+    ds = open_dataset(samples / "dicom" / "pydicom", progress=False)
+    assert "n_files" not in explore.subgroup_columns(ds)  # reader bookkeeping, not a subgroup
+    assert {"sex", "age", "site"} <= set(explore.subgroup_columns(ds))
+    assert set(explore.subgroup_table(ds).index.get_level_values("column")) <= set(explore.subgroup_columns(ds))
+
+    ct = open_dataset(samples / "dicom" / "ct_series", progress=False)
+    (case,) = ct.cohort["case_id"]
+    b = SliceBrowser.from_dataset(ct)
+    assert b.display_size((512, 512)) == (b.display_px, b.display_px)  # axis 2: square in-plane pixels
+    b.axis.value = 0
+    w, h = b.display_size(b.current_rgb().shape[:2])  # 20 slices x 2 mm against 512 x 0.977 mm
+    assert h / w == pytest.approx(20 * 2.0 / (512 * 0.976562), rel=0.05)
+    from medwb.view import show_volume
+
+    fig = show_volume(ct.load_image(case), affine=ct.affine(case), static=True, spatial_dims=3)
+    ax0 = fig.axes[0]
+    assert ax0.get_aspect() == pytest.approx(2.0 / 0.976562, rel=0.01)

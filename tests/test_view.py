@@ -44,6 +44,17 @@ def test_spatial_array_drops_channel_axis() -> None:
         view.spatial_array(np.zeros((2, 3, 4, 5)), spatial_dims=2)
 
 
+def test_plane_orientation_and_aspect() -> None:
+    vol = np.arange(4 * 5 * 6).reshape(4, 5, 6)
+    np.testing.assert_array_equal(view.plane(vol, 2, 3), vol[:, :, 3])  # stored rows/cols, as the source viewer
+    p0 = view.plane(vol, 0, 1)
+    assert p0.shape == (6, 5) and p0[0, 0] == vol[1, 0, 5] and p0[-1, 0] == vol[1, 0, 0]  # last slice on top
+    assert view.plane(vol, 1, 2).shape == (6, 4)
+    assert view.plane_aspect((0.5, 0.5, 3.0), 2) == 1.0
+    assert view.plane_aspect((0.5, 0.5, 3.0), 0) == 6.0
+    assert view.spacing_from_affine(np.diag([0.8, 0.9, 2.5, 1.0])) == pytest.approx((0.8, 0.9, 2.5))
+
+
 def test_focus_is_mask_centre(hippo) -> None:
     _, mask, _, _ = hippo[0]
     m = mask[0]

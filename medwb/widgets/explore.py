@@ -11,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from medwb.view import overlay_mask, png_bytes, show_slices, spatial_array, static_views_enabled, to_rgb
+from medwb.view import (
+    overlay_mask,
+    plane,
+    plane_aspect,
+    png_bytes,
+    show_slices,
+    spatial_array,
+    static_views_enabled,
+    to_rgb,
+)
 
 IMAGE_CLASS = "medwb-slice-image"  # CSS class of the drawn image (the browser test looks for it)
 BROWSER_CLASS = "medwb-slice-browser"  # CSS class of the whole browser (controls + image)
@@ -25,7 +34,8 @@ class SliceBrowser:
     """Browse cases slice by slice: case, axis, slice, window/level, mask overlay on/off and opacity.
 
     ``load_image(case_id)`` returns a medwb array (C,H,W[,D]) or a plain (H,W[,D]) one; ``load_mask`` an
-    integer mask of the same spatial shape or None. Nothing is loaded until a case is shown.
+    integer mask of the same spatial shape or None; ``load_spacing`` the voxel size (mm) so anisotropic
+    volumes (thick CT slices) are drawn unsquashed. Nothing is loaded until a case is shown.
     """
 
     def __init__(
@@ -34,6 +44,7 @@ class SliceBrowser:
         case_ids: Sequence[str],
         *,
         load_mask: Callable[[str], np.ndarray | None] | None = None,
+        load_spacing: Callable[[str], Sequence[float] | None] | None = None,
         spatial_dims: int = 2,
         labels: Sequence[str] | None = None,
         display_px: int = 384,
@@ -48,6 +59,7 @@ class SliceBrowser:
         self.display_px = display_px
         self._load_image = lru_cache(maxsize=cache_size)(load_image)
         self._load_mask = lru_cache(maxsize=cache_size)(load_mask) if load_mask is not None else None
+        self._load_spacing = load_spacing
         options = [(f"{c} ({lab})" if labels is not None else c, c)
                    for c, lab in zip(self.case_ids, labels if labels is not None else self.case_ids)]
         self.case = W.Dropdown(options=options, description="case")
@@ -94,8 +106,19 @@ class SliceBrowser:
 
             labels = ["unlabelled" if pd.isna(v) else ds.classes.get(int(v), str(v))
                       for v in by_id.loc[list(case_ids), "label"]]
+        spacing = by_id["spacing"] if "spacing" in by_id else None
+
+        def load_spacing(case_id: str) -> tuple[float, ...] | None:
+            text = None if spacing is None else spacing.get(case_id)
+            if not isinstance(text, str):
+                return None
+            try:
+                return tuple(float(v) for v in text.split("x"))
+            except ValueError:
+                return None
+
         return cls(ds.load_image, case_ids, load_mask=ds.load_mask if ds.task == "segmentation" else None,
-                   spatial_dims=ds.ndim, labels=labels, **kwargs)
+                   load_spacing=load_spacing, spatial_dims=ds.ndim, labels=labels, **kwargs)
 
     # --- state ---------------------------------------------------------------------------------------------
     def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -148,10 +171,8 @@ class SliceBrowser:
         """The (H,W,3) uint8 picture the widget shows for the current controls."""
         img, mask = self._arrays()
         if self.spatial_dims == 3:
-            sl: list[Any] = [slice(None)] * 3
-            sl[self.axis.value] = int(self.slice.value)
-            img2 = np.rot90(img[tuple(sl)])
-            mask2 = None if mask is None else np.rot90(mask[tuple(sl)])
+            img2 = plane(img, self.axis.value, int(self.slice.value))
+            mask2 = None if mask is None else plane(mask, self.axis.value, int(self.slice.value))
         else:
             img2, mask2 = img, mask
         lo = self.level.value - self.window.value / 2
@@ -161,12 +182,27 @@ class SliceBrowser:
             rgb = overlay_mask(rgb, mask2, opacity=self.opacity.value)
         return rgb
 
+    def pixel_aspect(self) -> float:
+        """Height/width of one displayed pixel for the current case and axis (1 for 2-D images)."""
+        sp = self._load_spacing(self.case.value) if self._load_spacing is not None else None
+        if sp is None:
+            return 1.0
+        if self.spatial_dims == 3:
+            return plane_aspect(sp, self.axis.value)
+        return float(sp[0]) / float(sp[1]) if len(sp) >= 2 and sp[1] else 1.0
+
+    def display_size(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) in pixels: the physical aspect kept, longest side ``display_px``."""
+        rows, cols = shape
+        h_phys, w_phys = rows * self.pixel_aspect(), float(cols)
+        f = self.display_px / max(h_phys, w_phys)
+        return max(1, round(w_phys * f)), max(1, round(h_phys * f))
+
     def redraw(self) -> None:
         if self._updating:
             return
         rgb = self.current_rgb()
-        scale = max(1, self.display_px // max(rgb.shape[:2]))
-        self.image.value = png_bytes(rgb, scale=scale, max_side=2 * self.display_px)
+        self.image.value = png_bytes(rgb, size=self.display_size(rgb.shape[:2]))
         img, mask = self._arrays()
         fg = "" if mask is None else f", foreground voxels {int((mask > 0).sum())}"
         self.info.value = f"<small>{self.case.value}: shape {tuple(img.shape)}{fg}</small>"
