@@ -164,15 +164,17 @@ def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def duplicate_table(ds: Any, *, near_duplicate_distance: int = 4) -> pd.DataFrame:
+def duplicate_table(ds: Any, *, near_duplicate_distance: int = 4, min_corr: float = 0.95) -> pd.DataFrame:
     """Exact (pixel sha256) and near (perceptual hash) duplicate pairs of the whole cohort, leaks first.
 
-    The pairs come from the data layer's ``medwb.data.check.find_duplicates`` (the same table ``medwb check``
-    prints), computed from hashes already stored in the cohort, so no pixel is read again.
+    The pairs come from the data layer's ``medwb.data.check.find_duplicates``, as in ``medwb check``: hash
+    candidates from the cohort, near ones kept only if their thumbnails correlate >= ``min_corr`` (binary
+    shape masks such as AdrenalMNIST3D share hashes without being copies).
     """
     from medwb.data.check import find_duplicates
 
-    return sort_duplicates(find_duplicates(ds.cohort, near_duplicate_distance))
+    return sort_duplicates(find_duplicates(ds.cohort, near_duplicate_distance, loader=ds.load_raw,
+                                           min_corr=min_corr))
 
 
 def sort_duplicates(dups: pd.DataFrame) -> pd.DataFrame:
