@@ -162,3 +162,15 @@ def test_dicom_headers_give_subgroups_and_thick_slices_are_not_squashed(samples:
     fig = show_volume(ct.load_image(case), affine=ct.affine(case), static=True, spatial_dims=3)
     ax0 = fig.axes[0]
     assert ax0.get_aspect() == pytest.approx(2.0 / 0.976562, rel=0.01)
+
+
+def test_near_duplicates_are_verified_not_hash_only(samples: Path) -> None:
+    """AdrenalMNIST3D binary shape masks share perceptual hashes without being copies."""
+    from medwb.data.check import find_duplicates
+
+    ds = open_dataset(samples / "classification_3d" / "adrenalmnist3d.npz", progress=False)
+    d = explore.duplicate_table(ds)
+    hash_only = find_duplicates(ds.cohort, 4)
+    assert len(hash_only[hash_only["kind"] == "near"]) > 1000
+    assert (d.loc[d["kind"] == "near", "similarity"] >= 0.95).all()
+    assert len(d) < len(hash_only) // 100
