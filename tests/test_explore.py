@@ -164,6 +164,7 @@ def test_dicom_headers_give_subgroups_and_thick_slices_are_not_squashed(samples:
     assert ax0.get_aspect() == pytest.approx(2.0 / 0.976562, rel=0.01)
 
 
+@pytest.mark.slow
 def test_near_duplicates_are_verified_not_hash_only(samples: Path) -> None:
     """AdrenalMNIST3D binary shape masks share perceptual hashes without being copies."""
     from medwb.data.check import find_duplicates
