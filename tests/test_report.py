@@ -56,7 +56,7 @@ def test_report_numbers_come_from_the_study(report, samples):
     kappa = agree[agree["what"].str.contains("kappa")]
     assert kappa["n_cases"].item() == 20 and kappa["estimate"].item() == 1.0  # both readers used the truth
     splits = pd.read_csv(report / "tables" / "splits.csv").set_index("split")
-    assert splits.loc["train", "total"] == 4708 and splits.loc["test", "total"] == 624
+    assert splits.loc["train (pool)", "total"] == 4708 and splits.loc["test", "total"] == 624
     lc = pd.read_csv(report / "tables" / "learning_curves.csv")
     assert sorted(lc["n_labeled"].unique()) == [60, 120]
 

@@ -77,9 +77,18 @@ def dataset_overview(ds: Any, dataset_path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
 
 
-def split_table(ds: Any) -> pd.DataFrame:
-    """Cases per split (and per class for classification)."""
-    c = ds.cohort
+def split_table(ds: Any, splits: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Cases per split (and per class for classification).
+
+    ``splits`` are the active-learning loop's case ids per split (``Evaluation.splits``): datasets without an
+    official val/test split get them carved by the loop, and the table must show what was actually used.
+    Training cases outside the loop's pool are counted as ``train (not in pool)``.
+    """
+    c = ds.cohort.copy()
+    if splits:
+        where = {cid: s if s != "train" else "train (pool)" for s, ids in splits.items() for cid in ids}
+        c["split"] = [where.get(str(cid), "train (not in pool)" if sp == "train" else sp)
+                      for cid, sp in zip(c["case_id"], c["split"])]
     if ds.task == "classification":
         names = {k: v for k, v in ds.classes.items()}
         lab = c["label"].map(lambda v: names.get(int(v), str(v)) if pd.notna(v) else "unlabelled")
@@ -87,7 +96,7 @@ def split_table(ds: Any) -> pd.DataFrame:
         t["total"] = t.sum(axis=1)
     else:
         t = c.groupby("split").agg(cases=("case_id", "size"), with_mask=("mask", lambda s: int(s.notna().sum())))
-    order = {s: i for i, s in enumerate(["train", "val", "test", "unlabelled"])}
+    order = {s: i for i, s in enumerate(["train", "train (pool)", "train (not in pool)", "val", "test", "unlabelled"])}
     t = t.loc[sorted(t.index, key=lambda s: order.get(s, 9))]
     t.index.name = "split"
     return t.reset_index()
@@ -200,6 +209,7 @@ class Evaluation:
     proba: np.ndarray  # (N,K) or (N,K,*spatial)
     size: tuple[int, ...] | None
     class_names: dict[int, str] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=dict)  # the loop's train (pool) / val / test case ids
 
     @property
     def pred(self) -> np.ndarray:
@@ -228,27 +238,26 @@ def final_model_row(study: Any) -> pd.Series:
     return m.sort_values(["round", "created_at"]).iloc[-1]
 
 
-def training_size(ds: Any, meta: dict[str, Any]) -> tuple[int, ...] | None:
-    """The input size the model was trained at (checkpoint meta, else the loop's default rule)."""
-    if meta.get("size"):
-        return tuple(int(v) for v in meta["size"])
-    from medwb.loop import default_size  # the loop's rule, when the checkpoint does not record the size
+def evaluate_final_model(study: Any, ds: Any, *, split: str = "test") -> Evaluation:
+    """Load the last round's model and predict the test split (ground truth from the dataset).
 
-    return default_size(ds)
-
-
-def evaluate_final_model(study: Any, ds: Any, *, split: str = "test", max_cases: int | None = None) -> Evaluation:
-    """Load the last round's model and predict the test split (ground truth from the dataset)."""
+    The cases and input size are the active-learning loop's own (:meth:`ActiveLearningLoop.arrays`): for data
+    without an official test split the loop carves one with a fixed seed, and the report must score exactly
+    the cases the loop held out, at the size the model was trained at.
+    """
+    from medwb.loop import ActiveLearningLoop
     from medwb.models import load_checkpoint, predict_proba
 
     row = final_model_row(study)
     model, meta = load_checkpoint(row["checkpoint_path"])
-    size = training_size(ds, meta)
-    X, y, ids = ds.arrays(split, size=size, max_cases=max_cases, seed=0)
+    size = tuple(int(v) for v in meta["size"]) if meta.get("size") else None
+    loop = ActiveLearningLoop(study, ds, size=size, progress=False)
+    X, y, ids = loop.arrays(split)
     proba = predict_proba(model, X)
     keep = (y >= 0) if y.ndim == 1 else np.ones(len(ids), bool)
     return Evaluation(str(row["version"]), int(row["round"]), Path(row["checkpoint_path"]), dict(meta),
-                      [i for i, k in zip(ids, keep) if k], y[keep], proba[keep], size, dict(ds.classes))
+                      [str(i) for i, k in zip(ids, keep) if k], y[keep], proba[keep], loop.size, dict(ds.classes),
+                      {k: [str(i) for i in v] for k, v in loop.split_ids().items()})
 
 
 def model_details(study: Any, ev: Evaluation) -> pd.DataFrame:
