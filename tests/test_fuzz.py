@@ -71,7 +71,6 @@ def hard_timeout(seconds: int = PER_EXAMPLE_TIMEOUT_S):
 # the exact reproducers in test_known_bug_* below (xfail, strict=False: they XPASS once fixed). Matching examples
 # are counted as "KNOWN:<id>" instead of failing CI; remove an entry when its reproducer passes.
 KNOWN_BUGS: dict[str, tuple[str, str, str]] = {  # id: (exception class, message regex, medwb file it passes)
-    "npz-header-tokenize": ("TokenError", r"EOF in multi-line", "medwb/data/npz.py"),
     "images-mixed-channels": ("ValueError", r"have different shapes", "medwb/data/dataset.py"),
     "dicom-meta-unknown-vr": ("NotImplementedError", r"Unknown Value Representation", "medwb/data/dicom.py"),
     "dicom-meta-bytes-length": ("BytesLengthException", r"Expected total bytes", "medwb/data/dicom.py"),
@@ -506,12 +505,12 @@ def test_fuzz_cli_arguments(data, capsys):
         assert (Path(d) / "garbage").exists() and (Path(d) / "mr.dcm").exists(), "an input file was deleted"
 
 
-@pytest.mark.xfail(strict=False, reason="medwb/data/npz.py: numpy's tokenize.TokenError escapes (reported)")
-def test_known_bug_npz_header_tokenize(tmp_path):
-    """Exact reproducer: an .npy member whose header has ')' replaced by a NUL byte."""
+def test_fixed_npz_header_tokenize(tmp_path):
+    """Was a tokenize.TokenError: an .npy member whose header has ')' replaced by a NUL byte."""
     import zipfile
 
     from medwb.data import open_dataset
+    from medwb.errors import DataError
 
     buf = io.BytesIO()
     np.save(buf, np.zeros((2, 28, 28), np.uint8))
@@ -522,7 +521,7 @@ def test_known_bug_npz_header_tokenize(tmp_path):
     with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
         z.writestr("train_images.npy", bytes(npy))
         z.writestr("train_labels.npy", lab.getvalue())
-    with pytest.raises(MedwbError):
+    with pytest.raises(DataError, match=r"bad\.npz: array 'train_images' header cannot be read.*Fix: re-download"):
         open_dataset(tmp_path / "bad.npz", cache_dir=tmp_path / "c", progress=False).cohort
 
 

@@ -7,6 +7,7 @@ vectorised over the whole split, so a 6k-image file builds its cohort in about a
 """
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -29,6 +30,10 @@ KNOWN = {
     "nodulemnist3d": ({0: "benign", 1: "malignant"}, "CT"),
 }
 NPZ_SPLITS = ("train", "val", "test")
+#: what numpy / zipfile raise for a damaged npz. numpy re-parses a broken .npy header with ``tokenize`` (Python-2
+#: header fallback), which raises TokenError / SyntaxError (IndentationError) rather than ValueError.
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, tokenize.TokenError,
+               SyntaxError)
 
 
 def _bad(path: Path, problem: str) -> DataError:
@@ -45,7 +50,7 @@ class NpzDataset(Dataset):
         try:
             self._npz = np.load(path, allow_pickle=False)
             files = set(self._npz.files)
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        except READ_ERRORS as e:
             raise _bad(path, f"cannot open as npz ({type(e).__name__}: {e}); the file is truncated or not an npz") from e
         splits = [s for s in NPZ_SPLITS if f"{s}_images" in files]
         if not splits:
@@ -95,7 +100,7 @@ class NpzDataset(Dataset):
     def _member(self, path: Path, key: str) -> np.ndarray:
         try:
             return self._npz[key]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        except READ_ERRORS as e:
             raise _bad(path, f"array {key!r} cannot be read ({type(e).__name__}: {e}); the file is corrupt") from e
 
     def _member_header(self, path: Path, key: str) -> tuple[int, ...]:
@@ -106,7 +111,7 @@ class NpzDataset(Dataset):
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, _ = read(f)
             return tuple(int(v) for v in shape)
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        except READ_ERRORS as e:
             raise _bad(path, f"array {key!r} header cannot be read ({type(e).__name__}: {e})") from e
 
     def _split_images(self, split: str) -> np.ndarray:
