@@ -5,7 +5,7 @@ simulation resumes where it stopped and every curve point can be traced to a sto
 reference ("full") trains the same network with the same schedule on every pool label, once per seed.
 
 Outputs: ``curves.csv`` (strategy, seed, round, n_labeled, fraction_labeled, metric, value; test split),
-``summary.csv`` and ``curves.png`` (mean over seeds with a min-max band), and a printed table.
+``summary.csv``, ``curves.png`` (mean over seeds with a min-max band) and the printed table (``table.txt``).
 """
 from __future__ import annotations
 
@@ -200,9 +200,10 @@ def run_simulation(
     summary = summarize(curves, budget)
     summary.to_csv(out / "summary.csv", index=False)
     plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {seeds} seed(s)")
-    print(f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {seeds} seed(s), "
-          f"test split; full = all pool labels, same model and schedule")
-    print(format_table(summary, budget))
+    text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {seeds} seed(s), "
+            f"test split; full = all pool labels, same model and schedule\n{format_table(summary, budget)}")
+    (out / "table.txt").write_text(text + "\n")
+    print(text)
     return summary
 
 

@@ -79,6 +79,7 @@ def test_simulate_cli_on_real_subset(samples: Path, tmp_path: Path, capsys: pyte
     for strategy in ("random", "entropy"):
         assert strategy in printed
     assert "labels to 95%" in printed and "labels to 98%" in printed
+    assert (out / "table.txt").read_text().strip() in printed
     # every curve point is a model recorded in a real study, with its labels
     from medwb.store import Study
 
