@@ -72,10 +72,6 @@ def hard_timeout(seconds: int = PER_EXAMPLE_TIMEOUT_S):
 # are counted as "KNOWN:<id>" instead of failing CI; remove an entry when its reproducer passes.
 KNOWN_BUGS: dict[str, tuple[str, str, str]] = {  # id: (exception class, message regex, medwb file it passes)
     "images-mixed-channels": ("ValueError", r"have different shapes", "medwb/data/dataset.py"),
-    "dicom-meta-unknown-vr": ("NotImplementedError", r"Unknown Value Representation", "medwb/data/dicom.py"),
-    "dicom-meta-bytes-length": ("BytesLengthException", r"Expected total bytes", "medwb/data/dicom.py"),
-    "dicom-grid-offsets-single": ("TypeError", r"has no len\(\)", "medwb/data/dicom.py"),
-    "dicom-grid-offsets-empty": ("ValueError", r"could not convert string to float", "medwb/data/dicom.py"),
 }
 
 
@@ -563,13 +559,19 @@ def _rtdose_with(value) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.xfail(strict=False, reason="medwb/data/dicom.py: pydicom errors escape _dcmread / geometry (reported)")
-@pytest.mark.parametrize("case", ["meta-unknown-vr", "meta-ul-length-3", "grid-offsets-single", "grid-offsets-empty"])
-def test_known_bug_dicom(tmp_path, case):
-    """Exact reproducers: MR_small.dcm with the Transfer Syntax UID's VR bytes 'UI' -> 'U\\0'; MR_small.dcm
-    with the File Meta Group Length (UL) declared 3 bytes long; rtdose.dcm with Grid Frame Offset Vector a
-    single value; rtdose.dcm with an empty last Grid Frame Offset Vector value."""
+@pytest.mark.parametrize("case, message", [
+    ("meta-unknown-vr", r"x\.dcm: cannot read DICOM \(NotImplementedError: Unknown Value Representation"),
+    ("meta-ul-length-3", r"x\.dcm: cannot read DICOM \(BytesLengthException"),
+    ("grid-offsets-single", r"x\.dcm: Grid Frame Offset Vector has 1 value\(s\) for 15 frames. Fix: correct"),
+    ("grid-offsets-empty", r"x\.dcm: Grid Frame Offset Vector .* non-number or empty value. Fix: correct"),
+])
+def test_fixed_dicom(tmp_path, case, message):
+    """Were pydicom NotImplementedError / BytesLengthException, TypeError, ValueError: MR_small.dcm with the
+    Transfer Syntax UID's VR bytes 'UI' -> 'U\\0'; MR_small.dcm with the File Meta Group Length (UL) declared
+    3 bytes long; rtdose.dcm with Grid Frame Offset Vector a single value; rtdose.dcm with an empty last Grid
+    Frame Offset Vector value."""
     from medwb.data import open_dataset
+    from medwb.errors import DataError
 
     blob = {
         "meta-unknown-vr": lambda: _patched("MR_small.dcm", b"\x02\x00\x10\x00UI", 5, 0),
@@ -577,10 +579,8 @@ def test_known_bug_dicom(tmp_path, case):
         "grid-offsets-single": lambda: _rtdose_with(5.0),
         "grid-offsets-empty": lambda: _rtdose_with(["0", "2.5", ""]),
     }[case]()
-    try:
+    with pytest.raises(DataError, match=message):
         open_dataset(_dicom_folder(tmp_path, blob), cache_dir=tmp_path / "c", progress=False).cohort
-    except MedwbError:
-        pass
 
 
 def test_every_target_ran(request):

@@ -73,15 +73,41 @@ def find_dicom_files(folder: str | Path, limit: int | None = None) -> list[Path]
     return out
 
 
+def pydicom_errors() -> tuple[type[BaseException], ...]:
+    """What pydicom raises for damaged files. It has no common base class: besides its own InvalidDicomError and
+    BytesLengthException, a malformed element surfaces as NotImplementedError (unknown VR bytes), struct.error,
+    UnicodeDecodeError, IndexError, OverflowError, RecursionError (nested sequences)... A named tuple rather than
+    ``except Exception`` so that interrupts and timeouts raised inside the reader are not mislabelled."""
+    import struct
+
+    from pydicom.errors import BytesLengthException, InvalidDicomError
+
+    return (InvalidDicomError, BytesLengthException, OSError, EOFError, ValueError, KeyError, TypeError,
+            AttributeError, IndexError, struct.error, ArithmeticError, RuntimeError)  # RuntimeError: NotImpl., Recursion
+
+
+#: header elements medwb reads; decoded inside the read guard (pydicom converts values lazily, on first access)
+HEADER_KEYWORDS = ("SOPClassUID", "Modality", "Rows", "Columns", "NumberOfFrames", "SeriesInstanceUID",
+                   "SeriesNumber", "InstanceNumber", "PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient",
+                   "ImagePositionPatient", "SpacingBetweenSlices", "SliceThickness", "GridFrameOffsetVector",
+                   "PatientID", "PatientSex", "PatientAge", "InstitutionName", "StudyDate", "StudyTime",
+                   "PhotometricInterpretation", "BitsAllocated", "SamplesPerPixel", "PixelRepresentation",
+                   "RescaleSlope", "RescaleIntercept")
+
+
 def _dcmread(path: Path, header_only: bool = True):
+    """Read one file; every parse failure (including values decoded later) becomes a DataError naming it."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=header_only, force=path.suffix.lower() == ".dcm")
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
+            for kw in HEADER_KEYWORDS:  # decode now, so a malformed value fails here and not deep in geometry code
+                ds.get(kw)
+            for _ in getattr(ds, "file_meta", None) or ():  # iterating decodes (transfer syntax: read pixels)
+                pass
+    except pydicom_errors() as e:
         raise DataError(path, f"cannot read DICOM ({type(e).__name__}: {e})", READ_FIX) from e
     if header_only and "SOPClassUID" not in ds:  # required in every DICOM object: its absence means a cut-off header
         raise DataError(path, "cannot read DICOM: header incomplete (no SOPClassUID; file truncated?)", READ_FIX)
@@ -332,10 +358,7 @@ class DicomDataset(Dataset):
 
 def _multiframe_geometry(h: Any, f: Path, cid: str) -> tuple[list[Path], tuple, np.ndarray, list[str]]:
     ps = _floats(h.get("PixelSpacing"), 2) or (1.0, 1.0)
-    offsets = h.get("GridFrameOffsetVector")
-    dz = None
-    if offsets is not None and len(offsets) > 1:
-        dz = float(np.median(np.diff([float(o) for o in offsets])))
+    dz = _grid_frame_step(h, f)
     if dz is None:
         try:
             dz = float(h.get("SpacingBetweenSlices") or h.get("SliceThickness") or 1.0)
@@ -348,6 +371,29 @@ def _multiframe_geometry(h: Any, f: Path, cid: str) -> tuple[list[Path], tuple, 
         r, c = np.array(iop[:3]), np.array(iop[3:])
         lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = c * ps[0], r * ps[1], np.cross(r, c) * dz, ipp
     return [f], (ps[0], ps[1], abs(dz)), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, []
+
+
+def _grid_frame_step(h: Any, f: Path) -> float | None:
+    """Frame step (mm) of a multi-frame file (RT Dose) from Grid Frame Offset Vector (3004,000C), which must hold
+    one number per frame; None when the element is absent (then SliceThickness is used)."""
+    from pydicom.multival import MultiValue
+
+    offsets = h.get("GridFrameOffsetVector")
+    if offsets is None or offsets == "":
+        return None
+    frames = int(h.get("NumberOfFrames") or 1)
+    values = list(offsets) if isinstance(offsets, (list, tuple, MultiValue)) else [offsets]
+    fix = ("correct Grid Frame Offset Vector (3004,000C) to one offset (mm) per frame, e.g. 0\\2.5\\5, or "
+           "re-export the dose file from the planning system")
+    try:
+        nums = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise DataError(f, f"Grid Frame Offset Vector {values!r} holds a non-number or empty value", fix) from None
+    if len(nums) != frames:
+        raise DataError(f, f"Grid Frame Offset Vector has {len(nums)} value(s) for {frames} frames", fix)
+    if not all(np.isfinite(nums)):
+        raise DataError(f, f"Grid Frame Offset Vector {values!r} holds NaN/Inf", fix)
+    return float(np.median(np.diff(nums))) if frames > 1 else None
 
 
 def _pixels(f: Path) -> np.ndarray:
