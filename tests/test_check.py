@@ -108,3 +108,16 @@ def test_cli_metadata_option(samples, tmp_path, monkeypatch, capsys):
     meta.write_text("case_id,site\nhippocampus_999,A\n")
     assert main(["check", str(data), "--metadata", str(meta)]) == 1
     assert "subjects.csv: 1 case id(s) not in the dataset" in capsys.readouterr().out
+
+
+def test_grey_and_colour_images_mixed_is_a_warning(samples, tmp_path):
+    """A class-folder set mixing grey HC18 PNGs and colour CHASE_DB1 JPEGs: usable (grey -> RGB), but said."""
+    d = tmp_path / "mixed"
+    for cls in ("a", "b"):
+        (d / cls).mkdir(parents=True)
+        shutil.copy(samples / "segmentation_2d/hc18/images/000_HC.png", d / cls / "grey.png")
+        shutil.copy(samples / "segmentation_2d/chase_db1/images/Image_01L.jpg", d / cls / "colour.jpg")
+    rep = check_dataset(d, cache_dir=tmp_path / "c", progress=False)
+    assert rep.ok, rep.errors
+    warn = [w for w in rep.warnings if "grey and colour images mixed" in w]
+    assert len(warn) == 1 and "2 with 1 channel(s), 2 with 3 channel(s)" in warn[0] and "R=G=B" in warn[0]

@@ -68,11 +68,11 @@ def hard_timeout(seconds: int = PER_EXAMPLE_TIMEOUT_S):
 
 
 # Unhandled exceptions the fuzzers found in code this file does not own (medwb/data/), reported to its owner with
-# the exact reproducers in test_known_bug_* below (xfail, strict=False: they XPASS once fixed). Matching examples
-# are counted as "KNOWN:<id>" instead of failing CI; remove an entry when its reproducer passes.
-KNOWN_BUGS: dict[str, tuple[str, str, str]] = {  # id: (exception class, message regex, medwb file it passes)
-    "images-mixed-channels": ("ValueError", r"have different shapes", "medwb/data/dataset.py"),
-}
+# exact reproducers. Matching examples are counted as "KNOWN:<id>" instead of failing CI; remove an entry when it is
+# fixed and its reproducer is a normal test. The first six (npz header tokenize, mixed grey/RGB images, DICOM
+# unknown VR / wrong UL length in the file meta, single / empty Grid Frame Offset Vector) are fixed: see
+# test_fixed_* below.
+KNOWN_BUGS: dict[str, tuple[str, str, str]] = {}  # id: (exception class, message regex, medwb file it passes)
 
 
 def _known(e: BaseException) -> str | None:
@@ -521,9 +521,9 @@ def test_fixed_npz_header_tokenize(tmp_path):
         open_dataset(tmp_path / "bad.npz", cache_dir=tmp_path / "c", progress=False).cohort
 
 
-@pytest.mark.xfail(strict=False, reason="medwb/data: arrays() raises ValueError for mixed grey/RGB images (reported)")
-def test_known_bug_images_mixed_channels(tmp_path):
-    """Exact reproducer: a class-folder set mixing a grey PNG (HC18) and an RGB JPEG (CHASE_DB1)."""
+def test_fixed_images_mixed_channels(tmp_path):
+    """Was a ValueError from np.stack: a class-folder set mixing a grey PNG (HC18) and an RGB JPEG (CHASE_DB1).
+    Now the grey images are repeated into R=G=B, in every split and in the MONAI transform."""
     from medwb.data import open_dataset
 
     for cls in ("normal", "abnormal"):
@@ -531,10 +531,16 @@ def test_known_bug_images_mixed_channels(tmp_path):
         (tmp_path / "imgs" / cls / "a.png").write_bytes(PNG)
         (tmp_path / "imgs" / cls / "b.jpg").write_bytes(JPG)
     ds = open_dataset(tmp_path / "imgs", cache_dir=tmp_path / "c", progress=False)
-    try:
-        ds.arrays("train", size=(8, 8))
-    except MedwbError:
-        pass  # a named error is an acceptable outcome; a ValueError is not
+    X, y, ids = ds.arrays("train", size=(8, 8))
+    assert X.shape == (4, 3, 8, 8) and X.dtype == np.float32
+    assert ids == ["abnormal/a", "abnormal/b", "normal/a", "normal/b"]
+    grey, rgb = X[0], X[1]
+    assert np.array_equal(grey[0], grey[1]) and np.array_equal(grey[0], grey[2])
+    assert not np.array_equal(rgb[0], rgb[2])  # the colour fundus photo keeps its colours
+    assert np.allclose(grey[0], ds.arrays("train", size=(8, 8))[0][2, 0])  # same rule on every call
+    # one grey case through the MONAI transform also gets 3 channels (the rule is dataset-wide, not per batch)
+    one = ds.transform()(ds.items("train")[0])
+    assert tuple(one["image"].shape[:1]) == (3,)
 
 
 def _dicom_folder(tmp_path: Path, blob: bytes) -> Path:

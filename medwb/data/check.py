@@ -113,6 +113,15 @@ def check_dataset(path: str | Path, near_duplicate_distance: int = 4, *, near_du
                    "classes": ds.classes, "near_duplicate_distance": near_duplicate_distance,
                    "near_duplicate_min_corr": near_duplicate_min_corr}
     rep.errors.extend(p for p in c["problem"].dropna())
+    chans = c["channels"].dropna().astype(int).value_counts().sort_index()
+    if len(chans) > 1:
+        counts = ", ".join(f"{n} with {k} channel(s)" for k, n in chans.items())
+        if set(chans.index) == {1, 3}:
+            rep.warnings.append(f"grey and colour images mixed ({counts}): arrays()/transform() repeat grey "
+                                "images into 3 channels (R=G=B); convert the files if that is not wanted")
+        else:
+            rep.errors.append(f"{path}: cases have different channel counts ({counts}). Fix: store every case "
+                              "with the same channels, or open the differing cases as separate datasets")
 
     # masks: every reference read and compared with its image
     if ds.task == "segmentation":

@@ -282,6 +282,43 @@ class Dataset:
     def _scale(self, raw: np.ndarray) -> np.ndarray:
         return scale_01(raw, fixed_uint8=self.fixed_uint8_range)
 
+    #: readers whose files may differ in channel count (a PNG/JPEG folder mixing grey and colour files); for
+    #: them the common channel count is taken over the whole dataset (cohort statistics), so every split agrees.
+    may_mix_channels: bool = False
+
+    def common_channels(self, loaded: Mapping[str, int] | None = None) -> int | None:
+        """Channel count ``arrays()`` / ``transform()`` give every case; None when the cases already agree.
+
+        Rule: grey and RGB mixed -> 3 (a grey image is repeated into R=G=B: nothing invented, nothing lost).
+        Any other mix (e.g. 1 and 4 MRI sequences) has no safe rule and is a DataError naming two cases.
+        ``loaded``: case_id -> channels of the cases at hand (added to the dataset-wide counts).
+        """
+        per_case: dict[str, int] = dict(loaded or {})
+        if self.may_mix_channels:
+            c = self.cohort
+            for cid, ch in zip(c["case_id"], c["channels"]):
+                if pd.notna(ch):
+                    per_case.setdefault(str(cid), int(ch))
+        counts = set(per_case.values())
+        if len(counts) <= 1:
+            return None
+        if counts == {1, 3}:
+            return 3
+        lo, hi = min(counts), max(counts)
+        a = next(k for k, v in per_case.items() if v == lo)
+        b = next(k for k, v in per_case.items() if v == hi)
+        src = self._records.set_index("case_id")["source"]
+        raise DataError(src.get(a, a), f"cases have different channel counts {sorted(counts)} (case {a!r}: {lo}, "
+                        f"case {b!r} ({src.get(b, b)}): {hi}); only grey and RGB can be combined",
+                        "store every case with the same channels (e.g. the same MRI sequences), or open the "
+                        "differing cases as separate datasets")
+
+    @staticmethod
+    def _to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
+        if channels is None or x.shape[0] == channels:
+            return x
+        return np.repeat(x, channels, axis=0)  # grey -> R=G=B (common_channels allows only 1 -> 3)
+
     def arrays(self, split: str, size: Sequence[int] | None = None, max_cases: int | None = None,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(X, y, case_ids) for one split. X float32 (N,C,H,W[,D]) in [0,1] (see module doc for scaling);
@@ -308,14 +345,16 @@ class Dataset:
         if self.task == "classification":
             lab = self._records.set_index("case_id").loc[ids, "label"]
             y = lab.fillna(-1).to_numpy(dtype=np.int64)
+        channels = self.common_channels({cid: x.shape[0] for cid, x in zip(ids, xs)})
+        xs = [self._to_channels(x, channels) for x in xs]
         if size is not None:
             xs = [resize(x, size, "image") for x in xs]
             if self.task == "segmentation":
                 ys = [resize(m, size, "mask") for m in ys]
         shapes = {x.shape for x in xs}
         if len(shapes) > 1:
-            raise ValueError(f"{self.name}: cases in split {split!r} have different shapes "
-                             f"({sorted(shapes)[:3]}...); pass size=(H, W[, D]) to resize them")
+            raise DataError(self.path, f"cases in split {split!r} of {self.name} have different image sizes "
+                            f"({sorted(shapes)[:3]}...)", "pass size=(H, W[, D]) to arrays() to resize them")
         X = np.stack(xs).astype(np.float32, copy=False)
         if self.task == "segmentation":
             y = np.stack(ys).astype(np.int64, copy=False)
@@ -375,10 +414,11 @@ class LoadCased:
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
+        self._channels: int | None = ds.common_channels() if ds.may_mix_channels else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        d["image"] = self.ds._scale(self.ds.load_raw(d["case_id"]))
+        d["image"] = self.ds._to_channels(self.ds._scale(self.ds.load_raw(d["case_id"])), self._channels)
         if self.ds.task == "segmentation":
             m = self.ds.load_mask(d["case_id"])
             if m is None:

@@ -115,6 +115,8 @@ def mask_values(arr: np.ndarray, ref: str | Path, fill_outlines: bool | None) ->
 class ImageFolderDataset(Dataset):
     """A PNG/JPEG folder (segmentation with image + mask folders, or class sub-folders)."""
 
+    may_mix_channels = True  # grey PNGs next to colour JPEGs: arrays() makes them all RGB (Dataset.common_channels)
+
     def __init__(self, path: str | Path, *, classes: Mapping[int, str] | None = None, modality: str | None = None,
                  fill_outlines: bool | None = None, **kw: Any) -> None:
         p = Path(path)
