@@ -2,6 +2,7 @@
 (no model file, no torch import) in a separate process. Real PneumoniaMNIST data and a tiny trained model."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -114,12 +115,18 @@ def test_review_only_mode_without_model_or_torch(explained, tmp_path):
         p = VerdictPanel({str(study_dir / 'maps')!r}, s, reviewer="Reviewer B")
         p.show(2)
         p.set_verdict("gradcam", "partly", "offline review")
-        print(p.save(), len(s.verdicts()), "torch" in sys.modules)
+        import json
+        print(json.dumps(dict(ids=p.save(), n=len(s.verdicts()), torch="torch" in sys.modules,
+                              case=p.case_ids[2])))
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    ids, n, torch_loaded = r.stdout.split("]")[0] + "]", *r.stdout.split("]")[1].split()
-    assert torch_loaded == "False" and int(n) >= 1
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and len(got["ids"]) == 1
+    s = Study.open(study_dir)
+    v = s.verdicts().set_index("id").loc[got["ids"][0]]
+    assert v.verdict == "partly" and v.reviewer == "Reviewer B" and v.case_id == got["case"]
+    s.close()
 
 
 def test_missing_index_is_a_named_error(tmp_path):

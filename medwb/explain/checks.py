@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from medwb.errors import DataError
-from medwb.explain.attributions import (SIGNED_METHODS, _as_tensor, _batches, _device, attribute, canonical_method,
+from medwb.explain.attributions import (SIGNED_METHODS, _as_tensor, _batches, attribute, canonical_method,
                                         forward_logits)
 
 #: randomization passes when, once every layer is randomized, mean Spearman and mean SSIM are both below these
