@@ -16,7 +16,7 @@ from medwb.notebook_runner import external_urls
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "reports"
     r = subprocess.run([sys.executable, "-m", "medwb.cli", "demo", "--out", str(out), "--quick"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"Index of every report: {out / 'index.html'}" in r.stdout
     timings = json.loads((out / "demo_timings.json").read_text())
