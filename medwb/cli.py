@@ -62,7 +62,8 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from medwb.report.build import build_report
 
-    paths = build_report(a.study, a.out, pdf=not a.no_pdf)
+    paths = build_report(a.study, a.out, pdf=not a.no_pdf, dataset=a.dataset, simulation_curves=a.curves,
+                         explain_dir=a.explain, seed=a.seed, n_bootstrap=a.n_bootstrap)
     for p in paths:
         print(p)
     return 0
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("study")
     s.add_argument("--out", required=True)
     s.add_argument("--no-pdf", action="store_true")
+    s.add_argument("--dataset", default=None, help="dataset path (default: the one recorded in the study)")
+    s.add_argument("--curves", default=None,
+                   help="curves.csv of `medwb simulate` (default: found beside the study when it is OUT/studies/NAME)")
+    s.add_argument("--explain", default=None,
+                   help="output folder of `medwb explain` (default: STUDY/exports/explain when present)")
+    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    s.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("demo", help="the end-to-end study on bundled real data, ending in a report")
