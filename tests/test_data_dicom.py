@@ -112,3 +112,28 @@ def test_duplicate_slice_positions(samples, tmp_path):
     h.save_as(files[1])
     with pytest.raises(DataError, match="two slices at the same position"):
         open_dataset(d)
+
+
+def test_monochrome1_is_inverted(samples, tmp_path):
+    """MONOCHROME1 (low values display white) is mirrored to bright = dense: a real CR file from the DICOMDIR
+    tree (12-bit unsigned, rescaled), and MR_small.dcm with only its PhotometricInterpretation changed."""
+    cr = samples / "dicom/pydicom/dicomdirtests/77654033/CR1/6154"
+    ref = pydicom.dcmread(cr)
+    assert (ref.PhotometricInterpretation, ref.BitsStored, ref.PixelRepresentation) == ("MONOCHROME1", 12, 0)
+    ds = open_dataset(cr, cache_dir=tmp_path / "c1", progress=False)
+    img = ds.load_image(ds.cohort["case_id"].iloc[0])[0]
+    expected = (4095 - ref.pixel_array.astype(np.float64)) * float(ref.RescaleSlope) + float(ref.RescaleIntercept)
+    np.testing.assert_allclose(img, expected, rtol=1e-6)
+    assert np.unravel_index(img.argmax(), img.shape) == np.unravel_index(ref.pixel_array.argmin(), img.shape)
+
+    mr = pydicom.dcmread(samples / "dicom/pydicom/MR_small.dcm")
+    assert mr.PhotometricInterpretation == "MONOCHROME2" and mr.PixelRepresentation == 1
+    mr.PhotometricInterpretation = "MONOCHROME1"
+    (tmp_path / "m1").mkdir()
+    mr.save_as(tmp_path / "m1" / "MR_small.dcm")
+    m2 = open_dataset(samples / "dicom/pydicom/MR_small.dcm", cache_dir=tmp_path / "c2", progress=False)
+    m1 = open_dataset(tmp_path / "m1" / "MR_small.dcm", cache_dir=tmp_path / "c2", progress=False)
+    a, b = m2.load_image("MR_small"), m1.load_image("MR_small")
+    np.testing.assert_array_equal(b, -1 - a)  # signed 16-bit: v -> -1 - v (mirror within the stored range)
+    assert b.argmax() == a.argmin()
+    assert m1.cohort["intensity_max"].iloc[0] == -1 - m2.cohort["intensity_min"].iloc[0]

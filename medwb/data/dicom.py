@@ -8,7 +8,8 @@
   normal (row x column direction cosines). Spacing = PixelSpacing (row, col) + the median slice step;
   uneven steps are noted. ``affine`` maps voxel (row, col, slice) to RAS mm (DICOM LPS with x, y flipped),
   as nibabel writes it, so maps saved with it overlay the series.
-- Pixels pass through the modality LUT (RescaleSlope/Intercept -> HU for CT); compressed transfer syntaxes
+- MONOCHROME1 images (CR/DX, low values display white) are inverted so bright = dense as in MONOCHROME2
+  (``invert_monochrome1``). Pixels pass through the modality LUT (RescaleSlope/Intercept -> HU for CT); compressed transfer syntaxes
   (JPEG 2000, JPEG-LS, RLE) are decoded by pylibjpeg-openjpeg / Pillow through pydicom.
 - Objects without pixels (RTPLAN, RTSTRUCT, SR) and label objects (SEG) are skipped and listed in
   ``ds.notes``; a file that cannot be parsed is a DataError naming it.
@@ -319,7 +320,8 @@ class DicomDataset(Dataset):
 
     # ---- pixels --------------------------------------------------------------------------------------
     def _stat_key(self, row: Mapping[str, Any]) -> str:
-        key = file_key(*self._series[row["case_id"]].files, extra=str(row["case_id"]))
+        # "m1inv": statistics cached before MONOCHROME1 images were inverted are not reused
+        key = file_key(*self._series[row["case_id"]].files, extra=f"{row['case_id']}|m1inv")
         return hashlib.sha1(key.encode()).hexdigest()
 
     def _read_raw(self, row: Mapping[str, Any]) -> np.ndarray:
@@ -396,8 +398,23 @@ def _grid_frame_step(h: Any, f: Path) -> float | None:
     return float(np.median(np.diff(nums))) if frames > 1 else None
 
 
+def invert_monochrome1(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """MONOCHROME1 (CR/DX: low stored values display white) -> MONOCHROME2 orientation, so bright = dense in
+    every case. Mirrors the stored values within the range that BitsStored / PixelRepresentation allow
+    (unsigned: 2**b - 1 - v; signed: -1 - v), before the modality LUT: content-independent, so every slice of a
+    series and every image of a set is flipped the same way, values stay in range and keep their dtype."""
+    if arr.dtype.kind == "f":  # Float Pixel Data has no stored range: mirror within the image's own range
+        return (float(np.nanmin(arr)) + float(np.nanmax(arr)) - arr).astype(arr.dtype)
+    bits = int(ds.get("BitsStored") or arr.dtype.itemsize * 8)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        lo, hi = 0, (1 << bits) - 1
+    return np.clip(lo + hi - arr.astype(np.int64), lo, hi).astype(arr.dtype)
+
+
 def _pixels(f: Path) -> np.ndarray:
-    """Decoded pixels of one file with the modality LUT applied (HU for CT)."""
+    """Decoded pixels of one file, MONOCHROME1 inverted, with the modality LUT applied (HU for CT)."""
     from pydicom.pixels import apply_modality_lut
 
     ds = _dcmread(f, header_only=False)
@@ -405,6 +422,8 @@ def _pixels(f: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
+            if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+                arr = invert_monochrome1(arr, ds)
             if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
                 arr = apply_modality_lut(arr, ds)
     except Exception as e:  # decoders raise many types (ValueError, RuntimeError, OSError...)
