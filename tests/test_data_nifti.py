@@ -143,3 +143,24 @@ def test_monai_items_and_transform_segmentation(hippo, tmp_path):
     assert set(batch["label"].unique().tolist()) <= {0, 1, 2}
     unl = MonaiDataset(ds.items("unlabelled")[:1], transform=ds.transform(size=(32, 32, 32)))[0]
     assert "label" not in unl and tuple(unl["image"].shape) == (1, 32, 32, 32)
+
+
+def test_header_with_impossible_vox_offset_is_a_data_error(samples, tmp_path):
+    """Found by the random fuzz run: a header whose vox_offset (100) lies inside the 352-byte header made
+    nibabel raise its own HeaderDataError (not a ValueError), which escaped open_dataset."""
+    import gzip
+    import struct
+
+    src = samples / "segmentation_3d/hippocampus"
+    d = tmp_path / "msd"
+    shutil.copytree(src, d)
+    victim = sorted((d / "imagesTr").iterdir())[0]
+    raw = bytearray(gzip.decompress(victim.read_bytes()))
+    assert struct.unpack("<f", raw[108:112]) == (352.0,)
+    raw[108:112] = struct.pack("<f", 100.0)
+    victim.write_bytes(gzip.compress(bytes(raw), mtime=0))
+    ds = open_dataset(d, cache_dir=tmp_path / "c", progress=False)  # the set still opens (one bad file)
+    case = victim.name[: -len(".nii.gz")]
+    with pytest.raises(DataError, match=rf"{case}\.nii\.gz: cannot read NIfTI image header \(HeaderDataError: "
+                                        r"vox offset 100 too low.*Fix: re-export"):
+        ds.load_image(case)

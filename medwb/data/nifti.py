@@ -34,7 +34,11 @@ SUFFIXES = (".nii.gz", ".nii")
 LABEL_DIRS = ("labels", "labelsTr", "masks", "segmentations", "annotations", "label", "mask", "seg")
 IMAGE_DIRS = ("images", "imagesTr", "image", "img", "volumes")
 MASK_SUFFIX = re.compile(r"(_seg|_segmentation|_label|_labels|_mask|_gt)$", re.I)
-READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError, MemoryError)
+#: what nibabel raises for a damaged file: besides OSError/ValueError its own exception classes, which derive from
+#: plain Exception (a header whose vox_offset is 0 -> HeaderDataError, found by tests/test_fuzz.py)
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError, nib.filebasedimages.ImageFileError,
+               nib.spatialimages.HeaderDataError, nib.spatialimages.HeaderTypeError, nib.spatialimages.ImageDataError,
+               nib.wrapstruct.WrapStructError, nib.casting.CastingError)
 
 
 def nifti_stem(p: str | Path) -> str:
