@@ -1,17 +1,24 @@
 """Rebuild data_samples/ from the shared real-data folder (default: ../shared/data beside the repo).
 
 Deterministic: the same source gives the same subset. Each subset keeps its licence and citation (LICENSE.md).
-Usage: python scripts/make_data_samples.py [SHARED_DATA_DIR]
+The 2D segmentation sets get a ``metadata.csv`` (case_id, split) with train/val/test splits (see ``chase_splits``
+and ``hc18_splits``), since neither release has split folders; ``--splits-only`` rewrites just those files.
+Usage: python scripts/make_data_samples.py [SHARED_DATA_DIR] [--out DIR] [--splits-only]
 """
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import shutil
-import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data_samples"
+HC18_SPLIT_SEED = 0
+HC18_FRACTIONS = (0.6, 0.2, 0.2)  # train / val / test, of subjects
 
 LICENCES = {
     "pneumoniamnist": ("CC BY 4.0", "Yang et al., \"MedMNIST v2\", Scientific Data 10:41 (2023); "
@@ -52,21 +59,71 @@ def write_licence(folder: Path, key: str, **fmt: int) -> None:
     )
 
 
-def main(src: Path) -> None:
-    if OUT.exists():
-        for child in OUT.iterdir():
+def _stems(folder: Path) -> list[str]:
+    return sorted(p.stem for p in (folder / "images").iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def chase_splits(folder: Path) -> dict[str, str]:
+    """CHASE_DB1 convention (Fraz et al. 2012 and most vessel-segmentation papers): the images of subjects
+    01-10 (both eyes, ``Image_01L`` .. ``Image_10R``) train, subjects 11-14 test. Holding out 4 of the 20
+    training subjects as "val" would break comparability with published numbers, so there is no val split."""
+    out = {}
+    for stem in _stems(folder):
+        m = re.fullmatch(r"Image_(\d+)[LR]", stem)
+        if m is None:
+            raise ValueError(f"{folder}: unexpected CHASE_DB1 image name {stem!r} (expected Image_NNL/R)")
+        out[stem] = "train" if int(m.group(1)) <= 10 else "test"
+    return out
+
+
+def hc18_splits(folder: Path, seed: int = HC18_SPLIT_SEED,
+                fractions: tuple[float, float, float] = HC18_FRACTIONS) -> dict[str, str]:
+    """Seeded subject-grouped train/val/test split of HC18: ``NNN_HC``, ``NNN_2HC``, ``NNN_3HC`` are scans of
+    subject NNN and stay in one split (no subject in two splits, so test images are of unseen fetuses).
+    Subjects are shuffled with numpy's default_rng(seed) and cut at the cumulative subject fractions."""
+    stems = _stems(folder)
+    subject = {}
+    for stem in stems:
+        m = re.fullmatch(r"(\d+)_\d*HC", stem)
+        if m is None:
+            raise ValueError(f"{folder}: unexpected HC18 image name {stem!r} (expected NNN_HC or NNN_kHC)")
+        subject[stem] = m.group(1)
+    subjects = sorted(set(subject.values()))
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    n_train = round(fractions[0] * len(subjects))
+    n_val = round(fractions[1] * len(subjects))
+    split_of = {}
+    for rank, i in enumerate(order):
+        split_of[subjects[i]] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
+    return {stem: split_of[subject[stem]] for stem in stems}
+
+
+def write_splits(folder: Path, splits: dict[str, str]) -> None:
+    """metadata.csv (case_id, split) in the dataset folder: medwb.data.open_dataset joins it automatically."""
+    lines = ["case_id,split"] + [f"{cid},{splits[cid]}" for cid in sorted(splits)]
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_all_splits(out: Path) -> None:
+    write_splits(out / "segmentation_2d/chase_db1", chase_splits(out / "segmentation_2d/chase_db1"))
+    write_splits(out / "segmentation_2d/hc18", hc18_splits(out / "segmentation_2d/hc18"))
+
+
+def main(src: Path, out: Path = OUT) -> None:
+    if out.exists():
+        for child in out.iterdir():
             if child.name != "README.md":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     # 2D and 3D classification (MedMNIST npz, whole official files: splits kept)
-    d = OUT / "classification_2d"
+    d = out / "classification_2d"
     write_licence(d, "pneumoniamnist")
     shutil.copy2(src / "medmnist/pneumoniamnist.npz", d / "pneumoniamnist.npz")
-    d = OUT / "classification_3d"
+    d = out / "classification_3d"
     write_licence(d, "adrenalmnist3d")
     shutil.copy2(src / "medmnist/adrenalmnist3d.npz", d / "adrenalmnist3d.npz")
     # 2D segmentation: HC18 (outlines to fill) and CHASE_DB1 (two observers)
     n_hc = 40
-    d = OUT / "segmentation_2d/hc18"
+    d = out / "segmentation_2d/hc18"
     write_licence(d, "hc18", n=n_hc)
     imgs = sorted((src / "seg2d/hc18_subset/images").glob("*.png"))[:n_hc]
     (d / "images").mkdir(parents=True)
@@ -80,14 +137,14 @@ def main(src: Path) -> None:
     lines = (src / "seg2d/hc18_subset/pixel_size_and_HC.csv").read_text().splitlines()
     (d / "pixel_size_and_HC.csv").write_text(
         "\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split(",")[0] in keep]) + "\n")
-    d = OUT / "segmentation_2d/chase_db1"
+    d = out / "segmentation_2d/chase_db1"
     write_licence(d, "chase_db1")
     for sub in ("images", "manual_1stHO", "manual_2ndHO"):
         shutil.copytree(src / "seg2d/chase_db1" / sub, d / sub)
     # 3D segmentation: MSD hippocampus subset, MSD layout with a matching dataset.json
     n_tr, n_ts = 60, 6
     s = src / "seg3d/msd_task04_hippocampus"
-    d = OUT / "segmentation_3d/hippocampus"
+    d = out / "segmentation_3d/hippocampus"
     write_licence(d, "hippocampus", n=n_tr, u=n_ts)
     meta = json.loads((s / "dataset.json").read_text())
     training = sorted(meta["training"], key=lambda e: e["image"])[:n_tr]
@@ -102,12 +159,13 @@ def main(src: Path) -> None:
     meta.update(training=training, test=test, numTraining=len(training), numTest=len(test))
     (d / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
     # DICOM: pydicom files + DICOMDIR tree, and a JPEG 2000 CT series
-    d = OUT / "dicom"
+    d = out / "dicom"
     write_licence(d, "dicom")
     shutil.copytree(src / "dicom/pydicom", d / "pydicom")
     shutil.copytree(src / "seg3d/totalsegmentator_samples/example_ct_dicom", d / "ct_series")
     shutil.copy2(src / "seg3d/totalsegmentator_samples/example_seg_dicom.nii.gz", d / "ct_series_seg.nii.gz")
-    for p in OUT.rglob("*"):
+    write_all_splits(out)
+    for p in out.rglob("*"):
         if p.is_file():
             p.chmod(0o644)
         elif p.is_dir():
@@ -115,4 +173,12 @@ def main(src: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("src", nargs="?", type=Path, default=ROOT.parent / "shared" / "data", help="shared data folder")
+    ap.add_argument("--out", type=Path, default=OUT, help="where to write (default: data_samples/)")
+    ap.add_argument("--splits-only", action="store_true", help="only (re)write the metadata.csv split files")
+    a = ap.parse_args()
+    if a.splits_only:
+        write_all_splits(a.out)
+    else:
+        main(a.src, a.out)

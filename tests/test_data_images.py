@@ -19,6 +19,7 @@ def test_chase_two_observers(samples, tmp_path):
     assert (ds.task, ds.ndim, ds.modality, ds.classes) == ("segmentation", 2, "fundus", {0: "background", 1: "vessel"})
     c = ds.cohort
     assert len(c) == 28 and c["mask"].notna().all() and c["mask2"].notna().all()
+    assert ds.subgroup_columns == []  # metadata.csv carries only the split
     assert c["mask"].str.contains("1stHO").all() and c["mask2"].str.contains("2ndHO").all()
     assert set(c["shape"]) == {"960x999"} and set(c["channels"]) == {3}
     img = ds.load_image("Image_01L")
@@ -65,6 +66,51 @@ def test_outline_annotations_are_filled(samples, tmp_path):
         assert (filled == m).mean() > 0.999 and filled.sum() > 10 * (m & ~ndimage.binary_erosion(m)).sum()
     raw = open_dataset(d, cache_dir=tmp_path, fill_outlines=False).load_mask(names[0][:-4])
     assert raw.sum() < 0.05 * solid[names[0][:-4]].sum()
+
+
+def _subject(case_id: str) -> str:
+    return case_id.split("_")[0] if case_id[0].isdigit() else case_id[len("Image_"):-1]
+
+
+def test_chase_split_convention(samples, tmp_path):
+    """CHASE_DB1 has no split folders: the shipped metadata.csv gives subjects 01-10 (both eyes) train, 11-14 test."""
+    ds = open_dataset(samples / "segmentation_2d/chase_db1", cache_dir=tmp_path, progress=False)
+    c = ds.cohort
+    assert c["split"].value_counts().to_dict() == {"train": 20, "test": 8}
+    for cid, split in zip(c["case_id"], c["split"]):
+        assert split == ("train" if int(_subject(cid)) <= 10 else "test"), cid
+    X, y, ids = ds.arrays("test", size=(32, 32))
+    assert X.shape == (8, 3, 32, 32) and y.shape == (8, 1, 32, 32) and ids[0] == "Image_11L"
+
+
+def test_hc18_subject_grouped_split(samples, tmp_path):
+    """HC18: seeded ~60/20/20 split of subjects; NNN_HC, NNN_2HC, NNN_3HC (one fetus) never straddle splits."""
+    ds = open_dataset(samples / "segmentation_2d/hc18", cache_dir=tmp_path, progress=False)
+    c = ds.cohort
+    subj = c.assign(subject=c["case_id"].map(_subject)).groupby("subject")["split"]
+    assert (subj.nunique() == 1).all()
+    per_subject = subj.first().value_counts().to_dict()
+    assert per_subject == {"train": 19, "val": 6, "test": 7}  # 32 subjects: round(0.6*32), round(0.2*32), rest
+    assert c["split"].value_counts().to_dict() == {"train": 22, "val": 9, "test": 9}
+    assert set(c.loc[c["case_id"].str.match(r"108_"), "split"]) == {subj.first()["108"]}  # 3 scans, one split
+    assert ds.subgroup_columns == []  # the split is not a patient subgroup
+
+
+def test_sample_split_files_are_what_the_script_writes(samples, tmp_path):
+    """metadata.csv files are reproducible from scripts/make_data_samples.py (deterministic, seeded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_samples", samples.parent / "scripts/make_data_samples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name in ("chase_db1", "hc18"):
+        shutil.copytree(samples / "segmentation_2d" / name / "images", tmp_path / "segmentation_2d" / name / "images")
+    mod.write_all_splits(tmp_path)
+    for name in ("chase_db1", "hc18"):
+        shipped = (samples / "segmentation_2d" / name / "metadata.csv").read_bytes()
+        assert (tmp_path / "segmentation_2d" / name / "metadata.csv").read_bytes() == shipped
+    other_seed = mod.hc18_splits(samples / "segmentation_2d/hc18", seed=1)
+    assert other_seed != mod.hc18_splits(samples / "segmentation_2d/hc18")  # the seed matters
 
 
 def _class_folders(samples, root, per_class=6):
