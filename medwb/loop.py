@@ -16,6 +16,7 @@ One round is split into three calls so the notebook's review widget can sit in t
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +322,9 @@ class ActiveLearningLoop:
         open_ = self._open_round()
         if open_ is None:
             number = self.finished_rounds() + 1
+            t0 = time.perf_counter()
             selected, scores, name, params = self._select(number)
+            params["select_seconds"] = round(time.perf_counter() - t0, 3)  # scoring the pool + the strategy
             self.study.start_round(number, name, params, selected, scores)
             score_of = dict(zip(selected, scores))
         else:

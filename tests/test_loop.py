@@ -52,6 +52,7 @@ def test_rounds_record_selection_labels_models_and_provenance(tiny, tmp_path: Pa
     selected = [c for sel in rounds["selected_ids"] for c in sel]
     assert len(selected) == len(set(selected)) == 18  # nothing selected twice
     assert all(len(sc) == 6 for sc in rounds["scores"])
+    assert all(p["select_seconds"] >= 0 and p["k"] == 6 for p in rounds["params"])
     labels = study.labels()
     truth = ds.cohort.set_index("case_id")["label"]
     assert all(int(v) == int(truth[c]) for c, v in zip(labels["case_id"], labels["value"]))
