@@ -251,7 +251,11 @@ def evaluate_final_model(study: Any, ds: Any, *, split: str = "test") -> Evaluat
     row = final_model_row(study)
     model, meta = load_checkpoint(row["checkpoint_path"])
     size = tuple(int(v) for v in meta["size"]) if meta.get("size") else None
-    loop = ActiveLearningLoop(study, ds, size=size, progress=False)
+    rounds = study.rounds()
+    pools = [int(p["pool_size"]) for p in rounds["params"] if isinstance(p, dict) and p.get("pool_size")] \
+        if len(rounds) else []
+    # the loop's pool subset is a fixed seeded draw of this size, so the same cases come back
+    loop = ActiveLearningLoop(study, ds, size=size, progress=False, max_pool=pools[-1] if pools else None)
     X, y, ids = loop.arrays(split)
     proba = predict_proba(model, X)
     keep = (y >= 0) if y.ndim == 1 else np.ones(len(ids), bool)

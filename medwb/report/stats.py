@@ -397,28 +397,6 @@ def learning_curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def labels_to_reach(curves: pd.DataFrame, *, fractions: Sequence[float] = (0.95, 0.98)) -> pd.DataFrame:
-    """Per strategy and metric: the final value, and the fewest labels whose seed-mean reaches a share of full data.
-
-    Columns: strategy, metric, n_labeled_final, value_final, full_value, and ``labels_to_<pct>`` per fraction
-    (NaN when never reached within the budget).
-    """
-    s = learning_curve_summary(curves)
-    rows = []
-    for metric, sm in s.groupby("metric", sort=True):
-        full = sm[sm["strategy"] == "full"]["mean"]
-        full_value = float(full.iloc[0]) if len(full) else np.nan
-        for strat, st in sm[sm["strategy"] != "full"].groupby("strategy", sort=True):
-            st = st.sort_values("n_labeled")
-            row = {"strategy": strat, "metric": metric, "n_labeled_final": int(st["n_labeled"].iloc[-1]),
-                   "value_final": float(st["mean"].iloc[-1]), "full_value": full_value}
-            for f in fractions:
-                hit = st[st["mean"] >= f * full_value] if np.isfinite(full_value) else st.iloc[0:0]
-                row[f"labels_to_{round(f * 100)}pct"] = float(hit["n_labeled"].iloc[0]) if len(hit) else np.nan
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def format_ci(estimate: float, lo: float, hi: float, *, digits: int = 3) -> str:
     """``0.912 (0.887–0.934)`` for tables; ``n/a`` when undefined."""
     if not np.isfinite(estimate):
