@@ -137,3 +137,21 @@ def test_monochrome1_is_inverted(samples, tmp_path):
     np.testing.assert_array_equal(b, -1 - a)  # signed 16-bit: v -> -1 - v (mirror within the stored range)
     assert b.argmax() == a.argmin()
     assert m1.cohort["intensity_max"].iloc[0] == -1 - m2.cohort["intensity_min"].iloc[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: setattr(d, "Rows", [10, 10]), r"DICOM Rows is \[10, 10\], not one positive integer"),
+    (lambda d: delattr(d, "Columns"), r"DICOM image header has no Columns"),
+    (lambda d: setattr(d, "Rows", 0), r"DICOM Rows is 0, not one positive integer"),
+    (lambda d: setattr(d, "Rows", None), r"DICOM image header has no Rows"),
+    (lambda d: setattr(d, "GridFrameOffsetVector", [0.0, 5.0]), r"Grid Frame Offset Vector has 2 value\(s\) for 15"),
+])
+def test_image_dimensions_and_frame_offsets_checked(samples, tmp_path, change, message):
+    """Found by random fuzz runs on rtdose.dcm: Rows holding two values, Columns missing, Rows empty gave
+    TypeError/AttributeError/ValueError; the header's image dimensions are now checked in one place."""
+    d = pydicom.dcmread(samples / "dicom/pydicom/rtdose.dcm")
+    change(d)
+    (tmp_path / "dose").mkdir()
+    d.save_as(tmp_path / "dose" / "rtdose.dcm")
+    with pytest.raises(DataError, match=r"rtdose\.dcm: " + message + r".*Fix: "):
+        open_dataset(tmp_path / "dose", cache_dir=tmp_path / "c", progress=False)

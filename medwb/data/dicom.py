@@ -115,6 +115,37 @@ def _dcmread(path: Path, header_only: bool = True):
     return ds
 
 
+def image_dims(h: Any, f: Path) -> tuple[int, int, int]:
+    """(rows, columns, frames) of an image header, checked: each a single positive integer (NumberOfFrames
+    optional, default 1). A value that decodes but is a list, empty or zero would otherwise fail later as a
+    TypeError/ValueError/AttributeError (found by tests/test_fuzz.py on mutated rtdose.dcm)."""
+    from pydicom.multival import MultiValue
+
+    out = []
+    for kw, default in (("Rows", None), ("Columns", None), ("NumberOfFrames", 1)):
+        v = h.get(kw)
+        if v is None or v == "":
+            if default is None:
+                raise DataError(f, f"DICOM image header has no {kw}", READ_FIX)
+            out.append(default)
+            continue
+        try:
+            n = None if isinstance(v, (list, tuple, bytes, MultiValue)) else int(v)
+        except (TypeError, ValueError, OverflowError):
+            n = None
+        if n is None or n < 1:
+            raise DataError(f, f"DICOM {kw} is {v!r}, not one positive integer", READ_FIX)
+        out.append(n)
+    return out[0], out[1], out[2]
+
+
+def _int_or(v: Any, default: int) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
 def _floats(v: Any, n: int) -> tuple[float, ...] | None:
     try:
         vals = tuple(float(x) for x in v)
@@ -156,7 +187,7 @@ def _geometry(headers: list[Any], files: list[Path], case_id: str) -> tuple[list
     except (TypeError, ValueError):
         dz = 1.0
     if iop is None or any(p is None for p in ipps):
-        order = sorted(range(len(files)), key=lambda i: int(headers[i].get("InstanceNumber") or i))
+        order = sorted(range(len(files)), key=lambda i: _int_or(headers[i].get("InstanceNumber") or i, i))
         if len(files) > 1:
             notes.append(f"{case_id}: no ImagePositionPatient/ImageOrientationPatient; slices sorted by "
                          "InstanceNumber, spacing from SliceThickness")
@@ -277,8 +308,8 @@ class DicomDataset(Dataset):
             parts: dict[tuple, list[tuple[Path, Any]]] = defaultdict(list)
             for f, h in members:
                 iop = _floats(h.get("ImageOrientationPatient"), 6)
-                frames = int(h.get("NumberOfFrames") or 1)
-                sub = (int(h.Rows), int(h.Columns), tuple(round(v, 3) for v in iop) if iop else None,
+                rows, cols, frames = image_dims(h, f)
+                sub = (rows, cols, tuple(round(v, 3) for v in iop) if iop else None,
                        str(f) if frames > 1 else "")
                 parts[sub].append((f, h))
             for k, plist in enumerate(parts.values()):
@@ -286,7 +317,7 @@ class DicomDataset(Dataset):
                 headers = [h for _, h in plist]
                 h0 = headers[0]
                 cid = self._case_id(h0, files[0], root, used, k if len(parts) > 1 else None)
-                frames = int(h0.get("NumberOfFrames") or 1)
+                rows, cols, frames = image_dims(h0, files[0])
                 if frames > 1:
                     files_sorted, sp, aff, notes = _multiframe_geometry(h0, files[0], cid)
                 else:
@@ -294,8 +325,8 @@ class DicomDataset(Dataset):
                 meta = {c: str(h0.get(tag)) for c, tag in (("patient_id", "PatientID"), ("sex", "PatientSex"),
                                                            ("age", "PatientAge"), ("site", "InstitutionName"))
                         if h0.get(tag) not in (None, "")}
-                out.append(Series(cid, files_sorted, str(h0.get("Modality") or "OT"), int(h0.Rows),
-                                  int(h0.Columns), frames, sp, aff, meta, notes))
+                out.append(Series(cid, files_sorted, str(h0.get("Modality") or "OT"), rows,
+                                  cols, frames, sp, aff, meta, notes))
         return out
 
     @staticmethod
@@ -383,7 +414,7 @@ def _grid_frame_step(h: Any, f: Path) -> float | None:
     offsets = h.get("GridFrameOffsetVector")
     if offsets is None or offsets == "":
         return None
-    frames = int(h.get("NumberOfFrames") or 1)
+    frames = image_dims(h, f)[2]
     values = list(offsets) if isinstance(offsets, (list, tuple, MultiValue)) else [offsets]
     fix = ("correct Grid Frame Offset Vector (3004,000C) to one offset (mm) per frame, e.g. 0\\2.5\\5, or "
            "re-export the dose file from the planning system")
