@@ -278,18 +278,18 @@ class DicomDataset(Dataset):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 fs = FileSet(pydicom.dcmread(dicomdir))
+                # records are decoded while iterating: a damaged one must fail inside this guard too
+                entries = [(Path(inst.path), id(inst.node.parent)) for inst in fs]
         except Exception as e:  # pydicom raises many types for a damaged DICOMDIR
             raise DataError(dicomdir, f"cannot read DICOMDIR ({type(e).__name__}: {e})", READ_FIX) from e
         groups: dict[tuple, list[tuple[Path, Any]]] = defaultdict(list)
-        for inst in fs:
-            f = Path(inst.path)
+        for f, series in entries:
             if not f.is_file():
                 raise DataError(f, "file listed in the DICOMDIR is missing", "copy the whole DICOMDIR tree")
             h = _dcmread(f)
             if self._skip(f, h, notes):
                 continue
-            series = inst.node.parent
-            groups[(id(series),)].append((f, h))
+            groups[(series,)].append((f, h))
         return self._build(groups, dicomdir.parent)
 
     @staticmethod
