@@ -146,7 +146,7 @@ class TrainConfig:
     patience: int = 8            # epochs without validation improvement before stopping
     min_epochs: int = 5          # never stop before this
     balance_classes: bool = True  # class-weighted cross-entropy (classification)
-    augment: bool = False        # light: random +-2 voxel shifts and flips along the last axis (segmentation)
+    augment: bool = True         # light: a random +-2 voxel shift per batch (image and mask alike)
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
 
