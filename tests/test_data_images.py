@@ -200,3 +200,25 @@ def test_structural_errors(samples, tmp_path):
     with pytest.raises(DataError, match="empty") as e:
         open_dataset(tmp_path / "empty")
     assert "empty" in str(e.value)
+
+
+def test_grey_split_gets_rgb_when_the_dataset_has_colour(samples, tmp_path):
+    """The grey -> RGB rule is dataset-wide: a split holding only grey HC18 PNGs still gets 3 channels when
+    another split has colour CHASE_DB1 JPEGs (else a model trained on one split could not score the other)."""
+    d = tmp_path / "mixed"
+    for cls in ("a", "b"):
+        (d / cls).mkdir(parents=True)
+        shutil.copy(samples / "segmentation_2d/hc18/images/000_HC.png", d / cls / "grey.png")
+        shutil.copy(samples / "segmentation_2d/chase_db1/images/Image_01L.jpg", d / cls / "colour.jpg")
+    pd.DataFrame({"case_id": ["a/grey", "b/grey", "a/colour", "b/colour"],
+                  "split": ["test", "test", "train", "train"]}).to_csv(d / "metadata.csv", index=False)
+    for build_cohort_first in (False, True):  # channels from file headers, or from the cohort statistics
+        ds = open_dataset(d, cache_dir=tmp_path / "c", progress=False)
+        if build_cohort_first:
+            assert sorted(ds.cohort["channels"]) == [1, 1, 3, 3]
+        X_test, _, ids = ds.arrays("test", size=(16, 16))
+        X_train, _, _ = ds.arrays("train", size=(16, 16))
+        assert ids == ["a/grey", "b/grey"] and X_test.shape == (2, 3, 16, 16) and X_train.shape == (2, 3, 16, 16)
+        assert np.array_equal(X_test[:, 0], X_test[:, 2])
+        grey = ds.arrays("test")[0]  # without resizing: the file's own grey values, repeated
+        np.testing.assert_array_equal(grey[0, 1], ds.load_image("a/grey")[0] / 255.0)

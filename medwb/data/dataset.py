@@ -295,10 +295,8 @@ class Dataset:
         """
         per_case: dict[str, int] = dict(loaded or {})
         if self.may_mix_channels:
-            c = self.cohort
-            for cid, ch in zip(c["case_id"], c["channels"]):
-                if pd.notna(ch):
-                    per_case.setdefault(str(cid), int(ch))
+            for cid, ch in self._case_channels().items():
+                per_case.setdefault(cid, ch)
         counts = set(per_case.values())
         if len(counts) <= 1:
             return None
@@ -312,6 +310,11 @@ class Dataset:
                         f"case {b!r} ({src.get(b, b)}): {hi}); only grey and RGB can be combined",
                         "store every case with the same channels (e.g. the same MRI sequences), or open the "
                         "differing cases as separate datasets")
+
+    def _case_channels(self) -> dict[str, int]:
+        """case_id -> channel count for every readable case (readers may answer from file headers)."""
+        c = self.cohort
+        return {str(cid): int(ch) for cid, ch in zip(c["case_id"], c["channels"]) if pd.notna(ch)}
 
     @staticmethod
     def _to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:

@@ -40,6 +40,7 @@ IMAGE_DIRS = ("images", "image", "imgs", "img")
 SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
               "test": "test", "testing": "test"}
 OUTLINE_HOLE_FRACTION = 0.6
+TO_RGB = ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr")  # Pillow modes read_image_file converts to RGB ("1" -> "L")
 # folder-name prefix -> (modality, foreground class name) for public sets medwb is tested on
 KNOWN = {"chase": ("fundus", "vessel"), "hc18": ("US", "fetal head")}
 
@@ -71,7 +72,7 @@ def read_image_file(path: str | Path, what: str = "image") -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
+            if im.mode in TO_RGB:
                 im = im.convert("RGB")
             elif im.mode == "1":
                 im = im.convert("L")
@@ -233,6 +234,23 @@ class ImageFolderDataset(Dataset):
 
     def _read_mask_raw(self, row: Mapping[str, Any], ref: str) -> np.ndarray:
         return mask_values(read_image_file(ref, "mask"), ref, self.fill_outlines)[None]
+
+    def _case_channels(self) -> dict[str, int]:
+        """Channels from each file's header (Pillow mode, no decoding; as read_image_file converts them), so
+        arrays() need not build the whole cohort first. Unreadable files are left out (they fail when loaded)."""
+        if self._cohort is not None:
+            return super()._case_channels()
+        if getattr(self, "_channels_by_case", None) is None:
+            out: dict[str, int] = {}
+            for cid, src in zip(self._records["case_id"], self._records["source"]):
+                try:
+                    with Image.open(src) as im:
+                        mode = im.mode
+                except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+                    continue
+                out[str(cid)] = 1 if mode == "1" else (3 if mode in TO_RGB else Image.getmodebands(mode))
+            self._channels_by_case = out
+        return self._channels_by_case
 
 
 def _owner(mask_stem: str, image_stems: set[str]) -> str | None:
