@@ -132,3 +132,18 @@ def test_score_map_kinds_and_errors(trained):
         score_map("bald", probs=p)
     with pytest.raises(DataError, match="unknown"):
         score_map("nope", probs=p)
+
+
+def test_bench_uncertainty_prints_ratios_last(samples, tmp_path, capsys):
+    pytest.importorskip("baal")
+    from medwb.benchmark import bench_uncertainty
+
+    table = bench_uncertainty(samples / "classification_2d" / "pneumoniamnist.npz", passes=4, max_pool=48,
+                              out=tmp_path / "u.csv", repeats=2, slow_repeats=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("medwb_over_plain=") and lines[-1].startswith("baal_over_plain=")
+    ratios = dict(line.split("=") for line in lines[-2:])
+    assert float(ratios["medwb_over_plain"]) == pytest.approx(table.over_plain[1], abs=1e-3)
+    assert list(table.runs) == [2, 2, 1, 1]
+    assert (table.mean_sample_std[1:] > 0).all()  # every MC method really sampled
+    assert (tmp_path / "u.csv").read_text().startswith("method,runs,median_s")
