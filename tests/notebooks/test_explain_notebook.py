@@ -14,7 +14,7 @@ from medwb.store import Study
 def test_explain_notebook_end_to_end_then_review_only(tmp_path):
     out = tmp_path / "run1"
     ipynb, html = execute_notebook("03_explain", {"cases": 3, "methods": "gradcam,ig", "simulate_verdicts": True,
-                                                  "train_epochs": 2, "seed": 0}, out)
+                                                  "train_epochs": 3, "train_cases": 600, "seed": 0}, out)
     assert html.stat().st_size > 10_000
     study_dir = out / "explain_study"
     study = Study.open(study_dir)
