@@ -53,7 +53,7 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Per strategy and metric: value at the budget, share of the full-data value, labels to 95% / 98% of full.
 
     The strategy curve is the mean over seeds per round; the full-data value is the mean of the seeds' "full"
-    rows. The value "at the budget" is the last round at or below the budget fraction.
+    rows. The value "at the budget" is the first round that reaches the budget fraction (else the last round).
     """
     full = curves[curves["strategy"] == FULL].groupby("metric")["value"].mean()
     pool = curves.loc[curves["strategy"] == FULL, "n_labeled"].max()
@@ -61,8 +61,10 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
     al = curves[curves["strategy"] != FULL]
     for (strategy, metric), g in al.groupby(["strategy", "metric"], sort=False):
         mean = g.groupby("n_labeled")["value"].agg(["mean", "std", "count"]).reset_index()
-        at = g[g["fraction_labeled"] <= budget + 1e-9]
-        last_n = at["n_labeled"].max() if len(at) else mean["n_labeled"].max()
+        # the first round that reaches the budget (equal batches are rounded up, so the last round may
+        # overshoot it by a few labels); the last round when the curve stops short of it
+        at = g[g["fraction_labeled"] >= budget - 1e-9]
+        last_n = at["n_labeled"].min() if len(at) else mean["n_labeled"].max()
         per_seed = g[g["n_labeled"] == last_n]["value"]
         f = float(full.get(metric, float("nan")))
         row: dict[str, Any] = {
@@ -144,7 +146,7 @@ def run_simulation(
     strategies: Sequence[str],
     budget: float,
     rounds: int,
-    seeds: int,
+    seeds: int | Sequence[int],
     out_dir: str | Path,
     epochs: int | None = None,
     cold_start: str = "cold_start",
@@ -156,7 +158,9 @@ def run_simulation(
     """Simulate active learning for each strategy and seed; write curves.csv, summary.csv, curves.png.
 
     ``budget`` is the final fraction of the pool labelled after ``rounds`` equal batches (the first one by the
-    label-free ``cold_start`` strategy, or random for the random baseline). Returns the summary table.
+    label-free ``cold_start`` strategy, or random for the random baseline). ``seeds``: how many (0..K-1), or
+    an explicit list (to run seeds in parallel processes on one ``out_dir``; a final call with all of them
+    only reads the finished studies back). Returns the summary table.
     """
     from tqdm.auto import tqdm
 
@@ -167,7 +171,8 @@ def run_simulation(
 
     if not 0 < budget <= 1:
         raise DataError(None, f"budget={budget} is not a fraction in (0, 1]", "pass e.g. --budget 0.1 for 10%")
-    if rounds < 1 or seeds < 1:
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(k) for k in seeds]
+    if rounds < 1 or not seed_list:
         raise DataError(None, f"rounds={rounds}, seeds={seeds}", "pass --rounds >= 1 and --seeds >= 1")
     strategies = list(dict.fromkeys(strategies))
     out = Path(out_dir)
@@ -175,7 +180,7 @@ def run_simulation(
     ds = open_dataset(data, progress=progress)
     oracle = simulated_oracle(ds)
     parts: list[pd.DataFrame] = []
-    runs = [(s, k) for k in range(seeds) for s in [FULL, *strategies]]
+    runs = [(s, k) for k in seed_list for s in [FULL, *strategies]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
     pool_size = None
     for strategy, seed in bar:
@@ -199,8 +204,8 @@ def run_simulation(
     curves.to_csv(out / "curves.csv", index=False)
     summary = summarize(curves, budget)
     summary.to_csv(out / "summary.csv", index=False)
-    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {seeds} seed(s)")
-    text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {seeds} seed(s), "
+    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {len(seed_list)} seed(s)")
+    text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
             f"test split; full = all pool labels, same model and schedule\n{format_table(summary, budget)}")
     (out / "table.txt").write_text(text + "\n")
     print(text)
