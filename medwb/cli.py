@@ -1,5 +1,3 @@
-# TEAM NOTE (temporary, for the engineers working in parallel): the "shared context" with the rules and the
-# contracts between engineers is in /tmp/medwb_team.md. Read it before anything else.
 """``medwb`` command line: parses arguments and calls the modules; no logic of its own.
 
 Each sub-command imports its module lazily so ``medwb --help`` stays fast.
