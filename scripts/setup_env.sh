@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv and install medwb with pinned, known-good versions.
 # torch 2.13.0 (CPU build) goes in first so nothing pulls the CUDA build.
-# Usage: bash scripts/setup_env.sh [dev]     ("dev" adds the test tools and Debian's chromium)
+# Usage: bash scripts/setup_env.sh [dev]     ("dev" adds the test tools and poppler-utils)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -13,15 +13,20 @@ pip install -q torch==2.13.0
 python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 if [ "${1:-}" = "dev" ]; then
   pip install -q -c constraints.txt -e ".[dev]"
-  if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-      echo "installing Debian's chromium for the browser tests"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-      echo "chromium not found: install Debian's 'chromium' package to run the browser tests" >&2
-    fi
-  fi
 else
   pip install -q -c constraints.txt -e .
+fi
+# Debian's chromium prints the PDF reports (and drives the browser tests); pdftoppm checks PDF pages in tests.
+# Never a downloaded browser. Installed with apt when missing and we are root; otherwise say what to install.
+need=""
+command -v chromium >/dev/null 2>&1 || need="chromium"
+if [ "${1:-}" = "dev" ]; then command -v pdftoppm >/dev/null 2>&1 || need="$need poppler-utils"; fi
+if [ -n "$need" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian packages:$need"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+  else
+    echo "missing Debian packages:$need (PDF reports and browser tests need them): sudo apt-get install$need" >&2
+  fi
 fi
 python -c "import medwb, torch; print('medwb', medwb.__version__, '| torch', torch.__version__)"
