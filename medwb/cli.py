@@ -38,8 +38,41 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         seeds=a.seeds,
         out_dir=a.out,
         epochs=a.epochs,
+        cold_start=a.cold_start,
+        mc_passes=a.mc_passes,
+        max_pool=a.max_pool,
+        size=a.size,
+        progress=not a.quiet,
     )
     return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: pass non-negative integers, e.g. 28 or 28,28")
+    return values
+
+
+def _seeds(text: str) -> int | list[int]:
+    """``3`` -> seeds 0, 1, 2; ``0,2`` (or a single ``5,``) -> exactly those seeds."""
+    if "," not in text:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seeds or a list like 0,2") from None
+    return _int_list(text)
+
+
+def _size(text: str) -> tuple[int, ...]:
+    """``64`` (every spatial axis, expanded by the data's dimensionality) or ``64,64`` / ``32x32x32``."""
+    values = _int_list(text)
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be >= 1")
+    return tuple(values)
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
@@ -117,8 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", action="append", help="acquisition strategy (repeatable)")
     s.add_argument("--budget", type=float, default=0.1, help="final fraction of the pool labelled")
     s.add_argument("--rounds", type=int, default=5)
-    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--seeds", type=_seeds, default=3,
+                   help="number of seeds K (0..K-1), or a list like 0,2 (parallel processes on one --out)")
     s.add_argument("--epochs", type=int, default=None, help="training epochs per round (default: model's)")
+    s.add_argument("--max-pool", type=int, default=None,
+                   help="use at most this many pool (train split) cases, seeded subsample (default: all)")
+    s.add_argument("--size", type=_size, default=None,
+                   help="spatial size the images are resized to, e.g. 64,64 or 32x32x32; one number = every axis "
+                        "(default: native size for fixed-size classification, else the median shape capped)")
+    s.add_argument("--mc-passes", type=int, default=20, help="MC dropout passes for uncertainty scoring")
+    s.add_argument("--cold-start", default="cold_start", help="strategy of the first, model-free batch")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_simulate)
 

@@ -178,6 +178,15 @@ def run_simulation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data, progress=progress)
+    if size is not None:
+        size = tuple(int(v) for v in size)
+        if len(size) == 1:  # one number: every spatial axis
+            size = size * ds.ndim
+        if len(size) != ds.ndim or min(size) < 1:
+            raise DataError(data, f"size={size} does not fit {ds.ndim}D images",
+                            f"pass {ds.ndim} positive numbers (or one for every axis)")
+    if max_pool is not None and max_pool < 1:
+        raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     oracle = simulated_oracle(ds)
     parts: list[pd.DataFrame] = []
     runs = [(s, k) for k in seed_list for s in [FULL, *strategies]]
