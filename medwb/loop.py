@@ -409,8 +409,11 @@ class ActiveLearningLoop:
         else:
             model, metrics = self.train_on_labels()
             metrics.update(getattr(self, "autolabel_stats", {}))
+            # size: the spatial size of the arrays the network was trained on, so that a report or an explanation
+            # feeds it the same grid (a study trained at a custom --size must not be scored at the default one)
+            size = [int(v) for v in self.arrays("train")[0].shape[2:]]
             path = save_checkpoint(model, self.checkpoint_path(number), {"round": number, "seed": self.seed,
-                                                                         "metrics": metrics})
+                                                                         "metrics": metrics, "size": size})
             version = self.study.add_model(number, path, metrics)
             self._model, self._model_version = model, version
         self.study.finish_round(number)

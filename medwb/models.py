@@ -341,7 +341,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     if checkpoint is not None:
         save_checkpoint(model, checkpoint, {"train_config": asdict(config), "best_epoch": best_epoch,
                                             "val_metric": result.val_metric, "metric_name": metric_name,
-                                            "history": history})
+                                            "history": history, "size": [int(v) for v in X.shape[2:]]})
     return result
 
 
