@@ -260,6 +260,65 @@ def _parse_shape(s: Any) -> tuple[int, ...] | None:
         return None
 
 
+_CREATING_PREFIX = ".study.sqlite.creating-"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _half_created(db: Path) -> bool:
+    """True only for a database that provably holds nothing: a 0-byte file, or a readable SQLite file with no
+    table at all (what a create killed inside its transaction leaves). Anything else, including an unreadable
+    file, is treated as a study and never discarded."""
+    try:
+        if db.stat().st_size == 0:
+            wal = db.with_name(db.name + "-wal")
+            return not wal.exists() or wal.stat().st_size == 0 or _no_tables(db)
+    except OSError:
+        return False
+    return _no_tables(db)
+
+
+def _no_tables(db: Path) -> bool:
+    try:
+        conn = sqlite3.connect(str(db), timeout=30.0, isolation_level=None)
+        try:
+            return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def _remove_stale_creations(folder: Path) -> None:
+    """Delete temporary databases of creates whose process no longer runs (killed mid-create)."""
+    for p in folder.glob(_CREATING_PREFIX + "*"):
+        try:
+            pid = int(p.name[len(_CREATING_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            for q in (p, p.with_name(p.name + "-journal")):
+                q.unlink(missing_ok=True)
+
+
 class Study:
     """A study folder and its provenance database. Create with :meth:`create`, reopen with :meth:`open`."""
 
@@ -298,7 +357,7 @@ class Study:
 
         folder = Path(folder)
         db = folder / DB_NAME
-        if db.exists():
+        if db.exists() and not _half_created(db):
             raise StoreError(f"{db}: a study already exists here. Fix: use Study.open({str(folder)!r}) or pick a new folder")
         if task not in TASKS:
             raise StoreError(f"task {task!r} is not one of {TASKS}. Fix: pass task='classification' or 'segmentation'")
@@ -313,27 +372,54 @@ class Study:
         folder.mkdir(parents=True, exist_ok=True)
         for sub in SUBFOLDERS:
             (folder / sub).mkdir(exist_ok=True)
-        conn = cls._connect(db)
+        _remove_stale_creations(folder)
+        if db.exists():  # a half-created database from a killed create of an older medwb: it holds no data
+            for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), db.with_name(db.name + "-journal")):
+                p.unlink(missing_ok=True)
+        # Atomic creation: the database is built completely in a temporary file beside it (rollback journal, no
+        # WAL sidecars), fsynced, and only then linked into place. A kill at any point leaves no study.sqlite or
+        # a complete one; os.link refuses to overwrite a study that another process created meanwhile.
+        tmp = folder / f"{_CREATING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA_V1.split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            conn.execute(
-                "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
-                "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-                (name or folder.name, str(dataset_path), task, json.dumps({str(k): v for k, v in cls_map.items()}),
-                 _now(), medwb.__version__, 1),
-            )
-            conn.execute("PRAGMA user_version=1")
-            _migrate(conn, 1, db)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            conn.close()
-            db.unlink(missing_ok=True)
-            raise
+            conn = sqlite3.connect(str(tmp), timeout=30.0, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=DELETE")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _SCHEMA_V1.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
+                    "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                    (name or folder.name, str(dataset_path), task, json.dumps({str(k): v for k, v in cls_map.items()}),
+                     _now(), medwb.__version__, 1),
+                )
+                conn.execute("PRAGMA user_version=1")
+                _migrate(conn, 1, db)
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, db)  # atomic and never clobbers an existing study
+            except FileExistsError:
+                raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+            except OSError:  # a file system without hard links
+                if db.exists():
+                    raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+                os.replace(tmp, db)
+            _fsync_dir(folder)
+        finally:
+            tmp.unlink(missing_ok=True)
+        conn = cls._connect(db)
         return cls(folder, conn)
 
     @classmethod
@@ -352,6 +438,10 @@ class Study:
         except sqlite3.DatabaseError as e:
             if conn is not None:
                 conn.close()
+            if _half_created(db):
+                raise StoreError(f"{db}: an empty, half-created study database (a Study.create was interrupted); it "
+                                 "holds no data. Fix: run Study.create(...) on this folder again (it replaces the "
+                                 "empty file)") from e
             raise StoreError(f"{db}: not a medwb study database ({e}). Fix: restore the study folder from a backup") from e
         if version > SCHEMA_VERSION:
             conn.close()

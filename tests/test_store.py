@@ -348,3 +348,90 @@ def test_3d_masks_roundtrip_hippocampus(tmp_path: Path, samples: Path) -> None:
     assert len(per) == 4 and set(per["annotator"]) == {"msd_reference", "reader_b"}  # both observers kept
     other.close()
     s.close()
+
+
+# ---------------------------------------------------------------------- atomic creation / half-created leftovers
+_KILL_IN_CREATE = r"""
+import sys, time
+import medwb.store as store
+
+real = store._migrate
+def slow_migrate(conn, version, db):  # the schema and study row are written: stop inside the transaction
+    real(conn, version, db)
+    print("inside", flush=True)
+    time.sleep(60)
+store._migrate = slow_migrate
+store.Study.create(sys.argv[1], dataset_path="pneumoniamnist.npz", task="classification", classes=["normal", "pneumonia"])
+"""
+
+
+def test_create_killed_midway_leaves_no_study_and_create_again_works(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_IN_CREATE, str(folder)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "inside"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (folder / "study.sqlite").exists()  # the half-built database only ever lived in a temp file
+    assert list(folder.glob(".study.sqlite.creating-*"))
+    with pytest.raises(StoreError, match="no study here"):
+        Study.open(folder)
+    with Study.create(folder, dataset_path="x.npz", task="classification", classes=CLASSES) as st:
+        assert st.classes == CLASSES
+    assert not list(folder.glob(".study.sqlite.creating-*"))  # the dead process's temp file was removed
+    with Study.open(folder) as st:
+        assert st.task == "classification"
+        assert st._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert st._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_empty_half_created_database_is_recovered(tmp_path: Path) -> None:
+    # a 0-byte file (an older medwb killed right after opening it)
+    folder = tmp_path / "zero"
+    folder.mkdir()
+    (folder / "study.sqlite").write_bytes(b"")
+    with pytest.raises(StoreError, match="half-created"):
+        Study.open(folder)
+    Study.create(folder, dataset_path="x.npz", task="classification", classes=CLASSES).close()
+    with Study.open(folder) as st:
+        assert st.classes == CLASSES
+    # a SQLite file whose creating transaction never committed: valid, but without a single table
+    folder = tmp_path / "uncommitted"
+    folder.mkdir()
+    conn = sqlite3.connect(str(folder / "study.sqlite"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE study (id INTEGER PRIMARY KEY)")
+    conn.execute("ROLLBACK")
+    conn.close()
+    with pytest.raises(StoreError, match="half-created"):
+        Study.open(folder)
+    Study.create(folder, dataset_path="x.npz", task="segmentation", classes={0: "bg", 1: "vessel"}).close()
+    with Study.open(folder) as st:
+        assert st.task == "segmentation"
+
+
+def test_create_never_discards_a_study_or_an_unreadable_file(samples: Path, tmp_path: Path) -> None:
+    cohort, _ = pneumonia_cohort(samples, 5)
+    folder = tmp_path / "real"
+    with Study.create(folder, dataset_path="x.npz", task="classification", classes=CLASSES) as st:
+        st.add_cases(cohort)
+    with pytest.raises(StoreError, match="already exists"):
+        Study.create(folder, dataset_path="y.npz", task="classification", classes=CLASSES)
+    with Study.open(folder) as st:
+        assert len(st.cases()) == 5 and st.dataset_path == "x.npz"
+    # a damaged file is not provably empty: it is kept as it is for the user to restore
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    junk = b"not a database " * 300
+    (folder / "study.sqlite").write_bytes(junk)
+    with pytest.raises(StoreError, match="already exists"):
+        Study.create(folder, dataset_path="x.npz", task="classification", classes=CLASSES)
+    with pytest.raises(StoreError, match="not a medwb study database"):
+        Study.open(folder)
+    assert (folder / "study.sqlite").read_bytes() == junk
