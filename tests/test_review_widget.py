@@ -156,3 +156,64 @@ def test_3d_review_on_hippocampus(tmp_path: Path, samples: Path) -> None:
     with pytest.raises(DataError, match="image's own size"):  # a mask on the wrong grid is refused
         ReviewQueue(s, ids[:1], [truth[ids[0]][:, :-1]], ds.load_image, annotator="oracle", spatial_dims=3)
     s.close()
+
+
+def test_cold_start_without_prelabels(pneumonia: dict) -> None:
+    """The cold-start round has no model: every case is shown with the class chooser, nothing to accept, and the
+    person's choice is a ``human`` label with no model version; a mixed queue switches per case."""
+    s, ids, y = pneumonia["study"], pneumonia["ids"][:4], pneumonia["y"][:4]
+    q = ReviewQueue(s, ids, None, pneumonia["load"], round=1, annotator="dr_c")
+    assert q.image.value[:4] == b"\x89PNG" and q.umap.value == b""
+    assert "no pre-label" in q.title.value and "choose the class" in q.title.value
+    assert q.b_accept.disabled and not q.b_change.disabled and q.class_menu.value is None
+    with pytest.raises(StoreError, match="no pre-label to accept"):
+        q.accept()
+    q.b_change.click()  # nothing chosen in the menu yet: not saved, the error is shown
+    assert "choose the class" in q.status.value and s.labels(latest=False).empty and q.position == 0
+    time.sleep(PAUSE)
+    q.class_menu.value = int(y[0])
+    q.b_change.click()
+    time.sleep(PAUSE)
+    q.keys.value = str(int(y[1]) + 1)  # key 1-9: the n-th class
+    q.reject("cannot tell on this image")
+    rest = q.run_oracle(lambda c: int(pneumonia["y"][ids.index(c)]))
+    assert [r["action"] for r in rest] == ["choose"] and q.done
+    labs = s.labels(latest=False).set_index("case_id")
+    assert list(labs.index) == [ids[0], ids[1], ids[3]]
+    assert labs["value"].astype(int).tolist() == [int(y[0]), int(y[1]), int(y[3])]
+    assert (labs["source"] == "human").all() and labs["model_version"].isna().all() and (labs["round"] == 1).all()
+    assert (labs["annotator"] == "dr_c").all() and (labs["seconds"].iloc[:2] >= PAUSE).all()
+    assert not labs["note"].str.contains("pre-label").any()
+    rq = s.review_queue()
+    assert rq["case_id"].tolist() == [ids[2]] and rq["reason"].iloc[0].startswith("no label given")
+
+    # per-case None: a pre-labelled case can be accepted, the next one (no pre-label) cannot
+    more = pneumonia["ids"][4:6]
+    q2 = ReviewQueue(s, more, [1, None], pneumonia["load"], confidence=[0.9, None], round=2,
+                     model_version=pneumonia["mv"], annotator="dr_c")
+    assert not q2.b_accept.disabled and "proposed class" in q2.title.value and "confidence 0.900" in q2.title.value
+    q2.accept()
+    assert q2.b_accept.disabled and "no pre-label" in q2.title.value and "confidence" not in q2.title.value
+    q2.change(0)
+    labs = s.labels(latest=False).set_index("case_id")
+    assert labs.loc[more[0], "note"].startswith("accepted pre-label 1")
+    assert labs.loc[more[1], "source"] == "human" and not labs.loc[more[1], "note"].startswith("accepted")
+
+
+def test_cold_start_segmentation_without_prelabel(tmp_path: Path, samples: Path) -> None:
+    root = samples / "segmentation_2d" / "chase_db1"
+    n = "Image_02L"
+    img = np.moveaxis(np.asarray(Image.open(root / "images" / f"{n}.jpg"), dtype=np.float32) / 255.0, -1, 0)
+    m = (np.asarray(Image.open(root / "manual_1stHO" / f"{n}_1stHO.png").convert("L")) > 127).astype(np.int64)[None]
+    s = Study.create(tmp_path / "seg", dataset_path=root, task="segmentation", classes={0: "background", 1: "vessel"})
+    s.add_cases(pd.DataFrame({"case_id": [n], "split": "train"}))
+    q = ReviewQueue(s, [n], [None], lambda c: img, annotator="observer_1")
+    assert q.image.value[:4] == b"\x89PNG" and q.b_accept.disabled and "no pre-label" in q.title.value
+    with pytest.raises(StoreError, match="change\\(mask"):
+        q.change()
+    q.run_oracle(lambda c: m)
+    from medwb.store import read_mask
+
+    lab = s.labels().iloc[0]
+    assert lab["source"] == "human" and np.array_equal(read_mask(lab["mask_path"]), m)
+    s.close()

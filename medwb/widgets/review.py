@@ -30,6 +30,11 @@ of the menu; each key acts at once and the box clears. (A plain ``ipywidgets.Tex
 extra front-end extension is needed, so it works offline in any JupyterLab.)
 
 Programmatic use (tests, papermill's simulated oracle): ``accept()``, ``change(cls)``, ``reject()``, ``flag()``.
+
+Cases without a pre-label (the cold-start round has no model yet: ``proposals=None``, or ``None`` for one case)
+show the image and the class chooser with nothing chosen; "accept" is disabled, the person picks a class (menu
+or ``1``-``9``; ``change(mask=...)`` for a mask) and the label is written with source ``human`` and the note
+"chosen by the reader, no model proposal"; reject / flag put the case in the review queue as usual.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ from medwb.store import Study
 from medwb.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
 
 REVIEW_SOURCE = "review_widget"
+NO_PROPOSAL_NOTE = "chosen by the reader, no model proposal"
 
 
 def _slice2d(a: np.ndarray, spatial_dims: int, index: int | None = None) -> np.ndarray:
@@ -72,7 +78,8 @@ class ReviewQueue:
     """A queue of pre-labelled cases for one annotator.
 
     Parameters: ``study`` (decisions are written here), ``case_ids`` and their ``proposals`` (class values, or
-    masks (1,H,W[,D]) for segmentation), ``load_image(case_id)`` (medwb array), optional ``confidence`` per case,
+    masks (1,H,W[,D]) for segmentation; ``None`` for all cases or ``None`` per case: no pre-label, the person
+    chooses), ``load_image(case_id)`` (medwb array), optional ``confidence`` per case,
     ``uncertainty(case_id) -> array`` (H,W[,D]) map shown beside the image, ``round`` and ``model_version`` of the
     pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``.
     """
@@ -81,7 +88,7 @@ class ReviewQueue:
         self,
         study: Study,
         case_ids: Sequence[str],
-        proposals: Sequence[Any] | np.ndarray,
+        proposals: Sequence[Any] | np.ndarray | None,
         load_image: Callable[[str], np.ndarray],
         *,
         confidence: Sequence[float] | np.ndarray | None = None,
@@ -97,7 +104,7 @@ class ReviewQueue:
 
         self.study = study
         self.case_ids = [str(c) for c in case_ids]
-        self.proposals = list(proposals)
+        self.proposals = [None] * len(self.case_ids) if proposals is None else list(proposals)
         if len(self.proposals) != len(self.case_ids):
             raise StoreError(f"{len(self.case_ids)} cases but {len(self.proposals)} pre-labels. Fix: pass one pre-label per case")
         self.confidence = None if confidence is None else np.asarray(confidence, dtype=float)
@@ -155,7 +162,16 @@ class ReviewQueue:
     def current(self) -> str | None:
         return None if self.done else self.case_ids[self.position]
 
+    def has_prelabel(self, i: int | None = None) -> bool:
+        """Whether case ``i`` (default: the one on screen) came with a model pre-label."""
+        i = self.position if i is None else i
+        return i < len(self.proposals) and self.proposals[i] is not None
+
     def _proposal_text(self, i: int) -> str:
+        if not self.has_prelabel(i):
+            if self.segmentation:
+                return "no pre-label: reject or flag it, or give a mask (change(mask=...))"
+            return "no pre-label: <b>choose the class</b> (menu + set class, or keys 1-9)"
         if self.segmentation:
             m = np.asarray(self.proposals[i])
             return f"proposed mask: {int((m != 0).sum())} foreground voxels"
@@ -171,12 +187,13 @@ class ReviewQueue:
                 b.disabled = True
             return
         i, cid = self.position, self.case_ids[self.position]
-        conf = "" if self.confidence is None else f", confidence {self.confidence[i]:.3f}"
+        conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
+            f", confidence {self.confidence[i]:.3f}"
         self.title.value = f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - {self._proposal_text(i)}{conf}"
         img = np.asarray(self.load_image(cid))
         mask = None
         k = None
-        if self.segmentation:
+        if self.segmentation and self.has_prelabel(i):
             mask_full = spatial_array(np.asarray(self.proposals[i]), self.spatial_dims)
             if self.spatial_dims == 3:
                 k = focus_index(mask_full.shape, mask_full)[-1]
@@ -190,7 +207,12 @@ class ReviewQueue:
         self.image.value = png_bytes(rgb, scale=scale)
         u = None if self.uncertainty is None else self.uncertainty(cid)
         self.umap.value = b"" if u is None else png_bytes(_heat_rgb(_slice2d(np.asarray(u), self.spatial_dims, k)), scale=scale)
-        if not self.segmentation and int(self.proposals[i]) in self._class_values:
+        self.b_accept.disabled = not self.has_prelabel(i)  # nothing to accept: the person chooses the class
+        if self.segmentation:
+            pass
+        elif not self.has_prelabel(i):
+            self.class_menu.value = None  # no default: a class must be chosen, not clicked through
+        elif int(self.proposals[i]) in self._class_values:
             self.class_menu.value = int(self.proposals[i])
         self.comment.value = ""
         self._shown_at = self._clock()
@@ -226,8 +248,12 @@ class ReviewQueue:
 
     def accept(self) -> dict[str, Any]:
         """The person agrees with the pre-label: source ``human`` (a person decided), noted as an accepted pre-label."""
+        if not self.done and not self.has_prelabel():
+            raise StoreError(f"case {self.current!r} has no pre-label to accept. Fix: choose its class (menu + "
+                             "'set class', keys 1-9, or change(cls))")
         i, cid, who, sec = self._take()
-        conf = "" if self.confidence is None else f" (confidence {self.confidence[i]:.3f})"
+        conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
+            f" (confidence {self.confidence[i]:.3f})"
         if self.segmentation:
             lid = self._write_label(i, cid, who, sec, value=None, mask=np.asarray(self.proposals[i]), source="human",
                                     note=f"accepted pre-label mask{conf}")
@@ -238,8 +264,21 @@ class ReviewQueue:
 
     def change(self, cls: int | None = None, *, mask: np.ndarray | None = None) -> dict[str, Any]:
         """The person replaces the pre-label with class ``cls`` (or, programmatically, a corrected ``mask``):
-        source ``corrected``; choosing the proposed class itself is an accept (``human``)."""
+        source ``corrected``; choosing the proposed class itself is an accept (``human``). Without a pre-label
+        the person's choice is written as ``human``."""
         i, cid, who, sec = self._take()
+        if not self.has_prelabel(i):
+            if mask is None and self.segmentation:
+                raise StoreError("this segmentation case has no pre-label. Fix: change(mask=...) with a mask, or "
+                                 "reject and draw it in 3D Slicer (study.export_masks_nifti / import_masks)")
+            if mask is None and cls is None:
+                raise StoreError("choose the class first. Fix: pick it in the menu (or keys 1-9), or change(cls) "
+                                 "with one of " + str(self._class_values))
+            v = None if mask is not None else self.study._check_value(cls)
+            lid = self._write_label(i, cid, who, sec, value=v, mask=None if mask is None else np.asarray(mask),
+                                    source="human", note=NO_PROPOSAL_NOTE)
+            return self._record(cid, "choose", sec, label_id=lid, source="human",
+                                **({} if v is None else {"value": v}), proposed=None)
         if mask is not None:
             m, prop = np.asarray(mask), np.asarray(self.proposals[i])
             same = m.size == prop.size and np.array_equal(m.reshape(prop.shape), prop)
@@ -263,8 +302,9 @@ class ReviewQueue:
         """The pre-label is wrong and the person gives no label here: the case goes to the review queue."""
         i, cid, who, sec = self._take()
         text = reason or self.comment.value.strip()
+        what = "pre-label rejected" if self.has_prelabel(i) else "no label given"
         self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
-                                   reason=f"pre-label rejected: needs a correct label{': ' + text if text else ''}")
+                                   reason=f"{what}: needs a correct label{': ' + text if text else ''}")
         return self._record(cid, "reject", sec)
 
     def flag(self, reason: str = "") -> dict[str, Any]:
@@ -277,12 +317,14 @@ class ReviewQueue:
 
     def run_oracle(self, truth: Callable[[str], Any], *, max_cases: int | None = None) -> list[dict[str, Any]]:
         """Simulated reviewer (papermill, benchmarks): accepts a correct pre-label, otherwise changes it to the
-        ground truth ``truth(case_id)`` (class, or mask for segmentation)."""
+        ground truth ``truth(case_id)`` (class, or mask for segmentation); without a pre-label it chooses the truth."""
         out = []
         while not self.done and (max_cases is None or len(out) < max_cases):
             i, cid = self.position, self.case_ids[self.position]
             t = truth(cid)
-            if self.segmentation:
+            if not self.has_prelabel(i):
+                out.append(self.change(mask=np.asarray(t)) if self.segmentation else self.change(int(t)))
+            elif self.segmentation:
                 t, prop = np.asarray(t), np.asarray(self.proposals[i])
                 same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
                 out.append(self.accept() if same else self.change(mask=np.asarray(t)))
