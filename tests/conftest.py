@@ -30,3 +30,20 @@ def shared_data() -> Path:
     if not p.is_dir():
         pytest.skip("shared data not present beside the repo")
     return p
+
+
+@pytest.fixture(scope="session")
+def _tiny_pneumonia_trained(samples: Path):
+    """The tiny PneumoniaMNIST classifier of the explain tests, trained once per test session (a few seconds)."""
+    from _fixtures import train_tiny_pneumonia_model
+
+    return train_tiny_pneumonia_model(samples, n_train=800, n_val=200, epochs=4, seed=0, channels=(8, 16, 32, 64))
+
+
+@pytest.fixture(scope="module")
+def tiny_pneumonia_model(_tiny_pneumonia_trained):
+    """A private copy (eval mode, same weights) of the session's tiny PneumoniaMNIST classifier for one test
+    module, so a module that changes its model (train mode, hooks) cannot affect another module."""
+    import copy
+
+    return copy.deepcopy(_tiny_pneumonia_trained)

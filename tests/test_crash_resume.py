@@ -24,22 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
 ROUNDS, BATCH, POOL = 5, 4, 40
-
-
-def make_tiny_npz(src: Path, dst: Path, n_train: int = POOL, n_val: int = 16, n_test: int = 16) -> Path:
-    """A small real subset of PneumoniaMNIST (first cases of each official split; both classes present)."""
-    d = np.load(src)
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = d[f"{split}_labels"].ravel()
-        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
-        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
-    np.savez(dst, **out)
-    return dst
 
 
 # ------------------------------------------------------------------------------------------ worker side
@@ -146,7 +135,7 @@ def _expected(state: dict) -> tuple[int, list[str] | None]:
 
 @pytest.mark.slow
 def test_sigkill_rounds_resume(samples: Path, tmp_path: Path) -> None:
-    data = make_tiny_npz(samples / "classification_2d" / "pneumoniamnist.npz", tmp_path / "tiny_pneumonia.npz")
+    data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "tiny_pneumonia.npz", n_train=POOL, n_val=16, n_test=16)
     env = dict(os.environ, OMP_NUM_THREADS="1", MEDWB_CACHE=str(tmp_path / "cache"))
     zyg = subprocess.Popen([sys.executable, __file__, "zygote", str(data), str(tmp_path)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True, env=env, cwd=str(Path(__file__).resolve().parents[1]))

@@ -1,5 +1,5 @@
 """Attribution methods on real 2D (PneumoniaMNIST) and 3D (AdrenalMNIST3D, MSD hippocampus) data, overlays and
-NIfTI export. A tiny classifier is trained once per module on real images (a few seconds)."""
+NIfTI export. A tiny classifier is trained once per test session on real images (a few seconds)."""
 from __future__ import annotations
 
 import nibabel as nib
@@ -13,40 +13,19 @@ from medwb.explain.attributions import (METHOD_NAMES, SegmentationRegion, attrib
                                         occlusion_geometry, uncertainty_map)
 from medwb.explain.checks import randomize_layers
 from medwb.explain.overlays import heat_scale, overlay_figure, save_nifti, save_png, slice_montage
-from medwb.models import TrainConfig, build_classifier, build_segmenter, train
+from medwb.models import build_classifier, build_segmenter
+
+from _fixtures import pneumonia_arrays
 
 
 @pytest.fixture(scope="module")
 def pneumonia(samples):
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    f = lambda k: d[k][:, None].astype(np.float32) / 255.0  # noqa: E731
-    return {"X": f("train_images")[:800], "y": d["train_labels"][:800, 0].astype(np.int64),
-            "Xv": f("val_images")[:200], "yv": d["val_labels"][:200, 0].astype(np.int64),
-            "Xt": f("test_images")[:8], "yt": d["test_labels"][:8, 0].astype(np.int64)}
+    return pneumonia_arrays(samples, n_train=800, n_val=200, n_test=8)
 
 
 @pytest.fixture(scope="module")
-def trained_2d(samples, tmp_path_factory):
-    return tiny_pneumonia_model(samples, tmp_path_factory)
-
-
-def tiny_pneumonia_model(samples, tmp_path_factory):
-    """The tiny PneumoniaMNIST classifier of the explain tests, trained once per test session: every explain test
-    module uses this same recipe and reuses the checkpoint left in the session's base temp folder."""
-    from medwb.models import load_checkpoint, save_checkpoint
-
-    path = tmp_path_factory.getbasetemp() / "explain_tiny_pneumoniamnist.pt"
-    if path.exists():
-        return load_checkpoint(path)[0]
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    f = lambda k, n: d[k][:n, None].astype(np.float32) / 255.0  # noqa: E731
-    res = train(build_classifier(2, 1, 2, seed=0, channels=(8, 16, 32, 64)), f("train_images", 800),
-                d["train_labels"][:800, 0].astype(np.int64), f("val_images", 200),
-                d["val_labels"][:200, 0].astype(np.int64), task="classification",
-                config=TrainConfig(epochs=4, seed=0), progress=False)
-    assert res.val_metric > 0.8  # a model that learned something, else its maps mean nothing
-    save_checkpoint(res.model, path, {"test": "explain"})
-    return res.model
+def trained_2d(tiny_pneumonia_model):
+    return tiny_pneumonia_model  # conftest: trained once per session, a private copy per module
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)

@@ -12,40 +12,19 @@ from medwb.explain.attributions import attribute
 from medwb.explain.checks import (auc, deletion_insertion_check, format_table, mask_energy_check, parameter_layers,
                                   perturbation_curves, randomization_check, randomize_layers, results_table,
                                   run_checks, similarity)
-from medwb.models import TrainConfig, build_classifier, predict_proba, train
+from medwb.models import predict_proba
+
+from _fixtures import pneumonia_arrays
 
 
 @pytest.fixture(scope="module")
 def data(samples):
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    f = lambda k: d[k][:, None].astype(np.float32) / 255.0  # noqa: E731
-    return {"X": f("train_images")[:800], "y": d["train_labels"][:800, 0].astype(np.int64),
-            "Xv": f("val_images")[:200], "yv": d["val_labels"][:200, 0].astype(np.int64),
-            "Xt": f("test_images")[:12]}
+    return pneumonia_arrays(samples, n_train=800, n_val=200, n_test=12)
 
 
 @pytest.fixture(scope="module")
-def model(samples, tmp_path_factory):
-    return tiny_pneumonia_model(samples, tmp_path_factory)
-
-
-def tiny_pneumonia_model(samples, tmp_path_factory):
-    """The tiny PneumoniaMNIST classifier of the explain tests, trained once per test session: every explain test
-    module uses this same recipe and reuses the checkpoint left in the session's base temp folder."""
-    from medwb.models import load_checkpoint, save_checkpoint
-
-    path = tmp_path_factory.getbasetemp() / "explain_tiny_pneumoniamnist.pt"
-    if path.exists():
-        return load_checkpoint(path)[0]
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    f = lambda k, n: d[k][:n, None].astype(np.float32) / 255.0  # noqa: E731
-    res = train(build_classifier(2, 1, 2, seed=0, channels=(8, 16, 32, 64)), f("train_images", 800),
-                d["train_labels"][:800, 0].astype(np.int64), f("val_images", 200),
-                d["val_labels"][:200, 0].astype(np.int64), task="classification",
-                config=TrainConfig(epochs=4, seed=0), progress=False)
-    assert res.val_metric > 0.8  # a model that learned something, else its maps mean nothing
-    save_checkpoint(res.model, path, {"test": "explain"})
-    return res.model
+def model(tiny_pneumonia_model):
+    return tiny_pneumonia_model  # conftest: trained once per session, a private copy per module
 
 
 def edge_map(model, X, target=None, *, batch_size=64, progress=False):

@@ -197,6 +197,12 @@ JPG = _read(SAMPLES / "segmentation_2d" / "chase_db1" / "images" / "Image_01L.jp
 DONORS = (NPZ_2D[:4096], PNG[:4096], JPG[:4096], DICOMS["MR_small.dcm"][:4096])
 
 
+def draw_mutated_dicom(data) -> bytes:
+    """A mutated copy of one real DICOM seed (a pydicom sample file, or a slice of the CT series)."""
+    seed = data.draw(st.sampled_from(sorted(DICOMS) + ["ct"]))
+    return data.draw(mutate(DICOMS[seed] if seed != "ct" else CT_SLICE, DONORS))
+
+
 # ------------------------------------------------------------------------------------------------ loaders
 @fuzz_settings(40)
 @given(data=st.data())
@@ -287,8 +293,7 @@ def test_fuzz_nifti_folder(data):
 @fuzz_settings(50)
 @given(data=st.data())
 def test_fuzz_dicom(data):
-    seed = data.draw(st.sampled_from(sorted(DICOMS) + ["ct"]))
-    blob = data.draw(mutate(DICOMS[seed] if seed != "ct" else CT_SLICE, DONORS))
+    blob = draw_mutated_dicom(data)
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "dcm"
         folder.mkdir()
@@ -378,8 +383,7 @@ def test_fuzz_deid_never_leaves_partial_output(data):
     from medwb.privacy import crypto
     from medwb.privacy.deid import deidentify_path
 
-    seed = data.draw(st.sampled_from(sorted(DICOMS) + ["ct"]))
-    blob = data.draw(mutate(DICOMS[seed] if seed != "ct" else CT_SLICE, DONORS))
+    blob = draw_mutated_dicom(data)
     with tempfile.TemporaryDirectory() as d:
         src, out = Path(d) / "in.dcm", Path(d) / "out"
         src.write_bytes(blob)

@@ -12,25 +12,17 @@ from medwb.loop import ActiveLearningLoop, LabelAnswer, simulated_oracle
 from medwb.models import TrainConfig
 from medwb.store import Study
 
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
 FAST = TrainConfig(epochs=1, min_epochs=1, batch_size=8, seed=0)
-
-
-def _tiny_pneumonia(samples: Path, dst: Path, n_train: int = 60, n_val: int = 20, n_test: int = 20) -> Path:
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = d[f"{split}_labels"].ravel()
-        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
-        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
-    np.savez(dst, **out)
-    return dst
 
 
 @pytest.fixture(scope="module")
 def tiny(samples: Path, tmp_path_factory: pytest.TempPathFactory):
     from medwb.data import open_dataset
 
-    path = _tiny_pneumonia(samples, tmp_path_factory.mktemp("data") / "pneumonia_tiny.npz")
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path_factory.mktemp("data") / "pneumonia_tiny.npz",
+                              n_train=60, n_val=20, n_test=20)
     return path, open_dataset(path, progress=False)
 
 

@@ -4,23 +4,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from medwb.simulate import CURVE_COLUMNS, format_table, labels_to_reach, summarize
 
-
-def tiny_pneumonia(samples: Path, dst: Path, n_train: int = 120, n_val: int = 40, n_test: int = 60) -> Path:
-    """Real PneumoniaMNIST cases, a class-balanced prefix of each official split."""
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = d[f"{split}_labels"].ravel()
-        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
-        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
-    np.savez(dst, **out)
-    return dst
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 
 def test_labels_to_reach_interpolates_first_crossing() -> None:
@@ -56,7 +45,7 @@ def test_summarize_against_full_reference() -> None:
 def test_simulate_cli_on_real_subset(samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from medwb.cli import main
 
-    data = tiny_pneumonia(samples, tmp_path / "pneumonia_small.npz")
+    data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "pneumonia_small.npz", n_train=120, n_val=40, n_test=60)
     out = tmp_path / "sim"
     argv = ["simulate", str(data), "--strategy", "random", "--strategy", "entropy", "--budget", "0.2",
             "--rounds", "2", "--seeds", "1", "--epochs", "2", "--out", str(out)]

@@ -14,18 +14,18 @@ import pytest
 from medwb.data import open_dataset
 from medwb.errors import DataError, StoreError
 from medwb.explain.run import run_explain
-from medwb.models import TrainConfig, build_classifier, save_checkpoint, train
+from medwb.models import save_checkpoint
 from medwb.store import Study
 from medwb.widgets.verdict import VerdictPanel, simulated_verdicts
 
 
 @pytest.fixture(scope="module")
-def explained(samples, tmp_path_factory):
+def explained(samples, tmp_path_factory, tiny_pneumonia_model):
     """A study with the PneumoniaMNIST cohort, a registered model and an explain folder of 3 cases."""
     root = tmp_path_factory.mktemp("verdict")
     data = samples / "classification_2d" / "pneumoniamnist.npz"
     ds = open_dataset(data)
-    m = tiny_pneumonia_model(samples, tmp_path_factory)
+    m = tiny_pneumonia_model
     study = Study.create(root / "study", dataset_path=str(data), task="classification", classes=ds.classes)
     study.add_cases(ds.cohort)
     ckpt = save_checkpoint(m, root / "study" / "models" / "m.pt", {"round": 1})
@@ -35,25 +35,6 @@ def explained(samples, tmp_path_factory):
     res = run_explain(root / "study", data, method="gradcam,ig", cases=3, out_dir=out, select="misclassified",
                       progress=False)
     return {"root": root, "study_dir": root / "study", "out": out, "res": res, "data": data}
-
-
-def tiny_pneumonia_model(samples, tmp_path_factory):
-    """The tiny PneumoniaMNIST classifier of the explain tests, trained once per test session: every explain test
-    module uses this same recipe and reuses the checkpoint left in the session's base temp folder."""
-    from medwb.models import load_checkpoint, save_checkpoint
-
-    path = tmp_path_factory.getbasetemp() / "explain_tiny_pneumoniamnist.pt"
-    if path.exists():
-        return load_checkpoint(path)[0]
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    f = lambda k, n: d[k][:n, None].astype(np.float32) / 255.0  # noqa: E731
-    res = train(build_classifier(2, 1, 2, seed=0, channels=(8, 16, 32, 64)), f("train_images", 800),
-                d["train_labels"][:800, 0].astype(np.int64), f("val_images", 200),
-                d["val_labels"][:200, 0].astype(np.int64), task="classification",
-                config=TrainConfig(epochs=4, seed=0), progress=False)
-    assert res.val_metric > 0.8  # a model that learned something, else its maps mean nothing
-    save_checkpoint(res.model, path, {"test": "explain"})
-    return res.model
 
 
 def test_run_explain_writes_index_checks_maps(explained):

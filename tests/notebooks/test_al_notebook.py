@@ -9,16 +9,7 @@ import pytest
 
 from medwb.notebook_runner import execute_notebook, notebook_path
 
-
-def _tiny_pneumonia(samples: Path, dst: Path, n_train: int = 120, n_val: int = 40, n_test: int = 40) -> Path:
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = d[f"{split}_labels"].ravel()
-        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
-        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
-    np.savez(dst, **out)
-    return dst
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 
 def test_notebook_is_stored_without_outputs() -> None:
@@ -31,7 +22,7 @@ def test_notebook_is_stored_without_outputs() -> None:
 def test_al_notebook_runs_rounds_with_simulated_reviewer(samples: Path, tmp_path: Path) -> None:
     from medwb.store import Study
 
-    data = _tiny_pneumonia(samples, tmp_path / "pneumonia_small.npz")
+    data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "pneumonia_small.npz", n_train=120, n_val=40, n_test=40)
     study_dir = tmp_path / "study"
     executed, html = execute_notebook(
         "02_active_learning",

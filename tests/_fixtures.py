@@ -1,0 +1,50 @@
+"""Small real-data builders shared by several test modules (imported as ``from _fixtures import ...``).
+
+Plain functions, so that a test's worker subprocess can import them as well as a fixture can call them; the
+session-scoped fixtures wrapping them live in ``tests/conftest.py``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PNEUMONIA = Path("classification_2d") / "pneumoniamnist.npz"  # relative to data_samples/
+
+
+def tiny_pneumonia_npz(src: Path, dst: Path, *, n_train: int, n_val: int, n_test: int) -> Path:
+    """Real PneumoniaMNIST cases, a class-balanced prefix of each official split of ``src`` (the first
+    ``n // 2`` normal and ``n - n // 2`` pneumonia cases, in their original order), written to ``dst``."""
+    d = np.load(src)
+    out = {}
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        y = d[f"{split}_labels"].ravel()
+        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
+        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
+    np.savez(dst, **out)
+    return dst
+
+
+def pneumonia_arrays(samples: Path, *, n_train: int = 800, n_val: int = 200, n_test: int) -> dict[str, np.ndarray]:
+    """The first cases of each PneumoniaMNIST split as float32 (N, 1, 28, 28) images in [0, 1] and int64 labels:
+    keys X, y (train), Xv, yv (val), Xt, yt (test)."""
+    d = np.load(samples / PNEUMONIA)
+    f = lambda k, n: d[k][:n, None].astype(np.float32) / 255.0  # noqa: E731
+    lab = lambda k, n: d[k][:n, 0].astype(np.int64)  # noqa: E731
+    return {"X": f("train_images", n_train), "y": lab("train_labels", n_train),
+            "Xv": f("val_images", n_val), "yv": lab("val_labels", n_val),
+            "Xt": f("test_images", n_test), "yt": lab("test_labels", n_test)}
+
+
+def train_tiny_pneumonia_model(samples: Path, *, n_train: int = 800, n_val: int = 200, epochs: int = 4,
+                               seed: int = 0, channels: tuple[int, ...] = (8, 16, 32, 64)):
+    """The tiny PneumoniaMNIST classifier of the explain tests (2D, 1 channel, 2 classes), trained on the first
+    ``n_train`` training / ``n_val`` validation cases. Asserts it learned something (val AUC > 0.8), else its
+    attribution maps mean nothing. Returned in eval mode."""
+    from medwb.models import TrainConfig, build_classifier, train
+
+    a = pneumonia_arrays(samples, n_train=n_train, n_val=n_val, n_test=0)
+    res = train(build_classifier(2, 1, 2, seed=seed, channels=channels), a["X"], a["y"], a["Xv"], a["yv"],
+                task="classification", config=TrainConfig(epochs=epochs, seed=seed), progress=False)
+    assert res.val_metric > 0.8  # a model that learned something, else its maps mean nothing
+    return res.model
