@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 from medwb.loop import ActiveLearningLoop, simulated_oracle
 from medwb.models import TrainConfig, build_classifier, load_checkpoint, predict_proba, train
@@ -15,15 +16,7 @@ FAST = TrainConfig(epochs=1, min_epochs=1, batch_size=8, seed=0)
 
 
 def _subset(samples: Path, dst: Path, n_train: int = 60, n_val: int = 20, n_test: int = 30) -> Path:
-    """Real PneumoniaMNIST cases (28x28): a class-balanced prefix of each official split."""
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = d[f"{split}_labels"].ravel()
-        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
-        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
-    np.savez(dst, **out)
-    return dst
+    return tiny_pneumonia_npz(samples / PNEUMONIA, dst, n_train=n_train, n_val=n_val, n_test=n_test)
 
 
 def test_loop_checkpoint_records_size_and_report_explain_use_it(samples: Path, tmp_path: Path) -> None:

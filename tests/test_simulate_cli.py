@@ -8,21 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 from medwb.cli import build_parser, main
 from medwb.simulate import CURVE_COLUMNS
 
 
 def _subset(samples: Path, dst: Path, n_train: int = 200, n_val: int = 40, n_test: int = 60) -> Path:
-    """Real PneumoniaMNIST cases: a class-balanced prefix of each official split."""
-    d = np.load(samples / "classification_2d" / "pneumoniamnist.npz")
-    out = {}
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        y = d[f"{split}_labels"].ravel()
-        idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[: n // 2], np.flatnonzero(y == 1)[: n - n // 2]]))
-        out[f"{split}_images"], out[f"{split}_labels"] = d[f"{split}_images"][idx], d[f"{split}_labels"][idx]
-    np.savez(dst, **out)
-    return dst
+    return tiny_pneumonia_npz(samples / PNEUMONIA, dst, n_train=n_train, n_val=n_val, n_test=n_test)
 
 
 def test_simulate_parser_options() -> None:
