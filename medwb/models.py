@@ -22,6 +22,7 @@ from monai.networks.nets import UNet
 from torch import nn
 from tqdm.auto import tqdm
 
+from medwb.atomic import atomic_write
 from medwb.errors import DataError
 
 Task = Literal["classification", "segmentation"]
@@ -426,10 +427,8 @@ def save_checkpoint(model: TrunkHeadNet, path: str | Path, meta: dict[str, Any] 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     meta["build_args"] = dict(model.build_args)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "meta": meta, "format": "medwb-checkpoint-1"}, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
-    return path
+    payload = {"state_dict": model.state_dict(), "meta": meta, "format": "medwb-checkpoint-1"}
+    return atomic_write(path, lambda f: torch.save(payload, f))  # a crash never leaves a half-written checkpoint
 
 
 def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medwb.atomic import atomic_write_bytes, fsync_dir
 from medwb.errors import DataError, MedwbError, StoreError
 
 SCHEMA_VERSION = 2
@@ -263,19 +263,6 @@ def _parse_shape(s: Any) -> tuple[int, ...] | None:
 _CREATING_PREFIX = ".study.sqlite.creating-"
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _half_created(db: Path) -> bool:
     """True only for a database that provably holds nothing: a 0-byte file, or a readable SQLite file with no
     table at all (what a create killed inside its transaction leaves). Anything else, including an unreadable
@@ -416,7 +403,7 @@ class Study:
                 if db.exists():
                     raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
                 os.replace(tmp, db)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         finally:
             tmp.unlink(missing_ok=True)
         conn = cls._connect(db)
@@ -840,7 +827,7 @@ class Study:
 
             write_encrypted(path, data, encrypt_with)
         else:
-            _atomic_write(path, data)
+            atomic_write_bytes(path, data)
         return path
 
     def import_labels_csv(self, path: str | Path, annotator: str, source: str = "human", *, decrypt_with: Any = None) -> int:
@@ -955,7 +942,7 @@ class Study:
             rows.append({"file": fname, "case_id": rec["case_id"], "label_id": rec["label_id"], "source": rec["source"],
                          "annotator": rec["annotator"]})
         manifest = pd.DataFrame(rows, columns=["file", "case_id", "label_id", "source", "annotator"])
-        _atomic_write(folder / "manifest.csv", manifest.to_csv(index=False).encode())
+        atomic_write_bytes(folder / "manifest.csv", manifest.to_csv(index=False).encode())
         return manifest
 
     def _ndim(self) -> int | None:
@@ -1053,23 +1040,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     import io
 
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())

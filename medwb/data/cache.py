@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from medwb.atomic import atomic_write_bytes
 
 CACHE_VERSION = 2  # bump when a statistic's definition changes
 
@@ -63,11 +64,8 @@ class StatsCache:
         if not self.dirty:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": CACHE_VERSION, "entries": self.entries}, f)
-            os.replace(tmp, self.path)
+            payload = json.dumps({"version": CACHE_VERSION, "entries": self.entries}).encode("utf-8")
+            atomic_write_bytes(self.path, payload)
             self.dirty = False
         except OSError:
             pass

@@ -17,8 +17,7 @@ import base64
 import io
 import os
 import struct
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from medwb.atomic import atomic_write, atomic_write_bytes
 from medwb.errors import CryptoError
 
 ENV_VAR = "MEDWB_KEY"
@@ -66,7 +66,7 @@ def generate_key(path: str | Path, *, overwrite: bool = False) -> Key:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     token = base64.urlsafe_b64encode(os.urandom(32))
-    _atomic_write_bytes(path, token + b"\n", mode=0o600)
+    atomic_write_bytes(path, token + b"\n", mode=0o600)
     return Key(raw=base64.urlsafe_b64decode(token), source=str(path))
 
 
@@ -188,47 +188,6 @@ def decrypt_bytes(blob: bytes, key: Key, *, name: str = "<data>") -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- atomic files
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object], *, mode: int | None = None) -> Path:
-    """Run ``writer(fileobj)`` into a temp file beside ``path``, fsync, then rename over ``path``.
-
-    If ``writer`` raises, the temp file is removed and ``path`` keeps its previous content (or stays absent).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> Path:
-    return atomic_write(path, lambda f: f.write(data), mode=mode)
 
 
 def write_encrypted(path: str | Path, data: bytes, key: Key) -> Path:

@@ -47,6 +47,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import medwb
+from medwb.atomic import atomic_write
 from medwb.errors import CryptoError, DataError
 from medwb.privacy import crypto
 
@@ -844,7 +845,7 @@ class DeidSummary:
             out = str(f.output.relative_to(self.output)) if f.output else ""
             w.writerow([f.source_ref, f.kind, f.status, out, f.reason, c["X"], c["Z"], c["D"], c["U"],
                         c["shifted"], c["pseudonym"], c["private-X"], attrs])
-        return crypto.atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
+        return atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1263,7 +1264,7 @@ def _do_dicom(path: Path, out: Path, pseudo: Pseudonymizer, rec: FileRecord, idm
         dst = out / ident["pseudonym"] / series / f"{sop}.dcm"
         # a conformant Part 10 file when the data set allows it (some anonymised exports carry empty SOP UIDs)
         full = all(str(meta.get(k, "") or "") for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"))
-        crypto.atomic_write(dst, lambda f: ds.save_as(f, enforce_file_format=full))
+        atomic_write(dst, lambda f: ds.save_as(f, enforce_file_format=full))
     except DataError:
         raise
     except Exception as e:  # a value pydicom cannot re-encode: the file is reported, nothing partial is left
@@ -1289,7 +1290,7 @@ def _do_nifti(path: Path, rel: Path, out: Path, pseudo: Pseudonymizer, rec: File
     pseudo_name = pseudo.ref("NII", stem)
     dst = out / "nifti" / _safe_rel_dirs(rel, pseudo) / f"{pseudo_name}{ext}"
     payload = gzip.compress(new, mtime=0) if gz else new
-    crypto.atomic_write(dst, lambda f: f.write(payload))
+    atomic_write(dst, lambda f: f.write(payload))
     rec.status, rec.output = "written", dst
     for fld in changed:
         rec.changes[(f"nifti:{fld}", fld, "Z")] += 1

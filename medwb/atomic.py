@@ -1,0 +1,54 @@
+"""Crash-safe file writes: a kill at any moment leaves the old file or the new one, never half of one.
+
+Labels, checkpoints, encrypted exports and caches are all written this way (temporary file in the same folder,
+fsync, ``os.replace``, fsync of the folder), so the pattern lives here once.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Persist a rename inside ``folder`` (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object], *, mode: int | None = None) -> Path:
+    """Run ``writer(fileobj)`` into a temp file beside ``path``, fsync, then rename over ``path``.
+
+    If ``writer`` raises, the temp file is removed and ``path`` keeps its previous content (or stays absent).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> Path:
+    """:func:`atomic_write` of a bytes payload."""
+    return atomic_write(path, lambda f: f.write(data), mode=mode)
