@@ -68,6 +68,15 @@ def _norm(kind: str, channels: int) -> tuple[str, dict[str, Any]] | str:
     raise DataError(None, f"unknown normalisation {kind!r}", "use 'group', 'batch' or 'instance'")
 
 
+def _checked_channels(spatial_dims: int, in_channels: int, num_classes: int,
+                      channels: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Validate the builder arguments; default widths keep a 28 px / 28^3 round fast on 2 CPU cores."""
+    _check_dims(spatial_dims, in_channels, num_classes)
+    if channels is None:
+        channels = (16, 32, 64, 128) if spatial_dims == 2 else (8, 16, 32, 64)
+    return tuple(int(c) for c in channels)
+
+
 def build_classifier(spatial_dims: int, in_channels: int, num_classes: int, *, dropout: float = 0.3,
                      seed: int = 0, channels: tuple[int, ...] | None = None, norm: str = "batch") -> TrunkHeadNet:
     """A small residual CNN (MONAI ``Convolution`` + ``ResidualUnit`` with GroupNorm) for 2D or 3D.
@@ -77,10 +86,7 @@ def build_classifier(spatial_dims: int, in_channels: int, num_classes: int, *, d
     Default widths (2D 16-32-64-128, 3D 8-16-32-64) keep a 28 px / 28^3 round on 2 CPU cores fast.
     ``norm``: ``batch`` (default, see :func:`_norm`), ``group`` or ``instance``.
     """
-    _check_dims(spatial_dims, in_channels, num_classes)
-    if channels is None:
-        channels = (16, 32, 64, 128) if spatial_dims == 2 else (8, 16, 32, 64)
-    channels = tuple(int(c) for c in channels)
+    channels = _checked_channels(spatial_dims, in_channels, num_classes, channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers: list[nn.Module] = [
@@ -106,10 +112,7 @@ def build_segmenter(spatial_dims: int, in_channels: int, num_classes: int, *, dr
     ``head``: channel dropout (``Dropout2d``/``Dropout3d``, p=dropout) + 1x1 conv to ``num_classes`` logits.
     Inputs must have spatial sizes divisible by 2**(len(channels)-1) (8 with the defaults).
     """
-    _check_dims(spatial_dims, in_channels, num_classes)
-    if channels is None:
-        channels = (16, 32, 64, 128) if spatial_dims == 2 else (8, 16, 32, 64)
-    channels = tuple(int(c) for c in channels)
+    channels = _checked_channels(spatial_dims, in_channels, num_classes, channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet(spatial_dims, in_channels, features, channels=channels, strides=(2,) * (len(channels) - 1),
