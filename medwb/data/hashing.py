@@ -1,5 +1,6 @@
 """Image fingerprints for duplicate and leakage checks.
 
+- ``file_sha256``: the file's bytes, streamed (datasets, checkpoints, purged files for the audit record).
 - ``pixel_sha256``: exact identity of the pixel data (dtype + shape + bytes), independent of file format.
 - ``phash``: a 64-bit DCT perceptual hash (pHash): the image (3D: its mean projection along the last
   axis, colour: the channel mean) is resized to 32x32, transformed with a 2D DCT, and each of the 8x8
@@ -11,9 +12,19 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import scipy.fft
+
+
+def file_sha256(path: str | Path, *, block_size: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in blocks so large files never sit in memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(block_size), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def pixel_sha256(arr: np.ndarray) -> str:

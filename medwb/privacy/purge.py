@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import medwb
+from medwb.data.hashing import file_sha256
 from medwb.errors import StoreError
 
 AUDIT_NAME = "purge_audit.jsonl"
@@ -40,13 +41,6 @@ DB_NAME = "study.sqlite"
 STUDY_MARKERS = (DB_NAME, "models", "cache", "exports", "maps", "masks", AUDIT_NAME)
 _BUF = 1 << 20
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BUF), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shred_file(path: str | Path) -> bool:
@@ -231,7 +225,7 @@ def purge_study(
         if p.is_symlink():
             res.files.append(PurgedFile(str(p.relative_to(study)), "symlink", 0))
         else:
-            res.files.append(PurgedFile(str(p.relative_to(study)), sha256_file(p), p.stat().st_size))
+            res.files.append(PurgedFile(str(p.relative_to(study)), file_sha256(p), p.stat().st_size))
     if dry_run:
         return res
 

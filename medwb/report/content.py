@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medwb.data.hashing import file_sha256
 from medwb.errors import DataError, StoreError
 from medwb.report import stats
 
@@ -117,12 +118,9 @@ def subgroup_columns(cohort: pd.DataFrame, *, max_levels: int = 12) -> list[str]
 def data_sha256(ds: Any, dataset_path: str | Path) -> str:
     """sha256 of the dataset file, or (for folders) of the sorted per-case sha256 list of the cohort."""
     p = Path(dataset_path)
-    h = hashlib.sha256()
     if p.is_file():
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return file_sha256(p)
+    h = hashlib.sha256()
     for s in sorted(ds.cohort["sha256"].astype(str)):
         h.update(s.encode())
     return h.hexdigest()
@@ -446,7 +444,7 @@ def provenance_table(*, dataset_path: str | Path, data_hash: str, study_dir: str
     rows = [("dataset", str(Path(dataset_path).name)), ("dataset sha256", data_hash),
             ("study", str(Path(study_dir).name)), ("git commit", git_commit()),
             ("model checkpoint", "" if ev is None else ev.checkpoint.name),
-            ("model checkpoint sha256", "" if ev is None else hashlib.sha256(ev.checkpoint.read_bytes()).hexdigest()),
+            ("model checkpoint sha256", "" if ev is None else file_sha256(ev.checkpoint)),
             ("started (UTC)", started.strftime("%Y-%m-%d %H:%M:%S")),
             ("run time (s)", f"{(now - started).total_seconds():.1f}"),
             ("platform", f"{platform.system()} {platform.machine()}")]
