@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from medwb.errors import MedwbError
 
@@ -38,6 +39,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         seeds=a.seeds,
         out_dir=a.out,
         epochs=a.epochs,
+        train=dict(a.train or []),
         cold_start=a.cold_start,
         mc_passes=a.mc_passes,
         max_pool=a.max_pool,
@@ -73,6 +75,27 @@ def _size(text: str) -> tuple[int, ...]:
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be >= 1")
     return tuple(values)
+
+
+def _train_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` for a TrainConfig field; the value is parsed as int, float or true/false."""
+    from dataclasses import fields
+
+    from medwb.models import TrainConfig
+
+    key, sep, raw = text.partition("=")
+    names = {f.name for f in fields(TrainConfig)}
+    if not sep or key not in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE with KEY one of {', '.join(sorted(names))}")
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    for cast in (int, float):
+        try:
+            return key, cast(raw)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r}: the value must be a number or true/false")
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
@@ -153,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=_seeds, default=3,
                    help="number of seeds K (0..K-1), or a list like 0,2 (parallel processes on one --out)")
     s.add_argument("--epochs", type=int, default=None, help="training epochs per round (default: model's)")
+    s.add_argument("--train", type=_train_setting, action="append", metavar="KEY=VALUE",
+                   help="other training setting (repeatable), e.g. --train batch_size=8 --train patience=10; "
+                        "keys: the fields of medwb.models.TrainConfig")
     s.add_argument("--max-pool", type=int, default=None,
                    help="use at most this many pool (train split) cases, seeded subsample (default: all)")
     s.add_argument("--size", type=_size, default=None,

@@ -166,9 +166,9 @@ class ActiveLearningLoop:
         return build(self.ds.ndim, c, self.num_classes, seed=seed)
 
     def _default_config(self) -> Any:
-        from medwb.models import TrainConfig
+        from medwb.models import default_train_config
 
-        return TrainConfig(seed=self.seed)
+        return default_train_config(self.ds.task, seed=self.seed)
 
     def split_ids(self) -> dict[str, list[str]]:
         """Case ids of the pool (train), val and test. Datasets without a val/test split (MSD, image folders)
@@ -366,7 +366,7 @@ class ActiveLearningLoop:
         pos = np.array([ids.index(c) for c in batch["case_id"]], dtype=int)
         Xv, yv, _ = self.arrays("val")
         temperature, choice = fit_autolabel(predict_proba(model, Xv), yv, target_error=self.autolabel_target_error,
-                                            seed=self.seed)
+                                            seed=self.seed, threshold_cases=self._calibration_cases(model, X[pos], Xv))
         pre = prelabel(predict_proba(model, X[pos]), temperature, choice.threshold)
         if self.ds.task == "classification":
             batch["prelabel"] = pd.array(pre.labels.astype(int), dtype="Int64")
@@ -380,6 +380,19 @@ class ActiveLearningLoop:
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.autolabel_stats["autolabel_threshold"] = float(choice.threshold)
         return batch
+
+    def _calibration_cases(self, model: Any, X_batch: np.ndarray, X_val: np.ndarray) -> np.ndarray | None:
+        """Validation cases that choose the batch's auto-accept threshold (:func:`medwb.autolabel.cases_like_batch`
+        on 1 - max of the MC-dropout mean probability). Classification only; None = the whole split."""
+        if self.ds.task != "classification" or len(X_batch) == 0:
+            return None
+        from medwb.autolabel import cases_like_batch
+        from medwb.uncertainty import mc_dropout_proba
+
+        def uncertainty(X: np.ndarray) -> np.ndarray:
+            return 1.0 - mc_dropout_proba(model, X, passes=self.mc_passes, fast=True, seed=self.seed).mean(0).max(1)
+
+        return cases_like_batch(uncertainty(X_val), uncertainty(X_batch))
 
     def save_label(self, case_id: str, answer: LabelAnswer) -> int:
         """Record one label of the open round (one transaction in the store); returns the label id."""

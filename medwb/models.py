@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,11 +148,30 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 8            # epochs without validation improvement before stopping
+    min_batches_per_epoch: int = 0  # tiny labelled sets: repeat reshuffled passes until an epoch has this many
     min_epochs: int = 5          # never stop before this
     balance_classes: bool = True  # class-weighted cross-entropy (classification)
     augment: bool = True         # light: a random +-2 voxel shift per batch (image and mask alike)
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
+
+
+def default_train_config(task: Task, *, seed: int = 0, **overrides: Any) -> TrainConfig:
+    """The schedule an active-learning round uses for ``task``, with ``overrides`` (TrainConfig fields).
+
+    Segmentation: batches of 8 volumes and at least 8 batches per epoch, so 10 labelled volumes get as many
+    optimizer steps per epoch as 60 (one 32-volume batch per epoch left a 3D UNet under-trained: Dice 0.55
+    vs 0.84 with 8-volume batches in the hippocampus benchmarks).
+    """
+    base: dict[str, Any] = {"seed": seed}
+    if task == "segmentation":
+        base.update(batch_size=8, min_batches_per_epoch=8)
+    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise DataError(None, f"unknown training setting(s) {sorted(unknown)}",
+                        f"use TrainConfig fields: {', '.join(f.name for f in fields(TrainConfig))}")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
 
 
 @dataclass
@@ -290,6 +309,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         for epoch in bar:
             model.train()
             perm = torch.randperm(len(Xt), generator=g)
+            while len(perm) < config.min_batches_per_epoch * config.batch_size:  # same steps for 20 or 200 cases
+                perm = torch.cat([perm, torch.randperm(len(Xt), generator=g)])
             total, n_seen = 0.0, 0
             for i in range(0, len(perm), config.batch_size):
                 idx = perm[i:i + config.batch_size]

@@ -128,6 +128,47 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> P
     return path
 
 
+AUTOLABEL_COLUMNS = ["strategy", "seed", "round", "n_batch", "n_auto", "n_auto_errors"]
+
+
+def autolabel_from_study(study: Any, *, strategy: str, seed: int) -> pd.DataFrame:
+    """Per round: the proposed batch size, how many pre-labels would have been auto-accepted at the loop's
+    target error (threshold fitted on the validation split by the previous round's model), and how many of
+    those were wrong against ground truth. Rounds without a model-made pre-label (the cold start) are skipped."""
+    rows = []
+    for m in study.models().sort_values("round").itertuples(index=False):
+        metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
+        if "autolabel_n_auto_errors" in metrics:
+            rows.append((strategy, seed, int(m.round), int(metrics["autolabel_n"]), int(metrics["autolabel_n_auto"]),
+                         int(metrics["autolabel_n_auto_errors"])))
+    return pd.DataFrame(rows, columns=AUTOLABEL_COLUMNS)
+
+
+def summarize_autolabel(rows: pd.DataFrame, confidence_level: float = 0.95) -> pd.DataFrame:
+    """Per strategy, pooled over seeds and rounds: coverage of auto-acceptance and the measured error of the
+    auto-accepted labels with its one-sided Clopper-Pearson upper bound."""
+    from medwb.autolabel import error_upper_bound
+
+    out = []
+    for strategy, g in rows.groupby("strategy", sort=False):
+        n, a, e = int(g["n_batch"].sum()), int(g["n_auto"].sum()), int(g["n_auto_errors"].sum())
+        out.append({"strategy": strategy, "proposed": n, "auto_accepted": a, "coverage": a / n if n else math.nan,
+                    "errors": e, "auto_error": e / a if a else math.nan,
+                    "auto_error_upper95": error_upper_bound(e, a, confidence_level)})
+    return pd.DataFrame(out)
+
+
+def format_autolabel(summary: pd.DataFrame, target: float) -> str:
+    lines = [f"auto-labels of the proposed batches (target error {target:.0%}, threshold from the validation split; "
+             "simulated annotator, so nothing was committed automatically)",
+             f"{'strategy':<16}{'proposed':>10}{'auto-accepted':>16}{'errors':>8}{'error':>9}{'95% upper':>11}"]
+    for r in summary.itertuples(index=False):
+        err = "-" if r.auto_accepted == 0 else f"{r.auto_error:.2%}"
+        lines.append(f"{r.strategy:<16}{r.proposed:>10}{f'{r.auto_accepted} ({r.coverage:.0%})':>16}{r.errors:>8}"
+                     f"{err:>9}{r.auto_error_upper95:>11.2%}")
+    return "\n".join(lines)
+
+
 def curves_from_study(study: Any, *, strategy: str, seed: int, pool_size: int, task: str) -> pd.DataFrame:
     """Curve rows of one simulated study, read back from the models it recorded (test metrics per round)."""
     models = study.models()
@@ -149,6 +190,7 @@ def run_simulation(
     seeds: int | Sequence[int],
     out_dir: str | Path,
     epochs: int | None = None,
+    train: dict[str, Any] | None = None,
     cold_start: str = "cold_start",
     mc_passes: int = 20,
     max_pool: int | None = None,
@@ -160,13 +202,15 @@ def run_simulation(
     ``budget`` is the final fraction of the pool labelled after ``rounds`` equal batches (the first one by the
     label-free ``cold_start`` strategy, or random for the random baseline). ``seeds``: how many (0..K-1), or
     an explicit list (to run seeds in parallel processes on one ``out_dir``; a final call with all of them
-    only reads the finished studies back). Returns the summary table.
+    only reads the finished studies back). ``epochs`` and ``train`` (other TrainConfig fields, e.g.
+    ``{"batch_size": 8, "patience": 10}``) override :func:`medwb.models.default_train_config`; the same
+    schedule trains every round and the all-labels reference. Returns the summary table.
     """
     from tqdm.auto import tqdm
 
     from medwb.data import open_dataset
     from medwb.loop import ActiveLearningLoop, simulated_oracle
-    from medwb.models import TrainConfig
+    from medwb.models import default_train_config
     from medwb.store import Study
 
     if not 0 < budget <= 1:
@@ -189,12 +233,13 @@ def run_simulation(
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     oracle = simulated_oracle(ds)
     parts: list[pd.DataFrame] = []
+    auto_parts: list[pd.DataFrame] = []
     runs = [(s, k) for k in seed_list for s in [FULL, *strategies]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
-    pool_size = None
+    pool_size, target_error = None, 0.02
     for strategy, seed in bar:
         bar.set_postfix(strategy=strategy, seed=seed)
-        config = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
+        config = default_train_config(ds.task, seed=seed, **{**(train or {}), "epochs": epochs})
         folder = out / "studies" / f"{strategy}-seed{seed}"
         study = Study.open(folder) if (folder / "study.sqlite").exists() else Study.create(
             folder, dataset_path=str(data), task=ds.task, classes=ds.classes, name=f"{ds.name} {strategy} seed {seed}")
@@ -202,13 +247,14 @@ def run_simulation(
         loop = ActiveLearningLoop(study, ds, strategy=loop_strategy, batch_size=1, train_config=config, seed=seed,
                                   cold_start=cold_start, mc_passes=mc_passes, size=size, evaluate_test=True,
                                   progress=False, max_pool=max_pool)
-        pool_size = loop.pool_size
+        pool_size, target_error = loop.pool_size, loop.autolabel_target_error
         if strategy == FULL:
             parts.append(_full_reference(loop, folder, seed, ds.task))
             continue
         loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
         loop.run(rounds, oracle)
         parts.append(curves_from_study(study, strategy=strategy, seed=seed, pool_size=pool_size, task=ds.task))
+        auto_parts.append(autolabel_from_study(study, strategy=strategy, seed=seed))
     curves = pd.concat(parts, ignore_index=True)[CURVE_COLUMNS]
     curves.to_csv(out / "curves.csv", index=False)
     summary = summarize(curves, budget)
@@ -216,6 +262,10 @@ def run_simulation(
     plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {len(seed_list)} seed(s)")
     text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
             f"test split; full = all pool labels, same model and schedule\n{format_table(summary, budget)}")
+    auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
+    auto.to_csv(out / "autolabel.csv", index=False)
+    if len(auto):
+        text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
     (out / "table.txt").write_text(text + "\n")
     print(text)
     return summary

@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from medwb.autolabel import (
     apply_temperature,
     autolabel_report,
+    cases_like_batch,
     choose_threshold,
     error_upper_bound,
     fit_autolabel,
@@ -61,6 +62,25 @@ def test_threshold_keeps_error_below_target_on_held_out(pneumonia_probs: dict) -
     assert strict.threshold > choice.threshold or not np.isfinite(strict.threshold)
     rep_nogt = autolabel_report(prelabel(ph, t, choice.threshold))
     assert "auto_error" not in rep_nogt and rep_nogt["coverage"] == rep["coverage"]
+
+
+def test_threshold_chosen_on_validation_cases_like_an_uncertain_batch(pneumonia_probs: dict) -> None:
+    pv, yv = pneumonia_probs["val"]
+    ph, _ = pneumonia_probs["held"]
+    u_val, u_held = 1 - pv.max(1), 1 - ph.max(1)
+    random_batch = np.random.default_rng(0).choice(len(ph), 100, replace=False)
+    hard_batch = np.argsort(-u_held)[:100]  # chosen for its uncertainty, as an AL strategy does
+    keep_random, keep_hard = cases_like_batch(u_val, u_held[random_batch]), cases_like_batch(u_val, u_held[hard_batch])
+    assert keep_random.mean() > 0.9  # a random batch is judged by (nearly) the whole split
+    assert 0 < keep_hard.sum() < keep_random.sum()  # an uncertain one by the harder validation cases only
+    t_all, whole = fit_autolabel(pv, yv, target_error=0.05)
+    t_like, like = fit_autolabel(pv, yv, target_error=0.05, threshold_cases=keep_hard)
+    assert t_like == t_all  # the temperature still uses the whole split
+    assert like.n_val == keep_hard.sum() and like.threshold >= whole.threshold
+    _, never = fit_autolabel(pv, yv, threshold_cases=np.zeros(len(yv), bool))
+    assert not np.isfinite(never.threshold)
+    with pytest.raises(DataError, match="one flag per validation case"):
+        fit_autolabel(pv, yv, threshold_cases=np.ones(3, bool))
 
 
 def test_choose_threshold_is_conservative() -> None:

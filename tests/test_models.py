@@ -7,8 +7,8 @@ import torch
 
 from medwb.data import open_dataset
 from medwb.errors import DataError
-from medwb.models import (TrainConfig, build_classifier, build_segmenter, embed, evaluate, load_checkpoint,
-                          predict_proba, save_checkpoint, train)
+from medwb.models import (TrainConfig, build_classifier, build_segmenter, default_train_config, embed, evaluate,
+                          load_checkpoint, predict_proba, save_checkpoint, train)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,30 @@ def test_bad_inputs_are_named_errors(pneu):
 
 
 @pytest.mark.slow
+def test_min_batches_per_epoch_gives_tiny_sets_more_steps(pneu, monkeypatch):
+    X, y, Xv, yv = pneu
+    calls = []
+    step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (calls.append(1), step(self, *a, **k))[1])
+    steps = []
+    for min_batches in (0, 6):
+        calls.clear()
+        train(build_classifier(2, 1, 2, seed=0), X[:40], y[:40], task="classification", progress=False,
+              config=TrainConfig(epochs=2, batch_size=16, seed=0, min_batches_per_epoch=min_batches))
+        steps.append(len(calls))
+    # 40 cases in batches of 16: 16+16+8 = 3 steps per epoch; with >= 6 batches, 3 reshuffled passes (120) = 8
+    assert steps == [2 * 3, 2 * 8]
+
+
+def test_default_train_config_per_task():
+    seg = default_train_config("segmentation", seed=2)
+    assert (seg.batch_size, seg.min_batches_per_epoch, seg.seed) == (8, 8, 2)
+    cls = default_train_config("classification", epochs=6, patience=None)
+    assert cls == TrainConfig(epochs=6)  # None overrides are ignored
+    with pytest.raises(DataError, match="unknown training setting"):
+        default_train_config("classification", epoch=3)
+
+
 def test_segmenters_on_hippocampus(samples):
     ds = open_dataset(samples / "segmentation_3d" / "hippocampus", progress=False)
     X, y, _ = ds.arrays("train", size=(32, 32, 32), max_cases=8, seed=0)

@@ -69,6 +69,11 @@ def test_simulate_cli_on_real_subset(samples: Path, tmp_path: Path, capsys: pyte
         assert strategy in printed
     assert "labels to 95%" in printed and "labels to 98%" in printed
     assert (out / "table.txt").read_text().strip() in printed
+    # auto-label outcome of each model-made pre-label batch (round 2; round 1 is the model-free first batch)
+    auto = pd.read_csv(out / "autolabel.csv")
+    assert set(auto["strategy"]) == {"random", "entropy"} and list(auto["round"].unique()) == [2]
+    assert (auto["n_batch"] == 12).all() and (auto["n_auto_errors"] <= auto["n_auto"]).all()
+    assert "auto-labels of the proposed batches" in printed
     # every curve point is a model recorded in a real study, with its labels
     from medwb.store import Study
 

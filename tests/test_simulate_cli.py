@@ -26,6 +26,12 @@ def test_simulate_parser_options() -> None:
     assert a.size == (32, 32, 32) and a.seeds == 3 and a.max_pool is None and a.mc_passes == 20
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--size", "big"])
+    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", "batch_size=8",
+                                   "--train", "lr=5e-4", "--train", "augment=false"])
+    assert dict(a.train) == {"batch_size": 8, "lr": 5e-4, "augment": False}
+    for bad in ("batchsize=8", "batch_size", "patience=soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", bad])
 
 
 @pytest.mark.slow

@@ -13,29 +13,38 @@ pneumonia|all)
   # reads the finished studies back (nothing is retrained) and writes curves/summary/table for all seeds.
   for k in 0 1 2; do
     python -c "from medwb.simulate import run_simulation as r; r('data_samples/classification_2d/pneumoniamnist.npz', \
-      strategies=['random', 'entropy', 'hybrid'], budget=0.1, rounds=5, seeds=[$k], epochs=6, \
+      strategies=['random', 'entropy', 'hybrid', 'bald', 'coreset', 'badge'], budget=0.1, rounds=5, seeds=[$k], epochs=6, \
       out_dir='$B/pneumoniamnist')" > /dev/null 2>&1 &
   done
   wait
   medwb simulate data_samples/classification_2d/pneumoniamnist.npz \
-    --strategy random --strategy entropy --strategy hybrid \
+    --strategy random --strategy entropy --strategy hybrid --strategy bald --strategy coreset --strategy badge \
     --budget 0.1 --rounds 5 --seeds 3 --epochs 6 --out $B/pneumoniamnist 2>&1 | tee $B/pneumoniamnist.log ;;&
 adrenal|all)
-  # CPU budget (2 shared cores): pool capped at a fixed seeded 150-case subset, 3 epochs per round.
-  python -c "from medwb.simulate import run_simulation as r; r('data_samples/classification_3d/adrenalmnist3d.npz', \
-    strategies=['random', 'entropy', 'hybrid'], budget=0.3, rounds=3, seeds=3, epochs=3, max_pool=150, \
-    out_dir='$B/adrenalmnist3d')" 2>&1 | tee $B/adrenalmnist3d.log ;;&
-hippocampus|all)
-  # 60 labelled MSD volumes: pool 39 / val 9 / test 12 (carved, fixed seed); volumes resized to 32x48x32
-  # (the explain benchmark's size, where 30 epochs reach held-out Dice 0.84). Seeds run as parallel processes,
-  # then one call reads the finished studies back and writes curves/summary/table for all seeds.
+  # The whole 1188-volume pool, 10% in 5 rounds. Schedule: at most 15 epochs of at least 8 batches (so 24
+  # labels get as many steps per epoch as 256), early stopping after 6 stale epochs on validation AUC.
   for k in 0 1 2; do
-    python -c "from medwb.simulate import run_simulation as r; r('data_samples/segmentation_3d/hippocampus', \
-      strategies=['random', 'entropy', 'hybrid'], budget=0.5, rounds=3, seeds=[$k], epochs=30, size=(32, 48, 32), \
+    python -c "from medwb.simulate import run_simulation as r; r('data_samples/classification_3d/adrenalmnist3d.npz', \
+      strategies=['random', 'entropy', 'hybrid'], budget=0.1, rounds=5, seeds=[$k], epochs=15, \
+      train={'min_batches_per_epoch': 8, 'patience': 6}, out_dir='$B/adrenalmnist3d')" > /dev/null 2>&1 &
+  done
+  wait
+  medwb simulate data_samples/classification_3d/adrenalmnist3d.npz --strategy random --strategy entropy \
+    --strategy hybrid --budget 0.1 --rounds 5 --seeds 3 --epochs 15 --train min_batches_per_epoch=8 \
+    --train patience=6 --out $B/adrenalmnist3d 2>&1 | tee $B/adrenalmnist3d.log ;;&
+hippocampus|all)
+  # All 260 labelled MSD Task04 volumes from the shared data folder (only 60 are bundled): pool 169 / val 39 /
+  # test 52 (carved, fixed seed), resized to 32x48x32; 20% in 5 rounds of 7 volumes. Segmentation schedule
+  # (default_train_config): batches of 8, at least 8 batches per epoch; here at most 10 epochs.
+  # Seeds run as parallel processes, then one call reads the finished studies back.
+  H=${MEDWB_HIPPOCAMPUS:-../shared/data/seg3d/msd_task04_hippocampus}
+  for k in 0 1 2; do
+    python -c "from medwb.simulate import run_simulation as r; r('$H', \
+      strategies=['random', 'entropy', 'hybrid'], budget=0.2, rounds=5, seeds=[$k], epochs=10, size=(32, 48, 32), \
       out_dir='$B/hippocampus')" > /dev/null 2>&1 &
   done
   wait
-  medwb simulate data_samples/segmentation_3d/hippocampus --strategy random --strategy entropy --strategy hybrid \
-    --budget 0.5 --rounds 3 --seeds 3 --epochs 30 --size 32x48x32 --out $B/hippocampus 2>&1 | tee $B/hippocampus.log ;;
+  medwb simulate "$H" --strategy random --strategy entropy --strategy hybrid \
+    --budget 0.2 --rounds 5 --seeds 3 --epochs 10 --size 32x48x32 --out $B/hippocampus 2>&1 | tee $B/hippocampus.log ;;
 
 esac
