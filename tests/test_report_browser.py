@@ -8,13 +8,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from _report_study import built_report
+from browser.jupyterlab_driver import is_loopback_url
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -25,8 +25,7 @@ pytestmark = [pytest.mark.slow,
 
 
 def _is_local(url: str) -> bool:
-    u = urlparse(url)
-    return u.scheme in ("file", "data", "blob", "about") or u.hostname in ("127.0.0.1", "localhost", "::1")
+    return is_loopback_url(url, allow_file=True)  # the report is opened from disk
 
 
 @pytest.fixture(scope="module")

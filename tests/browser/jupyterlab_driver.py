@@ -55,9 +55,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def is_loopback_url(url: str) -> bool:
+def is_loopback_url(url: str, *, allow_file: bool = False) -> bool:
+    """True for this machine's addresses and browser-internal schemes (``file:`` only with ``allow_file``)."""
     p = urlparse(url)
-    if p.scheme in ("data", "blob", "about", "chrome", "devtools"):
+    if p.scheme in ("data", "blob", "about", "chrome", "devtools") or (allow_file and p.scheme == "file"):
         return True
     return (p.hostname or "") in {h.strip("[]") for h in LOOPBACK_HOSTS}
 
