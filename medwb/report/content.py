@@ -228,6 +228,16 @@ def models_table(study: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+MODEL_SUMMARY_COLUMNS = ["version", "round", "n_labeled", "best_epoch", "val_auc", "val_accuracy", "val_dice",
+                         "test_auc", "test_accuracy", "test_dice", "autolabel_coverage", "autolabel_auto_error",
+                         "train_seconds"]
+
+
+def models_summary(models: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :func:`models_table` that fit a printed page (every column stays in the CSV table)."""
+    return models[[c for c in MODEL_SUMMARY_COLUMNS if c in models.columns]]
+
+
 def final_model_row(study: Any) -> pd.Series:
     m = study.models()
     if len(m) == 0:
