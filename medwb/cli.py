@@ -78,7 +78,7 @@ def _size(text: str) -> tuple[int, ...]:
 
 
 def _train_setting(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` for a TrainConfig field; the value is parsed as int, float or true/false."""
+    """``KEY=VALUE`` for a TrainConfig field; the value is parsed as int, float or true/false (text fields: as is)."""
     from dataclasses import fields
 
     from medwb.models import TrainConfig
@@ -95,6 +95,8 @@ def _train_setting(text: str) -> tuple[str, Any]:
             return key, cast(raw)
         except ValueError:
             pass
+    if isinstance(getattr(TrainConfig(), key), str):
+        return key, raw
     raise argparse.ArgumentTypeError(f"{text!r}: the value must be a number or true/false")
 
 

@@ -131,6 +131,17 @@ def test_min_batches_per_epoch_gives_tiny_sets_more_steps(pneu, monkeypatch):
     assert steps == [2 * 3, 2 * 8]
 
 
+def test_select_on_loss_keeps_the_lowest_validation_loss_epoch(pneu):
+    X, y, Xv, yv = pneu
+    res = train(build_classifier(2, 1, 2, seed=0), X[:120], y[:120], Xv, yv, task="classification", progress=False,
+                config=TrainConfig(epochs=4, min_epochs=4, seed=0, select_on="loss"))
+    losses = [h["val_loss"] for h in res.history]
+    assert res.best_epoch == 1 + int(np.argmin(losses)) and res.metric_name == "auc"
+    assert 0.8 < res.val_metric <= 1.0  # still reported as the validation AUC of the kept weights
+    with pytest.raises(DataError, match="select_on"):
+        train(build_classifier(2, 1, 2), X[:20], y[:20], Xv, yv, config=TrainConfig(epochs=1, select_on="auc"))
+
+
 def test_default_train_config_per_task():
     seg = default_train_config("segmentation", seed=2)
     assert (seg.batch_size, seg.min_batches_per_epoch, seg.seed) == (8, 8, 2)

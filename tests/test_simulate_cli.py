@@ -27,8 +27,8 @@ def test_simulate_parser_options() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--size", "big"])
     a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", "batch_size=8",
-                                   "--train", "lr=5e-4", "--train", "augment=false"])
-    assert dict(a.train) == {"batch_size": 8, "lr": 5e-4, "augment": False}
+                                   "--train", "lr=5e-4", "--train", "augment=false", "--train", "select_on=loss"])
+    assert dict(a.train) == {"batch_size": 8, "lr": 5e-4, "augment": False, "select_on": "loss"}
     for bad in ("batchsize=8", "batch_size", "patience=soon"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", bad])
