@@ -382,17 +382,17 @@ class ActiveLearningLoop:
         return batch
 
     def _calibration_cases(self, model: Any, X_batch: np.ndarray, X_val: np.ndarray) -> np.ndarray | None:
-        """Validation cases that choose the batch's auto-accept threshold (:func:`medwb.autolabel.cases_like_batch`
-        on 1 - max of the MC-dropout mean probability). Classification only; None = the whole split."""
+        """Validation cases that choose the batch's auto-accept threshold (:func:`medwb.autolabel.cases_like_batch`):
+        at least as uncertain (1 - max of the MC-dropout mean probability) and as novel (embedding distance to the
+        nearest labelled pool case) as the easiest batch case. Classification only; None = the whole split."""
         if self.ds.task != "classification" or len(X_batch) == 0:
             return None
         from medwb.autolabel import cases_like_batch
-        from medwb.uncertainty import mc_dropout_proba
 
-        def uncertainty(X: np.ndarray) -> np.ndarray:
-            return 1.0 - mc_dropout_proba(model, X, passes=self.mc_passes, fast=True, seed=self.seed).mean(0).max(1)
-
-        return cases_like_batch(uncertainty(X_val), uncertainty(X_batch))
+        X, _, ids = self.arrays("train")
+        done = set(self.labeled()["case_id"].astype(str))
+        X_lab = X[[i for i, c in enumerate(ids) if c in done]]
+        return cases_like_batch(*batch_difficulty(model, X_val, X_batch, X_lab, passes=self.mc_passes, seed=self.seed))
 
     def save_label(self, case_id: str, answer: LabelAnswer) -> int:
         """Record one label of the open round (one transaction in the store); returns the label id."""
@@ -596,6 +596,32 @@ class ActiveLearningLoop:
         for _ in tqdm(range(todo), desc=f"active learning ({self.strategy})", disable=not self.progress):
             out.append(self.run_round(oracle))
         return out
+
+
+def batch_difficulty(model: Any, X_val: np.ndarray, X_batch: np.ndarray, X_labeled: np.ndarray, *, passes: int = 20,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(uncertainty_val, uncertainty_batch, novelty_val, novelty_batch) for :func:`medwb.autolabel.cases_like_batch`.
+
+    Uncertainty: 1 - max of the MC-dropout mean probability. Novelty: Euclidean distance in the model's embedding
+    to the nearest labelled case (None when nothing is labelled yet).
+    """
+    from medwb.models import embed
+    from medwb.uncertainty import mc_dropout_proba
+
+    def uncertainty(X: np.ndarray) -> np.ndarray:
+        return 1.0 - mc_dropout_proba(model, X, passes=passes, fast=True, seed=seed).mean(0).max(1)
+
+    u_val, u_batch = uncertainty(X_val), uncertainty(X_batch)
+    if len(X_labeled) == 0:
+        return u_val, u_batch, None, None
+    lab = embed(model, X_labeled)
+
+    def novelty(X: np.ndarray) -> np.ndarray:
+        e = embed(model, X)
+        d2 = (e ** 2).sum(1)[:, None] - 2 * e @ lab.T + (lab ** 2).sum(1)[None, :]
+        return np.sqrt(np.maximum(d2.min(1), 0.0))
+
+    return u_val, u_batch, novelty(X_val), novelty(X_batch)
 
 
 def default_size(dataset: Any) -> tuple[int, ...] | None:

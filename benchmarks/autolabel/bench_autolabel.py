@@ -5,9 +5,12 @@ pneumonia``; its studies folder must exist), the previous round's model pre-labe
 auto-accept threshold (2% target, 95% Clopper-Pearson bound, temperature fitted on the validation split) is
 chosen two ways:
 
-* ``whole``: on the whole validation split (what medwb did before);
-* ``like-batch``: on the validation cases at least as uncertain (1 - max MC-dropout mean probability) as the
-  least uncertain case of the batch (``medwb.autolabel.cases_like_batch``, what the loop does now).
+* ``whole``: on the whole validation split (what medwb did first);
+* ``uncertain``: on the validation cases at least as uncertain (1 - max MC-dropout mean probability) as the
+  least uncertain case of the batch;
+* ``like-batch``: on the validation cases at least as uncertain *and* as novel (embedding distance to the nearest
+  labelled case) as the easiest batch case (``medwb.autolabel.cases_like_batch`` with
+  ``medwb.loop.batch_difficulty``, what the loop does now).
 
 The auto-accepted labels are compared with the ground truth. Two references use the whole-split threshold:
 every case still unlabelled in the pool at that round (a random-like batch as large as the pool) and the
@@ -25,9 +28,9 @@ import pandas as pd
 
 from medwb.autolabel import cases_like_batch, error_upper_bound, fit_autolabel, is_correct, prelabel
 from medwb.data import open_dataset
+from medwb.loop import batch_difficulty
 from medwb.models import load_checkpoint, predict_proba
 from medwb.store import Study
-from medwb.uncertainty import mc_dropout_proba
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -67,13 +70,15 @@ def main() -> None:
             model, _ = load_checkpoint(prev.iloc[0]["checkpoint_path"])
             batch = np.array([pos[str(c)] for c in r.selected_ids])
             pool = np.array([pos[c] for c in ids if labelled_in.get(c, 10**9) >= r.number])  # unlabelled then
+            labelled = np.array([pos[c] for c, k in labelled_in.items() if k < r.number and c in pos], dtype=int)
             pv = predict_proba(model, Xv)
             temperature, whole = fit_autolabel(pv, yv, target_error=TARGET)
-            u = lambda A: 1.0 - mc_dropout_proba(model, A, passes=PASSES, fast=True, seed=int(seed)).mean(0).max(1)
-            _, like = fit_autolabel(pv, yv, target_error=TARGET, threshold_cases=cases_like_batch(u(Xv), u(X[batch])))
+            u_v, u_b, n_v, n_b = batch_difficulty(model, Xv, X[batch], X[labelled], passes=PASSES, seed=int(seed))
+            _, unc = fit_autolabel(pv, yv, target_error=TARGET, threshold_cases=cases_like_batch(u_v, u_b))
+            _, like = fit_autolabel(pv, yv, target_error=TARGET, threshold_cases=cases_like_batch(u_v, u_b, n_v, n_b))
             pb = predict_proba(model, X[batch])
             row = {"strategy": strategy, "seed": int(seed), "round": int(r.number)}
-            for name, thr in (("whole", whole.threshold), ("like_batch", like.threshold)):
+            for name, thr in (("whole", whole.threshold), ("uncertain", unc.threshold), ("like_batch", like.threshold)):
                 n, a, e = outcome(pb, y[batch], temperature, thr)
                 row.update({"n_batch": n, f"{name}_auto": a, f"{name}_errors": e})
             for name, (A, t) in (("pool", (X[pool], y[pool])), ("test", (Xt, yt))):
@@ -90,14 +95,17 @@ def main() -> None:
 
     lines = [f"PneumoniaMNIST AL batches, 3 seeds, rounds 2-5 (pre-labels by the previous round's model); "
              f"target {TARGET:.0%}; cell = auto-accepted (coverage) errors error <=95% upper bound",
-             f"{'strategy':<10}{'proposed':>9}  {'whole-split threshold':<36}{'like-batch threshold (now)':<36}"]
+             f"{'strategy':<10}{'proposed':>9}  {'whole-split threshold':<36}{'as uncertain as the batch':<36}"
+             f"{'as uncertain and novel (now)':<36}"]
     order = [s for s in ("random", "entropy", "bald", "hybrid", "coreset", "badge") if s in set(df["strategy"])]
     for s in order:
         g = df[df["strategy"] == s].sum(numeric_only=True)
         lines.append(f"{s:<10}{int(g.n_batch):>9}  {cell(int(g.whole_auto), int(g.whole_errors), int(g.n_batch)):<36}"
+                     f"{cell(int(g.uncertain_auto), int(g.uncertain_errors), int(g.n_batch)):<36}"
                      f"{cell(int(g.like_batch_auto), int(g.like_batch_errors), int(g.n_batch)):<36}")
     g = df.sum(numeric_only=True)
     lines.append(f"{'all':<10}{int(g.n_batch):>9}  {cell(int(g.whole_auto), int(g.whole_errors), int(g.n_batch)):<36}"
+                 f"{cell(int(g.uncertain_auto), int(g.uncertain_errors), int(g.n_batch)):<36}"
                  f"{cell(int(g.like_batch_auto), int(g.like_batch_errors), int(g.n_batch)):<36}")
     lines.append("")
     lines.append("references with the whole-split threshold, summed over the same models:")
