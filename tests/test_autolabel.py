@@ -77,6 +77,10 @@ def test_threshold_chosen_on_validation_cases_like_an_uncertain_batch(pneumonia_
     t_like, like = fit_autolabel(pv, yv, target_error=0.05, threshold_cases=keep_hard)
     assert t_like == t_all  # the temperature still uses the whole split
     assert like.n_val == keep_hard.sum() and like.threshold >= whole.threshold
+    # novelty (e.g. distance to the labelled set) narrows it further: a batch of far-away cases, as core-set picks
+    far_val = np.arange(len(yv), dtype=float)
+    both = cases_like_batch(u_val, u_held[random_batch], far_val, np.array([len(yv) - 50.0, len(yv) - 1.0]))
+    assert both.sum() <= 50 and not (both & ~keep_random).any()
     _, never = fit_autolabel(pv, yv, threshold_cases=np.zeros(len(yv), bool))
     assert not np.isfinite(never.threshold)
     with pytest.raises(DataError, match="one flag per validation case"):
