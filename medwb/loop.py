@@ -605,6 +605,7 @@ def batch_difficulty(model: Any, X_val: np.ndarray, X_batch: np.ndarray, X_label
     Uncertainty: 1 - max of the MC-dropout mean probability. Novelty: Euclidean distance in the model's embedding
     to the nearest labelled case (None when nothing is labelled yet).
     """
+    from medwb.acquire import _min_sq_dist  # the core-set strategy's distance to the labelled set
     from medwb.models import embed
     from medwb.uncertainty import mc_dropout_proba
 
@@ -614,12 +615,10 @@ def batch_difficulty(model: Any, X_val: np.ndarray, X_batch: np.ndarray, X_label
     u_val, u_batch = uncertainty(X_val), uncertainty(X_batch)
     if len(X_labeled) == 0:
         return u_val, u_batch, None, None
-    lab = embed(model, X_labeled)
+    lab = embed(model, X_labeled).astype(np.float64)
 
     def novelty(X: np.ndarray) -> np.ndarray:
-        e = embed(model, X)
-        d2 = (e ** 2).sum(1)[:, None] - 2 * e @ lab.T + (lab ** 2).sum(1)[None, :]
-        return np.sqrt(np.maximum(d2.min(1), 0.0))
+        return np.sqrt(_min_sq_dist(embed(model, X).astype(np.float64), lab))
 
     return u_val, u_batch, novelty(X_val), novelty(X_batch)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.autolabel import cases_like_batch, error_upper_bound, fit_autolabel, is_correct, prelabel
+from medwb.autolabel import autolabel_report, cases_like_batch, error_upper_bound, fit_autolabel, prelabel
 from medwb.data import open_dataset
 from medwb.loop import batch_difficulty
 from medwb.models import load_checkpoint, predict_proba
@@ -41,9 +41,8 @@ TARGET, PASSES = 0.02, 20
 
 def outcome(probs: np.ndarray, y: np.ndarray, temperature: float, threshold: float) -> tuple[int, int, int]:
     """(cases, auto-accepted, wrong among the auto-accepted)."""
-    pre = prelabel(probs, temperature, threshold)
-    ok = is_correct(pre.labels, y)
-    return len(y), int(pre.auto_accept.sum()), int((~ok[pre.auto_accept]).sum())
+    rep = autolabel_report(prelabel(probs, temperature, threshold), y)
+    return rep["n"], rep["n_auto"], rep["n_auto_errors"]
 
 
 def main() -> None:
