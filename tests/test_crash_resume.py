@@ -34,6 +34,13 @@ ROUNDS, BATCH, POOL = 5, 4, 40
 # ------------------------------------------------------------------------------------------ worker side
 def _zygote(data: str, study_root: str) -> None:
     """Import everything once, then fork a worker per 'run STUDY LOG' line read from stdin."""
+    import tqdm.std
+
+    # tqdm guards every bar (disabled ones too) with a multiprocessing RLock shared by all forks: a worker
+    # SIGKILLed inside it leaves it held forever and the next fork hangs in tqdm.__new__ (seen in a CI run).
+    # Thread locks only (per process) and no monitor thread, so a kill cannot block the workers after it.
+    tqdm.std.TqdmDefaultWriteLock.mp_lock = None
+    tqdm.std.tqdm.monitor_interval = 0
     import torch
 
     import medwb.acquire  # noqa: F401 - imported once here, inherited by every fork
