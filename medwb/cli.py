@@ -21,7 +21,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
 
 
 def _cmd_explore(a: argparse.Namespace) -> int:
-    from medwb.explore import run_explore
+    from medwb.pipelines.explore import run_explore
 
     ipynb, html = run_explore(a.data, a.out, max_cases=a.max_cases)
     print(f"executed notebook: {ipynb}\nHTML report: {html}")
@@ -29,7 +29,7 @@ def _cmd_explore(a: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(a: argparse.Namespace) -> int:
-    from medwb.simulate import run_simulation
+    from medwb.pipelines.simulate import run_simulation
 
     run_simulation(
         a.data,
@@ -101,7 +101,7 @@ def _train_setting(text: str) -> tuple[str, Any]:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from medwb.benchmark import bench_uncertainty
+    from medwb.pipelines.benchmark import bench_uncertainty
 
     bench_uncertainty(a.data, passes=a.passes, max_pool=a.max_pool, out=a.out)
     return 0
@@ -126,7 +126,7 @@ def _cmd_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
-    from medwb.demo import run_demo
+    from medwb.pipelines.demo import run_demo
 
     run_demo(out_dir=a.out, data=a.data, quick=a.quick)
     return 0

@@ -424,8 +424,8 @@ def _available_commands() -> list[str]:
 
     from medwb.cli import build_parser
 
-    modules = {"check": "medwb.data.check", "explore": "medwb.explore", "simulate": "medwb.simulate",
-               "bench": "medwb.benchmark", "explain": "medwb.explain.run", "report": "medwb.report.build",
+    modules = {"check": "medwb.data.check", "explore": "medwb.pipelines.explore", "simulate": "medwb.pipelines.simulate",
+               "bench": "medwb.pipelines.benchmark", "explain": "medwb.explain.run", "report": "medwb.report.build",
                "deid": "medwb.privacy.deid", "purge": "medwb.privacy.purge"}
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     out = []

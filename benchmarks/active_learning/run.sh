@@ -12,7 +12,7 @@ pneumonia|all)
   # The three seeds run as parallel processes on one out dir (python API, seeds=[k]); the CLI command then
   # reads the finished studies back (nothing is retrained) and writes curves/summary/table for all seeds.
   for k in 0 1 2; do
-    python -c "from medwb.simulate import run_simulation as r; r('data_samples/classification_2d/pneumoniamnist.npz', \
+    python -c "from medwb.pipelines.simulate import run_simulation as r; r('data_samples/classification_2d/pneumoniamnist.npz', \
       strategies=['random', 'entropy', 'hybrid', 'bald', 'coreset', 'badge'], budget=0.1, rounds=5, seeds=[$k], epochs=6, \
       out_dir='$B/pneumoniamnist')" > /dev/null 2>&1 &
   done
@@ -25,7 +25,7 @@ adrenal|all)
   # labels get as many steps per epoch as 256), best epoch by validation loss (validation AUC picked epochs that
   # predicted the minority class for ~every case: accuracy 0.24), early stopping after 6 stale epochs.
   for k in 0 1 2; do
-    python -c "from medwb.simulate import run_simulation as r; r('data_samples/classification_3d/adrenalmnist3d.npz', \
+    python -c "from medwb.pipelines.simulate import run_simulation as r; r('data_samples/classification_3d/adrenalmnist3d.npz', \
       strategies=['random', 'entropy', 'hybrid'], budget=0.1, rounds=5, seeds=[$k], epochs=15, \
       train={'min_batches_per_epoch': 8, 'patience': 6, 'select_on': 'loss'}, out_dir='$B/adrenalmnist3d')" > /dev/null 2>&1 &
   done
@@ -40,7 +40,7 @@ hippocampus|all)
   # Seeds run as parallel processes, then one call reads the finished studies back.
   H=${MEDWB_HIPPOCAMPUS:-../shared/data/seg3d/msd_task04_hippocampus}
   for k in 0 1 2; do
-    python -c "from medwb.simulate import run_simulation as r; r('$H', \
+    python -c "from medwb.pipelines.simulate import run_simulation as r; r('$H', \
       strategies=['random', 'entropy', 'hybrid'], budget=0.2, rounds=5, seeds=[$k], epochs=10, size=(32, 48, 32), \
       out_dir='$B/hippocampus')" > /dev/null 2>&1 &
   done

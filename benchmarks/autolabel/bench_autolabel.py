@@ -9,8 +9,8 @@ chosen two ways:
 * ``uncertain``: on the validation cases at least as uncertain (1 - max MC-dropout mean probability) as the
   least uncertain case of the batch;
 * ``like-batch``: on the validation cases at least as uncertain *and* as novel (embedding distance to the nearest
-  labelled case) as the easiest batch case (``medwb.autolabel.cases_like_batch`` with
-  ``medwb.loop.batch_difficulty``, what the loop does now).
+  labelled case) as the easiest batch case (``medwb.al.autolabel.cases_like_batch`` with
+  ``medwb.al.loop.batch_difficulty``, what the loop does now).
 
 The auto-accepted labels are compared with the ground truth. Two references use the whole-split threshold:
 every case still unlabelled in the pool at that round (a random-like batch as large as the pool) and the
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.autolabel import autolabel_report, cases_like_batch, error_upper_bound, fit_autolabel, prelabel
+from medwb.al.autolabel import autolabel_report, cases_like_batch, error_upper_bound, fit_autolabel, prelabel
 from medwb.data import open_dataset
-from medwb.loop import batch_difficulty
+from medwb.al.loop import batch_difficulty
 from medwb.models import load_checkpoint, predict_proba
 from medwb.store import Study
 

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import torch
 
-from medwb.acquire import select
+from medwb.al.acquire import select
 from medwb.data import open_dataset
 from medwb.models import TrainConfig, build_classifier, embed, evaluate, train
-from medwb.uncertainty import mc_dropout_proba
+from medwb.al.uncertainty import mc_dropout_proba
 
 
 def clock() -> tuple[float, float]:

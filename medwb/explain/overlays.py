@@ -6,7 +6,7 @@ set]; signed maps (IG, occlusion) use a diverging ``RdBu_r`` symmetric around 0 
 class), clipped at the 99.5th percentile of |map| so one hot voxel does not wash out the rest.
 
 3D: a slice montage (static, papermill-safe), an ipywidgets slice browser, and the offline ipyniivue
-viewer (``medwb.view``) with the map as a second, coloured volume. NIfTI maps carry the image's affine
+viewer (``medwb.ui.view``) with the map as a second, coloured volume. NIfTI maps carry the image's affine
 (``ds.affine(case_id)``), so 3D Slicer / ITK-SNAP put them on top of the original scan.
 """
 from __future__ import annotations
@@ -188,9 +188,9 @@ def slice_browser(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None =
 def viewer_3d(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None = None, *,
               affine: np.ndarray | None = None, scale: HeatScale | None = None, opacity: float = 0.5,
               static: bool | None = None):
-    """The offline 3D viewer of ``medwb.view`` (ipyniivue) with the map as a coloured overlay volume; a static
+    """The offline 3D viewer of ``medwb.ui.view`` (ipyniivue) with the map as a coloured overlay volume; a static
     slice montage when there is no live front end (papermill, scripts)."""
-    from medwb import view
+    from medwb.ui import view
 
     if view.static_views_enabled(static):
         return slice_montage(image, map_, mask, scale=scale)

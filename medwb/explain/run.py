@@ -1,6 +1,6 @@
 """``medwb explain``: pick cases, compute maps, run the checks, write maps / overlays / a check table.
 
-Output folder layout (also what the review-only verdict panel reads, see ``medwb.widgets.verdict``)::
+Output folder layout (also what the review-only verdict panel reads, see ``medwb.ui.widgets.verdict``)::
 
     OUT/index.csv                   one row per (case, method): prediction, probability, selection reason,
                                     paths below (relative to OUT), failed checks of the method
@@ -71,7 +71,7 @@ def model_input_size(ds: Any, meta: dict[str, Any]) -> tuple[int, ...] | None:
     """The grid the model was trained on: the checkpoint's ``size`` if stored, else the loop's default."""
     if meta.get("size"):
         return tuple(int(s) for s in meta["size"])
-    from medwb.loop import default_size
+    from medwb.al.loop import default_size
 
     return default_size(ds)
 

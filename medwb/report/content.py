@@ -155,12 +155,12 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
                     max_mask_cases: int = 40) -> pd.DataFrame:
     """Inter-rater agreement with bootstrap 95% CIs over cases.
 
-    Pairs of annotators on the same case come from :func:`medwb.label_audit.agreement` (the loop engineer's
+    Pairs of annotators on the same case come from :func:`medwb.al.audit.agreement` (the loop engineer's
     audit; human and corrected labels): Cohen's kappa for class labels, Dice for masks. The dataset's own second
     observer (cohort ``mask2``, e.g. CHASE_DB1) gives the inter-observer Dice of the reference standard.
     Columns: what, raters, n_cases, estimate, ci_low, ci_high, note.
     """
-    from medwb.label_audit import agreement, mask_dice
+    from medwb.al.audit import agreement, mask_dice
 
     rows: list[dict[str, Any]] = []
     cases = agreement(study).cases
@@ -253,7 +253,7 @@ def evaluate_final_model(study: Any, ds: Any, *, split: str = "test") -> Evaluat
     without an official test split the loop carves one with a fixed seed, and the report must score exactly
     the cases the loop held out, at the size the model was trained at.
     """
-    from medwb.loop import ActiveLearningLoop
+    from medwb.al.loop import ActiveLearningLoop
     from medwb.models import load_checkpoint, predict_proba
 
     row = final_model_row(study)

@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from medwb.explore import run_explore
-from medwb.notebook_runner import external_urls
+from medwb.pipelines.explore import run_explore
+from medwb.pipelines.notebook_runner import external_urls
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,388 @@
+"""Acquisition strategies: which unlabelled cases should the expert label next.
+
+Every strategy is a plain function with one signature::
+
+    fn(k, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None, grad_embeddings=None,
+       random_state=0, **options) -> (indices, scores)
+
+over an unlabelled *pool* of N cases: ``probs`` (N, K[, spatial]) mean softmax, ``mc_probs`` (T, N, K[, spatial])
+MC-dropout samples, ``embeddings`` (N, F) penultimate features of the pool, ``labeled_embeddings`` (L, F) those of
+the labelled set. ``indices`` are k unique positions into the pool (best first) and ``scores`` the strategy's
+score of each selected case (higher = picked earlier). Precomputed per-image uncertainties may be passed as
+``score_<kind>=array(N)`` (see :func:`image_scores_from_mc`), which is how segmentation pools are scored
+without holding every voxel of every pass. Everything is deterministic for a given ``random_state``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from medwb.errors import DataError
+from medwb.al.uncertainty import score_map
+
+Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
+UNCERTAINTY_KINDS = ("least_confidence", "margin", "entropy", "bald", "variance", "mean_std")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def reduce_voxel_scores(score_map: np.ndarray, *, how: str = "mean", k_percent: float = 5.0,
+                        foreground_mask: np.ndarray | None = None) -> np.ndarray:
+    """Reduce a per-voxel score map (N, H, W[, D]) to one score per image (N,).
+
+    ``mean``: average over the image (favours images with much uncertain area); ``topk``: mean of the top
+    ``k_percent`` % voxels (the most uncertain region, independent of organ size); ``foreground``: mean over
+    ``foreground_mask`` (e.g. the predicted foreground: boundary uncertainty of the structure itself; an
+    image with an empty mask falls back to its top-k score, so a missed structure still scores high).
+    """
+    s = np.asarray(score_map, dtype=np.float64)
+    if s.ndim < 2:
+        return s
+    flat = s.reshape(len(s), -1)
+    if how == "mean":
+        return flat.mean(1)
+    n_top = max(1, int(round(flat.shape[1] * k_percent / 100.0)))
+    topk = -np.sort(-flat, axis=1)[:, :n_top].mean(1)
+    if how == "topk":
+        return topk
+    if how == "foreground":
+        if foreground_mask is None:
+            raise DataError(None, "reduce 'foreground' needs a foreground mask",
+                            "pass foreground_mask= (e.g. probs.argmax(1) > 0) or use how='mean'/'topk'")
+        m = np.asarray(foreground_mask, dtype=bool).reshape(len(s), -1)
+        if m.shape != flat.shape:
+            raise DataError(None, f"foreground mask shape {np.shape(foreground_mask)} does not match scores "
+                            f"{s.shape}", "pass one mask voxel per score voxel")
+        cnt = m.sum(1)
+        fg = np.where(cnt > 0, (flat * m).sum(1) / np.maximum(cnt, 1), topk)
+        return fg
+    raise DataError(None, f"unknown voxel reduction {how!r}", "use 'mean', 'topk' or 'foreground'")
+
+
+def uncertainty_scores(kind: str, *, probs: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
+                       how: str = "mean", k_percent: float = 5.0,
+                       foreground_mask: np.ndarray | None = None) -> np.ndarray:
+    """One uncertainty score per pool case (N,), higher = more uncertain; voxel maps are reduced by ``how``.
+
+    kinds: least_confidence, margin, entropy (need ``probs`` or ``mc_probs``), bald, variance, mean_std
+    (need ``mc_probs``). For segmentation with ``how='foreground'`` and no mask, the predicted foreground
+    (argmax > 0 of the mean probabilities) is used.
+    """
+    if kind not in UNCERTAINTY_KINDS:
+        raise DataError(None, f"unknown uncertainty {kind!r}", f"use one of {', '.join(UNCERTAINTY_KINDS)}")
+    if probs is None and mc_probs is not None:
+        probs = np.asarray(mc_probs).mean(0)
+    m = score_map(kind, probs=probs, mc_probs=mc_probs)
+    if m.ndim > 1 and how == "foreground" and foreground_mask is None:
+        foreground_mask = np.asarray(probs).argmax(1) > 0
+    return reduce_voxel_scores(m, how=how, k_percent=k_percent, foreground_mask=foreground_mask)
+
+
+def image_scores_from_mc(mc_probs: np.ndarray, *, how: str = "mean", k_percent: float = 5.0,
+                         kinds: tuple[str, ...] = UNCERTAINTY_KINDS) -> dict[str, np.ndarray]:
+    """Per-image scores ``{"score_<kind>": (N,)}`` from MC samples, ready for ``select(..., **scores)``.
+
+    Lets a caller score a large segmentation pool chunk by chunk (concatenate the arrays) without keeping
+    T x N x K x voxels in memory.
+    """
+    mc = np.asarray(mc_probs)
+    probs = mc.mean(0)
+    return {f"score_{k}": uncertainty_scores(k, probs=probs, mc_probs=mc, how=how, k_percent=k_percent)
+            for k in kinds}
+
+
+def _pool_size(probs: Any, mc_probs: Any, embeddings: Any, grad_embeddings: Any, opts: dict[str, Any]) -> int:
+    if probs is not None:
+        return len(probs)
+    if mc_probs is not None:
+        return int(np.shape(mc_probs)[1])
+    for a in (embeddings, grad_embeddings, *(v for key, v in opts.items() if key.startswith("score_"))):
+        if a is not None:
+            return len(a)
+    if opts.get("n_pool") is not None:
+        return int(opts["n_pool"])
+    raise DataError(None, "cannot tell the pool size: no probabilities, embeddings or scores given",
+                    "pass probs=, mc_probs=, embeddings= or n_pool=")
+
+
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by score, ties broken by pool position (stable, so deterministic)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+    return order.astype(np.int64), np.asarray(scores, dtype=np.float64)[order]
+
+
+def _pool_uncertainty(kind: str, probs: Any, mc_probs: Any, opts: dict[str, Any]) -> np.ndarray:
+    pre = opts.get(f"score_{kind}")
+    if pre is not None:
+        return np.asarray(pre, dtype=np.float64)
+    if probs is None and mc_probs is None:
+        raise DataError(None, f"strategy '{kind}' needs model outputs",
+                        f"pass probs=/mc_probs= or score_{kind}= (medwb.al.acquire.image_scores_from_mc)")
+    return uncertainty_scores(kind, probs=probs, mc_probs=mc_probs, how=opts.get("reduce", "mean"),
+                              k_percent=opts.get("k_percent", 5.0))
+
+
+def _need(x: Any, what: str, strategy: str) -> np.ndarray:
+    if x is None:
+        raise DataError(None, f"strategy '{strategy}' needs {what}",
+                        f"pass {what}= (medwb.models.embed(model, X_pool))")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (len(a), len(b)), clipped at 0 against round-off."""
+    d = (a * a).sum(1)[:, None] - 2.0 * a @ b.T + (b * b).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def _min_sq_dist(points: np.ndarray, centers: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    out = np.full(len(points), np.inf)
+    for i in range(0, len(centers), chunk):
+        out = np.minimum(out, _sq_dists(points, centers[i:i + chunk]).min(1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- strategies
+def random(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,  # noqa: A001
+           grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform random batch (the baseline every other strategy must beat). Scores are the random priorities."""
+    n = _pool_size(probs, mc_probs, embeddings, grad_embeddings, opts)
+    u = np.random.default_rng(random_state).random(n)
+    return _top(u, k)
+
+
+def _uncertainty_strategy(kind: str) -> Strategy:
+    def strategy(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
+                 grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _top(_pool_uncertainty(kind, probs, mc_probs, opts), k)
+
+    strategy.__name__ = kind
+    strategy.__doc__ = (f"Top-k by {kind.replace('_', ' ')} (see medwb.al.uncertainty.score_map); voxel maps are "
+                        "reduced per image with reduce='mean'|'topk'|'foreground'.")
+    return strategy
+
+
+least_confidence = _uncertainty_strategy("least_confidence")
+margin = _uncertainty_strategy("margin")
+entropy = _uncertainty_strategy("entropy")
+bald = _uncertainty_strategy("bald")
+variance = _uncertainty_strategy("variance")
+mean_std = _uncertainty_strategy("mean_std")
+
+
+def coreset(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
+            grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Core-set by k-center greedy (Sener & Savarese 2018): repeatedly take the pool point farthest from
+    everything labelled or already picked. Seeded by the labelled set; without one, the first point is drawn
+    with ``random_state``. Scores: the distance to the nearest centre at the time of picking."""
+    emb = _need(embeddings, "embeddings", "coreset")
+    n = len(emb)
+    k = min(k, n)
+    if labeled_embeddings is not None and len(labeled_embeddings):
+        d = _min_sq_dist(emb, np.asarray(labeled_embeddings, dtype=np.float64))
+        picked: list[int] = []
+        scores: list[float] = []
+    else:
+        first = int(np.random.default_rng(random_state).integers(n))
+        d = _sq_dists(emb, emb[first:first + 1])[:, 0]
+        d[first] = -1.0
+        picked, scores = [first], [float("inf")]
+    while len(picked) < k:
+        i = int(np.argmax(d))
+        picked.append(i)
+        scores.append(float(np.sqrt(d[i])))
+        d = np.minimum(d, _sq_dists(emb, emb[i:i + 1])[:, 0])
+        d[i] = -1.0  # never re-pick (a duplicate point has distance 0, not below)
+    s = np.array(scores)
+    if np.isinf(s).any():  # the random first pick: give it the largest finite score
+        s[np.isinf(s)] = s[np.isfinite(s)].max() if np.isfinite(s).any() else 0.0
+    return np.asarray(picked, dtype=np.int64), s
+
+
+def gradient_embeddings(probs: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """BADGE's hallucinated last-layer gradients: (p - onehot(argmax p)) (x) h, shape (N, K*F)."""
+    p = np.asarray(probs, dtype=np.float64)
+    h = np.asarray(embeddings, dtype=np.float64)
+    if p.ndim != 2 or h.ndim != 2 or len(p) != len(h):
+        raise DataError(None, f"BADGE needs probs (N,K) and embeddings (N,F); got {p.shape} and {h.shape}",
+                        "pass image-level probabilities and medwb.models.embed(...) features of the same pool")
+    g = p.copy()
+    g[np.arange(len(p)), p.argmax(1)] -= 1.0
+    return (g[:, :, None] * h[:, None, :]).reshape(len(p), -1)
+
+
+def badge(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
+          grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings, so the batch is both uncertain
+    (large gradients) and diverse (spread out). First pick: the largest gradient norm; then D^2 sampling
+    with ``random_state``. Scores: the squared distance to the nearest already-picked point (norm for the
+    first)."""
+    if grad_embeddings is None:
+        if probs is None and mc_probs is not None:
+            probs = np.asarray(mc_probs).mean(0)
+        if probs is None or embeddings is None:
+            raise DataError(None, "strategy 'badge' needs grad_embeddings= or probs= and embeddings=",
+                            "pass probs and medwb.models.embed(model, X_pool)")
+        g = gradient_embeddings(probs, embeddings)
+    else:
+        g = np.asarray(grad_embeddings, dtype=np.float64)
+    n = len(g)
+    k = min(k, n)
+    rng = np.random.default_rng(random_state)
+    norms = (g * g).sum(1)
+    first = int(np.argmax(norms))
+    picked, scores = [first], [float(norms[first])]
+    d = _sq_dists(g, g[first:first + 1])[:, 0]
+    d[first] = 0.0
+    while len(picked) < k:
+        total = d.sum()
+        if total <= 0:  # everything left coincides with a picked point: fall back to random order
+            rest = np.setdiff1d(np.arange(n), picked)
+            i = int(rng.choice(rest))
+        else:
+            i = int(rng.choice(n, p=d / total))
+        picked.append(i)
+        scores.append(float(d[i]))
+        d = np.minimum(d, _sq_dists(g, g[i:i + 1])[:, 0])
+        d[picked] = 0.0
+    return np.asarray(picked, dtype=np.int64), np.asarray(scores)
+
+
+def _kmeans(x: np.ndarray, n_clusters: int, random_state: int, sample_weight: np.ndarray | None = None):
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if len(x) > 20000:
+        km = MiniBatchKMeans(n_clusters=n_clusters, random_state=random_state, n_init=3, batch_size=2048)
+    else:
+        km = KMeans(n_clusters=n_clusters, random_state=random_state, n_init=3)
+    return km.fit(x, sample_weight=sample_weight)
+
+
+def _typicality(x: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
+    """TypiClust typicality: inverse mean distance to the nearest neighbours (within a cluster)."""
+    if len(x) == 1:
+        return np.ones(1)
+    nn_ = min(n_neighbors, len(x) - 1)
+    out = np.empty(len(x))
+    for i in range(0, len(x), 1024):  # chunked: a 5k-point cluster never needs a 5k x 5k matrix at once
+        d = np.sqrt(_sq_dists(x[i:i + 1024], x))
+        d[np.arange(len(d)), np.arange(i, i + len(d))] = np.inf
+        out[i:i + len(d)] = np.partition(d, nn_ - 1, axis=1)[:, :nn_].mean(1)
+    return 1.0 / (out + 1e-12)
+
+
+def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
+               grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """TypiClust-like selection that needs no labels and no trained model (Hacohen et al. 2022).
+
+    k-means on the embeddings with (labelled + k) clusters; repeatedly take the largest cluster holding the
+    fewest labelled/picked points and pick its most *typical* point (densest neighbourhood); clusters under
+    ``min_cluster_size`` (5) points are outliers and used last. Works with
+    self-supervised or even pixel features for round 0. Scores: the picked point's typicality.
+    """
+    emb = _need(embeddings, "embeddings", "cold_start")
+    n = len(emb)
+    k = min(k, n)
+    n_lab = 0 if labeled_embeddings is None else len(labeled_embeddings)
+    n_clusters = int(min(n, n_lab + k, opts.get("max_clusters", 500)))
+    km = _kmeans(emb, n_clusters, random_state)
+    labels = km.labels_
+    sizes = np.bincount(labels, minlength=n_clusters)
+    covered = np.zeros(n_clusters, dtype=np.int64)
+    if n_lab:
+        covered += np.bincount(km.predict(np.asarray(labeled_embeddings, dtype=np.float64)), minlength=n_clusters)
+    taken = np.zeros(n, dtype=bool)
+    free = sizes.copy()
+    min_size = int(opts.get("min_cluster_size", 5))
+    typ_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    picked, scores = [], []
+    while len(picked) < k:
+        ok = free > 0
+        # TypiClust order: clusters of >= min_cluster_size points first (tiny ones are outliers), then the
+        # fewest labels, then the largest cluster, then the lowest cluster id (determinism)
+        tiny = sizes < min_size
+        order = np.lexsort((np.arange(n_clusters), -sizes, covered, tiny))
+        c = int(next(c for c in order if ok[c]))
+        if c not in typ_cache:
+            members = np.flatnonzero(labels == c)
+            typ_cache[c] = (members, _typicality(emb[members]))
+        members, typ = typ_cache[c]
+        avail = ~taken[members]
+        j = int(np.argmax(np.where(avail, typ, -np.inf)))
+        i = int(members[j])
+        picked.append(i)
+        scores.append(float(typ[j]))
+        taken[i] = True
+        free[c] -= 1
+        covered[c] += 1
+    return np.asarray(picked, dtype=np.int64), np.asarray(scores)
+
+
+def hybrid(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
+           grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Uncertainty, then diversity: keep the top ``candidates_factor`` x k most uncertain cases (BALD when
+    MC samples are given, else entropy; ``base=`` overrides), cluster their embeddings into k groups
+    (k-means weighted by uncertainty) and take the most uncertain case of each group. Avoids the
+    near-duplicate batches that pure top-k uncertainty picks. Scores: the base uncertainty."""
+    base = opts.get("base") or ("bald" if mc_probs is not None or "score_bald" in opts else "entropy")
+    u = _pool_uncertainty(base, probs, mc_probs, opts)
+    n = len(u)
+    k = min(k, n)
+    m = int(min(n, max(k, round(opts.get("candidates_factor", 10) * k))))
+    cand, _ = _top(u, m)
+    if embeddings is None or m == k:
+        return _top(u, k)
+    emb = np.asarray(embeddings, dtype=np.float64)[cand]
+    w = u[cand] - u[cand].min() + 1e-6
+    km = _kmeans(emb, k, random_state, sample_weight=w)
+    picked: list[int] = []
+    for c in range(k):
+        members = cand[km.labels_ == c]
+        if len(members):
+            picked.append(int(members[np.argmax(u[members])]))
+    if len(picked) < k:  # empty clusters (duplicated points): fill with the next most uncertain
+        rest = [int(i) for i in cand if int(i) not in set(picked)]
+        picked += rest[:k - len(picked)]
+    idx = np.asarray(picked, dtype=np.int64)
+    order = np.argsort(-u[idx], kind="stable")
+    return idx[order], u[idx][order]
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "random": random,
+    "least_confidence": least_confidence,
+    "margin": margin,
+    "entropy": entropy,
+    "bald": bald,
+    "mean_std": mean_std,
+    "variance": variance,
+    "coreset": coreset,
+    "badge": badge,
+    "cold_start": cold_start,
+    "hybrid": hybrid,
+}
+
+
+def select(name: str, k: int, *, probs: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
+           embeddings: np.ndarray | None = None, labeled_embeddings: np.ndarray | None = None,
+           grad_embeddings: np.ndarray | None = None, random_state: int = 0,
+           **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run strategy ``name`` to pick ``k`` pool cases; returns (indices into the pool, their scores).
+
+    ``k`` larger than the pool returns the whole pool. Options (``reduce``, ``k_percent``, ``base``,
+    ``candidates_factor``, ``score_<kind>`` arrays, ``n_pool``) go to the strategy.
+    """
+    fn = STRATEGIES.get(name)
+    if fn is None:
+        raise DataError(None, f"unknown acquisition strategy {name!r}", f"use one of {', '.join(STRATEGIES)}")
+    if int(k) < 1:
+        raise DataError(None, f"batch size k={k}", "ask for at least one case (k >= 1)")
+    n = _pool_size(probs, mc_probs, embeddings, grad_embeddings, opts)
+    idx, scores = fn(min(int(k), n), probs=probs, mc_probs=mc_probs, embeddings=embeddings,
+                     labeled_embeddings=labeled_embeddings, grad_embeddings=grad_embeddings,
+                     random_state=random_state, **opts)
+    idx = np.asarray(idx, dtype=np.int64)
+    if len(np.unique(idx)) != len(idx):  # a strategy bug must never reach the label store
+        raise RuntimeError(f"strategy {name} returned duplicate indices")
+    return idx, np.asarray(scores, dtype=np.float64)

@@ -1,0 +1,38 @@
+"""Checkpoints: weights plus the meta needed to use them again (builder args, input size, rounds, metrics)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medwb.atomic import atomic_write
+from medwb.errors import DataError
+from medwb.models.networks import TrunkHeadNet, build_from_args
+
+def save_checkpoint(model: TrunkHeadNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write weights + ``meta`` (with the builder args under ``meta['build_args']``) to one ``.pt`` file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
+    meta["build_args"] = dict(model.build_args)
+    payload = {"state_dict": model.state_dict(), "meta": meta, "format": "medwb-checkpoint-1"}
+    return atomic_write(path, lambda f: torch.save(payload, f))  # a crash never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:
+    """Rebuild the network from the stored builder args and load its weights (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint file not found", "pass the path written by save_checkpoint / train")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(path, f"not a readable medwb checkpoint ({e.__class__.__name__})",
+                        "re-save it with medwb.models.save_checkpoint") from e
+    if not isinstance(blob, dict) or "meta" not in blob or "build_args" not in blob["meta"]:
+        raise DataError(path, "checkpoint has no builder arguments", "re-save it with medwb.models.save_checkpoint")
+    model = build_from_args(blob["meta"]["build_args"])
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, blob["meta"]

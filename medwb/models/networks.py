@@ -1,0 +1,129 @@
+"""Compact MONAI networks for CPU, split into a deterministic trunk and a stochastic head.
+
+Why this shape: active learning retrains every round on a few hundred labels, so the networks are small,
+use batch-independent normalisation where it matters (GroupNorm / InstanceNorm for segmenters) and split
+into a ``trunk`` and a ``head`` (dropout + linear / 1x1 conv). The split lets :mod:`medwb.al.uncertainty`
+run the trunk once and sample only the head for MC dropout.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.nets import UNet
+from torch import nn
+
+from medwb.errors import DataError
+
+Task = Literal["classification", "segmentation"]
+
+_DROPOUT_ND = {1: nn.Dropout, 2: nn.Dropout2d, 3: nn.Dropout3d}
+
+class TrunkHeadNet(nn.Module):
+    """``forward(x) = head(trunk(x))``; ``build_args`` holds what is needed to rebuild it (checkpoints)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, build_args: dict[str, Any]) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.build_args = dict(build_args)
+
+    @property
+    def task(self) -> Task:
+        return "segmentation" if self.build_args["kind"] == "segmenter" else "classification"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+def _check_dims(spatial_dims: int, in_channels: int, num_classes: int) -> None:
+    if spatial_dims not in (2, 3):
+        raise DataError(None, f"spatial_dims={spatial_dims} is not supported", "use 2 (images) or 3 (volumes)")
+    if in_channels < 1 or num_classes < 2:
+        raise DataError(None, f"in_channels={in_channels}, num_classes={num_classes} is not a valid network",
+                        "use in_channels >= 1 and num_classes >= 2 (binary tasks have 2 classes)")
+
+
+def _norm(kind: str, channels: int) -> tuple[str, dict[str, Any]] | str:
+    """``batch`` (classifier default): converges in a few epochs on 300 images where GroupNorm needs many more
+    (measured: val AUC 0.96 vs 0.70 after 2-4 epochs); made safe for tiny labelled sets by :func:`train`
+    (no 1-image batches, running statistics recomputed exactly on the labelled set after training). ``group``
+    (4 channels per group) / ``instance``: batch-independent alternatives."""
+    if kind == "group":
+        return ("group", {"num_groups": max(2, channels // 4)})
+    if kind in ("batch", "instance"):
+        return kind
+    raise DataError(None, f"unknown normalisation {kind!r}", "use 'group', 'batch' or 'instance'")
+
+
+def _checked_channels(spatial_dims: int, in_channels: int, num_classes: int,
+                      channels: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Validate the builder arguments; default widths keep a 28 px / 28^3 round fast on 2 CPU cores."""
+    _check_dims(spatial_dims, in_channels, num_classes)
+    if channels is None:
+        channels = (16, 32, 64, 128) if spatial_dims == 2 else (8, 16, 32, 64)
+    return tuple(int(c) for c in channels)
+
+
+def build_classifier(spatial_dims: int, in_channels: int, num_classes: int, *, dropout: float = 0.3,
+                     seed: int = 0, channels: tuple[int, ...] | None = None, norm: str = "batch") -> TrunkHeadNet:
+    """A small residual CNN (MONAI ``Convolution`` + ``ResidualUnit`` with GroupNorm) for 2D or 3D.
+
+    ``trunk``: stem conv, three stride-2 residual stages, global average pooling -> (N, F) features, no dropout.
+    ``head``: ``Dropout(dropout)`` + ``Linear(F, num_classes)`` (logits). Same ``seed`` -> same weights.
+    Default widths (2D 16-32-64-128, 3D 8-16-32-64) keep a 28 px / 28^3 round on 2 CPU cores fast.
+    ``norm``: ``batch`` (default, see :func:`_norm`), ``group`` or ``instance``.
+    """
+    channels = _checked_channels(spatial_dims, in_channels, num_classes, channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = [
+            Convolution(spatial_dims, in_channels, channels[0], strides=1, kernel_size=3, act="RELU",
+                        norm=_norm(norm, channels[0]))
+        ]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers.append(ResidualUnit(spatial_dims, c_in, c_out, strides=2, kernel_size=3, subunits=2,
+                                       act="RELU", norm=_norm(norm, c_out)))
+        pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
+        trunk = nn.Sequential(*layers, pool, nn.Flatten(1))
+        head = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(channels[-1], num_classes))
+    args = dict(kind="classifier", spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+                dropout=dropout, seed=seed, channels=list(channels), norm=norm)
+    return TrunkHeadNet(trunk, head, args)
+
+
+def build_segmenter(spatial_dims: int, in_channels: int, num_classes: int, *, dropout: float = 0.2,
+                    seed: int = 0, channels: tuple[int, ...] | None = None, features: int = 16) -> TrunkHeadNet:
+    """A MONAI ``UNet`` (residual units, InstanceNorm) whose last decoder block feeds a stochastic head.
+
+    ``trunk``: ``UNet(out_channels=features)`` + PReLU -> per-voxel features, no dropout.
+    ``head``: channel dropout (``Dropout2d``/``Dropout3d``, p=dropout) + 1x1 conv to ``num_classes`` logits.
+    Inputs must have spatial sizes divisible by 2**(len(channels)-1) (8 with the defaults).
+    """
+    channels = _checked_channels(spatial_dims, in_channels, num_classes, channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet(spatial_dims, in_channels, features, channels=channels, strides=(2,) * (len(channels) - 1),
+                    num_res_units=1, norm="INSTANCE", act="PRELU", dropout=0.0)
+        trunk = nn.Sequential(unet, nn.PReLU())
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        head = nn.Sequential(_DROPOUT_ND[spatial_dims](p=dropout), conv(features, num_classes, kernel_size=1))
+    args = dict(kind="segmenter", spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+                dropout=dropout, seed=seed, channels=list(channels), features=features)
+    return TrunkHeadNet(trunk, head, args)
+
+
+def build_from_args(build_args: dict[str, Any]) -> TrunkHeadNet:
+    """Rebuild a network from its ``build_args`` (as stored in checkpoints)."""
+    a = dict(build_args)
+    kind = a.pop("kind")
+    if "channels" in a and a["channels"] is not None:
+        a["channels"] = tuple(a["channels"])
+    fn = {"classifier": build_classifier, "segmenter": build_segmenter}.get(kind)
+    if fn is None:
+        raise DataError(None, f"unknown network kind {kind!r} in checkpoint", "use 'classifier' or 'segmenter'")
+    sd, ic, nc = a.pop("spatial_dims"), a.pop("in_channels"), a.pop("num_classes")
+    return fn(sd, ic, nc, **a)
+
+

@@ -1,0 +1,287 @@
+"""Active-learning simulation: run the loop with a ground-truth oracle and compare strategies honestly.
+
+For each strategy and seed a real study folder is written (``OUT/studies/<strategy>-seed<k>/``), so a killed
+simulation resumes where it stopped and every curve point can be traced to a stored model. The all-labels
+reference ("full") trains the same network with the same schedule on every pool label, once per seed.
+
+Outputs: ``curves.csv`` (strategy, seed, round, n_labeled, fraction_labeled, metric, value; test split),
+``summary.csv``, ``curves.png`` (mean over seeds with a min-max band) and the printed table (``table.txt``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medwb.errors import DataError
+
+CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
+FULL = "full"
+
+
+def metrics_for(task: str) -> list[str]:
+    """Metrics reported per task (classification: AUC and accuracy; segmentation: Dice)."""
+    return ["auc", "accuracy"] if task == "classification" else ["dice"]
+
+
+def labels_to_reach(n_labeled: Sequence[float], values: Sequence[float], target: float) -> float:
+    """Labels at which the curve first reaches ``target``, linearly interpolated; NaN when never reached.
+
+    If the first point already reaches it, that point's label count is returned (the curve says nothing about
+    fewer labels).
+    """
+    n = np.asarray(n_labeled, dtype=float)
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(n)
+    n, v = n[order], v[order]
+    hit = np.flatnonzero(v >= target)
+    if len(hit) == 0:
+        return float("nan")
+    i = int(hit[0])
+    if i == 0:
+        return float(n[0])
+    n0, n1, v0, v1 = n[i - 1], n[i], v[i - 1], v[i]
+    return float(n0 + (target - v0) * (n1 - n0) / (v1 - v0)) if v1 != v0 else float(n1)
+
+
+def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
+    """Per strategy and metric: value at the budget, share of the full-data value, labels to 95% / 98% of full.
+
+    The strategy curve is the mean over seeds per round; the full-data value is the mean of the seeds' "full"
+    rows. The value "at the budget" is the first round that reaches the budget fraction (else the last round).
+    """
+    full = curves[curves["strategy"] == FULL].groupby("metric")["value"].mean()
+    pool = curves.loc[curves["strategy"] == FULL, "n_labeled"].max()
+    rows = []
+    al = curves[curves["strategy"] != FULL]
+    for (strategy, metric), g in al.groupby(["strategy", "metric"], sort=False):
+        mean = g.groupby("n_labeled")["value"].agg(["mean", "std", "count"]).reset_index()
+        # the first round that reaches the budget (equal batches are rounded up, so the last round may
+        # overshoot it by a few labels); the last round when the curve stops short of it
+        at = g[g["fraction_labeled"] >= budget - 1e-9]
+        last_n = at["n_labeled"].min() if len(at) else mean["n_labeled"].max()
+        per_seed = g[g["n_labeled"] == last_n]["value"]
+        f = float(full.get(metric, float("nan")))
+        row: dict[str, Any] = {
+            "strategy": strategy, "metric": metric, "seeds": int(g["seed"].nunique()),
+            "n_labeled_at_budget": int(last_n), "fraction_at_budget": float(last_n / pool) if pool else math.nan,
+            "value_at_budget": float(per_seed.mean()), "std_at_budget": float(per_seed.std(ddof=0)),
+            "full_value": f, "share_of_full": float(per_seed.mean() / f) if f else math.nan,
+        }
+        for pct in (95, 98):
+            n_req = labels_to_reach(mean["n_labeled"], mean["mean"], pct / 100 * f) if f == f else math.nan
+            row[f"labels_to_{pct}pct"] = n_req
+            row[f"fraction_to_{pct}pct"] = n_req / pool if pool and n_req == n_req else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(summary: pd.DataFrame, budget: float) -> str:
+    """The printed comparison: one line per strategy and metric."""
+    def need(n: float, fr: float) -> str:
+        return "not reached" if n != n else f"{n:.0f} ({fr:.1%})"
+
+    lines = [f"{'strategy':<16}{'metric':<10}{'at budget (' + format(budget, '.0%') + ')':>22}"
+             f"{'full':>8}{'share':>8}{'labels to 95%':>18}{'labels to 98%':>18}"]
+    for r in summary.itertuples(index=False):
+        at = f"{r.value_at_budget:.3f}±{r.std_at_budget:.3f} @{r.n_labeled_at_budget}"
+        lines.append(f"{r.strategy:<16}{r.metric:<10}{at:>22}{r.full_value:>8.3f}{r.share_of_full:>8.3f}"
+                     f"{need(r.labels_to_95pct, r.fraction_to_95pct):>18}"
+                     f"{need(r.labels_to_98pct, r.fraction_to_98pct):>18}")
+    return "\n".join(lines)
+
+
+def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+    """Learning curves (mean over seeds, min-max band) per metric, with the full-data value and 98% of it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(curves["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        c = curves[curves["metric"] == metric]
+        for strategy, g in c[c["strategy"] != FULL].groupby("strategy", sort=False):
+            s = g.groupby("fraction_labeled")["value"].agg(["mean", "min", "max"]).reset_index()
+            ax.plot(s["fraction_labeled"], s["mean"], marker="o", ms=3, label=strategy)
+            ax.fill_between(s["fraction_labeled"], s["min"], s["max"], alpha=0.2)
+        f = c[c["strategy"] == FULL]["value"]
+        if len(f):
+            ax.axhline(f.mean(), color="k", ls="--", lw=1, label=f"all labels ({f.mean():.3f})")
+            ax.axhline(0.98 * f.mean(), color="grey", ls=":", lw=1, label="98% of all labels")
+        ax.set_xlabel("fraction of the pool labelled")
+        ax.set_ylabel(f"test {metric}")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "active learning: mean over seeds, band = min-max")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+AUTOLABEL_COLUMNS = ["strategy", "seed", "round", "n_batch", "n_auto", "n_auto_errors"]
+
+
+def autolabel_from_study(study: Any, *, strategy: str, seed: int) -> pd.DataFrame:
+    """Per round: the proposed batch size, how many pre-labels would have been auto-accepted at the loop's
+    target error (threshold fitted on the validation split by the previous round's model), and how many of
+    those were wrong against ground truth. Rounds without a model-made pre-label (the cold start) are skipped."""
+    rows = []
+    for m in study.models().sort_values("round").itertuples(index=False):
+        metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
+        if "autolabel_n_auto_errors" in metrics:
+            rows.append((strategy, seed, int(m.round), int(metrics["autolabel_n"]), int(metrics["autolabel_n_auto"]),
+                         int(metrics["autolabel_n_auto_errors"])))
+    return pd.DataFrame(rows, columns=AUTOLABEL_COLUMNS)
+
+
+def summarize_autolabel(rows: pd.DataFrame, confidence_level: float = 0.95) -> pd.DataFrame:
+    """Per strategy, pooled over seeds and rounds: coverage of auto-acceptance and the measured error of the
+    auto-accepted labels with its one-sided Clopper-Pearson upper bound."""
+    from medwb.al.autolabel import error_upper_bound
+
+    out = []
+    for strategy, g in rows.groupby("strategy", sort=False):
+        n, a, e = int(g["n_batch"].sum()), int(g["n_auto"].sum()), int(g["n_auto_errors"].sum())
+        out.append({"strategy": strategy, "proposed": n, "auto_accepted": a, "coverage": a / n if n else math.nan,
+                    "errors": e, "auto_error": e / a if a else math.nan,
+                    "auto_error_upper95": error_upper_bound(e, a, confidence_level)})
+    return pd.DataFrame(out)
+
+
+def format_autolabel(summary: pd.DataFrame, target: float) -> str:
+    lines = [f"auto-labels of the proposed batches (target error {target:.0%}, threshold from the validation split; "
+             "simulated annotator, so nothing was committed automatically)",
+             f"{'strategy':<16}{'proposed':>10}{'auto-accepted':>16}{'errors':>8}{'error':>9}{'95% upper':>11}"]
+    for r in summary.itertuples(index=False):
+        err = "-" if r.auto_accepted == 0 else f"{r.auto_error:.2%}"
+        lines.append(f"{r.strategy:<16}{r.proposed:>10}{f'{r.auto_accepted} ({r.coverage:.0%})':>16}{r.errors:>8}"
+                     f"{err:>9}{r.auto_error_upper95:>11.2%}")
+    return "\n".join(lines)
+
+
+def curves_from_study(study: Any, *, strategy: str, seed: int, pool_size: int, task: str) -> pd.DataFrame:
+    """Curve rows of one simulated study, read back from the models it recorded (test metrics per round)."""
+    models = study.models()
+    rows = []
+    for m in models.sort_values("round").itertuples(index=False):
+        metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
+        n = int(metrics["n_labeled"])
+        for metric in metrics_for(task):
+            rows.append((strategy, seed, int(m.round), n, n / pool_size, metric, float(metrics[f"test_{metric}"])))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def run_simulation(
+    data: str | Path,
+    *,
+    strategies: Sequence[str],
+    budget: float,
+    rounds: int,
+    seeds: int | Sequence[int],
+    out_dir: str | Path,
+    epochs: int | None = None,
+    train: dict[str, Any] | None = None,
+    cold_start: str = "cold_start",
+    mc_passes: int = 20,
+    max_pool: int | None = None,
+    size: tuple[int, ...] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Simulate active learning for each strategy and seed; write curves.csv, summary.csv, curves.png.
+
+    ``budget`` is the final fraction of the pool labelled after ``rounds`` equal batches (the first one by the
+    label-free ``cold_start`` strategy, or random for the random baseline). ``seeds``: how many (0..K-1), or
+    an explicit list (to run seeds in parallel processes on one ``out_dir``; a final call with all of them
+    only reads the finished studies back). ``epochs`` and ``train`` (other TrainConfig fields, e.g.
+    ``{"batch_size": 8, "patience": 10}``) override :func:`medwb.models.default_train_config`; the same
+    schedule trains every round and the all-labels reference. Returns the summary table.
+    """
+    from tqdm.auto import tqdm
+
+    from medwb.data import open_dataset
+    from medwb.al.loop import ActiveLearningLoop, simulated_oracle
+    from medwb.models import default_train_config
+    from medwb.store import Study
+
+    if not 0 < budget <= 1:
+        raise DataError(None, f"budget={budget} is not a fraction in (0, 1]", "pass e.g. --budget 0.1 for 10%")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(k) for k in seeds]
+    if rounds < 1 or not seed_list:
+        raise DataError(None, f"rounds={rounds}, seeds={seeds}", "pass --rounds >= 1 and --seeds >= 1")
+    strategies = list(dict.fromkeys(strategies))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(data, progress=progress)
+    if size is not None:
+        size = tuple(int(v) for v in size)
+        if len(size) == 1:  # one number: every spatial axis
+            size = size * ds.ndim
+        if len(size) != ds.ndim or min(size) < 1:
+            raise DataError(data, f"size={size} does not fit {ds.ndim}D images",
+                            f"pass {ds.ndim} positive numbers (or one for every axis)")
+    if max_pool is not None and max_pool < 1:
+        raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
+    oracle = simulated_oracle(ds)
+    parts: list[pd.DataFrame] = []
+    auto_parts: list[pd.DataFrame] = []
+    runs = [(s, k) for k in seed_list for s in [FULL, *strategies]]
+    bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
+    pool_size, target_error = None, 0.02
+    for strategy, seed in bar:
+        bar.set_postfix(strategy=strategy, seed=seed)
+        config = default_train_config(ds.task, seed=seed, **{**(train or {}), "epochs": epochs})
+        folder = out / "studies" / f"{strategy}-seed{seed}"
+        study = Study.open(folder) if (folder / "study.sqlite").exists() else Study.create(
+            folder, dataset_path=str(data), task=ds.task, classes=ds.classes, name=f"{ds.name} {strategy} seed {seed}")
+        loop_strategy = strategy if strategy != FULL else "random"
+        loop = ActiveLearningLoop(study, ds, strategy=loop_strategy, batch_size=1, train_config=config, seed=seed,
+                                  cold_start=cold_start, mc_passes=mc_passes, size=size, evaluate_test=True,
+                                  progress=False, max_pool=max_pool)
+        pool_size, target_error = loop.pool_size, loop.autolabel_target_error
+        if strategy == FULL:
+            parts.append(_full_reference(loop, folder, seed, ds.task))
+            continue
+        loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
+        loop.run(rounds, oracle)
+        parts.append(curves_from_study(study, strategy=strategy, seed=seed, pool_size=pool_size, task=ds.task))
+        auto_parts.append(autolabel_from_study(study, strategy=strategy, seed=seed))
+    curves = pd.concat(parts, ignore_index=True)[CURVE_COLUMNS]
+    curves.to_csv(out / "curves.csv", index=False)
+    summary = summarize(curves, budget)
+    summary.to_csv(out / "summary.csv", index=False)
+    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {len(seed_list)} seed(s)")
+    text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
+            f"test split; full = all pool labels, same model and schedule\n{format_table(summary, budget)}")
+    auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
+    auto.to_csv(out / "autolabel.csv", index=False)
+    if len(auto):
+        text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
+    (out / "table.txt").write_text(text + "\n")
+    print(text)
+    return summary
+
+
+def _full_reference(loop: Any, folder: Path, seed: int, task: str) -> pd.DataFrame:
+    """Train on every pool label once per seed (cached in the study folder as full.json)."""
+    cache = folder / "full.json"
+    if cache.is_file():
+        metrics = json.loads(cache.read_text())
+    else:
+        X, y, _ = loop.arrays("train")
+        _, metrics = loop.fit(X, y)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(metrics))
+        tmp.replace(cache)
+    n = loop.pool_size
+    return pd.DataFrame([(FULL, seed, 0, n, 1.0, m, float(metrics[f"test_{m}"])) for m in metrics_for(task)],
+                        columns=CURVE_COLUMNS)

@@ -1,0 +1,358 @@
+"""Review queue (ipywidgets): a person accepts, changes, rejects or flags each model pre-label.
+
+Each case shows the image with its pre-label (class name + calibrated confidence, or the mask overlaid) and,
+beside it, its uncertainty map. Every decision is written to the study at once, in its own transaction, so a
+kernel crash loses at most the case on screen. The time per case runs from the moment the case is displayed to
+the decision.
+
+Provenance mapping (docs/store.md):
+
+==============================  ===================================================  ===========
+decision                        written as                                           source
+==============================  ===================================================  ===========
+accept (a)                      ``add_label`` with the pre-label's value / mask      ``human``
+                                (note: "accepted pre-label ...")
+change to class c (1-9, menu)   ``add_label(value=c)``; c == pre-label counts as     ``corrected``
+                                accept                                               (or human)
+change(mask=...) (programmatic) ``add_label(mask_path=...)``                         ``corrected``
+reject (r)                      no label; ``flag_for_review`` source                 -
+                                ``review_widget`` reason "pre-label rejected"
+flag (f)                        no label; ``flag_for_review`` source                 -
+                                ``review_widget`` reason "flagged" + comment
+==============================  ===================================================  ===========
+
+``auto`` is never written here: it is reserved for pre-labels accepted with no person involved
+(``medwb.al.autolabel.commit_auto_labels``). Masks that need real editing: reject them here, export with
+``study.export_masks_nifti`` and edit in 3D Slicer / ITK-SNAP, re-import with ``study.import_masks``.
+
+Keyboard: click into the "keys" box and type ``a`` accept, ``r`` reject, ``f`` flag, ``1``-``9`` the n-th class
+of the menu; each key acts at once and the box clears. (A plain ``ipywidgets.Text`` with continuous updates: no
+extra front-end extension is needed, so it works offline in any JupyterLab.)
+
+Programmatic use (tests, papermill's simulated oracle): ``accept()``, ``change(cls)``, ``reject()``, ``flag()``.
+
+Cases without a pre-label (the cold-start round has no model yet: ``proposals=None``, or ``None`` for one case)
+show the image and the class chooser with nothing chosen; "accept" is disabled, the person picks a class (menu
+or ``1``-``9``; ``change(mask=...)`` for a mask) and the label is written with source ``human`` and the note
+"chosen by the reader, no model proposal"; reject / flag put the case in the review queue as usual.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from medwb.errors import DataError, StoreError
+from medwb.store import Study
+from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
+
+REVIEW_SOURCE = "review_widget"
+NO_PROPOSAL_NOTE = "chosen by the reader, no model proposal"
+
+
+def _slice2d(a: np.ndarray, spatial_dims: int, index: int | None = None) -> np.ndarray:
+    """A 2-D view of a (C,)H,W[,D] array: 3-D volumes are cut along the last axis (at ``index`` or the middle)."""
+    a = np.asarray(a)
+    if spatial_dims == 2 and a.ndim == 3 and a.shape[0] in (3, 4):  # colour photo (fundus): to_rgb draws it
+        return a
+    s = spatial_array(a, spatial_dims)
+    if spatial_dims == 3:
+        k = s.shape[-1] // 2 if index is None else index
+        return s[..., k]
+    return s
+
+
+def _heat_rgb(a: np.ndarray) -> np.ndarray:
+    """An uncertainty map as a colour image (magma, scaled to its own range)."""
+    from matplotlib import colormaps
+
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    x = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return (colormaps["magma"](np.nan_to_num(x))[..., :3] * 255).astype(np.uint8)
+
+
+class ReviewQueue:
+    """A queue of pre-labelled cases for one annotator.
+
+    Parameters: ``study`` (decisions are written here), ``case_ids`` and their ``proposals`` (class values, or
+    masks (1,H,W[,D]) for segmentation; ``None`` for all cases or ``None`` per case: no pre-label, the person
+    chooses), ``load_image(case_id)`` (medwb array), optional ``confidence`` per case,
+    ``uncertainty(case_id) -> array`` (H,W[,D]) map shown beside the image, ``round`` and ``model_version`` of the
+    pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``.
+    """
+
+    def __init__(
+        self,
+        study: Study,
+        case_ids: Sequence[str],
+        proposals: Sequence[Any] | np.ndarray | None,
+        load_image: Callable[[str], np.ndarray],
+        *,
+        confidence: Sequence[float] | np.ndarray | None = None,
+        uncertainty: Callable[[str], np.ndarray | None] | None = None,
+        round: int | None = None,
+        model_version: str | None = None,
+        annotator: str = "",
+        spatial_dims: int = 2,
+        display_px: int = 320,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import ipywidgets as W
+
+        self.study = study
+        self.case_ids = [str(c) for c in case_ids]
+        self.proposals = [None] * len(self.case_ids) if proposals is None else list(proposals)
+        if len(self.proposals) != len(self.case_ids):
+            raise StoreError(f"{len(self.case_ids)} cases but {len(self.proposals)} pre-labels. Fix: pass one pre-label per case")
+        self.confidence = None if confidence is None else np.asarray(confidence, dtype=float)
+        self.segmentation = study.task == "segmentation"
+        self.load_image, self.uncertainty = load_image, uncertainty
+        self.round, self.model_version = round, model_version
+        self.spatial_dims, self.display_px = spatial_dims, display_px
+        self._clock = clock
+        self.position = 0
+        self.decisions: list[dict[str, Any]] = []
+        self._shown_at = clock()
+
+        class_opts = [(f"{v}: {n}", v) for v, n in sorted(study.classes.items())]
+        self._class_values = [v for _, v in class_opts]
+        self.annotator = W.Text(value=annotator, description="annotator", placeholder="your name")
+        self.title = W.HTML()
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
+        self.umap = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
+        self.class_menu = W.Dropdown(options=class_opts, description="class", disabled=self.segmentation)
+        self.b_accept = W.Button(description="accept (a)", button_style="success")
+        self.b_change = W.Button(description="set class", button_style="info", disabled=self.segmentation)
+        self.b_reject = W.Button(description="reject (r)", button_style="danger")
+        self.b_flag = W.Button(description="flag (f)", button_style="warning")
+        self.comment = W.Text(description="comment", placeholder="optional, saved with flag/reject")
+        self.keys = W.Text(description="keys", placeholder="click here, type a / r / f / 1-9", continuous_update=True)
+        self.status = W.HTML()
+        self.b_accept.on_click(lambda _: self._ui(self.accept))
+        self.b_change.on_click(lambda _: self._ui(lambda: self.change(self.class_menu.value)))
+        self.b_reject.on_click(lambda _: self._ui(self.reject))
+        self.b_flag.on_click(lambda _: self._ui(self.flag))
+        self.keys.observe(self._on_key, names="value")
+        self.widget = W.VBox([
+            W.HBox([self.annotator, self.keys]),
+            self.title,
+            W.HBox([W.VBox([W.HTML("<b>image + pre-label</b>"), self.image]),
+                    W.VBox([W.HTML("<b>uncertainty</b>"), self.umap])]),
+            W.HBox([self.b_accept, self.class_menu, self.b_change, self.b_reject, self.b_flag]),
+            self.comment,
+            self.status,
+        ])
+        self._show()
+
+    # ------------------------------------------------------------------ display
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+        self._shown_at = self._clock()  # the clock starts when the person can see the case
+
+    @property
+    def done(self) -> bool:
+        return self.position >= len(self.case_ids)
+
+    @property
+    def current(self) -> str | None:
+        return None if self.done else self.case_ids[self.position]
+
+    def has_prelabel(self, i: int | None = None) -> bool:
+        """Whether case ``i`` (default: the one on screen) came with a model pre-label."""
+        i = self.position if i is None else i
+        return i < len(self.proposals) and self.proposals[i] is not None
+
+    def _proposal_text(self, i: int) -> str:
+        if not self.has_prelabel(i):
+            if self.segmentation:
+                return "no pre-label: reject or flag it, or give a mask (change(mask=...))"
+            return "no pre-label: <b>choose the class</b> (menu + set class, or keys 1-9)"
+        if self.segmentation:
+            m = np.asarray(self.proposals[i])
+            return f"proposed mask: {int((m != 0).sum())} foreground voxels"
+        v = int(self.proposals[i])
+        return f"proposed class: <b>{self.study.classes.get(v, v)}</b> ({v})"
+
+    def _show(self) -> None:
+        if self.done:
+            self.title.value = f"<b>Queue finished</b>: {len(self.decisions)} decisions saved to {self.study.folder}"
+            self.image.value = b""
+            self.umap.value = b""
+            for b in (self.b_accept, self.b_change, self.b_reject, self.b_flag):
+                b.disabled = True
+            return
+        i, cid = self.position, self.case_ids[self.position]
+        conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
+            f", confidence {self.confidence[i]:.3f}"
+        self.title.value = f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - {self._proposal_text(i)}{conf}"
+        img = np.asarray(self.load_image(cid))
+        mask = None
+        k = None
+        if self.segmentation and self.has_prelabel(i):
+            mask_full = spatial_array(np.asarray(self.proposals[i]), self.spatial_dims)
+            if self.spatial_dims == 3:
+                k = focus_index(mask_full.shape, mask_full)[-1]
+            img_shape = img.shape[-self.spatial_dims:]
+            if tuple(mask_full.shape) != tuple(img_shape):
+                raise DataError(None, f"pre-label mask of {cid!r} has shape {mask_full.shape}, the image {tuple(img_shape)}",
+                                "pass pre-label masks at the image's own size (e.g. loop.prelabel_mask)")
+            mask = _slice2d(mask_full, self.spatial_dims, k)
+        rgb = overlay_mask(to_rgb(_slice2d(img, self.spatial_dims, k)), mask, opacity=0.4)
+        scale = max(1, self.display_px // max(rgb.shape[:2]))
+        self.image.value = png_bytes(rgb, scale=scale)
+        u = None if self.uncertainty is None else self.uncertainty(cid)
+        self.umap.value = b"" if u is None else png_bytes(_heat_rgb(_slice2d(np.asarray(u), self.spatial_dims, k)), scale=scale)
+        self.b_accept.disabled = not self.has_prelabel(i)  # nothing to accept: the person chooses the class
+        if self.segmentation:
+            pass
+        elif not self.has_prelabel(i):
+            self.class_menu.value = None  # no default: a class must be chosen, not clicked through
+        elif int(self.proposals[i]) in self._class_values:
+            self.class_menu.value = int(self.proposals[i])
+        self.comment.value = ""
+        self._shown_at = self._clock()
+
+    # ------------------------------------------------------------------ decisions
+    def _who(self) -> str:
+        who = self.annotator.value.strip()
+        if not who:
+            raise StoreError("no annotator name. Fix: type your name in the 'annotator' field (or pass annotator=...)")
+        return who
+
+    def _take(self) -> tuple[int, str, str, float]:
+        if self.done:
+            raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch")
+        who = self._who()
+        return self.position, self.case_ids[self.position], who, max(0.0, self._clock() - self._shown_at)
+
+    def _record(self, cid: str, action: str, seconds: float, **info: Any) -> dict[str, Any]:
+        rec = {"case_id": cid, "action": action, "seconds": seconds, **info}
+        self.decisions.append(rec)
+        self.position += 1
+        self.status.value = f"saved: {cid} {action} ({seconds:.1f} s)"
+        self._show()
+        return rec
+
+    def _write_label(self, i: int, cid: str, who: str, seconds: float, *, value: int | None, mask: np.ndarray | None,
+                     source: str, note: str) -> int:
+        mask_path = None
+        if mask is not None:
+            mask_path = self.study.save_mask(cid, mask, tag=f"{who}_{source}_{len(self.decisions)}")
+        return self.study.add_label(cid, value=value, mask_path=mask_path, source=source, annotator=who, seconds=seconds,
+                                    round=self.round, model_version=self.model_version, note=note)
+
+    def accept(self) -> dict[str, Any]:
+        """The person agrees with the pre-label: source ``human`` (a person decided), noted as an accepted pre-label."""
+        if not self.done and not self.has_prelabel():
+            raise StoreError(f"case {self.current!r} has no pre-label to accept. Fix: choose its class (menu + "
+                             "'set class', keys 1-9, or change(cls))")
+        i, cid, who, sec = self._take()
+        conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
+            f" (confidence {self.confidence[i]:.3f})"
+        if self.segmentation:
+            lid = self._write_label(i, cid, who, sec, value=None, mask=np.asarray(self.proposals[i]), source="human",
+                                    note=f"accepted pre-label mask{conf}")
+            return self._record(cid, "accept", sec, label_id=lid, source="human")
+        v = int(self.proposals[i])
+        lid = self._write_label(i, cid, who, sec, value=v, mask=None, source="human", note=f"accepted pre-label {v}{conf}")
+        return self._record(cid, "accept", sec, label_id=lid, source="human", value=v)
+
+    def change(self, cls: int | None = None, *, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """The person replaces the pre-label with class ``cls`` (or, programmatically, a corrected ``mask``):
+        source ``corrected``; choosing the proposed class itself is an accept (``human``). Without a pre-label
+        the person's choice is written as ``human``."""
+        i, cid, who, sec = self._take()
+        if not self.has_prelabel(i):
+            if mask is None and self.segmentation:
+                raise StoreError("this segmentation case has no pre-label. Fix: change(mask=...) with a mask, or "
+                                 "reject and draw it in 3D Slicer (study.export_masks_nifti / import_masks)")
+            if mask is None and cls is None:
+                raise StoreError("choose the class first. Fix: pick it in the menu (or keys 1-9), or change(cls) "
+                                 "with one of " + str(self._class_values))
+            v = None if mask is not None else self.study._check_value(cls)
+            lid = self._write_label(i, cid, who, sec, value=v, mask=None if mask is None else np.asarray(mask),
+                                    source="human", note=NO_PROPOSAL_NOTE)
+            return self._record(cid, "choose", sec, label_id=lid, source="human",
+                                **({} if v is None else {"value": v}), proposed=None)
+        if mask is not None:
+            m, prop = np.asarray(mask), np.asarray(self.proposals[i])
+            same = m.size == prop.size and np.array_equal(m.reshape(prop.shape), prop)
+            src = "human" if same else "corrected"
+            lid = self._write_label(i, cid, who, sec, value=None, mask=m, source=src,
+                                    note="mask unchanged from pre-label" if same else "corrected pre-label mask")
+            return self._record(cid, "change", sec, label_id=lid, source=src)
+        if self.segmentation:
+            raise StoreError("change(cls) needs a class label; this is a segmentation study. Fix: pass change(mask=...) "
+                             "or reject and edit the mask in 3D Slicer (study.export_masks_nifti / import_masks)")
+        if cls is None:
+            raise StoreError("change() needs the new class. Fix: change(cls) with one of " + str(self._class_values))
+        v = self.study._check_value(cls)
+        proposed = int(self.proposals[i])
+        src = "human" if v == proposed else "corrected"
+        note = f"accepted pre-label {proposed}" if v == proposed else f"pre-label {proposed} -> {v}"
+        lid = self._write_label(i, cid, who, sec, value=v, mask=None, source=src, note=note)
+        return self._record(cid, "change", sec, label_id=lid, source=src, value=v, proposed=proposed)
+
+    def reject(self, reason: str = "") -> dict[str, Any]:
+        """The pre-label is wrong and the person gives no label here: the case goes to the review queue."""
+        i, cid, who, sec = self._take()
+        text = reason or self.comment.value.strip()
+        what = "pre-label rejected" if self.has_prelabel(i) else "no label given"
+        self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
+                                   reason=f"{what}: needs a correct label{': ' + text if text else ''}")
+        return self._record(cid, "reject", sec)
+
+    def flag(self, reason: str = "") -> dict[str, Any]:
+        """Unsure: ask for a second look without deciding (review queue, no label written)."""
+        i, cid, who, sec = self._take()
+        text = reason or self.comment.value.strip()
+        self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
+                                   reason=f"flagged for a second look{': ' + text if text else ''}")
+        return self._record(cid, "flag", sec)
+
+    def run_oracle(self, truth: Callable[[str], Any], *, max_cases: int | None = None) -> list[dict[str, Any]]:
+        """Simulated reviewer (papermill, benchmarks): accepts a correct pre-label, otherwise changes it to the
+        ground truth ``truth(case_id)`` (class, or mask for segmentation); without a pre-label it chooses the truth."""
+        out = []
+        while not self.done and (max_cases is None or len(out) < max_cases):
+            i, cid = self.position, self.case_ids[self.position]
+            t = truth(cid)
+            if not self.has_prelabel(i):
+                out.append(self.change(mask=np.asarray(t)) if self.segmentation else self.change(int(t)))
+            elif self.segmentation:
+                t, prop = np.asarray(t), np.asarray(self.proposals[i])
+                same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
+                out.append(self.accept() if same else self.change(mask=np.asarray(t)))
+            else:
+                out.append(self.accept() if int(t) == int(self.proposals[i]) else self.change(int(t)))
+        return out
+
+    # ------------------------------------------------------------------ UI plumbing
+    def _ui(self, action: Callable[[], Any]) -> None:
+        """Run a decision from a button/key: errors are shown in the widget instead of lost in the log."""
+        try:
+            action()
+        except (StoreError, ValueError) as e:
+            self.status.value = f"<span style='color:#b00'>not saved: {e}</span>"
+
+    def _on_key(self, change: dict[str, Any]) -> None:
+        text = change["new"]
+        if not text:
+            return
+        key = text[-1].lower()
+        self.keys.value = ""
+        if key == "a":
+            self._ui(self.accept)
+        elif key == "r":
+            self._ui(self.reject)
+        elif key == "f":
+            self._ui(self.flag)
+        elif key.isdigit() and 1 <= int(key) <= len(self._class_values) and not self.segmentation:
+            self._ui(lambda: self.change(self._class_values[int(key) - 1]))
+        else:
+            self.status.value = f"key {key!r}: use a (accept), r (reject), f (flag) or 1-{min(9, len(self._class_values))}"

@@ -1,0 +1,67 @@
+"""`medwb simulate` options that `run_simulation` supports: --max-pool, --size, --seeds as a list, --mc-passes,
+--cold-start, --quiet; on a small real PneumoniaMNIST subset."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+from medwb.cli import build_parser, main
+from medwb.pipelines.simulate import CURVE_COLUMNS
+
+
+def _subset(samples: Path, dst: Path, n_train: int = 200, n_val: int = 40, n_test: int = 60) -> Path:
+    return tiny_pneumonia_npz(samples / PNEUMONIA, dst, n_train=n_train, n_val=n_val, n_test=n_test)
+
+
+def test_simulate_parser_options() -> None:
+    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--max-pool", "50", "--size", "16",
+                                   "--seeds", "0,2", "--mc-passes", "5", "--cold-start", "random", "--quiet"])
+    assert (a.max_pool, a.size, a.seeds, a.mc_passes, a.cold_start, a.quiet) == (50, (16,), [0, 2], 5, "random", True)
+    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--size", "32x32x32", "--seeds", "3"])
+    assert a.size == (32, 32, 32) and a.seeds == 3 and a.max_pool is None and a.mc_passes == 20
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--size", "big"])
+    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", "batch_size=8",
+                                   "--train", "lr=5e-4", "--train", "augment=false", "--train", "select_on=loss"])
+    assert dict(a.train) == {"batch_size": 8, "lr": 5e-4, "augment": False, "select_on": "loss"}
+    for bad in ("batchsize=8", "batch_size", "patience=soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", bad])
+
+
+@pytest.mark.slow
+def test_simulate_cli_max_pool_and_size(samples: Path, tmp_path: Path) -> None:
+    data = _subset(samples, tmp_path / "pneumonia_small.npz")
+    out = tmp_path / "sim"
+    argv = ["simulate", str(data), "--strategy", "entropy", "--budget", "0.4", "--rounds", "1", "--seeds", "0,",
+            "--epochs", "1", "--max-pool", "50", "--size", "16", "--mc-passes", "3", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    curves = pd.read_csv(out / "curves.csv")
+    assert list(curves.columns) == CURVE_COLUMNS
+    assert set(curves["strategy"]) == {"entropy", "full"} and set(curves["seed"]) == {0}
+    assert set(curves["metric"]) == {"auc", "accuracy"}
+    full = curves[curves["strategy"] == "full"]
+    assert (full["n_labeled"] == 50).all()  # the 200-case pool was cut to --max-pool 50
+    ent = curves[curves["strategy"] == "entropy"]
+    assert list(ent["round"].unique()) == [1]
+    assert (ent["n_labeled"] == 20).all() and np.allclose(ent["fraction_labeled"], 0.4)  # 40% of 50, not of 200
+    assert curves["value"].between(0, 1).all()
+    assert "pool 50 cases" in (out / "table.txt").read_text()
+
+    from medwb.store import Study
+
+    with Study.open(out / "studies" / "entropy-seed0") as st:
+        assert int(st.rounds().iloc[0]["params"]["pool_size"]) == 50
+        assert len(st.labels()) == 20
+
+
+def test_simulate_cli_rejects_bad_size(samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _subset(samples, tmp_path / "p.npz", 20, 10, 10)
+    rc = main(["simulate", str(data), "--size", "16,16,16", "--seeds", "1", "--quiet", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "does not fit 2D images" in capsys.readouterr().err

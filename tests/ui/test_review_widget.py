@@ -1,0 +1,219 @@
+"""The review queue driven programmatically on real PneumoniaMNIST / CHASE_DB1 cases: every decision is in the
+store at once, with the mapped source, the annotator, the time spent, the round and the model version."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+
+from medwb.al.autolabel import commit_auto_labels, fit_autolabel, prelabel
+from medwb.errors import StoreError
+from medwb.store import Study
+from medwb.ui.widgets.review import REVIEW_SOURCE, ReviewQueue
+
+PAUSE = 0.03  # seconds "looking at" each case
+
+
+@pytest.fixture()
+def pneumonia(tmp_path: Path, samples: Path) -> dict:
+    with np.load(samples / "classification_2d" / "pneumoniamnist.npz") as z:
+        xtr, ytr = z["train_images"][:800], z["train_labels"][:800, 0]
+        xv, yv = z["val_images"], z["val_labels"][:, 0]
+    model = LogisticRegression(C=1.0, max_iter=300).fit(xtr.reshape(len(xtr), -1) / 255.0, ytr)
+    ids = [f"val_{i:05d}" for i in range(len(yv))]
+    study = Study.create(tmp_path / "s", dataset_path="pneumoniamnist.npz", task="classification",
+                         classes={0: "normal", 1: "pneumonia"})
+    study.add_cases(pd.DataFrame({"case_id": ids, "split": "val"}))
+    ck = study.folder / "models" / "logreg.npy"
+    np.save(ck, model.coef_)
+    mv = study.add_model(1, ck, {"val_accuracy": float(model.score(xv.reshape(len(xv), -1) / 255.0, yv))})
+    images = {c: (x[None] / 255.0).astype(np.float32) for c, x in zip(ids, xv)}
+    coef = model.coef_.reshape(28, 28)
+    yield {"study": study, "ids": ids, "y": yv, "probs": model.predict_proba(xv.reshape(len(xv), -1) / 255.0),
+           "load": images.__getitem__, "umap": lambda c: np.abs(coef * images[c][0]), "mv": mv}
+    study.close()
+
+
+def test_decisions_are_written_with_provenance(pneumonia: dict) -> None:
+    s, ids, probs = pneumonia["study"], pneumonia["ids"][:7], pneumonia["probs"][:7]
+    pre = prelabel(probs, 1.0, threshold=np.inf)
+    q = ReviewQueue(s, ids, pre.labels, pneumonia["load"], confidence=pre.confidence, uncertainty=pneumonia["umap"],
+                    round=1, model_version=pneumonia["mv"], annotator="")
+    assert q.image.value[:4] == b"\x89PNG" and q.umap.value[:4] == b"\x89PNG"
+    assert "proposed class" in q.title.value
+    with pytest.raises(StoreError, match="annotator"):
+        q.accept()  # nobody named: nothing is written
+    assert s.labels(latest=False).empty
+    q.annotator.value = "dr_a"
+    p = [int(v) for v in pre.labels]
+    time.sleep(PAUSE)
+    q.accept()
+    time.sleep(PAUSE)
+    q.change(1 - p[1])
+    time.sleep(PAUSE)
+    q.change(p[2])  # choosing the proposed class is an accept
+    q.reject("rib fracture, not pneumonia")
+    q.flag()
+    q.keys.value = "x2"  # keyboard: '2' is the second class of the menu
+    q.keys.value = "a"
+    assert q.done and q.keys.value == "" and "finished" in q.title.value
+    labs = s.labels().set_index("case_id")
+    assert labs.loc[ids[0], ["value", "source"]].tolist() == [p[0], "human"]
+    assert "accepted pre-label" in labs.loc[ids[0], "note"]
+    assert labs.loc[ids[1], ["value", "source"]].tolist() == [1 - p[1], "corrected"]
+    assert labs.loc[ids[2], "source"] == "human"
+    assert labs.loc[ids[5], ["value", "source"]].tolist() == [1, "corrected" if p[5] != 1 else "human"]
+    assert labs.loc[ids[6], ["value", "source"]].tolist() == [p[6], "human"]
+    assert ids[3] not in labs.index and ids[4] not in labs.index  # reject / flag write no label
+    assert set(labs["annotator"]) == {"dr_a"} and set(labs["round"]) == {1} and set(labs["model_version"]) == {pneumonia["mv"]}
+    assert (labs.loc[ids[:3], "seconds"] >= PAUSE).all()
+    queue = s.review_queue().set_index("case_id")
+    assert queue.loc[ids[3], "reason"].startswith("pre-label rejected") and "rib fracture" in queue.loc[ids[3], "reason"]
+    assert queue.loc[ids[4], "flagged_by"] == "dr_a" and set(queue["source"]) == {REVIEW_SOURCE}
+    assert [d["action"] for d in q.decisions] == ["accept", "change", "change", "reject", "flag", "change", "accept"]
+    hist = s.label_history()
+    assert len(hist) == 5 and set(hist["changed_by"]) == {"dr_a"}
+    with pytest.raises(StoreError, match="finished"):
+        q.accept()
+
+
+def test_auto_then_oracle_review(pneumonia: dict) -> None:
+    """The loop's path: auto-accept confident pre-labels (source auto), the simulated oracle reviews the rest."""
+    s, ids, probs, y = pneumonia["study"], pneumonia["ids"], pneumonia["probs"], pneumonia["y"]
+    t, choice = fit_autolabel(probs[:300], y[:300])  # calibrate on one half
+    batch = list(range(300, 360))
+    pre = prelabel(probs[batch], t, choice.threshold)
+    rest = commit_auto_labels(s, [ids[i] for i in batch], pre, model_version=pneumonia["mv"], round=1)
+    assert 0 < len(rest) < len(batch)
+    truth = dict(zip(ids, y.tolist()))
+    keep = [i for i in batch if ids[i] in rest]
+    q = ReviewQueue(s, rest, pre.labels[[batch.index(i) for i in keep]], pneumonia["load"], annotator="oracle",
+                    round=1, model_version=pneumonia["mv"])
+    q.run_oracle(truth.__getitem__)
+    labs = s.labels().set_index("case_id")
+    assert len(labs) == len(batch)
+    auto = labs[labs["source"] == "auto"]
+    assert len(auto) == len(batch) - len(rest) and set(auto["annotator"]) == {f"model:{pneumonia['mv']}"}
+    reviewed = labs.loc[rest]
+    assert (reviewed["value"].to_numpy() == y[keep]).all()  # the oracle's labels are the truth
+    wrong = pre.labels[[batch.index(i) for i in keep]] != y[keep]
+    assert (reviewed["source"].to_numpy() == np.where(wrong, "corrected", "human")).all()
+
+
+def test_segmentation_review_on_chase(tmp_path: Path, samples: Path) -> None:
+    root = samples / "segmentation_2d" / "chase_db1"
+    names = ["Image_01L", "Image_01R"]
+    img = {n: np.moveaxis(np.asarray(Image.open(root / "images" / f"{n}.jpg"), dtype=np.float32) / 255.0, -1, 0) for n in names}
+    m1 = {n: (np.asarray(Image.open(root / "manual_1stHO" / f"{n}_1stHO.png").convert("L")) > 127).astype(np.int64)[None] for n in names}
+    m2 = {n: (np.asarray(Image.open(root / "manual_2ndHO" / f"{n}_2ndHO.png").convert("L")) > 127).astype(np.int64)[None] for n in names}
+    s = Study.create(tmp_path / "seg", dataset_path=root, task="segmentation", classes={0: "background", 1: "vessel"})
+    s.add_cases(pd.DataFrame({"case_id": names, "split": "train"}))
+    # observer 1's masks play the pre-label, observer 2 reviews: the first is corrected, the second accepted
+    q = ReviewQueue(s, names, [m1[n] for n in names], img.__getitem__, annotator="observer_2",
+                    uncertainty=lambda c: (m1[c][0] != m2[c][0]).astype(float))
+    assert q.image.value[:4] == b"\x89PNG" and q.b_change.disabled
+    with pytest.raises(StoreError, match="segmentation"):
+        q.change(1)
+    q.change(mask=m2[names[0]])
+    q.accept()
+    labs = s.labels().set_index("case_id")
+    from medwb.store import read_mask
+
+    assert labs.loc[names[0], "source"] == "corrected" and np.array_equal(read_mask(labs.loc[names[0], "mask_path"]), m2[names[0]])
+    assert labs.loc[names[1], "source"] == "human" and np.array_equal(read_mask(labs.loc[names[1], "mask_path"]), m1[names[1]])
+    s.close()
+
+
+@pytest.mark.slow  # open_dataset of the MSD folder imports MONAI (~4 s)
+def test_3d_review_on_hippocampus(tmp_path: Path, samples: Path) -> None:
+    """3-D: the slice shown is the one through the pre-label; the simulated oracle corrects a wrong mask."""
+    from medwb.data import open_dataset
+    from medwb.store import read_mask
+
+    ds = open_dataset(samples / "segmentation_3d" / "hippocampus")
+    ids = [c for c in ds.cohort["case_id"] if ds.load_mask(c) is not None][:2]
+    s = Study.create(tmp_path / "h", dataset_path=samples / "segmentation_3d" / "hippocampus", task="segmentation",
+                     classes=ds.classes)
+    s.add_cases(ds.cohort)
+    truth = {c: ds.load_mask(c) for c in ids}
+    wrong = truth[ids[1]].copy()
+    wrong[wrong == 2] = 1  # the pre-label merges the two hippocampus parts
+    boundary = {c: np.abs(np.gradient(truth[c][0].astype(float))).sum(0) for c in ids}
+    q = ReviewQueue(s, ids, [truth[ids[0]], wrong], ds.load_image, annotator="oracle", spatial_dims=3,
+                    uncertainty=boundary.__getitem__)
+    assert q.image.value[:4] == b"\x89PNG" and q.umap.value[:4] == b"\x89PNG"
+    out = q.run_oracle(truth.__getitem__)
+    assert [d["source"] for d in out] == ["human", "corrected"]
+    labs = s.labels().set_index("case_id")
+    assert np.array_equal(read_mask(labs.loc[ids[1], "mask_path"]), truth[ids[1]])
+    from medwb.errors import DataError
+
+    with pytest.raises(DataError, match="image's own size"):  # a mask on the wrong grid is refused
+        ReviewQueue(s, ids[:1], [truth[ids[0]][:, :-1]], ds.load_image, annotator="oracle", spatial_dims=3)
+    s.close()
+
+
+def test_cold_start_without_prelabels(pneumonia: dict) -> None:
+    """The cold-start round has no model: every case is shown with the class chooser, nothing to accept, and the
+    person's choice is a ``human`` label with no model version; a mixed queue switches per case."""
+    s, ids, y = pneumonia["study"], pneumonia["ids"][:4], pneumonia["y"][:4]
+    q = ReviewQueue(s, ids, None, pneumonia["load"], round=1, annotator="dr_c")
+    assert q.image.value[:4] == b"\x89PNG" and q.umap.value == b""
+    assert "no pre-label" in q.title.value and "choose the class" in q.title.value
+    assert q.b_accept.disabled and not q.b_change.disabled and q.class_menu.value is None
+    with pytest.raises(StoreError, match="no pre-label to accept"):
+        q.accept()
+    q.b_change.click()  # nothing chosen in the menu yet: not saved, the error is shown
+    assert "choose the class" in q.status.value and s.labels(latest=False).empty and q.position == 0
+    time.sleep(PAUSE)
+    q.class_menu.value = int(y[0])
+    q.b_change.click()
+    time.sleep(PAUSE)
+    q.keys.value = str(int(y[1]) + 1)  # key 1-9: the n-th class
+    q.reject("cannot tell on this image")
+    rest = q.run_oracle(lambda c: int(pneumonia["y"][ids.index(c)]))
+    assert [r["action"] for r in rest] == ["choose"] and q.done
+    labs = s.labels(latest=False).set_index("case_id")
+    assert list(labs.index) == [ids[0], ids[1], ids[3]]
+    assert labs["value"].astype(int).tolist() == [int(y[0]), int(y[1]), int(y[3])]
+    assert (labs["source"] == "human").all() and labs["model_version"].isna().all() and (labs["round"] == 1).all()
+    assert (labs["annotator"] == "dr_c").all() and (labs["seconds"].iloc[:2] >= PAUSE).all()
+    assert not labs["note"].str.contains("pre-label").any()
+    rq = s.review_queue()
+    assert rq["case_id"].tolist() == [ids[2]] and rq["reason"].iloc[0].startswith("no label given")
+
+    # per-case None: a pre-labelled case can be accepted, the next one (no pre-label) cannot
+    more = pneumonia["ids"][4:6]
+    q2 = ReviewQueue(s, more, [1, None], pneumonia["load"], confidence=[0.9, None], round=2,
+                     model_version=pneumonia["mv"], annotator="dr_c")
+    assert not q2.b_accept.disabled and "proposed class" in q2.title.value and "confidence 0.900" in q2.title.value
+    q2.accept()
+    assert q2.b_accept.disabled and "no pre-label" in q2.title.value and "confidence" not in q2.title.value
+    q2.change(0)
+    labs = s.labels(latest=False).set_index("case_id")
+    assert labs.loc[more[0], "note"].startswith("accepted pre-label 1")
+    assert labs.loc[more[1], "source"] == "human" and not labs.loc[more[1], "note"].startswith("accepted")
+
+
+def test_cold_start_segmentation_without_prelabel(tmp_path: Path, samples: Path) -> None:
+    root = samples / "segmentation_2d" / "chase_db1"
+    n = "Image_02L"
+    img = np.moveaxis(np.asarray(Image.open(root / "images" / f"{n}.jpg"), dtype=np.float32) / 255.0, -1, 0)
+    m = (np.asarray(Image.open(root / "manual_1stHO" / f"{n}_1stHO.png").convert("L")) > 127).astype(np.int64)[None]
+    s = Study.create(tmp_path / "seg", dataset_path=root, task="segmentation", classes={0: "background", 1: "vessel"})
+    s.add_cases(pd.DataFrame({"case_id": [n], "split": "train"}))
+    q = ReviewQueue(s, [n], [None], lambda c: img, annotator="observer_1")
+    assert q.image.value[:4] == b"\x89PNG" and q.b_accept.disabled and "no pre-label" in q.title.value
+    with pytest.raises(StoreError, match="change\\(mask"):
+        q.change()
+    q.run_oracle(lambda c: m)
+    from medwb.store import read_mask
+
+    lab = s.labels().iloc[0]
+    assert lab["source"] == "human" and np.array_equal(read_mask(lab["mask_path"]), m)
+    s.close()

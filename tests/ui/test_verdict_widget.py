@@ -1,0 +1,131 @@
+"""`medwb explain` output folder -> verdict panel -> verdicts in the study's SQLite store; review-only mode
+(no model file, no torch import) in a separate process. Real PneumoniaMNIST data and a tiny trained model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medwb.data import open_dataset
+from medwb.errors import DataError, StoreError
+from medwb.explain.run import run_explain
+from medwb.models import save_checkpoint
+from medwb.store import Study
+from medwb.ui.widgets.verdict import VerdictPanel, simulated_verdicts
+
+
+@pytest.fixture(scope="module")
+def explained(samples, tmp_path_factory, tiny_pneumonia_model):
+    """A study with the PneumoniaMNIST cohort, a registered model and an explain folder of 3 cases."""
+    root = tmp_path_factory.mktemp("verdict")
+    data = samples / "classification_2d" / "pneumoniamnist.npz"
+    ds = open_dataset(data)
+    m = tiny_pneumonia_model
+    study = Study.create(root / "study", dataset_path=str(data), task="classification", classes=ds.classes)
+    study.add_cases(ds.cohort)
+    ckpt = save_checkpoint(m, root / "study" / "models" / "m.pt", {"round": 1})
+    study.add_model(1, ckpt, {"auc": 0.0})
+    study.close()
+    out = root / "study" / "maps"
+    res = run_explain(root / "study", data, method="gradcam,ig", cases=3, out_dir=out, select="misclassified",
+                      progress=False)
+    return {"root": root, "study_dir": root / "study", "out": out, "res": res, "data": data}
+
+
+def test_run_explain_writes_index_checks_maps(explained):
+    res, out = explained["res"], explained["out"]
+    idx = pd.read_csv(out / "index.csv", dtype={"case_id": str})
+    assert len(idx) == 6 and set(idx.method) == {"gradcam", "ig"}
+    assert idx.model_version.str.startswith("r1-").all()  # latest model of the study was used
+    for col in ("map_npz", "map_nifti", "overlay_png"):
+        assert all((out / p).is_file() for p in idx[col])
+    ck = pd.read_csv(out / "checks.csv")
+    assert set(ck.check) == {"randomization", "deletion_auc", "insertion_auc"} and set(ck.method) == {"gradcam", "ig"}
+    with np.load(out / idx.map_npz.iloc[0]) as z:
+        assert z["map"].shape == (1, 28, 28) and z["image"].shape == (1, 28, 28)
+    assert res.index.selection.str.contains("misclassified|uncertain").all()
+
+
+def test_panel_records_verdicts_in_study(explained):
+    study = Study.open(explained["study_dir"])
+    panel = VerdictPanel(explained["out"], study)
+    assert panel.methods == ["gradcam", "ig"] and len(panel.case_ids) == 3
+    assert panel.image.value[:4] == b"\x89PNG" and panel.map_images["ig"].value[:4] == b"\x89PNG"
+    assert "prediction" in panel.info.value and "probability" in panel.info.value
+    with pytest.raises(StoreError, match="reviewer"):
+        panel.set_verdict("gradcam", "plausible")
+        panel.save()
+    panel.reviewer.value = "Dr. Test"
+    panel.set_verdict("gradcam", "plausible", "lung fields highlighted")
+    panel.set_verdict("ig", "implausible", "grid pattern")
+    ids = panel.save()
+    assert len(ids) == 2
+    panel.next()
+    assert panel.pos == 1 and panel.verdicts["gradcam"].value == ""  # fields cleared for the next case
+    panel.set_verdict("ig", "cannot_tell")
+    panel._save_clicked()  # the button's handler
+    assert "saved 1" in panel.status.value
+    v = study.verdicts()
+    assert len(v) == 3
+    first = v.iloc[0]
+    assert first.case_id == panel.case_ids[0] and first.method == "gradcam" and first.verdict == "plausible"
+    assert first.reviewer == "Dr. Test" and first.comment == "lung fields highlighted"
+    assert "randomization_passed" in first.checks and "failed_checks" in first.checks
+    assert first.map_path.endswith(".npz")
+    with pytest.raises(StoreError):
+        panel.set_verdict("ig", "great")
+    with pytest.raises(DataError):
+        panel.set_verdict("lime", "plausible")
+    study.close()
+
+
+def test_simulated_verdicts_are_labelled_as_such(explained, tmp_path):
+    import shutil
+
+    study_dir = tmp_path / "study"
+    shutil.copytree(explained["study_dir"], study_dir)
+    study = Study.open(study_dir)
+    n0 = len(study.verdicts())
+    rec = simulated_verdicts(VerdictPanel(study_dir / "maps", study), random_state=0)
+    v = study.verdicts().iloc[n0:]
+    assert len(v) == len(rec) == 6
+    assert (v.reviewer == "simulated").all() and v.comment.str.contains("simulated").all()
+    study.close()
+
+
+def test_review_only_mode_without_model_or_torch(explained, tmp_path):
+    import shutil
+
+    study_dir = tmp_path / "study"
+    shutil.copytree(explained["study_dir"], study_dir)
+    shutil.rmtree(study_dir / "models")  # the reviewer's laptop has no weights
+    code = textwrap.dedent(f"""
+        import sys
+        from medwb.store import Study
+        from medwb.ui.widgets.verdict import VerdictPanel
+        s = Study.open({str(study_dir)!r})
+        p = VerdictPanel({str(study_dir / 'maps')!r}, s, reviewer="Reviewer B")
+        p.show(2)
+        p.set_verdict("gradcam", "partly", "offline review")
+        import json
+        print(json.dumps(dict(ids=p.save(), n=len(s.verdicts()), torch="torch" in sys.modules,
+                              case=p.case_ids[2])))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and len(got["ids"]) == 1
+    s = Study.open(study_dir)
+    v = s.verdicts().set_index("id").loc[got["ids"][0]]
+    assert v.verdict == "partly" and v.reviewer == "Reviewer B" and v.case_id == got["case"]
+    s.close()
+
+
+def test_missing_index_is_a_named_error(tmp_path):
+    with pytest.raises(DataError, match="index.csv"):
+        VerdictPanel(tmp_path)
