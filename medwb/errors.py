@@ -29,3 +29,8 @@ class CryptoError(MedwbError):
 
 class NetworkBlockedError(MedwbError, ConnectionError):
     """medwb never calls out to the network; raised by the offline guard."""
+
+
+class ConfigError(MedwbError, ValueError):
+    """A setting medwb does not know (an unknown strategy, method or training field): the same error from every
+    module that takes the setting, naming the accepted values."""
