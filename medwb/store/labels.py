@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from medwb.atomic import atomic_write_bytes
 from medwb.errors import DataError, MedwbError, StoreError
 from medwb.store.masks import check_mask_array, save_npy
 from medwb.store.values import now
@@ -213,8 +214,6 @@ def export_labels_csv(study: Study, path: str | Path, latest: bool = True, *, en
     """Write the labels (current ones by default) with their provenance to CSV (atomically). With
     ``encrypt_with`` (a ``medwb.privacy.crypto.Key``) the file is AES-GCM encrypted; the plaintext never
     touches the disk."""
-    from medwb.atomic import atomic_write_bytes
-
     data = labels(study, latest=latest).to_csv(index=False).encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -176,7 +176,7 @@ def import_masks(
     written, then written in one transaction through the label writer. ``source=None`` decides per case:
     ``corrected`` if the mask differs from the model's pre-label it replaces, else ``human``. Returns
     (case_id, label_id, source, changed)."""
-    from medwb.store.labels import SOURCES, add_labels
+    from medwb.store.labels import SOURCES, add_labels  # here: labels.py imports this module at its top
 
     folder = Path(folder)
     if not folder.is_dir():
