@@ -50,10 +50,10 @@ def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, A
 
     p = Path(model)
     if p.is_dir():
-        from medwb.store import Study
+        from medwb.store import Study, layout
 
-        if not (p / "study.sqlite").exists():
-            raise DataError(p, "is neither a checkpoint file nor a study folder (no study.sqlite)",
+        if not Study.exists(p):
+            raise DataError(p, f"is neither a checkpoint file nor a study folder (no {layout.DB_NAME})",
                             "pass a .pt checkpoint or a study folder created by medwb")
         study = Study.open(p)
         models = study.models()

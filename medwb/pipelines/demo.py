@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medwb.errors import MedwbError
+from medwb.store.layout import is_study
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "data_samples" / "classification_2d" / "pneumoniamnist.npz"
@@ -86,7 +87,7 @@ def pick_study(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
     order = [s for s in strategies if s != "random"] + ["random"]
     for s in order:
         p = sim_dir / "studies" / f"{s}-seed0"
-        if (p / "study.sqlite").is_file():
+        if is_study(p):
             return p
     raise DemoError(f"{sim_dir}: the simulation wrote no study folder. Fix: check the simulation stage's error")
 

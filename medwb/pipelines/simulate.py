@@ -241,7 +241,7 @@ def run_simulation(
         bar.set_postfix(strategy=strategy, seed=seed)
         config = default_train_config(ds.task, seed=seed, **{**(train or {}), "epochs": epochs})
         folder = out / "studies" / f"{strategy}-seed{seed}"
-        study = Study.open(folder) if (folder / "study.sqlite").exists() else Study.create(
+        study = Study.open(folder) if Study.exists(folder) else Study.create(
             folder, dataset_path=str(data), task=ds.task, classes=ds.classes, name=f"{ds.name} {strategy} seed {seed}")
         loop_strategy = strategy if strategy != FULL else "random"
         loop = ActiveLearningLoop(study, ds, strategy=loop_strategy, batch_size=1, train_config=config, seed=seed,

@@ -29,13 +29,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from medwb.atomic import atomic_write, atomic_write_bytes
 from medwb.errors import CryptoError
+from medwb.store import layout
 
 ENV_VAR = "MEDWB_KEY"
 MAGIC = b"MEDWBENC1\n"  # format tag + version; anything else is not a medwb-encrypted file
 CHUNK = 1 << 20  # plaintext bytes per authenticated chunk
 ENC_SUFFIX = ".enc"
-#: study sub-folders whose files hold patient-derived data and can be kept encrypted
-STUDY_DATA_DIRS = ("cache", "exports", "models", "maps", "masks")
+#: study sub-folders whose files hold patient-derived data and can be kept encrypted (names: medwb.store.layout)
+STUDY_DATA_DIRS = (layout.CACHE, layout.EXPORTS, layout.MODELS, layout.MAPS, layout.MASKS)
 
 _NONCE_PREFIX = 8  # random bytes per file; + 4-byte chunk counter = 12-byte GCM nonce
 _LEN = struct.Struct(">I")
@@ -257,7 +258,7 @@ def _study_files(study_dir: Path, dirs: tuple[str, ...]) -> list[Path]:
 def encrypt_study(study_dir: str | Path, key: Key, *, dirs: tuple[str, ...] = STUDY_DATA_DIRS) -> StudyCryptoResult:
     """Encrypt every plaintext file under the study's data folders in place (``f`` -> ``f.enc``, plaintext shredded).
 
-    ``study.sqlite`` is left alone: the store engineer's label database stays usable by :class:`medwb.store.Study`;
+    The study database is left alone: the store engineer's label database stays usable by :class:`medwb.store.Study`;
     its exports (``exports/``) are what leaves the workstation, and those are encrypted here.
     """
     study_dir = Path(study_dir)

@@ -1,8 +1,8 @@
 """Purge a study: destroy its patient-derived data, keep a record that it was destroyed.
 
-What "the study's data" means (the study folder layout of :mod:`medwb.store`):
+What "the study's data" means (the study folder layout, named only in :mod:`medwb.store.layout`):
 
-* purged: ``study.sqlite`` (+ ``-wal`` / ``-shm`` / ``-journal``: labels, case ids, verdicts, review history),
+* purged: the database (+ ``-wal`` / ``-shm`` / ``-journal``: labels, case ids, carved splits, verdicts, review history),
   ``cache/`` (image caches), ``exports/`` (label exports), ``maps/`` (explanation / uncertainty maps),
   ``masks/`` (label masks), and any other file under the study folder (reports, copies of images, ``.enc`` files);
 * kept unless ``include_models``: ``models/`` (checkpoints trained on the data);
@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,10 +34,13 @@ from pathlib import Path
 import medwb
 from medwb.data.hashing import file_sha256
 from medwb.errors import StoreError
+from medwb.store import layout
+from medwb.store.layout import StudyLayout
+from medwb.store.schema import peek_dataset_path
 
-AUDIT_NAME = "purge_audit.jsonl"
-DB_NAME = "study.sqlite"
-STUDY_MARKERS = (DB_NAME, "models", "cache", "exports", "maps", "masks", AUDIT_NAME)
+AUDIT_NAME = layout.PURGE_AUDIT
+#: any of these in a folder makes it look like a study (purge refuses other folders)
+STUDY_MARKERS = (layout.DB_NAME, *layout.SUBFOLDERS, AUDIT_NAME)
 _BUF = 1 << 20
 
 
@@ -114,30 +116,6 @@ class PurgeResult:
         return "\n".join(lines)
 
 
-def _source_dataset(db: Path, *, may_write: bool) -> str | None:
-    """The dataset path recorded by the store. ``immutable=1`` reads without creating -wal/-shm files (a dry run
-    must change nothing); when the purge is real anyway, a normal read-only open also sees un-checkpointed WAL."""
-    if not db.is_file():
-        return None
-    for mode in (["immutable=1"] + (["mode=ro"] if may_write else [])):
-        try:
-            found = _read_dataset_path(db, mode)
-        except sqlite3.Error:
-            found = None
-        if found:
-            return found
-    return None
-
-
-def _read_dataset_path(db: Path, mode: str) -> str | None:
-    con = sqlite3.connect(f"file:{db}?{mode}", uri=True)
-    try:
-        row = con.execute("SELECT dataset_path FROM study WHERE id = 1").fetchone()
-    finally:
-        con.close()
-    return str(row[0]) if row else None
-
-
 def _last_line_hash(path: Path) -> str:
     if not path.is_file():
         return ""
@@ -187,11 +165,11 @@ def _plan(study: Path, include_models: bool) -> tuple[list[Path], list[str]]:
         if rel.parts == (AUDIT_NAME,):
             kept.append(str(rel))
             continue
-        if rel.parts[0] == "models" and not include_models:
+        if rel.parts[0] == layout.MODELS and not include_models:
             continue
         doomed.append(p)
-    if (study / "models").is_dir() and not include_models:
-        kept.append("models/ (pass --models to purge the models trained on this data)")
+    if StudyLayout(study).models.is_dir() and not include_models:
+        kept.append(f"{layout.MODELS}/ (pass --models to purge the models trained on this data)")
     return doomed, kept
 
 
@@ -212,14 +190,14 @@ def purge_study(
     if not study.is_dir():
         raise StoreError(f"{study}: no such study folder. Fix: pass the folder created by Study.create")
     if not any((study / m).exists() for m in STUDY_MARKERS):
-        raise StoreError(f"{study}: does not look like a medwb study (no {DB_NAME}, models/, cache/, ...); refusing "
-                         "to delete anything. Fix: pass the study folder itself")
+        raise StoreError(f"{study}: does not look like a medwb study (no {layout.DB_NAME}, {layout.MODELS}/, "
+                         f"{layout.CACHE}/, ...); refusing to delete anything. Fix: pass the study folder itself")
     study = study.resolve()
     if study == Path(study.anchor) or study == Path.home().resolve():
         raise StoreError(f"{study}: refusing to purge a filesystem root or home folder. Fix: pass the study folder")
     who = actor or os.environ.get("MEDWB_ACTOR") or getpass.getuser()
     res = PurgeResult(study=study, dry_run=dry_run, include_models=include_models, actor=who)
-    res.source_dataset = _source_dataset(study / DB_NAME, may_write=not dry_run)
+    res.source_dataset = peek_dataset_path(StudyLayout(study), may_write=not dry_run)
     doomed, res.kept = _plan(study, include_models)
     for p in doomed:
         if p.is_symlink():
@@ -242,7 +220,7 @@ def purge_study(
         except OSError as e:
             res.errors.append(f"{f.path}: {e}")
     for d in sorted((p for p in study.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
-        if d.relative_to(study).parts[0] == "models" and not include_models:
+        if d.relative_to(study).parts[0] == layout.MODELS and not include_models:
             continue
         try:
             d.rmdir()  # only empty folders; anything left is reported by the check below

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from medwb.errors import MedwbError, StoreError
+from medwb.store.layout import DB_NAME, is_study
 
 NOTEBOOK = "04_validation_report.ipynb"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -96,8 +97,8 @@ def build_report(
     from medwb.pipelines.notebook_runner import execute_notebook
 
     study = Path(study).resolve()
-    if not (study / "study.sqlite").is_file():
-        raise StoreError(f"{study}: no study here (study.sqlite missing). Fix: pass a study folder made by "
+    if not is_study(study):
+        raise StoreError(f"{study}: no study here ({DB_NAME} missing). Fix: pass a study folder made by "
                          "medwb simulate / the active-learning notebook")
     out = Path(out_dir).resolve()
     found_curves, found_explain = _discover(study)

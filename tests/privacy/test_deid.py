@@ -192,6 +192,28 @@ def test_profile_table_is_the_standard_table():
     assert rule_for(0x50001234).name == "Curve Data" and rule_for(0x60003000).name == "Overlay Data"
 
 
+# sha256 of json.dumps([(tag, action, name), ...]) of the table as it was a Python string inside deid.py, computed
+# once before it moved to medwb/privacy/ps315_annex_e.csv: the data file must give exactly the same rules.
+_OLD_TABLE_SHA256 = "76183f2938c326bd35df3201d07402e43ab1ddab9d92d6e7e77bc611db449045"
+
+
+def test_profile_data_file_equals_the_old_in_code_table():
+    import hashlib
+    import json
+    from importlib import resources
+
+    from medwb.privacy.deid import PROFILE_FILE, load_profile
+
+    rows = [(r.tag, r.action, r.name) for r in load_profile()]
+    assert rows == [(r.tag, r.action, r.name) for r in PROFILE]
+    assert len(rows) == 620
+    assert rows[0] == ("0000,1000", "X", "Affected SOP Instance UID")
+    assert rows[100] == ("0010,21C0", "X", "Pregnancy Status")
+    assert rows[-1] == ("FFFC,FFFC", "X", "Data Set Trailing Padding")
+    assert hashlib.sha256(json.dumps(rows).encode()).hexdigest() == _OLD_TABLE_SHA256
+    assert resources.files("medwb.privacy").joinpath(PROFILE_FILE).is_file()  # shipped as package data
+
+
 def test_every_sample_dicom_follows_the_whole_profile(samples, tmp_path):
     res = run_and_check(samples / "dicom", tmp_path)
     s = res["summary"]

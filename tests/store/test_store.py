@@ -48,8 +48,8 @@ def test_create_layout_and_pragmas(study: Study) -> None:
     c = sqlite3.connect(study.db_path)
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert study._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert study._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert study.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert study.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     c.close()
     with pytest.raises(StoreError, match="already exists"):
         Study.create(study.folder, dataset_path="x", task="classification", classes=CLASSES)
@@ -248,7 +248,7 @@ def test_masks_export_import_chase(tmp_path: Path, samples: Path) -> None:
 
 
 def test_migration_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medwb.store.study as store
+    import medwb.store.schema as store
 
     s = Study.create(tmp_path / "m", dataset_path="d", task="classification", classes=CLASSES)
     s.close()
@@ -258,8 +258,8 @@ def test_migration_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(store.MIGRATIONS, SCHEMA_VERSION,
                         lambda c: c.execute("ALTER TABLE labels ADD COLUMN confidence REAL"))
     s = Study.open(tmp_path / "m")
-    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
-    assert "confidence" in [r[1] for r in s._conn.execute("PRAGMA table_info(labels)")]
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert "confidence" in [r[1] for r in s.conn.execute("PRAGMA table_info(labels)")]
     s.close()
 
 
@@ -296,12 +296,12 @@ def test_import_labels_csv_fuzz(tmp_path: Path) -> None:
 
 def test_v1_study_is_migrated_on_open(tmp_path: Path, samples: Path) -> None:
     """A study written by the first schema (no cohort column order, no current_labels view) opens and upgrades."""
-    import medwb.store.study as store
+    import medwb.store.schema as store
 
     folder = tmp_path / "old"
     folder.mkdir()
     c = sqlite3.connect(folder / "study.sqlite")
-    c.executescript(store._SCHEMA_V1)
+    c.executescript(store.SCHEMA_V1)
     c.execute("INSERT INTO study VALUES (1, 'old', 'x.npz', 'classification', '{\"0\": \"normal\", \"1\": \"pneumonia\"}', "
               "'2026-01-01T00:00:00+00:00', '0.1.0', 1)")
     c.execute("INSERT INTO cases VALUES ('train_00000', 'train', NULL, NULL, '{\"label\": 1}', '2026-01-01T00:00:00+00:00')")
@@ -310,9 +310,9 @@ def test_v1_study_is_migrated_on_open(tmp_path: Path, samples: Path) -> None:
     c.commit()
     c.close()
     s = Study.open(folder)
-    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert s.cases()["label"].tolist() == [1]
-    assert s._conn.execute("SELECT case_id, value FROM current_labels").fetchall() == [("train_00000", 1)]
+    assert s.conn.execute("SELECT case_id, value FROM current_labels").fetchall() == [("train_00000", 1)]
     s.add_cases(pneumonia_cohort(samples, n=3)[0])
     assert list(s.cases().columns)[:3] == ["case_id", "split", "label"]
     s.close()
@@ -353,15 +353,16 @@ def test_3d_masks_roundtrip_hippocampus(tmp_path: Path, samples: Path) -> None:
 # ---------------------------------------------------------------------- atomic creation / half-created leftovers
 _KILL_IN_CREATE = r"""
 import sys, time
-import medwb.store.study as store
+import medwb.store.schema as schema
+from medwb.store import Study
 
-real = store._migrate
+real = schema.migrate
 def slow_migrate(conn, version, db):  # the schema and study row are written: stop inside the transaction
     real(conn, version, db)
     print("inside", flush=True)
     time.sleep(60)
-store._migrate = slow_migrate
-store.Study.create(sys.argv[1], dataset_path="pneumoniamnist.npz", task="classification", classes=["normal", "pneumonia"])
+schema.migrate = slow_migrate
+Study.create(sys.argv[1], dataset_path="pneumoniamnist.npz", task="classification", classes=["normal", "pneumonia"])
 """
 
 
@@ -386,8 +387,8 @@ def test_create_killed_midway_leaves_no_study_and_create_again_works(tmp_path: P
     assert not list(folder.glob(".study.sqlite.creating-*"))  # the dead process's temp file was removed
     with Study.open(folder) as st:
         assert st.task == "classification"
-        assert st._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert st._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert st.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert st.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_empty_half_created_database_is_recovered(tmp_path: Path) -> None:

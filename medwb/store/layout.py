@@ -1,0 +1,142 @@
+"""The study folder's layout: THE one place that names the files and folders of a study.
+
+Everything else (the store's modules, purge, crypto, the loop, reports) asks this module for a path instead of
+spelling ``"study.sqlite"`` or ``"models"`` itself, so a rename happens here once and purge / encryption can never
+miss a folder the store writes to. ``tests/store/test_layout.py`` checks that no other module spells the
+database name.
+
+    study.sqlite        the database (+ -wal / -shm / -journal sidecars); only medwb.store writes it
+    .study.sqlite.creating-<pid>-<hex>   a database being built by Study.create (renamed into place when whole)
+    models/             checkpoints (round_NNN.pt from the loop) registered with add_model
+    cache/              re-computable data (image caches), safe to purge
+    exports/            CSV / NIfTI exports for other tools
+    maps/               explanation and uncertainty maps
+    masks/              label masks written by the store (add_label(mask=...), save_mask, import_masks)
+    purge_audit.jsonl   the purge audit log (the only file a purge keeps)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_NAME = "study.sqlite"
+#: files SQLite keeps beside the database (write-ahead log, shared memory, rollback journal)
+DB_SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+#: name prefix of the temporary database a running Study.create builds (followed by ``<pid>-<hex>``)
+CREATING_PREFIX = f".{DB_NAME}.creating-"
+MODELS, CACHE, EXPORTS, MAPS, MASKS = "models", "cache", "exports", "maps", "masks"
+#: every sub-folder a study has (created by Study.create / Study.open), in creation order
+SUBFOLDERS = (MODELS, CACHE, EXPORTS, MAPS, MASKS)
+PURGE_AUDIT = "purge_audit.jsonl"
+#: the file beside exported NIfTI masks that maps file names back to case ids (read by import_masks)
+NIFTI_MANIFEST = "manifest.csv"
+MASK_SUFFIX = ".npy"
+CHECKPOINT_PATTERN = "round_{round:03d}.pt"
+
+
+def safe_name(case_id: str) -> str:
+    """A file-name-safe form of a case id (exports, masks)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(case_id)).strip("._") or "case"
+
+
+def nifti_mask_name(case_id: str) -> str:
+    """File name of a case's mask in a NIfTI export folder (``<safe case id>.nii.gz``)."""
+    return f"{safe_name(case_id)}.nii.gz"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """The paths of one study folder. Cheap to build: ``StudyLayout(folder).db``."""
+
+    folder: Path
+
+    def __init__(self, folder: str | Path) -> None:
+        object.__setattr__(self, "folder", Path(folder))
+
+    @property
+    def db(self) -> Path:
+        return self.folder / DB_NAME
+
+    def db_files(self) -> list[Path]:
+        """The database and its SQLite sidecar files (whether they exist or not)."""
+        return [self.db] + [self.db.with_name(DB_NAME + s) for s in DB_SIDECAR_SUFFIXES]
+
+    def creating_db(self, pid: int, token: str) -> Path:
+        """The temporary database a Study.create in process ``pid`` builds before linking it into place."""
+        return self.folder / f"{CREATING_PREFIX}{pid}-{token}"
+
+    def creating_dbs(self) -> list[tuple[Path, int]]:
+        """Temporary database files of creates in this folder, each with the pid that made it (other names skipped)."""
+        out = []
+        for p in sorted(self.folder.glob(CREATING_PREFIX + "*")):  # their -journal files too
+            try:
+                out.append((p, int(p.name[len(CREATING_PREFIX):].split("-")[0])))
+            except ValueError:
+                continue
+        return out
+
+    @property
+    def models(self) -> Path:
+        return self.folder / MODELS
+
+    @property
+    def cache(self) -> Path:
+        return self.folder / CACHE
+
+    @property
+    def exports(self) -> Path:
+        return self.folder / EXPORTS
+
+    @property
+    def maps(self) -> Path:
+        return self.folder / MAPS
+
+    @property
+    def masks(self) -> Path:
+        return self.folder / MASKS
+
+    @property
+    def purge_audit(self) -> Path:
+        return self.folder / PURGE_AUDIT
+
+    def subfolders(self) -> list[Path]:
+        return [self.folder / s for s in SUBFOLDERS]
+
+    def make_folders(self) -> None:
+        """Create the study folder and every sub-folder (existing ones are kept)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for p in self.subfolders():
+            p.mkdir(exist_ok=True)
+
+    def checkpoint(self, round: int) -> Path:
+        """Where the loop saves the model of round ``round``: ``models/round_NNN.pt``."""
+        return self.models / CHECKPOINT_PATTERN.format(round=int(round))
+
+    def label_mask(self, case_id: str, annotator: str, source: str, round: int | None, label_id: int) -> Path:
+        """THE naming rule for a mask the store saves with a label (``add_label(mask=...)``, ``import_masks``):
+        ``masks/<case>__<annotator>__<source>__r<round>__L<label id>.npy``. The label id makes it unique (the same
+        annotator labelling a case twice gets two files) and ties the file to its row; case, annotator, source and
+        round (0 = before any round) make it readable in a file browser."""
+        r = 0 if round is None else int(round)
+        return self.masks / (f"{safe_name(case_id)}__{safe_name(annotator)}__{safe_name(source)}__r{r}"
+                             f"__L{int(label_id):06d}{MASK_SUFFIX}")
+
+    def tagged_mask(self, case_id: str, tag: str) -> Path:
+        """The older, caller-tagged mask name of :meth:`medwb.store.Study.save_mask`: ``masks/<case>__<tag>.npy``."""
+        return self.masks / f"{safe_name(case_id)}__{safe_name(tag)}{MASK_SUFFIX}"
+
+
+def db_path(folder: str | Path) -> Path:
+    """The database file of the study in ``folder``."""
+    return StudyLayout(folder).db
+
+
+def is_study(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a study database (it may still be damaged; Study.open says so)."""
+    return StudyLayout(folder).db.is_file()
+
+
+def checkpoint_path(folder: str | Path, round: int) -> Path:
+    """Where the model of round ``round`` of the study in ``folder`` is saved (``models/round_NNN.pt``)."""
+    return StudyLayout(folder).checkpoint(round)

@@ -1,0 +1,89 @@
+"""Second looks: reviewers' verdicts on explanation maps, and the review queue of cases flagged for a person."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from medwb.errors import StoreError
+from medwb.store.values import dumps, now
+
+if TYPE_CHECKING:
+    from medwb.store.study import Study
+
+VERDICTS = ("plausible", "partly", "implausible", "cannot_tell")
+
+
+def record_verdict(
+    study: Study,
+    case_id: str,
+    method: str,
+    verdict: str,
+    reviewer: str,
+    comment: str = "",
+    map_path: str | Path | None = None,
+    checks: Mapping[str, Any] | None = None,
+) -> int:
+    """A reviewer's judgement of an explanation map for a case."""
+    case_id = str(case_id)
+    study.check_case(case_id)
+    if verdict not in VERDICTS:
+        raise StoreError(f"verdict {verdict!r} is not one of {VERDICTS}. Fix: pick one of them")
+    if not method or not reviewer:
+        raise StoreError("method and reviewer must be non-empty. Fix: pass the XAI method name and who reviewed")
+    with study.transaction() as c:
+        cur = c.execute(
+            "INSERT INTO verdicts (case_id, method, verdict, reviewer, comment, map_path, checks, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (case_id, method, verdict, reviewer, comment, study.rel(map_path), dumps(dict(checks or {})), now()),
+        )
+    return int(cur.lastrowid)
+
+
+def verdicts(study: Study) -> pd.DataFrame:
+    """Every verdict, with ``checks`` as a dict and ``map_path`` absolute."""
+    df = study.query("SELECT * FROM verdicts ORDER BY id")
+    df["checks"] = [json.loads(x) for x in df["checks"]]
+    df["map_path"] = [None if p is None else str(study.path(p)) for p in df["map_path"]]
+    return df
+
+
+def flag_for_review(
+    study: Study, case_ids: Iterable[str], *, reason: str, source: str, flagged_by: str = "", seconds: float | None = None
+) -> int:
+    """Put cases in the review queue for a second look (e.g. source='label_audit'). Cases already open in the
+    queue for the same source are not duplicated. Returns how many were added."""
+    ids = [str(c) for c in case_ids]
+    for cid in ids:
+        study.check_case(cid)
+    ts = now()
+    added = 0
+    with study.transaction() as c:
+        for cid in ids:
+            if c.execute("SELECT 1 FROM review_queue WHERE case_id = ? AND source = ? AND resolved_at IS NULL",
+                         (cid, source)).fetchone():
+                continue
+            c.execute("INSERT INTO review_queue (case_id, reason, source, flagged_by, seconds, created_at) VALUES (?,?,?,?,?,?)",
+                      (cid, reason, source, flagged_by, seconds, ts))
+            added += 1
+    return added
+
+
+def review_queue(study: Study, open_only: bool = True) -> pd.DataFrame:
+    """The review queue (open entries only by default)."""
+    sql = "SELECT * FROM review_queue" + (" WHERE resolved_at IS NULL" if open_only else "") + " ORDER BY id"
+    return study.query(sql)
+
+
+def resolve_review(study: Study, case_id: str, source: str | None = None) -> int:
+    """Close the open review-queue entries of a case (all, or those of one source)."""
+    with study.transaction() as c:
+        if source is None:
+            cur = c.execute("UPDATE review_queue SET resolved_at = ? WHERE case_id = ? AND resolved_at IS NULL", (now(), str(case_id)))
+        else:
+            cur = c.execute("UPDATE review_queue SET resolved_at = ? WHERE case_id = ? AND source = ? AND resolved_at IS NULL",
+                            (now(), str(case_id), source))
+    return int(cur.rowcount)

@@ -1,0 +1,328 @@
+"""The study database: its SQL schema, migrations, connections and transactions.
+
+Why SQLite: no server, one file, ACID transactions. The database runs in WAL journal mode with
+``synchronous=FULL`` so that a write that returned is on disk, and a process killed at any instant leaves either
+the whole write or none of it (tests/store/test_store_crash.py kills a writer 24 times). Every write is one
+``BEGIN IMMEDIATE ... COMMIT`` (:func:`transaction`). A new database is built completely in a temporary file and
+linked into place (:func:`create_database`), so a killed create never leaves half a study.
+
+Schema versions live in ``PRAGMA user_version`` (and ``study.schema_version``); :data:`MIGRATIONS` upgrades an
+older database on open. A new study is built as v1 and migrated up, so every migration runs on every new study.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medwb.atomic import fsync_dir
+from medwb.errors import StoreError
+from medwb.store.layout import StudyLayout
+
+SCHEMA_VERSION = 3
+
+SCHEMA_V1 = """
+CREATE TABLE study (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    name TEXT NOT NULL,
+    dataset_path TEXT NOT NULL,
+    task TEXT NOT NULL CHECK (task IN ('classification', 'segmentation')),
+    classes TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    medwb_version TEXT NOT NULL,
+    schema_version INTEGER NOT NULL
+);
+CREATE TABLE cases (
+    case_id TEXT PRIMARY KEY,
+    split TEXT NOT NULL,
+    source TEXT,
+    sha256 TEXT,
+    meta TEXT NOT NULL DEFAULT '{}',
+    added_at TEXT NOT NULL
+);
+CREATE TABLE models (
+    version TEXT PRIMARY KEY,
+    round INTEGER NOT NULL,
+    checkpoint_path TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    n_labeled INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    value INTEGER,
+    mask_path TEXT,
+    source TEXT NOT NULL CHECK (source IN ('human', 'auto', 'corrected')),
+    annotator TEXT NOT NULL,
+    seconds REAL,
+    created_at TEXT NOT NULL,
+    round INTEGER,
+    model_version TEXT REFERENCES models(version),
+    note TEXT NOT NULL DEFAULT '',
+    superseded INTEGER NOT NULL DEFAULT 0 CHECK (superseded IN (0, 1)),
+    CHECK (value IS NOT NULL OR mask_path IS NOT NULL)
+);
+CREATE INDEX labels_case ON labels(case_id, superseded);
+CREATE TABLE label_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    label_id INTEGER NOT NULL REFERENCES labels(id),
+    changed_by TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    from_label_id INTEGER REFERENCES labels(id),
+    from_value INTEGER,
+    to_value INTEGER,
+    from_mask TEXT,
+    to_mask TEXT,
+    from_source TEXT,
+    to_source TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE rounds (
+    number INTEGER PRIMARY KEY,
+    strategy TEXT NOT NULL,
+    params TEXT NOT NULL,
+    selected_ids TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('started', 'finished')),
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    method TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('plausible', 'partly', 'implausible', 'cannot_tell')),
+    reviewer TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    map_path TEXT,
+    checks TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE review_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    flagged_by TEXT NOT NULL DEFAULT '',
+    seconds REAL,
+    created_at TEXT NOT NULL,
+    resolved_at TEXT
+);
+"""
+
+
+
+def v1_to_v2(conn: sqlite3.Connection) -> None:
+    """v2: remember the cohort's column order; a ``current_labels`` view for people reading the file with sqlite3."""
+    if "cohort_columns" not in [r[1] for r in conn.execute("PRAGMA table_info(study)")]:
+        conn.execute("ALTER TABLE study ADD COLUMN cohort_columns TEXT NOT NULL DEFAULT '[]'")
+    conn.execute("CREATE VIEW IF NOT EXISTS current_labels AS SELECT * FROM labels WHERE id IN "
+                 "(SELECT MAX(id) FROM labels WHERE superseded = 0 GROUP BY case_id)")
+
+
+def v2_to_v3(conn: sqlite3.Connection) -> None:
+    """v3: the carved train/val/test splits, persisted (medwb.store.pool), so a resumed study and its report see
+    the same split. No foreign key to ``cases``: splits may be saved before the cases are registered."""
+    conn.execute("CREATE TABLE IF NOT EXISTS splits (case_id TEXT PRIMARY KEY, "
+                 "split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')), position INTEGER NOT NULL)")
+
+
+# Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3}
+
+
+def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:
+    """Apply MIGRATIONS from ``version`` up to SCHEMA_VERSION inside the caller's open transaction."""
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise StoreError(f"{db}: no migration from schema version {version}. Fix: upgrade medwb")
+        MIGRATIONS[version](conn)
+        version += 1
+        conn.execute("UPDATE study SET schema_version = ?", (version,))
+        conn.execute(f"PRAGMA user_version={version}")
+
+
+def connect(db: Path) -> sqlite3.Connection:
+    """The store's connection: WAL, synchronous=FULL, foreign keys, 30 s busy timeout; autocommit off
+    (``isolation_level=None``: we issue BEGIN IMMEDIATE / COMMIT ourselves, one transaction per write)."""
+    conn = sqlite3.connect(str(db), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: all of it is committed, or none of it (also on a crash)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def query_df(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+    """The rows of a query as a DataFrame with the query's column names."""
+    cur = conn.execute(sql, params)
+    cols = [d[0] for d in cur.description]
+    return pd.DataFrame(cur.fetchall(), columns=cols)
+
+
+def half_created(db: Path) -> bool:
+    """True only for a database that provably holds nothing: a 0-byte file, or a readable SQLite file with no
+    table at all (what a create killed inside its transaction leaves). Anything else, including an unreadable
+    file, is treated as a study and never discarded."""
+    try:
+        if db.stat().st_size == 0:
+            wal = db.with_name(db.name + "-wal")
+            return not wal.exists() or wal.stat().st_size == 0 or _no_tables(db)
+    except OSError:
+        return False
+    return _no_tables(db)
+
+
+def _no_tables(db: Path) -> bool:
+    try:
+        conn = sqlite3.connect(str(db), timeout=30.0, isolation_level=None)
+        try:
+            return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def remove_stale_creations(layout: StudyLayout) -> None:
+    """Delete temporary databases of creates whose process no longer runs (killed mid-create)."""
+    for p, pid in layout.creating_dbs():
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            for q in (p, p.with_name(p.name + "-journal")):
+                q.unlink(missing_ok=True)
+
+
+def create_database(layout: StudyLayout, study_row: Sequence[Any]) -> sqlite3.Connection:
+    """Build a new database atomically and return the store's connection to it.
+
+    ``study_row``: (name, dataset_path, task, classes JSON, created_at, medwb_version) of the one ``study`` row.
+    The database is built completely in a temporary file beside it (rollback journal, no WAL sidecars), fsynced,
+    and only then linked into place. A kill at any point leaves no database or a complete one; os.link refuses to
+    overwrite a study that another process created meanwhile. The caller checked that no study is there."""
+    folder, db = layout.folder, layout.db
+    remove_stale_creations(layout)
+    if db.exists():  # a half-created database from a killed create of an older medwb: it holds no data
+        for p in layout.db_files():
+            p.unlink(missing_ok=True)
+    tmp = layout.creating_db(os.getpid(), os.urandom(4).hex())
+    try:
+        conn = sqlite3.connect(str(tmp), timeout=30.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in SCHEMA_V1.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
+                "VALUES (1, ?, ?, ?, ?, ?, ?, ?)", (*study_row, 1))
+            conn.execute("PRAGMA user_version=1")
+            migrate(conn, 1, db)
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, db)  # atomic and never clobbers an existing study
+        except FileExistsError:
+            raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+        except OSError:  # a file system without hard links
+            if db.exists():
+                raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+            os.replace(tmp, db)
+        fsync_dir(folder)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return connect(db)
+
+
+def open_database(layout: StudyLayout) -> sqlite3.Connection:
+    """Connect to an existing study database, upgrading its schema through MIGRATIONS if it is older."""
+    db = layout.db
+    if not db.is_file():
+        raise StoreError(f"{db}: no study here. Fix: check the folder, or make one with Study.create(...)")
+    conn = None
+    try:
+        conn = connect(db)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'study'").fetchone() is None:
+            raise sqlite3.DatabaseError("no 'study' table")
+    except sqlite3.DatabaseError as e:
+        if conn is not None:
+            conn.close()
+        if half_created(db):
+            raise StoreError(f"{db}: an empty, half-created study database (a Study.create was interrupted); it "
+                             "holds no data. Fix: run Study.create(...) on this folder again (it replaces the "
+                             "empty file)") from e
+        raise StoreError(f"{db}: not a medwb study database ({e}). Fix: restore the study folder from a backup") from e
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(f"{db}: schema version {version} is newer than this medwb ({SCHEMA_VERSION}). "
+                         "Fix: upgrade medwb")
+    if version < SCHEMA_VERSION:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            migrate(conn, version, db)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+    return conn
+
+
+def peek_dataset_path(layout: StudyLayout, *, may_write: bool) -> str | None:
+    """The dataset path recorded in a study database, read without opening the study (purge reports it).
+    ``immutable=1`` reads without creating -wal/-shm files (a caller that must change nothing passes
+    ``may_write=False``); otherwise a normal read-only open also sees un-checkpointed WAL. None when unreadable."""
+    db = layout.db
+    if not db.is_file():
+        return None
+    for mode in (["immutable=1"] + (["mode=ro"] if may_write else [])):
+        try:
+            con = sqlite3.connect(f"file:{db}?{mode}", uri=True)
+            try:
+                row = con.execute("SELECT dataset_path FROM study WHERE id = 1").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            row = None
+        if row and row[0]:
+            return str(row[0])
+    return None
