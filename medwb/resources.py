@@ -83,3 +83,24 @@ EXPLORE_DATA = "segmentation_3d/hippocampus"
 def default_demo_data() -> Path:
     """Path of the demo's dataset (:data:`DEMO_DATA`)."""
     return sample_path(DEMO_DATA)
+
+
+def copy_notebooks(dest: str | Path, *, overwrite: bool = False) -> tuple[list[Path], list[Path]]:
+    """Copy the bundled notebooks into ``dest`` to open them in JupyterLab (a wheel keeps them in site-packages).
+
+    Returns (copied, skipped): an existing file is kept unless ``overwrite``, so a user's edits are never lost.
+    """
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied: list[Path] = []
+    skipped: list[Path] = []
+    for src in sorted(resource_dir(NOTEBOOKS).glob("*.ipynb")):
+        target = dest / src.name
+        if target.exists() and not overwrite:
+            skipped.append(target)
+            continue
+        shutil.copyfile(src, target)
+        copied.append(target)
+    return copied, skipped

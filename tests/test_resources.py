@@ -53,3 +53,20 @@ def test_install_without_the_folders_says_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(resources, "_package_dir", lambda: pkg)
     with pytest.raises(FileNotFoundError, match="missing from this install. Fix: reinstall"):
         notebook_path("01_explore")
+
+
+def test_medwb_notebooks_copies_and_keeps_existing_edits(tmp_path):
+    from medwb.cli import main
+
+    dest = tmp_path / "nb"
+    assert main(["notebooks", str(dest)]) == 0
+    names = sorted(p.name for p in dest.glob("*.ipynb"))
+    assert names == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")) and len(names) == 4
+    assert (dest / "01_explore.ipynb").read_bytes() == notebook_path("01_explore").read_bytes()
+    (dest / "01_explore.ipynb").write_text("my edits")
+    copied, skipped = resources.copy_notebooks(dest)
+    assert copied == [] and dest / "01_explore.ipynb" in skipped
+    assert (dest / "01_explore.ipynb").read_text() == "my edits"
+    copied, _ = resources.copy_notebooks(dest, overwrite=True)
+    assert dest / "01_explore.ipynb" in copied
+    assert (dest / "01_explore.ipynb").read_bytes() == notebook_path("01_explore").read_bytes()

@@ -96,7 +96,8 @@ def test_installed_wheel_runs_demo_and_report_outside_the_repo(tmp_path):
     probe = _run([str(py), "-c",
                   "import sys, medwb, medwb.resources as r\n"
                   "from jupyter_client.kernelspec import KernelSpecManager\n"
-                  "print(medwb.__file__); print(r.notebook_path('04_validation_report')); print(r.default_demo_data())\n"
+                  "print(medwb.__file__); print(r.notebook_path('04_validation_report'))\n"
+                  "print(r.default_demo_data())\n"
                   "print(r.source_checkout()); print(any('editable' in repr(f).lower() for f in sys.meta_path))\n"
                   "print(KernelSpecManager().get_kernel_spec('python3').argv[0])"],
                  cwd=work, env=env).stdout.splitlines()
@@ -107,6 +108,9 @@ def test_installed_wheel_runs_demo_and_report_outside_the_repo(tmp_path):
     assert probe[5] in ("python", str(py)), probe  # papermill kernels run the venv's python, hence the wheel
 
     medwb_exe = str(tmp_path / "venv" / "bin" / "medwb")
+    _run([medwb_exe, "notebooks", "nb"], cwd=work, env=env)  # to open them in JupyterLab
+    shipped = sorted(p.name for p in (work / "nb").glob("*.ipynb"))
+    assert shipped == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
     demo = tmp_path / "demo"
     r = _run([medwb_exe, "demo", "--quick", "--out", str(demo)], cwd=work, env=env, timeout=1200)
     assert f"Index of every report: {demo / 'index.html'}" in r.stdout
