@@ -132,6 +132,17 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_notebooks(a: argparse.Namespace) -> int:
+    from medwb.resources import copy_notebooks
+
+    copied, skipped = copy_notebooks(a.dest, overwrite=a.overwrite)
+    for p in copied:
+        print(f"copied {p}")
+    for p in skipped:
+        print(f"kept   {p} (exists; --overwrite replaces it)")
+    return 0
+
+
 def _cmd_deid(a: argparse.Namespace) -> int:
     from medwb.privacy.deid import deidentify_path
 
@@ -164,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: DATA/metadata.csv when present)")
     s.set_defaults(func=_cmd_check)
 
-    s = sub.add_parser("explore", help="run notebooks/01_explore.ipynb on a dataset (executed notebook + HTML)")
+    s = sub.add_parser("explore", help="run the bundled 01_explore notebook on a dataset (executed notebook + HTML)")
     s.add_argument("data")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
@@ -228,9 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the end-to-end study on bundled real data, ending in a report")
     s.add_argument("--out", default="reports")
-    s.add_argument("--data", default=None, help="dataset to use instead of the bundled PneumoniaMNIST subset")
+    s.add_argument("--data", default=None,
+                   help="dataset to use instead of the bundled PneumoniaMNIST (medwb.resources.DEMO_DATA)")
     s.add_argument("--quick", action="store_true", help="smaller study, for tests")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("notebooks", help="copy the bundled notebooks into a folder, to open them in JupyterLab")
+    s.add_argument("dest", help="folder to copy them into (created)")
+    s.add_argument("--overwrite", action="store_true", help="replace notebooks that already exist there")
+    s.set_defaults(func=_cmd_notebooks)
 
     s = sub.add_parser("deid", help="de-identify DICOM / NIfTI (PS3.15 Annex E basic profile)")
     s.add_argument("input")

@@ -20,13 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from medwb.errors import MedwbError
+from medwb.resources import default_demo_data
 from medwb.store.layout import is_study
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = ROOT / "data_samples" / "classification_2d" / "pneumoniamnist.npz"
 
 
 class DemoError(MedwbError):
@@ -101,7 +99,7 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
     cfg = DemoConfig.for_mode(quick)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data = Path(data).resolve() if data else DEFAULT_DATA
+    data = Path(data).resolve() if data else default_demo_data()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     print(f"medwb demo ({'quick' if quick else 'full'}) on {data} -> {out}", flush=True)

@@ -1,4 +1,4 @@
-"""Run a parameterized notebook from ``notebooks/`` through papermill and export it to HTML.
+"""Run a bundled notebook (``medwb.resources.notebook_path``) through papermill and export it to HTML.
 
 A notebook is a function: parameters in, an executed notebook and an HTML page out (code cells hidden by
 default). The HTML embeds its images and links no script from the web, so it opens on an offline laptop.
@@ -10,15 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+from medwb.resources import notebook_path
 
-
-def notebook_path(name: str) -> Path:
-    """Path of a bundled notebook by file name (``"01_explore.ipynb"``) or stem (``"01_explore"``)."""
-    p = NOTEBOOKS / (name if name.endswith(".ipynb") else f"{name}.ipynb")
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: notebook not found. Fix: run medwb from a source checkout (pip install -e .)")
-    return p
+__all__ = ["PRINT_CSS", "execute_notebook", "export_html", "external_urls", "notebook_path", "strip_external_links"]
 
 
 def execute_notebook(
@@ -30,7 +24,7 @@ def execute_notebook(
     hide_code: bool = True,
     timeout_s: int = 1800,
 ) -> tuple[Path, Path]:
-    """Execute ``notebooks/<name>`` with papermill into ``out_dir``; return (executed .ipynb, .html)."""
+    """Execute the bundled notebook ``name`` with papermill into ``out_dir``; return (executed .ipynb, .html)."""
     import papermill as pm
 
     out_dir = Path(out_dir)

@@ -48,3 +48,18 @@ def test_external_urls_finds_every_kind_of_reference():
             '<svg xmlns="http://www.w3.org/2000/svg"></svg>')
     assert len(external_urls(page)) == 4  # the SVG namespace is an identifier, never fetched
     assert external_urls(strip_external_links(page)) == []
+
+
+def test_bundled_notebook_parameters_are_all_seen_by_papermill():
+    """papermill skips a parameter whose line holds a second '=' (e.g. in its comment) and then warns
+    "Passed unknown parameter"; every parameter of these notebooks must be one papermill can inject and list."""
+    import papermill as pm
+
+    from medwb.pipelines.notebook_runner import notebook_path
+
+    expected = {"01_explore": {"data_path", "max_cases", "volume_case", "static_views", "near_duplicate_distance",
+                               "seed"},
+                "04_validation_report": {"study", "dataset", "simulation_curves", "explain_dir", "seed",
+                                         "n_bootstrap"}}
+    for name, params in expected.items():
+        assert set(pm.inspect_notebook(str(notebook_path(name)))) == params, name
