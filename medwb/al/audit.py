@@ -103,7 +103,8 @@ def audit_pool_labels(loop: ActiveLearningLoop, *, folds: int = 3,
         return none, "the label audit needs class labels: skipped for a segmentation study"
     counts = loop.labeled()["value"].value_counts()
     if len(counts) != loop.num_classes or counts.min() < folds:
-        return none, f"label audit needs >= {folds} labels per class (have {counts.to_dict()})"
+        have = {int(k): int(v) for k, v in counts.items()}
+        return none, f"label audit needs >= {folds} labels per class (have {have})"
     ids, X, y = loop.labelled_arrays()
     Xv, yv, _ = loop.arrays("val")
     probs = network_out_of_fold_proba(loop.model_fn, X, y, Xv, yv, train_config=loop.train_config, seed=loop.seed,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 from medwb.al.loop import ActiveLearningLoop
