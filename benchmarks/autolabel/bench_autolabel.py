@@ -10,7 +10,7 @@ chosen two ways:
   least uncertain case of the batch;
 * ``like-batch``: on the validation cases at least as uncertain *and* as novel (embedding distance to the nearest
   labelled case) as the easiest batch case (``medwb.al.autolabel.cases_like_batch`` with
-  ``medwb.al.loop.batch_difficulty``, what the loop does now).
+  ``medwb.al.autolabel.batch_difficulty``, what the loop does now).
 
 The auto-accepted labels are compared with the ground truth. Two references use the whole-split threshold:
 every case still unlabelled in the pool at that round (a random-like batch as large as the pool) and the
@@ -28,7 +28,7 @@ import pandas as pd
 
 from medwb.al.autolabel import autolabel_report, cases_like_batch, error_upper_bound, fit_autolabel, prelabel
 from medwb.data import open_dataset
-from medwb.al.loop import batch_difficulty
+from medwb.al.autolabel import batch_difficulty
 from medwb.models import load_checkpoint, predict_proba
 from medwb.store import Study
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from medwb.errors import DataError
+from medwb.errors import ConfigError, DataError
 from medwb.al.uncertainty import score_map
 
 Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -136,7 +136,9 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def _min_sq_dist(points: np.ndarray, centers: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def min_sq_dist(points: np.ndarray, centers: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Squared distance of each point to its nearest centre (the core-set distance to the labelled set), over
+    chunks of ``chunk`` centres so a large labelled set never builds the whole distance matrix."""
     out = np.full(len(points), np.inf)
     for i in range(0, len(centers), chunk):
         out = np.minimum(out, _sq_dists(points, centers[i:i + chunk]).min(1))
@@ -180,7 +182,7 @@ def coreset(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embed
     n = len(emb)
     k = min(k, n)
     if labeled_embeddings is not None and len(labeled_embeddings):
-        d = _min_sq_dist(emb, np.asarray(labeled_embeddings, dtype=np.float64))
+        d = min_sq_dist(emb, np.asarray(labeled_embeddings, dtype=np.float64))
         picked: list[int] = []
         scores: list[float] = []
     else:
@@ -364,6 +366,23 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+def check_strategy(name: str) -> str:
+    """``name`` if it is a known strategy, else ConfigError naming the accepted ones (the loop checks its
+    settings with this too, so both raise the same error)."""
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown acquisition strategy {name!r}. Fix: use one of {', '.join(sorted(STRATEGIES))}")
+    return name
+
+
+def pixel_features(X: np.ndarray, *, random_state: int, dim: int = 32) -> np.ndarray:
+    """Label-free features for the cold start (no model exists yet): PCA of the pixels."""
+    from sklearn.decomposition import PCA
+
+    flat = X.reshape(len(X), -1).astype(np.float32)
+    n = max(1, min(dim, len(flat) - 1, flat.shape[1]))
+    return PCA(n_components=n, random_state=random_state).fit_transform(flat).astype(np.float32)
+
+
 def select(name: str, k: int, *, probs: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
            embeddings: np.ndarray | None = None, labeled_embeddings: np.ndarray | None = None,
            grad_embeddings: np.ndarray | None = None, random_state: int = 0,
@@ -373,9 +392,7 @@ def select(name: str, k: int, *, probs: np.ndarray | None = None, mc_probs: np.n
     ``k`` larger than the pool returns the whole pool. Options (``reduce``, ``k_percent``, ``base``,
     ``candidates_factor``, ``score_<kind>`` arrays, ``n_pool``) go to the strategy.
     """
-    fn = STRATEGIES.get(name)
-    if fn is None:
-        raise DataError(None, f"unknown acquisition strategy {name!r}", f"use one of {', '.join(STRATEGIES)}")
+    fn = STRATEGIES[check_strategy(name)]
     if int(k) < 1:
         raise DataError(None, f"batch size k={k}", "ask for at least one case (k >= 1)")
     n = _pool_size(probs, mc_probs, embeddings, grad_embeddings, opts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,12 @@ from tqdm.auto import tqdm
 
 from medwb.errors import DataError
 from medwb.store import Study, read_mask
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.models import TrainConfig
 
 AUDIT_SOURCE = "label_audit"
 
@@ -61,6 +67,50 @@ def out_of_fold_proba(
                             f"return probabilities shaped (n, {k})")
         out[te, : p.shape[1]] = p[:, :k] if p.shape[1] > k else p
     return out
+
+
+def network_out_of_fold_proba(
+    model_fn: Callable[[int], nn.Module],
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    train_config: TrainConfig,
+    seed: int,
+    folds: int = 3,
+    progress: bool = True,
+) -> np.ndarray:
+    """:func:`out_of_fold_proba` with fresh networks ``model_fn(seed)`` trained on the loop's schedule
+    (``train_config``, early stopping on the val split): the same kind of model that proposed the labels."""
+    from medwb.models import predict_proba, train
+
+    def train_fn(Xtr: np.ndarray, ytr: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        res = train(model_fn(seed), Xtr, ytr, X_val, y_val, task="classification", config=train_config,
+                    progress=False)
+        return lambda Xte: predict_proba(res.model, Xte)
+
+    return out_of_fold_proba(train_fn, X, y, folds=folds, seed=seed, progress=progress)
+
+
+def audit_pool_labels(loop: ActiveLearningLoop, *, folds: int = 3,
+                      flagged_by: str = AUDIT_SOURCE) -> tuple[pd.DataFrame, str]:
+    """Audit the loop's labelled pool (out-of-fold networks, then :func:`audit_study`, which flags the doubtful
+    cases for review). Returns (flagged cases, a one-line message); nothing runs for a segmentation study or
+    while a class has fewer than ``folds`` labels (the message says why)."""
+    none = pd.DataFrame(columns=["case_id", "given", "suggested", "self_confidence", "label_id"])
+    if loop.ds.task != "classification":
+        return none, "the label audit needs class labels: skipped for a segmentation study"
+    counts = loop.labeled()["value"].value_counts()
+    if len(counts) != loop.num_classes or counts.min() < folds:
+        have = {int(k): int(v) for k, v in counts.items()}
+        return none, f"label audit needs >= {folds} labels per class (have {have})"
+    ids, X, y = loop.labelled_arrays()
+    Xv, yv, _ = loop.arrays("val")
+    probs = network_out_of_fold_proba(loop.model_fn, X, y, Xv, yv, train_config=loop.train_config, seed=loop.seed,
+                                      folds=folds, progress=loop.progress)
+    issues = audit_study(loop.study, ids, probs, flagged_by=flagged_by)
+    return issues, f"{len(issues)} of {len(ids)} labels flagged for a second look"
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:

@@ -20,13 +20,19 @@ is >= ``dice_ok`` (default 0.8; two empty masks count as Dice 1).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from medwb.al.oracle import LabelAnswer, record_label
 from medwb.errors import DataError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medwb.store import Study
 
 _EPS = 1e-12
 
@@ -274,7 +280,7 @@ def autolabel_report(pre: Prelabels, y_true: np.ndarray | None = None, *, dice_o
 
 
 def commit_auto_labels(
-    study: Any, case_ids: list[str], pre: Prelabels, *, model_version: str | None, round: int | None = None
+    study: Study, case_ids: list[str], pre: Prelabels, *, model_version: str | None, round: int | None = None
 ) -> list[str]:
     """Write the auto-accepted pre-labels to the study (source ``auto``, annotator ``model:<version>``, no person
     involved) and return the case ids still needing a human decision (for the review queue)."""
@@ -288,11 +294,71 @@ def commit_auto_labels(
             rest.append(cid)
             continue
         note = f"auto-accepted: calibrated confidence {pre.confidence[i]:.4f} >= {pre.threshold:.4f} (T={pre.temperature:.3f})"
-        if pre.labels.ndim == 1:
-            study.add_label(cid, value=int(pre.labels[i]), source="auto", annotator=who, round=round,
-                            model_version=model_version, note=note)
-        else:
-            path = study.save_mask(cid, pre.labels[i], tag=f"auto_{model_version or 'model'}")
-            study.add_label(cid, mask_path=path, source="auto", annotator=who, round=round,
-                            model_version=model_version, note=note)
+        answer = LabelAnswer(value=int(pre.labels[i]), source="auto", annotator=who, note=note) \
+            if pre.labels.ndim == 1 else LabelAnswer(mask=pre.labels[i], source="auto", annotator=who, note=note)
+        record_label(study, cid, answer, round=round, model_version=model_version)
     return rest
+
+
+def batch_difficulty(model: nn.Module, X_val: np.ndarray, X_batch: np.ndarray, X_labeled: np.ndarray, *,
+                     passes: int = 20, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(uncertainty_val, uncertainty_batch, novelty_val, novelty_batch) for :func:`cases_like_batch`.
+
+    Uncertainty: 1 - max of the MC-dropout mean probability. Novelty: Euclidean distance in the model's embedding
+    to the nearest labelled case (None when nothing is labelled yet).
+    """
+    from medwb.al.acquire import min_sq_dist  # the core-set strategy's distance to the labelled set
+    from medwb.al.uncertainty import mc_dropout_proba
+    from medwb.models import embed
+
+    def uncertainty(X: np.ndarray) -> np.ndarray:
+        return 1.0 - mc_dropout_proba(model, X, passes=passes, fast=True, seed=seed).mean(0).max(1)
+
+    u_val, u_batch = uncertainty(X_val), uncertainty(X_batch)
+    if len(X_labeled) == 0:
+        return u_val, u_batch, None, None
+    lab = embed(model, X_labeled).astype(np.float64)
+
+    def novelty(X: np.ndarray) -> np.ndarray:
+        return np.sqrt(min_sq_dist(embed(model, X).astype(np.float64), lab))
+
+    return u_val, u_batch, novelty(X_val), novelty(X_batch)
+
+
+def prelabel_batch(model: nn.Module | None, batch: pd.DataFrame, X_batch: np.ndarray, y_batch: np.ndarray,
+                   X_val: np.ndarray, y_val: np.ndarray, X_labeled: np.ndarray, *, task: str, target_error: float,
+                   seed: int, passes: int) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The loop's pre-labels of a batch (rows of ``X_batch``): temperature fitted on the validation split and an
+    auto-accept threshold whose estimated error stays <= ``target_error``, chosen (classification) on the
+    validation cases at least as uncertain and novel as the easiest batch case (:func:`batch_difficulty`).
+
+    Returns the batch with columns prelabel (class, classification only), confidence and auto, and the
+    ``autolabel_*`` stats for the round's metrics (coverage, threshold and, where ``y_batch`` holds ground
+    truth, the measured error of the would-be auto-accepted labels). Without a model: empty columns, no stats.
+    """
+    batch = batch.assign(prelabel=pd.array([pd.NA] * len(batch), dtype="Int64"), confidence=np.nan, auto=False)
+    if model is None or len(batch) == 0:
+        return batch, {}
+    from medwb.models import predict_proba
+
+    threshold_cases = None
+    probs_val = predict_proba(model, X_val)
+    if task == "classification":
+        threshold_cases = cases_like_batch(*batch_difficulty(model, X_val, X_batch, X_labeled, passes=passes,
+                                                             seed=seed))
+    temperature, choice = fit_autolabel(probs_val, y_val, target_error=target_error, seed=seed,
+                                        threshold_cases=threshold_cases)
+    pre = prelabel(predict_proba(model, X_batch), temperature, choice.threshold)
+    if task == "classification":
+        batch["prelabel"] = pd.array(pre.labels.astype(int), dtype="Int64")
+    batch["confidence"] = pre.confidence
+    batch["auto"] = pre.auto_accept
+    truth = y_batch
+    has_truth = bool(np.all(truth >= 0)) if task == "classification" else bool(np.all(truth.max(
+        axis=tuple(range(1, truth.ndim))) >= 0))
+    rep = autolabel_report(pre, truth if has_truth else None)
+    stats = {f"autolabel_{k}": float(v) for k, v in rep.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    stats["autolabel_threshold"] = float(choice.threshold)
+    return batch, stats

@@ -67,7 +67,7 @@ def _t_chunk(passes: int, batch: int, per_sample: int, budget: int = 2 ** 24) ->
     return int(max(1, min(passes, budget // max(1, batch * per_sample))))
 
 
-def _default_batch(passes: int, per_sample: int, fast: bool) -> int:
+def default_batch(passes: int, per_sample: int, fast: bool) -> int:
     """Images per forward: ~256 28x28 images (as ``predict_proba``) -- larger batches measured slower on CPU
     (cache); the full path puts T copies of each image in the forward, so it takes T times fewer images."""
     base = int(max(1, min(256, 2 ** 21 // per_sample)))
@@ -89,7 +89,7 @@ def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, s
     elif fast and dropout_modules(model.trunk):
         warnings.warn("the model's trunk contains dropout; the fast MC path samples only the head's dropout "
                       "(last-layer approximation) -- use fast=False for full MC dropout", stacklevel=3)
-    bs = batch_size or _default_batch(passes, per_sample, fast)
+    bs = batch_size or default_batch(passes, per_sample, fast)
     with torch.random.fork_rng(devices=[]), torch.no_grad(), mc_dropout_mode(model):
         torch.manual_seed(seed)
         if fast:

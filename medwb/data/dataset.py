@@ -465,6 +465,18 @@ def subsample(ids: list[str], max_cases: int | None, seed: int) -> list[str]:
     return [ids[i] for i in pick]
 
 
+def default_size(dataset: Dataset) -> tuple[int, ...] | None:
+    """Training size: None for fixed-size classification sets; otherwise the median shape rounded to a multiple
+    of 16 (UNet-friendly) and capped for CPU (2D 128, 3D 48)."""
+    shapes = [s for s in dataset.cohort["shape"].dropna().astype(str)]
+    dims = np.array([[int(float(v)) for v in s.split("x")] for s in shapes])
+    if dataset.task == "classification" and (dims == dims[0]).all():
+        return None
+    cap = 128 if dataset.ndim == 2 else 48
+    med = np.median(dims, axis=0)
+    return tuple(int(min(cap, max(16, 16 * round(m / 16)))) for m in med)
+
+
 def image_stats(raw: np.ndarray, spatial_dims: int) -> dict[str, Any]:
     x = raw.astype(np.float64, copy=False)
     return {

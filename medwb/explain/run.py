@@ -71,7 +71,7 @@ def model_input_size(ds: Any, meta: dict[str, Any]) -> tuple[int, ...] | None:
     """The grid the model was trained on: the checkpoint's ``size`` if stored, else the loop's default."""
     if meta.get("size"):
         return tuple(int(s) for s in meta["size"])
-    from medwb.al.loop import default_size
+    from medwb.data.dataset import default_size
 
     return default_size(ds)
 

@@ -7,7 +7,7 @@ run the trunk once and sample only the head for MC dropout.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
@@ -15,6 +15,9 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from medwb.errors import DataError
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
 
 Task = Literal["classification", "segmentation"]
 
@@ -127,3 +130,16 @@ def build_from_args(build_args: dict[str, Any]) -> TrunkHeadNet:
     return fn(sd, ic, nc, **a)
 
 
+
+
+def num_classes_of(dataset: Dataset) -> int:
+    """Output channels for a dataset: its largest class value + 1, at least 2 (binary tasks keep two logits)."""
+    return max(2, max(int(k) for k in dataset.classes) + 1)
+
+
+def build_for_dataset(dataset: Dataset, seed: int = 0) -> TrunkHeadNet:
+    """The default network for a dataset: :func:`build_classifier` or :func:`build_segmenter` with its
+    dimensionality, channel count (cohort column ``channels``, else 1) and :func:`num_classes_of`."""
+    c = int(dataset.cohort["channels"].dropna().iloc[0]) if "channels" in dataset.cohort else 1
+    build = build_classifier if dataset.task == "classification" else build_segmenter
+    return build(dataset.ndim, c, num_classes_of(dataset), seed=seed)

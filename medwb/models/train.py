@@ -247,6 +247,20 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     return result
 
 
+def fit_and_evaluate(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
+                     task: Task, config: TrainConfig, test: tuple[np.ndarray, np.ndarray] | None = None,
+                     progress: bool = True) -> tuple[TrunkHeadNet, dict[str, float]]:
+    """:func:`train` (early stopping on the val split), then :func:`evaluate`: one active-learning round's model
+    and its metrics n_labeled, best_epoch, train_seconds, val_* and, with ``test=(X_test, y_test)``, test_*."""
+    res = train(model, X, y, X_val, y_val, task=task, config=config, progress=progress)
+    metrics: dict[str, float] = {"n_labeled": float(len(y)), "best_epoch": float(res.best_epoch),
+                                 "train_seconds": float(res.seconds)}
+    metrics.update({f"val_{k}": float(v) for k, v in evaluate(res.model, X_val, y_val).items()})
+    if test is not None:
+        metrics.update({f"test_{k}": float(v) for k, v in evaluate(res.model, *test).items()})
+    return res.model, metrics
+
+
 @torch.no_grad()
 def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[tuple[float, float], str, float]:
     """(key to maximise, metric name, metric value) of one validation row; see ``TrainConfig.select_on``."""

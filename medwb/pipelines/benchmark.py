@@ -54,7 +54,7 @@ def bench_uncertainty(data: str | Path, *, passes: int = 20, max_pool: int | Non
     table whose last two lines are ``medwb_over_plain=<ratio>`` and ``baal_over_plain=<ratio>``."""
     from medwb.data import open_dataset
     from medwb.models import build_classifier, build_segmenter, predict_proba
-    from medwb.al.uncertainty import _default_batch, mc_dropout_proba
+    from medwb.al.uncertainty import default_batch, mc_dropout_proba
 
     ds = open_dataset(data, progress=False)
     size = None
@@ -67,7 +67,7 @@ def bench_uncertainty(data: str | Path, *, passes: int = 20, max_pool: int | Non
     build = build_classifier if ds.task == "classification" else build_segmenter
     model = build(ds.ndim, X.shape[1], k, seed=seed).eval()
     per_sample = int(np.prod(X.shape[1:]))
-    full_bs = _default_batch(passes, per_sample, fast=False)
+    full_bs = default_batch(passes, per_sample, fast=False)
 
     def plan(Xs: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
         m: dict[str, Callable[[], np.ndarray]] = {

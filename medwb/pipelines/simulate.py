@@ -13,12 +13,16 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medwb.errors import DataError
+
+if TYPE_CHECKING:
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.store import Study
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
 FULL = "full"
@@ -131,7 +135,7 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> P
 AUTOLABEL_COLUMNS = ["strategy", "seed", "round", "n_batch", "n_auto", "n_auto_errors"]
 
 
-def autolabel_from_study(study: Any, *, strategy: str, seed: int) -> pd.DataFrame:
+def autolabel_from_study(study: Study, *, strategy: str, seed: int) -> pd.DataFrame:
     """Per round: the proposed batch size, how many pre-labels would have been auto-accepted at the loop's
     target error (threshold fitted on the validation split by the previous round's model), and how many of
     those were wrong against ground truth. Rounds without a model-made pre-label (the cold start) are skipped."""
@@ -169,7 +173,7 @@ def format_autolabel(summary: pd.DataFrame, target: float) -> str:
     return "\n".join(lines)
 
 
-def curves_from_study(study: Any, *, strategy: str, seed: int, pool_size: int, task: str) -> pd.DataFrame:
+def curves_from_study(study: Study, *, strategy: str, seed: int, pool_size: int, task: str) -> pd.DataFrame:
     """Curve rows of one simulated study, read back from the models it recorded (test metrics per round)."""
     models = study.models()
     rows = []
@@ -209,7 +213,8 @@ def run_simulation(
     from tqdm.auto import tqdm
 
     from medwb.data import open_dataset
-    from medwb.al.loop import ActiveLearningLoop, simulated_oracle
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import simulated_oracle
     from medwb.models import default_train_config
     from medwb.store import Study
 
@@ -271,7 +276,7 @@ def run_simulation(
     return summary
 
 
-def _full_reference(loop: Any, folder: Path, seed: int, task: str) -> pd.DataFrame:
+def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str) -> pd.DataFrame:
     """Train on every pool label once per seed (cached in the study folder as full.json)."""
     cache = folder / "full.json"
     if cache.is_file():

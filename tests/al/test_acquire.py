@@ -7,7 +7,7 @@ import pytest
 from medwb.al.acquire import (STRATEGIES, gradient_embeddings, image_scores_from_mc, reduce_voxel_scores, select,
                            uncertainty_scores)
 from medwb.data import open_dataset
-from medwb.errors import DataError
+from medwb.errors import ConfigError, DataError
 from medwb.models import TrainConfig, build_classifier, build_segmenter, embed, train
 from medwb.al.uncertainty import mc_dropout_proba
 
@@ -132,7 +132,7 @@ def test_cold_start_needs_no_labels_and_spreads_over_clusters(pool):
 
 def test_select_errors_and_limits(pool):
     inp = pool["inputs"]
-    with pytest.raises(DataError, match="unknown acquisition strategy"):
+    with pytest.raises(ConfigError, match=r"unknown acquisition strategy 'magic'\. Fix: use one of .*hybrid"):
         select("magic", 3, **inp)
     with pytest.raises(DataError, match="k=0"):
         select("entropy", 0, **inp)

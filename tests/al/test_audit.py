@@ -103,3 +103,25 @@ def test_dice_between_chase_observers(tmp_path: Path, samples: Path) -> None:
 def test_find_label_issues_input_check() -> None:
     with pytest.raises(DataError):
         find_label_issues(np.array([0, 1]), np.array([[0.5, 0.5]]))
+
+
+def test_audit_pool_labels_waits_for_enough_labels_per_class(samples: Path, tmp_path: Path) -> None:
+    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+    from medwb.al.audit import audit_pool_labels
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import LabelAnswer
+    from medwb.data import open_dataset
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=20, n_val=6, n_test=6)
+    ds = open_dataset(path, progress=False)
+    s = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    loop = ActiveLearningLoop(s, ds, strategy="random", batch_size=4, progress=False)
+    batch = loop.propose()
+    for cid in batch["case_id"]:
+        loop.save_label(cid, LabelAnswer(value=0, annotator="a"))
+    issues, message = audit_pool_labels(loop, folds=3)
+    assert issues.empty and list(issues.columns)[:2] == ["case_id", "given"]
+    assert message == "label audit needs >= 3 labels per class (have {0: 4})"
+    assert s.review_queue().empty  # nothing flagged, nothing trained
+    s.close()

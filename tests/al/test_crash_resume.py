@@ -82,7 +82,8 @@ def _zygote(data: str, study_root: str) -> None:
 
 
 def _worker(ds, data: str, study_dir: str, log: str) -> None:
-    from medwb.al.loop import ActiveLearningLoop, simulated_oracle
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import simulated_oracle
     from medwb.models import TrainConfig
     from medwb.store import Study
 

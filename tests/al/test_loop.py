@@ -7,10 +7,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medwb.errors import StoreError
-from medwb.al.loop import ActiveLearningLoop, LabelAnswer, simulated_oracle
-from medwb.models import TrainConfig
+from medwb.al.loop import ActiveLearningLoop
+from medwb.al.oracle import LabelAnswer, simulated_oracle
+from medwb.al.prelabels import export_prelabels_nifti, uncertainty_map
+from medwb.errors import ConfigError, StoreError
+from medwb.models import TrainConfig, load_checkpoint
 from medwb.store import Study
+from medwb.store.pool import load_splits
 
 from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
@@ -110,8 +113,10 @@ def test_random_baseline_is_random_from_the_first_batch(tiny, tmp_path: Path) ->
 def test_bad_arguments_raise_named_errors(tiny, tmp_path: Path) -> None:
     path, ds = tiny
     study = _study(tmp_path / "s", ds, path)
-    with pytest.raises(StoreError, match="unknown acquisition strategy"):
+    with pytest.raises(ConfigError, match=r"unknown acquisition strategy 'most_interesting'\. Fix: use one of .*hybrid"):
         ActiveLearningLoop(study, ds, strategy="most_interesting")
+    with pytest.raises(ConfigError, match="unknown acquisition strategy 'nope'"):
+        ActiveLearningLoop(study, ds, cold_start="nope")
     with pytest.raises(StoreError, match="batch_size"):
         ActiveLearningLoop(study, ds, batch_size=0)
     seg = Study.create(tmp_path / "seg", dataset_path=str(path), task="segmentation", classes={0: "bg", 1: "fg"})
@@ -142,10 +147,12 @@ def test_segmentation_rounds_and_nifti_round_trip(samples: Path, tmp_path: Path)
     labels = study.labels()
     assert len(labels) == 6 and labels["mask_path"].map(lambda p: Path(p).is_file()).all()
     assert "val_dice" in study.models().iloc[-1]["metrics"]
+    _, meta = load_checkpoint(study.models().iloc[-1]["checkpoint_path"])
+    assert meta["splits"] == splits and meta["size"] == list(loop.size)  # a report needs only the checkpoint
     # round 3: pre-label masks out to NIfTI (image grid + affine) and edited masks back in
     batch = loop.propose()
     out = tmp_path / "edit"
-    manifest = loop.export_batch_nifti(batch["case_id"], out)
+    manifest = export_prelabels_nifti(loop, batch["case_id"], out)
     assert len(manifest) == 3
     for rec in manifest.to_dict("records"):
         img = nib.load(str(out / rec["file"]))
@@ -157,5 +164,32 @@ def test_segmentation_rounds_and_nifti_round_trip(samples: Path, tmp_path: Path)
     assert sorted(imported["case_id"]) == sorted(batch["case_id"])
     assert loop.propose().empty  # the round's cases are labelled now
     assert loop.complete().n_labeled == 9
-    unc = loop.uncertainty_map(str(batch["case_id"].iloc[0]))
+    unc = uncertainty_map(loop, str(batch["case_id"].iloc[0]))
     assert unc.shape == ds.load_image(str(batch["case_id"].iloc[0])).shape[1:] and np.isfinite(unc).all()
+
+
+def test_splits_are_saved_in_the_study_and_reused(tiny, tmp_path: Path) -> None:
+    path, ds = tiny
+    study = _study(tmp_path / "s", ds, path)
+    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, max_pool=30, progress=False)
+    saved = load_splits(study)
+    assert saved == loop.split_ids() and len(saved["train"]) == 30  # the max_pool subset, saved on init
+    X, _, ids = loop.arrays("train")
+    assert ids == saved["train"] and len(X) == 30
+    # reopened without the pool settings (a report, a restarted kernel): the saved splits, not a fresh carve
+    again = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, progress=False)
+    assert again.split_ids() == saved and again.pool_size == 30
+
+
+def test_round_is_read_from_the_store(tiny, tmp_path: Path) -> None:
+    path, ds = tiny
+    study = _study(tmp_path / "s", ds, path)
+    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=3, seed=0, progress=False)
+    assert loop.round is None
+    batch = loop.propose()
+    # a second loop on the same study (a restarted kernel) sees the open round and may save its labels
+    other = ActiveLearningLoop(study, ds, strategy="random", batch_size=3, seed=0, progress=False)
+    assert other.round == loop.round == 1
+    lid = other.save_label(batch["case_id"].iloc[0], LabelAnswer(value=1, annotator="x"))
+    row = study.labels().set_index("label_id").loc[lid]
+    assert row["round"] == 1 and row["annotator"] == "x"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
-from medwb.al.loop import ActiveLearningLoop, simulated_oracle
+from medwb.al.loop import ActiveLearningLoop
+from medwb.al.oracle import simulated_oracle
 from medwb.models import TrainConfig, build_classifier, load_checkpoint, predict_proba, train
 from medwb.store import Study
 
@@ -22,7 +22,7 @@ def _subset(samples: Path, dst: Path, n_train: int = 60, n_val: int = 20, n_test
 def test_loop_checkpoint_records_size_and_report_explain_use_it(samples: Path, tmp_path: Path) -> None:
     from medwb.data import open_dataset
     from medwb.explain.run import model_input_size, resolve_model
-    from medwb.al.loop import default_size
+    from medwb.data.dataset import default_size
     from medwb.report.content import evaluate_final_model
 
     path = _subset(samples, tmp_path / "pneumonia.npz")
@@ -35,6 +35,7 @@ def test_loop_checkpoint_records_size_and_report_explain_use_it(samples: Path, t
     ckpt = Path(study.models().iloc[-1]["checkpoint_path"])
     model, meta = load_checkpoint(ckpt)
     assert meta["size"] == [16, 16] and meta["round"] == 1
+    assert meta["splits"] == loop.split_ids() and set(meta["splits"]) == {"train", "val", "test"}
 
     ev = evaluate_final_model(study, ds)
     assert ev.size == (16, 16)

@@ -2,7 +2,6 @@
 --cold-start, --quiet; on a small real PneumoniaMNIST subset."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np

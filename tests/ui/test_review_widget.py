@@ -217,3 +217,28 @@ def test_cold_start_segmentation_without_prelabel(tmp_path: Path, samples: Path)
     lab = s.labels().iloc[0]
     assert lab["source"] == "human" and np.array_equal(read_mask(lab["mask_path"]), m)
     s.close()
+
+
+def test_review_next_round_cold_start_with_simulated_reviewer(samples: Path, tmp_path: Path, capsys) -> None:
+    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data import open_dataset
+    from medwb.ui.widgets.review import NO_PROPOSAL_NOTE, review_next_round
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
+    ds = open_dataset(path, progress=False)
+    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=4, seed=0, progress=False)
+    q = review_next_round(loop, annotator="sim", simulate=True)
+    assert q is not None and q.done and [d["action"] for d in q.decisions] == ["choose"] * 4
+    labels = study.labels()
+    truth = ds.cohort.set_index("case_id")["label"]
+    assert sorted(labels["case_id"]) == sorted(study.rounds().iloc[0]["selected_ids"])
+    assert all(int(v) == int(truth[c]) for c, v in zip(labels["case_id"], labels["value"]))
+    # no model yet: no pre-label, the reader's choice is a human label of round 1
+    assert set(labels["note"]) == {NO_PROPOSAL_NOTE} and set(labels["source"]) == {"human"}
+    assert (labels["round"] == 1).all() and set(labels["annotator"]) == {"sim"}
+    assert review_next_round(loop, annotator="sim", simulate=True) is None  # nothing waits in the round now
+    assert "round 1: 0 case(s) waiting for a person" in capsys.readouterr().out
+    study.close()

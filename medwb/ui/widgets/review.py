@@ -40,12 +40,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medwb.al.oracle import LabelAnswer, ground_truth, record_label
 from medwb.errors import DataError, StoreError
 from medwb.store import Study
+
+if TYPE_CHECKING:
+    from medwb.al.loop import ActiveLearningLoop
 from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
 
 REVIEW_SOURCE = "review_widget"
@@ -200,7 +205,7 @@ class ReviewQueue:
             img_shape = img.shape[-self.spatial_dims:]
             if tuple(mask_full.shape) != tuple(img_shape):
                 raise DataError(None, f"pre-label mask of {cid!r} has shape {mask_full.shape}, the image {tuple(img_shape)}",
-                                "pass pre-label masks at the image's own size (e.g. loop.prelabel_mask)")
+                                "pass pre-label masks at the image's own size (e.g. medwb.al.prelabels.prelabel_mask)")
             mask = _slice2d(mask_full, self.spatial_dims, k)
         rgb = overlay_mask(to_rgb(_slice2d(img, self.spatial_dims, k)), mask, opacity=0.4)
         scale = max(1, self.display_px // max(rgb.shape[:2]))
@@ -240,11 +245,8 @@ class ReviewQueue:
 
     def _write_label(self, i: int, cid: str, who: str, seconds: float, *, value: int | None, mask: np.ndarray | None,
                      source: str, note: str) -> int:
-        mask_path = None
-        if mask is not None:
-            mask_path = self.study.save_mask(cid, mask, tag=f"{who}_{source}_{len(self.decisions)}")
-        return self.study.add_label(cid, value=value, mask_path=mask_path, source=source, annotator=who, seconds=seconds,
-                                    round=self.round, model_version=self.model_version, note=note)
+        answer = LabelAnswer(value=value, mask=mask, source=source, annotator=who, seconds=seconds, note=note)
+        return record_label(self.study, cid, answer, round=self.round, model_version=self.model_version)
 
     def accept(self) -> dict[str, Any]:
         """The person agrees with the pre-label: source ``human`` (a person decided), noted as an accepted pre-label."""
@@ -356,3 +358,44 @@ class ReviewQueue:
             self._ui(lambda: self.change(self._class_values[int(key) - 1]))
         else:
             self.status.value = f"key {key!r}: use a (accept), r (reject), f (flag) or 1-{min(9, len(self._class_values))}"
+
+
+def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: bool = False) -> ReviewQueue | None:
+    """Propose the loop's next batch (or reopen the unfinished round), auto-accept what the loop may, and show the
+    rest in a :class:`ReviewQueue` (None when nothing waits for a person).
+
+    Without a model yet (cold start) there is no pre-label: the reader picks each class (or, for segmentation,
+    draws the masks in 3D Slicer / ITK-SNAP). ``simulate``: the dataset's ground truth answers through the
+    widget's own accept / change methods (papermill, tests).
+    """
+    from IPython.display import display
+
+    from medwb.al.prelabels import prelabel_mask, uncertainty_map
+
+    ds = loop.ds
+    batch = loop.commit_auto(loop.propose())
+    model, version = loop.current_model()
+    print(f"round {loop.round}: {len(batch)} case(s) waiting for a person"
+          + ("" if model is None else f" (pre-labels from model {version})"))
+    if not len(batch):
+        return None
+    if model is None:
+        proposals = None
+        if ds.task == "segmentation" and not simulate:
+            print("no model yet: draw these masks in 3D Slicer / ITK-SNAP (study.export_masks_nifti), import them "
+                  "with study.import_masks, then run loop.complete()")
+    elif ds.task == "classification":
+        proposals = batch["prelabel"].astype(int).tolist()
+    else:
+        proposals = [prelabel_mask(loop, c)[None] for c in batch["case_id"]]
+    q = ReviewQueue(loop.study, batch["case_id"], proposals, ds.load_image,
+                    confidence=None if model is None else batch["confidence"],
+                    uncertainty=None if model is None else partial(uncertainty_map, loop), round=loop.round,
+                    model_version=version, annotator=annotator, spatial_dims=ds.ndim)
+    display(q)
+    if simulate:
+        import pandas as pd
+
+        q.run_oracle(ground_truth(ds))
+        display(pd.DataFrame(q.decisions).head(5))
+    return q

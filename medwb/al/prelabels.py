@@ -1,0 +1,119 @@
+"""Segmentation pre-labels at the image's own size: the model's mask, its voxel uncertainty, and NIfTI files
+for editing in 3D Slicer / ITK-SNAP (re-imported with ``study.import_masks``).
+
+Why apart from the loop: the loop trains at one input size, a person edits at the image's own size; these
+functions do that conversion once, for the review widget, the NIfTI export and the auto-labels alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from medwb.errors import StoreError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data.dataset import Dataset
+
+
+def predict_mask(model: nn.Module, x: np.ndarray, native: tuple[int, ...]) -> np.ndarray:
+    """The model's predicted label mask of one input ``x`` (1, C, *size), resized (nearest) to ``native``."""
+    from medwb.data.dataset import resize
+    from medwb.models import predict_proba
+
+    pred = predict_proba(model, x).argmax(1).astype(np.int64)  # (1, *size)
+    return np.asarray(resize(pred, native, "mask"), dtype=np.int64)[0] if tuple(native) != pred.shape[1:] \
+        else pred[0]
+
+
+def entropy_map(model: nn.Module, x: np.ndarray, native: tuple[int, ...], *, passes: int, seed: int) -> np.ndarray:
+    """Voxel-wise predictive entropy of MC-dropout samples of one input ``x`` (1, C, *size), resized (linear)
+    to ``native``: the uncertainty map beside a pre-label in the review widget."""
+    from medwb.al.uncertainty import mc_uncertainty_maps
+    from medwb.data.dataset import resize
+
+    ent = mc_uncertainty_maps(model, x, passes=passes, seed=seed, kinds=("entropy",))["entropy"][0]
+    return ent if ent.shape == tuple(native) else np.asarray(resize(ent[None], native, "image"))[0]
+
+
+def _case_view(loop: ActiveLearningLoop, case_id: str) -> tuple[nn.Module, np.ndarray, tuple[int, ...]] | None:
+    """(current model, the case's input at the loop's size, the image's own spatial shape); None before any
+    model and for classification."""
+    model, _ = loop.current_model()
+    if model is None or loop.ds.task != "segmentation":
+        return None
+    X, _, ids = loop.arrays("train")
+    i = ids.index(str(case_id))
+    return model, X[i:i + 1], tuple(loop.ds.load_image(str(case_id)).shape[1:])
+
+
+def prelabel_mask(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None:
+    """The loop's current model's mask for a pool case at the image's own size (segmentation pre-label;
+    None before any model and for classification)."""
+    view = _case_view(loop, case_id)
+    return None if view is None else predict_mask(*view)
+
+
+def uncertainty_map(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None:
+    """MC-dropout entropy map of a pool case at the image's own size (the loop's ``mc_passes`` and seed), shown
+    beside the pre-label in the review widget; None before any model and for classification."""
+    view = _case_view(loop, case_id)
+    return None if view is None else entropy_map(*view, passes=loop.mc_passes, seed=loop.seed)
+
+
+def write_masks_nifti(dataset: Dataset, case_ids: Iterable[str], mask_of: Callable[[str], np.ndarray],
+                      folder: str | Path) -> pd.DataFrame:
+    """Write ``mask_of(case_id)`` as ``<case>.nii.gz`` (label intent) in each image's own grid and affine, with
+    ``manifest.csv`` (file, case_id) beside them; returns the manifest."""
+    import nibabel as nib
+
+    from medwb.store import safe_name
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cid in [str(c) for c in case_ids]:
+        m = np.asarray(mask_of(cid))
+        vol = m[..., None] if m.ndim == 2 else m
+        img = nib.Nifti1Image(vol.astype(np.int16), np.asarray(dataset.affine(cid), dtype=float))
+        img.header.set_intent("label")
+        fname = f"{safe_name(cid)}.nii.gz"
+        nib.save(img, str(folder / fname))
+        rows.append({"file": fname, "case_id": cid})
+    manifest = pd.DataFrame(rows, columns=["file", "case_id"])
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    return manifest
+
+
+def export_prelabels_nifti(loop: ActiveLearningLoop, case_ids: Iterable[str], folder: str | Path) -> pd.DataFrame:
+    """Write the cases' pre-label masks (the loop's current model, empty before any model) as NIfTI for
+    editing; re-import the edited folder with ``study.import_masks(folder, annotator)``."""
+    ds = loop.ds
+    if ds.task != "segmentation":
+        raise StoreError("NIfTI mask export is for segmentation studies. Fix: label classes in the review widget")
+
+    def mask_of(cid: str) -> np.ndarray:
+        m = prelabel_mask(loop, cid)
+        return np.zeros(ds.load_image(cid).shape[1:], dtype=np.int64) if m is None else m
+
+    return write_masks_nifti(ds, case_ids, mask_of, folder)
+
+
+def export_round_nifti(loop: ActiveLearningLoop) -> tuple[Path, pd.DataFrame]:
+    """Propose (or reopen) the round and export its waiting cases' pre-labels under the study's
+    ``exports/round_<n>_prelabels``; returns (folder, manifest)."""
+    batch = loop.propose()
+    out = Path(loop.study.folder) / "exports" / f"round_{loop.round:03d}_prelabels"
+    return out, export_prelabels_nifti(loop, batch["case_id"], out)
+
+
+def write_truth_nifti(dataset: Dataset, manifest: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
+    """Stand-in for the external editor (papermill, tests): overwrite the exported files with the dataset's
+    reference masks."""
+    return write_masks_nifti(dataset, manifest["case_id"], lambda c: dataset.load_mask(c)[0], folder)

@@ -1,0 +1,71 @@
+"""Running the current model over the pool: the inputs every acquisition strategy takes.
+
+Why apart from :mod:`medwb.al.acquire`: the strategies stay pure functions of arrays; this is the one place
+that runs the network (MC-dropout passes, embeddings) to produce those arrays.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medwb.al.acquire import image_scores_from_mc
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: strategies that use embeddings (the others skip the extra trunk pass over the pool).
+NEEDS_EMBEDDINGS = frozenset({"coreset", "badge", "hybrid", "cold_start"})
+
+
+def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, seed: int, how: str = "topk",
+                              chunk: int = 16) -> dict[str, np.ndarray]:
+    """Per-image uncertainty of a segmentation pool: MC-dropout voxel scores reduced per image (``how``: top-k%
+    mean by default, so a small structure is not drowned by the background), ``chunk`` images at a time so
+    T x N x K x voxels never sits in memory (chunk at i is seeded ``seed + i``). Returns ``score_<kind>``
+    arrays for :func:`medwb.al.acquire.select`."""
+    from medwb.al.uncertainty import mc_dropout_proba
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(X), chunk):
+        mc = mc_dropout_proba(model, X[i:i + chunk], passes=passes, fast=True, seed=seed + i)
+        for key, val in image_scores_from_mc(mc, how=how).items():
+            parts.setdefault(key, []).append(val)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def pool_inputs(model: nn.Module, X_pool: np.ndarray, X_labeled: np.ndarray, *, task: str, strategy: str,
+                passes: int, seed: int, voxel_reduce: str = "topk") -> dict[str, Any]:
+    """Keyword inputs of :func:`medwb.al.acquire.select` for the unlabelled ``X_pool``: MC-dropout samples and
+    mean probabilities (classification) or per-image ``score_<kind>`` (segmentation), plus pool and labelled
+    embeddings when ``strategy`` uses them."""
+    from medwb.al.uncertainty import mc_dropout_proba
+    from medwb.models import embed
+
+    out: dict[str, Any] = {}
+    if task == "classification":
+        mc = mc_dropout_proba(model, X_pool, passes=passes, fast=True, seed=seed)
+        out["mc_probs"], out["probs"] = mc, mc.mean(0)
+    else:
+        out.update(segmentation_image_scores(model, X_pool, passes=passes, seed=seed, how=voxel_reduce))
+    if strategy in NEEDS_EMBEDDINGS:
+        out["embeddings"] = embed(model, X_pool)
+        out["labeled_embeddings"] = embed(model, X_labeled) if len(X_labeled) else None
+    return out
+
+
+def selection_inputs(model: nn.Module | None, X_pool: np.ndarray, X_labeled: np.ndarray, *, strategy: str,
+                     cold_start: str, task: str, passes: int, seed: int,
+                     voxel_reduce: str = "topk") -> tuple[str, dict[str, Any]]:
+    """(strategy name, :func:`medwb.al.acquire.select` inputs) of one round: ``random`` stays random throughout
+    (the honest baseline); before any model the label-free ``cold_start`` on pixel features; then ``strategy``
+    on the model's outputs (:func:`pool_inputs`)."""
+    from medwb.al.acquire import pixel_features
+
+    if strategy == "random":
+        return "random", {"n_pool": len(X_pool)}
+    if model is None:
+        return cold_start, {"n_pool": len(X_pool)} if cold_start == "random" else \
+            {"embeddings": pixel_features(X_pool, random_state=seed)}
+    return strategy, pool_inputs(model, X_pool, X_labeled, task=task, strategy=strategy, passes=passes, seed=seed,
+                                 voxel_reduce=voxel_reduce)
