@@ -513,3 +513,18 @@ def _join_metadata(records: pd.DataFrame, metadata: str | Path | pd.DataFrame, w
     if "label" in over:
         merged["label"] = merged["label"].astype("Int64")
     return merged
+
+
+def default_size(dataset: Dataset) -> tuple[int, ...] | None:
+    """Training size: None for fixed-size classification sets; otherwise the median shape rounded to a multiple
+    of 16 (UNet-friendly) and capped for CPU (2D 128, 3D 48).
+
+    (Copied verbatim from ``medwb.al.loop.default_size`` on the report branch; the data/loop owner's version
+    replaces it at merge.)"""
+    shapes = [s for s in dataset.cohort["shape"].dropna().astype(str)]
+    dims = np.array([[int(float(v)) for v in s.split("x")] for s in shapes])
+    if dataset.task == "classification" and (dims == dims[0]).all():
+        return None
+    cap = 128 if dataset.ndim == 2 else 48
+    med = np.median(dims, axis=0)
+    return tuple(int(min(cap, max(16, 16 * round(m / 16)))) for m in med)
