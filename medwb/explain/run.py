@@ -68,10 +68,11 @@ def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, A
 
 
 def model_input_size(ds: Any, meta: dict[str, Any]) -> tuple[int, ...] | None:
-    """The grid the model was trained on: the checkpoint's ``size`` if stored, else the loop's default."""
+    """The grid the model was trained on: the checkpoint's ``size`` if stored, else the data's default
+    (:func:`medwb.data.dataset.default_size`, what the loop trains at when not told otherwise)."""
     if meta.get("size"):
         return tuple(int(s) for s in meta["size"])
-    from medwb.al.loop import default_size
+    from medwb.data.dataset import default_size
 
     return default_size(ds)
 
@@ -82,10 +83,10 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 
 def _dice_fg(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    a, b = (pred > 0).reshape(len(pred), -1), (y > 0).reshape(len(y), -1)
-    inter = (a & b).sum(1)
-    den = a.sum(1) + b.sum(1)
-    return np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+    """Per-case any-foreground Dice (:func:`medwb.metrics.dice`: 1.0 when both masks are empty)."""
+    from medwb.metrics import dice
+
+    return np.array([dice(p > 0, t > 0) for p, t in zip(pred, y)], dtype=np.float64)
 
 
 def select_cases(probs: np.ndarray, y: np.ndarray | None, n: int, *, how: str = "uncertain",

@@ -23,6 +23,7 @@ import pandas as pd
 
 from medwb.data.hashing import file_sha256
 from medwb.errors import DataError, StoreError
+from medwb.metrics import bootstrap_ci, cohen_kappa, dice
 from medwb.report import stats
 
 #: cohort columns of the data contract; anything else with few distinct values is a subgroup column
@@ -160,7 +161,7 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
     observer (cohort ``mask2``, e.g. CHASE_DB1) gives the inter-observer Dice of the reference standard.
     Columns: what, raters, n_cases, estimate, ci_low, ci_high, note.
     """
-    from medwb.al.audit import agreement, mask_dice
+    from medwb.al.audit import agreement
 
     rows: list[dict[str, Any]] = []
     cases = agreement(study).cases
@@ -169,7 +170,7 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
             if "value_a" in g and g["value_a"].notna().any():
                 g = g.dropna(subset=["value_a", "value_b"])
                 a, b = g["value_a"].astype(int).to_numpy(), g["value_b"].astype(int).to_numpy()
-                est, lo, hi = stats.bootstrap_ci(stats.cohen_kappa, a, b, n_bootstrap=n_bootstrap,
+                est, lo, hi = bootstrap_ci(cohen_kappa, a, b, n_bootstrap=n_bootstrap,
                                                  random_state=random_state)
                 rows.append({"what": "Cohen's kappa (class labels)", "raters": f"{ra} vs {rb}", "n_cases": len(a),
                              "estimate": est, "ci_low": lo, "ci_high": hi,
@@ -185,7 +186,7 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
                      "note": "no case in the store carries labels from two annotators: not computable"})
     if "mask2" in ds.cohort and ds.cohort["mask2"].notna().any():
         ids = ds.cohort.loc[ds.cohort["mask2"].notna(), "case_id"].astype(str).tolist()[:max_mask_cases]
-        d = [mask_dice(ds.load_mask(c, observer=1), ds.load_mask(c, observer=2)) for c in ids]
+        d = [dice(ds.load_mask(c, observer=1), ds.load_mask(c, observer=2)) for c in ids]
         t = stats.mean_table(pd.DataFrame({"dice": d}), ["dice"], n_bootstrap=n_bootstrap, random_state=random_state)
         rows.append({"what": "Dice between observers (reference masks)", "raters": "dataset observer 1 vs 2",
                      "n_cases": len(ids), "estimate": t["estimate"].iloc[0], "ci_low": t["ci_low"].iloc[0],
