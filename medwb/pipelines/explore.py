@@ -18,13 +18,6 @@ from tqdm.auto import tqdm
 
 from medwb.ui.view import LABEL_COLORS, STATIC_ENV, focus_index, spatial_array, to_rgb
 
-# Cohort columns that describe the file or its pixels, never a patient subgroup.
-_NOT_SUBGROUP = {
-    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
-    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256", "phash", "dtype",
-    "problem",
-}
-_INTERNAL_PREFIXES = ("npz_", "dicom_", "nifti_", "_")
 SPLIT_ORDER = ["train", "val", "test", "unlabelled"]
 
 
@@ -87,7 +80,7 @@ def overview_table(ds: Any) -> pd.DataFrame:
         rows.append(("stored dtype", ", ".join(sorted(c["dtype"].dropna().astype(str).unique()))))
     if "problem" in c:
         rows.append(("unreadable cases", int(c["problem"].notna().sum())))
-    subs = subgroup_columns(ds)
+    subs = ds.subgroup_columns()
     rows.append(("subgroup columns", ", ".join(subs) if subs else "none"))
     return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
 
@@ -128,23 +121,11 @@ def class_balance(ds: Any, *, max_cases: int | None = 2000, seed: int = 0) -> pd
     return out.sort_values(["split"], kind="stable").reset_index(drop=True)
 
 
-def subgroup_columns(ds: Any) -> list[str]:
-    """Columns that describe patients/acquisition (sex, age, site, ...) rather than files or pixels.
-
-    The data layer knows which columns came from metadata.csv / DICOM headers (``ds.subgroup_columns``);
-    for other dataset objects, every column that is not a known file/pixel column counts.
-    """
-    known = getattr(ds, "subgroup_columns", None)
-    if known is not None:
-        return [c for c in known if c in ds.cohort.columns]
-    return [c for c in ds.cohort.columns if c not in _NOT_SUBGROUP and not c.startswith(_INTERNAL_PREFIXES)]
-
-
 def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
     """Cases per subgroup level and split (numeric columns binned in quartiles); empty if none present."""
     c = ds.cohort
     parts = []
-    for col in subgroup_columns(ds):
+    for col in ds.subgroup_columns():
         v = c[col]
         if pd.api.types.is_numeric_dtype(v) and v.nunique() > max_levels:
             v = pd.qcut(v, 4, duplicates="drop").astype(str)
