@@ -28,7 +28,7 @@ from torch import nn
 from medwb.errors import DataError
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute, canonical_method
 from medwb.explain.checks import CheckResult, results_table, run_checks
-from medwb.explain.overlays import heat_scale, overlay_figure, save_nifti, save_png
+from medwb.explain.export import heat_scale, overlay_figure, save_nifti, save_png
 
 SELECTIONS = ("uncertain", "misclassified", "random", "subgroup:COLUMN=VALUE")
 

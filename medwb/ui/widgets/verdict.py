@@ -119,11 +119,11 @@ class VerdictPanel:
         return out
 
     def _image_png(self, npz_path: Path) -> bytes:
-        from medwb.explain.overlays import _spatial, focus_slice
+        from medwb.explain.export import focus_slice, spatial
         from medwb.ui.view import png_bytes, to_rgb
 
         with np.load(npz_path) as z:
-            img, mp = _spatial(z["image"]), _spatial(z["map"])
+            img, mp = spatial(z["image"]), spatial(z["map"])
         if img.ndim == 3:
             img = img[..., focus_slice(mp)]
         scale = max(1, self.image_px // max(img.shape))
