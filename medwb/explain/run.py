@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,10 @@ from medwb.errors import DataError
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute, canonical_method
 from medwb.explain.checks import CheckResult, results_table, run_checks
 from medwb.explain.export import heat_scale, overlay_figure, save_nifti, save_png
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
+    from medwb.store import Study
 
 SELECTIONS = ("uncertain", "misclassified", "random", "subgroup:COLUMN=VALUE")
 
@@ -41,7 +45,7 @@ class ExplainResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], Any]:
+def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], Study | None]:
     """(model, checkpoint meta, Study or None) from a checkpoint file, a study folder (its latest registered
     model) or an already built module."""
     if isinstance(model, nn.Module):
@@ -67,7 +71,7 @@ def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, A
     return m, meta, None
 
 
-def model_input_size(ds: Any, meta: dict[str, Any]) -> tuple[int, ...] | None:
+def model_input_size(ds: Dataset, meta: dict[str, Any]) -> tuple[int, ...] | None:
     """The grid the model was trained on: the checkpoint's ``size`` if stored, else the data's default
     (:func:`medwb.data.dataset.default_size`, what the loop trains at when not told otherwise)."""
     if meta.get("size"):
@@ -158,7 +162,7 @@ def _safe(case_id: str) -> str:
 
 
 def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: np.ndarray | None,
-                sel_ids: list[str], reasons: list[str], rows: list[dict[str, Any]], ds: Any,
+                sel_ids: list[str], reasons: list[str], rows: list[dict[str, Any]], ds: Dataset,
                 title: str) -> list[dict[str, Any]]:
     """Save a non-attribution view (uncertainty) like a method: NPZ, NIfTI, per-case PNG, index rows."""
     scale = heat_scale(maps, signed=False)

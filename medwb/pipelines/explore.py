@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from medwb.ui.view import LABEL_COLORS, STATIC_ENV, focus_index, spatial_array, to_rgb
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
 
 SPLIT_ORDER = ["train", "val", "test", "unlabelled"]
 
@@ -26,7 +29,7 @@ def _splits(cohort: pd.DataFrame) -> list[str]:
     return [s for s in SPLIT_ORDER if s in present] + [s for s in present if s not in SPLIT_ORDER]
 
 
-def sample_case_ids(ds: Any, max_cases: int | None, *, seed: int = 0, split: str | None = None) -> list[str]:
+def sample_case_ids(ds: Dataset, max_cases: int | None, *, seed: int = 0, split: str | None = None) -> list[str]:
     """A seeded random subset of readable case ids (cohort order kept), at most ``max_cases``."""
     c = ds.cohort
     if "problem" in c:
@@ -41,14 +44,14 @@ def sample_case_ids(ds: Any, max_cases: int | None, *, seed: int = 0, split: str
     return [ids[i] for i in keep]
 
 
-def class_name(ds: Any, value: Any) -> str:
+def class_name(ds: Dataset, value: Any) -> str:
     if pd.isna(value):
         return "unlabelled"
     return ds.classes.get(int(value), str(value))
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
-def overview_table(ds: Any) -> pd.DataFrame:
+def overview_table(ds: Dataset) -> pd.DataFrame:
     """One row per property: what the dataset is, how big, which shapes/spacings/intensities it holds."""
     c = ds.cohort
     shapes = c["shape"].dropna().astype(str).value_counts()
@@ -85,7 +88,7 @@ def overview_table(ds: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
 
 
-def class_balance(ds: Any, *, max_cases: int | None = 2000, seed: int = 0) -> pd.DataFrame:
+def class_balance(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0) -> pd.DataFrame:
     """Cases per class and split (classification), or per label: cases containing it and mean voxel fraction.
 
     Segmentation reads the masks of at most ``max_cases`` cases (seeded subset).
@@ -121,7 +124,7 @@ def class_balance(ds: Any, *, max_cases: int | None = 2000, seed: int = 0) -> pd
     return out.sort_values(["split"], kind="stable").reset_index(drop=True)
 
 
-def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
+def subgroup_table(ds: Dataset, *, max_levels: int = 12) -> pd.DataFrame:
     """Cases per subgroup level and split (numeric columns binned in quartiles); empty if none present."""
     c = ds.cohort
     parts = []
@@ -145,7 +148,7 @@ def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def duplicate_table(ds: Any, *, near_duplicate_distance: int = 4, min_corr: float = 0.95) -> pd.DataFrame:
+def duplicate_table(ds: Dataset, *, near_duplicate_distance: int = 4, min_corr: float = 0.95) -> pd.DataFrame:
     """Exact (pixel sha256) and near (perceptual hash) duplicate pairs of the whole cohort, leaks first.
 
     The pairs come from the data layer's ``medwb.data.check.find_duplicates``, as in ``medwb check``: hash
@@ -182,7 +185,7 @@ def check_report(path: str | Path, *, near_duplicate_distance: int = 4, max_mask
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
-def plot_class_balance(ds: Any, table: pd.DataFrame):
+def plot_class_balance(ds: Dataset, table: pd.DataFrame):
     """Bar chart of :func:`class_balance` (cases per class per split, or cases containing each label)."""
     from matplotlib.figure import Figure
 
@@ -209,7 +212,7 @@ def plot_class_balance(ds: Any, table: pd.DataFrame):
     return fig
 
 
-def intensity_histograms(ds: Any, *, max_cases: int | None = 2000, bins: int = 64, seed: int = 0,
+def intensity_histograms(ds: Dataset, *, max_cases: int | None = 2000, bins: int = 64, seed: int = 0,
                          voxels_per_case: int = 4096):
     """Left: pooled voxel intensities per class (classification) or per split; right: per-case mean intensity.
 
@@ -271,7 +274,7 @@ def intensity_histograms(ds: Any, *, max_cases: int | None = 2000, bins: int = 6
     return fig
 
 
-def sample_grid(ds: Any, *, per_class: int = 6, seed: int = 0, cell: float = 1.6):
+def sample_grid(ds: Dataset, *, per_class: int = 6, seed: int = 0, cell: float = 1.6):
     """Random examples per class (classification) or per label present (segmentation, mask contours drawn).
 
     3D cases show the slice through the centre of the mask, or the middle slice.
@@ -326,7 +329,7 @@ def sample_grid(ds: Any, *, per_class: int = 6, seed: int = 0, cell: float = 1.6
     return fig
 
 
-def volume_case(ds: Any, case_id: str | None = None) -> str:
+def volume_case(ds: Dataset, case_id: str | None = None) -> str:
     """The case to show in the 3D viewer: the given one, else the first case with a mask, else the first case."""
     c = ds.cohort
     if case_id is not None:
@@ -376,7 +379,7 @@ def _slug(path: Path) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "data"
 
 
-def explore_summary(ds: Any, dups: pd.DataFrame) -> Sequence[str]:
+def explore_summary(ds: Dataset, dups: pd.DataFrame) -> Sequence[str]:
     """Plain-language findings for the top of the report (leaks, unreadable cases, missing masks)."""
     c = ds.cohort
     lines = [f"{ds.name}: {len(c)} {ds.ndim}D {ds.modality} cases for {ds.task}."]
