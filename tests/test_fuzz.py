@@ -507,7 +507,6 @@ def test_fuzz_cli_arguments(data, capsys):
 
 def test_fixed_npz_header_tokenize(tmp_path):
     """Was a tokenize.TokenError: an .npy member whose header has ')' replaced by a NUL byte."""
-    import zipfile
 
     from medwb.data import open_dataset
     from medwb.errors import DataError

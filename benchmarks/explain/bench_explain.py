@@ -19,7 +19,7 @@ import torch
 from medwb.data import open_dataset
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute
 from medwb.explain.checks import format_table, results_table, run_checks
-from medwb.explain.overlays import heat_scale, overlay_figure, save_png, slice_montage
+from medwb.explain.export import heat_scale, overlay_figure, save_png, slice_montage
 from medwb.models import TrainConfig, build_classifier, build_segmenter, evaluate, load_checkpoint, save_checkpoint, train
 
 HERE = Path(__file__).resolve().parent

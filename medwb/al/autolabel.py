@@ -118,10 +118,10 @@ def image_confidence(probs: np.ndarray) -> np.ndarray:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Foreground (label != 0) Dice of two masks; 1.0 when both are empty."""
-    a, b = np.asarray(a) != 0, np.asarray(b) != 0
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
+    """Foreground (label != 0) Dice of two masks; 1.0 when both are empty (:func:`medwb.metrics.dice`)."""
+    from medwb.metrics import dice as _dice
+
+    return _dice(np.asarray(a) != 0, np.asarray(b) != 0)
 
 
 def is_correct(pred: np.ndarray, truth: np.ndarray, *, dice_ok: float = 0.8) -> np.ndarray:

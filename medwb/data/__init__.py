@@ -20,18 +20,13 @@ from typing import Any
 
 import pandas as pd
 
-from medwb.data.dataset import Dataset
+from medwb.data.dataset import TECHNICAL_COLUMNS, Dataset
 from medwb.errors import DataError
 
 __all__ = ["Dataset", "open_dataset", "detect_format", "TECHNICAL_COLUMNS"]
 
-#: cohort columns that are bookkeeping, never subgroups (reports: ``ds.subgroup_columns`` lists the subgroups)
-TECHNICAL_COLUMNS = frozenset({
-    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
-    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256", "phash", "problem",
-    "npz_split", "npz_index", "n_files", "patient_id",
-})
-
+# TECHNICAL_COLUMNS (bookkeeping columns, never subgroups) lives with Dataset.subgroup_columns(), the one
+# definition of which cohort columns are patient subgroups.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

@@ -28,6 +28,12 @@ from medwb.errors import DataError
 
 SPLITS = ("train", "val", "test", "unlabelled")
 SUBGROUP_HINTS = ("sex", "age", "site")  # read from DICOM headers when present
+#: cohort columns that are bookkeeping, never subgroups (even when a metadata table brings them, e.g. patient_id)
+TECHNICAL_COLUMNS = frozenset({
+    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
+    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256", "phash", "problem",
+    "npz_split", "npz_index", "n_files", "patient_id",
+})
 COHORT_COLUMNS = [
     "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
     "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256",
@@ -85,12 +91,13 @@ class Dataset:
             if col not in records:
                 records[col] = default
         records["label"] = records["label"].astype("Int64")
-        #: cohort columns that describe patient subgroups (from metadata.csv / DICOM headers), for reports
-        self.subgroup_columns: list[str] = [c for c in SUBGROUP_HINTS if c in records and records[c].notna().any()]
+        # subgroup columns the source declares (DICOM sex/age/site, a joined metadata table): subgroup_columns()
+        declared = [c for c in SUBGROUP_HINTS if c in records and records[c].notna().any()]
         if metadata is not None:
             before = set(records.columns)
             records = _join_metadata(records, metadata, self.path)
-            self.subgroup_columns += [c for c in records.columns if c not in before and c not in self.subgroup_columns]
+            declared += [c for c in records.columns if c not in before and c not in declared]
+        self._declared_subgroups = [c for c in declared if c not in TECHNICAL_COLUMNS]
         for col in ("mask", "mask2"):  # str or None (object dtype, so pandas keeps None rather than NaN)
             records[col] = pd.Series([v if isinstance(v, str) and v else None for v in records[col]],
                                      index=records.index, dtype=object)
@@ -191,6 +198,19 @@ class Dataset:
         return rec[front + rest]
 
     # ---- pixels -------------------------------------------------------------------------------------
+    def subgroup_columns(self, *, max_levels: int | None = None) -> list[str]:
+        """Cohort columns that describe patient subgroups (sex, age, site, ...): medwb's one definition.
+
+        The columns the source declares (a joined ``metadata.csv`` / metadata table, DICOM sex/age/site tags),
+        never bookkeeping (``TECHNICAL_COLUMNS``) or reader columns (HC18's pixel size, npz indices). With
+        ``max_levels``, only those a per-group analysis can split on: 2..``max_levels`` distinct values (the
+        validation report uses 12; the explore tables bin numeric columns instead, so they pass None).
+        """
+        cols = list(self._declared_subgroups)
+        if max_levels is None:
+            return cols
+        return [c for c in cols if 2 <= self._records[c].nunique(dropna=True) <= max_levels]
+
     def _row(self, case_id: str) -> pd.Series:
         try:
             return self._records.iloc[self._rows[str(case_id)]]

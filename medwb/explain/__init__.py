@@ -1,7 +1,8 @@
-"""Explanations: attribution maps (``attributions``), overlays and NIfTI export (``overlays``), sanity and
-faithfulness checks (``checks``) and the ``medwb explain`` pipeline (``run``).
+"""Explanations: attribution maps (``attributions``), sanity and faithfulness checks (``checks``), export of
+maps as overlay figures, PNG and NIfTI (``export``) and the ``medwb explain`` pipeline (``run``). No widgets:
+the live viewers are ``medwb.ui.explain_view`` and the verdict panel ``medwb.ui.widgets.verdict``.
 
-Nothing is imported here eagerly: the review-only verdict panel uses ``overlays`` on a laptop without
+Nothing is imported here eagerly: the review-only verdict panel uses ``export`` on a laptop without
 loading torch or the model.
 """
 from __future__ import annotations

@@ -46,7 +46,11 @@ def canonical_method(method: str) -> str:
     return m
 
 
-def _as_tensor(X: np.ndarray | torch.Tensor) -> torch.Tensor:
+def as_tensor(X: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A float (N,C,H,W[,D]) tensor of a batch of images; DataError with the fix for any other shape.
+
+    Shared by the attribution methods and the checks so both accept and reject the same inputs.
+    """
     t = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).float()
     if t.ndim not in (4, 5):
         raise DataError(None, f"input has shape {tuple(t.shape)}, expected (N,C,H,W) or (N,C,H,W,D)",
@@ -59,7 +63,8 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterator[slice]:
+def batches(n: int, batch_size: int, progress: bool, desc: str) -> Iterator[slice]:
+    """Slices of ``range(n)`` of at most ``batch_size``, with a tqdm bar when ``progress`` and more than one."""
     from tqdm.auto import tqdm
 
     starts = range(0, n, max(1, int(batch_size)))
@@ -96,12 +101,12 @@ def prepared(model: nn.Module) -> Iterator[nn.Module]:
 @torch.no_grad()
 def forward_logits(model: nn.Module, X: np.ndarray | torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
     """Raw model output in eval mode, batched (logits (N,K) or (N,K,H,W[,D]))."""
-    x = _as_tensor(X)
+    x = as_tensor(X)
     dev = _device(model)
     was = model.training
     model.eval()
     try:
-        outs = [model(x[s].to(dev)).float().cpu() for s in _batches(len(x), batch_size, False, "")]
+        outs = [model(x[s].to(dev)).float().cpu() for s in batches(len(x), batch_size, False, "")]
     finally:
         model.train(was)
     return torch.cat(outs)
@@ -109,7 +114,7 @@ def forward_logits(model: nn.Module, X: np.ndarray | torch.Tensor, *, batch_size
 
 def is_segmenter(model: nn.Module, X: np.ndarray | torch.Tensor) -> bool:
     """A network whose output keeps the spatial axes is treated as a segmenter."""
-    return forward_logits(model, _as_tensor(X)[:1]).ndim > 2
+    return forward_logits(model, as_tensor(X)[:1]).ndim > 2
 
 
 class SegmentationRegion(nn.Module):
@@ -188,7 +193,7 @@ def default_target_layer(model: nn.Module, X: np.ndarray | torch.Tensor | None =
         handles = [m.register_forward_hook(lambda _m, _i, o, n=n: sizes.__setitem__(n, int(np.prod(o.shape[2:]))))
                    for n, m in convs]
         try:
-            forward_logits(model, _as_tensor(X)[:1])
+            forward_logits(model, as_tensor(X)[:1])
         finally:
             for h in handles:
                 h.remove()
@@ -221,7 +226,7 @@ def _cam(model: nn.Module, X: np.ndarray | torch.Tensor, target=None, *, plus: b
     from monai.visualize import GradCAM, GradCAMpp
     from monai.visualize.class_activation_maps import ModelWithHooks
 
-    x = _as_tensor(X)
+    x = as_tensor(X)
     seg = is_segmenter(model, x)
     net = SegmentationRegion(model) if seg else model
     if layer is None:
@@ -253,7 +258,7 @@ def _cam(model: nn.Module, X: np.ndarray | torch.Tensor, target=None, *, plus: b
                             "pass the name of a convolution from model.named_modules()")
         cls = GradCAMpp if plus else GradCAM
         cam = cls(nn_module=hooked, target_layers=full_layer, postprocessing=lambda t: t)
-        for s in _batches(len(x), batch_size, progress, "Grad-CAM++" if plus else "Grad-CAM"):
+        for s in batches(len(x), batch_size, progress, "Grad-CAM++" if plus else "Grad-CAM"):
             xb = x[s].to(dev).requires_grad_(True)
             m = cam(xb, class_idx=targets[s].to(dev))
             out.append(_normalize_per_sample(m.detach().float().cpu()))
@@ -275,14 +280,14 @@ def gradcampp(model: nn.Module, X, target=None, *, batch_size: int = 64, progres
 def _captum(model: nn.Module, X, target, *, batch_size: int, progress: bool, desc: str,
             run: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
             reduce: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-    x = _as_tensor(X)
+    x = as_tensor(X)
     seg = is_segmenter(model, x)
     net = SegmentationRegion(model) if seg else model
     targets = _resolve_targets(model, x, target, seg, batch_size)
     dev = _device(model)
     out = []
     with prepared(net):
-        for s in _batches(len(x), batch_size, progress, desc):
+        for s in batches(len(x), batch_size, progress, desc):
             a = run(net, x[s].to(dev), targets[s].to(dev))
             out.append(reduce(a.detach().float().cpu()))
     return torch.cat(out).numpy().astype(np.float32)
@@ -350,7 +355,7 @@ def occlusion(model: nn.Module, X, target=None, *, batch_size: int = 8, progress
     ``baseline``; signed, channels summed. Window/stride from :func:`occlusion_geometry`."""
     from captum.attr import Occlusion
 
-    x = _as_tensor(X)
+    x = as_tensor(X)
     win, st = occlusion_geometry(tuple(x.shape[2:]), window=window, stride=stride, max_positions=max_positions)
     c = x.shape[1]
 
@@ -396,7 +401,7 @@ def uncertainty_map(model: nn.Module, X: np.ndarray | torch.Tensor, *, passes: i
     classifiers the one value per image is broadcast over the image."""
     from medwb.al.uncertainty import mc_uncertainty_maps
 
-    x = _as_tensor(X)
+    x = as_tensor(X)
     u = np.asarray(mc_uncertainty_maps(model, x.numpy(), passes=passes, seed=seed, kinds=(kind,))[kind], np.float32)
     if u.ndim == 1:  # classifier: (N,) -> constant map
         u = np.broadcast_to(u.reshape(len(x), 1, *([1] * (x.ndim - 2))), (len(x), 1, *x.shape[2:])).copy()

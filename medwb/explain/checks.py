@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from medwb.errors import DataError
-from medwb.explain.attributions import (SIGNED_METHODS, _as_tensor, _batches, attribute, canonical_method,
+from medwb.explain.attributions import (SIGNED_METHODS, as_tensor, attribute, batches, canonical_method,
                                         forward_logits)
 
 #: randomization passes when, once every layer is randomized, mean Spearman and mean SSIM are both below these
@@ -133,7 +133,7 @@ def randomization_check(model: nn.Module, X: np.ndarray, target: Any = None, *, 
     from tqdm.auto import tqdm
 
     name = method_name(method)
-    x = _as_tensor(X)
+    x = as_tensor(X)
     if target is None:
         logits = forward_logits(model, x)
         if logits.ndim == 2:
@@ -194,7 +194,7 @@ def perturbation_curves(model: nn.Module, X: np.ndarray, maps: np.ndarray, targe
     (ranked by the map, highest first) is replaced by ``baseline`` (deletion) or copied into an all-
     ``baseline`` image (insertion). ``steps`` defaults to 20 in 2D and 10 in 3D (each step is a forward pass
     per image and curve)."""
-    x = _as_tensor(X)
+    x = as_tensor(X)
     steps = steps or (20 if x.ndim == 4 else 10)
     maps = np.asarray(maps, np.float32)
     if maps.shape[0] != x.shape[0] or maps.shape[2:] != tuple(x.shape[2:]):
@@ -210,7 +210,7 @@ def perturbation_curves(model: nn.Module, X: np.ndarray, maps: np.ndarray, targe
     fracs = np.linspace(0, 1, steps + 1)
     dele = np.zeros((n, steps + 1), np.float32)
     ins = np.zeros((n, steps + 1), np.float32)
-    for s in _batches(n, max(1, batch_size // (steps + 1)), progress, "deletion/insertion"):
+    for s in batches(n, max(1, batch_size // (steps + 1)), progress, "deletion/insertion"):
         idx = torch.arange(n)[s]
         xb, rb = x[s], ranks_t[s]
         m = len(idx)

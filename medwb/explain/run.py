@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,11 @@ from torch import nn
 from medwb.errors import DataError
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute, canonical_method
 from medwb.explain.checks import CheckResult, results_table, run_checks
-from medwb.explain.overlays import heat_scale, overlay_figure, save_nifti, save_png
+from medwb.explain.export import heat_scale, overlay_figure, save_nifti, save_png
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
+    from medwb.store import Study
 
 SELECTIONS = ("uncertain", "misclassified", "random", "subgroup:COLUMN=VALUE")
 
@@ -41,7 +45,7 @@ class ExplainResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], Any]:
+def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, Any], Study | None]:
     """(model, checkpoint meta, Study or None) from a checkpoint file, a study folder (its latest registered
     model) or an already built module."""
     if isinstance(model, nn.Module):
@@ -67,8 +71,9 @@ def resolve_model(model: str | Path | nn.Module) -> tuple[nn.Module, dict[str, A
     return m, meta, None
 
 
-def model_input_size(ds: Any, meta: dict[str, Any]) -> tuple[int, ...] | None:
-    """The grid the model was trained on: the checkpoint's ``size`` if stored, else the loop's default."""
+def model_input_size(ds: Dataset, meta: dict[str, Any]) -> tuple[int, ...] | None:
+    """The grid the model was trained on: the checkpoint's ``size`` if stored, else the data's default
+    (:func:`medwb.data.dataset.default_size`, what the loop trains at when not told otherwise)."""
     if meta.get("size"):
         return tuple(int(s) for s in meta["size"])
     from medwb.data.dataset import default_size
@@ -82,10 +87,10 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 
 def _dice_fg(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    a, b = (pred > 0).reshape(len(pred), -1), (y > 0).reshape(len(y), -1)
-    inter = (a & b).sum(1)
-    den = a.sum(1) + b.sum(1)
-    return np.where(den > 0, 2 * inter / np.maximum(den, 1), 1.0)
+    """Per-case any-foreground Dice (:func:`medwb.metrics.dice`: 1.0 when both masks are empty)."""
+    from medwb.metrics import dice
+
+    return np.array([dice(p > 0, t > 0) for p, t in zip(pred, y)], dtype=np.float64)
 
 
 def select_cases(probs: np.ndarray, y: np.ndarray | None, n: int, *, how: str = "uncertain",
@@ -157,7 +162,7 @@ def _safe(case_id: str) -> str:
 
 
 def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: np.ndarray | None,
-                sel_ids: list[str], reasons: list[str], rows: list[dict[str, Any]], ds: Any,
+                sel_ids: list[str], reasons: list[str], rows: list[dict[str, Any]], ds: Dataset,
                 title: str) -> list[dict[str, Any]]:
     """Save a non-attribution view (uncertainty) like a method: NPZ, NIfTI, per-case PNG, index rows."""
     scale = heat_scale(maps, signed=False)

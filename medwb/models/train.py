@@ -98,29 +98,17 @@ def _shift_augment(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator) 
 
 
 def _class_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+    """AUC and accuracy (one convention for all of medwb: :func:`medwb.metrics.class_metrics`)."""
+    from medwb.metrics import class_metrics
 
-    acc = float((probs.argmax(1) == y).mean())
-    present = np.unique(y)
-    auc = float("nan")
-    if len(present) > 1:
-        if probs.shape[1] == 2:
-            auc = float(roc_auc_score(y, probs[:, 1]))
-        elif len(present) == probs.shape[1]:
-            auc = float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
-    return {"auc": auc, "accuracy": acc}
+    return class_metrics(probs, y)
 
 
 def dice_score(probs: np.ndarray, y: np.ndarray) -> float:
-    """Mean foreground Dice (monai.metrics.DiceMetric, background excluded) of argmax predictions."""
-    from monai.metrics import DiceMetric
-    from monai.networks.utils import one_hot
+    """Mean foreground Dice of argmax predictions (:func:`medwb.metrics.dice_score`, MONAI DiceMetric)."""
+    from medwb.metrics import dice_score as _dice_score
 
-    k = probs.shape[1]
-    pred = torch.from_numpy(probs.argmax(1)[:, None].astype(np.int64))
-    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
-    metric(one_hot(pred, k), one_hot(torch.from_numpy(np.asarray(y, dtype=np.int64)), k))
-    return float(metric.aggregate().item())
+    return _dice_score(probs, y)
 
 
 def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> dict[str, float]:

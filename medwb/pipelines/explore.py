@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,13 +18,9 @@ from tqdm.auto import tqdm
 
 from medwb.ui.view import LABEL_COLORS, STATIC_ENV, focus_index, spatial_array, to_rgb
 
-# Cohort columns that describe the file or its pixels, never a patient subgroup.
-_NOT_SUBGROUP = {
-    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
-    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256", "phash", "dtype",
-    "problem",
-}
-_INTERNAL_PREFIXES = ("npz_", "dicom_", "nifti_", "_")
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
+
 SPLIT_ORDER = ["train", "val", "test", "unlabelled"]
 
 
@@ -33,7 +29,7 @@ def _splits(cohort: pd.DataFrame) -> list[str]:
     return [s for s in SPLIT_ORDER if s in present] + [s for s in present if s not in SPLIT_ORDER]
 
 
-def sample_case_ids(ds: Any, max_cases: int | None, *, seed: int = 0, split: str | None = None) -> list[str]:
+def sample_case_ids(ds: Dataset, max_cases: int | None, *, seed: int = 0, split: str | None = None) -> list[str]:
     """A seeded random subset of readable case ids (cohort order kept), at most ``max_cases``."""
     c = ds.cohort
     if "problem" in c:
@@ -48,14 +44,14 @@ def sample_case_ids(ds: Any, max_cases: int | None, *, seed: int = 0, split: str
     return [ids[i] for i in keep]
 
 
-def class_name(ds: Any, value: Any) -> str:
+def class_name(ds: Dataset, value: Any) -> str:
     if pd.isna(value):
         return "unlabelled"
     return ds.classes.get(int(value), str(value))
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
-def overview_table(ds: Any) -> pd.DataFrame:
+def overview_table(ds: Dataset) -> pd.DataFrame:
     """One row per property: what the dataset is, how big, which shapes/spacings/intensities it holds."""
     c = ds.cohort
     shapes = c["shape"].dropna().astype(str).value_counts()
@@ -87,12 +83,12 @@ def overview_table(ds: Any) -> pd.DataFrame:
         rows.append(("stored dtype", ", ".join(sorted(c["dtype"].dropna().astype(str).unique()))))
     if "problem" in c:
         rows.append(("unreadable cases", int(c["problem"].notna().sum())))
-    subs = subgroup_columns(ds)
+    subs = ds.subgroup_columns()
     rows.append(("subgroup columns", ", ".join(subs) if subs else "none"))
     return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
 
 
-def class_balance(ds: Any, *, max_cases: int | None = 2000, seed: int = 0) -> pd.DataFrame:
+def class_balance(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0) -> pd.DataFrame:
     """Cases per class and split (classification), or per label: cases containing it and mean voxel fraction.
 
     Segmentation reads the masks of at most ``max_cases`` cases (seeded subset).
@@ -128,23 +124,11 @@ def class_balance(ds: Any, *, max_cases: int | None = 2000, seed: int = 0) -> pd
     return out.sort_values(["split"], kind="stable").reset_index(drop=True)
 
 
-def subgroup_columns(ds: Any) -> list[str]:
-    """Columns that describe patients/acquisition (sex, age, site, ...) rather than files or pixels.
-
-    The data layer knows which columns came from metadata.csv / DICOM headers (``ds.subgroup_columns``);
-    for other dataset objects, every column that is not a known file/pixel column counts.
-    """
-    known = getattr(ds, "subgroup_columns", None)
-    if known is not None:
-        return [c for c in known if c in ds.cohort.columns]
-    return [c for c in ds.cohort.columns if c not in _NOT_SUBGROUP and not c.startswith(_INTERNAL_PREFIXES)]
-
-
-def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
+def subgroup_table(ds: Dataset, *, max_levels: int = 12) -> pd.DataFrame:
     """Cases per subgroup level and split (numeric columns binned in quartiles); empty if none present."""
     c = ds.cohort
     parts = []
-    for col in subgroup_columns(ds):
+    for col in ds.subgroup_columns():
         v = c[col]
         if pd.api.types.is_numeric_dtype(v) and v.nunique() > max_levels:
             v = pd.qcut(v, 4, duplicates="drop").astype(str)
@@ -164,7 +148,7 @@ def subgroup_table(ds: Any, *, max_levels: int = 12) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def duplicate_table(ds: Any, *, near_duplicate_distance: int = 4, min_corr: float = 0.95) -> pd.DataFrame:
+def duplicate_table(ds: Dataset, *, near_duplicate_distance: int = 4, min_corr: float = 0.95) -> pd.DataFrame:
     """Exact (pixel sha256) and near (perceptual hash) duplicate pairs of the whole cohort, leaks first.
 
     The pairs come from the data layer's ``medwb.data.check.find_duplicates``, as in ``medwb check``: hash
@@ -201,7 +185,7 @@ def check_report(path: str | Path, *, near_duplicate_distance: int = 4, max_mask
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
-def plot_class_balance(ds: Any, table: pd.DataFrame):
+def plot_class_balance(ds: Dataset, table: pd.DataFrame):
     """Bar chart of :func:`class_balance` (cases per class per split, or cases containing each label)."""
     from matplotlib.figure import Figure
 
@@ -228,7 +212,7 @@ def plot_class_balance(ds: Any, table: pd.DataFrame):
     return fig
 
 
-def intensity_histograms(ds: Any, *, max_cases: int | None = 2000, bins: int = 64, seed: int = 0,
+def intensity_histograms(ds: Dataset, *, max_cases: int | None = 2000, bins: int = 64, seed: int = 0,
                          voxels_per_case: int = 4096):
     """Left: pooled voxel intensities per class (classification) or per split; right: per-case mean intensity.
 
@@ -290,7 +274,7 @@ def intensity_histograms(ds: Any, *, max_cases: int | None = 2000, bins: int = 6
     return fig
 
 
-def sample_grid(ds: Any, *, per_class: int = 6, seed: int = 0, cell: float = 1.6):
+def sample_grid(ds: Dataset, *, per_class: int = 6, seed: int = 0, cell: float = 1.6):
     """Random examples per class (classification) or per label present (segmentation, mask contours drawn).
 
     3D cases show the slice through the centre of the mask, or the middle slice.
@@ -345,7 +329,7 @@ def sample_grid(ds: Any, *, per_class: int = 6, seed: int = 0, cell: float = 1.6
     return fig
 
 
-def volume_case(ds: Any, case_id: str | None = None) -> str:
+def volume_case(ds: Dataset, case_id: str | None = None) -> str:
     """The case to show in the 3D viewer: the given one, else the first case with a mask, else the first case."""
     c = ds.cohort
     if case_id is not None:
@@ -395,7 +379,7 @@ def _slug(path: Path) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "data"
 
 
-def explore_summary(ds: Any, dups: pd.DataFrame) -> Sequence[str]:
+def explore_summary(ds: Dataset, dups: pd.DataFrame) -> Sequence[str]:
     """Plain-language findings for the top of the report (leaks, unreadable cases, missing masks)."""
     c = ds.cohort
     lines = [f"{ds.name}: {len(c)} {ds.ndim}D {ds.modality} cases for {ds.task}."]

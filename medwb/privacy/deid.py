@@ -42,7 +42,7 @@ from typing import Any
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
@@ -50,7 +50,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import medwb
 from medwb.atomic import atomic_write
-from medwb.errors import CryptoError, DataError
+from medwb.errors import DataError
 from medwb.privacy import crypto
 
 # --------------------------------------------------------------------------------------------------------------------

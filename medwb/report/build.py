@@ -113,7 +113,7 @@ def build_report(
         "n_bootstrap": int(n_bootstrap),
     }
     if params["dataset"] is None:  # resolve relative recorded paths against *our* cwd, not the kernel's
-        from medwb.report.content import resolve_dataset_path
+        from medwb.report.sections import resolve_dataset_path
         from medwb.store import Study
 
         st = Study.open(study)

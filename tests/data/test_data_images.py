@@ -19,7 +19,7 @@ def test_chase_two_observers(samples, tmp_path):
     assert (ds.task, ds.ndim, ds.modality, ds.classes) == ("segmentation", 2, "fundus", {0: "background", 1: "vessel"})
     c = ds.cohort
     assert len(c) == 28 and c["mask"].notna().all() and c["mask2"].notna().all()
-    assert ds.subgroup_columns == []  # metadata.csv carries only the split
+    assert ds.subgroup_columns() == []  # metadata.csv carries only the split
     assert c["mask"].str.contains("1stHO").all() and c["mask2"].str.contains("2ndHO").all()
     assert set(c["shape"]) == {"960x999"} and set(c["channels"]) == {3}
     img = ds.load_image("Image_01L")
@@ -93,7 +93,7 @@ def test_hc18_subject_grouped_split(samples, tmp_path):
     assert per_subject == {"train": 19, "val": 6, "test": 7}  # 32 subjects: round(0.6*32), round(0.2*32), rest
     assert c["split"].value_counts().to_dict() == {"train": 22, "val": 9, "test": 9}
     assert set(c.loc[c["case_id"].str.match(r"108_"), "split"]) == {subj.first()["108"]}  # 3 scans, one split
-    assert ds.subgroup_columns == []  # the split is not a patient subgroup
+    assert ds.subgroup_columns() == []  # the split is not a patient subgroup
 
 
 def test_sample_split_files_are_what_the_script_writes(samples, tmp_path):
@@ -141,7 +141,7 @@ def test_class_subfolders_with_splits_and_metadata(samples, tmp_path):
     meta.to_csv(tmp_path / "cxr/metadata.csv", index=False)
     ds2 = open_dataset(tmp_path / "cxr", cache_dir=tmp_path)
     c2 = ds2.cohort
-    assert ds2.subgroup_columns == ["sex", "site"] and ds.subgroup_columns == []
+    assert ds2.subgroup_columns() == ["sex", "site"] and ds.subgroup_columns() == []
     assert c2.groupby("sex").size().to_dict() == {"F": 12, "M": 12} and (c2["site"] == "A").all()
     meta.loc[0, "case_id"] = "no_such_case"
     meta.to_csv(tmp_path / "cxr/metadata.csv", index=False)

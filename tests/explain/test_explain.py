@@ -12,7 +12,7 @@ from medwb.errors import DataError
 from medwb.explain.attributions import (METHOD_NAMES, SegmentationRegion, attribute, default_target_layer,
                                         occlusion_geometry, uncertainty_map)
 from medwb.explain.checks import randomize_layers
-from medwb.explain.overlays import heat_scale, overlay_figure, save_nifti, save_png, slice_montage
+from medwb.explain.export import heat_scale, overlay_figure, save_nifti, save_png, slice_montage
 from medwb.models import build_classifier, build_segmenter
 
 from _fixtures import pneumonia_arrays

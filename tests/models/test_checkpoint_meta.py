@@ -23,7 +23,7 @@ def test_loop_checkpoint_records_size_and_report_explain_use_it(samples: Path, t
     from medwb.data import open_dataset
     from medwb.explain.run import model_input_size, resolve_model
     from medwb.data.dataset import default_size
-    from medwb.report.content import evaluate_final_model
+    from medwb.report.sections import evaluate_final_model
 
     path = _subset(samples, tmp_path / "pneumonia.npz")
     ds = open_dataset(path, progress=False)

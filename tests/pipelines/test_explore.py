@@ -86,7 +86,7 @@ def test_subgroup_table_uses_metadata_columns(samples: Path, tmp_path: Path) -> 
     meta = pd.DataFrame({"case_id": ids, "sex": rng.choice(["F", "M"], size=len(ids)),
                          "age": rng.integers(20, 90, size=len(ids))})
     ds = open_dataset(src, metadata=meta, progress=False)
-    assert explore.subgroup_columns(ds) == ["sex", "age"]
+    assert ds.subgroup_columns() == ["sex", "age"]
     t = explore.subgroup_table(ds)
     assert t.loc["sex", "all"].sum() == len(ids)
     assert t.loc[("sex", "F"), "all"] == int((meta["sex"] == "F").sum())
@@ -146,9 +146,9 @@ def test_dicom_headers_give_subgroups_and_thick_slices_are_not_squashed(samples:
     from medwb.ui.widgets.explore import SliceBrowser
 
     ds = open_dataset(samples / "dicom" / "pydicom", progress=False)
-    assert "n_files" not in explore.subgroup_columns(ds)  # reader bookkeeping, not a subgroup
-    assert {"sex", "age", "site"} <= set(explore.subgroup_columns(ds))
-    assert set(explore.subgroup_table(ds).index.get_level_values("column")) <= set(explore.subgroup_columns(ds))
+    assert "n_files" not in ds.subgroup_columns()  # reader bookkeeping, not a subgroup
+    assert {"sex", "age", "site"} <= set(ds.subgroup_columns())
+    assert set(explore.subgroup_table(ds).index.get_level_values("column")) <= set(ds.subgroup_columns())
 
     ct = open_dataset(samples / "dicom" / "ct_series", progress=False)
     (case,) = ct.cohort["case_id"]

@@ -126,3 +126,16 @@ def test_slice_browser_controls_change_the_picture(hippo) -> None:
     assert b.slice.max == m.shape[0] - 1
     b.case.value = "case2"
     assert "case2" in b.info.value and b.slice.max == cases["case2"][0].shape[1] - 1
+
+
+def test_explain_viewers_slice_browser_and_static_3d(hippo) -> None:
+    """The live map viewers (medwb.ui.explain_view) on a real volume with a synthetic map over its mask."""
+    from medwb.ui.explain_view import slice_browser, viewer_3d
+
+    img, mask, _, affine = hippo[0]
+    mp = (mask > 0).astype(np.float32)
+    box = slice_browser(img, mp[None] if mp.ndim == 3 else mp, mask)
+    slider = box.children[0]
+    assert slider.max == img.shape[-1] - 1 and mask[0, :, :, slider.value].any()  # opens on the mask's centre
+    fig = viewer_3d(img, mp, mask, affine=affine, static=True)
+    assert isinstance(fig, Figure) and len(fig.axes) > 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from medwb.ui.view import (
     static_views_enabled,
     to_rgb,
 )
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
 
 IMAGE_CLASS = "medwb-slice-image"  # CSS class of the drawn image (the browser test looks for it)
 BROWSER_CLASS = "medwb-slice-browser"  # CSS class of the whole browser (controls + image)
@@ -87,7 +90,7 @@ class SliceBrowser:
         self._on_case()
 
     @classmethod
-    def from_dataset(cls, ds: Any, case_ids: Sequence[str] | None = None, *, max_cases: int = 500,
+    def from_dataset(cls, ds: Dataset, case_ids: Sequence[str] | None = None, *, max_cases: int = 500,
                      seed: int = 0, **kwargs: Any) -> SliceBrowser:
         """Browser over a ``medwb.data`` dataset (cases with masks first for segmentation)."""
         cohort = ds.cohort
@@ -211,7 +214,7 @@ class SliceBrowser:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def browse(ds: Any, *, static: bool | None = None, max_cases: int = 500, grid_cases: int = 12, seed: int = 0,
+def browse(ds: Dataset, *, static: bool | None = None, max_cases: int = 500, grid_cases: int = 12, seed: int = 0,
            **kwargs: Any) -> Any:
     """The exploration notebook's slice browser: a live widget, or a static grid when there is no front end."""
     if not static_views_enabled(static):

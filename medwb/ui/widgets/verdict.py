@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medwb.errors import DataError, StoreError
+
+if TYPE_CHECKING:
+    from medwb.store import Study
 
 VERDICT_LABELS: dict[str, str] = {"plausible": "plausible", "partly": "partly", "implausible": "implausible",
                                   "cannot_tell": "cannot tell"}
@@ -46,7 +49,7 @@ def load_index(maps_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 class VerdictPanel:
     """Review explanations case by case and record verdicts; see module docstring."""
 
-    def __init__(self, maps_dir: str | Path, study: Any | None = None, *, reviewer: str = "",
+    def __init__(self, maps_dir: str | Path, study: Study | None = None, *, reviewer: str = "",
                  image_px: int = 224) -> None:
         import ipywidgets as W
 
@@ -119,11 +122,11 @@ class VerdictPanel:
         return out
 
     def _image_png(self, npz_path: Path) -> bytes:
-        from medwb.explain.overlays import _spatial, focus_slice
+        from medwb.explain.export import focus_slice, spatial
         from medwb.ui.view import png_bytes, to_rgb
 
         with np.load(npz_path) as z:
-            img, mp = _spatial(z["image"]), _spatial(z["map"])
+            img, mp = spatial(z["image"]), spatial(z["map"])
         if img.ndim == 3:
             img = img[..., focus_slice(mp)]
         scale = max(1, self.image_px // max(img.shape))

@@ -1,42 +1,50 @@
-"""What the validation report computes, section by section, from a study folder (the notebook only calls these).
+"""What the validation report computes, section by section, from a study folder: DataFrames only.
 
-Inputs follow the team contracts: the study store (:class:`medwb.store.Study`: labels with provenance, rounds,
-models, verdicts), the data layer (:func:`medwb.data.open_dataset`) and the models
-(:func:`medwb.models.load_checkpoint` / :func:`medwb.models.predict_proba`). Every table the report shows is
-returned as a DataFrame so the notebook can both display it and write it as CSV (the determinism test compares
-those CSVs between two runs).
+The notebook (``notebooks/04_validation_report.ipynb``) holds parameters, calls and plots; every table it shows
+comes from a function here, so it can both be displayed (:mod:`medwb.ui.display`) and written as CSV
+(:func:`write_table`; the determinism test compares those CSVs between two runs).
+
+Inputs: the study store (:class:`medwb.store.Study`: labels with provenance, rounds, models, verdicts, split
+ids), the data layer (:func:`medwb.data.open_dataset`) and the models (:func:`medwb.models.load_checkpoint`,
+whose meta records the input size and split ids). The report never imports the active-learning loop: it reads
+what the loop recorded.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import platform
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medwb.data.hashing import file_sha256
+from medwb.data.splits import SplitArrays, carve_splits
 from medwb.errors import DataError, StoreError
+from medwb.metrics import (auc_binary, bootstrap_ci, cohen_kappa, confusion_matrix, dice, expected_calibration_error,
+                           reliability_table)
 from medwb.report import stats
+from medwb.store.pool import load_splits
 
-#: cohort columns of the data contract; anything else with few distinct values is a subgroup column
-STANDARD_COLUMNS = {
-    "case_id", "split", "label", "mask", "mask2", "modality", "ndim", "shape", "channels", "spacing",
-    "intensity_min", "intensity_max", "intensity_mean", "intensity_std", "source", "sha256", "phash", "problem",
-    "file", "index", "path", "image", "npz_split", "npz_index", "observer", "HC", "pixel_size", "head_circumference_mm", "pixel_size_mm",
-}
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
+    from medwb.store import Study
+
+#: a subgroup column needs 2..SUBGROUP_MAX_LEVELS values to be analysed (ids and free text are no groups)
+SUBGROUP_MAX_LEVELS = 12
+#: at most this many bootstrap resamples for subgroups and for the ECE interval (they repeat per group / bin)
+SUBGROUP_BOOTSTRAP, ECE_BOOTSTRAP = 500, 300
 PACKAGES = ("medwb", "torch", "monai", "numpy", "pandas", "scikit-learn", "scipy", "captum", "matplotlib",
             "papermill", "nbconvert", "pydicom", "nibabel")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def resolve_dataset_path(study: Any, dataset: str | Path | None = None) -> Path:
+def resolve_dataset_path(study: Study, dataset: str | Path | None = None) -> Path:
     """The dataset the study was built on: ``dataset`` if given, else the path recorded in the study.
 
     A relative recorded path is tried against the working directory and then the study folder's ancestors,
@@ -51,7 +59,7 @@ def resolve_dataset_path(study: Any, dataset: str | Path | None = None) -> Path:
                     "pass the dataset path explicitly (build_report(..., dataset=PATH) / notebook parameter dataset)")
 
 
-def open_inputs(study_dir: str | Path, dataset: str | Path | None = None) -> tuple[Any, Any]:
+def open_inputs(study_dir: str | Path, dataset: str | Path | None = None) -> tuple[Study, Dataset]:
     """(Study, Dataset) for the report."""
     from medwb.data import open_dataset
     from medwb.store import Study
@@ -61,7 +69,7 @@ def open_inputs(study_dir: str | Path, dataset: str | Path | None = None) -> tup
 
 
 # -------------------------------------------------------------------------------------------- dataset
-def dataset_overview(ds: Any, dataset_path: str | Path) -> pd.DataFrame:
+def dataset_overview(ds: Dataset, dataset_path: str | Path) -> pd.DataFrame:
     """Key facts of the dataset as a two-column table."""
     c = ds.cohort
     shapes = c["shape"].astype(str).value_counts()
@@ -73,15 +81,15 @@ def dataset_overview(ds: Any, dataset_path: str | Path) -> pd.DataFrame:
         ("channels", ", ".join(str(v) for v in sorted(c["channels"].dropna().unique()))),
         ("spacing", ", ".join(str(v) for v in c["spacing"].dropna().astype(str).unique()[:3]) or "not recorded"),
         ("second-observer masks", int(c["mask2"].notna().sum()) if "mask2" in c else 0),
-        ("subgroup columns", ", ".join(subgroup_columns(c)) or "none in this dataset"),
+        ("subgroup columns", ", ".join(ds.subgroup_columns(max_levels=SUBGROUP_MAX_LEVELS)) or "none in this dataset"),
     ]
     return pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
 
 
-def split_table(ds: Any, splits: dict[str, list[str]] | None = None) -> pd.DataFrame:
+def split_table(ds: Dataset, splits: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Cases per split (and per class for classification).
 
-    ``splits`` are the active-learning loop's case ids per split (``Evaluation.splits``): datasets without an
+    ``splits`` are the active-learning loop's case ids per split (``Evaluation.splits``, see :func:`study_splits`): datasets without an
     official val/test split get them carved by the loop, and the table must show what was actually used.
     Training cases outside the loop's pool are counted as ``train (not in pool)``.
     """
@@ -103,19 +111,7 @@ def split_table(ds: Any, splits: dict[str, list[str]] | None = None) -> pd.DataF
     return t.reset_index()
 
 
-def subgroup_columns(cohort: pd.DataFrame, *, max_levels: int = 12) -> list[str]:
-    """Cohort columns that describe patient subgroups (sex, age group, site, ...): non-standard, 2..12 levels."""
-    out = []
-    for col in cohort.columns:
-        if col in STANDARD_COLUMNS or col.startswith("intensity_"):
-            continue
-        n = cohort[col].nunique(dropna=True)
-        if 2 <= n <= max_levels:
-            out.append(col)
-    return out
-
-
-def data_sha256(ds: Any, dataset_path: str | Path) -> str:
+def data_sha256(ds: Dataset, dataset_path: str | Path) -> str:
     """sha256 of the dataset file, or (for folders) of the sorted per-case sha256 list of the cohort."""
     p = Path(dataset_path)
     if p.is_file():
@@ -127,7 +123,7 @@ def data_sha256(ds: Any, dataset_path: str | Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ provenance
-def label_sources(study: Any) -> pd.DataFrame:
+def label_sources(study: Study) -> pd.DataFrame:
     """Current labels by source (human / auto-accepted / human-corrected pre-label) and by annotator."""
     lab = study.labels(latest=True)
     if len(lab) == 0:
@@ -137,7 +133,7 @@ def label_sources(study: Any) -> pd.DataFrame:
     return t
 
 
-def labels_per_round(study: Any) -> pd.DataFrame:
+def labels_per_round(study: Study) -> pd.DataFrame:
     """Per round: strategy, cases selected and labels by source."""
     rounds = study.rounds()
     lab = study.labels(latest=True)
@@ -151,7 +147,7 @@ def labels_per_round(study: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["round", "strategy", "selected", "status", "human", "auto", "corrected"])
 
 
-def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_state: int = 0,
+def agreement_table(study: Study, ds: Dataset, *, n_bootstrap: int = 1000, random_state: int = 0,
                     max_mask_cases: int = 40) -> pd.DataFrame:
     """Inter-rater agreement with bootstrap 95% CIs over cases.
 
@@ -160,7 +156,7 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
     observer (cohort ``mask2``, e.g. CHASE_DB1) gives the inter-observer Dice of the reference standard.
     Columns: what, raters, n_cases, estimate, ci_low, ci_high, note.
     """
-    from medwb.al.audit import agreement, mask_dice
+    from medwb.al.audit import agreement
 
     rows: list[dict[str, Any]] = []
     cases = agreement(study).cases
@@ -169,7 +165,7 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
             if "value_a" in g and g["value_a"].notna().any():
                 g = g.dropna(subset=["value_a", "value_b"])
                 a, b = g["value_a"].astype(int).to_numpy(), g["value_b"].astype(int).to_numpy()
-                est, lo, hi = stats.bootstrap_ci(stats.cohen_kappa, a, b, n_bootstrap=n_bootstrap,
+                est, lo, hi = bootstrap_ci(cohen_kappa, a, b, n_bootstrap=n_bootstrap,
                                                  random_state=random_state)
                 rows.append({"what": "Cohen's kappa (class labels)", "raters": f"{ra} vs {rb}", "n_cases": len(a),
                              "estimate": est, "ci_low": lo, "ci_high": hi,
@@ -185,7 +181,7 @@ def agreement_table(study: Any, ds: Any, *, n_bootstrap: int = 1000, random_stat
                      "note": "no case in the store carries labels from two annotators: not computable"})
     if "mask2" in ds.cohort and ds.cohort["mask2"].notna().any():
         ids = ds.cohort.loc[ds.cohort["mask2"].notna(), "case_id"].astype(str).tolist()[:max_mask_cases]
-        d = [mask_dice(ds.load_mask(c, observer=1), ds.load_mask(c, observer=2)) for c in ids]
+        d = [dice(ds.load_mask(c, observer=1), ds.load_mask(c, observer=2)) for c in ids]
         t = stats.mean_table(pd.DataFrame({"dice": d}), ["dice"], n_bootstrap=n_bootstrap, random_state=random_state)
         rows.append({"what": "Dice between observers (reference masks)", "raters": "dataset observer 1 vs 2",
                      "n_cases": len(ids), "estimate": t["estimate"].iloc[0], "ci_low": t["ci_low"].iloc[0],
@@ -211,10 +207,16 @@ class Evaluation:
 
     @property
     def pred(self) -> np.ndarray:
+        """Argmax predictions: (N,) classes or (N, 1, *spatial) masks."""
         return self.proba.argmax(axis=1) if self.proba.ndim == 2 else self.proba.argmax(axis=1)[:, None]
 
+    @property
+    def names(self) -> list[str]:
+        """One display name per output class (the index when the dataset names none)."""
+        return [self.class_names.get(k, str(k)) for k in range(self.proba.shape[1])]
 
-def models_table(study: Any) -> pd.DataFrame:
+
+def models_table(study: Study) -> pd.DataFrame:
     """One row per registered model: version, round, labels used, best epoch and validation/test metrics."""
     m = study.models()
     if len(m) == 0:
@@ -238,7 +240,8 @@ def models_summary(models: pd.DataFrame) -> pd.DataFrame:
     return models[[c for c in MODEL_SUMMARY_COLUMNS if c in models.columns]]
 
 
-def final_model_row(study: Any) -> pd.Series:
+def final_model_row(study: Study) -> pd.Series:
+    """The last round's registered model (latest by round, then creation time)."""
     m = study.models()
     if len(m) == 0:
         raise StoreError(f"{study.folder}: the study has no trained model. Fix: run at least one active-learning "
@@ -246,33 +249,54 @@ def final_model_row(study: Any) -> pd.Series:
     return m.sort_values(["round", "created_at"]).iloc[-1]
 
 
-def evaluate_final_model(study: Any, ds: Any, *, split: str = "test") -> Evaluation:
+def round_max_pool(study: Study) -> int | None:
+    """The pool cap (``pool_size``) the study's last round recorded in its params, as the loop was given it."""
+    rounds = study.rounds()
+    pools = [int(p["pool_size"]) for p in rounds["params"] if isinstance(p, dict) and p.get("pool_size")] \
+        if len(rounds) else []
+    return pools[-1] if pools else None
+
+
+def study_splits(study: Study, ds: Dataset, meta: dict[str, Any]) -> dict[str, list[str]]:
+    """The loop's pool (``train``) / ``val`` / ``test`` case ids, from what the loop recorded.
+
+    In order: the checkpoint meta's ``splits``; else the store's (``medwb.store.pool.load_splits``, when this
+    study recorded them); else carved again from the cohort with the loop's own seeded
+    rules and the pool cap of the study's rounds (:func:`medwb.data.splits.carve_splits`), which gives the
+    same ids the loop used.
+    """
+    if meta.get("splits"):
+        return {str(k): [str(i) for i in v] for k, v in meta["splits"].items()}
+    stored = load_splits(study)
+    if stored:
+        return {str(k): [str(i) for i in v] for k, v in stored.items()}
+    return carve_splits(ds.cohort, max_pool=round_max_pool(study))
+
+
+def evaluate_final_model(study: Study, ds: Dataset, *, split: str = "test") -> Evaluation:
     """Load the last round's model and predict the test split (ground truth from the dataset).
 
-    The cases and input size are the active-learning loop's own (:meth:`ActiveLearningLoop.arrays`): for data
-    without an official test split the loop carves one with a fixed seed, and the report must score exactly
-    the cases the loop held out, at the size the model was trained at.
+    The cases and the input size are the loop's own: the split ids from :func:`study_splits`, the size from the
+    checkpoint meta (else the data's default size, as the loop trains), the arrays built as the loop builds
+    them (:class:`medwb.data.splits.SplitArrays`). For data without an official test split the loop carved one with a fixed
+    seed, and the report must score exactly the cases the loop held out, at the size the model was trained at.
     """
-    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data.dataset import default_size
     from medwb.models import load_checkpoint, predict_proba
 
     row = final_model_row(study)
     model, meta = load_checkpoint(row["checkpoint_path"])
-    size = tuple(int(v) for v in meta["size"]) if meta.get("size") else None
-    rounds = study.rounds()
-    pools = [int(p["pool_size"]) for p in rounds["params"] if isinstance(p, dict) and p.get("pool_size")] \
-        if len(rounds) else []
-    # the loop's pool subset is a fixed seeded draw of this size, so the same cases come back
-    loop = ActiveLearningLoop(study, ds, size=size, progress=False, max_pool=pools[-1] if pools else None)
-    X, y, ids = loop.arrays(split)
+    size = tuple(int(v) for v in meta["size"]) if meta.get("size") else default_size(ds)
+    splits = study_splits(study, ds, meta)
+    X, y, ids = SplitArrays(ds, splits, size)[split]
     proba = predict_proba(model, X)
     keep = (y >= 0) if y.ndim == 1 else np.ones(len(ids), bool)
     return Evaluation(str(row["version"]), int(row["round"]), Path(row["checkpoint_path"]), dict(meta),
-                      [str(i) for i, k in zip(ids, keep) if k], y[keep], proba[keep], loop.size, dict(ds.classes),
-                      {k: [str(i) for i in v] for k, v in loop.split_ids().items()})
+                      [str(i) for i, k in zip(ids, keep) if k], y[keep], proba[keep], size, dict(ds.classes),
+                      {k: [str(i) for i in v] for k, v in splits.items()})
 
 
-def model_details(study: Any, ev: Evaluation) -> pd.DataFrame:
+def model_details(study: Study, ev: Evaluation) -> pd.DataFrame:
     """Architecture and training facts of the evaluated model."""
     ba = ev.meta.get("build_args", {})
     rounds = study.rounds()
@@ -301,13 +325,59 @@ def metrics_table(ev: Evaluation, *, n_bootstrap: int, random_state: int) -> pd.
     return t
 
 
+def roc_pr_table(ev: Evaluation) -> pd.DataFrame:
+    """ROC and PR curve points of a classifier's test predictions (binary: the positive class)."""
+    return stats.roc_pr_curves(ev.y_true, ev.proba)
+
+
+def class_aucs(ev: Evaluation) -> dict[int, float]:
+    """One-vs-rest ROC AUC per class (the legend of the ROC figure)."""
+    return {c: auc_binary(ev.y_true == c, ev.proba[:, c]) for c in range(ev.proba.shape[1])}
+
+
+def confusion_table(ev: Evaluation) -> tuple[np.ndarray, pd.DataFrame]:
+    """(K, K) confusion counts (rows truth) and the same as a table with a ``true`` column."""
+    cm = confusion_matrix(ev.y_true, ev.pred, ev.proba.shape[1])
+    names = ev.names
+    return cm, pd.DataFrame(cm, index=names, columns=names).rename_axis("true").reset_index()
+
+
+def misclassified_table(ev: Evaluation) -> pd.DataFrame:
+    """Misclassified test cases, most confident first (for failure analysis): case_id, true, predicted, confidence."""
+    names = ev.names
+    wrong = pd.DataFrame({"case_id": ev.case_ids, "true": [names[i] for i in ev.y_true],
+                          "predicted": [names[i] for i in ev.pred], "confidence": ev.proba.max(1)})
+    return wrong[wrong["true"] != wrong["predicted"]].sort_values("confidence", ascending=False, kind="stable")
+
+
+@dataclass
+class Calibration:
+    """Section 5: the reliability diagram's bins, the point ECE and the ECE row with its bootstrap CI."""
+
+    reliability: pd.DataFrame
+    ece: float
+    table: pd.DataFrame  # metric, estimate, ci_low, ci_high, bins
+
+
+def calibration(ev: Evaluation, *, n_bootstrap: int, random_state: int, n_bins: int = 10) -> Calibration:
+    """Top-label ECE with a stratified bootstrap CI (at most ``ECE_BOOTSTRAP`` resamples) and its bins."""
+    rel = reliability_table(ev.y_true, ev.proba, n_bins=n_bins)
+    ece = expected_calibration_error(ev.y_true, ev.proba, n_bins=n_bins)
+    e, lo, hi = bootstrap_ci(lambda y, p: expected_calibration_error(y, p, n_bins=n_bins), ev.y_true, ev.proba,
+                             n_bootstrap=min(n_bootstrap, ECE_BOOTSTRAP), stratify=ev.y_true,
+                             random_state=random_state)
+    table = pd.DataFrame([{"metric": "ece", "estimate": e, "ci_low": lo, "ci_high": hi, "bins": n_bins}])
+    return Calibration(rel, ece, table)
+
+
 def segmentation_per_case(ev: Evaluation) -> pd.DataFrame:
+    """Per-case, per-class Dice and HD95 of a segmentation model's test predictions."""
     return stats.segmentation_case_metrics(ev.pred, ev.y_true, n_classes=ev.proba.shape[1], case_ids=ev.case_ids)
 
 
-def subgroup_analysis(ev: Evaluation, ds: Any, *, n_bootstrap: int, random_state: int) -> pd.DataFrame:
+def subgroup_analysis(ev: Evaluation, ds: Dataset, *, n_bootstrap: int, random_state: int) -> pd.DataFrame:
     """Metrics with CIs per subgroup value (classification: AUC, accuracy, sensitivity, specificity; seg: Dice)."""
-    cols = subgroup_columns(ds.cohort)
+    cols = ds.subgroup_columns(max_levels=SUBGROUP_MAX_LEVELS)
     if not cols:
         return pd.DataFrame(columns=["column", "group", "metric", "class", "estimate", "ci_low", "ci_high", "n"])
     groups = ds.cohort.set_index("case_id").loc[ev.case_ids, cols].reset_index(drop=True)
@@ -329,8 +399,15 @@ def subgroup_analysis(ev: Evaluation, ds: Any, *, n_bootstrap: int, random_state
     return pd.concat(frames, ignore_index=True)
 
 
+def subgroup_headline(sub: pd.DataFrame, metrics: pd.DataFrame) -> tuple[str, float | None]:
+    """The metric the forest plot shows (AUC when present) and its overall test estimate (None if absent)."""
+    m0 = "auc" if "auc" in set(sub["metric"]) else str(sub["metric"].iloc[0])
+    overall = metrics.loc[metrics["metric"] == m0, "estimate"]
+    return m0, float(overall.iloc[0]) if len(overall) else None
+
+
 # ---------------------------------------------------------------------------------------- learning curves
-def learning_curves(study: Any, curves_csv: str | Path | None) -> tuple[pd.DataFrame, str]:
+def learning_curves(study: Study, curves_csv: str | Path | None) -> tuple[pd.DataFrame, str]:
     """Curves table in the simulation's layout, and where it came from.
 
     Prefers the simulation's ``curves.csv`` (strategies against random over seeds, test split); otherwise the
@@ -348,6 +425,20 @@ def learning_curves(study: Any, curves_csv: str | Path | None) -> tuple[pd.DataF
     return mc[["strategy", "seed", "round", "n_labeled", "metric", "value"]], "this study's rounds (validation split)"
 
 
+def labels_to_reach(curves: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
+    """(budget, table) of the simulation's own comparison at its label budget, or None without ``full`` rows.
+
+    The table is :func:`medwb.pipelines.simulate.summarize` (labels needed to reach 95% / 98% of the
+    all-labels metric), so report and console agree.
+    """
+    if not ((curves["strategy"] == "full").any() and "fraction_labeled" in curves):
+        return None
+    from medwb.pipelines.simulate import summarize
+
+    budget = float(curves.loc[curves["strategy"] != "full", "fraction_labeled"].max())
+    return budget, summarize(curves, budget)
+
+
 # ---------------------------------------------------------------------------------------------------- XAI
 def explanation_outputs(explain_dir: str | Path | None) -> tuple[pd.DataFrame, list[Path]]:
     """(sanity-check table, overlay images) from the explanations step's output folder (``medwb explain``)."""
@@ -361,7 +452,23 @@ def explanation_outputs(explain_dir: str | Path | None) -> tuple[pd.DataFrame, l
     return checks, overlays
 
 
-def verdict_counts(study: Any) -> pd.DataFrame:
+XAI_CHECK_COLUMNS = ("method", "check", "status", "value", "reference", "criterion")
+
+
+def checks_summary(checks: pd.DataFrame) -> pd.DataFrame:
+    """The columns of the sanity-check table that the report shows (every column stays in the CSV)."""
+    return checks[[c for c in XAI_CHECK_COLUMNS if c in checks]]
+
+
+def failed_checks(checks: pd.DataFrame) -> list[str] | None:
+    """``method / check`` of every failed sanity check; None when the table has no ``passed`` column."""
+    if "passed" not in checks:
+        return None
+    bad = checks[~checks["passed"].astype(str).str.lower().isin(["true", "1"])]
+    return [f"{r.method} / {r.check}" for r in bad.itertuples()]
+
+
+def verdict_counts(study: Study) -> pd.DataFrame:
     """Clinician verdicts per explanation method (plausible / partly / implausible / cannot tell)."""
     v = study.verdicts()
     if len(v) == 0:
@@ -421,6 +528,16 @@ def checklist(*, has_subgroups: bool, has_agreement: bool, has_xai: bool, has_cu
     return pd.DataFrame(rows)
 
 
+def report_checklist(ds: Dataset, *, agreement: pd.DataFrame, checks: pd.DataFrame, overlays: list[Path],
+                     verdicts: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """:func:`checklist` with the answers taken from the report's own sections."""
+    has_sub = len(ds.subgroup_columns(max_levels=SUBGROUP_MAX_LEVELS)) > 0
+    has_agree = bool(agreement["estimate"].notna().any()) if len(agreement) else False
+    return checklist(has_subgroups=has_sub, has_agreement=has_agree,
+                     has_xai=bool(len(checks) or overlays or len(verdicts)), has_curves=bool(len(curves)),
+                     task=ds.task)
+
+
 # ------------------------------------------------------------------------------------------------ provenance
 def package_versions() -> pd.DataFrame:
     from importlib.metadata import PackageNotFoundError, version
@@ -445,6 +562,16 @@ def git_commit(path: str | Path | None = None) -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
+
+
+def report_parameters(study: str | Path, dataset: str | Path | None, simulation_curves: str | Path | None,
+                      explain_dir: str | Path | None, seed: int, n_bootstrap: int) -> dict[str, Any]:
+    """The notebook's parameters as JSON-able values (the provenance table lists them)."""
+    def opt(v: str | Path | None) -> str | None:
+        return None if v is None else str(v)
+
+    return {"study": str(study), "dataset": opt(dataset), "simulation_curves": opt(simulation_curves),
+            "explain_dir": opt(explain_dir), "seed": seed, "n_bootstrap": n_bootstrap}
 
 
 def provenance_table(*, dataset_path: str | Path, data_hash: str, study_dir: str | Path, parameters: dict[str, Any],
@@ -472,33 +599,8 @@ def write_table(df: pd.DataFrame, name: str, folder: str | Path = "tables") -> P
     return p
 
 
-def show_figure(fig: Any, name: str, folder: str | Path = "figures") -> Path:
-    """Save a figure as PNG (for the index page) and display it inline as an embedded image."""
-    from IPython.display import Image, display
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    data = buf.getvalue()
-    p = folder / f"{name}.png"
-    p.write_bytes(data)
-    display(Image(data=data))
-    return p
-
-
-def show_table(df: pd.DataFrame, *, ci: bool = True, max_rows: int = 60) -> None:
-    """Display a table without the pandas index (CI columns merged, floats rounded)."""
-    from IPython.display import HTML, display
-
-    t = fmt(df, ci=ci)
-    more = len(t) - max_rows
-    html = t.head(max_rows).to_html(index=False, na_rep="n/a", escape=True)
-    display(HTML(html + (f"<p><i>... {more} more rows in the CSV table.</i></p>" if more > 0 else "")))
-
-
 def fmt(df: pd.DataFrame, ci: bool = True) -> pd.DataFrame:
-    """A display copy: ``estimate (low–high)`` in one column, other floats rounded."""
+    """A display copy (what :func:`medwb.ui.display.show_table` shows): ``estimate (low–high)`` in one column, other floats rounded."""
     out = df.copy()
     if ci and {"estimate", "ci_low", "ci_high"} <= set(out.columns):
         out.insert(list(out.columns).index("estimate"), "value (95% CI)",

@@ -1,12 +1,13 @@
-"""Image + heat map + mask overlays with one colour scale and a colour bar; PNG and NIfTI export.
+"""Export of explanation maps: overlays (image + heat map + mask, one colour scale, a colour bar) as matplotlib
+figures and PNG files, maps as NIfTI. No widgets: the live viewers are :mod:`medwb.ui.explain_view`.
 
 Why a shared scale: a reviewer compares maps across cases and methods, so the colour of a value must not
 change from panel to panel. Non-negative maps (Grad-CAM, saliency) use ``inferno`` on [0, max over the
 set]; signed maps (IG, occlusion) use a diverging ``RdBu_r`` symmetric around 0 (red = evidence for the
 class), clipped at the 99.5th percentile of |map| so one hot voxel does not wash out the rest.
 
-3D: a slice montage (static, papermill-safe), an ipywidgets slice browser, and the offline ipyniivue
-viewer (``medwb.ui.view``) with the map as a second, coloured volume. NIfTI maps carry the image's affine
+3D: a slice montage (static, papermill-safe); the ipywidgets slice browser and the offline ipyniivue viewer
+live in ``medwb.ui.explain_view``. NIfTI maps carry the image's affine
 (``ds.affine(case_id)``), so 3D Slicer / ITK-SNAP put them on top of the original scan.
 """
 from __future__ import annotations
@@ -51,8 +52,12 @@ def heat_scale(maps: np.ndarray | Sequence[np.ndarray], *, signed: bool | None =
     return HeatScale(0.0, hi, "inferno", False)
 
 
-def _spatial(a: np.ndarray | None) -> np.ndarray | None:
-    """(1,H,W[,D]) / (H,W[,D]) -> (H,W[,D]); first channel of multi-channel images."""
+def spatial(a: np.ndarray | None) -> np.ndarray | None:
+    """(1,H,W[,D]) / (H,W[,D]) -> (H,W[,D]); colour images averaged to grey, else the first channel.
+
+    Public because every viewer of a stored map (overlays here, the verdict panel, the 3D viewer) must reduce
+    a model-input array to the same picture.
+    """
     if a is None:
         return None
     a = np.asarray(a)
@@ -122,7 +127,7 @@ def overlay_figure(images: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.
         if i >= n:
             ax.set_axis_off()
             continue
-        img, mp, mk = _spatial(images[i]), _spatial(maps[i]), _spatial(masks_l[i])
+        img, mp, mk = spatial(images[i]), spatial(maps[i]), spatial(masks_l[i])
         if img.ndim == 3:
             k = focus_slice(mp, mk)
             img, mp, mk = img[..., k], mp[..., k], None if mk is None else mk[..., k]
@@ -145,7 +150,7 @@ def slice_montage(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None =
                   axis: int = 2, scale: HeatScale | None = None, alpha: float = 0.7, ncols: int = 6,
                   title: str | None = None, failed: str | None = None):
     """Evenly spaced slices of one volume along ``axis`` (restricted to where map or mask is non-zero)."""
-    img, mp, mk = _spatial(image), _spatial(map_), _spatial(mask)
+    img, mp, mk = spatial(image), spatial(map_), spatial(mask)
     if img.ndim != 3:
         raise DataError(None, f"slice_montage needs a volume, got shape {np.shape(image)}", "use overlay_figure for 2D")
     support = np.abs(mp) > 0 if mk is None or not np.any(mk) else mk > 0
@@ -156,54 +161,6 @@ def slice_montage(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None =
     return overlay_figure([take(img, k) for k in ks], [take(mp, k) for k in ks], [take(mk, k) for k in ks],
                           titles=[f"slice {k}" for k in ks], scale=scale or heat_scale(mp), alpha=alpha,
                           ncols=ncols, failed=failed, suptitle=title, cell_size=1.8)
-
-
-def slice_browser(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None = None, *, axis: int = 2,
-                  scale: HeatScale | None = None, alpha: float = 0.7):
-    """ipywidgets slider over the slices of a volume (live notebooks). Returns the widget box."""
-    import ipywidgets as w
-    from IPython.display import display
-    import matplotlib.pyplot as plt
-
-    img, mp, mk = _spatial(image), _spatial(map_), _spatial(mask)
-    scale = scale or heat_scale(mp)
-    out = w.Output()
-    slider = w.IntSlider(value=focus_slice(mp, mk, axis), min=0, max=img.shape[axis] - 1, description="slice")
-
-    def render(*_: Any) -> None:
-        k = slider.value
-        fig = overlay_figure([np.take(img, k, axis)], [np.take(mp, k, axis)],
-                             [None if mk is None else np.take(mk, k, axis)], titles=[f"slice {k}"], scale=scale,
-                             alpha=alpha, ncols=1, cell_size=4.0)
-        with out:
-            out.clear_output(wait=True)
-            display(fig)
-        plt.close("all")
-
-    slider.observe(render, names="value")
-    render()
-    return w.VBox([slider, out])
-
-
-def viewer_3d(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None = None, *,
-              affine: np.ndarray | None = None, scale: HeatScale | None = None, opacity: float = 0.5,
-              static: bool | None = None):
-    """The offline 3D viewer of ``medwb.ui.view`` (ipyniivue) with the map as a coloured overlay volume; a static
-    slice montage when there is no live front end (papermill, scripts)."""
-    from medwb.ui import view
-
-    if view.static_views_enabled(static):
-        return slice_montage(image, map_, mask, scale=scale)
-    from ipyniivue import Volume
-
-    mp = _spatial(map_).astype(np.float32)
-    scale = scale or heat_scale(mp)
-    nv = view.niivue_view(_spatial(image), None if mask is None else _spatial(mask), affine=affine)
-    aff = np.eye(4) if affine is None else np.asarray(affine, np.float64)
-    shown = np.abs(mp) if scale.signed else mp
-    nv.add_volume(Volume(data=view.nifti_bytes(shown, aff), name="attribution.nii", colormap="warm",
-                         opacity=opacity, cal_min=float(max(scale.vmax, 1e-12) * 0.2), cal_max=float(scale.vmax)))
-    return nv
 
 
 # ---------------------------------------------------------------------------------------------------- export
@@ -225,7 +182,7 @@ def save_nifti(map_: np.ndarray, affine: np.ndarray | None, path: str | Path) ->
     singleton third axis), so 3D Slicer opens it aligned with the scan."""
     import nibabel as nib
 
-    a = _spatial(np.asarray(map_, np.float32))
+    a = spatial(np.asarray(map_, np.float32))
     if a.ndim == 2:
         a = a[..., None]
     aff = np.eye(4) if affine is None else np.asarray(affine, np.float64)
