@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
 from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
+from medwb.metrics import cohen_kappa
 from medwb.store import Study, read_mask
 
 if TYPE_CHECKING:
@@ -192,7 +192,6 @@ def agreement(study: Study) -> Agreement:
             if "value_a" in g and g["value_a"].notna().any():
                 va, vb = g["value_a"].astype(int).to_numpy(), g["value_b"].astype(int).to_numpy()
                 pr["percent_agreement"] = float(np.mean(va == vb))
-                # kappa is undefined when both raters used a single, identical class; report NaN then
-                pr["kappa"] = float(cohen_kappa_score(va, vb)) if len(set(va) | set(vb)) > 1 else float("nan")
+                pr["kappa"] = cohen_kappa(va, vb)  # medwb.metrics' convention (identical raters: 1.0)
             pair_rows.append(pr)
     return Agreement(pd.DataFrame(pair_rows), cases)

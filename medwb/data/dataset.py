@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,30 +78,9 @@ class Dataset:
         self._progress = progress
         self._image_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cohort: pd.DataFrame | None = None
-        records = records.reset_index(drop=True)
-        dup = records["case_id"][records["case_id"].duplicated()]
-        if len(dup):
-            first = dup.iloc[0]
-            srcs = records.loc[records["case_id"] == first, "source"].tolist()
-            raise DataError(srcs[-1], f"duplicate case id {first!r} (also from {srcs[0]}); "
-                            f"{dup.nunique()} case id(s) occur more than once",
-                            "give every case a unique file name (or unique id column) and open again")
-        for col, default in (("label", pd.NA), ("mask", None), ("mask2", None), ("modality", modality),
-                             ("spacing", None)):
-            if col not in records:
-                records[col] = default
-        records["label"] = records["label"].astype("Int64")
-        # subgroup columns the source declares (DICOM sex/age/site, a joined metadata table): subgroup_columns()
-        declared = [c for c in SUBGROUP_HINTS if c in records and records[c].notna().any()]
-        if metadata is not None:
-            before = set(records.columns)
-            records = _join_metadata(records, metadata, self.path)
-            declared += [c for c in records.columns if c not in before and c not in declared]
-        self._declared_subgroups = [c for c in declared if c not in TECHNICAL_COLUMNS]
-        for col in ("mask", "mask2"):  # str or None (object dtype, so pandas keeps None rather than NaN)
-            records[col] = pd.Series([v if isinstance(v, str) and v else None for v in records[col]],
-                                     index=records.index, dtype=object)
-        self._check_labels(records)
+        records, self._declared_subgroups = prepare_records(records, task=task, modality=modality,
+                                                            classes=self.classes, metadata=metadata,
+                                                            where=self.path)
         self._records = records
         self._rows = {cid: i for i, cid in enumerate(records["case_id"])}
 
@@ -141,6 +120,11 @@ class Dataset:
 
     # ---- cohort -------------------------------------------------------------------------------------
     @property
+    def records(self) -> pd.DataFrame:
+        """The reader's structural case table (source, split, label, mask; no pixel statistics): cheap."""
+        return self._records
+
+    @property
     def cohort(self) -> pd.DataFrame:
         """One row per case (see COHORT_COLUMNS; plus ``phash``, ``problem`` and any subgroup columns).
 
@@ -153,49 +137,8 @@ class Dataset:
         return self._cohort
 
     def _build_cohort(self) -> pd.DataFrame:
-        rec = self._records.copy()
-        cache = StatsCache(self.path, self._cache_dir)
-        keys, cached, missing = [], {}, []
-        for i, row in zip(rec.index, rec.to_dict("records")):
-            try:
-                k = self._stat_key(row)
-            except OSError:
-                k = None
-            keys.append(k)
-            hit = cache.get(k) if k else None
-            if hit is not None:
-                cached[i] = hit
-            else:
-                missing.append(i)
-        stats = pd.DataFrame.from_dict(cached, orient="index", columns=STAT_COLUMNS) if cached else None
-        if missing:
-            new = self._compute_stats(rec.loc[missing])
-            for i, vals in zip(new.index, new[STAT_COLUMNS].to_dict("records")):
-                if keys[i] and not vals.get("problem"):
-                    cache.put(keys[i], {c: _plain(v) for c, v in vals.items()})
-            cache.save()
-            stats = new if stats is None else pd.concat([stats, new])
-        stats = stats.reindex(rec.index) if stats is not None else pd.DataFrame(index=rec.index,
-                                                                                 columns=STAT_COLUMNS)
-        for c in STAT_COLUMNS:
-            rec[c] = stats[c].to_numpy()
-        rec["ndim"] = [len(parse_dims(s)) if isinstance(s, str) else pd.NA for s in rec["shape"]]
-        rec["ndim"] = rec["ndim"].astype("Int64")
-        rec["channels"] = rec["channels"].astype("Int64")
-        for c in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std"):
-            rec[c] = pd.to_numeric(rec[c], errors="coerce").astype("float64")
-        # spacing: from the listing, else what the reader found in the file header, else pixel units
-        rec["spacing"] = [s if isinstance(s, str) else (r if isinstance(r, str) else (
-            fmt_dims([1.0] * len(parse_dims(sh))) if isinstance(sh, str) else None))
-            for s, r, sh in zip(rec["spacing"], rec.pop("spacing_read"), rec["shape"])]
-        rec = rec.drop(columns=["dtype"])  # kept in the stats cache only (scaling is decided per reader)
-        front = [c for c in COHORT_COLUMNS if c in rec]
-        rest = [c for c in rec.columns if c not in front]
-        n_bad = int(rec["problem"].notna().sum())
-        if n_bad:
-            warnings.warn(f"{self.name}: {n_bad} case(s) could not be read (see cohort['problem'] or "
-                          f"`medwb check {self.path}`)", stacklevel=3)
-        return rec[front + rest]
+        return add_statistics(self._records, stat_key=self._stat_key, compute=self._compute_stats,
+                              cache=StatsCache(self.path, self._cache_dir), name=self.name, where=self.path)
 
     # ---- pixels -------------------------------------------------------------------------------------
     def subgroup_columns(self, *, max_levels: int | None = None) -> list[str]:
@@ -299,7 +242,7 @@ class Dataset:
     #: scaled per image, since its stored dtype (uint8 in one file, float in the next) says nothing about range.
     fixed_uint8_range: bool = True
 
-    def _scale(self, raw: np.ndarray) -> np.ndarray:
+    def scale(self, raw: np.ndarray) -> np.ndarray:
         return scale_01(raw, fixed_uint8=self.fixed_uint8_range)
 
     #: readers whose files may differ in channel count (a PNG/JPEG folder mixing grey and colour files); for
@@ -337,7 +280,7 @@ class Dataset:
         return {str(cid): int(ch) for cid, ch in zip(c["case_id"], c["channels"]) if pd.notna(ch)}
 
     @staticmethod
-    def _to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
+    def to_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
         if channels is None or x.shape[0] == channels:
             return x
         return np.repeat(x, channels, axis=0)  # grey -> R=G=B (common_channels allows only 1 -> 3)
@@ -358,7 +301,7 @@ class Dataset:
         xs, ys = [], []
         for cid in tqdm(ids, desc=f"{self.name}: loading {split}", disable=not self._progress or len(ids) < 200,
                         leave=False):
-            x = self._scale(self.load_raw(cid))
+            x = self.scale(self.load_raw(cid))
             if self.task == "segmentation":
                 m = self.load_mask(cid)
                 if m is None:
@@ -369,7 +312,7 @@ class Dataset:
             lab = self._records.set_index("case_id").loc[ids, "label"]
             y = lab.fillna(-1).to_numpy(dtype=np.int64)
         channels = self.common_channels({cid: x.shape[0] for cid, x in zip(ids, xs)})
-        xs = [self._to_channels(x, channels) for x in xs]
+        xs = [self.to_channels(x, channels) for x in xs]
         if size is not None:
             xs = [resize(x, size, "image") for x in xs]
             if self.task == "segmentation":
@@ -385,30 +328,16 @@ class Dataset:
 
     # ---- MONAI ----------------------------------------------------------------------------------------
     def items(self, split: str | None = None) -> list[dict[str, Any]]:
-        """MONAI-style data dicts ``{"image": source ref, "label": int | mask path | None, "case_id": ...}``.
+        """MONAI-style data dicts of a split (:func:`medwb.data.monai_io.monai_items`)."""
+        from medwb.data.monai_io import monai_items
 
-        Use with ``monai.data.Dataset(ds.items("train"), transform=ds.transform(size=...))``: the
-        transform's first step loads pixels through this dataset (same validation as ``load_image``), so
-        npz entries, DICOM series and outline masks need no special MONAI reader.
-        """
-        r = self._records if split is None else self._records[self._records["split"] == split]
-        out = []
-        for _, row in r.iterrows():
-            lab = row["mask"] if self.task == "segmentation" else (None if pd.isna(row["label"]) else int(row["label"]))
-            out.append({"image": row["source"], "label": lab, "case_id": row["case_id"]})
-        return out
+        return monai_items(self, split)
 
     def transform(self, size: Sequence[int] | None = None):  # -> monai.transforms.Compose
-        """MONAI Compose: load via this dataset, scale to [0,1], optional resize, to tensors."""
-        from monai.transforms import Compose, EnsureTyped, Resized
+        """MONAI Compose that loads through this dataset (:func:`medwb.data.monai_io.monai_transform`)."""
+        from medwb.data.monai_io import monai_transform
 
-        steps: list[Any] = [LoadCased(self)]
-        keys = ["image", "label"] if self.task == "segmentation" else ["image"]
-        if size is not None:
-            modes = ["bilinear" if self.ndim == 2 else "trilinear", "nearest"][: len(keys)]
-            steps.append(Resized(keys=keys, spatial_size=tuple(size), mode=modes, allow_missing_keys=True))
-        steps.append(EnsureTyped(keys=keys, allow_missing_keys=True))
-        return Compose(steps)
+        return monai_transform(self, size)
 
     def __repr__(self) -> str:
         counts = self._records["split"].value_counts().to_dict()
@@ -418,42 +347,8 @@ class Dataset:
     def __len__(self) -> int:
         return len(self._records)
 
-    def _check_labels(self, records: pd.DataFrame) -> None:
-        if self.task != "classification":
-            return
-        lab = records["label"].dropna()
-        bad = lab[~lab.isin(list(self.classes))]
-        if len(bad):
-            first = records.loc[bad.index[0]]
-            raise DataError(first["source"], f"{len(bad)} label(s) outside the declared classes "
-                            f"{sorted(self.classes)}: values {sorted(set(bad.astype(int)))[:10]} "
-                            f"(first: case {first['case_id']!r})",
-                            "fix the labels, or declare every class (open_dataset(..., classes={...}))")
 
 
-class LoadCased:
-    """MONAI-style dict transform: replace ``image`` (and a segmentation ``label``) by arrays read through
-    a medwb Dataset, scaled to [0,1] as in ``Dataset.arrays``."""
-
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
-        self._channels: int | None = ds.common_channels() if ds.may_mix_channels else None
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        d["image"] = self.ds._to_channels(self.ds._scale(self.ds.load_raw(d["case_id"])), self._channels)
-        if self.ds.task == "segmentation":
-            m = self.ds.load_mask(d["case_id"])
-            if m is None:
-                d.pop("label", None)
-            else:
-                d["label"] = m
-        elif d.get("label") is not None:
-            d["label"] = np.int64(d["label"])
-        return d
-
-
-# ---- helpers shared by readers --------------------------------------------------------------------------
 def scale_01(raw: np.ndarray, fixed_uint8: bool = True) -> np.ndarray:
     """uint8 -> /255 (keeps meaning across images); anything else -> per-image min-max to [0,1]."""
     if fixed_uint8 and raw.dtype == np.uint8:
@@ -545,3 +440,97 @@ def _join_metadata(records: pd.DataFrame, metadata: str | Path | pd.DataFrame, w
     if "label" in over:
         merged["label"] = merged["label"].astype("Int64")
     return merged
+
+
+def prepare_records(records: pd.DataFrame, *, task: str, modality: str, classes: Mapping[int, str],
+                    metadata: str | Path | pd.DataFrame | None, where: Path) -> tuple[pd.DataFrame, list[str]]:
+    """A reader's case table made uniform (unique ids, default columns, typed labels and masks, metadata
+    joined, labels checked) and the subgroup columns the source declares."""
+    records = records.reset_index(drop=True)
+    dup = records["case_id"][records["case_id"].duplicated()]
+    if len(dup):
+        first = dup.iloc[0]
+        srcs = records.loc[records["case_id"] == first, "source"].tolist()
+        raise DataError(srcs[-1], f"duplicate case id {first!r} (also from {srcs[0]}); "
+                        f"{dup.nunique()} case id(s) occur more than once",
+                        "give every case a unique file name (or unique id column) and open again")
+    for col, default in (("label", pd.NA), ("mask", None), ("mask2", None), ("modality", modality),
+                         ("spacing", None)):
+        if col not in records:
+            records[col] = default
+    records["label"] = records["label"].astype("Int64")
+    # subgroup columns the source declares (DICOM sex/age/site, a joined metadata table): subgroup_columns()
+    declared = [c for c in SUBGROUP_HINTS if c in records and records[c].notna().any()]
+    if metadata is not None:
+        before = set(records.columns)
+        records = _join_metadata(records, metadata, where)
+        declared += [c for c in records.columns if c not in before and c not in declared]
+    declared = [c for c in declared if c not in TECHNICAL_COLUMNS]
+    for col in ("mask", "mask2"):  # str or None (object dtype, so pandas keeps None rather than NaN)
+        records[col] = pd.Series([v if isinstance(v, str) and v else None for v in records[col]],
+                                 index=records.index, dtype=object)
+    check_labels(records, task=task, classes=classes)
+    return records, declared
+
+
+def check_labels(records: pd.DataFrame, *, task: str, classes: Mapping[int, str]) -> None:
+    """A classification label outside the declared classes is an error naming the first such case."""
+    if task != "classification":
+        return
+    lab = records["label"].dropna()
+    bad = lab[~lab.isin(list(classes))]
+    if len(bad):
+        first = records.loc[bad.index[0]]
+        raise DataError(first["source"], f"{len(bad)} label(s) outside the declared classes "
+                        f"{sorted(classes)}: values {sorted(set(bad.astype(int)))[:10]} "
+                        f"(first: case {first['case_id']!r})",
+                        "fix the labels, or declare every class (open_dataset(..., classes={...}))")
+
+
+def add_statistics(records: pd.DataFrame, *, stat_key: Callable[[Mapping[str, Any]], str],
+                   compute: Callable[[pd.DataFrame], pd.DataFrame], cache: StatsCache, name: str,
+                   where: Path) -> pd.DataFrame:
+    """The cohort table: ``records`` plus per-case pixel statistics, from ``cache`` or ``compute``-d once
+    (new ones are cached); unreadable cases keep empty statistics and a ``problem`` text (one warning)."""
+    rec = records.copy()
+    keys, cached, missing = [], {}, []
+    for i, row in zip(rec.index, rec.to_dict("records")):
+        try:
+            k = stat_key(row)
+        except OSError:
+            k = None
+        keys.append(k)
+        hit = cache.get(k) if k else None
+        if hit is not None:
+            cached[i] = hit
+        else:
+            missing.append(i)
+    stats = pd.DataFrame.from_dict(cached, orient="index", columns=STAT_COLUMNS) if cached else None
+    if missing:
+        new = compute(rec.loc[missing])
+        for i, vals in zip(new.index, new[STAT_COLUMNS].to_dict("records")):
+            if keys[i] and not vals.get("problem"):
+                cache.put(keys[i], {c: _plain(v) for c, v in vals.items()})
+        cache.save()
+        stats = new if stats is None else pd.concat([stats, new])
+    stats = stats.reindex(rec.index) if stats is not None else pd.DataFrame(index=rec.index,
+                                                                             columns=STAT_COLUMNS)
+    for c in STAT_COLUMNS:
+        rec[c] = stats[c].to_numpy()
+    rec["ndim"] = [len(parse_dims(s)) if isinstance(s, str) else pd.NA for s in rec["shape"]]
+    rec["ndim"] = rec["ndim"].astype("Int64")
+    rec["channels"] = rec["channels"].astype("Int64")
+    for c in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std"):
+        rec[c] = pd.to_numeric(rec[c], errors="coerce").astype("float64")
+    # spacing: from the listing, else what the reader found in the file header, else pixel units
+    rec["spacing"] = [s if isinstance(s, str) else (r if isinstance(r, str) else (
+        fmt_dims([1.0] * len(parse_dims(sh))) if isinstance(sh, str) else None))
+        for s, r, sh in zip(rec["spacing"], rec.pop("spacing_read"), rec["shape"])]
+    rec = rec.drop(columns=["dtype"])  # kept in the stats cache only (scaling is decided per reader)
+    front = [c for c in COHORT_COLUMNS if c in rec]
+    rest = [c for c in rec.columns if c not in front]
+    n_bad = int(rec["problem"].notna().sum())
+    if n_bad:
+        warnings.warn(f"{name}: {n_bad} case(s) could not be read (see cohort['problem'] or "
+                      f"`medwb check {where}`)", stacklevel=4)
+    return rec[front + rest]

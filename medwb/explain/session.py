@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from medwb.models.train import TrainResult
     from medwb.store import Study
 
-#: the bundled dataset the notebook explains when none is given
-DEFAULT_DATA = Path("data_samples") / "classification_2d" / "pneumoniamnist.npz"
-
-
 @dataclass
 class ExplainSession:
     """What the notebook works on: the data (None in review-only mode), the study for verdicts, the maps."""
@@ -32,13 +28,6 @@ class ExplainSession:
     study: Study
 
 
-def default_data() -> Path:
-    """The bundled PneumoniaMNIST sample of a source checkout."""
-    import medwb
-
-    return Path(medwb.__file__).resolve().parents[1] / DEFAULT_DATA
-
-
 def open_session(*, model: str | Path | None, data: str | Path | None, study_dir: str | Path | None,
                  maps_dir: str | Path, review_only: bool) -> ExplainSession:
     """Open (or create) the study that stores the verdicts and open the dataset unless reviewing only.
@@ -47,13 +36,14 @@ def open_session(*, model: str | Path | None, data: str | Path | None, study_dir
     study is created for the dataset (its cases added); in review-only mode, with no dataset, it must exist.
     """
     from medwb.data import open_dataset
+    from medwb.resources import default_demo_data
     from medwb.store import Study
 
-    data = Path(data) if data else default_data()
-    is_study = model is not None and (Path(model) / "study.sqlite").exists()
-    sdir = Path(study_dir) if study_dir else (Path(model) if is_study else Path("explain_study"))
+    data = Path(data) if data else default_demo_data()
+    model_is_study = model is not None and Study.exists(model)
+    sdir = Path(study_dir) if study_dir else (Path(model) if model_is_study else Path("explain_study"))
     ds = open_dataset(data) if not review_only else None
-    if (sdir / "study.sqlite").exists():
+    if Study.exists(sdir):
         study = Study.open(sdir)
     elif ds is not None:
         study = Study.create(sdir, dataset_path=str(data), task=ds.task, classes=ds.classes)

@@ -352,7 +352,7 @@ def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
     ``MEDWB_STATIC_VIEWS=1`` is set for the kernel (which inherits this process's environment).
     """
     from medwb.errors import DataError
-    from medwb.pipelines.notebook_runner import execute_notebook
+    from medwb.notebook_runner import execute_notebook
 
     data = Path(data).resolve()
     if not data.exists():

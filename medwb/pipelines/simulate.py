@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
+from medwb.al.curves import FULL, summarize
 from medwb.errors import DataError
 
 if TYPE_CHECKING:
@@ -25,64 +25,11 @@ if TYPE_CHECKING:
     from medwb.store import Study
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
-FULL = "full"
 
 
 def metrics_for(task: str) -> list[str]:
     """Metrics reported per task (classification: AUC and accuracy; segmentation: Dice)."""
     return ["auc", "accuracy"] if task == "classification" else ["dice"]
-
-
-def labels_to_reach(n_labeled: Sequence[float], values: Sequence[float], target: float) -> float:
-    """Labels at which the curve first reaches ``target``, linearly interpolated; NaN when never reached.
-
-    If the first point already reaches it, that point's label count is returned (the curve says nothing about
-    fewer labels).
-    """
-    n = np.asarray(n_labeled, dtype=float)
-    v = np.asarray(values, dtype=float)
-    order = np.argsort(n)
-    n, v = n[order], v[order]
-    hit = np.flatnonzero(v >= target)
-    if len(hit) == 0:
-        return float("nan")
-    i = int(hit[0])
-    if i == 0:
-        return float(n[0])
-    n0, n1, v0, v1 = n[i - 1], n[i], v[i - 1], v[i]
-    return float(n0 + (target - v0) * (n1 - n0) / (v1 - v0)) if v1 != v0 else float(n1)
-
-
-def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
-    """Per strategy and metric: value at the budget, share of the full-data value, labels to 95% / 98% of full.
-
-    The strategy curve is the mean over seeds per round; the full-data value is the mean of the seeds' "full"
-    rows. The value "at the budget" is the first round that reaches the budget fraction (else the last round).
-    """
-    full = curves[curves["strategy"] == FULL].groupby("metric")["value"].mean()
-    pool = curves.loc[curves["strategy"] == FULL, "n_labeled"].max()
-    rows = []
-    al = curves[curves["strategy"] != FULL]
-    for (strategy, metric), g in al.groupby(["strategy", "metric"], sort=False):
-        mean = g.groupby("n_labeled")["value"].agg(["mean", "std", "count"]).reset_index()
-        # the first round that reaches the budget (equal batches are rounded up, so the last round may
-        # overshoot it by a few labels); the last round when the curve stops short of it
-        at = g[g["fraction_labeled"] >= budget - 1e-9]
-        last_n = at["n_labeled"].min() if len(at) else mean["n_labeled"].max()
-        per_seed = g[g["n_labeled"] == last_n]["value"]
-        f = float(full.get(metric, float("nan")))
-        row: dict[str, Any] = {
-            "strategy": strategy, "metric": metric, "seeds": int(g["seed"].nunique()),
-            "n_labeled_at_budget": int(last_n), "fraction_at_budget": float(last_n / pool) if pool else math.nan,
-            "value_at_budget": float(per_seed.mean()), "std_at_budget": float(per_seed.std(ddof=0)),
-            "full_value": f, "share_of_full": float(per_seed.mean() / f) if f else math.nan,
-        }
-        for pct in (95, 98):
-            n_req = labels_to_reach(mean["n_labeled"], mean["mean"], pct / 100 * f) if f == f else math.nan
-            row[f"labels_to_{pct}pct"] = n_req
-            row[f"fraction_to_{pct}pct"] = n_req / pool if pool and n_req == n_req else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def format_table(summary: pd.DataFrame, budget: float) -> str:
@@ -246,8 +193,8 @@ def run_simulation(
         bar.set_postfix(strategy=strategy, seed=seed)
         config = default_train_config(ds.task, seed=seed, **{**(train or {}), "epochs": epochs})
         folder = out / "studies" / f"{strategy}-seed{seed}"
-        study = Study.open(folder) if Study.exists(folder) else Study.create(
-            folder, dataset_path=str(data), task=ds.task, classes=ds.classes, name=f"{ds.name} {strategy} seed {seed}")
+        study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
+                                     name=f"{ds.name} {strategy} seed {seed}")
         loop_strategy = strategy if strategy != FULL else "random"
         loop = ActiveLearningLoop(study, ds, strategy=loop_strategy, batch_size=1, train_config=config, seed=seed,
                                   cold_start=cold_start, mc_passes=mc_passes, size=size, evaluate_test=True,

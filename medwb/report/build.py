@@ -1,6 +1,6 @@
 """Build the validation report of a study: executed notebook, self-contained HTML and PDF.
 
-``notebooks/04_validation_report.ipynb`` runs through papermill (:func:`medwb.pipelines.notebook_runner.execute_notebook`)
+``notebooks/04_validation_report.ipynb`` runs through papermill (:func:`medwb.notebook_runner.execute_notebook`)
 with the output folder as its working directory, so its ``tables/*.csv`` and ``figures/*.png`` land next to
 the report. The PDF is printed from the HTML by Debian's Chromium in headless mode (no browser download, no
 LaTeX): the same page a reviewer opens, printed offline.
@@ -94,7 +94,7 @@ def build_report(
 
     Paths are made absolute because the notebook runs with ``out_dir`` as its working directory.
     """
-    from medwb.pipelines.notebook_runner import execute_notebook
+    from medwb.notebook_runner import execute_notebook
 
     study = Path(study).resolve()
     if not is_study(study):

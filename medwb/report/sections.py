@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from medwb.al.curves import summarize
 from medwb.data.hashing import file_sha256
 from medwb.data.splits import SplitArrays, carve_splits
 from medwb.errors import DataError, StoreError
 from medwb.metrics import (auc_binary, bootstrap_ci, cohen_kappa, confusion_matrix, dice, expected_calibration_error,
                            reliability_table)
+from medwb import __version__
 from medwb.report import stats
+from medwb.resources import source_checkout
 from medwb.store.pool import load_splits
 
 if TYPE_CHECKING:
@@ -428,12 +431,11 @@ def learning_curves(study: Study, curves_csv: str | Path | None) -> tuple[pd.Dat
 def labels_to_reach(curves: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
     """(budget, table) of the simulation's own comparison at its label budget, or None without ``full`` rows.
 
-    The table is :func:`medwb.pipelines.simulate.summarize` (labels needed to reach 95% / 98% of the
+    The table is :func:`medwb.al.curves.summarize` (labels needed to reach 95% / 98% of the
     all-labels metric), so report and console agree.
     """
     if not ((curves["strategy"] == "full").any() and "fraction_labeled" in curves):
         return None
-    from medwb.pipelines.simulate import summarize
 
     budget = float(curves.loc[curves["strategy"] != "full", "fraction_labeled"].max())
     return budget, summarize(curves, budget)
@@ -552,8 +554,13 @@ def package_versions() -> pd.DataFrame:
 
 
 def git_commit(path: str | Path | None = None) -> str:
-    """The source checkout's commit (``+dirty`` with uncommitted changes), or why it is unknown."""
-    root = Path(path) if path else Path(__file__).resolve().parents[2]
+    """The source checkout's commit (``+dirty`` with uncommitted changes), or why it is unknown.
+
+    An installed wheel has no checkout: its version is reported instead (never the commit of whatever git
+    repository the environment happens to sit in)."""
+    root = Path(path) if path else source_checkout()
+    if root is None:
+        return f"none (installed medwb {__version__})"
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()

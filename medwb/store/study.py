@@ -96,6 +96,14 @@ class Study:
         layout.make_folders()
         return cls(layout.folder, conn)
 
+    @classmethod
+    def open_or_create(cls, folder: str | Path, *, dataset_path: str | Path, task: str,
+                       classes: Mapping[int, str] | Sequence[str], name: str | None = None) -> Study:
+        """Reopen the study in ``folder`` (a resumed session), or create it for this dataset."""
+        if is_study(folder):
+            return cls.open(folder)
+        return cls.create(folder, dataset_path=dataset_path, task=task, classes=classes, name=name)
+
     @staticmethod
     def exists(folder: str | Path) -> bool:
         """Whether ``folder`` holds a study database (use before choosing between open and create)."""
@@ -160,7 +168,6 @@ class Study:
     cases = case_store.cases
     check_case = case_store.check_case
     check_value = case_store.check_value
-    _check_value = case_store.check_value  # old name, still called by medwb/ui/widgets/review.py; use check_value
 
     # labels: THE label writer (medwb/store/labels.py)
     add_label = label_store.add_label

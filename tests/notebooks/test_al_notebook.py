@@ -7,7 +7,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from medwb.pipelines.notebook_runner import execute_notebook, notebook_path
+from medwb.notebook_runner import execute_notebook, notebook_path
 
 from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from medwb.pipelines.notebook_runner import execute_notebook
+from medwb.notebook_runner import execute_notebook
 from medwb.store import Study
 
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from medwb.pipelines.explore import run_explore
-from medwb.pipelines.notebook_runner import external_urls
+from medwb.notebook_runner import external_urls
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from medwb.pipelines.notebook_runner import external_urls
+from medwb.notebook_runner import external_urls
 
 
 @pytest.mark.slow

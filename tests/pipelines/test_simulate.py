@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medwb.pipelines.simulate import CURVE_COLUMNS, format_table, labels_to_reach, summarize
+from medwb.al.curves import labels_to_reach, summarize
+from medwb.pipelines.simulate import CURVE_COLUMNS, format_table
 
 from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from _report_study import built_report
-from medwb.pipelines.notebook_runner import external_urls
+from medwb.notebook_runner import external_urls
 
 SECTIONS = ["1. Dataset and splits", "2. Labels and provenance", "3. Model and training",
             "4. Performance on the test split", "5. Calibration", "6. Subgroup analysis",

@@ -276,7 +276,7 @@ class ReviewQueue:
             if mask is None and cls is None:
                 raise StoreError("choose the class first. Fix: pick it in the menu (or keys 1-9), or change(cls) "
                                  "with one of " + str(self._class_values))
-            v = None if mask is not None else self.study._check_value(cls)
+            v = None if mask is not None else self.study.check_value(cls)
             lid = self._write_label(i, cid, who, sec, value=v, mask=None if mask is None else np.asarray(mask),
                                     source="human", note=NO_PROPOSAL_NOTE)
             return self._record(cid, "choose", sec, label_id=lid, source="human",
@@ -293,7 +293,7 @@ class ReviewQueue:
                              "or reject and edit the mask in 3D Slicer (study.export_masks_nifti / import_masks)")
         if cls is None:
             raise StoreError("change() needs the new class. Fix: change(cls) with one of " + str(self._class_values))
-        v = self.study._check_value(cls)
+        v = self.study.check_value(cls)
         proposed = int(self.proposals[i])
         src = "human" if v == proposed else "corrected"
         note = f"accepted pre-label {proposed}" if v == proposed else f"pre-label {proposed} -> {v}"

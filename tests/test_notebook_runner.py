@@ -9,7 +9,7 @@ import nbformat
 import numpy as np
 from PIL import Image
 
-from medwb.pipelines.notebook_runner import export_html, external_urls, strip_external_links
+from medwb.notebook_runner import export_html, external_urls, strip_external_links
 
 
 def _notebook_with_figure(samples, path):
@@ -55,7 +55,7 @@ def test_bundled_notebook_parameters_are_all_seen_by_papermill():
     "Passed unknown parameter"; every parameter of these notebooks must be one papermill can inject and list."""
     import papermill as pm
 
-    from medwb.pipelines.notebook_runner import notebook_path
+    from medwb.notebook_runner import notebook_path
 
     expected = {"01_explore": {"data_path", "max_cases", "volume_case", "static_views", "near_duplicate_distance",
                                "seed"},
