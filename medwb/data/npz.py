@@ -203,9 +203,9 @@ class NpzDataset(Dataset):
             if bad.any():
                 raise DataError(self.path, f"case {ids[int(np.flatnonzero(bad)[0])]!r} has NaN/Inf pixels",
                                 "replace NaN/Inf or exclude the case")
-            X = np.stack([self._scale(v) for v in x])
+            X = np.stack([self.scale(v) for v in x])
         else:
-            X = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.stack([self._scale(v) for v in x])
+            X = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.stack([self.scale(v) for v in x])
         if size is not None and tuple(X.shape[2:]) != tuple(size):
             n, c = X.shape[:2]
             X = resize(X.reshape(n * c, *X.shape[2:]), size, "image").reshape(n, c, *size)
