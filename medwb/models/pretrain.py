@@ -165,34 +165,91 @@ class _Encoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- augmentations
-def make_augment(spatial_size: tuple[int, ...], config: PretrainConfig | None = None):
-    """The MONAI ``Compose`` that makes one random view of one channel-first image (C, *spatial_size) tensor.
-
-    Output has the input's shape. Call ``.set_random_state(seed)`` for reproducible views.
+class RandAffineBatch:
+    """MONAI's ``RandAffine`` for a whole batch in one resampling call: per-image random rotation, scale and
+    translation drawn like ``RandAffineGrid`` (same ranges, same matrix order ``R @ T @ S`` from
+    ``monai.transforms.utils``), applied with MONAI's batched ``AffineTransform`` layer (zero-centred voxel
+    coordinates, bilinear, zero padding). Per-image ``RandAffine`` calls cost more than the network at 28 px.
     """
-    from monai import transforms as T
 
-    c = config or PretrainConfig()
-    n = len(spatial_size)
-    if n not in (2, 3):
-        raise DataError(None, f"spatial size {tuple(spatial_size)} is neither 2D nor 3D", "use (H, W) or (H, W, D)")
-    rot = math.radians(c.rotate_degrees)
-    smooth = {f"sigma_{a}": c.blur_sigma for a in "xyz"[:n]}
-    steps = []
-    if rot > 0 or c.scale > 0 or c.translate > 0:
-        steps.append(T.RandAffine(prob=1.0, rotate_range=(rot,) * (1 if n == 2 else 3), scale_range=(c.scale,) * n,
-                                  translate_range=tuple(c.translate * s for s in spatial_size), padding_mode="zeros", mode="bilinear"))
-    if c.flip:
-        steps.append(T.RandFlip(prob=0.5, spatial_axis=n - 1))
-    if c.gamma != (1.0, 1.0):
-        steps.append(T.RandAdjustContrast(prob=0.8, gamma=c.gamma))
-    if c.intensity_scale > 0:
-        steps.append(T.RandScaleIntensity(factors=c.intensity_scale, prob=0.8))
-    if c.blur_sigma[1] > 0:
-        steps.append(T.RandGaussianSmooth(prob=0.5, **smooth))
-    if c.noise_std > 0:
-        steps.append(T.RandGaussianNoise(prob=0.5, std=c.noise_std))
-    return T.Compose(steps)
+    def __init__(self, spatial_size: tuple[int, ...], *, rotate: float, scale: float, translate: float) -> None:
+        from monai.networks.layers import AffineTransform
+
+        self.n = len(spatial_size)
+        self.rotate, self.scale = float(rotate), float(scale)
+        self.shift = np.array([float(translate) * s for s in spatial_size])
+        self.warp = AffineTransform(normalized=False, zero_centered=True, mode="bilinear", padding_mode="zeros",
+                                    align_corners=True, reverse_indexing=True)
+        self.set_random_state(0)
+
+    def set_random_state(self, seed: int) -> RandAffineBatch:
+        self.R = np.random.RandomState(seed)
+        return self
+
+    def matrices(self, b: int) -> torch.Tensor:
+        """(b, n+1, n+1) random affine matrices (output voxel -> input voxel, zero-centred)."""
+        from monai.transforms.utils import create_rotate, create_scale, create_translate
+
+        n_rot = 1 if self.n == 2 else 3
+        rot = self.R.uniform(-self.rotate, self.rotate, (b, n_rot))
+        shift = self.R.uniform(-1.0, 1.0, (b, self.n)) * self.shift
+        scale = 1.0 + self.R.uniform(-self.scale, self.scale, (b, self.n))
+        mats = [create_rotate(self.n, list(r)) @ create_translate(self.n, list(t)) @ create_scale(self.n, list(s))
+                for r, t, s in zip(rot, shift, scale)]
+        return torch.as_tensor(np.stack(mats), dtype=torch.float32)
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.warp(xb, self.matrices(len(xb)))
+
+
+class Augment:
+    """Random views of a batch (B, C, *spatial): :class:`RandAffineBatch` (rotation, zoom, shift; batched),
+    then per image a MONAI ``Compose`` of ``RandFlip``, ``RandAdjustContrast``, ``RandScaleIntensity``,
+    ``RandGaussianSmooth``, ``RandGaussianNoise``. ``set_random_state(seed)`` makes the views reproducible."""
+
+    def __init__(self, spatial_size: tuple[int, ...], config: PretrainConfig | None = None) -> None:
+        from monai import transforms as T
+
+        c = config or PretrainConfig()
+        n = len(spatial_size)
+        if n not in (2, 3):
+            raise DataError(None, f"spatial size {tuple(spatial_size)} is neither 2D nor 3D",
+                            "use (H, W) or (H, W, D)")
+        self.affine = None
+        if c.rotate_degrees > 0 or c.scale > 0 or c.translate > 0:
+            self.affine = RandAffineBatch(spatial_size, rotate=math.radians(c.rotate_degrees), scale=c.scale,
+                                          translate=c.translate)
+        steps = []
+        if c.flip:
+            steps.append(T.RandFlip(prob=0.5, spatial_axis=n - 1))
+        if c.gamma != (1.0, 1.0):
+            steps.append(T.RandAdjustContrast(prob=0.8, gamma=c.gamma))
+        if c.intensity_scale > 0:
+            steps.append(T.RandScaleIntensity(factors=c.intensity_scale, prob=0.8))
+        if c.blur_sigma[1] > 0:
+            steps.append(T.RandGaussianSmooth(prob=0.5, **{f"sigma_{a}": c.blur_sigma for a in "xyz"[:n]}))
+        if c.noise_std > 0:
+            steps.append(T.RandGaussianNoise(prob=0.5, std=c.noise_std))
+        self.per_image = T.Compose(steps)
+        self.set_random_state(0)
+
+    def set_random_state(self, seed: int) -> Augment:
+        a, b = np.random.SeedSequence(int(seed)).generate_state(2)
+        if self.affine is not None:
+            self.affine.set_random_state(int(a))
+        self.per_image.set_random_state(seed=int(b))
+        return self
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        with _no_meta():
+            if self.affine is not None:
+                xb = self.affine(xb)
+            return torch.stack([torch.as_tensor(self.per_image(x), dtype=torch.float32) for x in xb])
+
+
+def make_augment(spatial_size: tuple[int, ...], config: PretrainConfig | None = None) -> Augment:
+    """The view generator :func:`pretrain` uses for images of ``spatial_size`` (see :class:`Augment`)."""
+    return Augment(tuple(int(s) for s in spatial_size), config)
 
 
 @contextmanager
@@ -208,11 +265,9 @@ def _no_meta() -> Iterator[None]:
         set_track_meta(before)
 
 
-def _views(xb: torch.Tensor, aug) -> torch.Tensor:
+def _views(xb: torch.Tensor, aug: Augment) -> torch.Tensor:
     """Two augmented views of every image of a batch, as one (2B, C, *spatial) tensor: [view1s; view2s]."""
-    v1 = [aug(x) for x in xb]
-    v2 = [aug(x) for x in xb]
-    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in v1 + v2])
+    return torch.cat([aug(xb), aug(xb)])
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -360,41 +415,40 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
     epochs_done = start_epoch
     bar = tqdm(range(start_epoch + 1, config.epochs + 1), desc="pretrain (SimCLR)", disable=not progress,
                leave=False, initial=start_epoch, total=config.epochs)
-    with _no_meta():
-        for epoch in bar:
-            enc.train()
-            s_perm, s_aug = _epoch_seeds(config.seed, epoch)
-            g = torch.Generator().manual_seed(s_perm)
-            aug.set_random_state(seed=s_aug)
-            perm = torch.randperm(n, generator=g)
-            tot_loss = tot_acc = 0.0
-            for i in range(steps_per_epoch):
-                step = (epoch - 1) * steps_per_epoch + i
-                lr = _lr_at(step, total_steps, warmup, config.lr)
-                for grp in opt.param_groups:
-                    grp["lr"] = lr
-                xb = Xt[perm[i * bs:(i + 1) * bs]]
-                z = enc(_views(xb, aug))
-                loss, acc = nt_xent(z[:len(xb)], z[len(xb):], config.temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot_loss += loss.item()
-                tot_acc += acc.item()
-            row = {"epoch": epoch, "loss": tot_loss / steps_per_epoch,
-                   "loss_norm": tot_loss / steps_per_epoch / log_k, "pos_acc": tot_acc / steps_per_epoch,
-                   "lr": lr, "seconds": seconds_before + time.perf_counter() - t0}
-            history.append(row)
-            epochs_done = epoch
-            bar.set_postfix(loss=f"{row['loss']:.3f}", pos_acc=f"{row['pos_acc']:.2f}")
-            if ckpt is not None:
-                _write_ckpt(ckpt, {"format": _CKPT_FORMAT, "match": match, "epoch": epoch,
-                                   "trunk": enc.trunk.state_dict(), "projector": enc.projector.state_dict(),
-                                   "optimizer": opt.state_dict(), "history": history, "seconds": row["seconds"],
-                                   "rng": {"scheme": "numpy SeedSequence([seed, epoch]) per epoch",
-                                           "seed": int(config.seed), "next_epoch": epoch + 1}})
-            if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
-                break
+    for epoch in bar:
+        enc.train()
+        s_perm, s_aug = _epoch_seeds(config.seed, epoch)
+        g = torch.Generator().manual_seed(s_perm)
+        aug.set_random_state(seed=s_aug)
+        perm = torch.randperm(n, generator=g)
+        tot_loss = tot_acc = 0.0
+        for i in range(steps_per_epoch):
+            step = (epoch - 1) * steps_per_epoch + i
+            lr = _lr_at(step, total_steps, warmup, config.lr)
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+            xb = Xt[perm[i * bs:(i + 1) * bs]]
+            z = enc(_views(xb, aug))
+            loss, acc = nt_xent(z[:len(xb)], z[len(xb):], config.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item()
+            tot_acc += acc.item()
+        row = {"epoch": epoch, "loss": tot_loss / steps_per_epoch,
+               "loss_norm": tot_loss / steps_per_epoch / log_k, "pos_acc": tot_acc / steps_per_epoch,
+               "lr": lr, "seconds": seconds_before + time.perf_counter() - t0}
+        history.append(row)
+        epochs_done = epoch
+        bar.set_postfix(loss=f"{row['loss']:.3f}", pos_acc=f"{row['pos_acc']:.2f}")
+        if ckpt is not None:
+            _write_ckpt(ckpt, {"format": _CKPT_FORMAT, "match": match, "epoch": epoch,
+                               "trunk": enc.trunk.state_dict(), "projector": enc.projector.state_dict(),
+                               "optimizer": opt.state_dict(), "history": history, "seconds": row["seconds"],
+                               "rng": {"scheme": "numpy SeedSequence([seed, epoch]) per epoch",
+                                       "seed": int(config.seed), "next_epoch": epoch + 1}})
+        if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
+            break
     bar.close()
     trunk = copy.deepcopy(enc.trunk)
     if config.recalibrate_bn:
@@ -413,7 +467,7 @@ def _write_ckpt(path: Path, payload: dict[str, Any]) -> None:
 def _read_ckpt(path: Path) -> dict[str, Any]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as e:  # any unpickling failure means a bad file
         raise DataError(path, f"not a readable medwb pretraining checkpoint ({e.__class__.__name__})",
                         "delete it to start over") from e
     if not isinstance(blob, dict) or blob.get("format") != _CKPT_FORMAT:
@@ -437,7 +491,7 @@ def load_pretrained(path: str | Path) -> PretrainResult:
         raise DataError(path, "pretrained weights file not found", "pass the path written by save_pretrained")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # any unpickling failure means a bad file
         raise DataError(path, f"not a readable weights file ({e.__class__.__name__})",
                         "pass a file written by save_pretrained or torch.save(state_dict)") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
@@ -452,7 +506,7 @@ def _trunk_state_from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[st
     the trunk, or of the whole network with ``trunk.`` keys)."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # any unpickling failure means a bad file
         raise DataError(path, f"not a readable weights file ({e.__class__.__name__})",
                         "pass a file written by save_pretrained / save_checkpoint or torch.save(state_dict)") from e
     if isinstance(blob, dict) and blob.get("format") == FORMAT:

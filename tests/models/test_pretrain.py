@@ -2,14 +2,24 @@
 AdrenalMNIST3D (3D), resume, determinism, bad input, and a linear-probe check that it helps."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from medwb.errors import ConfigError, DataError
 from medwb.models import build_classifier, build_segmenter, embed, save_checkpoint
-from medwb.models.pretrain import (PretrainConfig, init_from_pretrained, load_pretrained, make_augment, nt_xent,
-                                   pretrain, pretrain_key, save_pretrained)
+from medwb.models.pretrain import (
+    PretrainConfig,
+    init_from_pretrained,
+    load_pretrained,
+    make_augment,
+    nt_xent,
+    pretrain,
+    pretrain_key,
+    save_pretrained,
+)
 
 SMALL = (8, 16, 32, 64)  # narrow trunk: the same code path, a fraction of the time
 
@@ -38,20 +48,29 @@ def test_nt_xent_prefers_matching_views():
     assert good < bad and acc == 1.0
 
 
-def test_augment_keeps_shape_and_is_seeded():
-    for size in ((28, 28), (16, 16, 16)):
-        x = torch.rand(1, *size, generator=torch.Generator().manual_seed(0))
-        a, b = make_augment(size), make_augment(size)
-        a.set_random_state(seed=3), b.set_random_state(seed=3)
-        va, vb = a(x), b(x)
-        assert va.shape == x.shape and torch.equal(torch.as_tensor(va), torch.as_tensor(vb))
-        assert not torch.equal(torch.as_tensor(a(x)), torch.as_tensor(va))  # a new draw differs
+def test_augment_keeps_shape_and_is_seeded(pneu):
+    for xb in (torch.from_numpy(pneu["X"][:6]), torch.rand(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))):
+        a, b = make_augment(xb.shape[2:]), make_augment(xb.shape[2:])
+        va, vb = a.set_random_state(3)(xb), b.set_random_state(3)(xb)
+        assert va.shape == xb.shape and va.dtype == torch.float32 and torch.equal(va, vb)
+        assert not torch.equal(a(xb), va) and not torch.equal(va, xb)  # a new draw differs; views differ from input
+        assert not torch.equal(va[0], va[1] if len(xb) > 1 else va[0] + 1)
+    # the batched affine is MONAI's Affine with the drawn matrices (up to interpolation details)
+    from monai.transforms import Affine
+
+    xb = torch.from_numpy(pneu["X"][:4])
+    aff = make_augment((28, 28)).affine.set_random_state(5)
+    mats = aff.matrices(4)
+    out = aff.set_random_state(5)(xb)
+    ref = torch.stack([torch.as_tensor(Affine(affine=m.double(), padding_mode="zeros", image_only=True)(x))
+                       for m, x in zip(mats, xb)])
+    assert float((out - ref).abs().mean()) < 0.01  # measured 0.0035 on these chest X-rays
 
 
 def test_shapes_2d_3d_and_segmenter(pneu, adrenal):
     cfg = PretrainConfig(epochs=1, batch_size=8)
     # 2D classifier: the result initialises a fresh classifier with another head / seed
-    res = pretrain(build_classifier(2, 1, 2, channels=SMALL), pneu["X"][:16], config=cfg, progress=False)
+    res = pretrain(build_classifier(2, 1, 2, channels=SMALL), pneu["X"][:16], config=cfg, progress=True)
     assert res.epochs_done == 1 and res.completed and len(res.history) == 1
     fresh = init_from_pretrained(build_classifier(2, 1, 5, channels=SMALL, seed=7, dropout=0.1), res)
     assert _same(fresh.trunk.state_dict(), res.trunk_state)
@@ -77,8 +96,8 @@ def test_loss_decreases_and_is_deterministic(pneu):
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global torch RNG is left alone
     losses = [h["loss"] for h in r1.history]
     accs = [h["pos_acc"] for h in r1.history]
-    # measured on these 384 chest X-rays: 4.86 -> 4.55 (chance: log(127) = 4.84), positive-pair accuracy up
-    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.15, losses
+    # measured on these 384 chest X-rays: 4.84 -> 4.36 (chance: log(127) = 4.84), positive-pair accuracy 0.03 -> 0.05
+    assert all(b < a for a, b in itertools.pairwise(losses)) and losses[-1] < losses[0] - 0.15, losses
     assert accs[-1] > accs[0], accs
     r2 = pretrain(ba, X, config=cfg, progress=False)
     assert _same(r1.trunk_state, r2.trunk_state) and losses == [h["loss"] for h in r2.history]
@@ -182,11 +201,11 @@ def _probe_auc(model, pneu, n_labels: int, seed: int) -> float:
     return float(roc_auc_score(pneu["yv"], clf.predict_proba(embed(model, pneu["Xv"]))[:, 1]))
 
 
-@pytest.mark.slow
 def test_pretrained_trunk_beats_random_init_on_a_linear_probe(pneu):
     """2000 unlabelled PneumoniaMNIST images, 3 epochs of SimCLR, a logistic-regression probe on embed()
     features from 50 labels (3 label draws), scored on the 524 held-out validation images. Measured (narrow
-    trunk): pretrained val AUC ~0.95 vs ~0.87 for the same trunk at random init (+0.07-0.08)."""
+    trunk, ~6 s): pretrained val AUC 0.948 (0.946-0.952) vs 0.870 (0.855-0.885) for the same trunk at random
+    init, +0.079; asserted: > 0.92 and a margin > 0.04."""
     ba = build_classifier(2, 1, 2, channels=SMALL).build_args
     res = pretrain(ba, pneu["X"], config=PretrainConfig(epochs=3, seed=0), progress=False)
     pre = init_from_pretrained(build_classifier(2, 1, 2, channels=SMALL), res)
