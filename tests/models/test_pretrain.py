@@ -106,7 +106,7 @@ def test_loss_decreases_and_is_deterministic(pneu):
     assert not _same(r3.trunk_state, r4.trunk_state)  # the seed drives shuffling and augmentation
 
 
-def test_resume_gives_the_uninterrupted_weights(pneu, tmp_path):
+def test_resume_gives_the_uninterrupted_weights(pneu, tmp_path, monkeypatch):
     X = pneu["X"][:256]
     ba = build_classifier(2, 1, 2, channels=SMALL).build_args
     cfg = PretrainConfig(epochs=3, batch_size=64, seed=0)
@@ -120,6 +120,24 @@ def test_resume_gives_the_uninterrupted_weights(pneu, tmp_path):
     assert resumed.epochs_done == 3 and resumed.completed
     assert _same(resumed.trunk_state, full.trunk_state)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    # killed in the middle of epoch 2 (4 steps per epoch): the checkpoint holds epoch 1, the rerun finishes the same
+    import medwb.models.pretrain as mp
+
+    calls, real = [0], mp.nt_xent
+
+    def dying(*a, **k):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    ck2 = tmp_path / "killed.ckpt"
+    monkeypatch.setattr(mp, "nt_xent", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(ba, X, config=cfg, progress=False, checkpoint=ck2)
+    monkeypatch.setattr(mp, "nt_xent", real)
+    assert torch.load(ck2, weights_only=True)["epoch"] == 1
+    assert _same(pretrain(ba, X, config=cfg, progress=False, checkpoint=ck2).trunk_state, full.trunk_state)
     # a finished checkpoint just returns its weights; another pool or config is refused, not silently mixed
     again = pretrain(ba, X, config=cfg, progress=False, checkpoint=ck)
     assert _same(again.trunk_state, full.trunk_state)
