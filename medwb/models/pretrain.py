@@ -558,5 +558,5 @@ def init_from_pretrained(model: TrunkHeadNet, pretrained: PretrainResult | Mappi
     return model
 
 
-__all__ = ["PretrainConfig", "PretrainResult", "data_fingerprint", "init_from_pretrained", "load_pretrained",
+__all__ = ["Augment", "PretrainConfig", "PretrainResult", "RandAffineBatch", "data_fingerprint", "init_from_pretrained", "load_pretrained",
            "make_augment", "nt_xent", "pretrain", "pretrain_key", "save_pretrained"]
