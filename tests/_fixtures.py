@@ -48,3 +48,15 @@ def train_tiny_pneumonia_model(samples: Path, *, n_train: int = 800, n_val: int 
                 task="classification", config=TrainConfig(epochs=epochs, seed=seed), progress=False)
     assert res.val_metric > 0.8  # a model that learned something, else its maps mean nothing
     return res.model
+
+
+def pneumonia_test_labels(samples) -> np.ndarray:
+    """The official PneumoniaMNIST test labels (624 real cases) from the bundled sample."""
+    return np.load(samples / "classification_2d" / "pneumoniamnist.npz")["test_labels"].ravel().astype(int)
+
+
+def noisy_scores(y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A realistic but imperfect score: the truth plus Gaussian noise, squashed to a probability."""
+    rng = np.random.default_rng(seed)
+    p1 = 1 / (1 + np.exp(-(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.5, y.size))))
+    return np.stack([1 - p1, p1], axis=1)

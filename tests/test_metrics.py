@@ -5,19 +5,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from _fixtures import noisy_scores, pneumonia_test_labels
 from medwb import metrics
 from medwb.errors import DataError
-
-
-def _pneumonia_test_labels(samples) -> np.ndarray:
-    return np.load(samples / "classification_2d" / "pneumoniamnist.npz")["test_labels"].ravel().astype(int)
-
-
-def _noisy_scores(y: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A realistic but imperfect score: the truth plus Gaussian noise, squashed to a probability."""
-    rng = np.random.default_rng(seed)
-    p1 = 1 / (1 + np.exp(-(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.5, y.size))))
-    return np.stack([1 - p1, p1], axis=1)
 
 
 def test_sensitivity_specificity_on_known_confusion_matrix():
@@ -39,13 +29,13 @@ def test_sensitivity_specificity_on_known_confusion_matrix():
 
 
 def test_auc_matches_sklearn_on_real_labels(samples):
-    y = _pneumonia_test_labels(samples)
-    proba = _noisy_scores(y)
+    y = pneumonia_test_labels(samples)
+    proba = noisy_scores(y)
     assert metrics.auc_binary(y, proba[:, 1]) == pytest.approx(roc_auc_score(y, proba[:, 1]), abs=1e-12)
 
 
 def test_stratified_resampling_keeps_class_counts(samples):
-    y = _pneumonia_test_labels(samples)
+    y = pneumonia_test_labels(samples)
     idx = metrics.stratified_bootstrap_indices(y, 50, random_state=0)
     for row in idx:
         assert np.bincount(y[row]).tolist() == np.bincount(y).tolist()
@@ -65,7 +55,7 @@ def test_ece_of_perfectly_calibrated_toy_is_near_zero():
 
 
 def test_kappa_identical_raters_is_one_and_chance_is_near_zero(samples):
-    y = _pneumonia_test_labels(samples)
+    y = pneumonia_test_labels(samples)
     assert metrics.cohen_kappa(y, y) == 1.0
     rng = np.random.default_rng(0)
     assert abs(metrics.cohen_kappa(y, rng.permutation(y))) < 0.1
@@ -124,8 +114,8 @@ def test_dice_callers_share_the_convention():
 
 
 def test_class_metrics_auc_agrees_with_rank_auc(samples):
-    y = _pneumonia_test_labels(samples)
-    proba = _noisy_scores(y)
+    y = pneumonia_test_labels(samples)
+    proba = noisy_scores(y)
     m = metrics.class_metrics(proba, y)
     assert m["auc"] == pytest.approx(metrics.auc_binary(y, proba[:, 1]), abs=1e-12)
     assert m["accuracy"] == pytest.approx(metrics.classification_metrics(y, proba)[("accuracy", "all")])
@@ -133,8 +123,8 @@ def test_class_metrics_auc_agrees_with_rank_auc(samples):
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_estimate(samples):
-    y = _pneumonia_test_labels(samples)
-    proba = _noisy_scores(y)
+    y = pneumonia_test_labels(samples)
+    proba = noisy_scores(y)
     e1 = metrics.bootstrap_ci(metrics.ece, y, proba, n_bootstrap=100, stratify=y, random_state=0)
     e2 = metrics.bootstrap_ci(metrics.ece, y, proba, n_bootstrap=100, stratify=y, random_state=0)
     assert e1 == e2 and e1[1] <= e1[0] <= e1[2]

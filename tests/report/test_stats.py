@@ -7,24 +7,14 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from _fixtures import noisy_scores, pneumonia_test_labels
 from medwb import metrics
 from medwb.report import stats
 
 
-def _pneumonia_test_labels(samples) -> np.ndarray:
-    return np.load(samples / "classification_2d" / "pneumoniamnist.npz")["test_labels"].ravel().astype(int)
-
-
-def _noisy_scores(y: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A realistic but imperfect score: the truth plus Gaussian noise, squashed to a probability."""
-    rng = np.random.default_rng(seed)
-    p1 = 1 / (1 + np.exp(-(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.5, y.size))))
-    return np.stack([1 - p1, p1], axis=1)
-
-
 def test_bootstrap_ci_contains_estimate_and_is_seeded(samples):
-    y = _pneumonia_test_labels(samples)
-    proba = _noisy_scores(y)
+    y = pneumonia_test_labels(samples)
+    proba = noisy_scores(y)
     t1 = stats.classification_table(y, proba, n_bootstrap=200, random_state=3)
     t2 = stats.classification_table(y, proba, n_bootstrap=200, random_state=3)
     pd.testing.assert_frame_equal(t1, t2)
@@ -76,8 +66,8 @@ def test_dice_hd95_on_real_chase_observer_masks(samples):
 
 
 def test_subgroup_table_and_learning_curves(samples):
-    y = _pneumonia_test_labels(samples)
-    proba = _noisy_scores(y)
+    y = pneumonia_test_labels(samples)
+    proba = noisy_scores(y)
     groups = pd.DataFrame({"half": np.where(np.arange(y.size) < y.size // 2, "first", "second"),
                            "tiny": ["x"] * 5 + ["y"] * (y.size - 5)})
     t = stats.subgroup_table(y, proba, groups, n_bootstrap=100)
