@@ -5,9 +5,15 @@ session-scoped fixtures wrapping them live in ``tests/conftest.py``.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
+
+from medwb.notebook_runner import external_urls
 
 PNEUMONIA = Path("classification_2d") / "pneumoniamnist.npz"  # relative to data_samples/
 
@@ -60,3 +66,39 @@ def noisy_scores(y: np.ndarray, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     p1 = 1 / (1 + np.exp(-(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.5, y.size))))
     return np.stack([1 - p1, p1], axis=1)
+
+
+def check_demo_outputs(out: Path, stdout: str) -> None:
+    """What ``medwb demo --quick`` must leave in ``out``: every stage ok, an offline index whose links all
+    resolve, the report built on the hybrid study and agreeing with the loop's own test AUC.
+
+    Run by ``tests/pipelines/test_wheel_install.py`` on the demo of an installed wheel (the README's main job
+    from an install; one demo run serves both checks, so the suite pays for it once)."""
+    assert f"Index of every report: {out / 'index.html'}" in stdout
+    timings = json.loads((out / "demo_timings.json").read_text())
+    assert all(s["ok"] for s in timings["stages"].values()), timings
+    index = (out / "index.html").read_text()
+    assert external_urls(index) == [] and "<script" not in index
+    links = re.findall(r'href="([^"]+)"', index)
+    for must in ("explore/", "simulation/curves.png", "validation/validation_report.html",
+                 "validation/validation_report.pdf", "overlays/gradcam.png"):
+        assert any(must in link for link in links), must
+    for link in links:
+        assert (out / link).exists(), link  # every link resolves
+    v = out / "validation"
+    html = (v / "validation_report.html").read_text()
+    assert external_urls(html) == []
+    curves = pd.read_csv(out / "simulation" / "curves.csv")
+    assert {"random", "hybrid", "full"} <= set(curves["strategy"])
+    lc = pd.read_csv(v / "tables" / "learning_curves.csv")
+    assert {"random", "hybrid", "full"} <= set(lc["strategy"])  # the report shows AL against random
+    m = pd.read_csv(v / "tables" / "metrics.csv")
+    auc = m[m["metric"] == "auc"]["estimate"].item()
+    # the report evaluates the hybrid study's last model on the whole test split: the same AUC the loop recorded
+    last = curves[(curves["strategy"] == "hybrid") & (curves["metric"] == "auc")].sort_values("round").iloc[-1]
+    assert auc == pytest.approx(last["value"], abs=1e-4)
+    assert (m["n"] == 624).all()
+    checks = pd.read_csv(v / "tables" / "xai_checks.csv")
+    assert {"randomization"} <= set(checks["check"])
+    src = pd.read_csv(v / "tables" / "label_sources.csv")
+    assert src["labels"].sum() > 0

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _fixtures import check_demo_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 #: What the build needs from the checkout (copied, so the build never writes build/ or *.egg-info into the repo).
@@ -115,6 +116,7 @@ def test_installed_wheel_runs_demo_and_report_outside_the_repo(tmp_path):
     r = _run([medwb_exe, "demo", "--quick", "--out", str(demo)], cwd=work, env=env, timeout=1200)
     assert f"Index of every report: {demo / 'index.html'}" in r.stdout
     assert str(venv / "lib") in r.stdout  # "medwb demo (quick) on <the wheel's pneumoniamnist.npz>"
+    check_demo_outputs(demo, r.stdout)
     studies = sorted((demo / "simulation" / "studies").glob("*/study.sqlite"))
     assert studies, "the demo wrote no study"
     study = next((s.parent for s in studies if s.parent.name.startswith("hybrid")), studies[0].parent)
