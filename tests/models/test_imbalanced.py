@@ -3,9 +3,9 @@ skews them (issue 12). Real PneumoniaMNIST cases (data_samples), normal:pneumoni
 
 Measured with the old default (select_on="metric" = validation AUC, uncapped class weights, argmax decisions) on
 this very set, seeds 0-4: test balanced accuracy 0.798 0.769 0.760 0.831 0.500 -- seed 4 kept epoch 5, which
-calls every case one class (benchmarks/imbalance/results_*.txt). With the defaults now (select_on="balanced",
-class weights capped at 10:1, threshold chosen on validation): 0.815 0.819 0.871 0.806 0.898.
-"""
+calls every case one class (benchmarks/imbalance/). With the defaults now (select_on="balanced", validation with
+exact BatchNorm statistics, class weights capped at 10:1, threshold chosen on validation): 0.792 0.877 0.865 0.831
+0.842 (docs/models.md, "Training that cannot collapse")."""
 from __future__ import annotations
 
 import math
