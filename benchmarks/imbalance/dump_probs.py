@@ -1,10 +1,23 @@
 """Validation/test probabilities of the new defaults per select_on (56:4, 58:2, 140:10; seeds 0-4) -> /tmp/probs.npz,
 for threshold_rules.py. Run from the repository root: PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/imbalance/dump_probs.py
 """
-import sys, numpy as np, torch
+import numpy as np
+import torch
+
+from medwb.models import TrainConfig, build_classifier, predict_proba, train
+
 torch.set_num_threads(1)
-sys.argv = ["x"]
-exec(open("benchmarks/imbalance/bench_imbalance.py").read().split("sizes = ")[0])
+d = np.load("data_samples/classification_2d/pneumoniamnist.npz")
+
+
+def split(name: str, n0: int, n1: int):  # as bench_imbalance.py
+    y = d[f"{name}_labels"].ravel()
+    idx = np.sort(np.concatenate([np.flatnonzero(y == 0)[:n0], np.flatnonzero(y == 1)[:n1]]))
+    return d[f"{name}_images"][idx][:, None].astype(np.float32) / 255.0, y[idx].astype(np.int64)
+
+
+Xv, yv = split("val", 20, 160)
+Xt, yt = split("test", 30, 240)
 out = {}
 for n_maj, n_min in [(56, 4), (58, 2), (140, 10)]:
     X, y = split("train", n_min, n_maj)

@@ -1,5 +1,6 @@
 """Test balanced accuracy of binary threshold rules on the probabilities dump_probs.py wrote (see results.txt)."""
-import numpy as np, sys
+import numpy as np
+
 from medwb.metrics import balanced_accuracy as ba
 d = np.load("/tmp/probs.npz"); yv, yt = d["yv"], d["yt"]
 def cands(s):
