@@ -16,7 +16,7 @@ import pytest
 
 from medwb.metrics import balanced_accuracy
 from medwb.models import (TrainConfig, build_classifier, choose_decision, class_weights, decide, evaluate,
-                          load_checkpoint, predict_labels, predict_proba, train)
+                          load_checkpoint, predict_labels, predict_proba, save_checkpoint, train)
 from medwb.models.train import resolve_select_on
 
 PNEUMONIA = Path("classification_2d") / "pneumoniamnist.npz"
@@ -80,6 +80,9 @@ def test_threshold_is_chosen_on_validation_and_travels_with_the_checkpoint(skewe
     assert np.array_equal(predict_labels(m2, Xv), predict_labels(res.model, Xv))
     assert np.array_equal(predict_labels(m2, Xv, meta), (p[:, 1] >= t).astype(int))
     assert np.array_equal(predict_labels(m2, Xv, 0.5), p.argmax(1))  # a float is a threshold
+    # the active-learning loop's checkpoints (save_checkpoint with its own meta) carry it too
+    save_checkpoint(res.model, tmp_path / "round_001.pt", {"round": 1})
+    assert load_checkpoint(tmp_path / "round_001.pt")[1]["threshold"] == pytest.approx(t)
     # untuned: argmax, no threshold stored
     res0 = train(build_classifier(2, 1, 2, seed=0), X, y, Xv, yv, task="classification", progress=False,
                  config=TrainConfig(seed=0, epochs=2, tune_decision=False))
