@@ -387,7 +387,7 @@ def fit_and_evaluate(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: n
 
 
 @torch.no_grad()
-def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[tuple[float, float], str, float]:
+def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[tuple[float, float, float], str, float]:
     """(key to maximise, metric name, metric value) of one validation row; see ``TrainConfig.select_on``.
 
     The reported metric is the task's (validation AUC, accuracy when validation holds one class, Dice) whatever
