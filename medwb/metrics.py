@@ -117,8 +117,9 @@ def class_metrics(probs: np.ndarray, y: np.ndarray, *, pred: np.ndarray | None =
     """``{"auc", "accuracy", "balanced_accuracy"}``: the training / early-stopping / learning-curve metrics.
 
     Accuracy and balanced accuracy are those of ``pred`` (the predicted classes of a decision rule chosen on
-    validation, see ``medwb.models.predict_labels``), by default of the argmax. AUC through ``sklearn.metrics.roc_auc_score`` (binary: the class-1 column; multi-class: macro
-    one-vs-rest, defined only when every class occurs, else NaN); NaN when ``y`` holds one class. Kept on
+    validation, see ``medwb.models.predict_labels``), by default of the argmax. AUC through
+    ``sklearn.metrics.roc_auc_score`` (binary: the class-1 column; multi-class: macro one-vs-rest, defined only
+    when every class occurs, else NaN); NaN when ``y`` holds one class. Kept on
     sklearn's arithmetic so that training curves and model selection stay bit-identical to earlier runs.
     """
     from sklearn.metrics import roc_auc_score
