@@ -100,16 +100,32 @@ def auc_binary(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def class_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """``{"auc", "accuracy"}`` of argmax predictions: the training / early-stopping / learning-curve metric.
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true`` (``sklearn.metrics.balanced_accuracy_score``).
 
-    AUC through ``sklearn.metrics.roc_auc_score`` (binary: the class-1 column; multi-class: macro
-    one-vs-rest, defined only when every class occurs, else NaN); NaN when ``y`` holds one class. Kept on
+    A predictor that answers one class for every case scores 1 / (number of classes present): chance.
+    """
+    y_true = np.asarray(y_true).astype(np.int64).ravel()
+    y_pred = np.asarray(y_pred).astype(np.int64).ravel()
+    if y_true.size == 0 or y_true.size != y_pred.size:
+        raise DataError(None, f"{y_true.size} labels and {y_pred.size} predictions",
+                        "pass one prediction per labelled case")
+    return float(np.mean([(y_pred[y_true == c] == c).mean() for c in np.unique(y_true)]))
+
+
+def class_metrics(probs: np.ndarray, y: np.ndarray, *, pred: np.ndarray | None = None) -> dict[str, float]:
+    """``{"auc", "accuracy", "balanced_accuracy"}``: the training / early-stopping / learning-curve metrics.
+
+    Accuracy and balanced accuracy are those of ``pred`` (the predicted classes of a decision rule chosen on
+    validation, see ``medwb.models.predict_labels``), by default of the argmax. AUC through
+    ``sklearn.metrics.roc_auc_score`` (binary: the class-1 column; multi-class: macro one-vs-rest, defined only
+    when every class occurs, else NaN); NaN when ``y`` holds one class. Kept on
     sklearn's arithmetic so that training curves and model selection stay bit-identical to earlier runs.
     """
     from sklearn.metrics import roc_auc_score
 
-    acc = float((probs.argmax(1) == y).mean())
+    pred = probs.argmax(1) if pred is None else np.asarray(pred).ravel()
+    acc = float((pred == y).mean())
     present = np.unique(y)
     auc = float("nan")
     if len(present) > 1:
@@ -117,7 +133,7 @@ def class_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
             auc = float(roc_auc_score(y, probs[:, 1]))
         elif len(present) == probs.shape[1]:
             auc = float(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
-    return {"auc": auc, "accuracy": acc}
+    return {"auc": auc, "accuracy": acc, "balanced_accuracy": balanced_accuracy(y, pred)}
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[tuple[str, str], float]:

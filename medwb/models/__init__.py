@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from medwb.models.checkpoint import load_checkpoint, save_checkpoint
 from medwb.models.networks import Task, TrunkHeadNet, build_classifier, build_from_args, build_segmenter
-from medwb.models.train import (TrainConfig, TrainResult, default_train_config, dice_score, embed, evaluate,
-                                predict_proba, recalibrate_batchnorm, train)
+from medwb.models.train import (TrainConfig, TrainResult, choose_decision, class_weights, decide, decision_of,
+                                default_train_config, dice_score, embed, evaluate, predict_labels, predict_proba,
+                                recalibrate_batchnorm, train)
 
 __all__ = ["Task", "TrainConfig", "TrainResult", "TrunkHeadNet", "build_classifier", "build_from_args",
-           "build_segmenter", "default_train_config", "dice_score", "embed", "evaluate", "load_checkpoint",
-           "predict_proba", "recalibrate_batchnorm", "save_checkpoint", "train"]
+           "build_segmenter", "choose_decision", "class_weights", "decide", "decision_of", "default_train_config",
+           "dice_score", "embed", "evaluate", "load_checkpoint", "predict_labels", "predict_proba",
+           "recalibrate_batchnorm", "save_checkpoint", "train"]

@@ -11,17 +11,21 @@ from medwb.errors import DataError
 from medwb.models.networks import TrunkHeadNet, build_from_args
 
 def save_checkpoint(model: TrunkHeadNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write weights + ``meta`` (with the builder args under ``meta['build_args']``) to one ``.pt`` file."""
+    """Write weights + ``meta`` (with the builder args under ``meta['build_args']`` and the model's decision rule,
+    ``model.decision`` set by ``train``, as ``meta['threshold']`` / ``meta['class_offsets']``) to one ``.pt`` file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     meta["build_args"] = dict(model.build_args)
+    for k, v in (getattr(model, "decision", None) or {}).items():  # the validation-chosen decision rule (train)
+        meta.setdefault(k, v)
     payload = {"state_dict": model.state_dict(), "meta": meta, "format": "medwb-checkpoint-1"}
     return atomic_write(path, lambda f: torch.save(payload, f))  # a crash never leaves a half-written checkpoint
 
 
 def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:
-    """Rebuild the network from the stored builder args and load its weights (eval mode)."""
+    """Rebuild the network from the stored builder args and load its weights (eval mode); the decision rule
+    chosen on validation (``meta["threshold"]`` / ``meta["class_offsets"]``) goes back on ``model.decision``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint file not found", "pass the path written by save_checkpoint / train")
@@ -34,5 +38,6 @@ def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:
         raise DataError(path, "checkpoint has no builder arguments", "re-save it with medwb.models.save_checkpoint")
     model = build_from_args(blob["meta"]["build_args"])
     model.load_state_dict(blob["state_dict"])
+    model.decision = {k: blob["meta"][k] for k in ("threshold", "class_offsets") if blob["meta"].get(k) is not None}
     model.eval()
     return model, blob["meta"]

@@ -26,7 +26,13 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 8            # epochs without validation improvement before stopping
-    select_on: str = "metric"    # best epoch by "metric" (val AUC / Dice, ties by loss) or "loss" (val loss)
+    select_on: str = "auto"      # best epoch by "balanced" (val balanced accuracy, ties by AUC then loss), "loss"
+    #                              (val loss) or "metric" (val AUC / Dice, ties by loss); "auto": classification ->
+    #                              "balanced", segmentation -> "metric" (Dice). See train().
+    max_class_weight_ratio: float = 10.0  # balance_classes: cap on the largest / smallest class weight
+    tune_decision: bool = True   # choose the decision rule on validation (binary threshold / multi-class offsets)
+    validate_exact_bn: bool | None = None  # validate each epoch with BatchNorm statistics recomputed on the
+    #                              labelled set (what the returned model gets); None: classification only
     min_batches_per_epoch: int = 0  # tiny labelled sets: repeat reshuffled passes until an epoch has this many
     min_epochs: int = 5          # never stop before this
     balance_classes: bool = True  # class-weighted cross-entropy (classification)
@@ -61,6 +67,115 @@ class TrainResult:
     val_metric: float = float("nan")
     metric_name: str = ""
     seconds: float = 0.0
+    #: binary tasks: predict class 1 when P(class 1) >= threshold (chosen on validation; 0.5 = argmax)
+    threshold: float | None = None
+    #: multi-class tasks: predict argmax(log P + class_offsets) (per-class prior correction chosen on validation)
+    class_offsets: list[float] | None = None
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """The decision rule as stored in a checkpoint's meta: ``{"threshold": t}`` / ``{"class_offsets": [...]}``
+        (empty: argmax). Pass it to :func:`predict_labels`."""
+        return decision_of(self.model)
+
+
+SELECT_ON = ("auto", "balanced", "loss", "metric")
+
+#: a decision rule: None (the model's own), a binary threshold, or a dict / checkpoint meta / TrainResult
+#: holding ``threshold`` or ``class_offsets``
+Decision = float | dict[str, Any] | TrainResult | None
+
+
+def resolve_select_on(select_on: str, task: Task) -> str:
+    """The model-selection criterion ``train`` uses: "auto" is "balanced" for classification (a one-class
+    predictor scores chance; validation AUC, the old default, ignores a shift of every logit and so can keep an
+    epoch that predicts the minority class for every case) and "metric" (Dice) for segmentation, where
+    "balanced" also means Dice."""
+    if select_on == "auto":
+        return "metric" if task == "segmentation" else "balanced"
+    if select_on == "balanced" and task == "segmentation":
+        return "metric"
+    return select_on
+
+
+def class_weights(y: np.ndarray, num_classes: int, *, max_ratio: float | None = 10.0) -> np.ndarray:
+    """Inverse-frequency cross-entropy weights ``n / (K * count)`` (0 for an absent class), the largest capped at
+    ``max_ratio`` times the smallest: with 1-2 cases of a class, uncapped weights (30:1 and more) let those
+    few cases dominate every batch's gradient."""
+    counts = np.bincount(np.asarray(y).reshape(-1), minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    if max_ratio is not None and (w > 0).any():
+        w = np.minimum(w, w[w > 0].min() * float(max_ratio))
+    return w
+
+
+def decision_of(source: Any) -> dict[str, Any]:
+    """The decision rule of a model (set by :func:`train`), a TrainResult, a checkpoint meta or a dict:
+    ``{"threshold": t}`` (binary), ``{"class_offsets": [...]}`` (multi-class) or ``{}`` (argmax)."""
+    if source is None:
+        return {}
+    if isinstance(source, TrainResult):
+        source = source.model
+    if isinstance(source, nn.Module):
+        source = getattr(source, "decision", None) or {}
+    if isinstance(source, (int, float)):
+        return {"threshold": float(source)}
+    return {k: source[k] for k in ("threshold", "class_offsets") if source.get(k) is not None}
+
+
+def decide(probs: np.ndarray, decision: Decision = None) -> np.ndarray:
+    """Predicted classes (N,) from softmax probabilities (N, K) under a decision rule (see :func:`decision_of`):
+    binary ``P(class 1) >= threshold``, multi-class ``argmax(log P + class_offsets)``, else argmax. Segmentation
+    probabilities (N, K, *spatial) give argmax masks."""
+    probs = np.asarray(probs)
+    rule = decision_of(decision)
+    if probs.ndim == 2 and probs.shape[1] == 2 and "threshold" in rule:
+        return (probs[:, 1] >= rule["threshold"]).astype(np.int64)
+    if probs.ndim == 2 and "class_offsets" in rule and len(rule["class_offsets"]) == probs.shape[1]:
+        with np.errstate(divide="ignore"):
+            return (np.log(probs) + np.asarray(rule["class_offsets"])[None]).argmax(1).astype(np.int64)
+    return probs.argmax(1).astype(np.int64)
+
+
+def predict_labels(model: nn.Module, X: np.ndarray, decision: Decision = None, *,
+                   batch_size: int = 256) -> np.ndarray:
+    """Predicted classes (N,) of ``model`` under ``decision`` (default: the rule :func:`train` chose on validation
+    and stored on the model, in ``TrainResult.threshold`` / ``class_offsets`` and the checkpoint meta)."""
+    probs = predict_proba(model, X, batch_size=batch_size)
+    return decide(probs, decision_of(model) if decision is None else decision)
+
+
+def choose_decision(probs_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    """The decision rule that maximises validation balanced accuracy.
+
+    Binary: the threshold on P(class 1) (Youden's J; among equally good thresholds the one nearest 0.5, placed
+    midway between neighbouring validation scores). Multi-class: prior correction ``log P - log(mean P)`` over
+    the validation cases, kept only if it does not lower validation balanced accuracy. ``{}`` (argmax) when
+    validation lacks a class.
+    """
+    from medwb.metrics import balanced_accuracy
+
+    p = np.asarray(probs_val, dtype=np.float64)
+    y = np.asarray(y_val).reshape(-1).astype(np.int64)
+    k = p.shape[1]
+    if len(np.unique(y)) < k:
+        return {}
+    if k == 2:
+        s = p[:, 1]
+        u = np.unique(s)
+        cand = np.unique(np.concatenate([[0.5], (u[1:] + u[:-1]) / 2]))
+        pos, neg = s[y == 1], s[y == 0]
+        sens = (pos[None, :] >= cand[:, None]).mean(1)
+        spec = (neg[None, :] < cand[:, None]).mean(1)
+        bal = (sens + spec) / 2
+        best = np.flatnonzero(bal >= bal.max() - 1e-12)
+        t = float(cand[best[np.argmin(np.abs(cand[best] - 0.5))]])
+        return {"threshold": t}
+    offsets = -np.log(np.clip(p.mean(0), 1e-12, None))
+    offsets -= offsets.mean()
+    if balanced_accuracy(y, decide(p, {"class_offsets": offsets})) >= balanced_accuracy(y, p.argmax(1)):
+        return {"class_offsets": [float(v) for v in offsets]}
+    return {}
 
 
 def _as_tensor_x(X: np.ndarray, spatial_dims: int, what: str = "X") -> torch.Tensor:
@@ -97,11 +212,11 @@ def _shift_augment(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator) 
     return x, y
 
 
-def _class_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """AUC and accuracy (one convention for all of medwb: :func:`medwb.metrics.class_metrics`)."""
+def _class_metrics(probs: np.ndarray, y: np.ndarray, pred: np.ndarray | None = None) -> dict[str, float]:
+    """AUC, accuracy, balanced accuracy (one convention for all of medwb: :func:`medwb.metrics.class_metrics`)."""
     from medwb.metrics import class_metrics
 
-    return class_metrics(probs, y)
+    return class_metrics(probs, y, pred=pred)
 
 
 def dice_score(probs: np.ndarray, y: np.ndarray) -> float:
@@ -111,12 +226,17 @@ def dice_score(probs: np.ndarray, y: np.ndarray) -> float:
     return _dice_score(probs, y)
 
 
-def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> dict[str, float]:
-    """Validation/test metrics: classification -> auc, accuracy; segmentation -> dice."""
+def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
+             decision: Decision = None) -> dict[str, float]:
+    """Validation/test metrics: classification -> auc, accuracy, balanced_accuracy; segmentation -> dice.
+
+    Accuracy and balanced accuracy are those of :func:`predict_labels` with ``decision`` (by default the rule
+    :func:`train` chose on validation and stored on the model; argmax for a model without one)."""
     probs = predict_proba(model, X, batch_size=batch_size)
     if _task(model) == "segmentation":
         return {"dice": dice_score(probs, y)}
-    return _class_metrics(probs, np.asarray(y).reshape(-1))
+    pred = decide(probs, decision_of(model) if decision is None else decision)
+    return _class_metrics(probs, np.asarray(y).reshape(-1), pred)
 
 
 def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
@@ -124,18 +244,28 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
           checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Train with AdamW, validate each epoch, stop early, and restore the best validation weights.
 
-    Selection metric: classification -> validation AUC (accuracy if the validation set has one class), ties
-    broken by lower validation loss; segmentation -> validation Dice. ``select_on="loss"`` picks the lowest
-    validation loss instead: AUC ignores a shift of every logit, so an AUC-chosen epoch can predict one class for
-    nearly every case (seen on AdrenalMNIST3D: val AUC fine, accuracy 0.24). Without a validation set it trains
-    ``epochs`` epochs and keeps the last weights. Class imbalance: inverse-frequency class weights in the
-    cross-entropy (``balance_classes``). Deterministic for a given ``config.seed`` (and thread count); the
+    Model selection (``select_on``, default "auto"): classification -> the epoch with the best validation
+    balanced accuracy of argmax predictions, ties broken by AUC then loss ("balanced": a model that predicts one
+    class for every case scores chance, 1/K); segmentation -> validation Dice. "metric" (validation AUC, ties by
+    loss; the default before) can keep an epoch that calls nearly every case the minority class, since AUC
+    ignores a shift of every logit; "loss" picks the lowest validation loss. Classification validates each epoch
+    with BatchNorm statistics recomputed on the labelled set (``validate_exact_bn``): with a few batches per epoch
+    the running averages lag, and validation then reads one class for most epochs of a small imbalanced set.
+    After training, the decision rule is chosen on validation (``tune_decision``): a binary threshold on
+    P(class 1) maximising balanced accuracy, or multi-class prior-correction offsets; it is stored on the model
+    (``model.decision``), in ``TrainResult.threshold`` / ``class_offsets`` and in the checkpoint meta, and
+    :func:`evaluate` / :func:`predict_labels` apply it. ``TrainResult.val_metric`` stays the AUC (Dice). Without
+    a validation set it trains ``epochs`` epochs and keeps the last weights (argmax decisions). Class imbalance:
+    inverse-frequency class weights in the cross-entropy (``balance_classes``), capped at
+    ``max_class_weight_ratio`` : 1. Deterministic for a given ``config.seed`` (and thread count); the
     global torch RNG is left untouched.
     """
     config = config or TrainConfig()
-    if config.select_on not in ("metric", "loss"):
-        raise DataError(None, f"select_on={config.select_on!r}", "use select_on='metric' or 'loss'")
+    if config.select_on not in SELECT_ON:
+        raise DataError(None, f"select_on={config.select_on!r}", f"use select_on in {SELECT_ON}")
     task = task or _task(model)
+    select_on = resolve_select_on(config.select_on, task)
+    exact_bn = task == "classification" if config.validate_exact_bn is None else bool(config.validate_exact_bn)
     sd = _spatial_dims(model)
     Xt = _as_tensor_x(X, sd)
     y = np.asarray(y)
@@ -156,9 +286,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     if task == "classification":
         weight = None
         if config.balance_classes:
-            counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-            w = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
-            weight = torch.tensor(w, dtype=torch.float32)
+            weight = torch.tensor(class_weights(y, num_classes, max_ratio=config.max_class_weight_ratio),
+                                  dtype=torch.float32)
         loss_fn: nn.Module = nn.CrossEntropyLoss(weight=weight)
     else:
         from monai.losses import DiceCELoss
@@ -168,7 +297,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
     history: list[dict[str, float]] = []
     best_state = copy.deepcopy(model.state_dict())
-    best_key = (-math.inf, -math.inf)
+    best_key = (-math.inf, -math.inf, -math.inf)
     best_epoch, best_metric, metric_name = 0, float("nan"), ("dice" if task == "segmentation" else "auc")
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -198,8 +327,10 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                 n_seen += len(idx)
             row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n_seen, 1)}
             if has_val:
+                if exact_bn:  # validate what the returned model would be (changes eval-mode statistics only)
+                    recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64))
                 row.update(_validate(model, X_val, y_val, task, loss_fn, sd))
-                key, metric_name, m = _selection_key(row, task, config.select_on)
+                key, metric_name, m = _selection_key(row, task, select_on)
                 if key > best_key:
                     best_key, best_epoch, best_metric = key, epoch, m
                     best_state = copy.deepcopy(model.state_dict())
@@ -220,18 +351,24 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
         # keep the exact statistics only if validation agrees they are at least as good
         row = _validate(model, X_val, y_val, task, loss_fn, sd)
-        key, _, m = _selection_key(row, task, config.select_on)
+        key, _, m = _selection_key(row, task, select_on)
         if key >= best_key:
             best_metric = m
         elif best_state is not None:
             model.load_state_dict(best_state)
     model.eval()
+    decision: dict[str, Any] = {}
+    if task == "classification" and has_val and config.tune_decision:
+        decision = choose_decision(predict_proba(model, X_val), np.asarray(y_val).reshape(-1))
+    model.decision = decision  # travels with the model: evaluate / predict_labels / save_checkpoint read it
     result = TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(best_metric),
-                         metric_name=metric_name, seconds=time.perf_counter() - t0)
+                         metric_name=metric_name, seconds=time.perf_counter() - t0,
+                         threshold=decision.get("threshold"), class_offsets=decision.get("class_offsets"))
     if checkpoint is not None:
         save_checkpoint(model, checkpoint, {"train_config": asdict(config), "best_epoch": best_epoch,
                                             "val_metric": result.val_metric, "metric_name": metric_name,
-                                            "history": history, "size": [int(v) for v in X.shape[2:]]})
+                                            "history": history, "size": [int(v) for v in X.shape[2:]],
+                                            **decision})
     return result
 
 
@@ -250,15 +387,23 @@ def fit_and_evaluate(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: n
 
 
 @torch.no_grad()
-def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[tuple[float, float], str, float]:
-    """(key to maximise, metric name, metric value) of one validation row; see ``TrainConfig.select_on``."""
+def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[tuple[float, float, float], str, float]:
+    """(key to maximise, metric name, metric value) of one validation row; see ``TrainConfig.select_on``.
+
+    The reported metric is the task's (validation AUC, accuracy when validation holds one class, Dice) whatever
+    the criterion; ``select_on`` is already resolved (:func:`resolve_select_on`)."""
     if task == "segmentation":
         name, m = "dice", row["val_dice"]
     elif math.isnan(row["val_auc"]):
         name, m = "accuracy", row["val_accuracy"]
     else:
         name, m = "auc", row["val_auc"]
-    key = (m, -row["val_loss"]) if select_on == "metric" else (-row["val_loss"], m)
+    if select_on == "balanced":
+        key = (row["val_balanced_accuracy"], m, -row["val_loss"])
+    elif select_on == "loss":
+        key = (-row["val_loss"], m, 0.0)
+    else:
+        key = (m, -row["val_loss"], 0.0)
     return key, name, m
 
 
@@ -308,6 +453,7 @@ def _validate(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task
     else:
         m = _class_metrics(p, yv)
         out["val_auc"], out["val_accuracy"] = m["auc"], m["accuracy"]
+        out["val_balanced_accuracy"] = m["balanced_accuracy"]
     return out
 
 

@@ -63,7 +63,7 @@ def test_training_learns_and_is_seeded(pneu):
 def test_early_stopping_restores_best_weights(pneu):
     X, y, Xv, yv = pneu
     res = train(build_classifier(2, 1, 2), X, y, Xv, yv, task="classification",
-                config=TrainConfig(epochs=8, patience=2, min_epochs=1), progress=False)
+                config=TrainConfig(epochs=8, patience=2, min_epochs=1, select_on="metric"), progress=False)
     aucs = [h["val_auc"] for h in res.history]
     assert res.history[res.best_epoch - 1]["val_auc"] == pytest.approx(max(aucs))
     # the returned model is the best epoch's (its BatchNorm statistics recomputed only if that validates
@@ -140,6 +140,15 @@ def test_select_on_loss_keeps_the_lowest_validation_loss_epoch(pneu):
     assert 0.8 < res.val_metric <= 1.0  # still reported as the validation AUC of the kept weights
     with pytest.raises(DataError, match="select_on"):
         train(build_classifier(2, 1, 2), X[:20], y[:20], Xv, yv, config=TrainConfig(epochs=1, select_on="auc"))
+
+
+def test_select_on_balanced_keeps_the_best_balanced_accuracy_epoch(pneu):
+    X, y, Xv, yv = pneu
+    res = train(build_classifier(2, 1, 2, seed=0), X[:120], y[:120], Xv, yv, task="classification", progress=False,
+                config=TrainConfig(epochs=4, min_epochs=4, seed=0))  # the default: select_on="auto" -> "balanced"
+    keys = [(h["val_balanced_accuracy"], h["val_auc"], -h["val_loss"]) for h in res.history]
+    assert res.best_epoch == 1 + max(range(len(keys)), key=keys.__getitem__) and res.metric_name == "auc"
+    assert 0.8 < res.val_metric <= 1.0  # reported as the validation AUC of the kept weights
 
 
 def test_default_train_config_per_task():
