@@ -73,6 +73,15 @@ def test_freeze_trunk_trains_the_head_only(samples: Path) -> None:
 
     mc = mc_dropout_proba(model, a["Xv"][:8], passes=4, seed=0)  # dropout sits in the head: MC dropout works
     assert mc.shape == (4, 8, 2) and not np.allclose(mc[0], mc[1])
+    # a segmenter: the head (1x1 conv) trains on the trunk's per-pixel features (bright-lung masks as targets)
+    from medwb.models import build_segmenter
+
+    seg = build_segmenter(2, 1, 2, channels=(4, 8, 16, 32), features=8)
+    X, Xv = a["X"][:16, :, 2:26, 2:26], a["Xv"][:8, :, 2:26, 2:26]
+    trunk0 = {k: v.clone() for k, v in seg.trunk.state_dict().items()}
+    r = train(seg, X, (X[:, 0] > 0.5).astype(np.int64), Xv, (Xv[:, 0] > 0.5).astype(np.int64),
+              config=TrainConfig(epochs=2, min_epochs=1, batch_size=8, freeze_trunk=True), progress=False)
+    assert _same(seg.trunk.state_dict(), trunk0) and r.metric_name == "dice" and len(r.history) == 2
 
 
 @pytest.fixture(scope="module")
