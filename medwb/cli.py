@@ -45,7 +45,33 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         max_pool=a.max_pool,
         size=a.size,
         progress=not a.quiet,
+        pretrain=a.pretrain,
+        finetune=a.finetune,
+        pretrain_config=_pretrain_config(a),
     )
+    return 0
+
+
+def _pretrain_config(a: argparse.Namespace) -> Any:
+    """PretrainConfig from --pretrain-epochs / --pretrain-max-seconds (None: the defaults)."""
+    from medwb.models.pretrain import PretrainConfig
+
+    over = {k: v for k, v in (("epochs", a.pretrain_epochs), ("max_seconds", a.pretrain_max_seconds)) if v is not None}
+    return PretrainConfig(**over) if over else None
+
+
+def _cmd_pretrain(a: argparse.Namespace) -> int:
+    from medwb.al.representation import format_pretrain_summary, pretrain_study
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    ds = open_dataset(a.data, progress=not a.quiet)
+    size = a.size * ds.ndim if a.size is not None and len(a.size) == 1 else a.size
+    with Study.open_or_create(a.study, dataset_path=str(a.data), task=ds.task, classes=ds.classes,
+                              name=ds.name) as study:
+        res, path = pretrain_study(study, ds, config=_pretrain_config(a), size=size, max_pool=a.max_pool,
+                                   progress=not a.quiet)
+    print(format_pretrain_summary(res, path))
     return 0
 
 
@@ -161,6 +187,15 @@ def _cmd_purge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--finetune", choices=["head", "full"], default="head",
+                   help="with --pretrain: train the head on the frozen trunk (default) or fine-tune everything")
+    s.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="with --pretrain: SimCLR epochs (default 20; fewer for a quick run)")
+    s.add_argument("--pretrain-max-seconds", type=float, default=None,
+                   help="with --pretrain: wall-clock cap of pretraining (an unfinished run is resumed next time)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medwb", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"medwb {__import__('medwb').__version__}")
@@ -200,8 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mc-passes", type=int, default=20, help="MC dropout passes for uncertainty scoring")
     s.add_argument("--cold-start", default="cold_start", help="strategy of the first, model-free batch")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--pretrain", action="store_true",
+                   help="self-supervised pretraining (SimCLR) on the pool once, shared by every run; rounds start "
+                        "from the pretrained trunk; adds the full-pretrained reference")
+    _pretrain_args(s)
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("pretrain", help="self-supervised pretraining on a study's pool, cached in the study")
+    s.add_argument("data")
+    s.add_argument("--study", required=True, help="study folder (created when missing)")
+    s.add_argument("--size", type=_size, default=None, help="input size (default: the loop's, see simulate --size)")
+    s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")
+    s.add_argument("--epochs", dest="pretrain_epochs", type=int, default=None,
+                   help="pretraining epochs (default: PretrainConfig's 20)")
+    s.add_argument("--max-seconds", dest="pretrain_max_seconds", type=float, default=None,
+                   help="stop after the epoch that crosses this; the next call resumes")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("bench", help="benchmarks (uncertainty: MC dropout cost against baal and a plain pass)")
     s.add_argument("what", choices=["uncertainty"])

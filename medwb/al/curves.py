@@ -12,8 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: the strategy name of the all-labels reference rows in ``curves.csv``
+#: the strategy name of the all-labels reference rows in ``curves.csv`` (the network trained from scratch)
 FULL = "full"
+#: the all-labels reference of a pretrained simulation (``medwb simulate --pretrain``): same network and schedule,
+#: starting from the pretrained trunk
+FULL_PRETRAINED = "full-pretrained"
+#: every all-labels reference (not a strategy: no learning curve)
+REFERENCES = (FULL, FULL_PRETRAINED)
 
 
 def labels_to_reach(n_labeled: Sequence[float], values: Sequence[float], target: float) -> float:
@@ -40,12 +45,17 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Per strategy and metric: value at the budget, share of the full-data value, labels to 95% / 98% of full.
 
     The strategy curve is the mean over seeds per round; the full-data value is the mean of the seeds' "full"
-    rows. The value "at the budget" is the first round that reaches the budget fraction (else the last round).
+    rows, or, when the curves also hold "full-pretrained" rows (``--pretrain``), the stronger (higher) of the
+    two references per metric (column ``full_reference`` names it): a pretrained run is measured against the
+    best all-labels result known, not against a weaker scratch model. Curves without them read as before.
+    The value "at the budget" is the first round that reaches the budget fraction (else the last round).
     """
-    full = curves[curves["strategy"] == FULL].groupby("metric")["value"].mean()
-    pool = curves.loc[curves["strategy"] == FULL, "n_labeled"].max()
+    refs = curves[curves["strategy"].isin(REFERENCES)].groupby(["metric", "strategy"])["value"].mean()
+    best = {m: refs[m].idxmax() for m in refs.index.get_level_values(0).unique()} if len(refs) else {}
+    full = pd.Series({m: refs[(m, r)] for m, r in best.items()}, dtype=float)
+    pool = curves.loc[curves["strategy"].isin(REFERENCES), "n_labeled"].max()
     rows = []
-    al = curves[curves["strategy"] != FULL]
+    al = curves[~curves["strategy"].isin(REFERENCES)]
     for (strategy, metric), g in al.groupby(["strategy", "metric"], sort=False):
         mean = g.groupby("n_labeled")["value"].agg(["mean", "std", "count"]).reset_index()
         # the first round that reaches the budget (equal batches are rounded up, so the last round may
@@ -59,6 +69,7 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
             "n_labeled_at_budget": int(last_n), "fraction_at_budget": float(last_n / pool) if pool else math.nan,
             "value_at_budget": float(per_seed.mean()), "std_at_budget": float(per_seed.std(ddof=0)),
             "full_value": f, "share_of_full": float(per_seed.mean() / f) if f else math.nan,
+            "full_reference": best.get(metric, ""),
         }
         for pct in (95, 98):
             n_req = labels_to_reach(mean["n_labeled"], mean["mean"], pct / 100 * f) if f == f else math.nan

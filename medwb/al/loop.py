@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
+from medwb.al.representation import (check_finetune, finetune_config, pretrain_build_args, pretrained_embeddings,
+                                     pretrained_representation, with_pretrained)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
 from medwb.data.dataset import default_size
 from medwb.data.splits import SplitArrays, carve_splits
@@ -34,7 +36,22 @@ if TYPE_CHECKING:
 
     from medwb.data.dataset import Dataset
     from medwb.models import TrainConfig
+    from medwb.models.pretrain import PretrainConfig, PretrainResult
     from medwb.store import Study
+
+
+def study_splits(study: Study, dataset: Dataset, *, pool_ids: Iterable[str] | None = None,
+                 max_pool: int | None = None) -> dict[str, list[str]]:
+    """The study's saved splits; a new study gets the dataset's cases added and its splits carved by
+    :func:`medwb.data.splits.carve_splits` and saved, so a restart, a report and explain see the same."""
+    known = set(study.cases()["case_id"].astype(str)) if len(study.cases()) else set()
+    if not set(dataset.cohort["case_id"].astype(str)) <= known:
+        study.add_cases(dataset.cohort)
+    splits = load_splits(study)
+    if splits is None:
+        splits = carve_splits(dataset.cohort, pool_ids=pool_ids, max_pool=max_pool, name=dataset.name)
+        save_splits(study, splits)
+    return splits
 
 
 @dataclass
@@ -59,6 +76,11 @@ class ActiveLearningLoop:
     only with ``evaluate_test``. The first batch, when no model exists yet, comes from the label-free
     ``cold_start`` strategy on pixel features (the random strategy stays random throughout, as the honest
     baseline).
+
+    ``pretrain=True`` (or a ``pretrained`` result / weights file, e.g. one shared by a simulation's runs) puts the
+    unlabelled pool to work (:mod:`medwb.al.representation`): SimCLR on the pool once (``pretrain_config``; cached
+    in the study), the cold start in that embedding, and every round's network starting from the pretrained trunk,
+    training the head only (``finetune="head"``) or everything (``"full"``).
     """
 
     def __init__(
@@ -81,6 +103,10 @@ class ActiveLearningLoop:
         pool_ids: Iterable[str] | None = None,
         max_pool: int | None = None,
         voxel_reduce: str = "topk",
+        pretrain: bool = False,
+        pretrain_config: PretrainConfig | None = None,
+        pretrained: PretrainResult | str | Path | None = None,
+        finetune: str = "head",
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -104,14 +130,10 @@ class ActiveLearningLoop:
         self.autolabel_stats: dict[str, float] = {}  # of the last proposed batch, for the round's metrics
         self._model: nn.Module | None = None
         self._model_version: str | None = None
-        known = set(study.cases()["case_id"].astype(str)) if len(study.cases()) else set()
-        if not set(dataset.cohort["case_id"].astype(str)) <= known:
-            study.add_cases(dataset.cohort)
-        splits = load_splits(study)
-        if splits is None:  # a new study: carve once and save, so a restart, a report and explain see the same
-            splits = carve_splits(dataset.cohort, pool_ids=pool_ids, max_pool=max_pool, name=dataset.name)
-            save_splits(study, splits)
-        self.data = SplitArrays(dataset, splits, self.size)
+        self.pretrain = bool(pretrain or pretrained is not None)
+        self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
+        self._pretrained = pretrained
+        self.data = SplitArrays(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size)
 
     # ------------------------------------------------------------------ state, read from the store
     def split_ids(self) -> dict[str, list[str]]:
@@ -185,8 +207,11 @@ class ActiveLearningLoop:
         k = min(self.batch_size, len(unl))
         rs = self.seed * 1000 + number
         model, version = self.current_model()
+        rep = self.representation() if model is None and self.pretrain else None
         name, kw = selection_inputs(model, X[unl], X[lab], strategy=self.strategy, cold_start=self.cold_start,
-                                    task=self.ds.task, passes=self.mc_passes, seed=rs, voxel_reduce=self.voxel_reduce)
+                                    task=self.ds.task, passes=self.mc_passes, seed=rs, voxel_reduce=self.voxel_reduce,
+                                    representation=None if rep is None else
+                                    partial(pretrained_embeddings, self.model_fn, self.seed, rep))
         idx, scores = select(name, k, random_state=rs, **kw)
         idx = np.asarray(idx, dtype=int)
         scores = np.asarray(scores, dtype=float)
@@ -195,6 +220,8 @@ class ActiveLearningLoop:
         params = {"k": k, "seed": self.seed, "random_state": rs, "mc_passes": self.mc_passes,
                   "requested_strategy": self.strategy, "voxel_reduce": self.voxel_reduce, "model_version": version,
                   "pool_size": len(ids), "n_labeled_before": len(lab)}
+        if self.pretrain:
+            params.update(pretrained=True, finetune=self.finetune)
         return [ids[i] for i in unl[idx]], scores, name, params
 
     # ------------------------------------------------------------------ round API
@@ -295,8 +322,20 @@ class ActiveLearningLoop:
 
         Xv, yv, _ = self.arrays("val")
         test = self.arrays("test")[:2] if self.evaluate_test else None
-        return fit_and_evaluate(self.model_fn(self.seed), X, y, Xv, yv, task=self.ds.task, config=self.train_config,
-                                test=test, progress=self.progress)
+        model, config = self.model_fn(self.seed), self.train_config
+        if self.pretrain:  # start from the pretrained trunk; "head" trains the head only
+            model, config = with_pretrained(model, self.representation()), finetune_config(config, self.finetune)
+        return fit_and_evaluate(model, X, y, Xv, yv, task=self.ds.task, config=config, test=test,
+                                progress=self.progress)
+
+    def representation(self) -> PretrainResult | str | Path | None:
+        """The pretrained trunk the rounds start from (None without ``pretrain``): on first need pretrained on the
+        pool and cached in the study (:func:`medwb.al.representation.pretrained_representation`)."""
+        if self.pretrain and self._pretrained is None:
+            self._pretrained = pretrained_representation(
+                self.study, self.arrays("train")[0], config=self.pretrain_config, progress=self.progress,
+                build_args=pretrain_build_args(self.model_fn, self.pretrain_config))
+        return self._pretrained
 
     # ------------------------------------------------------------------ whole rounds
     def run_round(self, oracle: Oracle) -> RoundResult:

@@ -5,6 +5,7 @@ that runs the network (MC-dropout passes, embeddings) to produce those arrays.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,16 +57,20 @@ def pool_inputs(model: nn.Module, X_pool: np.ndarray, X_labeled: np.ndarray, *, 
 
 def selection_inputs(model: nn.Module | None, X_pool: np.ndarray, X_labeled: np.ndarray, *, strategy: str,
                      cold_start: str, task: str, passes: int, seed: int,
-                     voxel_reduce: str = "topk") -> tuple[str, dict[str, Any]]:
+                     voxel_reduce: str = "topk", representation: Callable[[np.ndarray], np.ndarray] | None = None
+                     ) -> tuple[str, dict[str, Any]]:
     """(strategy name, :func:`medwb.al.acquire.select` inputs) of one round: ``random`` stays random throughout
-    (the honest baseline); before any model the label-free ``cold_start`` on pixel features; then ``strategy``
-    on the model's outputs (:func:`pool_inputs`)."""
+    (the honest baseline); before any model the label-free ``cold_start`` on pixel features, or on
+    ``representation(X_pool)`` when given (a pretrained trunk's embedding); then ``strategy`` on the model's
+    outputs (:func:`pool_inputs`)."""
     from medwb.al.acquire import pixel_features
 
     if strategy == "random":
         return "random", {"n_pool": len(X_pool)}
     if model is None:
-        return cold_start, {"n_pool": len(X_pool)} if cold_start == "random" else \
-            {"embeddings": pixel_features(X_pool, random_state=seed)}
+        if cold_start == "random":
+            return cold_start, {"n_pool": len(X_pool)}
+        feats = representation(X_pool) if representation is not None else pixel_features(X_pool, random_state=seed)
+        return cold_start, {"embeddings": feats}
     return strategy, pool_inputs(model, X_pool, X_labeled, task=task, strategy=strategy, passes=passes, seed=seed,
                                  voxel_reduce=voxel_reduce)

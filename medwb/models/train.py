@@ -39,6 +39,7 @@ class TrainConfig:
     augment: bool = True         # light: a random +-2 voxel shift per batch (image and mask alike)
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
+    freeze_trunk: bool = False   # train the head only on the trunk's features, computed once (no augmentation)
 
 
 def default_train_config(task: Task, *, seed: int = 0, **overrides: Any) -> TrainConfig:
@@ -295,6 +296,12 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
 
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
+    full_model, trunk_state = model, None
+    if config.freeze_trunk:  # a pretrained trunk stays as it is (weights and BatchNorm statistics): fit the head
+        trunk_state = copy.deepcopy(model.trunk.state_dict())
+        Xt = torch.from_numpy(_trunk_features(model, Xt))
+        X_val = _trunk_features(model, _as_tensor_x(X_val, sd, "X_val")) if has_val else X_val
+        model, sd = model.head, Xt.ndim - 2  # type: ignore[assignment]
     history: list[dict[str, float]] = []
     best_state = copy.deepcopy(model.state_dict())
     best_key = (-math.inf, -math.inf, -math.inf)
@@ -317,7 +324,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                 if len(idx) < max(2, config.batch_size // 2) and i > 0:
                     continue  # a small tail batch gives noisy BatchNorm statistics; reshuffled next epoch
                 xb, yb = Xt[idx], yt[idx]
-                if config.augment:
+                if config.augment and trunk_state is None:
                     xb, yb = _shift_augment(xb, yb, g)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
@@ -356,6 +363,9 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             best_metric = m
         elif best_state is not None:
             model.load_state_dict(best_state)
+    if trunk_state is not None:
+        model = full_model
+        model.trunk.load_state_dict(trunk_state)  # unchanged anyway; guards against any in-place update
     model.eval()
     decision: dict[str, Any] = {}
     if task == "classification" and has_val and config.tune_decision:
@@ -429,6 +439,13 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batch_size: int 
         m.momentum = mom
     model.train(was_training)
     return True
+
+
+@torch.no_grad()
+def _trunk_features(model: TrunkHeadNet, X: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The trunk's output for ``X`` in eval mode (what the head sees; kept spatial for segmenters)."""
+    model.trunk.eval()
+    return torch.cat([model.trunk(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]).numpy()
 
 
 @torch.no_grad()

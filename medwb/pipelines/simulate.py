@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from medwb.al.curves import FULL, summarize
+from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
+from medwb.al.representation import check_finetune
 from medwb.errors import DataError
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
+    from medwb.data.dataset import Dataset
+    from medwb.models.pretrain import PretrainConfig, PretrainResult
     from medwb.store import Study
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
@@ -58,14 +61,18 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> P
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         c = curves[curves["metric"] == metric]
-        for strategy, g in c[c["strategy"] != FULL].groupby("strategy", sort=False):
+        for strategy, g in c[~c["strategy"].isin(REFERENCES)].groupby("strategy", sort=False):
             s = g.groupby("fraction_labeled")["value"].agg(["mean", "min", "max"]).reset_index()
             ax.plot(s["fraction_labeled"], s["mean"], marker="o", ms=3, label=strategy)
             ax.fill_between(s["fraction_labeled"], s["min"], s["max"], alpha=0.2)
-        f = c[c["strategy"] == FULL]["value"]
-        if len(f):
-            ax.axhline(f.mean(), color="k", ls="--", lw=1, label=f"all labels ({f.mean():.3f})")
-            ax.axhline(0.98 * f.mean(), color="grey", ls=":", lw=1, label="98% of all labels")
+        best = float("nan")
+        for ref, ls, what in ((FULL, "--", "all labels"), (FULL_PRETRAINED, "-.", "all labels, pretrained")):
+            f = c[c["strategy"] == ref]["value"]
+            if len(f):
+                ax.axhline(f.mean(), color="k", ls=ls, lw=1, label=f"{what} ({f.mean():.3f})")
+                best = f.mean() if best != best else max(best, f.mean())
+        if best == best:
+            ax.axhline(0.98 * best, color="grey", ls=":", lw=1, label="98% of all labels")
         ax.set_xlabel("fraction of the pool labelled")
         ax.set_ylabel(f"test {metric}")
         ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -147,6 +154,9 @@ def run_simulation(
     max_pool: int | None = None,
     size: tuple[int, ...] | None = None,
     progress: bool = True,
+    pretrain: bool = False,
+    finetune: str = "head",
+    pretrain_config: PretrainConfig | None = None,
 ) -> pd.DataFrame:
     """Simulate active learning for each strategy and seed; write curves.csv, summary.csv, curves.png.
 
@@ -156,6 +166,13 @@ def run_simulation(
     only reads the finished studies back). ``epochs`` and ``train`` (other TrainConfig fields, e.g.
     ``{"batch_size": 8, "patience": 10}``) override :func:`medwb.models.default_train_config`; the same
     schedule trains every round and the all-labels reference. Returns the summary table.
+
+    ``pretrain``: SimCLR on the pool once per simulation (``pretrain_config``; cached in ``OUT/cache/pretrain``),
+    shared by every strategy and seed; every round starts from the pretrained trunk (``finetune``: ``head`` or
+    ``full``, see :class:`medwb.al.loop.ActiveLearningLoop`). A second all-labels reference,
+    ``full-pretrained`` (same network, pretrained, every pool label), is written beside the scratch ``full``;
+    the summary's share of full and labels to 95/98% use the stronger of the two (:func:`medwb.al.curves.summarize`).
+    Use a fresh ``out_dir`` when switching pretraining on or off: existing studies resume as they are.
     """
     from tqdm.auto import tqdm
 
@@ -186,7 +203,11 @@ def run_simulation(
     oracle = simulated_oracle(ds)
     parts: list[pd.DataFrame] = []
     auto_parts: list[pd.DataFrame] = []
-    runs = [(s, k) for k in seed_list for s in [FULL, *strategies]]
+    check_finetune(finetune)
+    shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
+                                    progress=progress) if pretrain else None
+    refs = [FULL, FULL_PRETRAINED] if pretrain else [FULL]
+    runs = [(s, k) for k in seed_list for s in [*refs, *strategies]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
     pool_size, target_error = None, 0.02
     for strategy, seed in bar:
@@ -195,13 +216,14 @@ def run_simulation(
         folder = out / "studies" / f"{strategy}-seed{seed}"
         study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
                                      name=f"{ds.name} {strategy} seed {seed}")
-        loop_strategy = strategy if strategy != FULL else "random"
+        loop_strategy = strategy if strategy not in refs else "random"
         loop = ActiveLearningLoop(study, ds, strategy=loop_strategy, batch_size=1, train_config=config, seed=seed,
                                   cold_start=cold_start, mc_passes=mc_passes, size=size, evaluate_test=True,
-                                  progress=False, max_pool=max_pool)
+                                  progress=False, max_pool=max_pool, finetune=finetune,
+                                  pretrained=None if strategy == FULL else shared)
         pool_size, target_error = loop.pool_size, loop.autolabel_target_error
-        if strategy == FULL:
-            parts.append(_full_reference(loop, folder, seed, ds.task))
+        if strategy in refs:
+            parts.append(_full_reference(loop, folder, seed, ds.task, name=strategy))
             continue
         loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
         loop.run(rounds, oracle)
@@ -213,7 +235,11 @@ def run_simulation(
     summary.to_csv(out / "summary.csv", index=False)
     plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {len(seed_list)} seed(s)")
     text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
-            f"test split; full = all pool labels, same model and schedule\n{format_table(summary, budget)}")
+            f"test split; full = all pool labels, same model and schedule")
+    if pretrain:
+        text += (f"; pretrained representation (SimCLR on the pool, fine-tuning: {finetune}); full = the stronger "
+                 f"of {FULL} (scratch) and {FULL_PRETRAINED}")
+    text += f"\n{format_table(summary, budget)}"
     auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
     auto.to_csv(out / "autolabel.csv", index=False)
     if len(auto):
@@ -223,7 +249,22 @@ def run_simulation(
     return summary
 
 
-def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str) -> pd.DataFrame:
+def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,
+                           config: PretrainConfig | None, progress: bool) -> PretrainResult:
+    """One pretraining of the simulation's pool (the splits every study carves: a pure function of the cohort),
+    at the loops' input size with the dataset's default network, cached under ``out``."""
+    from medwb.al.representation import pretrain_build_args, pretrained_representation
+    from medwb.data.dataset import default_size
+    from medwb.data.splits import SplitArrays, carve_splits
+    from medwb.models.networks import build_for_dataset
+
+    splits = carve_splits(ds.cohort, max_pool=max_pool, name=ds.name)
+    X = SplitArrays(ds, splits, tuple(size) if size is not None else default_size(ds))["train"][0]
+    args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), config)
+    return pretrained_representation(out, X, build_args=args, config=config, progress=progress)
+
+
+def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str, name: str = FULL) -> pd.DataFrame:
     """Train on every pool label once per seed (cached in the study folder as full.json)."""
     cache = folder / "full.json"
     if cache.is_file():
@@ -235,5 +276,5 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
         tmp.write_text(json.dumps(metrics))
         tmp.replace(cache)
     n = loop.pool_size
-    return pd.DataFrame([(FULL, seed, 0, n, 1.0, m, float(metrics[f"test_{m}"])) for m in metrics_for(task)],
+    return pd.DataFrame([(name, seed, 0, n, 1.0, m, float(metrics[f"test_{m}"])) for m in metrics_for(task)],
                         columns=CURVE_COLUMNS)

@@ -9,6 +9,7 @@ database name.
     .study.sqlite.creating-<pid>-<hex>   a database being built by Study.create (renamed into place when whole)
     models/             checkpoints (round_NNN.pt from the loop) registered with add_model
     cache/              re-computable data (image caches), safe to purge
+    cache/pretrain/     self-supervised pretraining results <key>.pt (+ <key>.partial.pt while it runs)
     exports/            CSV / NIfTI exports for other tools
     maps/               explanation and uncertainty maps
     masks/              label masks written by the store (add_label(mask=...), save_mask, import_masks)
@@ -33,6 +34,7 @@ PURGE_AUDIT = "purge_audit.jsonl"
 NIFTI_MANIFEST = "manifest.csv"
 MASK_SUFFIX = ".npy"
 CHECKPOINT_PATTERN = "round_{round:03d}.pt"
+PRETRAIN = "pretrain"  # sub-folder of cache/ holding pretraining results
 
 
 def safe_name(case_id: str) -> str:
@@ -112,6 +114,14 @@ class StudyLayout:
     def checkpoint(self, round: int) -> Path:
         """Where the loop saves the model of round ``round``: ``models/round_NNN.pt``."""
         return self.models / CHECKPOINT_PATTERN.format(round=int(round))
+
+    def pretrained(self, key: str) -> Path:
+        """Where a finished pretraining result with cache key ``key`` is kept: ``cache/pretrain/<key>.pt``."""
+        return self.cache / PRETRAIN / f"{safe_name(key)}.pt"
+
+    def pretrain_partial(self, key: str) -> Path:
+        """The resumable checkpoint of a pretraining run in progress: ``cache/pretrain/<key>.partial.pt``."""
+        return self.cache / PRETRAIN / f"{safe_name(key)}.partial.pt"
 
     def label_mask(self, case_id: str, annotator: str, source: str, round: int | None, label_id: int) -> Path:
         """THE naming rule for a mask the store saves with a label (``add_label(mask=...)``, ``import_masks``):
