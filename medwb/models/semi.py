@@ -38,6 +38,11 @@ with confidence is punished on all the others; a constant predictor scores at be
 stays in eval mode (its BatchNorm statistics untouched) and runs without autograd (the cheap path for a
 pretrained trunk).
 
+Measured (benchmarks/semi, PneumoniaMNIST test set, seed 0, narrow trunk): test AUC supervised -> FixMatch
+0.862 -> 0.917 / 0.930 -> 0.946 / 0.949 -> 0.966 at 1 / 5 / 10% labels from scratch; from a SimCLR trunk
+0.935 -> 0.928 (a loss) / 0.939 -> 0.951 / 0.954 -> 0.971. Balanced accuracy improved in every cell. About
+4x the training time of ``train()`` (~22 s vs ~5 s per run on 2 threads).
+
     from medwb.models.semi import SemiConfig, train_semi
     res = train_semi(model, X_lab, y_lab, X_pool, X_val, y_val, config=SemiConfig(epochs=30))
     res.model, res.best_epoch, res.history   # a medwb.models.train.TrainResult, like train()
