@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from medwb.al.curves import FULL, REFERENCES
+
 
 def _fig(w: float, h: float, ncols: int = 1) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
@@ -84,14 +86,16 @@ def learning_curves(summary: pd.DataFrame, *, metrics: Sequence[str] | None = No
     fig, axes = _fig(5 * len(metrics), 4, len(metrics))
     for ax, metric in zip(axes, metrics):
         s = summary[summary["metric"] == metric]
-        for i, (strat, d) in enumerate(s[s["strategy"] != "full"].groupby("strategy", sort=True)):
+        for i, (strat, d) in enumerate(s[~s["strategy"].isin(REFERENCES)].groupby("strategy", sort=True)):
             d = d.sort_values("n_labeled")
             ax.plot(d["n_labeled"], d["mean"], marker="o", ms=3, c=f"C{i}", label=f"{strat} (n seeds={d['n_seeds'].max()})")
             ax.fill_between(d["n_labeled"], d["min"], d["max"], color=f"C{i}", alpha=0.2)
-        full = s[s["strategy"] == "full"]
-        if len(full):
-            ax.axhline(full["mean"].iloc[0], ls="--", c="k", lw=1, label="all labels")
-            ax.axhline(0.98 * full["mean"].iloc[0], ls=":", c="grey", lw=1, label="98% of all labels")
+        refs = s[s["strategy"].isin(REFERENCES)]
+        if len(refs):  # the stronger all-labels reference (scratch, or pretrained + fine-tuned)
+            best = refs.loc[refs["mean"].idxmax()]
+            label = "all labels" if best["strategy"] == FULL else f"all labels ({best['strategy']})"
+            ax.axhline(best["mean"], ls="--", c="k", lw=1, label=label)
+            ax.axhline(0.98 * best["mean"], ls=":", c="grey", lw=1, label="98% of all labels")
         ax.set(xlabel="labelled cases", ylabel=metric, title=f"Learning curve: {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from medwb.al.curves import summarize
+from medwb.al.curves import REFERENCES, summarize
 from medwb.data.hashing import file_sha256
 from medwb.data.splits import SplitArrays, carve_splits
 from medwb.errors import DataError, StoreError
@@ -437,7 +437,7 @@ def labels_to_reach(curves: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
     if not ((curves["strategy"] == "full").any() and "fraction_labeled" in curves):
         return None
 
-    budget = float(curves.loc[curves["strategy"] != "full", "fraction_labeled"].max())
+    budget = float(curves.loc[~curves["strategy"].isin(REFERENCES), "fraction_labeled"].max())
     return budget, summarize(curves, budget)
 
 
