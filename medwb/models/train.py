@@ -296,7 +296,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
 
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
-    full_model, trunk_state = model, None
+    full_model, trunk_state, X_val_images = model, None, X_val
     if config.freeze_trunk:  # a pretrained trunk stays as it is (weights and BatchNorm statistics): fit the head
         trunk_state = copy.deepcopy(model.trunk.state_dict())
         Xt = torch.from_numpy(_trunk_features(model, Xt))
@@ -369,7 +369,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     model.eval()
     decision: dict[str, Any] = {}
     if task == "classification" and has_val and config.tune_decision:
-        decision = choose_decision(predict_proba(model, X_val), np.asarray(y_val).reshape(-1))
+        decision = choose_decision(predict_proba(model, X_val_images), np.asarray(y_val).reshape(-1))
     model.decision = decision  # travels with the model: evaluate / predict_labels / save_checkpoint read it
     result = TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(best_metric),
                          metric_name=metric_name, seconds=time.perf_counter() - t0,
