@@ -24,7 +24,8 @@ import torch
 from medwb.data import open_dataset
 from medwb.models import build_classifier, default_train_config, predict_proba, train
 from medwb.models.pretrain import PretrainConfig, init_from_pretrained, load_pretrained, pretrain, save_pretrained
-from medwb.models.semi import SemiConfig, balanced_accuracy, train_semi
+from medwb.metrics import balanced_accuracy
+from medwb.models.semi import SemiConfig, train_semi
 from medwb.metrics import class_metrics
 
 DATA = "data_samples/classification_2d/pneumoniamnist.npz"
@@ -42,7 +43,7 @@ def stratified(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def scores(model, X, y) -> tuple[float, float]:
     p = predict_proba(model, X)
-    return class_metrics(p, y)["auc"], balanced_accuracy(p, y)
+    return class_metrics(p, y)["auc"], balanced_accuracy(np.asarray(y).reshape(-1), p.argmax(1))
 
 
 def main() -> None:

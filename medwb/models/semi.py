@@ -5,7 +5,7 @@ just to rank cases (issue 12). FixMatch lets the unlabelled pool shape the decis
 
 One optimiser step (:func:`train_semi`):
 
-- a labelled batch (``batch_size`` cases, light shift augmentation, :func:`shift_augment`) -> class-weighted
+- a labelled batch (``batch_size`` cases, light shift augmentation, :func:`medwb.models.train.shift_augment`) -> class-weighted
   cross-entropy, exactly as :func:`medwb.models.train.train` weights it (inverse class frequency);
 - ``mu * batch_size`` unlabelled images, each seen twice: a **weak** view (the same light shift) and a
   **strong** view (the SimCLR augmentation of :func:`medwb.models.pretrain.make_augment`: random affine,
@@ -61,10 +61,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
-from medwb.metrics import class_metrics, confusion_matrix
+from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
-from medwb.models.train import TrainResult, recalibrate_batchnorm
+from medwb.models.train import TrainResult, recalibrate_batchnorm, shift_augment
 
 
 @dataclass
@@ -109,24 +109,6 @@ class SemiConfig:
         if problems:
             raise DataError(None, f"invalid semi-supervised setting(s): {'; '.join(problems)}",
                             f"use SemiConfig fields within range ({', '.join(f.name for f in fields(self))})")
-
-
-def shift_augment(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """The weak view: a random circular shift of up to ``max_shift`` voxels per spatial axis (one shift for the
-    whole batch, drawn from ``g``), the same light augmentation ``train()`` uses."""
-    dims = tuple(range(2, x.ndim))
-    shifts = tuple(int(s) for s in torch.randint(-max_shift, max_shift + 1, (len(dims),), generator=g))
-    return torch.roll(x, shifts=shifts, dims=dims)
-
-
-def balanced_accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    """Mean per-class recall of argmax predictions over the classes present in ``y`` (1/K for a one-class
-    predictor)."""
-    y = np.asarray(y).reshape(-1).astype(np.int64)
-    k = probs.shape[1]
-    cm = confusion_matrix(y, probs.argmax(1), k)
-    present = cm.sum(1) > 0
-    return float(np.mean(np.diag(cm)[present] / cm.sum(1)[present]))
 
 
 # ----------------------------------------------------------------------------------------- input checks
@@ -198,7 +180,7 @@ def _validate(model: TrunkHeadNet, Xv: torch.Tensor, yv: np.ndarray, k: int) -> 
     w = _class_weights(yv, k)  # class-balanced: every class present in the validation set weighs the same
     p = torch.softmax(logits, 1).numpy()
     m = class_metrics(p, yv)
-    bal = balanced_accuracy(p, yv)
+    bal = balanced_accuracy(np.asarray(yv).reshape(-1), p.argmax(1))
     auc = m["auc"]
     return {"val_loss": float(F.cross_entropy(logits, yt, weight=w)), "val_auc": auc,
             "val_accuracy": m["accuracy"], "val_balanced_accuracy": bal,
@@ -283,10 +265,10 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
             pseudo_counts = np.zeros(k)
             for _ in range(config.steps_per_epoch):
                 li, ui = lab.next(), unl.next()
-                xl = shift_augment(Xl[li], g)
+                xl = shift_augment(Xl[li], None, g)[0]
                 ylb = torch.from_numpy(yl[li.numpy()])
                 xu = Xu[ui]
-                xw, xs = shift_augment(xu, g), strong(xu)
+                xw, xs = shift_augment(xu, None, g)[0], strong(xu)
                 with torch.no_grad():
                     model.trunk.train(not frozen)   # weak-view BatchNorm statistics: the clean pool's
                     model.head.eval()               # no dropout on the pseudo-labeller
@@ -362,4 +344,4 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
                        metric_name=metric_name, seconds=time.perf_counter() - t0)
 
 
-__all__ = ["SemiConfig", "balanced_accuracy", "shift_augment", "train_semi"]
+__all__ = ["SemiConfig", "train_semi"]

@@ -203,7 +203,7 @@ def _task(model: nn.Module) -> Task:
     return getattr(model, "task", "classification")
 
 
-def _shift_augment(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def shift_augment(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random circular shift of up to 2 voxels per spatial axis (same for image and mask): cheap, label-safe."""
     dims = tuple(range(2, x.ndim))
     shifts = tuple(int(s) for s in torch.randint(-2, 3, (len(dims),), generator=g))
@@ -325,7 +325,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                     continue  # a small tail batch gives noisy BatchNorm statistics; reshuffled next epoch
                 xb, yb = Xt[idx], yt[idx]
                 if config.augment and trunk_state is None:
-                    xb, yb = _shift_augment(xb, yb, g)
+                    xb, yb = shift_augment(xb, yb, g)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
