@@ -461,16 +461,20 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
                           epochs_done=epochs_done, projector_state=_clone_state(enc.projector))
 
 
-def _write_ckpt(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(payload, f))
+def _write_ckpt(path: Path, payload: dict[str, Any]) -> Path:
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _torch_load(path: Path, what: str, fix: str) -> Any:
+    """``torch.load`` of weights only; any unpickling failure is a DataError naming the file, ``what`` and ``fix``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling failure means a bad file
+        raise DataError(path, f"not a readable {what} ({e.__class__.__name__})", fix) from e
 
 
 def _read_ckpt(path: Path) -> dict[str, Any]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling failure means a bad file
-        raise DataError(path, f"not a readable medwb pretraining checkpoint ({e.__class__.__name__})",
-                        "delete it to start over") from e
+    blob = _torch_load(path, "medwb pretraining checkpoint", "delete it to start over")
     if not isinstance(blob, dict) or blob.get("format") != _CKPT_FORMAT:
         raise DataError(path, "not a medwb pretraining checkpoint", "pass another path, or delete it to start over")
     return blob
@@ -482,7 +486,7 @@ def save_pretrained(result: PretrainResult, path: str | Path) -> Path:
     payload = {"format": FORMAT, "trunk_state": result.trunk_state, "build_args": result.build_args,
                "config": _config_for_key(result.config) | {"max_seconds": result.config.max_seconds},
                "history": result.history, "seconds": result.seconds, "epochs_done": result.epochs_done}
-    return atomic_write(Path(path), lambda f: torch.save(payload, f))
+    return _write_ckpt(Path(path), payload)
 
 
 def load_pretrained(path: str | Path) -> PretrainResult:
@@ -490,11 +494,7 @@ def load_pretrained(path: str | Path) -> PretrainResult:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "pretrained weights file not found", "pass the path written by save_pretrained")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling failure means a bad file
-        raise DataError(path, f"not a readable weights file ({e.__class__.__name__})",
-                        "pass a file written by save_pretrained or torch.save(state_dict)") from e
+    blob = _torch_load(path, "weights file", "pass a file written by save_pretrained or torch.save(state_dict)")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise DataError(path, "not a medwb pretraining result", "write it with medwb.models.pretrain.save_pretrained")
     return PretrainResult(trunk_state=blob["trunk_state"], build_args=blob["build_args"],
@@ -505,11 +505,8 @@ def load_pretrained(path: str | Path) -> PretrainResult:
 def _trunk_state_from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """A user-supplied weights file: a save_pretrained result, a medwb checkpoint, or a plain state_dict (of
     the trunk, or of the whole network with ``trunk.`` keys)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling failure means a bad file
-        raise DataError(path, f"not a readable weights file ({e.__class__.__name__})",
-                        "pass a file written by save_pretrained / save_checkpoint or torch.save(state_dict)") from e
+    blob = _torch_load(path, "weights file",
+                       "pass a file written by save_pretrained / save_checkpoint or torch.save(state_dict)")
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
         return blob["trunk_state"], blob["build_args"]
     if isinstance(blob, dict) and "state_dict" in blob and isinstance(blob.get("meta"), dict):
