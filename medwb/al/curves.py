@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from medwb.store import Study
 
 #: the strategy name of the all-labels reference rows in ``curves.csv`` (the network trained from scratch)
 FULL = "full"
@@ -77,3 +80,21 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
             row[f"fraction_to_{pct}pct"] = n_req / pool if pool and n_req == n_req else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: the validation metrics a round records, one per task
+VALIDATION_METRICS = ("val_auc", "val_accuracy", "val_dice")
+
+
+def validation_curve(study: Study) -> pd.DataFrame:
+    """The study's validation metrics per round (``study.metrics_curve()`` rows of VALIDATION_METRICS): the
+    learning curve a person follows while labelling (the test split stays for the report)."""
+    curve = study.metrics_curve()
+    return curve[curve["metric"].isin(VALIDATION_METRICS)].reset_index(drop=True)
+
+
+def autolabel_by_round(study: Study) -> pd.DataFrame:
+    """One row per registered model: its round and the ``autolabel_*`` metrics of the batch it pre-labelled
+    (threshold, coverage, error; empty columns before any model existed)."""
+    return pd.DataFrame([{"round": m["round"], **{k: v for k, v in m["metrics"].items() if k.startswith("autolabel_")}}
+                         for m in study.models().to_dict("records")])

@@ -132,3 +132,14 @@ def bar_counts(counts: pd.Series, *, title: str, xlabel: str = "") -> Figure:
         ax.text(v, i, f" {v}", va="center", fontsize=8)
     ax.set(title=title, xlabel=xlabel or "count")
     return fig
+
+
+def validation_curve_figure(val: pd.DataFrame) -> Figure:
+    """Validation metric against labelled cases, one line per metric (``medwb.al.curves.validation_curve``)."""
+    fig, (ax,) = _fig(5, 3.5, 1)
+    for metric, g in val.groupby("metric"):
+        ax.plot(g["n_labeled"], g["value"], marker="o", label=metric)
+    ax.set(xlabel="labelled cases", ylabel="validation metric")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

@@ -6,6 +6,7 @@ lives here, with every other IPython / ipywidgets use of medwb.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,3 +55,22 @@ def show_image(path: str | Path, *, width: int = 640) -> None:
     from IPython.display import Image, display
 
     display(Image(filename=str(path), width=width))
+
+
+def show_explanations(checks: pd.DataFrame, overlays: Sequence[Path], *, summary: pd.DataFrame | None = None,
+                      failed: list[str] | None = None, max_overlays: int = 8) -> None:
+    """The report's explanation section: the checks' summary table, the failed checks, a gallery of at most
+    ``max_overlays`` overlays, or a line saying that no explanation outputs were given."""
+    if summary is not None:
+        show_table(summary)
+    if failed is not None:
+        show_markdown("**Checks failed** (the method's maps should not be trusted for that property): " +
+                      (", ".join(failed) if failed else "none") + ".")
+    if overlays:
+        show_markdown(f"Gallery: {min(len(overlays), max_overlays)} of {len(overlays)} overlays.")
+        for p in overlays[:max_overlays]:
+            show_markdown(f"`{p.name}`")
+            show_image(p, width=640)
+    if not len(checks) and not overlays:
+        show_markdown("No explanation outputs were given (run `medwb explain` and pass its folder as "
+                      "`explain_dir`).")

@@ -5,6 +5,8 @@ their interactive counterparts and so live with every other widget in ``medwb.ui
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,3 +64,15 @@ def viewer_3d(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None = Non
     nv.add_volume(Volume(data=view.nifti_bytes(shown, aff), name="attribution.nii", colormap="warm",
                          opacity=opacity, cal_min=float(max(scale.vmax, 1e-12) * 0.2), cal_max=float(scale.vmax)))
     return nv
+
+
+def show_overlays(maps_dir: str | Path, methods: Sequence[str]) -> list[Path]:
+    """Display each method's overlay grid (``MAPS/overlays/<method>.png`` written by ``medwb explain``) inline;
+    returns the grids shown (a method without one is skipped)."""
+    from IPython.display import Image, display
+
+    grids = [Path(maps_dir) / "overlays" / f"{m}.png" for m in methods]
+    grids = [g for g in grids if g.exists()]
+    for g in grids:
+        display(Image(filename=str(g)))
+    return grids

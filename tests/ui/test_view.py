@@ -139,3 +139,29 @@ def test_explain_viewers_slice_browser_and_static_3d(hippo) -> None:
     assert slider.max == img.shape[-1] - 1 and mask[0, :, :, slider.value].any()  # opens on the mask's centre
     fig = viewer_3d(img, mp, mask, affine=affine, static=True)
     assert isinstance(fig, Figure) and len(fig.axes) > 1
+
+
+def test_show_explanations_and_overlays_display_what_exists(tmp_path, monkeypatch):
+    """The report's explanation section and notebook 03's overlay grids: shown when present, a hint otherwise."""
+    import pandas as pd
+    from PIL import Image as PILImage
+
+    import IPython.display
+    from medwb.ui.display import show_explanations
+    from medwb.ui.explain_view import show_overlays
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    (tmp_path / "overlays").mkdir()
+    PILImage.new("RGB", (4, 4)).save(tmp_path / "overlays" / "gradcam.png")
+    assert show_overlays(tmp_path, ["gradcam", "ig"]) == [tmp_path / "overlays" / "gradcam.png"]
+    assert len(shown) == 1
+    shown.clear()
+    show_explanations(pd.DataFrame(), [])
+    assert len(shown) == 1 and "No explanation outputs" in shown[0].data
+    shown.clear()
+    checks = pd.DataFrame({"method": ["gradcam"], "check": ["randomization"], "status": ["FAIL"]})
+    show_explanations(checks, [tmp_path / "overlays" / "gradcam.png"], summary=checks, failed=["gradcam"])
+    texts = [getattr(o, "data", "") for o in shown if isinstance(getattr(o, "data", None), str)]
+    assert any("Checks failed" in t and "gradcam" in t for t in texts)
+    assert any("Gallery: 1 of 1" in t for t in texts)

@@ -44,14 +44,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from medwb.al.oracle import LabelAnswer, ground_truth, record_label
 from medwb.errors import DataError, StoreError
 from medwb.store import Study
+from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
-from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
 
 REVIEW_SOURCE = "review_widget"
 NO_PROPOSAL_NOTE = "chosen by the reader, no model proposal"
@@ -394,8 +395,18 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: boo
                     model_version=version, annotator=annotator, spatial_dims=ds.ndim)
     display(q)
     if simulate:
-        import pandas as pd
-
         q.run_oracle(ground_truth(ds))
         display(pd.DataFrame(q.decisions).head(5))
     return q
+
+
+def simulate_review_rounds(loop: ActiveLearningLoop, *, rounds: int, annotator: str) -> pd.DataFrame:
+    """Run rounds through the review queue with the ground truth answering (papermill, tests) until the study
+    holds ``rounds`` finished rounds; one row per round run: round, strategy, labels and its val_* metrics."""
+    rows = []
+    while loop.finished_rounds() < rounds:
+        review_next_round(loop, annotator=annotator, simulate=True)
+        r = loop.complete()
+        rows.append({"round": r.round, "strategy": r.strategy, "n_labeled": r.n_labeled,
+                     **{k: v for k, v in r.metrics.items() if k.startswith("val_")}})
+    return pd.DataFrame(rows)
