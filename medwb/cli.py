@@ -33,7 +33,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 
     run_simulation(
         a.data,
-        strategies=a.strategy or ["random", "entropy"],
+        strategies=a.strategy or ["hybrid", "random", "random:scratch"],
         budget=a.budget,
         rounds=a.rounds,
         seeds=a.seeds,
@@ -45,7 +45,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         max_pool=a.max_pool,
         size=a.size,
         progress=not a.quiet,
-        pretrain=a.pretrain,
+        pipeline=a.pipeline,
         finetune=a.finetune,
         pretrain_config=_pretrain_config(a),
     )
@@ -188,12 +188,12 @@ def _cmd_purge(a: argparse.Namespace) -> int:
 
 
 def _pretrain_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--finetune", choices=["head", "full"], default="head",
-                   help="with --pretrain: train the head on the frozen trunk (default) or fine-tune everything")
+    s.add_argument("--finetune", choices=["head", "full"], default="full",
+                   help="pretrained arms: fine-tune everything (default) or train the head on the frozen trunk")
     s.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="with --pretrain: SimCLR epochs (default 20; fewer for a quick run)")
+                   help="SimCLR epochs (default: as many as 600 optimiser steps need; fewer for a quick run)")
     s.add_argument("--pretrain-max-seconds", type=float, default=None,
-                   help="with --pretrain: wall-clock cap of pretraining (an unfinished run is resumed next time)")
+                   help="wall-clock cap of pretraining (an unfinished run is resumed next time)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
     s.add_argument("data")
-    s.add_argument("--strategy", action="append", help="acquisition strategy (repeatable)")
+    s.add_argument("--strategy", action="append", metavar="STRATEGY[:PIPELINE]",
+                   help="an arm (repeatable): acquisition strategy, optionally with its training pipeline, e.g. "
+                        "hybrid, random, random:scratch (pipelines: medwb, pretrained, semi, scratch)")
     s.add_argument("--budget", type=float, default=0.1, help="final fraction of the pool labelled")
     s.add_argument("--rounds", type=int, default=5)
     s.add_argument("--seeds", type=_seeds, default=3,
@@ -235,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mc-passes", type=int, default=20, help="MC dropout passes for uncertainty scoring")
     s.add_argument("--cold-start", default="cold_start", help="strategy of the first, model-free batch")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.add_argument("--pretrain", action="store_true",
-                   help="self-supervised pretraining (SimCLR) on the pool once, shared by every run; rounds start "
-                        "from the pretrained trunk; adds the full-pretrained reference")
+    s.add_argument("--pipeline", choices=["medwb", "pretrained", "semi", "scratch"], default="medwb",
+                   help="training pipeline of arms given without one: medwb (default: SimCLR pretraining on the "
+                        "pool once, shared by every arm, then FixMatch rounds from the pretrained trunk), "
+                        "pretrained (supervised rounds from it), semi (FixMatch from scratch), scratch (supervised "
+                        "from random init); a pretrained arm adds the full-pretrained reference")
     _pretrain_args(s)
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_simulate)
@@ -248,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_size, default=None, help="input size (default: the loop's, see simulate --size)")
     s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")
     s.add_argument("--epochs", dest="pretrain_epochs", type=int, default=None,
-                   help="pretraining epochs (default: PretrainConfig's 20)")
+                   help="pretraining epochs (default: as many as 600 optimiser steps need)")
     s.add_argument("--max-seconds", dest="pretrain_max_seconds", type=float, default=None,
                    help="stop after the epoch that crosses this; the next call resumes")
     s.add_argument("--quiet", action="store_true", help="no progress bars")

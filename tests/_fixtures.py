@@ -89,9 +89,9 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
     html = (v / "validation_report.html").read_text()
     assert external_urls(html) == []
     curves = pd.read_csv(out / "simulation" / "curves.csv")
-    assert {"random", "hybrid", "full"} <= set(curves["strategy"])
+    assert {"random-scratch", "hybrid", "full", "full-pretrained"} <= set(curves["strategy"])
     lc = pd.read_csv(v / "tables" / "learning_curves.csv")
-    assert {"random", "hybrid", "full"} <= set(lc["strategy"])  # the report shows AL against random
+    assert {"random-scratch", "hybrid", "full"} <= set(lc["strategy"])  # the report shows medwb against random + scratch
     m = pd.read_csv(v / "tables" / "metrics.csv")
     auc = m[m["metric"] == "auc"]["estimate"].item()
     # the report evaluates the hybrid study's last model on the whole test split: the same AUC the loop recorded

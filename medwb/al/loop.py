@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.representation import (check_finetune, finetune_config, pretrain_build_args, pretrained_embeddings,
-                                     pretrained_representation, with_pretrained)
+from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
+                                     pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
 from medwb.data.dataset import default_size
 from medwb.data.splits import SplitArrays, carve_splits
@@ -77,10 +77,11 @@ class ActiveLearningLoop:
     ``cold_start`` strategy on pixel features (the random strategy stays random throughout, as the honest
     baseline).
 
-    ``pretrain=True`` (or a ``pretrained`` result / weights file, e.g. one shared by a simulation's runs) puts the
-    unlabelled pool to work (:mod:`medwb.al.representation`): SimCLR on the pool once (``pretrain_config``; cached
-    in the study), the cold start in that embedding, and every round's network starting from the pretrained trunk,
-    training the head only (``finetune="head"``) or everything (``"full"``).
+    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained``
+    result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold
+    start in that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head");
+    ``semi=True`` trains classification rounds with FixMatch on the labels plus the rest of the pool (pseudo-labels
+    never reach the store; segmentation trains supervised). ``pretrain=False, semi=False``: the plain baseline.
     """
 
     def __init__(
@@ -103,10 +104,11 @@ class ActiveLearningLoop:
         pool_ids: Iterable[str] | None = None,
         max_pool: int | None = None,
         voxel_reduce: str = "topk",
-        pretrain: bool = False,
+        pretrain: bool = True,
         pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None,
-        finetune: str = "head",
+        finetune: str = "full",
+        semi: bool = True,
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -132,6 +134,7 @@ class ActiveLearningLoop:
         self._model_version: str | None = None
         self.pretrain = bool(pretrain or pretrained is not None)
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
+        self.semi = bool(semi) and dataset.task == "classification"  # FixMatch needs class pseudo-labels
         self._pretrained = pretrained
         self.data = SplitArrays(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size)
 
@@ -220,8 +223,9 @@ class ActiveLearningLoop:
         params = {"k": k, "seed": self.seed, "random_state": rs, "mc_passes": self.mc_passes,
                   "requested_strategy": self.strategy, "voxel_reduce": self.voxel_reduce, "model_version": version,
                   "pool_size": len(ids), "n_labeled_before": len(lab)}
+        params.update(pretrained=self.pretrain, semi=self.semi)
         if self.pretrain:
-            params.update(pretrained=True, finetune=self.finetune)
+            params["finetune"] = self.finetune
         return [ids[i] for i in unl[idx]], scores, name, params
 
     # ------------------------------------------------------------------ round API
@@ -299,7 +303,7 @@ class ActiveLearningLoop:
         else:
             if len(self.labeled()) == 0:
                 raise StoreError("no labelled pool case to train on. Fix: save at least one label in the round")
-            model, metrics = self.fit(*self.labelled_arrays()[1:])
+            model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=self.unlabelled_images())
             metrics.update(self.autolabel_stats)
             # size: the spatial size of the arrays the network was trained on, and splits: the case ids, so that
             # a report or an explanation scores the same cases on the same grid from the checkpoint alone
@@ -313,20 +317,24 @@ class ActiveLearningLoop:
                            int(metrics.get("n_labeled", len(self.labeled()))), metrics, version)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: np.ndarray, y: np.ndarray) -> tuple[nn.Module, dict[str, float]]:
-        """One training run with the loop's model and schedule (also the all-labels reference).
-
-        Metrics: n_labeled, best_epoch, train_seconds, val_* and (with ``evaluate_test``) test_*.
-        """
-        from medwb.models.train import fit_and_evaluate
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            X_unlabelled: np.ndarray | None = None) -> tuple[nn.Module, dict[str, float]]:
+        """One training run with the loop's model, schedule and pipeline (:func:`medwb.al.fit.fit_round`; also
+        the all-labels reference): from the pretrained trunk with ``pretrain``, FixMatch on ``X_unlabelled`` too
+        with ``semi``. Metrics: n_labeled, best_epoch, train_seconds, semi, val_* and (``evaluate_test``) test_*."""
+        from medwb.al.fit import fit_round
 
         Xv, yv, _ = self.arrays("val")
-        test = self.arrays("test")[:2] if self.evaluate_test else None
-        model, config = self.model_fn(self.seed), self.train_config
-        if self.pretrain:  # start from the pretrained trunk; "head" trains the head only
-            model, config = with_pretrained(model, self.representation()), finetune_config(config, self.finetune)
-        return fit_and_evaluate(model, X, y, Xv, yv, task=self.ds.task, config=config, test=test,
-                                progress=self.progress)
+        return fit_round(self.model_fn(self.seed), X, y, (Xv, yv), task=self.ds.task, config=self.train_config,
+                         pretrained=self.representation() if self.pretrain else None, finetune=self.finetune,
+                         semi=self.semi, X_unlabelled=X_unlabelled,
+                         test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
+
+    def unlabelled_images(self) -> np.ndarray:
+        """Images of the pool cases without a label in the store (FixMatch's unlabelled set)."""
+        X, _, ids = self.arrays("train")
+        done = set(self.labeled()["case_id"].astype(str))
+        return X[[i for i, c in enumerate(ids) if c not in done]]
 
     def representation(self) -> PretrainResult | str | Path | None:
         """The pretrained trunk the rounds start from (None without ``pretrain``): on first need pretrained on the

@@ -155,7 +155,7 @@ def pretrain_study(study: Study, dataset: Dataset, *, config: PretrainConfig | N
 def format_pretrain_summary(result: PretrainResult, path: Path) -> str:
     """A few lines for the terminal: where it is cached, epochs, time, loss curve."""
     h = result.history
-    state = "complete" if result.completed else f"stopped early: {result.epochs_done}/{result.config.epochs} epochs"
+    state = "complete" if result.completed else f"stopped early: {result.epochs_done}/{result.epochs_planned} epochs"
     lines = [f"pretrained representation ({state}): {path}",
              f"SimCLR, {result.epochs_done} epoch(s), {result.seconds:.1f} s"]
     if h:

@@ -64,10 +64,13 @@ _HEAD_ONLY_ARGS = ("num_classes", "dropout", "seed")
 
 @dataclass
 class PretrainConfig:
-    """Pretraining schedule and augmentation strengths. Defaults: the 4.7k-image PneumoniaMNIST pool at 28 px
-    in a few minutes on 2 CPU cores (see benchmarks/pretrain)."""
+    """Pretraining schedule and augmentation strengths. Defaults: a fixed number of optimiser ``steps``, so a
+    small pool is not under-trained (20 epochs of a 1000-image pool are only 140 steps) and a large one does not
+    take hours; about 3 minutes on 2 CPU cores at 28 px (see benchmarks/pretrain). ``epochs``, when given,
+    wins over ``steps`` (:func:`planned_epochs`)."""
 
-    epochs: int = 20
+    epochs: int | None = None     # passes over the pool; None: as many as ``steps`` needs
+    steps: int = 600              # optimiser steps when ``epochs`` is None (rounded up to whole epochs)
     batch_size: int = 128         # images per step (2x as many views, 254 negatives each); capped at the pool size
     lr: float = 2e-3              # AdamW peak learning rate: linear warm-up over the first epoch, cosine decay
     weight_decay: float = 1e-4
@@ -88,8 +91,10 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if int(self.epochs) < 1:
-            problems.append(f"epochs={self.epochs} (use >= 1)")
+        if self.epochs is not None and int(self.epochs) < 1:
+            problems.append(f"epochs={self.epochs} (use >= 1, or None to size the run by steps)")
+        if int(self.steps) < 1:
+            problems.append(f"steps={self.steps} (use >= 1)")
         if int(self.batch_size) < 2:
             problems.append(f"batch_size={self.batch_size} (use >= 2: a contrastive batch needs negatives)")
         if not self.temperature > 0:
@@ -123,11 +128,21 @@ class PretrainResult:
     seconds: float = 0.0              # pretraining time of this call (plus earlier runs when resumed)
     epochs_done: int = 0
     projector_state: dict[str, torch.Tensor] | None = None
+    epochs_planned: int = 0           # planned_epochs(config, pool size); 0 in results saved before it existed
 
     @property
     def completed(self) -> bool:
-        """All ``config.epochs`` ran (False when ``max_seconds`` stopped it: do not cache it as final)."""
-        return self.epochs_done >= self.config.epochs
+        """Every planned epoch ran (False when ``max_seconds`` stopped it: do not cache it as final)."""
+        return self.epochs_done >= (self.epochs_planned or self.config.epochs or 1)
+
+
+def planned_epochs(config: PretrainConfig, n_pool: int) -> int:
+    """Epochs of a run on ``n_pool`` images: ``config.epochs`` when set, else ``ceil(steps / steps per epoch)``
+    (a step is one batch of ``min(batch_size, n_pool)`` images; the ragged tail of an epoch is dropped)."""
+    if config.epochs is not None:
+        return int(config.epochs)
+    per_epoch = max(1, n_pool // max(1, min(int(config.batch_size), n_pool)))
+    return max(1, math.ceil(int(config.steps) / per_epoch))
 
 
 # ------------------------------------------------------------------------------------------- the objective
@@ -386,7 +401,8 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
     n = len(Xt)
     bs = min(int(config.batch_size), n)
     steps_per_epoch = max(1, n // bs)  # drop the ragged tail (reshuffled every epoch)
-    total_steps = steps_per_epoch * config.epochs
+    epochs = planned_epochs(config, n)
+    total_steps = steps_per_epoch * epochs
     warmup = min(steps_per_epoch, max(1, total_steps // 10))
     match = {"format": _CKPT_FORMAT, "data": data_fingerprint(np.asarray(X)),
              "build_args": _build_args_for_key(build_args), "config": _config_for_key(config)}
@@ -414,8 +430,8 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
     log_k = math.log(2 * bs - 1)
     t0 = time.perf_counter()
     epochs_done = start_epoch
-    bar = tqdm(range(start_epoch + 1, config.epochs + 1), desc="pretrain (SimCLR)", disable=not progress,
-               leave=False, initial=start_epoch, total=config.epochs)
+    bar = tqdm(range(start_epoch + 1, epochs + 1), desc="pretrain (SimCLR)", disable=not progress,
+               leave=False, initial=start_epoch, total=epochs)
     for epoch in bar:
         enc.train()
         s_perm, s_aug = _epoch_seeds(config.seed, epoch)
@@ -458,7 +474,7 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
     trunk.eval()
     return PretrainResult(trunk_state=_clone_state(trunk), build_args=build_args, config=config,
                           history=history, seconds=seconds_before + time.perf_counter() - t0,
-                          epochs_done=epochs_done, projector_state=_clone_state(enc.projector))
+                          epochs_done=epochs_done, projector_state=_clone_state(enc.projector), epochs_planned=epochs)
 
 
 def _write_ckpt(path: Path, payload: dict[str, Any]) -> Path:
@@ -485,7 +501,8 @@ def save_pretrained(result: PretrainResult, path: str | Path) -> Path:
     """Write a :class:`PretrainResult` (trunk weights, build_args, config, history) atomically to ``path``."""
     payload = {"format": FORMAT, "trunk_state": result.trunk_state, "build_args": result.build_args,
                "config": _config_for_key(result.config) | {"max_seconds": result.config.max_seconds},
-               "history": result.history, "seconds": result.seconds, "epochs_done": result.epochs_done}
+               "history": result.history, "seconds": result.seconds, "epochs_done": result.epochs_done,
+               "epochs_planned": result.epochs_planned}
     return _write_ckpt(Path(path), payload)
 
 
@@ -499,7 +516,8 @@ def load_pretrained(path: str | Path) -> PretrainResult:
         raise DataError(path, "not a medwb pretraining result", "write it with medwb.models.pretrain.save_pretrained")
     return PretrainResult(trunk_state=blob["trunk_state"], build_args=blob["build_args"],
                           config=PretrainConfig.from_dict(blob["config"]), history=blob["history"],
-                          seconds=float(blob["seconds"]), epochs_done=int(blob["epochs_done"]))
+                          seconds=float(blob["seconds"]), epochs_done=int(blob["epochs_done"]),
+                          epochs_planned=int(blob.get("epochs_planned", 0)))
 
 
 def _trunk_state_from_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

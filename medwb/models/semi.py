@@ -64,7 +64,8 @@ from medwb.errors import DataError
 from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
-from medwb.models.train import TrainResult, recalibrate_batchnorm, shift_augment
+from medwb.models.train import (TrainConfig, TrainResult, choose_decision, predict_proba, recalibrate_batchnorm,
+                                shift_augment)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class SemiConfig:
     da_target: str = "labelled"   # "labelled" (class frequencies of the labelled set) or "uniform"
     strong: PretrainConfig | None = None  # strong-view augmentation strengths (None: PretrainConfig() defaults)
     recalibrate_bn: bool = True   # BatchNorm statistics recomputed on clean labelled + pool images at the end
+    tune_decision: bool = True    # the decision rule (binary threshold / class offsets) chosen on validation
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
 
@@ -340,8 +342,24 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
             metric_name, val_metric = "accuracy", best_row["val_accuracy"]
         else:
             val_metric = best_row["val_auc"]
+    decision: dict[str, Any] = {}
+    if has_val and config.tune_decision:  # the same rule train() applies: imbalanced pools need their threshold
+        decision = choose_decision(predict_proba(model, Xv.numpy()), yv)
+    model.decision = decision  # travels with the model: evaluate / predict_labels / save_checkpoint read it
     return TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(val_metric),
-                       metric_name=metric_name, seconds=time.perf_counter() - t0)
+                       metric_name=metric_name, seconds=time.perf_counter() - t0,
+                       threshold=decision.get("threshold"), class_offsets=decision.get("class_offsets"))
 
 
-__all__ = ["SemiConfig", "train_semi"]
+def semi_config_from(config: TrainConfig, **overrides: Any) -> SemiConfig:
+    """The FixMatch schedule of an active-learning round trained with ``config`` (:class:`TrainConfig`): same
+    seed, learning rate, weight decay, labelled batch size, patience, class weighting, decision rule and time
+    cap; FixMatch's own fields (steps per epoch, mu, threshold) keep their defaults unless overridden."""
+    base = {"seed": config.seed, "lr": config.lr, "weight_decay": config.weight_decay,
+            "batch_size": config.batch_size, "patience": config.patience, "min_epochs": config.min_epochs,
+            "balance_classes": config.balance_classes, "tune_decision": config.tune_decision,
+            "max_seconds": config.max_seconds}
+    return SemiConfig(**{**base, **overrides})
+
+
+__all__ = ["SemiConfig", "semi_config_from", "train_semi"]

@@ -388,12 +388,19 @@ def fit_and_evaluate(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: n
     """:func:`train` (early stopping on the val split), then :func:`evaluate`: one active-learning round's model
     and its metrics n_labeled, best_epoch, train_seconds, val_* and, with ``test=(X_test, y_test)``, test_*."""
     res = train(model, X, y, X_val, y_val, task=task, config=config, progress=progress)
-    metrics: dict[str, float] = {"n_labeled": float(len(y)), "best_epoch": float(res.best_epoch),
+    return res.model, round_metrics(res, len(y), X_val, y_val, test)
+
+
+def round_metrics(res: TrainResult, n_labeled: int, X_val: np.ndarray, y_val: np.ndarray,
+                  test: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """A round's metrics of a trained model (supervised or semi-supervised): n_labeled, best_epoch,
+    train_seconds, val_* and, with ``test``, test_*."""
+    metrics: dict[str, float] = {"n_labeled": float(n_labeled), "best_epoch": float(res.best_epoch),
                                  "train_seconds": float(res.seconds)}
     metrics.update({f"val_{k}": float(v) for k, v in evaluate(res.model, X_val, y_val).items()})
     if test is not None:
         metrics.update({f"test_{k}": float(v) for k, v in evaluate(res.model, *test).items()})
-    return res.model, metrics
+    return metrics
 
 
 @torch.no_grad()

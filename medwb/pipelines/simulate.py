@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,51 @@ if TYPE_CHECKING:
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
 
+#: how an arm's rounds train: (self-supervised pretraining on the pool, FixMatch on the pool). "medwb" is the
+#: loop's default; "scratch" is what users do without medwb: supervised from random init on the labels only
+PIPELINES = {"medwb": (True, True), "pretrained": (True, False), "semi": (False, True), "scratch": (False, False)}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One simulated arm: an acquisition strategy and a training pipeline (``STRATEGY[:PIPELINE]``)."""
+
+    strategy: str
+    pipeline: str = "medwb"
+
+    @property
+    def label(self) -> str:
+        """Name in curves.csv / summary.csv and of the study folders: the strategy alone for the default
+        pipeline, else ``strategy-pipeline`` (e.g. ``random-scratch``)."""
+        return self.strategy if self.pipeline == "medwb" else f"{self.strategy}-{self.pipeline}"
+
+    @property
+    def pretrain(self) -> bool:
+        return PIPELINES[self.pipeline][0]
+
+    @property
+    def semi(self) -> bool:
+        return PIPELINES[self.pipeline][1]
+
+
+def parse_arm(spec: str, pipeline: str = "medwb") -> Arm:
+    """``"hybrid"`` -> Arm("hybrid", pipeline); ``"random:scratch"`` -> Arm("random", "scratch")."""
+    from medwb.al.acquire import check_strategy
+    from medwb.errors import ConfigError
+
+    strategy, _, pipe = str(spec).partition(":")
+    pipe = pipe or pipeline
+    if pipe not in PIPELINES:
+        raise ConfigError(f"{spec!r}: {pipe!r} is not a training pipeline; use one of {', '.join(PIPELINES)} "
+                          "(medwb = pretrained + semi-supervised, scratch = supervised from random init)")
+    check_strategy(strategy)
+    return Arm(strategy, pipe)
+
 
 def metrics_for(task: str) -> list[str]:
-    """Metrics reported per task (classification: AUC and accuracy; segmentation: Dice)."""
-    return ["auc", "accuracy"] if task == "classification" else ["dice"]
+    """Metrics reported per task (classification: AUC, accuracy and balanced accuracy, which shows a model that
+    predicts one class for nearly everything; segmentation: Dice)."""
+    return ["auc", "accuracy", "balanced_accuracy"] if task == "classification" else ["dice"]
 
 
 def format_table(summary: pd.DataFrame, budget: float) -> str:
@@ -135,7 +177,8 @@ def curves_from_study(study: Study, *, strategy: str, seed: int, pool_size: int,
         metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
         n = int(metrics["n_labeled"])
         for metric in metrics_for(task):
-            rows.append((strategy, seed, int(m.round), n, n / pool_size, metric, float(metrics[f"test_{metric}"])))
+            rows.append((strategy, seed, int(m.round), n, n / pool_size, metric,
+                         float(metrics.get(f"test_{metric}", math.nan))))
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -154,25 +197,30 @@ def run_simulation(
     max_pool: int | None = None,
     size: tuple[int, ...] | None = None,
     progress: bool = True,
-    pretrain: bool = False,
-    finetune: str = "head",
+    pipeline: str = "medwb",
+    finetune: str = "full",
     pretrain_config: PretrainConfig | None = None,
 ) -> pd.DataFrame:
-    """Simulate active learning for each strategy and seed; write curves.csv, summary.csv, curves.png.
+    """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
+
+    ``strategies``: arms ``STRATEGY[:PIPELINE]`` (:func:`parse_arm`); without ``:PIPELINE`` an arm trains with
+    ``pipeline``: ``medwb`` (the loop's default: SimCLR-pretrained trunk + FixMatch rounds on the pool),
+    ``pretrained``, ``semi`` or ``scratch`` (supervised from random init on the labels only: what users do
+    without medwb). ``random:scratch`` beside ``hybrid`` compares medwb with today's practice; ``random`` beside
+    ``hybrid`` measures the acquisition gain on the same pipeline.
 
     ``budget`` is the final fraction of the pool labelled after ``rounds`` equal batches (the first one by the
     label-free ``cold_start`` strategy, or random for the random baseline). ``seeds``: how many (0..K-1), or
     an explicit list (to run seeds in parallel processes on one ``out_dir``; a final call with all of them
     only reads the finished studies back). ``epochs`` and ``train`` (other TrainConfig fields, e.g.
     ``{"batch_size": 8, "patience": 10}``) override :func:`medwb.models.default_train_config`; the same
-    schedule trains every round and the all-labels reference. Returns the summary table.
+    schedule trains every round and the all-labels references. Returns the summary table.
 
-    ``pretrain``: SimCLR on the pool once per simulation (``pretrain_config``; cached in ``OUT/cache/pretrain``),
-    shared by every strategy and seed; every round starts from the pretrained trunk (``finetune``: ``head`` or
-    ``full``, see :class:`medwb.al.loop.ActiveLearningLoop`). A second all-labels reference,
-    ``full-pretrained`` (same network, pretrained, every pool label), is written beside the scratch ``full``;
-    the summary's share of full and labels to 95/98% use the stronger of the two (:func:`medwb.al.curves.summarize`).
-    Use a fresh ``out_dir`` when switching pretraining on or off: existing studies resume as they are.
+    Pretraining (any arm that pretrains) runs once per simulation (``pretrain_config``; cached in
+    ``OUT/cache/pretrain``) and is shared by every arm and seed. All-labels references: ``full`` (supervised from
+    scratch on every pool label) and, when an arm pretrains, ``full-pretrained`` (same network from the
+    pretrained trunk); the summary's share of full and labels to 95/98% use the stronger of the two
+    (:func:`medwb.al.curves.summarize`), so pretraining cannot lower the bar.
     """
     from tqdm.auto import tqdm
 
@@ -187,7 +235,7 @@ def run_simulation(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(k) for k in seeds]
     if rounds < 1 or not seed_list:
         raise DataError(None, f"rounds={rounds}, seeds={seeds}", "pass --rounds >= 1 and --seeds >= 1")
-    strategies = list(dict.fromkeys(strategies))
+    arms = list(dict.fromkeys(parse_arm(s, pipeline) for s in strategies))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data, progress=progress)
@@ -204,31 +252,33 @@ def run_simulation(
     parts: list[pd.DataFrame] = []
     auto_parts: list[pd.DataFrame] = []
     check_finetune(finetune)
+    pretrain = any(a.pretrain for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
                                     progress=progress) if pretrain else None
-    refs = [FULL, FULL_PRETRAINED] if pretrain else [FULL]
-    runs = [(s, k) for k in seed_list for s in [*refs, *strategies]]
+    refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
+    runs = [(a, k) for k in seed_list for a in [*refs, *arms]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
     pool_size, target_error = None, 0.02
-    for strategy, seed in bar:
-        bar.set_postfix(strategy=strategy, seed=seed)
+    for arm, seed in bar:
+        bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
+        name = arm.strategy if arm in refs else arm.label
         config = default_train_config(ds.task, seed=seed, **{**(train or {}), "epochs": epochs})
-        folder = out / "studies" / f"{strategy}-seed{seed}"
+        folder = out / "studies" / f"{name}-seed{seed}"
         study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
-                                     name=f"{ds.name} {strategy} seed {seed}")
-        loop_strategy = strategy if strategy not in refs else "random"
-        loop = ActiveLearningLoop(study, ds, strategy=loop_strategy, batch_size=1, train_config=config, seed=seed,
-                                  cold_start=cold_start, mc_passes=mc_passes, size=size, evaluate_test=True,
-                                  progress=False, max_pool=max_pool, finetune=finetune,
-                                  pretrained=None if strategy == FULL else shared)
+                                     name=f"{ds.name} {name} seed {seed}")
+        loop = ActiveLearningLoop(study, ds, strategy="random" if arm in refs else arm.strategy, batch_size=1,
+                                  train_config=config, seed=seed, cold_start=cold_start, mc_passes=mc_passes,
+                                  size=size, evaluate_test=True, progress=False, max_pool=max_pool,
+                                  finetune=finetune, pretrain=arm.pretrain, semi=arm.semi,
+                                  pretrained=shared if arm.pretrain else None)
         pool_size, target_error = loop.pool_size, loop.autolabel_target_error
-        if strategy in refs:
-            parts.append(_full_reference(loop, folder, seed, ds.task, name=strategy))
+        if arm in refs:
+            parts.append(_full_reference(loop, folder, seed, ds.task, name=name))
             continue
         loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
         loop.run(rounds, oracle)
-        parts.append(curves_from_study(study, strategy=strategy, seed=seed, pool_size=pool_size, task=ds.task))
-        auto_parts.append(autolabel_from_study(study, strategy=strategy, seed=seed))
+        parts.append(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task))
+        auto_parts.append(autolabel_from_study(study, strategy=name, seed=seed))
     curves = pd.concat(parts, ignore_index=True)[CURVE_COLUMNS]
     curves.to_csv(out / "curves.csv", index=False)
     summary = summarize(curves, budget)
@@ -236,6 +286,7 @@ def run_simulation(
     plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {len(seed_list)} seed(s)")
     text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
             f"test split; full = all pool labels, same model and schedule")
+    text += "; arms: " + ", ".join(f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms)
     if pretrain:
         text += (f"; pretrained representation (SimCLR on the pool, fine-tuning: {finetune}); full = the stronger "
                  f"of {FULL} (scratch) and {FULL_PRETRAINED}")
@@ -276,5 +327,6 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
         tmp.write_text(json.dumps(metrics))
         tmp.replace(cache)
     n = loop.pool_size
-    return pd.DataFrame([(name, seed, 0, n, 1.0, m, float(metrics[f"test_{m}"])) for m in metrics_for(task)],
+    return pd.DataFrame([(name, seed, 0, n, 1.0, m, float(metrics.get(f"test_{m}", math.nan)))
+                         for m in metrics_for(task)],
                         columns=CURVE_COLUMNS)

@@ -116,7 +116,7 @@ def test_audit_pool_labels_waits_for_enough_labels_per_class(samples: Path, tmp_
     path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=20, n_val=6, n_test=6)
     ds = open_dataset(path, progress=False)
     s = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(s, ds, strategy="random", batch_size=4, progress=False)
+    loop = ActiveLearningLoop(s, ds, strategy="random", batch_size=4, progress=False, pretrain=False, semi=False)
     batch = loop.propose()
     for cid in batch["case_id"]:
         loop.save_label(cid, LabelAnswer(value=0, annotator="a"))

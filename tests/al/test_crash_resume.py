@@ -109,7 +109,7 @@ def _worker(ds, data: str, study_dir: str, log: str) -> None:
         return truth(case_id, prelabel)
 
     loop = LoggingLoop(study, ds, strategy="entropy", batch_size=BATCH, seed=0, mc_passes=4, progress=False,
-                       train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=8, seed=0))
+                       train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=8, seed=0), pretrain=False, semi=False)
     loop.run(ROUNDS, slow_oracle)
     f.write(f"DONE t={time.time():.3f}\n")
     f.close()

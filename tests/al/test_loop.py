@@ -38,7 +38,7 @@ def test_rounds_record_selection_labels_models_and_provenance(tiny, tmp_path: Pa
     path, ds = tiny
     study = _study(tmp_path / "s", ds, path)
     loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=6, train_config=FAST, seed=0,
-                              mc_passes=5, evaluate_test=True, progress=False)
+                              mc_passes=5, evaluate_test=True, progress=False, pretrain=False, semi=False)
     results = loop.run(3, simulated_oracle(ds, annotator="sim"))
     assert [r.round for r in results] == [1, 2, 3] and [r.n_labeled for r in results] == [6, 12, 18]
     rounds = study.rounds()
@@ -72,7 +72,7 @@ def test_restart_resumes_half_labelled_round_with_remaining_cases(tiny, tmp_path
     oracle = simulated_oracle(ds)
     study = _study(tmp_path / "s", ds, path)
     loop = ActiveLearningLoop(study, ds, strategy="bald", batch_size=5, train_config=FAST, seed=1, mc_passes=5,
-                              progress=False)
+                              progress=False, pretrain=False, semi=False)
     loop.run_round(oracle)
     batch = loop.propose()  # round 2 starts
     assert loop.round == 2 and len(batch) == 5 and batch["prelabel"].notna().all()
@@ -83,7 +83,7 @@ def test_restart_resumes_half_labelled_round_with_remaining_cases(tiny, tmp_path
 
     study = Study.open(tmp_path / "s")
     again = ActiveLearningLoop(study, ds, strategy="bald", batch_size=5, train_config=FAST, seed=1, mc_passes=5,
-                               progress=False)
+                               progress=False, pretrain=False, semi=False)
     assert again.finished_rounds() == 1
     rest = again.propose()
     assert again.round == 2 and list(rest["case_id"]) == list(batch["case_id"][2:])
@@ -102,11 +102,11 @@ def test_restart_resumes_half_labelled_round_with_remaining_cases(tiny, tmp_path
 def test_random_baseline_is_random_from_the_first_batch(tiny, tmp_path: Path) -> None:
     path, ds = tiny
     study = _study(tmp_path / "s", ds, path)
-    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, seed=3, progress=False)
+    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, seed=3, progress=False, pretrain=False, semi=False)
     batch = loop.propose()
     assert study.rounds().iloc[0]["strategy"] == "random" and len(batch) == 4
     other = _study(tmp_path / "t", ds, path)
-    same_seed = ActiveLearningLoop(other, ds, strategy="random", batch_size=4, seed=3, progress=False).propose()
+    same_seed = ActiveLearningLoop(other, ds, strategy="random", batch_size=4, seed=3, progress=False, pretrain=False, semi=False).propose()
     assert list(same_seed["case_id"]) == list(batch["case_id"])  # seeded: reproducible
 
 
@@ -114,15 +114,15 @@ def test_bad_arguments_raise_named_errors(tiny, tmp_path: Path) -> None:
     path, ds = tiny
     study = _study(tmp_path / "s", ds, path)
     with pytest.raises(ConfigError, match=r"unknown acquisition strategy 'most_interesting'\. Fix: use one of .*hybrid"):
-        ActiveLearningLoop(study, ds, strategy="most_interesting")
+        ActiveLearningLoop(study, ds, strategy="most_interesting", pretrain=False, semi=False)
     with pytest.raises(ConfigError, match="unknown acquisition strategy 'nope'"):
-        ActiveLearningLoop(study, ds, cold_start="nope")
+        ActiveLearningLoop(study, ds, cold_start="nope", pretrain=False, semi=False)
     with pytest.raises(StoreError, match="batch_size"):
-        ActiveLearningLoop(study, ds, batch_size=0)
+        ActiveLearningLoop(study, ds, batch_size=0, pretrain=False, semi=False)
     seg = Study.create(tmp_path / "seg", dataset_path=str(path), task="segmentation", classes={0: "bg", 1: "fg"})
     with pytest.raises(StoreError, match="segmentation study"):
-        ActiveLearningLoop(seg, ds)
-    loop = ActiveLearningLoop(study, ds, progress=False)
+        ActiveLearningLoop(seg, ds, pretrain=False, semi=False)
+    loop = ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False)
     with pytest.raises(StoreError, match="no open round"):
         loop.save_label("train_00000", LabelAnswer(value=1, annotator="x"))
 
@@ -136,7 +136,7 @@ def test_segmentation_rounds_and_nifti_round_trip(samples: Path, tmp_path: Path)
     study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
     loop = ActiveLearningLoop(study, ds, strategy="hybrid", batch_size=3, max_pool=15, mc_passes=4, seed=0,
                               train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=4, seed=0),
-                              progress=False)
+                              progress=False, pretrain=False, semi=False)
     splits = loop.split_ids()  # MSD has no val/test: carved from the labelled cases, disjoint
     assert len(splits["train"]) == 15 and splits["val"] and splits["test"]
     assert not (set(splits["train"]) & set(splits["val"])) and not (set(splits["val"]) & set(splits["test"]))
@@ -171,24 +171,24 @@ def test_segmentation_rounds_and_nifti_round_trip(samples: Path, tmp_path: Path)
 def test_splits_are_saved_in_the_study_and_reused(tiny, tmp_path: Path) -> None:
     path, ds = tiny
     study = _study(tmp_path / "s", ds, path)
-    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, max_pool=30, progress=False)
+    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, max_pool=30, progress=False, pretrain=False, semi=False)
     saved = load_splits(study)
     assert saved == loop.split_ids() and len(saved["train"]) == 30  # the max_pool subset, saved on init
     X, _, ids = loop.arrays("train")
     assert ids == saved["train"] and len(X) == 30
     # reopened without the pool settings (a report, a restarted kernel): the saved splits, not a fresh carve
-    again = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, progress=False)
+    again = ActiveLearningLoop(study, ds, strategy="random", batch_size=4, progress=False, pretrain=False, semi=False)
     assert again.split_ids() == saved and again.pool_size == 30
 
 
 def test_round_is_read_from_the_store(tiny, tmp_path: Path) -> None:
     path, ds = tiny
     study = _study(tmp_path / "s", ds, path)
-    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=3, seed=0, progress=False)
+    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=3, seed=0, progress=False, pretrain=False, semi=False)
     assert loop.round is None
     batch = loop.propose()
     # a second loop on the same study (a restarted kernel) sees the open round and may save its labels
-    other = ActiveLearningLoop(study, ds, strategy="random", batch_size=3, seed=0, progress=False)
+    other = ActiveLearningLoop(study, ds, strategy="random", batch_size=3, seed=0, progress=False, pretrain=False, semi=False)
     assert other.round == loop.round == 1
     lid = other.save_label(batch["case_id"].iloc[0], LabelAnswer(value=1, annotator="x"))
     row = study.labels().set_index("label_id").loc[lid]

@@ -113,8 +113,8 @@ def test_loop_with_pretraining_runs_rounds_from_the_pretrained_trunk(tiny, tmp_p
 
     with pytest.raises(ConfigError):
         loop("bad", finetune="partly")
-    pix = loop("pixels")
-    pre = loop("pretrained", pretrain=True, pretrain_config=QUICK)
+    pix = loop("pixels", pretrain=False, semi=False)
+    pre = loop("pretrained", pretrain=True, pretrain_config=QUICK, finetune="head", semi=False)
     results = pre.run(2, simulated_oracle(ds))
     assert [r.n_labeled for r in results] == [6, 12]
     cached = list((tmp_path / "pretrained" / "cache" / "pretrain").glob("*.pt"))
@@ -131,7 +131,7 @@ def test_loop_with_pretraining_runs_rounds_from_the_pretrained_trunk(tiny, tmp_p
         model, _ = load_checkpoint(m)
         assert _same(model.trunk.state_dict(), rep.trunk_state)
     # a result handed in (a simulation shares one) is used as is: no pretraining in that study
-    shared = loop("shared", pretrained=rep, finetune="full")
+    shared = loop("shared", pretrained=rep, semi=False)  # finetune="full" by default
     shared.run(1, simulated_oracle(ds))
     assert not (tmp_path / "shared" / "cache" / "pretrain").exists()
     assert shared.study.rounds().iloc[0]["selected_ids"] == rounds.iloc[0]["selected_ids"]  # same embedding

@@ -30,7 +30,7 @@ def test_loop_checkpoint_records_size_and_report_explain_use_it(samples: Path, t
     assert default_size(ds) is None  # the default is the native 28x28: a custom size must be recorded
     study = Study.create(tmp_path / "study", dataset_path=str(path), task=ds.task, classes=ds.classes)
     loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=10, train_config=FAST, seed=0,
-                              size=(16, 16), progress=False)
+                              size=(16, 16), progress=False, pretrain=False, semi=False)
     loop.run(1, simulated_oracle(ds))
     ckpt = Path(study.models().iloc[-1]["checkpoint_path"])
     model, meta = load_checkpoint(ckpt)

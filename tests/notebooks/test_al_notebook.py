@@ -27,7 +27,8 @@ def test_al_notebook_runs_rounds_with_simulated_reviewer(samples: Path, tmp_path
     executed, html = execute_notebook(
         "02_active_learning",
         {"data": str(data), "study_dir": str(study_dir), "strategy": "entropy", "batch_size": 12, "rounds": 3,
-         "annotator": "sim-reader", "simulate_oracle": True, "epochs": 3, "audit_folds": 3},
+         "annotator": "sim-reader", "simulate_oracle": True, "epochs": 3, "audit_folds": 3,
+         "pretrain_steps": 5},
         tmp_path / "out",
     )
     assert html.stat().st_size > 10_000

@@ -49,36 +49,36 @@ def test_simulate_cli_on_real_subset(samples: Path, tmp_path: Path, capsys: pyte
     data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "pneumonia_small.npz", n_train=120, n_val=40, n_test=60)
     out = tmp_path / "sim"
     argv = ["simulate", str(data), "--strategy", "random", "--strategy", "entropy", "--budget", "0.2",
-            "--rounds", "2", "--seeds", "1", "--epochs", "2", "--out", str(out)]
+            "--rounds", "2", "--seeds", "1", "--epochs", "2", "--pipeline", "scratch", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     curves = pd.read_csv(out / "curves.csv")
     assert list(curves.columns) == CURVE_COLUMNS
-    assert set(curves["strategy"]) == {"random", "entropy", "full"}
-    assert set(curves["metric"]) == {"auc", "accuracy"}
+    assert set(curves["strategy"]) == {"random-scratch", "entropy-scratch", "full"}
+    assert set(curves["metric"]) == {"auc", "accuracy", "balanced_accuracy"}
     full = curves[curves["strategy"] == "full"]
-    assert len(full) == 2 and (full["fraction_labeled"] == 1.0).all() and (full["n_labeled"] == 120).all()
-    for strategy in ("random", "entropy"):
+    assert len(full) == 3 and (full["fraction_labeled"] == 1.0).all() and (full["n_labeled"] == 120).all()
+    for strategy in ("random-scratch", "entropy-scratch"):
         c = curves[(curves["strategy"] == strategy) & (curves["metric"] == "auc")].sort_values("round")
         assert list(c["round"]) == [1, 2]
         assert list(c["n_labeled"]) == [12, 24]  # 20% of 120 in 2 equal batches
         assert c["value"].between(0, 1).all()
     assert (out / "curves.png").stat().st_size > 1000
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["strategy"]) == {"random", "entropy"}
-    for strategy in ("random", "entropy"):
+    assert set(summary["strategy"]) == {"random-scratch", "entropy-scratch"}
+    for strategy in ("random-scratch", "entropy-scratch"):
         assert strategy in printed
     assert "labels to 95%" in printed and "labels to 98%" in printed
     assert (out / "table.txt").read_text().strip() in printed
     # auto-label outcome of each model-made pre-label batch (round 2; round 1 is the model-free first batch)
     auto = pd.read_csv(out / "autolabel.csv")
-    assert set(auto["strategy"]) == {"random", "entropy"} and list(auto["round"].unique()) == [2]
+    assert set(auto["strategy"]) == {"random-scratch", "entropy-scratch"} and list(auto["round"].unique()) == [2]
     assert (auto["n_batch"] == 12).all() and (auto["n_auto_errors"] <= auto["n_auto"]).all()
     assert "auto-labels of the proposed batches" in printed
     # every curve point is a model recorded in a real study, with its labels
     from medwb.store import Study
 
-    with Study.open(out / "studies" / "entropy-seed0") as st:
+    with Study.open(out / "studies" / "entropy-scratch-seed0") as st:
         assert len(st.labels()) == 24 and list(st.models()["round"]) == [1, 2]
         assert list(st.rounds()["strategy"]) == ["cold_start", "entropy"]  # label-free cold start first
     # re-running resumes from the stored studies: same curves, nothing retrained

@@ -38,15 +38,16 @@ def test_simulate_cli_max_pool_and_size(samples: Path, tmp_path: Path) -> None:
     data = _subset(samples, tmp_path / "pneumonia_small.npz")
     out = tmp_path / "sim"
     argv = ["simulate", str(data), "--strategy", "entropy", "--budget", "0.4", "--rounds", "1", "--seeds", "0,",
-            "--epochs", "1", "--max-pool", "50", "--size", "16", "--mc-passes", "3", "--quiet", "--out", str(out)]
+            "--epochs", "1", "--max-pool", "50", "--size", "16", "--mc-passes", "3", "--quiet", "--out", str(out),
+            "--pipeline", "scratch"]
     assert main(argv) == 0
     curves = pd.read_csv(out / "curves.csv")
     assert list(curves.columns) == CURVE_COLUMNS
-    assert set(curves["strategy"]) == {"entropy", "full"} and set(curves["seed"]) == {0}
-    assert set(curves["metric"]) == {"auc", "accuracy"}
+    assert set(curves["strategy"]) == {"entropy-scratch", "full"} and set(curves["seed"]) == {0}
+    assert set(curves["metric"]) == {"auc", "accuracy", "balanced_accuracy"}
     full = curves[curves["strategy"] == "full"]
     assert (full["n_labeled"] == 50).all()  # the 200-case pool was cut to --max-pool 50
-    ent = curves[curves["strategy"] == "entropy"]
+    ent = curves[curves["strategy"] == "entropy-scratch"]
     assert list(ent["round"].unique()) == [1]
     assert (ent["n_labeled"] == 20).all() and np.allclose(ent["fraction_labeled"], 0.4)  # 40% of 50, not of 200
     assert curves["value"].between(0, 1).all()
@@ -54,7 +55,7 @@ def test_simulate_cli_max_pool_and_size(samples: Path, tmp_path: Path) -> None:
 
     from medwb.store import Study
 
-    with Study.open(out / "studies" / "entropy-seed0") as st:
+    with Study.open(out / "studies" / "entropy-scratch-seed0") as st:
         assert int(st.rounds().iloc[0]["params"]["pool_size"]) == 50
         assert len(st.labels()) == 20
 

@@ -1,4 +1,5 @@
-"""`medwb simulate --pretrain`: one pretraining shared by every run, the full-pretrained reference, and the
+"""`medwb simulate` arms (STRATEGY[:PIPELINE]): one pretraining shared by every pretrained arm, the
+full-pretrained reference, FixMatch rounds in the default pipeline, the scratch baseline beside it, and the
 summary against the stronger all-labels reference; on a small real PneumoniaMNIST subset."""
 from __future__ import annotations
 
@@ -10,19 +11,34 @@ from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, summarize
 from medwb.cli import build_parser, main
-from medwb.pipelines.simulate import CURVE_COLUMNS
+from medwb.errors import ConfigError
+from medwb.pipelines.simulate import CURVE_COLUMNS, Arm, parse_arm
 
 
 def test_simulate_pretrain_parser_options() -> None:
     a = build_parser().parse_args(["simulate", "d.npz", "--out", "o"])
-    assert (a.pretrain, a.finetune, a.pretrain_epochs, a.pretrain_max_seconds) == (False, "head", None, None)
-    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--pretrain", "--finetune", "full",
-                                   "--pretrain-epochs", "3", "--pretrain-max-seconds", "60"])
-    assert (a.pretrain, a.finetune, a.pretrain_epochs, a.pretrain_max_seconds) == (True, "full", 3, 60.0)
+    assert (a.pipeline, a.finetune, a.pretrain_epochs, a.pretrain_max_seconds) == ("medwb", "full", None, None)
+    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--pipeline", "pretrained", "--finetune",
+                                   "head", "--pretrain-epochs", "3", "--pretrain-max-seconds", "60"])
+    assert (a.pipeline, a.finetune, a.pretrain_epochs, a.pretrain_max_seconds) == ("pretrained", "head", 3, 60.0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--finetune", "partly"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--pipeline", "magic"])
     a = build_parser().parse_args(["pretrain", "d.npz", "--study", "s", "--epochs", "2", "--max-seconds", "5"])
     assert (a.pretrain_epochs, a.pretrain_max_seconds, a.size, a.max_pool) == (2, 5.0, None, None)
+
+
+def test_arms_name_strategy_and_pipeline() -> None:
+    assert parse_arm("hybrid") == Arm("hybrid", "medwb") and parse_arm("hybrid").label == "hybrid"
+    scratch = parse_arm("random:scratch")
+    assert (scratch.label, scratch.pretrain, scratch.semi) == ("random-scratch", False, False)
+    assert parse_arm("entropy", "pretrained").label == "entropy-pretrained"
+    assert (parse_arm("random:semi").pretrain, parse_arm("random:semi").semi) == (False, True)
+    with pytest.raises(ConfigError, match="not a training pipeline"):
+        parse_arm("random:magic")
+    with pytest.raises(ConfigError):
+        parse_arm("most_interesting:scratch")
 
 
 def test_summarize_uses_the_stronger_reference_and_reads_old_curves() -> None:
@@ -41,30 +57,36 @@ def test_summarize_uses_the_stronger_reference_and_reads_old_curves() -> None:
 
 
 @pytest.mark.slow
-def test_simulate_pretrain_writes_full_pretrained_rows(samples: Path, tmp_path: Path) -> None:
+def test_simulate_default_pipeline_beside_scratch(samples: Path, tmp_path: Path) -> None:
     data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=80, n_val=30, n_test=30)
     out = tmp_path / "sim"
-    argv = ["simulate", str(data), "--strategy", "random", "--strategy", "hybrid", "--budget", "0.2", "--rounds",
-            "2", "--seeds", "2", "--epochs", "1", "--max-pool", "60", "--mc-passes", "3", "--pretrain",
-            "--pretrain-epochs", "1", "--quiet", "--out", str(out)]
+    argv = ["simulate", str(data), "--strategy", "hybrid", "--strategy", "random:scratch", "--budget", "0.2",
+            "--rounds", "2", "--seeds", "2", "--epochs", "1", "--max-pool", "60", "--mc-passes", "3",
+            "--pretrain-epochs", "1", "--train", "max_seconds=1", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     curves = pd.read_csv(out / "curves.csv")
     assert list(curves.columns) == CURVE_COLUMNS
-    assert set(curves["strategy"]) == {FULL, FULL_PRETRAINED, "random", "hybrid"}
+    assert set(curves["strategy"]) == {FULL, FULL_PRETRAINED, "hybrid", "random-scratch"}
     ref = curves[curves["strategy"] == FULL_PRETRAINED]
-    assert len(ref) == 4 and (ref["n_labeled"] == 60).all() and set(ref["seed"]) == {0, 1}
+    assert len(ref) == 6 and (ref["n_labeled"] == 60).all() and set(ref["seed"]) == {0, 1}
     # one pretraining for the whole simulation, under OUT; no study pretrained on its own
     assert len(list((out / "cache" / "pretrain").glob("*.pt"))) == 1
     assert not list((out / "studies").glob("*/cache/pretrain/*"))
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["strategy"]) == {"random", "hybrid"}
+    assert set(summary["strategy"]) == {"hybrid", "random-scratch"}
     assert set(summary["full_reference"]) <= {FULL, FULL_PRETRAINED}
     text = (out / "table.txt").read_text()
-    assert "pretrained representation" in text and "fine-tuning: head" in text
+    assert "pretrained representation" in text and "random-scratch (random, scratch)" in text
 
     from medwb.store import Study
 
     with Study.open(out / "studies" / "hybrid-seed1") as st:
-        assert all(p["pretrained"] for p in st.rounds()["params"])
+        assert all(p["pretrained"] and p["semi"] for p in st.rounds()["params"])
+        assert all(m["semi"] == 1.0 for m in st.models()["metrics"])  # FixMatch rounds
+        # pseudo-labels are training signal only: the store holds exactly the oracle's labels
+        assert len(st.labels()) == 12 and set(st.labels()["source"]) <= {"human", "corrected"}
+    with Study.open(out / "studies" / "random-scratch-seed0") as st:
+        assert not any(p["pretrained"] or p["semi"] for p in st.rounds()["params"])
+        assert all(m["semi"] == 0.0 for m in st.models()["metrics"])
     with Study.open(out / "studies" / "full-seed0") as st:
         assert len(st.rounds()) == 0  # the scratch reference stays scratch

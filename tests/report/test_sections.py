@@ -54,7 +54,7 @@ def test_carved_splits_and_arrays_are_the_loops(samples: Path, tmp_path: Path) -
 
     ds = open_dataset(samples / "segmentation_2d" / "chase_db1", progress=False)
     study = Study.create(tmp_path / "s", dataset_path=str(ds.path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(study, ds, progress=False, max_pool=10)
+    loop = ActiveLearningLoop(study, ds, progress=False, max_pool=10, pretrain=False, semi=False)
     study.start_round(1, "random", {"k": 2, "pool_size": 10}, [], [])
     splits = C.study_splits(study, ds, {})
     assert splits == loop.split_ids() and len(splits["train"]) == 10 and splits["val"]

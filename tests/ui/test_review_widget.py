@@ -229,7 +229,7 @@ def test_review_next_round_cold_start_with_simulated_reviewer(samples: Path, tmp
     path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
     ds = open_dataset(path, progress=False)
     study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=4, seed=0, progress=False)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=4, seed=0, progress=False, pretrain=False, semi=False)
     q = review_next_round(loop, annotator="sim", simulate=True)
     assert q is not None and q.done and [d["action"] for d in q.decisions] == ["choose"] * 4
     labels = study.labels()
