@@ -28,11 +28,8 @@ def _cmd_explore(a: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_simulate(a: argparse.Namespace) -> int:
-    from medwb.pipelines.simulate import run_simulation
-
-    run_simulation(
-        a.data,
+def _simulation_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    return dict(
         strategies=a.strategy or ["hybrid", "random", "random:scratch"],
         budget=a.budget,
         rounds=a.rounds,
@@ -49,7 +46,28 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
         finetune=a.finetune,
         pretrain_config=_pretrain_config(a),
     )
+
+
+def _cmd_simulate(a: argparse.Namespace) -> int:
+    from medwb.pipelines.simulate import run_simulation
+
+    run_simulation(a.data, **_simulation_kwargs(a))
     return 0
+
+
+def _cmd_class_sweep(a: argparse.Namespace) -> int:
+    from medwb.pipelines.class_sweep import run_class_sweep
+
+    table = run_class_sweep(a.data, class_counts=a.classes, **_simulation_kwargs(a))
+    print(table.to_string(index=False))
+    return 0
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass class counts like 2,4,6,8") from None
 
 
 def _pretrain_config(a: argparse.Namespace) -> Any:
@@ -196,27 +214,8 @@ def _pretrain_args(s: argparse.ArgumentParser) -> None:
                    help="wall-clock cap of pretraining (an unfinished run is resumed next time)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medwb", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"medwb {__import__('medwb').__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("check", help="data-quality report for a dataset; exits non-zero on errors")
-    s.add_argument("data", help="dataset: .npz, NIfTI folder, DICOM folder/DICOMDIR or image folder")
-    s.add_argument("--near-dup-distance", type=int, default=4,
-                   help="perceptual-hash Hamming distance counted as a near duplicate (default 4)")
-    s.add_argument("--metadata", default=None,
-                   help="CSV with a case_id column (sex, age, site, ...) joined onto the cohort "
-                        "(default: DATA/metadata.csv when present)")
-    s.set_defaults(func=_cmd_check)
-
-    s = sub.add_parser("explore", help="run the bundled 01_explore notebook on a dataset (executed notebook + HTML)")
-    s.add_argument("data")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
-    s.set_defaults(func=_cmd_explore)
-
-    s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
+def _simulation_args(s: argparse.ArgumentParser) -> None:
+    """The options of `medwb simulate` (shared by `medwb class-sweep`)."""
     s.add_argument("data")
     s.add_argument("--strategy", action="append", metavar="STRATEGY[:PIPELINE]",
                    help="an arm (repeatable): acquisition strategy, optionally with its training pipeline, e.g. "
@@ -244,7 +243,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "from random init); a pretrained arm adds the full-pretrained reference")
     _pretrain_args(s)
     s.add_argument("--out", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medwb", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"medwb {__import__('medwb').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("check", help="data-quality report for a dataset; exits non-zero on errors")
+    s.add_argument("data", help="dataset: .npz, NIfTI folder, DICOM folder/DICOMDIR or image folder")
+    s.add_argument("--near-dup-distance", type=int, default=4,
+                   help="perceptual-hash Hamming distance counted as a near duplicate (default 4)")
+    s.add_argument("--metadata", default=None,
+                   help="CSV with a case_id column (sex, age, site, ...) joined onto the cohort "
+                        "(default: DATA/metadata.csv when present)")
+    s.set_defaults(func=_cmd_check)
+
+    s = sub.add_parser("explore", help="run the bundled 01_explore notebook on a dataset (executed notebook + HTML)")
+    s.add_argument("data")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
+    s.set_defaults(func=_cmd_explore)
+
+    s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
+    _simulation_args(s)
     s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("class-sweep", help="labels needed vs number of classes: simulate nested class subsets "
+                                           "(MedMNIST-layout NPZ) -> class_sweep.csv / .png")
+    s.add_argument("--classes", type=_counts, default=[2, 4, 6, 8],
+                   help="class counts, e.g. 2,4,6,8 (nested subsets of a seeded class order)")
+    _simulation_args(s)
+    s.set_defaults(func=_cmd_class_sweep)
 
     s = sub.add_parser("pretrain", help="self-supervised pretraining on a study's pool, cached in the study")
     s.add_argument("data")

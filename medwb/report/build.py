@@ -62,11 +62,13 @@ def html_to_pdf(html: str | Path, pdf: str | Path, *, timeout_s: int = 180) -> P
     return pdf
 
 
-def _discover(study: Path) -> tuple[Path | None, Path | None]:
-    """Simulation curves and explanation outputs that belong to a study, when they sit in the usual places.
+def _discover(study: Path) -> tuple[Path | None, Path | None, Path | None]:
+    """Simulation curves, explanation outputs and a class-count sweep that belong to a study, when they sit in
+    the usual places.
 
     ``medwb simulate --out OUT`` writes studies under ``OUT/studies/<name>/`` and ``OUT/curves.csv``; the demo
-    writes explanations under ``<study>/exports/explain``.
+    writes explanations under ``<study>/exports/explain``; a class sweep (``medwb.pipelines.class_sweep``) writes
+    ``SWEEP/classes_<k>/studies/<name>/`` and ``SWEEP/class_sweep.csv``.
     """
     curves = None
     for c in (study / "curves.csv", study.parent.parent / "curves.csv"):
@@ -74,7 +76,8 @@ def _discover(study: Path) -> tuple[Path | None, Path | None]:
             curves = c
             break
     explain = study / "exports" / "explain"
-    return curves, explain if explain.is_dir() else None
+    sweep = study.parent.parent.parent / "class_sweep.csv"
+    return curves, explain if explain.is_dir() else None, sweep if sweep.is_file() else None
 
 
 def build_report(
@@ -85,6 +88,7 @@ def build_report(
     dataset: str | Path | None = None,
     simulation_curves: str | Path | None = None,
     explain_dir: str | Path | None = None,
+    class_sweep: str | Path | None = None,
     seed: int = 0,
     n_bootstrap: int = 1000,
     stem: str = "validation_report",
@@ -101,7 +105,7 @@ def build_report(
         raise StoreError(f"{study}: no study here ({DB_NAME} missing). Fix: pass a study folder made by "
                          "medwb simulate / the active-learning notebook")
     out = Path(out_dir).resolve()
-    found_curves, found_explain = _discover(study)
+    found_curves, found_explain, found_sweep = _discover(study)
     params = {
         "study": str(study),
         "dataset": None if dataset is None else str(Path(dataset).resolve()),
@@ -109,6 +113,7 @@ def build_report(
         (str(found_curves) if found_curves else None),
         "explain_dir": str(Path(explain_dir).resolve()) if explain_dir else
         (str(found_explain) if found_explain else None),
+        "class_sweep": str(Path(class_sweep).resolve()) if class_sweep else (str(found_sweep) if found_sweep else None),
         "seed": int(seed),
         "n_bootstrap": int(n_bootstrap),
     }

@@ -143,3 +143,21 @@ def validation_curve_figure(val: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def class_sweep_figure(sweep: pd.DataFrame) -> Figure:
+    """Labels needed to reach 98% of all labels against the number of classes, one line per strategy and
+    metric (``class_sweep.csv`` of :func:`medwb.pipelines.class_sweep.run_class_sweep`); unreached points
+    are left out."""
+    metrics = list(dict.fromkeys(sweep["metric"]))
+    fig, axes = _fig(5 * len(metrics), 4, len(metrics))
+    for ax, metric in zip(axes, metrics):
+        s = sweep[sweep["metric"] == metric]
+        for i, (strat, d) in enumerate(s.groupby("strategy", sort=False)):
+            d = d.sort_values("n_classes")
+            ax.plot(d["n_classes"], d["labels_to_98pct"], marker="o", c=f"C{i}", label=strat)
+        ax.set(xlabel="number of classes", ylabel="labels to 98% of all labels",
+               title=f"Labels needed vs classes: {metric}", xticks=sorted(s["n_classes"].unique()))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig

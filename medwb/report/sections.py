@@ -441,6 +441,17 @@ def labels_to_reach(curves: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
     return budget, summarize(curves, budget)
 
 
+def class_sweep_table(sweep_csv: str | Path | None) -> pd.DataFrame:
+    """The class-count sweep (``class_sweep.csv`` of :func:`medwb.pipelines.class_sweep.run_class_sweep`) as the
+    report shows it: one row per class count, strategy and metric; empty without a file."""
+    if not sweep_csv or not Path(sweep_csv).is_file():
+        return pd.DataFrame()
+    t = pd.read_csv(sweep_csv)
+    cols = ["n_classes", "strategy", "metric", "pool", "full_value", "value_at_budget", "share_of_full",
+            "labels_to_98pct", "fraction_to_98pct", "seeds"]
+    return t[[c for c in cols if c in t]].sort_values(["metric", "strategy", "n_classes"]).reset_index(drop=True)
+
+
 # ---------------------------------------------------------------------------------------------------- XAI
 def explanation_outputs(explain_dir: str | Path | None) -> tuple[pd.DataFrame, list[Path]]:
     """(sanity-check table, overlay images) from the explanations step's output folder (``medwb explain``)."""
@@ -572,13 +583,15 @@ def git_commit(path: str | Path | None = None) -> str:
 
 
 def report_parameters(study: str | Path, dataset: str | Path | None, simulation_curves: str | Path | None,
-                      explain_dir: str | Path | None, seed: int, n_bootstrap: int) -> dict[str, Any]:
+                      explain_dir: str | Path | None, seed: int, n_bootstrap: int,
+                      class_sweep: str | Path | None = None) -> dict[str, Any]:
     """The notebook's parameters as JSON-able values (the provenance table lists them)."""
     def opt(v: str | Path | None) -> str | None:
         return None if v is None else str(v)
 
     return {"study": str(study), "dataset": opt(dataset), "simulation_curves": opt(simulation_curves),
-            "explain_dir": opt(explain_dir), "seed": seed, "n_bootstrap": n_bootstrap}
+            "explain_dir": opt(explain_dir), "class_sweep": opt(class_sweep), "seed": seed,
+            "n_bootstrap": n_bootstrap}
 
 
 def provenance_table(*, dataset_path: str | Path, data_hash: str, study_dir: str | Path, parameters: dict[str, Any],
