@@ -90,6 +90,10 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
     assert external_urls(html) == []
     curves = pd.read_csv(out / "simulation" / "curves.csv")
     assert {"random-scratch", "hybrid", "full", "full-pretrained"} <= set(curves["strategy"])
+    head = (out / "simulation" / "headline.txt").read_text()
+    assert "hybrid" in head and "random-scratch" in head and "labels to 98% of all labels" in head
+    assert "auto-labels, hybrid" in head
+    assert "Headline: medwb against random + scratch" in (out / "index.html").read_text()
     lc = pd.read_csv(v / "tables" / "learning_curves.csv")
     assert {"random-scratch", "hybrid", "full"} <= set(lc["strategy"])  # the report shows medwb against random + scratch
     m = pd.read_csv(v / "tables" / "metrics.csv")

@@ -82,6 +82,43 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compare_arms(summary: pd.DataFrame, arm: str, baseline: str) -> pd.DataFrame:
+    """Per metric: ``arm`` against ``baseline`` from a :func:`summarize` table (e.g. medwb's default pipeline
+    against random + scratch): value at the budget of each, labels each needs to reach 98% of the all-labels
+    result, and ``label_ratio`` = arm's labels / baseline's (below 1: the arm saves labels). A baseline that
+    never reaches 98% within the budget gives ``label_ratio`` as an upper bound against the budget
+    (``ratio_is_bound`` True); an arm that never reaches it gives NaN."""
+    a = summary[summary["strategy"] == arm].set_index("metric")
+    b = summary[summary["strategy"] == baseline].set_index("metric")
+    rows = []
+    for metric in [m for m in a.index if m in b.index]:
+        na, nb = float(a.loc[metric, "labels_to_98pct"]), float(b.loc[metric, "labels_to_98pct"])
+        bound = nb != nb and na == na
+        nb_eff = float(b.loc[metric, "n_labeled_at_budget"]) if bound else nb
+        rows.append({"metric": metric, "arm": arm, "baseline": baseline,
+                     "arm_at_budget": float(a.loc[metric, "value_at_budget"]),
+                     "baseline_at_budget": float(b.loc[metric, "value_at_budget"]),
+                     "full_value": float(a.loc[metric, "full_value"]),
+                     "arm_labels_to_98pct": na, "baseline_labels_to_98pct": nb,
+                     "label_ratio": na / nb_eff if na == na and nb_eff else math.nan, "ratio_is_bound": bound})
+    return pd.DataFrame(rows)
+
+
+def format_comparison(cmp: pd.DataFrame) -> str:
+    """The headline lines of :func:`compare_arms` for a console or an index page."""
+    lines = []
+    for r in cmp.itertuples(index=False):
+        def need(n: float) -> str:
+            return "not reached" if n != n else f"{n:.0f}"
+
+        ratio = ("n/a" if r.label_ratio != r.label_ratio else
+                 f"{'< ' if r.ratio_is_bound else ''}{r.label_ratio:.2f}x the labels")
+        lines.append(f"{r.metric}: {r.arm} {r.arm_at_budget:.3f} vs {r.baseline} {r.baseline_at_budget:.3f} at the "
+                     f"budget (all labels {r.full_value:.3f}); labels to 98% of all labels: {need(r.arm_labels_to_98pct)}"
+                     f" vs {need(r.baseline_labels_to_98pct)} ({ratio})")
+    return "\n".join(lines)
+
+
 #: the validation metrics a round records, one per task
 VALIDATION_METRICS = ("val_auc", "val_accuracy", "val_dice")
 

@@ -82,6 +82,36 @@ def _run(stage: Stage, fn: Callable[[], list[tuple[str, Path]]]) -> Stage:
     return stage
 
 
+def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
+    """``SIM/headline.txt``: medwb's default pipeline (the first arm) against what users do without it (the
+    last arm, random + scratch): metric at the budget, labels to 98% of all labels and their ratio
+    (:func:`medwb.al.curves.compare_arms`), and the auto-labels each arm's models would have accepted at the
+    target error with the errors measured against the truth."""
+    import pandas as pd
+
+    from medwb.al.curves import compare_arms, format_comparison
+    from medwb.pipelines.simulate import parse_arm, summarize_autolabel
+
+    arm, baseline = parse_arm(strategies[0]).label, parse_arm(strategies[-1]).label
+    summary = pd.read_csv(sim_dir / "summary.csv")
+    cmp = compare_arms(summary, arm, baseline)
+    cmp.to_csv(sim_dir / "headline.csv", index=False)
+    lines = [f"medwb's default pipeline ({arm}: SimCLR-pretrained trunk, FixMatch rounds, {arm} acquisition) "
+             f"against {baseline} (random picking, supervised from scratch: what users do without medwb)",
+             format_comparison(cmp)]
+    auto_csv = sim_dir / "autolabel.csv"
+    auto = pd.read_csv(auto_csv) if auto_csv.is_file() else pd.DataFrame()
+    if len(auto):
+        for r in summarize_autolabel(auto).itertuples(index=False):
+            err = "-" if r.auto_accepted == 0 else f"{r.auto_error:.1%} measured (95% upper bound {r.auto_error_upper95:.1%})"
+            lines.append(f"auto-labels, {r.strategy}: {r.auto_accepted} of {r.proposed} proposed cases "
+                         f"({r.coverage:.0%}) confident enough at the 2% target; error {err}")
+    path = sim_dir / "headline.txt"
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return path
+
+
 def pick_study(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
     """The study the report describes: the first non-random strategy's seed-0 study (else random's)."""
     from medwb.pipelines.simulate import parse_arm
@@ -128,8 +158,10 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
         run_simulation(data, strategies=list(cfg.strategies), budget=cfg.budget, rounds=cfg.rounds, seeds=cfg.seeds,
                        out_dir=sim_dir, epochs=cfg.epochs, max_pool=cfg.max_pool,
                        pretrain_config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps))
+        write_headline(sim_dir, cfg.strategies)
         outs = [("learning curves (PNG)", sim_dir / "curves.png"), ("curves table (CSV)", sim_dir / "curves.csv"),
-                ("summary table (CSV)", sim_dir / "summary.csv")]
+                ("summary table (CSV)", sim_dir / "summary.csv"), ("medwb against random + scratch (text)",
+                                                                    sim_dir / "headline.txt")]
         return [(k, p) for k, p in outs if p.exists()]
 
     sim = _run(Stage("2. active learning against random (simulated annotator)"), simulate)
@@ -205,6 +237,9 @@ def write_index(out: Path, stages: list[Stage], *, data: Path, study: Path | Non
                      f'{html.escape(os.path.relpath(p, out))}" alt="{html.escape(k)}"></a><figcaption>{html.escape(k)}'
                      "</figcaption></figure>"
                      for s in stages for k, p in s.outputs if p.suffix == ".png" and p.exists())
+    head_txt = next((p for s in stages for k, p in s.outputs if p.name == "headline.txt" and p.exists()), None)
+    headline = ("" if head_txt is None else
+                f"<h2>Headline: medwb against random + scratch</h2><pre>{html.escape(head_txt.read_text())}</pre>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>medwb demo: reports</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}small{{color:#666}}
@@ -215,7 +250,7 @@ figure img{{width:100%;border:1px solid #ccc}}code{{background:#f4f4f4}}</style>
 <code>{html.escape(os.path.relpath(study, out) if study else 'none')}</code>; started {started:%Y-%m-%d %H:%M} UTC;
 total {total_s:.0f} s. Everything here was computed offline on this machine.</p>
 {''.join(rows)}
-<h2>Figures</h2>{thumbs}
+{headline}<h2>Figures</h2>{thumbs}
 </body></html>
 """
     p = out / "index.html"

@@ -56,6 +56,20 @@ def test_summarize_uses_the_stronger_reference_and_reads_old_curves() -> None:
     assert old.loc["auc", "fraction_at_budget"] == 0.1
 
 
+def test_compare_arms_gives_the_label_ratio() -> None:
+    from medwb.al.curves import compare_arms, format_comparison
+
+    rows = [(FULL, 0, 0, 100, 1.0, "auc", 0.90)]
+    rows += [("hybrid", 0, r, n, n / 100, "auc", v) for r, n, v in ((1, 5, 0.89), (2, 10, 0.90))]
+    rows += [("random-scratch", 0, r, n, n / 100, "auc", v) for r, n, v in ((1, 5, 0.70), (2, 10, 0.80))]
+    s = summarize(pd.DataFrame(rows, columns=CURVE_COLUMNS), 0.1)
+    cmp = compare_arms(s, "hybrid", "random-scratch").iloc[0]
+    # hybrid reaches 0.882 at its first point (5 labels); the baseline never does: the ratio is a bound
+    assert cmp["arm_labels_to_98pct"] == 5 and cmp["ratio_is_bound"] and cmp["label_ratio"] == pytest.approx(0.5)
+    text = format_comparison(compare_arms(s, "hybrid", "random-scratch"))
+    assert "not reached" in text and "< 0.50x the labels" in text
+
+
 @pytest.mark.slow
 def test_simulate_default_pipeline_beside_scratch(samples: Path, tmp_path: Path) -> None:
     data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=80, n_val=30, n_test=30)
