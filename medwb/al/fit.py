@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from medwb.models.pretrain import PretrainResult
 
 
+def uses_semi(task: Task, ndim: int, semi: bool | None) -> bool:
+    """Whether rounds train with FixMatch: classification only (it needs class pseudo-labels); ``None`` means 2D
+    only, since a 3D FixMatch step of 128 volumes costs seconds on a CPU and its schedule is not yet measured
+    (``True`` asks for it in 3D too)."""
+    return task == "classification" and (ndim == 2 if semi is None else bool(semi))
+
+
 def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *,
               task: Task, config: TrainConfig, pretrained: PretrainResult | str | Path | None = None,
               finetune: str = "full", semi: bool = False, X_unlabelled: np.ndarray | None = None,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
+from medwb.al.fit import uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
@@ -80,8 +81,8 @@ class ActiveLearningLoop:
     The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained``
     result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold
     start in that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head");
-    ``semi=True`` trains classification rounds with FixMatch on the labels plus the rest of the pool (pseudo-labels
-    never reach the store; segmentation trains supervised). ``pretrain=False, semi=False``: the plain baseline.
+    ``semi`` (default: 2D classification) trains rounds with FixMatch on the labels plus the rest of the pool
+    (pseudo-labels never reach the store; segmentation trains supervised). ``pretrain=False, semi=False``: the plain baseline.
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class ActiveLearningLoop:
         pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None,
         finetune: str = "full",
-        semi: bool = True,
+        semi: bool | None = None,
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -134,7 +135,7 @@ class ActiveLearningLoop:
         self._model_version: str | None = None
         self.pretrain = bool(pretrain or pretrained is not None)
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
-        self.semi = bool(semi) and dataset.task == "classification"  # FixMatch needs class pseudo-labels
+        self.semi = uses_semi(dataset.task, dataset.ndim, semi)
         self._pretrained = pretrained
         self.data = SplitArrays(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size)
 

@@ -59,10 +59,10 @@ def pretrained_representation(study: Study | str | Path, X_pool: np.ndarray, *, 
     ``data_hash``: a stable hash of the pool images; default :func:`~medwb.models.pretrain.data_fingerprint`
     of ``X_pool`` (dtype, shape and bytes: the input size is part of it).
     """
-    from medwb.models.pretrain import (PretrainConfig, data_fingerprint, load_pretrained, pretrain, pretrain_key,
-                                       save_pretrained)
+    from medwb.models.pretrain import (data_fingerprint, default_pretrain_config, load_pretrained, pretrain,
+                                       pretrain_key, save_pretrained)
 
-    config = config or PretrainConfig()
+    config = config or default_pretrain_config(build_args)
     key = pretrain_key(data_hash or data_fingerprint(np.asarray(X_pool)), build_args, config)
     layout = _layout(study)
     final, partial = layout.pretrained(key), layout.pretrain_partial(key)

@@ -136,6 +136,15 @@ class PretrainResult:
         return self.epochs_done >= (self.epochs_planned or self.config.epochs or 1)
 
 
+def default_pretrain_config(build_args: Mapping[str, Any]) -> PretrainConfig:
+    """The schedule a network gets when none is given: :class:`PretrainConfig` defaults for 2D; for 3D batches
+    of 32 and 150 steps, since a 3D step of 128 volumes costs ~4 s on 2 cores at 28^3 (600 such steps would
+    take about 40 minutes; benchmarks/pretrain/results_3d.txt)."""
+    if int(build_args.get("spatial_dims", 2)) == 3:
+        return PretrainConfig(batch_size=32, steps=150)
+    return PretrainConfig()
+
+
 def planned_epochs(config: PretrainConfig, n_pool: int) -> int:
     """Epochs of a run on ``n_pool`` images: ``config.epochs`` when set, else ``ceil(steps / steps per epoch)``
     (a step is one batch of ``min(batch_size, n_pool)`` images; the ragged tail of an epoch is dropped)."""
@@ -394,9 +403,9 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
     ends with the same weights as an uninterrupted run. The torch global RNG is left untouched.
     Returns a :class:`PretrainResult`; apply it with :func:`init_from_pretrained`.
     """
-    config = config or PretrainConfig()
     model = _resolve_model(model_or_build_args)
     build_args = dict(model.build_args)
+    config = config or default_pretrain_config(build_args)
     Xt = _check_pool(X, build_args)
     n = len(Xt)
     bs = min(int(config.batch_size), n)

@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
 
-#: how an arm's rounds train: (self-supervised pretraining on the pool, FixMatch on the pool). "medwb" is the
-#: loop's default; "scratch" is what users do without medwb: supervised from random init on the labels only
-PIPELINES = {"medwb": (True, True), "pretrained": (True, False), "semi": (False, True), "scratch": (False, False)}
+#: how an arm's rounds train: (self-supervised pretraining on the pool, FixMatch on the pool; None = the loop's
+#: default, 2D classification). "medwb" is the loop's default; "scratch" is what users do without medwb:
+#: supervised from random init on the labels only
+PIPELINES: dict[str, tuple[bool, bool | None]] = {"medwb": (True, None), "pretrained": (True, False),
+                                                  "semi": (False, True), "scratch": (False, False)}
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Arm:
         return PIPELINES[self.pipeline][0]
 
     @property
-    def semi(self) -> bool:
+    def semi(self) -> bool | None:
         return PIPELINES[self.pipeline][1]
 
 
