@@ -59,7 +59,7 @@ def test_decisions_are_written_with_provenance(pneumonia: dict) -> None:
     q.change(p[2])  # choosing the proposed class is an accept
     q.reject("rib fracture, not pneumonia")
     q.flag()
-    q.keys.value = "x2"  # keyboard: '2' is the second class of the menu
+    q.keys.value = "x1"  # keyboard: '1' is the class shown as "1: pneumonia"
     q.keys.value = "a"
     assert q.done and q.keys.value == "" and "finished" in q.title.value
     labs = s.labels().set_index("case_id")
@@ -174,7 +174,7 @@ def test_cold_start_without_prelabels(pneumonia: dict) -> None:
     q.class_menu.value = int(y[0])
     q.b_change.click()
     time.sleep(PAUSE)
-    q.keys.value = str(int(y[1]) + 1)  # key 1-9: the n-th class
+    q.keys.value = str(int(y[1]))  # a digit key: the class number as the menu shows it
     q.reject("cannot tell on this image")
     rest = q.run_oracle(lambda c: int(pneumonia["y"][ids.index(c)]))
     assert [r["action"] for r in rest] == ["choose"] and q.done
@@ -242,3 +242,25 @@ def test_review_next_round_cold_start_with_simulated_reviewer(samples: Path, tmp
     assert review_next_round(loop, annotator="sim", simulate=True) is None  # nothing waits in the round now
     assert "round 1: 0 case(s) waiting for a person" in capsys.readouterr().out
     study.close()
+
+
+def test_digit_keys_choose_the_class_number_shown(pneumonia: dict) -> None:
+    """Issue 14: the menu shows "0: normal" / "1: pneumonia", so key 1 is pneumonia (it used to store normal, the
+    first menu entry); a digit that is no class number stores nothing and says so; the status names the class."""
+    s, ids = pneumonia["study"], pneumonia["ids"][:4]
+    q = ReviewQueue(s, ids, [0, 1, 0, None], pneumonia["load"], annotator="dr_k")
+    assert [o[0] for o in q.class_menu.options] == ["0: normal", "1: pneumonia"]
+    assert "0-1: class number as shown" in q.keys.placeholder
+    q.keys.value = "1"  # pre-label normal, the reader types 1 for pneumonia
+    assert s.labels().set_index("case_id").loc[ids[0], ["value", "source"]].tolist() == [1, "corrected"]
+    assert f"saved case <code>{ids[0]}</code> as 1: pneumonia (corrected)" in q.status.value
+    q.keys.value = "7"  # no class 7: refused, nothing stored, the same case stays on screen
+    assert q.position == 1 and len(s.labels(latest=False)) == 1
+    assert "no class 7" in q.status.value and "0: normal, 1: pneumonia" in q.status.value
+    q.keys.value = "1"  # the pre-label itself: an accept
+    assert "as 1: pneumonia (human)" in q.status.value
+    q.accept()
+    assert "as 0: normal (human)" in q.status.value
+    q.keys.value = "0"  # no pre-label: the reader's choice
+    assert "as 0: normal (human)" in q.status.value and q.done
+    assert s.labels().set_index("case_id").loc[ids, "value"].tolist() == [1, 1, 0, 0]

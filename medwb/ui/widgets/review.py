@@ -12,7 +12,7 @@ decision                        written as                                      
 ==============================  ===================================================  ===========
 accept (a)                      ``add_label`` with the pre-label's value / mask      ``human``
                                 (note: "accepted pre-label ...")
-change to class c (1-9, menu)   ``add_label(value=c)``; c == pre-label counts as     ``corrected``
+change to class c (digit, menu) ``add_label(value=c)``; c == pre-label counts as     ``corrected``
                                 accept                                               (or human)
 change(mask=...) (programmatic) ``add_label(mask_path=...)``                         ``corrected``
 reject (r)                      no label; ``flag_for_review`` source                 -
@@ -25,15 +25,17 @@ flag (f)                        no label; ``flag_for_review`` source            
 (``medwb.al.autolabel.commit_auto_labels``). Masks that need real editing: reject them here, export with
 ``study.export_masks_nifti`` and edit in 3D Slicer / ITK-SNAP, re-import with ``study.import_masks``.
 
-Keyboard: click into the "keys" box and type ``a`` accept, ``r`` reject, ``f`` flag, ``1``-``9`` the n-th class
-of the menu; each key acts at once and the box clears. (A plain ``ipywidgets.Text`` with continuous updates: no
+Keyboard: click into the "keys" box and type ``a`` accept, ``r`` reject, ``f`` flag, or a digit: the class whose
+number the menu shows (menu "1: pneumonia": key ``1``); a digit that is no class number saves nothing and says
+so. Each key acts at once and the box clears; the status line names the class saved ("saved case X as
+1: pneumonia (corrected)"). (A plain ``ipywidgets.Text`` with continuous updates: no
 extra front-end extension is needed, so it works offline in any JupyterLab.)
 
 Programmatic use (tests, papermill's simulated oracle): ``accept()``, ``change(cls)``, ``reject()``, ``flag()``.
 
 Cases without a pre-label (the cold-start round has no model yet: ``proposals=None``, or ``None`` for one case)
 show the image and the class chooser with nothing chosen; "accept" is disabled, the person picks a class (menu
-or ``1``-``9``; ``change(mask=...)`` for a mask) and the label is written with source ``human`` and the note
+or its digit; ``change(mask=...)`` for a mask) and the label is written with source ``human`` and the note
 "chosen by the reader, no model proposal"; reject / flag put the case in the review queue as usual.
 """
 from __future__ import annotations
@@ -50,6 +52,14 @@ from medwb.al.oracle import LabelAnswer, ground_truth, record_label
 from medwb.errors import DataError, StoreError
 from medwb.store import Study
 from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
+from medwb.ui.widgets.review_text import (
+    LETTER_KEYS,
+    class_label,
+    digit_class,
+    digits_text,
+    key_help,
+    key_refusal,
+)
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
@@ -135,7 +145,8 @@ class ReviewQueue:
         self.b_reject = W.Button(description="reject (r)", button_style="danger")
         self.b_flag = W.Button(description="flag (f)", button_style="warning")
         self.comment = W.Text(description="comment", placeholder="optional, saved with flag/reject")
-        self.keys = W.Text(description="keys", placeholder="click here, type a / r / f / 1-9", continuous_update=True)
+        self.keys = W.Text(description="keys", placeholder=key_help(study.classes, self.segmentation),
+                           continuous_update=True, layout=W.Layout(width="32em"))
         self.status = W.HTML()
         self.b_accept.on_click(lambda _: self._ui(self.accept))
         self.b_change.on_click(lambda _: self._ui(lambda: self.change(self.class_menu.value)))
@@ -177,7 +188,7 @@ class ReviewQueue:
         if not self.has_prelabel(i):
             if self.segmentation:
                 return "no pre-label: reject or flag it, or give a mask (change(mask=...))"
-            return "no pre-label: <b>choose the class</b> (menu + set class, or keys 1-9)"
+            return f"no pre-label: <b>choose the class</b> (menu + set class, or key {digits_text(self.study.classes)})"
         if self.segmentation:
             m = np.asarray(self.proposals[i])
             return f"proposed mask: {int((m != 0).sum())} foreground voxels"
@@ -240,7 +251,13 @@ class ReviewQueue:
         rec = {"case_id": cid, "action": action, "seconds": seconds, **info}
         self.decisions.append(rec)
         self.position += 1
-        self.status.value = f"saved: {cid} {action} ({seconds:.1f} s)"
+        if "value" in rec:
+            what = f"as {class_label(self.study.classes, rec['value'])} ({rec['source']})"
+        elif "source" in rec:
+            what = f"as mask ({rec['source']})"
+        else:
+            what = f"{'rejected' if action == 'reject' else 'flagged'}: review queue, no label"
+        self.status.value = f"saved case <code>{cid}</code> {what} ({seconds:.1f} s)"
         self._show()
         return rec
 
@@ -253,7 +270,7 @@ class ReviewQueue:
         """The person agrees with the pre-label: source ``human`` (a person decided), noted as an accepted pre-label."""
         if not self.done and not self.has_prelabel():
             raise StoreError(f"case {self.current!r} has no pre-label to accept. Fix: choose its class (menu + "
-                             "'set class', keys 1-9, or change(cls))")
+                             "'set class', its digit key, or change(cls))")
         i, cid, who, sec = self._take()
         conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
             f" (confidence {self.confidence[i]:.3f})"
@@ -275,7 +292,7 @@ class ReviewQueue:
                 raise StoreError("this segmentation case has no pre-label. Fix: change(mask=...) with a mask, or "
                                  "reject and draw it in 3D Slicer (study.export_masks_nifti / import_masks)")
             if mask is None and cls is None:
-                raise StoreError("choose the class first. Fix: pick it in the menu (or keys 1-9), or change(cls) "
+                raise StoreError("choose the class first. Fix: pick it in the menu (or its digit key), or change(cls) "
                                  "with one of " + str(self._class_values))
             v = None if mask is not None else self.study.check_value(cls)
             lid = self._write_label(i, cid, who, sec, value=v, mask=None if mask is None else np.asarray(mask),
@@ -349,16 +366,12 @@ class ReviewQueue:
             return
         key = text[-1].lower()
         self.keys.value = ""
-        if key == "a":
-            self._ui(self.accept)
-        elif key == "r":
-            self._ui(self.reject)
-        elif key == "f":
-            self._ui(self.flag)
-        elif key.isdigit() and 1 <= int(key) <= len(self._class_values) and not self.segmentation:
-            self._ui(lambda: self.change(self._class_values[int(key) - 1]))
+        if key in LETTER_KEYS:
+            self._ui(getattr(self, LETTER_KEYS[key]))
+        elif not self.segmentation and (v := digit_class(key, self.study.classes)) is not None:
+            self._ui(lambda: self.change(v))
         else:
-            self.status.value = f"key {key!r}: use a (accept), r (reject), f (flag) or 1-{min(9, len(self._class_values))}"
+            self.status.value = f"<span style='color:#b00'>{key_refusal(key, self.study.classes, self.segmentation)}</span>"
 
 
 def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: bool = False) -> ReviewQueue | None:
