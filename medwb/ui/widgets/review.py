@@ -31,6 +31,11 @@ so. Each key acts at once and the box clears; the status line names the class sa
 1: pneumonia (corrected)"). (A plain ``ipywidgets.Text`` with continuous updates: no
 extra front-end extension is needed, so it works offline in any JupyterLab.)
 
+Too-fast decisions are refused: a case on screen for less than ``min_view_seconds`` (0.5 s) cannot be decided
+(two key presses 40 ms apart used to decide two cases, the second one unseen); the status says so and nothing is
+written. This holds for ``accept()``, ``change()``, ``reject()`` and ``flag()`` called from code too (tests that
+decide at once pass ``min_view_seconds=0``); only ``run_oracle``, a simulated reader, is exempt.
+
 Programmatic use (tests, papermill's simulated oracle): ``accept()``, ``change(cls)``, ``reject()``, ``flag()``.
 
 Cases without a pre-label (the cold-start round has no model yet: ``proposals=None``, or ``None`` for one case)
@@ -97,7 +102,9 @@ class ReviewQueue:
     masks (1,H,W[,D]) for segmentation; ``None`` for all cases or ``None`` per case: no pre-label, the person
     chooses), ``load_image(case_id)`` (medwb array), optional ``confidence`` per case,
     ``uncertainty(case_id) -> array`` (H,W[,D]) map shown beside the image, ``round`` and ``model_version`` of the
-    pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``.
+    pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``, ``min_view_seconds`` (a case shown
+    for less cannot be decided: no unseen case is decided by a second fast key press) and ``clock`` (seconds, for
+    the time per case and that minimum; tests inject a fake one).
     """
 
     def __init__(
@@ -114,6 +121,7 @@ class ReviewQueue:
         annotator: str = "",
         spatial_dims: int = 2,
         display_px: int = 320,
+        min_view_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import ipywidgets as W
@@ -128,6 +136,10 @@ class ReviewQueue:
         self.load_image, self.uncertainty = load_image, uncertainty
         self.round, self.model_version = round, model_version
         self.spatial_dims, self.display_px = spatial_dims, display_px
+        if not (np.isfinite(min_view_seconds) and min_view_seconds >= 0):
+            raise StoreError(f"min_view_seconds={min_view_seconds!r}. Fix: pass a number of seconds >= 0 (0: no minimum)")
+        self.min_view_seconds = float(min_view_seconds)
+        self._simulated = False  # run_oracle: a simulated reader is not held to the minimum viewing time
         self._clock = clock
         self.position = 0
         self.decisions: list[dict[str, Any]] = []
@@ -244,8 +256,11 @@ class ReviewQueue:
     def _take(self) -> tuple[int, str, str, float]:
         if self.done:
             raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch")
-        who = self._who()
-        return self.position, self.case_ids[self.position], who, max(0.0, self._clock() - self._shown_at)
+        cid, seen = self.case_ids[self.position], max(0.0, self._clock() - self._shown_at)
+        if seen < self.min_view_seconds and not self._simulated:
+            raise StoreError(f"case {cid!r} was on screen {seen:.2f} s only, under the {self.min_view_seconds:g} s "
+                             "minimum, so it was not decided. Fix: look at the case, then decide")
+        return self.position, cid, self._who(), seen
 
     def _record(self, cid: str, action: str, seconds: float, **info: Any) -> dict[str, Any]:
         rec = {"case_id": cid, "action": action, "seconds": seconds, **info}
@@ -338,18 +353,21 @@ class ReviewQueue:
     def run_oracle(self, truth: Callable[[str], Any], *, max_cases: int | None = None) -> list[dict[str, Any]]:
         """Simulated reviewer (papermill, benchmarks): accepts a correct pre-label, otherwise changes it to the
         ground truth ``truth(case_id)`` (class, or mask for segmentation); without a pre-label it chooses the truth."""
-        out = []
-        while not self.done and (max_cases is None or len(out) < max_cases):
-            i, cid = self.position, self.case_ids[self.position]
-            t = truth(cid)
-            if not self.has_prelabel(i):
-                out.append(self.change(mask=np.asarray(t)) if self.segmentation else self.change(int(t)))
-            elif self.segmentation:
-                t, prop = np.asarray(t), np.asarray(self.proposals[i])
-                same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
-                out.append(self.accept() if same else self.change(mask=np.asarray(t)))
-            else:
-                out.append(self.accept() if int(t) == int(self.proposals[i]) else self.change(int(t)))
+        out, self._simulated = [], True
+        try:
+            while not self.done and (max_cases is None or len(out) < max_cases):
+                i, cid = self.position, self.case_ids[self.position]
+                t = truth(cid)
+                if not self.has_prelabel(i):
+                    out.append(self.change(mask=np.asarray(t)) if self.segmentation else self.change(int(t)))
+                elif self.segmentation:
+                    t, prop = np.asarray(t), np.asarray(self.proposals[i])
+                    same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
+                    out.append(self.accept() if same else self.change(mask=np.asarray(t)))
+                else:
+                    out.append(self.accept() if int(t) == int(self.proposals[i]) else self.change(int(t)))
+        finally:
+            self._simulated = False
         return out
 
     # ------------------------------------------------------------------ UI plumbing
