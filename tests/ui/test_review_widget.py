@@ -310,3 +310,49 @@ def test_decision_after_the_minimum_is_saved(pneumonia: dict) -> None:
     clock.t += 0.6
     q.reject()  # the next case's time starts when it is shown
     assert s.review_queue()["seconds"].tolist() == [pytest.approx(0.6)]
+    q.undo()  # the case undone is shown afresh: the minimum counts again from now
+    with pytest.raises(StoreError, match="minimum"):
+        q.reject()
+
+
+def test_undo_goes_back_and_takes_the_decision_back(pneumonia: dict) -> None:
+    """Issue 14: u / undo returns to the previous case; its label is retracted (kept, superseded) or its review-queue
+    entry closed, so the re-decision is the only current one; the session's decisions are listed in the widget."""
+    s, ids = pneumonia["study"], pneumonia["ids"][:4]
+    q = ReviewQueue(s, ids, [0, 1, 0, 1], pneumonia["load"], annotator="dr_u", min_view_seconds=0)
+    assert q.b_undo.disabled and q.history.value == "" and "u undo" in q.keys.placeholder
+    with pytest.raises(StoreError, match="nothing to undo"):
+        q.undo()
+    q.keys.value = "1"
+    q.keys.value = "a"
+    q.keys.value = "r"
+    assert not q.b_undo.disabled and q.position == 3 and s.review_queue()["case_id"].tolist() == [ids[2]]
+    rows = q.history.value.split("<tr>")[2:]  # newest first
+    assert len(rows) == 3 and ids[2] in rows[0] and "review queue" in rows[0]
+    assert ids[0] in rows[2] and "1: pneumonia" in rows[2] and "corrected" in rows[2]
+    q.keys.value = "u"  # the reject is taken back: no open entry is left behind
+    assert q.position == 2 and s.review_queue().empty and "undone" in q.status.value and ids[2] in q.title.value
+    q.flag("second look")
+    q.b_undo.click()
+    assert s.review_queue().empty and q.position == 2
+    q.undo()
+    q.keys.value = "u"  # two more: back to the first case, both labels retracted
+    assert q.position == 0 and s.labels().empty and len(s.labels(latest=False)) == 2 and len(q.decisions) == 0
+    assert (s.label_history()["to_source"] == "retracted").sum() == 2
+    q.keys.value = "0"  # decided afresh: normal after all
+    q.keys.value = "r"  # the once accepted case is now rejected: no stale label of it stays current
+    q.keys.value = "a"
+    q.keys.value = "a"
+    assert q.done and q.b_accept.disabled
+    q.keys.value = "u"  # from the end of the queue too: the buttons come back
+    assert q.current == ids[3] and not q.b_accept.disabled and not q.b_reject.disabled and ids[3] not in set(s.labels()["case_id"])
+    q.keys.value = "a"
+    labs = s.labels().set_index("case_id")
+    assert labs.index.tolist() == [ids[0], ids[2], ids[3]] and labs["value"].tolist() == [0, 0, 1]
+    assert s.review_queue()["case_id"].tolist() == [ids[1]] and s.review_queue()["reason"].iloc[0].startswith("pre-label rejected")
+    assert [(d["case_id"], d["action"]) for d in q.decisions] == list(zip(ids, ["change", "reject", "accept", "accept"]))
+    # an entry that was already open before this decision is not this decision's to close
+    q2 = ReviewQueue(s, [ids[1]], [1], pneumonia["load"], annotator="dr_u", min_view_seconds=0)
+    q2.flag()
+    q2.undo()
+    assert s.review_queue()["case_id"].tolist() == [ids[1]]
