@@ -19,6 +19,9 @@ reject (r)                      no label; ``flag_for_review`` source            
                                 ``review_widget`` reason "pre-label rejected"
 flag (f)                        no label; ``flag_for_review`` source                 -
                                 ``review_widget`` reason "flagged" + comment
+undo (u)                        the previous decision taken back: its label          -
+                                ``retract_label``-ed, or the queue entry it opened
+                                closed; the case is shown again
 ==============================  ===================================================  ===========
 
 ``auto`` is never written here: it is reserved for pre-labels accepted with no person involved
@@ -266,7 +269,7 @@ class ReviewQueue:
 
     def _take(self) -> tuple[int, str, str, float]:
         if self.done:
-            raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch")
+            raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch (or undo to go back)")
         cid, seen = self.case_ids[self.position], max(0.0, self._clock() - self._shown_at)
         if seen < self.min_view_seconds and not self._simulated:
             raise StoreError(f"case {cid!r} was on screen {seen:.2f} s only, under the {self.min_view_seconds:g} s "
