@@ -8,6 +8,8 @@ Every label enters the study through :func:`add_labels` (``Study.add_label`` / `
 * A new label *supersedes* the same annotator's earlier label on the case and any ``auto`` label; other people's
   labels stay current (agreement is computed from them). Rows are never updated except the ``superseded`` flag.
 * Every write adds a ``label_history`` row (who, when, from -> to) in the same transaction as the label.
+* A label is taken back (a reader's undo) with :func:`retract_label`: it is marked superseded, what it had
+  superseded is current again, and the history row says ``retracted``. Nothing is deleted.
 * A mask given as an array (``mask=``) is saved by the store under ``masks/`` with the one naming rule of
   :meth:`medwb.store.layout.StudyLayout.label_mask`, inside the label's transaction (the file is on disk before
   the row commits, and removed again when the transaction fails).
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from medwb.store.study import Study
 
 SOURCES = ("human", "auto", "corrected")
+#: ``label_history.to_source`` of a label taken back (:func:`retract_label`); never a label's own source
+RETRACTED = "retracted"
 
 
 @dataclass
@@ -179,6 +183,40 @@ def add_labels(study: Study, records: Iterable[Mapping[str, Any]]) -> list[int]:
                            round=r.get("round"), model_version=r.get("model_version"), note=r.get("note", ""))
             for r in records]
     return write_labels(study, rows)
+
+
+def retract_label(study: Study, label_id: int, *, by: str, reason: str = "") -> int | None:
+    """Take back one current label (a reader's undo): the row stays - rows are never deleted - but is marked
+    superseded, so training, ``labels()`` and the pool no longer see it, and a ``label_history`` row records who
+    took it back (``to_source`` ``retracted``). What the label had superseded when it was written (this
+    annotator's earlier label on the case, or an ``auto`` label no later label would have superseded) is current
+    again, so an undo restores the case as it was. Returns the restored label's id, or None. One transaction."""
+    if not by or not str(by).strip():
+        raise StoreError("retract_label needs who takes the label back. Fix: pass by='<your name>'")
+    lid = int(label_id)
+    with study.transaction() as c:
+        me = c.execute("SELECT id, case_id, value, mask_path, source, annotator, superseded FROM labels WHERE id = ?",
+                       (lid,)).fetchone()
+        if me is None:
+            raise StoreError(f"label {lid} does not exist. Fix: pass a label_id from study.labels()")
+        if me[6]:
+            raise StoreError(f"label {lid} of case {me[1]!r} is not current (superseded or retracted already). Fix: "
+                             "retract a current label (study.labels(per_annotator=True))")
+        gone = {r[0] for r in c.execute("SELECT label_id FROM label_history WHERE case_id = ? AND to_source = ?",
+                                        (me[1], RETRACTED))}
+        live = [r for r in c.execute("SELECT id, value, mask_path, source, annotator, superseded FROM labels "
+                                     "WHERE case_id = ? ORDER BY id", (me[1],)) if r[0] not in gone]
+        back = [r for r in live if r[0] < lid and r[5] and (r[4] == me[5] or r[3] == "auto")
+                and [x[0] for x in live if x[0] > r[0] and (r[3] == "auto" or x[4] == r[4])] == [lid]]
+        c.execute("UPDATE labels SET superseded = 1 WHERE id = ?", (lid,))
+        c.executemany("UPDATE labels SET superseded = 0 WHERE id = ?", [(r[0],) for r in back])
+        to = back[-1] if back else None
+        c.execute(
+            "INSERT INTO label_history (case_id, label_id, changed_by, changed_at, from_label_id, from_value, to_value, "
+            "from_mask, to_mask, from_source, to_source, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (me[1], lid, str(by), now(), lid, me[2], to and to[1], me[3], to and to[2], me[4], RETRACTED, str(reason or "")),
+        )
+    return None if to is None else int(to[0])
 
 
 def labels(study: Study, latest: bool = True, *, per_annotator: bool = False) -> pd.DataFrame:

@@ -174,6 +174,7 @@ class Study:
     add_labels = label_store.add_labels
     labels = label_store.labels
     label_history = label_store.label_history
+    retract_label = label_store.retract_label
     export_labels_csv = label_store.export_labels_csv
     import_labels_csv = label_store.import_labels_csv
 

@@ -105,6 +105,42 @@ def test_provenance_two_annotators_and_history(study: Study) -> None:
     assert sorted(per["label_id"]) == sorted([bob, again])
 
 
+def test_retract_label_restores_what_it_superseded(study: Study) -> None:
+    """A reader's undo: the label stays in the file (superseded), what it had superseded is current again, and the
+    history says who took it back."""
+    ck = study.folder / "models" / "r1.pt"
+    ck.write_bytes(b"checkpoint")
+    mv = study.add_model(1, ck, {"auc": 0.9})
+    c0, c1, c2 = "train_00000", "train_00001", "train_00002"
+    auto = study.add_label(c0, value=1, source="auto", annotator=f"model:{mv}", model_version=mv)
+    a1 = study.add_label(c0, value=0, source="corrected", annotator="alice")
+    assert study.retract_label(a1, by="alice", reason="undo") == auto  # the auto label is back
+    assert study.labels()["label_id"].tolist() == [auto]
+    h = study.label_history().iloc[-1]
+    assert [h["label_id"], h["from_value"], h["to_value"], h["to_source"], h["changed_by"], h["reason"]] == \
+        [a1, 0, 1, "retracted", "alice", "undo"]
+    with pytest.raises(StoreError, match="not current"):
+        study.retract_label(a1, by="alice")
+    a2 = study.add_label(c0, value=0, annotator="alice")
+    bob = study.add_label(c0, value=1, annotator="bob")
+    assert study.retract_label(a2, by="alice") is None  # bob's later label would have superseded the auto one
+    assert study.labels(per_annotator=True)["label_id"].tolist() == [bob]
+    # undo twice in a row on the same case: alice's first label comes back each time
+    first = study.add_label(c1, value=0, annotator="alice")
+    for v in (1, 0):
+        again = study.add_label(c1, value=v, annotator="alice")
+        assert study.retract_label(again, by="alice") == first
+        assert study.labels(per_annotator=True).set_index("case_id").loc[c1, "label_id"] == first
+    only = study.add_label(c2, value=1, annotator="alice")
+    assert study.retract_label(only, by="alice") is None
+    assert c2 not in set(study.labels()["case_id"]) and study.labelled_ids([c1, c2]) == {c1}
+    assert len(study.labels(latest=False)) == 8  # nothing deleted
+    with pytest.raises(StoreError, match="does not exist"):
+        study.retract_label(999, by="alice")
+    with pytest.raises(StoreError, match="by="):
+        study.retract_label(first, by=" ")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "err", "match"),
     [

@@ -43,7 +43,7 @@ def test_decisions_are_written_with_provenance(pneumonia: dict) -> None:
     s, ids, probs = pneumonia["study"], pneumonia["ids"][:7], pneumonia["probs"][:7]
     pre = prelabel(probs, 1.0, threshold=np.inf)
     q = ReviewQueue(s, ids, pre.labels, pneumonia["load"], confidence=pre.confidence, uncertainty=pneumonia["umap"],
-                    round=1, model_version=pneumonia["mv"], annotator="")
+                    round=1, model_version=pneumonia["mv"], annotator="", min_view_seconds=0)
     assert q.image.value[:4] == b"\x89PNG" and q.umap.value[:4] == b"\x89PNG"
     assert "proposed class" in q.title.value
     with pytest.raises(StoreError, match="annotator"):
@@ -59,7 +59,7 @@ def test_decisions_are_written_with_provenance(pneumonia: dict) -> None:
     q.change(p[2])  # choosing the proposed class is an accept
     q.reject("rib fracture, not pneumonia")
     q.flag()
-    q.keys.value = "x2"  # keyboard: '2' is the second class of the menu
+    q.keys.value = "x1"  # keyboard: '1' is the class shown as "1: pneumonia"
     q.keys.value = "a"
     assert q.done and q.keys.value == "" and "finished" in q.title.value
     labs = s.labels().set_index("case_id")
@@ -114,7 +114,7 @@ def test_segmentation_review_on_chase(tmp_path: Path, samples: Path) -> None:
     s = Study.create(tmp_path / "seg", dataset_path=root, task="segmentation", classes={0: "background", 1: "vessel"})
     s.add_cases(pd.DataFrame({"case_id": names, "split": "train"}))
     # observer 1's masks play the pre-label, observer 2 reviews: the first is corrected, the second accepted
-    q = ReviewQueue(s, names, [m1[n] for n in names], img.__getitem__, annotator="observer_2",
+    q = ReviewQueue(s, names, [m1[n] for n in names], img.__getitem__, annotator="observer_2", min_view_seconds=0,
                     uncertainty=lambda c: (m1[c][0] != m2[c][0]).astype(float))
     assert q.image.value[:4] == b"\x89PNG" and q.b_change.disabled
     with pytest.raises(StoreError, match="segmentation"):
@@ -162,7 +162,7 @@ def test_cold_start_without_prelabels(pneumonia: dict) -> None:
     """The cold-start round has no model: every case is shown with the class chooser, nothing to accept, and the
     person's choice is a ``human`` label with no model version; a mixed queue switches per case."""
     s, ids, y = pneumonia["study"], pneumonia["ids"][:4], pneumonia["y"][:4]
-    q = ReviewQueue(s, ids, None, pneumonia["load"], round=1, annotator="dr_c")
+    q = ReviewQueue(s, ids, None, pneumonia["load"], round=1, annotator="dr_c", min_view_seconds=0)
     assert q.image.value[:4] == b"\x89PNG" and q.umap.value == b""
     assert "no pre-label" in q.title.value and "choose the class" in q.title.value
     assert q.b_accept.disabled and not q.b_change.disabled and q.class_menu.value is None
@@ -174,7 +174,7 @@ def test_cold_start_without_prelabels(pneumonia: dict) -> None:
     q.class_menu.value = int(y[0])
     q.b_change.click()
     time.sleep(PAUSE)
-    q.keys.value = str(int(y[1]) + 1)  # key 1-9: the n-th class
+    q.keys.value = str(int(y[1]))  # a digit key: the class number as the menu shows it
     q.reject("cannot tell on this image")
     rest = q.run_oracle(lambda c: int(pneumonia["y"][ids.index(c)]))
     assert [r["action"] for r in rest] == ["choose"] and q.done
@@ -190,7 +190,7 @@ def test_cold_start_without_prelabels(pneumonia: dict) -> None:
     # per-case None: a pre-labelled case can be accepted, the next one (no pre-label) cannot
     more = pneumonia["ids"][4:6]
     q2 = ReviewQueue(s, more, [1, None], pneumonia["load"], confidence=[0.9, None], round=2,
-                     model_version=pneumonia["mv"], annotator="dr_c")
+                     model_version=pneumonia["mv"], annotator="dr_c", min_view_seconds=0)
     assert not q2.b_accept.disabled and "proposed class" in q2.title.value and "confidence 0.900" in q2.title.value
     q2.accept()
     assert q2.b_accept.disabled and "no pre-label" in q2.title.value and "confidence" not in q2.title.value
@@ -207,7 +207,7 @@ def test_cold_start_segmentation_without_prelabel(tmp_path: Path, samples: Path)
     m = (np.asarray(Image.open(root / "manual_1stHO" / f"{n}_1stHO.png").convert("L")) > 127).astype(np.int64)[None]
     s = Study.create(tmp_path / "seg", dataset_path=root, task="segmentation", classes={0: "background", 1: "vessel"})
     s.add_cases(pd.DataFrame({"case_id": [n], "split": "train"}))
-    q = ReviewQueue(s, [n], [None], lambda c: img, annotator="observer_1")
+    q = ReviewQueue(s, [n], [None], lambda c: img, annotator="observer_1", min_view_seconds=0)
     assert q.image.value[:4] == b"\x89PNG" and q.b_accept.disabled and "no pre-label" in q.title.value
     with pytest.raises(StoreError, match="change\\(mask"):
         q.change()
@@ -242,3 +242,117 @@ def test_review_next_round_cold_start_with_simulated_reviewer(samples: Path, tmp
     assert review_next_round(loop, annotator="sim", simulate=True) is None  # nothing waits in the round now
     assert "round 1: 0 case(s) waiting for a person" in capsys.readouterr().out
     study.close()
+
+
+def test_digit_keys_choose_the_class_number_shown(pneumonia: dict) -> None:
+    """Issue 14: the menu shows "0: normal" / "1: pneumonia", so key 1 is pneumonia (it used to store normal, the
+    first menu entry); a digit that is no class number stores nothing and says so; the status names the class."""
+    s, ids = pneumonia["study"], pneumonia["ids"][:4]
+    q = ReviewQueue(s, ids, [0, 1, 0, None], pneumonia["load"], annotator="dr_k", min_view_seconds=0)
+    assert [o[0] for o in q.class_menu.options] == ["0: normal", "1: pneumonia"]
+    assert "0-1: class number as shown" in q.keys.placeholder
+    q.keys.value = "1"  # pre-label normal, the reader types 1 for pneumonia
+    assert s.labels().set_index("case_id").loc[ids[0], ["value", "source"]].tolist() == [1, "corrected"]
+    assert f"saved case <code>{ids[0]}</code> as 1: pneumonia (corrected)" in q.status.value
+    q.keys.value = "7"  # no class 7: refused, nothing stored, the same case stays on screen
+    assert q.position == 1 and len(s.labels(latest=False)) == 1
+    assert "no class 7" in q.status.value and "0: normal, 1: pneumonia" in q.status.value
+    q.keys.value = "1"  # the pre-label itself: an accept
+    assert "as 1: pneumonia (human)" in q.status.value
+    q.accept()
+    assert "as 0: normal (human)" in q.status.value
+    q.keys.value = "0"  # no pre-label: the reader's choice
+    assert "as 0: normal (human)" in q.status.value and q.done
+    assert s.labels().set_index("case_id").loc[ids, "value"].tolist() == [1, 1, 0, 0]
+
+
+class FakeClock:
+    """Seconds that move only when the test says so: no sleeping, no flaky timing."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_too_fast_second_key_is_refused(pneumonia: dict) -> None:
+    """Issue 14: two key presses 40 ms apart decided two cases, the second unseen. With the default minimum
+    (0.5 s) a case shown for less is not decided: the status says so and nothing is written."""
+    s, ids, clock = pneumonia["study"], pneumonia["ids"][:3], FakeClock()
+    q = ReviewQueue(s, ids, [0, 0, 1], pneumonia["load"], annotator="dr_t", clock=clock)
+    assert q.min_view_seconds == 0.5
+    clock.t += 2.0
+    q.keys.value = "a"  # the first case was looked at: saved
+    clock.t += 0.04
+    q.keys.value = "a"  # 40 ms later, the second case: refused
+    assert q.position == 1 and s.labels()["case_id"].tolist() == [ids[0]]
+    assert "not saved" in q.status.value and "0.04 s only" in q.status.value and "0.5 s minimum" in q.status.value
+    for decide in (q.accept, q.reject, q.flag, lambda: q.change(1)):  # from code too, reject/flag included
+        with pytest.raises(StoreError, match="minimum"):
+            decide()
+    assert len(s.labels(latest=False)) == 1 and s.review_queue().empty
+    with pytest.raises(StoreError, match="min_view_seconds"):
+        ReviewQueue(s, ids, None, pneumonia["load"], min_view_seconds=-1)
+
+
+def test_decision_after_the_minimum_is_saved(pneumonia: dict) -> None:
+    s, ids, clock = pneumonia["study"], pneumonia["ids"][:2], FakeClock()
+    q = ReviewQueue(s, ids, [0, 0], pneumonia["load"], annotator="dr_t", clock=clock)
+    clock.t += 0.3
+    q.keys.value = "1"
+    assert q.position == 0 and s.labels(latest=False).empty
+    clock.t += 0.2  # 0.5 s on screen in all: the same key now counts
+    q.keys.value = "1"
+    assert q.position == 1 and "as 1: pneumonia (corrected)" in q.status.value
+    lab = s.labels().iloc[0]
+    assert lab["case_id"] == ids[0] and lab["value"] == 1 and lab["seconds"] == pytest.approx(0.5)
+    clock.t += 0.6
+    q.reject()  # the next case's time starts when it is shown
+    assert s.review_queue()["seconds"].tolist() == [pytest.approx(0.6)]
+    q.undo()  # the case undone is shown afresh: the minimum counts again from now
+    with pytest.raises(StoreError, match="minimum"):
+        q.reject()
+
+
+def test_undo_goes_back_and_takes_the_decision_back(pneumonia: dict) -> None:
+    """Issue 14: u / undo returns to the previous case; its label is retracted (kept, superseded) or its review-queue
+    entry closed, so the re-decision is the only current one; the session's decisions are listed in the widget."""
+    s, ids = pneumonia["study"], pneumonia["ids"][:4]
+    q = ReviewQueue(s, ids, [0, 1, 0, 1], pneumonia["load"], annotator="dr_u", min_view_seconds=0)
+    assert q.b_undo.disabled and q.history.value == "" and "u undo" in q.keys.placeholder
+    with pytest.raises(StoreError, match="nothing to undo"):
+        q.undo()
+    q.keys.value = "1"
+    q.keys.value = "a"
+    q.keys.value = "r"
+    assert not q.b_undo.disabled and q.position == 3 and s.review_queue()["case_id"].tolist() == [ids[2]]
+    rows = q.history.value.split("<tr>")[2:]  # newest first
+    assert len(rows) == 3 and ids[2] in rows[0] and "review queue" in rows[0]
+    assert ids[0] in rows[2] and "1: pneumonia" in rows[2] and "corrected" in rows[2]
+    q.keys.value = "u"  # the reject is taken back: no open entry is left behind
+    assert q.position == 2 and s.review_queue().empty and "undone" in q.status.value and ids[2] in q.title.value
+    q.flag("second look")
+    q.b_undo.click()
+    assert s.review_queue().empty and q.position == 2
+    q.undo()
+    q.keys.value = "u"  # two more: back to the first case, both labels retracted
+    assert q.position == 0 and s.labels().empty and len(s.labels(latest=False)) == 2 and len(q.decisions) == 0
+    assert (s.label_history()["to_source"] == "retracted").sum() == 2
+    q.keys.value = "0"  # decided afresh: normal after all
+    q.keys.value = "r"  # the once accepted case is now rejected: no stale label of it stays current
+    q.keys.value = "a"
+    q.keys.value = "a"
+    assert q.done and q.b_accept.disabled
+    q.keys.value = "u"  # from the end of the queue too: the buttons come back
+    assert q.current == ids[3] and not q.b_accept.disabled and not q.b_reject.disabled and ids[3] not in set(s.labels()["case_id"])
+    q.keys.value = "a"
+    labs = s.labels().set_index("case_id")
+    assert labs.index.tolist() == [ids[0], ids[2], ids[3]] and labs["value"].tolist() == [0, 0, 1]
+    assert s.review_queue()["case_id"].tolist() == [ids[1]] and s.review_queue()["reason"].iloc[0].startswith("pre-label rejected")
+    assert [(d["case_id"], d["action"]) for d in q.decisions] == list(zip(ids, ["change", "reject", "accept", "accept"]))
+    # an entry that was already open before this decision is not this decision's to close
+    q2 = ReviewQueue(s, [ids[1]], [1], pneumonia["load"], annotator="dr_u", min_view_seconds=0)
+    q2.flag()
+    q2.undo()
+    assert s.review_queue()["case_id"].tolist() == [ids[1]]

@@ -12,34 +12,52 @@ decision                        written as                                      
 ==============================  ===================================================  ===========
 accept (a)                      ``add_label`` with the pre-label's value / mask      ``human``
                                 (note: "accepted pre-label ...")
-change to class c (1-9, menu)   ``add_label(value=c)``; c == pre-label counts as     ``corrected``
+change to class c (digit, menu) ``add_label(value=c)``; c == pre-label counts as     ``corrected``
                                 accept                                               (or human)
 change(mask=...) (programmatic) ``add_label(mask_path=...)``                         ``corrected``
 reject (r)                      no label; ``flag_for_review`` source                 -
                                 ``review_widget`` reason "pre-label rejected"
 flag (f)                        no label; ``flag_for_review`` source                 -
                                 ``review_widget`` reason "flagged" + comment
+undo (u)                        the previous decision taken back: its label          -
+                                ``retract_label``-ed, or the queue entry it opened
+                                closed; the case is shown again
 ==============================  ===================================================  ===========
 
 ``auto`` is never written here: it is reserved for pre-labels accepted with no person involved
 (``medwb.al.autolabel.commit_auto_labels``). Masks that need real editing: reject them here, export with
 ``study.export_masks_nifti`` and edit in 3D Slicer / ITK-SNAP, re-import with ``study.import_masks``.
 
-Keyboard: click into the "keys" box and type ``a`` accept, ``r`` reject, ``f`` flag, ``1``-``9`` the n-th class
-of the menu; each key acts at once and the box clears. (A plain ``ipywidgets.Text`` with continuous updates: no
+Keyboard: click into the "keys" box and type ``a`` accept, ``r`` reject, ``f`` flag, or a digit: the class whose
+number the menu shows (menu "1: pneumonia": key ``1``); a digit that is no class number saves nothing and says
+so. Each key acts at once and the box clears; the status line names the class saved ("saved case X as
+1: pneumonia (corrected)"). (A plain ``ipywidgets.Text`` with continuous updates: no
 extra front-end extension is needed, so it works offline in any JupyterLab.)
 
-Programmatic use (tests, papermill's simulated oracle): ``accept()``, ``change(cls)``, ``reject()``, ``flag()``.
+Too-fast decisions are refused: a case on screen for less than ``min_view_seconds`` (0.5 s) cannot be decided
+(two key presses 40 ms apart used to decide two cases, the second one unseen); the status says so and nothing is
+written. This holds for ``accept()``, ``change()``, ``reject()`` and ``flag()`` called from code too (tests that
+decide at once pass ``min_view_seconds=0``); only ``run_oracle``, a simulated reader, is exempt.
+
+Undo (key ``u`` or the button) goes back to this session's previous case and takes its decision back in the
+store: a written label is retracted (``Study.retract_label``: kept in the file, superseded, what it had replaced is
+current again, label_history says ``retracted``), a reject / flag's review-queue entry is closed; the case is shown
+again to be decided afresh. Repeated undo walks back one case at a time. The session's decisions (case, class,
+source, time) are listed under the buttons.
+
+Programmatic use (tests, papermill's simulated oracle): ``accept()``, ``change(cls)``, ``reject()``, ``flag()``,
+``undo()``.
 
 Cases without a pre-label (the cold-start round has no model yet: ``proposals=None``, or ``None`` for one case)
 show the image and the class chooser with nothing chosen; "accept" is disabled, the person picks a class (menu
-or ``1``-``9``; ``change(mask=...)`` for a mask) and the label is written with source ``human`` and the note
+or its digit; ``change(mask=...)`` for a mask) and the label is written with source ``human`` and the note
 "chosen by the reader, no model proposal"; reject / flag put the case in the review queue as usual.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +68,15 @@ from medwb.al.oracle import LabelAnswer, ground_truth, record_label
 from medwb.errors import DataError, StoreError
 from medwb.store import Study
 from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
+from medwb.ui.widgets.review_text import (
+    LETTER_KEYS,
+    decision_text,
+    decisions_html,
+    digit_class,
+    key_help,
+    key_refusal,
+    proposal_text,
+)
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
@@ -80,6 +107,26 @@ def _heat_rgb(a: np.ndarray) -> np.ndarray:
     return (colormaps["magma"](np.nan_to_num(x))[..., :3] * 255).astype(np.uint8)
 
 
+def _case_pngs(cid: str, img: np.ndarray, mask: np.ndarray | None, umap: np.ndarray | None, spatial_dims: int,
+               display_px: int) -> tuple[bytes, bytes]:
+    """The image with its pre-label mask overlaid and the uncertainty map, as PNGs; a 3-D volume is cut through
+    the pre-label (else the middle), so the slice shown is the one the model's proposal is about."""
+    k, m2 = None, None
+    if mask is not None:
+        mask_full = spatial_array(mask, spatial_dims)
+        if spatial_dims == 3:
+            k = focus_index(mask_full.shape, mask_full)[-1]
+        img_shape = img.shape[-spatial_dims:]
+        if tuple(mask_full.shape) != tuple(img_shape):
+            raise DataError(None, f"pre-label mask of {cid!r} has shape {mask_full.shape}, the image {tuple(img_shape)}",
+                            "pass pre-label masks at the image's own size (e.g. medwb.al.prelabels.prelabel_mask)")
+        m2 = _slice2d(mask_full, spatial_dims, k)
+    rgb = overlay_mask(to_rgb(_slice2d(img, spatial_dims, k)), m2, opacity=0.4)
+    scale = max(1, display_px // max(rgb.shape[:2]))
+    heat = b"" if umap is None else png_bytes(_heat_rgb(_slice2d(np.asarray(umap), spatial_dims, k)), scale=scale)
+    return png_bytes(rgb, scale=scale), heat
+
+
 class ReviewQueue:
     """A queue of pre-labelled cases for one annotator.
 
@@ -87,7 +134,9 @@ class ReviewQueue:
     masks (1,H,W[,D]) for segmentation; ``None`` for all cases or ``None`` per case: no pre-label, the person
     chooses), ``load_image(case_id)`` (medwb array), optional ``confidence`` per case,
     ``uncertainty(case_id) -> array`` (H,W[,D]) map shown beside the image, ``round`` and ``model_version`` of the
-    pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``.
+    pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``, ``min_view_seconds`` (a case shown
+    for less cannot be decided: no unseen case is decided by a second fast key press) and ``clock`` (seconds, for
+    the time per case and that minimum; tests inject a fake one).
     """
 
     def __init__(
@@ -104,6 +153,7 @@ class ReviewQueue:
         annotator: str = "",
         spatial_dims: int = 2,
         display_px: int = 320,
+        min_view_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import ipywidgets as W
@@ -118,6 +168,10 @@ class ReviewQueue:
         self.load_image, self.uncertainty = load_image, uncertainty
         self.round, self.model_version = round, model_version
         self.spatial_dims, self.display_px = spatial_dims, display_px
+        if not (np.isfinite(min_view_seconds) and min_view_seconds >= 0):
+            raise StoreError(f"min_view_seconds={min_view_seconds!r}. Fix: pass a number of seconds >= 0 (0: no minimum)")
+        self.min_view_seconds = float(min_view_seconds)
+        self._simulated = False  # run_oracle: a simulated reader is not held to the minimum viewing time
         self._clock = clock
         self.position = 0
         self.decisions: list[dict[str, Any]] = []
@@ -134,22 +188,27 @@ class ReviewQueue:
         self.b_change = W.Button(description="set class", button_style="info", disabled=self.segmentation)
         self.b_reject = W.Button(description="reject (r)", button_style="danger")
         self.b_flag = W.Button(description="flag (f)", button_style="warning")
+        self.b_undo = W.Button(description="undo (u)", tooltip="back to the previous case; its decision is taken back")
         self.comment = W.Text(description="comment", placeholder="optional, saved with flag/reject")
-        self.keys = W.Text(description="keys", placeholder="click here, type a / r / f / 1-9", continuous_update=True)
+        self.keys = W.Text(description="keys", placeholder=key_help(study.classes, self.segmentation),
+                           continuous_update=True, layout=W.Layout(width="32em"))
         self.status = W.HTML()
+        self.history = W.HTML()
         self.b_accept.on_click(lambda _: self._ui(self.accept))
         self.b_change.on_click(lambda _: self._ui(lambda: self.change(self.class_menu.value)))
         self.b_reject.on_click(lambda _: self._ui(self.reject))
         self.b_flag.on_click(lambda _: self._ui(self.flag))
+        self.b_undo.on_click(lambda _: self._ui(self.undo))
         self.keys.observe(self._on_key, names="value")
         self.widget = W.VBox([
             W.HBox([self.annotator, self.keys]),
             self.title,
             W.HBox([W.VBox([W.HTML("<b>image + pre-label</b>"), self.image]),
                     W.VBox([W.HTML("<b>uncertainty</b>"), self.umap])]),
-            W.HBox([self.b_accept, self.class_menu, self.b_change, self.b_reject, self.b_flag]),
+            W.HBox([self.b_accept, self.class_menu, self.b_change, self.b_reject, self.b_flag, self.b_undo]),
             self.comment,
             self.status,
+            self.history,
         ])
         self._show()
 
@@ -173,53 +232,31 @@ class ReviewQueue:
         i = self.position if i is None else i
         return i < len(self.proposals) and self.proposals[i] is not None
 
-    def _proposal_text(self, i: int) -> str:
-        if not self.has_prelabel(i):
-            if self.segmentation:
-                return "no pre-label: reject or flag it, or give a mask (change(mask=...))"
-            return "no pre-label: <b>choose the class</b> (menu + set class, or keys 1-9)"
-        if self.segmentation:
-            m = np.asarray(self.proposals[i])
-            return f"proposed mask: {int((m != 0).sum())} foreground voxels"
-        v = int(self.proposals[i])
-        return f"proposed class: <b>{self.study.classes.get(v, v)}</b> ({v})"
-
     def _show(self) -> None:
+        self.history.value = decisions_html(self.decisions, self.study.classes)
+        self.b_undo.disabled = not self.decisions
+        for b in (self.b_accept, self.b_change, self.b_reject, self.b_flag):
+            b.disabled = self.done or (b is self.b_change and self.segmentation)
         if self.done:
-            self.title.value = f"<b>Queue finished</b>: {len(self.decisions)} decisions saved to {self.study.folder}"
+            self.title.value = (f"<b>Queue finished</b>: {len(self.decisions)} decisions saved to {self.study.folder}"
+                                " (u / undo: back to the last case)")
             self.image.value = b""
             self.umap.value = b""
-            for b in (self.b_accept, self.b_change, self.b_reject, self.b_flag):
-                b.disabled = True
             return
         i, cid = self.position, self.case_ids[self.position]
         conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
             f", confidence {self.confidence[i]:.3f}"
-        self.title.value = f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - {self._proposal_text(i)}{conf}"
-        img = np.asarray(self.load_image(cid))
-        mask = None
-        k = None
-        if self.segmentation and self.has_prelabel(i):
-            mask_full = spatial_array(np.asarray(self.proposals[i]), self.spatial_dims)
-            if self.spatial_dims == 3:
-                k = focus_index(mask_full.shape, mask_full)[-1]
-            img_shape = img.shape[-self.spatial_dims:]
-            if tuple(mask_full.shape) != tuple(img_shape):
-                raise DataError(None, f"pre-label mask of {cid!r} has shape {mask_full.shape}, the image {tuple(img_shape)}",
-                                "pass pre-label masks at the image's own size (e.g. medwb.al.prelabels.prelabel_mask)")
-            mask = _slice2d(mask_full, self.spatial_dims, k)
-        rgb = overlay_mask(to_rgb(_slice2d(img, self.spatial_dims, k)), mask, opacity=0.4)
-        scale = max(1, self.display_px // max(rgb.shape[:2]))
-        self.image.value = png_bytes(rgb, scale=scale)
+        self.title.value = (f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - "
+                            f"{proposal_text(self.proposals[i], self.study.classes, self.segmentation)}{conf}")
+        prop = np.asarray(self.proposals[i]) if self.segmentation and self.has_prelabel(i) else None
         u = None if self.uncertainty is None else self.uncertainty(cid)
-        self.umap.value = b"" if u is None else png_bytes(_heat_rgb(_slice2d(np.asarray(u), self.spatial_dims, k)), scale=scale)
+        self.image.value, self.umap.value = _case_pngs(cid, np.asarray(self.load_image(cid)), prop, u,
+                                                       self.spatial_dims, self.display_px)
         self.b_accept.disabled = not self.has_prelabel(i)  # nothing to accept: the person chooses the class
-        if self.segmentation:
-            pass
-        elif not self.has_prelabel(i):
-            self.class_menu.value = None  # no default: a class must be chosen, not clicked through
-        elif int(self.proposals[i]) in self._class_values:
-            self.class_menu.value = int(self.proposals[i])
+        if not self.segmentation:  # without a pre-label no default: a class must be chosen, not clicked through
+            v = int(self.proposals[i]) if self.has_prelabel(i) else None
+            if v is None or v in self._class_values:
+                self.class_menu.value = v
         self.comment.value = ""
         self._shown_at = self._clock()
 
@@ -232,15 +269,21 @@ class ReviewQueue:
 
     def _take(self) -> tuple[int, str, str, float]:
         if self.done:
-            raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch")
-        who = self._who()
-        return self.position, self.case_ids[self.position], who, max(0.0, self._clock() - self._shown_at)
+            raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch (or undo to go back)")
+        cid, seen = self.case_ids[self.position], max(0.0, self._clock() - self._shown_at)
+        if seen < self.min_view_seconds and not self._simulated:
+            raise StoreError(f"case {cid!r} was on screen {seen:.2f} s only, under the {self.min_view_seconds:g} s "
+                             "minimum, so it was not decided. Fix: look at the case, then decide")
+        return self.position, cid, self._who(), seen
 
     def _record(self, cid: str, action: str, seconds: float, **info: Any) -> dict[str, Any]:
-        rec = {"case_id": cid, "action": action, "seconds": seconds, **info}
+        rec = {"case_id": cid, "action": action, "seconds": seconds, "index": self.position,
+               "annotator": self.annotator.value.strip(), "at": datetime.now().strftime("%H:%M:%S"), **info}
         self.decisions.append(rec)
         self.position += 1
-        self.status.value = f"saved: {cid} {action} ({seconds:.1f} s)"
+        what = decision_text(rec, self.study.classes)
+        what = f"as {what}" if "source" in rec else f"{what}: review queue, no label"
+        self.status.value = f"saved case <code>{cid}</code> {what} ({seconds:.1f} s)"
         self._show()
         return rec
 
@@ -253,7 +296,7 @@ class ReviewQueue:
         """The person agrees with the pre-label: source ``human`` (a person decided), noted as an accepted pre-label."""
         if not self.done and not self.has_prelabel():
             raise StoreError(f"case {self.current!r} has no pre-label to accept. Fix: choose its class (menu + "
-                             "'set class', keys 1-9, or change(cls))")
+                             "'set class', its digit key, or change(cls))")
         i, cid, who, sec = self._take()
         conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
             f" (confidence {self.confidence[i]:.3f})"
@@ -275,7 +318,7 @@ class ReviewQueue:
                 raise StoreError("this segmentation case has no pre-label. Fix: change(mask=...) with a mask, or "
                                  "reject and draw it in 3D Slicer (study.export_masks_nifti / import_masks)")
             if mask is None and cls is None:
-                raise StoreError("choose the class first. Fix: pick it in the menu (or keys 1-9), or change(cls) "
+                raise StoreError("choose the class first. Fix: pick it in the menu (or its digit key), or change(cls) "
                                  "with one of " + str(self._class_values))
             v = None if mask is not None else self.study.check_value(cls)
             lid = self._write_label(i, cid, who, sec, value=v, mask=None if mask is None else np.asarray(mask),
@@ -306,33 +349,53 @@ class ReviewQueue:
         i, cid, who, sec = self._take()
         text = reason or self.comment.value.strip()
         what = "pre-label rejected" if self.has_prelabel(i) else "no label given"
-        self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
-                                   reason=f"{what}: needs a correct label{': ' + text if text else ''}")
-        return self._record(cid, "reject", sec)
+        n = self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
+                                       reason=f"{what}: needs a correct label{': ' + text if text else ''}")
+        return self._record(cid, "reject", sec, queued=n)
 
     def flag(self, reason: str = "") -> dict[str, Any]:
         """Unsure: ask for a second look without deciding (review queue, no label written)."""
-        i, cid, who, sec = self._take()
+        _, cid, who, sec = self._take()
         text = reason or self.comment.value.strip()
-        self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
-                                   reason=f"flagged for a second look{': ' + text if text else ''}")
-        return self._record(cid, "flag", sec)
+        n = self.study.flag_for_review([cid], source=REVIEW_SOURCE, flagged_by=who, seconds=sec,
+                                       reason=f"flagged for a second look{': ' + text if text else ''}")
+        return self._record(cid, "flag", sec, queued=n)
+
+    def undo(self) -> dict[str, Any]:
+        """Back to this session's previous case, its decision taken back in the store so no stale label or open
+        review-queue entry outlives it (the label is retracted, not deleted); the case is then decided afresh."""
+        if not self.decisions:
+            raise StoreError("nothing to undo in this session. Fix: undo goes back over this queue's own decisions")
+        d = self.decisions[-1]
+        if d.get("label_id") is not None:
+            self.study.retract_label(d["label_id"], by=d["annotator"], reason="undone in the review queue")
+        elif d.get("queued"):  # only an entry this decision opened: an older open one is not ours to close
+            self.study.resolve_review(d["case_id"], source=REVIEW_SOURCE)
+        self.decisions.pop()
+        self.position = d["index"]
+        self._show()
+        self.status.value = (f"undone: case <code>{d['case_id']}</code> ({decision_text(d, self.study.classes)}) "
+                             "is taken back and shown again; decide it afresh")
+        return d
 
     def run_oracle(self, truth: Callable[[str], Any], *, max_cases: int | None = None) -> list[dict[str, Any]]:
         """Simulated reviewer (papermill, benchmarks): accepts a correct pre-label, otherwise changes it to the
         ground truth ``truth(case_id)`` (class, or mask for segmentation); without a pre-label it chooses the truth."""
-        out = []
-        while not self.done and (max_cases is None or len(out) < max_cases):
-            i, cid = self.position, self.case_ids[self.position]
-            t = truth(cid)
-            if not self.has_prelabel(i):
-                out.append(self.change(mask=np.asarray(t)) if self.segmentation else self.change(int(t)))
-            elif self.segmentation:
-                t, prop = np.asarray(t), np.asarray(self.proposals[i])
-                same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
-                out.append(self.accept() if same else self.change(mask=np.asarray(t)))
-            else:
-                out.append(self.accept() if int(t) == int(self.proposals[i]) else self.change(int(t)))
+        out, self._simulated = [], True
+        try:
+            while not self.done and (max_cases is None or len(out) < max_cases):
+                i, cid = self.position, self.case_ids[self.position]
+                t = truth(cid)
+                if not self.has_prelabel(i):
+                    out.append(self.change(mask=np.asarray(t)) if self.segmentation else self.change(int(t)))
+                elif self.segmentation:
+                    t, prop = np.asarray(t), np.asarray(self.proposals[i])
+                    same = t.size == prop.size and np.array_equal(t.reshape(prop.shape), prop)
+                    out.append(self.accept() if same else self.change(mask=np.asarray(t)))
+                else:
+                    out.append(self.accept() if int(t) == int(self.proposals[i]) else self.change(int(t)))
+        finally:
+            self._simulated = False
         return out
 
     # ------------------------------------------------------------------ UI plumbing
@@ -349,16 +412,12 @@ class ReviewQueue:
             return
         key = text[-1].lower()
         self.keys.value = ""
-        if key == "a":
-            self._ui(self.accept)
-        elif key == "r":
-            self._ui(self.reject)
-        elif key == "f":
-            self._ui(self.flag)
-        elif key.isdigit() and 1 <= int(key) <= len(self._class_values) and not self.segmentation:
-            self._ui(lambda: self.change(self._class_values[int(key) - 1]))
+        if key in LETTER_KEYS:
+            self._ui(getattr(self, LETTER_KEYS[key]))
+        elif not self.segmentation and (v := digit_class(key, self.study.classes)) is not None:
+            self._ui(lambda: self.change(v))
         else:
-            self.status.value = f"key {key!r}: use a (accept), r (reject), f (flag) or 1-{min(9, len(self._class_values))}"
+            self.status.value = f"<span style='color:#b00'>{key_refusal(key, self.study.classes, self.segmentation)}</span>"
 
 
 def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: bool = False) -> ReviewQueue | None:
