@@ -48,4 +48,17 @@ hippocampus|all)
   medwb simulate "$H" --strategy random --strategy entropy --strategy hybrid \
     --budget 0.2 --rounds 5 --seeds 3 --epochs 10 --size 32x48x32 --out $B/hippocampus 2>&1 | tee $B/hippocampus.log ;;
 
+pneumonia-medwb)
+  # Issue 12: medwb's default pipeline (SimCLR on the pool once, FixMatch rounds from the pretrained trunk) with
+  # hybrid and with random acquisition, against random + supervised from scratch; the whole 4708-case pool,
+  # 10% in 5 rounds, 3 seeds, the default schedules (no --epochs). One process, 2 threads.
+  OMP_NUM_THREADS=2 medwb simulate data_samples/classification_2d/pneumoniamnist.npz \
+    --strategy hybrid --strategy random --strategy random:scratch \
+    --budget 0.1 --rounds 5 --seeds 3 --out $B/pneumonia_medwb 2>&1 | tee $B/pneumonia_medwb.log ;;
+blood-classes)
+  # Issue 12: labels needed vs number of classes on BloodMNIST (8 classes; not bundled: MEDWB_BLOODMNIST, default
+  # the shared data folder): nested subsets of 2/4/6/8 classes, each a 2000-case pool, 10% in 5 rounds, 1 seed.
+  BLOOD=${MEDWB_BLOODMNIST:-../shared/data/medmnist/bloodmnist.npz}
+  OMP_NUM_THREADS=2 medwb class-sweep "$BLOOD" --classes 2,4,6,8 --strategy hybrid --strategy random:scratch \
+    --budget 0.1 --rounds 5 --seeds 1 --max-pool 2000 --out $B/bloodmnist_classes 2>&1 | tee $B/bloodmnist_classes.log ;;
 esac

@@ -354,8 +354,9 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
 def semi_config_from(config: TrainConfig, **overrides: Any) -> SemiConfig:
     """The FixMatch schedule of an active-learning round trained with ``config`` (:class:`TrainConfig`): same
     seed, learning rate, weight decay, labelled batch size, patience, class weighting, decision rule and time
-    cap; FixMatch's own fields (steps per epoch, mu, threshold) keep their defaults unless overridden."""
-    base = {"seed": config.seed, "lr": config.lr, "weight_decay": config.weight_decay,
+    cap, and at most ``config.epochs`` epochs (a quick run's short schedule shortens FixMatch too); FixMatch's own
+    fields (steps per epoch, mu, threshold) keep their defaults unless overridden."""
+    base = {"epochs": min(SemiConfig.epochs, int(config.epochs)), "seed": config.seed, "lr": config.lr, "weight_decay": config.weight_decay,
             "batch_size": config.batch_size, "patience": config.patience, "min_epochs": config.min_epochs,
             "balance_classes": config.balance_classes, "tune_decision": config.tune_decision,
             "max_seconds": config.max_seconds}
