@@ -53,10 +53,12 @@ class DemoConfig:
             return cls(explore_max_cases=200, strategies=("hybrid", "random:scratch"), budget=0.2, rounds=2, seeds=1,
                        epochs=4, max_pool=150, explain_methods="gradcam", explain_cases=4, n_bootstrap=200,
                        pretrain_steps=10)
-        # Measured on an idle 2-core machine: about 4 minutes in all (the 10-minute goal leaves room for slower CPUs).
-        return cls(explore_max_cases=2000, strategies=("hybrid", "random:scratch"), budget=0.1, rounds=4, seeds=3,
+        # medwb's default pipeline (hybrid: SimCLR on the pool, FixMatch rounds) against random + scratch on a
+        # 1000-case pool, 10% in 4 rounds, 2 seeds; pretraining 400 steps (~2 min) and FixMatch rounds of at
+        # most 10 epochs (~25 s each) keep the whole job within the 10-minute goal on 2 cores
+        return cls(explore_max_cases=2000, strategies=("hybrid", "random:scratch"), budget=0.1, rounds=4, seeds=2,
                    epochs=10, max_pool=1000, explain_methods="gradcam,ig", explain_cases=8,
-                   n_bootstrap=1000)
+                   n_bootstrap=1000, pretrain_steps=400)
 
 
 @dataclass
