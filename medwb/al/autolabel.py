@@ -326,6 +326,31 @@ def batch_difficulty(model: nn.Module, X_val: np.ndarray, X_batch: np.ndarray, X
     return u_val, u_batch, novelty(X_val), novelty(X_batch)
 
 
+def autolabel_outcome(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray,
+                      sets: dict[str, tuple[np.ndarray, np.ndarray]], *, target_error: float = 0.02,
+                      seed: int = 0) -> dict[str, float]:
+    """What auto-labelling with ``model`` would give on whole sets of cases (issue 12: "report coverage and
+    measured error on the remaining pool and on the shifted test split"): temperature and threshold fitted on the
+    whole validation split (the bounded-error rule, no batch matching: the sets are not chosen for difficulty),
+    then for each ``name -> (X, y)`` the share auto-accepted (``autolabel_<name>_coverage``), how many
+    (``_n_auto``) and the measured error of those (``_error``; NaN when none) with its 95% upper bound
+    (``_error_upper95``) against the ground truth ``y``."""
+    from medwb.models import predict_proba
+
+    temperature, choice = fit_autolabel(predict_proba(model, X_val), y_val, target_error=target_error, seed=seed)
+    out: dict[str, float] = {"autolabel_set_threshold": float(choice.threshold)}
+    for name, (X, y) in sets.items():
+        if len(X) == 0:
+            continue
+        rep = autolabel_report(prelabel(predict_proba(model, X), temperature, choice.threshold), np.asarray(y))
+        out.update({f"autolabel_{name}_n": float(rep["n"]), f"autolabel_{name}_coverage": float(rep["coverage"]),
+                    f"autolabel_{name}_n_auto": float(rep["n_auto"]),
+                    f"autolabel_{name}_n_errors": float(rep["n_auto_errors"]),
+                    f"autolabel_{name}_error": float(rep["auto_error"]),
+                    f"autolabel_{name}_error_upper95": error_upper_bound(int(rep["n_auto_errors"]), int(rep["n_auto"]))})
+    return out
+
+
 def prelabel_batch(model: nn.Module | None, batch: pd.DataFrame, X_batch: np.ndarray, y_batch: np.ndarray,
                    X_val: np.ndarray, y_val: np.ndarray, X_labeled: np.ndarray, *, task: str, target_error: float,
                    seed: int, passes: int) -> tuple[pd.DataFrame, dict[str, float]]:

@@ -131,12 +131,11 @@ class ActiveLearningLoop:
         self.model_fn = model_fn or partial(build_for_dataset, dataset)
         self.train_config = train_config or default_train_config(dataset.task, seed=self.seed)
         self.autolabel_stats: dict[str, float] = {}  # of the last proposed batch, for the round's metrics
-        self._model: nn.Module | None = None
+        self._model: nn.Module | None = None  # the last registered model, loaded once (current_model)
         self._model_version: str | None = None
-        self.pretrain = bool(pretrain or pretrained is not None)
+        self.pretrain, self._pretrained = bool(pretrain or pretrained is not None), pretrained
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
-        self._pretrained = pretrained
         self.data = SplitArrays(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size)
 
     # ------------------------------------------------------------------ state, read from the store
@@ -148,9 +147,7 @@ class ActiveLearningLoop:
         """(X, y, case_ids) of a split at the loop's size (see :class:`medwb.data.splits.SplitArrays`)."""
         return self.data[split]
 
-    @property
-    def pool_size(self) -> int:
-        return len(self.arrays("train")[2])
+    pool_size = property(lambda self: len(self.arrays("train")[2]), doc="Number of pool (train split) cases.")
 
     @property
     def round(self) -> int | None:
@@ -166,8 +163,7 @@ class ActiveLearningLoop:
 
     def labelled_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(case_ids, X, targets) of the labelled pool cases, targets read from the store's labels."""
-        lab = self.labeled()
-        X, y, ids = self.arrays("train")
+        lab, (X, y, ids) = self.labeled(), self.arrays("train")
         pos = {c: i for i, c in enumerate(ids)}
         idx = np.array([pos[c] for c in lab["case_id"].astype(str)], dtype=int)
         return list(lab["case_id"].astype(str)), X[idx], label_targets(lab, self.ds.task, tuple(y.shape[2:]))
@@ -291,6 +287,7 @@ class ActiveLearningLoop:
 
     def complete(self) -> RoundResult:
         """Retrain on every label in the store, checkpoint, register the model and close the round."""
+        from medwb.al.autolabel import autolabel_outcome
         from medwb.models import save_checkpoint
 
         open_ = self._open_round()
@@ -304,8 +301,12 @@ class ActiveLearningLoop:
         else:
             if len(self.labeled()) == 0:
                 raise StoreError("no labelled pool case to train on. Fix: save at least one label in the round")
-            model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=self.unlabelled_images())
+            model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=self.unlabelled_arrays()[0])
             metrics.update(self.autolabel_stats)
+            if self.evaluate_test and self.ds.task == "classification":  # auto-labels on the rest and on test
+                metrics.update(autolabel_outcome(model, *self.arrays("val")[:2], {
+                    "pool": self.unlabelled_arrays(), "test": self.arrays("test")[:2]},
+                    target_error=self.autolabel_target_error, seed=self.seed))
             # size: the spatial size of the arrays the network was trained on, and splits: the case ids, so that
             # a report or an explanation scores the same cases on the same grid from the checkpoint alone
             size = [int(v) for v in self.arrays("train")[0].shape[2:]]
@@ -331,11 +332,11 @@ class ActiveLearningLoop:
                          semi=self.semi, X_unlabelled=X_unlabelled,
                          test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
 
-    def unlabelled_images(self) -> np.ndarray:
-        """Images of the pool cases without a label in the store (FixMatch's unlabelled set)."""
-        X, _, ids = self.arrays("train")
-        done = set(self.labeled()["case_id"].astype(str))
-        return X[[i for i, c in enumerate(ids) if c not in done]]
+    def unlabelled_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) of the pool cases without a label in the store (FixMatch's unlabelled set; y for simulations)."""
+        (X, y, ids), done = self.arrays("train"), set(self.labeled()["case_id"].astype(str))
+        rest = [i for i, c in enumerate(ids) if c not in done]
+        return X[rest], y[rest]
 
     def representation(self) -> PretrainResult | str | Path | None:
         """The pretrained trunk the rounds start from (None without ``pretrain``): on first need pretrained on the

@@ -104,10 +104,15 @@ def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
     auto_csv = sim_dir / "autolabel.csv"
     auto = pd.read_csv(auto_csv) if auto_csv.is_file() else pd.DataFrame()
     if len(auto):
+        def share(v: float) -> str:
+            return "-" if v != v else f"{v:.1%}"
+
         for r in summarize_autolabel(auto).itertuples(index=False):
             err = "-" if r.auto_accepted == 0 else f"{r.auto_error:.1%} measured (95% upper bound {r.auto_error_upper95:.1%})"
-            lines.append(f"auto-labels, {r.strategy}: {r.auto_accepted} of {r.proposed} proposed cases "
-                         f"({r.coverage:.0%}) confident enough at the 2% target; error {err}")
+            lines.append(f"auto-labels, {r.strategy}: {r.auto_accepted} of {r.proposed} proposed (uncertainty-picked) "
+                         f"cases ({r.coverage:.0%}) confident enough at the 2% target, error {err}; the final model on "
+                         f"the rest of the pool: {share(r.pool_coverage)} auto-accepted at {share(r.pool_error)} "
+                         f"error, on the test split {share(r.test_coverage)} at {share(r.test_error)}")
     path = sim_dir / "headline.txt"
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)

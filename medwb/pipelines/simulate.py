@@ -130,44 +130,68 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> P
     return path
 
 
-AUTOLABEL_COLUMNS = ["strategy", "seed", "round", "n_batch", "n_auto", "n_auto_errors"]
+AUTOLABEL_COLUMNS = ["strategy", "seed", "round", "n_batch", "n_auto", "n_auto_errors",
+                     "pool_n", "pool_auto", "pool_errors", "test_n", "test_auto", "test_errors"]
 
 
 def autolabel_from_study(study: Study, *, strategy: str, seed: int) -> pd.DataFrame:
     """Per round: the proposed batch size, how many pre-labels would have been auto-accepted at the loop's
-    target error (threshold fitted on the validation split by the previous round's model), and how many of
-    those were wrong against ground truth. Rounds without a model-made pre-label (the cold start) are skipped."""
+    target error (threshold fitted on the validation split by the previous round's model, on validation cases as
+    hard as the batch), and how many of those were wrong against ground truth; and, for the round's own model
+    with the threshold fitted on the whole validation split, the same on the whole remaining pool and on the test
+    split (``pool_*`` / ``test_*``; NaN where not recorded). Rounds without a model-made pre-label (the cold
+    start) have NaN batch columns."""
     rows = []
     for m in study.models().sort_values("round").itertuples(index=False):
         metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
-        if "autolabel_n_auto_errors" in metrics:
-            rows.append((strategy, seed, int(m.round), int(metrics["autolabel_n"]), int(metrics["autolabel_n_auto"]),
-                         int(metrics["autolabel_n_auto_errors"])))
+        row: list[Any] = [strategy, seed, int(m.round)]
+        row += [metrics.get(k, math.nan) for k in ("autolabel_n", "autolabel_n_auto", "autolabel_n_auto_errors")]
+        for name in ("pool", "test"):
+            row += [metrics.get(f"autolabel_{name}_{k}", math.nan) for k in ("n", "n_auto", "n_errors")]
+        rows.append(row)
     return pd.DataFrame(rows, columns=AUTOLABEL_COLUMNS)
 
 
 def summarize_autolabel(rows: pd.DataFrame, confidence_level: float = 0.95) -> pd.DataFrame:
-    """Per strategy, pooled over seeds and rounds: coverage of auto-acceptance and the measured error of the
-    auto-accepted labels with its one-sided Clopper-Pearson upper bound."""
+    """Per strategy: the proposed batches pooled over seeds and rounds (coverage of auto-acceptance, measured
+    error of the auto-accepted labels, its one-sided Clopper-Pearson upper bound), and the last round's model
+    on the whole remaining pool and on the test split, pooled over seeds (``pool_*``, ``test_*``)."""
     from medwb.al.autolabel import error_upper_bound
 
     out = []
     for strategy, g in rows.groupby("strategy", sort=False):
-        n, a, e = int(g["n_batch"].sum()), int(g["n_auto"].sum()), int(g["n_auto_errors"].sum())
-        out.append({"strategy": strategy, "proposed": n, "auto_accepted": a, "coverage": a / n if n else math.nan,
-                    "errors": e, "auto_error": e / a if a else math.nan,
-                    "auto_error_upper95": error_upper_bound(e, a, confidence_level)})
+        b = g.dropna(subset=["n_batch"])
+        n, a, e = int(b["n_batch"].sum()), int(b["n_auto"].sum()), int(b["n_auto_errors"].sum())
+        row: dict[str, Any] = {"strategy": strategy, "proposed": n, "auto_accepted": a,
+                               "coverage": a / n if n else math.nan, "errors": e, "auto_error": e / a if a else math.nan,
+                               "auto_error_upper95": error_upper_bound(e, a, confidence_level)}
+        last = g.sort_values("round").groupby("seed").tail(1)
+        for name in ("pool", "test"):
+            cols = last[[f"{name}_n", f"{name}_auto", f"{name}_errors"]].dropna()
+            nn_, aa, ee = (int(v) for v in cols.sum()) if len(cols) else (0, 0, 0)
+            row.update({f"{name}_coverage": aa / nn_ if nn_ else math.nan,
+                        f"{name}_error": ee / aa if aa else math.nan,
+                        f"{name}_error_upper95": error_upper_bound(ee, aa, confidence_level) if nn_ else math.nan})
+        out.append(row)
     return pd.DataFrame(out)
 
 
 def format_autolabel(summary: pd.DataFrame, target: float) -> str:
-    lines = [f"auto-labels of the proposed batches (target error {target:.0%}, threshold from the validation split; "
-             "simulated annotator, so nothing was committed automatically)",
-             f"{'strategy':<16}{'proposed':>10}{'auto-accepted':>16}{'errors':>8}{'error':>9}{'95% upper':>11}"]
+    lines = [f"auto-labels at a {target:.0%} target error (simulated annotator, so nothing was committed automatically)",
+             "  batch: the proposed batches, threshold chosen on validation cases as hard as the batch (the loop's rule)",
+             "  pool / test: the last round's model on the whole remaining pool and on the test split, threshold "
+             "chosen on the whole validation split",
+             f"{'strategy':<16}{'proposed':>10}{'auto-accepted':>16}{'errors':>8}{'error':>9}{'95% upper':>11}"
+             f"{'pool cover':>12}{'pool err':>10}{'test cover':>12}{'test err':>10}"]
+
+    def pct(v: float) -> str:
+        return "-" if v != v else f"{v:.1%}"
+
     for r in summary.itertuples(index=False):
         err = "-" if r.auto_accepted == 0 else f"{r.auto_error:.2%}"
         lines.append(f"{r.strategy:<16}{r.proposed:>10}{f'{r.auto_accepted} ({r.coverage:.0%})':>16}{r.errors:>8}"
-                     f"{err:>9}{r.auto_error_upper95:>11.2%}")
+                     f"{err:>9}{r.auto_error_upper95:>11.2%}{pct(r.pool_coverage):>12}{pct(r.pool_error):>10}"
+                     f"{pct(r.test_coverage):>12}{pct(r.test_error):>10}")
     return "\n".join(lines)
 
 

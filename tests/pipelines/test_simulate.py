@@ -72,9 +72,13 @@ def test_simulate_cli_on_real_subset(samples: Path, tmp_path: Path, capsys: pyte
     assert (out / "table.txt").read_text().strip() in printed
     # auto-label outcome of each model-made pre-label batch (round 2; round 1 is the model-free first batch)
     auto = pd.read_csv(out / "autolabel.csv")
-    assert set(auto["strategy"]) == {"random-scratch", "entropy-scratch"} and list(auto["round"].unique()) == [2]
-    assert (auto["n_batch"] == 12).all() and (auto["n_auto_errors"] <= auto["n_auto"]).all()
-    assert "auto-labels of the proposed batches" in printed
+    batch = auto.dropna(subset=["n_batch"])
+    assert set(auto["strategy"]) == {"random-scratch", "entropy-scratch"} and list(batch["round"].unique()) == [2]
+    assert (batch["n_batch"] == 12).all() and (batch["n_auto_errors"] <= batch["n_auto"]).all()
+    # every round's model on the whole remaining pool (120 - labels) and on the test split (60)
+    assert sorted(auto["pool_n"].unique()) == [96, 108] and (auto["test_n"] == 60).all()
+    assert (auto["pool_errors"] <= auto["pool_auto"]).all() and (auto["test_auto"] <= auto["test_n"]).all()
+    assert "auto-labels at a 2% target error" in printed and "pool cover" in printed
     # every curve point is a model recorded in a real study, with its labels
     from medwb.store import Study
 
