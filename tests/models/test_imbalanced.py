@@ -62,6 +62,23 @@ def test_no_model_ends_at_chance_on_a_skewed_imbalanced_set(skewed):
         assert res.threshold is not None and 0.0 < res.threshold < 1.0 + 1e-9
 
 
+def test_fixmatch_rounds_do_not_collapse_on_a_skewed_imbalanced_set(skewed, samples):
+    """The loop's default round (FixMatch on the labels + the pool) feeds on its own pseudo-labels; on the skewed
+    set with an imbalanced unlabelled pool (1:8) it must not end at chance either, and the decision rule chosen
+    on validation travels with the model like train()'s."""
+    from medwb.models.semi import semi_config_from, train_semi
+
+    X, y, Xv, yv = skewed
+    d = np.load(samples / PNEUMONIA)
+    pool, _ = _split(d, "train", 60, 480)  # overlaps the labelled cases a little, as a pool minus labels would not
+    for seed in range(2):
+        res = train_semi(build_classifier(2, 1, 2, seed=seed), X, y, pool, Xv, yv, progress=False,
+                         config=semi_config_from(TrainConfig(seed=seed, epochs=8)))
+        m = evaluate(res.model, Xv, yv)
+        assert m["balanced_accuracy"] > 0.6, (seed, res.best_epoch, m)
+        assert res.threshold is not None and res.model.decision == {"threshold": res.threshold}
+
+
 def test_threshold_is_chosen_on_validation_and_travels_with_the_checkpoint(skewed, tmp_path):
     X, y, Xv, yv = skewed
     res = train(build_classifier(2, 1, 2, seed=4), X, y, Xv, yv, task="classification", progress=False,
