@@ -145,5 +145,5 @@ def test_xai_learning_curve_and_checklist_sections(samples: Path) -> None:
     assert status["Annotation tools, annotator qualifications, inter-rater variability"] == \
         "not available in this study"
     p = C.report_parameters(Path("s"), None, Path("c.csv"), None, 0, 200)
-    assert p == {"study": "s", "dataset": None, "simulation_curves": "c.csv", "explain_dir": None, "seed": 0,
-                 "n_bootstrap": 200}
+    assert p == {"study": "s", "dataset": None, "simulation_curves": "c.csv", "explain_dir": None,
+                 "class_sweep": None, "seed": 0, "n_bootstrap": 200}
