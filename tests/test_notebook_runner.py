@@ -59,7 +59,7 @@ def test_bundled_notebook_parameters_are_all_seen_by_papermill():
 
     expected = {"01_explore": {"data_path", "max_cases", "volume_case", "static_views", "near_duplicate_distance",
                                "seed"},
-                "04_validation_report": {"study", "dataset", "simulation_curves", "explain_dir", "seed",
+                "04_validation_report": {"study", "dataset", "simulation_curves", "explain_dir", "class_sweep", "seed",
                                          "n_bootstrap"}}
     for name, params in expected.items():
         assert set(pm.inspect_notebook(str(notebook_path(name)))) == params, name
