@@ -21,8 +21,8 @@ import pandas as pd
 
 from medwb.errors import DataError
 
-SWEEP_COLUMNS = ["n_classes", "classes", "strategy", "metric", "pool", "full_value", "value_at_budget",
-                 "share_of_full", "labels_to_98pct", "fraction_to_98pct", "seeds"]
+SWEEP_COLUMNS = ["n_classes", "classes", "strategy", "metric", "pool", "full_value", "labels_at_budget",
+                 "value_at_budget", "share_of_full", "labels_to_98pct", "fraction_to_98pct", "seeds"]
 _SPLITS = ("train", "val", "test")
 
 
@@ -86,7 +86,7 @@ def run_class_sweep(data: str | Path, *, class_counts: Sequence[int], out_dir: s
         for r in summary.itertuples(index=False):
             rows.append({"n_classes": k, "classes": " ".join(map(str, classes)), "strategy": r.strategy,
                          "metric": r.metric, "pool": pool, "full_value": r.full_value,
-                         "value_at_budget": r.value_at_budget, "share_of_full": r.share_of_full,
+                         "labels_at_budget": r.n_labeled_at_budget, "value_at_budget": r.value_at_budget, "share_of_full": r.share_of_full,
                          "labels_to_98pct": r.labels_to_98pct, "fraction_to_98pct": r.fraction_to_98pct,
                          "seeds": r.seeds})
     table = pd.DataFrame(rows, columns=SWEEP_COLUMNS)

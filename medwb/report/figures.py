@@ -146,18 +146,31 @@ def validation_curve_figure(val: pd.DataFrame) -> Figure:
 
 
 def class_sweep_figure(sweep: pd.DataFrame) -> Figure:
-    """Labels needed to reach 98% of all labels against the number of classes, one line per strategy and
-    metric (``class_sweep.csv`` of :func:`medwb.pipelines.class_sweep.run_class_sweep`); unreached points
-    are left out."""
+    """Per metric, against the number of classes: the labels needed to reach 98% of all labels (filled markers;
+    an open triangle at the budget's label count where the curve did not get there, i.e. more were needed) and,
+    on the right axis, the share of the all-labels result reached at the budget (dashed). One colour per
+    strategy; ``class_sweep.csv`` of :func:`medwb.pipelines.class_sweep.run_class_sweep`."""
     metrics = list(dict.fromkeys(sweep["metric"]))
-    fig, axes = _fig(5 * len(metrics), 4, len(metrics))
+    fig, axes = _fig(5.5 * len(metrics), 4, len(metrics))
     for ax, metric in zip(axes, metrics):
         s = sweep[sweep["metric"] == metric]
+        share_ax = ax.twinx()
         for i, (strat, d) in enumerate(s.groupby("strategy", sort=False)):
             d = d.sort_values("n_classes")
-            ax.plot(d["n_classes"], d["labels_to_98pct"], marker="o", c=f"C{i}", label=strat)
+            reached = d["labels_to_98pct"].notna()
+            ax.plot(d["n_classes"][reached], d["labels_to_98pct"][reached], marker="o", c=f"C{i}",
+                    label=f"{strat}: labels to 98%")
+            if "labels_at_budget" in d and (~reached).any():
+                ax.scatter(d["n_classes"][~reached], d["labels_at_budget"][~reached], marker="^",
+                           facecolors="none", edgecolors=f"C{i}", s=60, label=f"{strat}: not reached within")
+            share_ax.plot(d["n_classes"], d["share_of_full"], ls="--", c=f"C{i}", alpha=0.6,
+                          label=f"{strat}: share of full at budget")
         ax.set(xlabel="number of classes", ylabel="labels to 98% of all labels",
                title=f"Labels needed vs classes: {metric}", xticks=sorted(s["n_classes"].unique()))
+        ax.set_ylim(bottom=0)
+        share_ax.set_ylabel("share of all-labels result at the budget")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = share_ax.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
     return fig

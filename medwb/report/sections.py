@@ -447,7 +447,7 @@ def class_sweep_table(sweep_csv: str | Path | None) -> pd.DataFrame:
     if not sweep_csv or not Path(sweep_csv).is_file():
         return pd.DataFrame()
     t = pd.read_csv(sweep_csv)
-    cols = ["n_classes", "strategy", "metric", "pool", "full_value", "value_at_budget", "share_of_full",
+    cols = ["n_classes", "strategy", "metric", "pool", "full_value", "labels_at_budget", "value_at_budget", "share_of_full",
             "labels_to_98pct", "fraction_to_98pct", "seeds"]
     return t[[c for c in cols if c in t]].sort_values(["metric", "strategy", "n_classes"]).reset_index(drop=True)
 

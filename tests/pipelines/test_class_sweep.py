@@ -62,7 +62,8 @@ def test_class_sweep_table_and_figure_for_the_report(tmp_path: Path) -> None:
     from medwb.report.figures import class_sweep_figure
     from medwb.report.sections import class_sweep_table
 
-    rows = [(k, "0 1", "hybrid", "auc", 100, 0.99, 0.98, 0.99, 10.0 * k, 0.1 * k, 3) for k in (2, 4)]
+    rows = [(k, "0 1", "hybrid", "auc", 100, 0.99, 10, 0.98, 0.99, 10.0 * k if k == 2 else float("nan"), 0.1 * k, 3)
+            for k in (2, 4)]
     csv = tmp_path / "class_sweep.csv"
     pd.DataFrame(rows, columns=SWEEP_COLUMNS).to_csv(csv, index=False)
     t = class_sweep_table(csv)
