@@ -1,6 +1,7 @@
 """The end-to-end study on bundled real data — the README's main job (``medwb demo`` / ``scripts/demo.sh``).
 
-explore (``medwb.pipelines.explore.run_explore``) → active learning against random with a simulated annotator
+explore (``medwb.pipelines.explore.run_explore``) → active learning, medwb's default pipeline against random picking +
+training from scratch, with a simulated annotator
 (``medwb.pipelines.simulate.run_simulation``: one study folder per strategy and seed, with full provenance) →
 explanations of the final model with their sanity checks (``medwb.explain.run.run_explain``) → validation
 report (``medwb.report.build.build_report``) → ``OUT/index.html`` linking every output.
@@ -109,7 +110,7 @@ def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
 
         for r in summarize_autolabel(auto).itertuples(index=False):
             err = "-" if r.auto_accepted == 0 else f"{r.auto_error:.1%} measured (95% upper bound {r.auto_error_upper95:.1%})"
-            lines.append(f"auto-labels, {r.strategy}: {r.auto_accepted} of {r.proposed} proposed (uncertainty-picked) "
+            lines.append(f"auto-labels, {r.strategy}: {r.auto_accepted} of {r.proposed} proposed "
                          f"cases ({r.coverage:.0%}) confident enough at the 2% target, error {err}; the final model on "
                          f"the rest of the pool: {share(r.pool_coverage)} auto-accepted at {share(r.pool_error)} "
                          f"error, on the test split {share(r.test_coverage)} at {share(r.test_error)}")
@@ -171,7 +172,7 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
                                                                     sim_dir / "headline.txt")]
         return [(k, p) for k, p in outs if p.exists()]
 
-    sim = _run(Stage("2. active learning against random (simulated annotator)"), simulate)
+    sim = _run(Stage("2. active learning: medwb against random + scratch (simulated annotator)"), simulate)
     stages.append(sim)
 
     study: Path | None = None
