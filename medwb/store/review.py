@@ -27,7 +27,8 @@ def record_verdict(
     map_path: str | Path | None = None,
     checks: Mapping[str, Any] | None = None,
 ) -> int:
-    """A reviewer's judgement of an explanation map for a case."""
+    """A reviewer's judgement of an explanation map for a case; a later one by the same reviewer for the same
+    (case, method) supersedes it in :func:`verdicts` (the earlier row stays as history)."""
     case_id = str(case_id)
     study.check_case(case_id)
     if verdict not in VERDICTS:
@@ -43,9 +44,16 @@ def record_verdict(
     return int(cur.lastrowid)
 
 
-def verdicts(study: Study) -> pd.DataFrame:
-    """Every verdict, with ``checks`` as a dict and ``map_path`` absolute."""
-    df = study.query("SELECT * FROM verdicts ORDER BY id")
+def verdicts(study: Study, *, history: bool = False) -> pd.DataFrame:
+    """The current verdicts, with ``checks`` as a dict and ``map_path`` absolute.
+
+    The table is append-only (a re-judged map keeps its earlier verdict as history), so by default only the
+    latest row per (case, method, reviewer) is returned: a reviewer who changes their mind is counted once.
+    ``history=True`` returns every row ever recorded.
+    """
+    where = "" if history else \
+        " WHERE id IN (SELECT MAX(id) FROM verdicts GROUP BY case_id, method, reviewer)"
+    df = study.query(f"SELECT * FROM verdicts{where} ORDER BY id")
     df["checks"] = [json.loads(x) for x in df["checks"]]
     df["map_path"] = [None if p is None else str(study.path(p)) for p in df["map_path"]]
     return df

@@ -202,6 +202,18 @@ def test_rounds_models_curve_verdicts_queue(study: Study) -> None:
     assert list(study.review_queue()["case_id"]) == ["train_00006"]
 
 
+def test_verdicts_latest_per_case_method_reviewer(study: Study) -> None:
+    """A re-judged map is counted once (its latest verdict); the earlier rows stay readable as history."""
+    first = study.record_verdict("train_00005", "gradcam", "partly", "carol")
+    second = study.record_verdict("train_00005", "gradcam", "plausible", "carol", comment="looked again")
+    other = study.record_verdict("train_00005", "gradcam", "implausible", "dave")
+    ig = study.record_verdict("train_00005", "ig", "partly", "carol")
+    v = study.verdicts()
+    assert list(v["id"]) == [second, other, ig]
+    assert v.set_index("id").loc[second, "verdict"] == "plausible"
+    assert list(study.verdicts(history=True)["id"]) == [first, second, other, ig]
+
+
 def test_labels_csv_roundtrip_all_or_nothing(study: Study, tmp_path: Path, samples: Path) -> None:
     cohort, labels = pneumonia_cohort(samples)
     csv = tmp_path / "in.csv"

@@ -129,3 +129,131 @@ def test_review_only_mode_without_model_or_torch(explained, tmp_path):
 def test_missing_index_is_a_named_error(tmp_path):
     with pytest.raises(DataError, match="index.csv"):
         VerdictPanel(tmp_path)
+
+
+# ------------------------------------------------------------------------ clinician test (issue 14, item 9)
+def _copy_study(explained, tmp_path) -> Study:
+    import shutil
+
+    shutil.copytree(explained["study_dir"], tmp_path / "study")
+    return Study.open(tmp_path / "study")
+
+
+def _mine(study: Study, reviewer: str, *, history: bool = False) -> pd.DataFrame:
+    v = study.verdicts(history=history)
+    return v[v.reviewer == reviewer]
+
+
+def test_next_auto_saves_the_chosen_verdict(explained, tmp_path):
+    study = _copy_study(explained, tmp_path)
+    panel = VerdictPanel(tmp_path / "study" / "maps", study, reviewer="Dr. Auto")
+    panel.set_verdict("gradcam", "plausible", "lungs")
+    panel.next_btn.click()  # the button, without pressing save first
+    assert panel.pos == 1 and "auto-saved 1" in panel.status.value
+    v = _mine(study, "Dr. Auto")
+    assert len(v) == 1 and v.iloc[0].case_id == panel.case_ids[0] and v.iloc[0].verdict == "plausible"
+    assert v.iloc[0].comment == "lungs"
+    panel.set_verdict("ig", "partly", "typed, then went back")
+    panel.prev_btn.click()
+    assert panel.pos == 0 and len(_mine(study, "Dr. Auto")) == 2
+    study.close()
+
+
+def test_unsavable_choice_keeps_the_reader_on_the_case(explained, tmp_path):
+    study = _copy_study(explained, tmp_path)
+    panel = VerdictPanel(tmp_path / "study" / "maps", study)  # no reviewer name yet
+    panel.set_verdict("gradcam", "implausible", "edges only")
+    panel.next_btn.click()
+    assert panel.pos == 0 and panel.verdicts["gradcam"].value == "implausible"
+    assert "still on this case" in panel.status.value and "reviewer" in panel.status.value
+    panel.case.value = 2  # the case menu is guarded too, and snaps back
+    assert panel.pos == 0 and panel.case.value == 0 and panel.comments["gradcam"].value == "edges only"
+    panel.reviewer.value = "Dr. Late"
+    panel.comments["ig"].value = "a comment without a verdict"
+    assert panel.next() is False and "has no verdict" in panel.status.value
+    assert len(_mine(study, "Dr. Late")) == 0  # nothing half-saved
+    panel.comments["ig"].value = ""
+    assert panel.next() is True and panel.pos == 1
+    assert list(_mine(study, "Dr. Late").verdict) == ["implausible"]
+    no_store = VerdictPanel(tmp_path / "study" / "maps", reviewer="Dr. X")
+    no_store.set_verdict("ig", "partly")
+    assert no_store.next() is False and "no study" in no_store.status.value
+    study.close()
+
+
+def test_going_back_shows_the_saved_verdict(explained, tmp_path):
+    study = _copy_study(explained, tmp_path)
+    maps = tmp_path / "study" / "maps"
+    panel = VerdictPanel(maps, study, reviewer="Dr. Back")
+    panel.set_verdict("gradcam", "plausible", "lung fields")
+    panel.save()
+    panel.next()
+    assert panel.verdicts["gradcam"].value == ""
+    panel.prev()
+    assert panel.verdicts["gradcam"].value == "plausible" and panel.comments["gradcam"].value == "lung fields"
+    assert panel.verdicts["ig"].value == ""
+    assert panel.saved_notes["gradcam"].value.startswith("saved plausible at ")
+    assert "saved plausible at" in panel.status.value and "not reviewed" not in panel.status.value
+    again = VerdictPanel(maps, study, reviewer="Dr. Back")  # a new session opens with it too
+    assert again.verdicts["gradcam"].value == "plausible"
+    later = VerdictPanel(maps, study)  # the name typed after opening fills the saved verdicts
+    assert later.verdicts["gradcam"].value == ""
+    later.reviewer.value = "Dr. Back"
+    assert later.verdicts["gradcam"].value == "plausible" and "saved plausible at" in later.status.value
+    other = VerdictPanel(maps, study, reviewer="Dr. Other")  # another reviewer's verdict is not theirs
+    assert other.verdicts["gradcam"].value == ""
+    study.close()
+
+
+def test_saving_again_does_not_duplicate(explained, tmp_path):
+    study = _copy_study(explained, tmp_path)
+    panel = VerdictPanel(tmp_path / "study" / "maps", study, reviewer="Dr. Twice")
+    panel.set_verdict("gradcam", "partly", "unsure")
+    assert len(panel.save()) == 1
+    assert panel.save() == []  # identical repeat: nothing written
+    panel._save_clicked()
+    assert "nothing changed" in panel.status.value
+    panel.next()
+    panel.prev()
+    assert len(_mine(study, "Dr. Twice", history=True)) == 1
+    panel.set_verdict("gradcam", "plausible", "looked again")
+    assert len(panel.save()) == 1
+    v = _mine(study, "Dr. Twice")
+    assert len(v) == 1 and v.iloc[0].verdict == "plausible" and v.iloc[0].comment == "looked again"
+    assert len(_mine(study, "Dr. Twice", history=True)) == 2
+    study.close()
+
+
+def test_labels_and_predictions_show_class_names(explained, tmp_path):
+    study = _copy_study(explained, tmp_path)
+    maps = tmp_path / "study" / "maps"
+    idx = pd.read_csv(maps / "index.csv", dtype={"case_id": str})
+    panel = VerdictPanel(maps, study)
+    for i, cid in enumerate(panel.case_ids):
+        panel.show(i)
+        row = idx[idx.case_id == cid].iloc[0]
+        label, pred = int(row.label), int(row.prediction)
+        assert f"reference label: {label}: {study.classes[label]}" in panel.info.value
+        assert f"prediction: <b>{pred}: {study.classes[pred]}</b>" in panel.info.value
+        if "misclassified" in row.selection:
+            assert f"(true {label}: {study.classes[label]}, predicted {pred}: {study.classes[pred]})" \
+                in panel.info.value
+    without_study = VerdictPanel(maps)  # the explain run's own class names
+    row = idx[idx.case_id == without_study.case_ids[0]].iloc[0]
+    assert f"prediction: <b>{int(row.prediction)}: {row.prediction_name}</b>" in without_study.info.value
+    study.close()
+
+
+def test_every_check_has_a_plain_language_sentence(explained):
+    import html
+
+    from medwb.explain.check_texts import CHECK_TEXTS, plain_text
+
+    panel = VerdictPanel(explained["out"])
+    ck = pd.read_csv(explained["out"] / "checks.csv")
+    assert set(ck.check) <= set(CHECK_TEXTS)
+    for m in panel.methods:
+        for check in set(ck[ck.method == m].check):
+            assert html.escape(plain_text(check)) in panel.map_notes[m].value
+    assert "weights are scrambled" in plain_text("randomization")
+    assert "random pixels" in plain_text("deletion_auc") and "mask_energy" in CHECK_TEXTS
