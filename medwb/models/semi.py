@@ -49,7 +49,6 @@ Measured (benchmarks/semi, PneumoniaMNIST test set, seed 0, narrow trunk): test 
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, fields
@@ -64,8 +63,8 @@ from medwb.errors import DataError
 from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
-from medwb.models.train import (TrainConfig, TrainResult, choose_decision, predict_proba, recalibrate_batchnorm,
-                                shift_augment)
+from medwb.models.train import (BestEpoch, TrainConfig, TrainResult, choose_decision, predict_proba,
+                                recalibrate_batchnorm, shift_augment)
 
 
 @dataclass
@@ -250,9 +249,7 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
     da_hist: list[torch.Tensor] = []
 
     history: list[dict[str, float]] = []
-    best_state = copy.deepcopy(model.state_dict())
-    best_key: tuple[float, float] = (-math.inf, -math.inf)
-    best_epoch, best_row = 0, None
+    best, best_row = BestEpoch.start(model, 2), None
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -260,7 +257,6 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
         lab, unl = _Cycler(len(Xl), bs, g), _Cycler(len(Xu), bu, g)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         bar = tqdm(range(1, config.epochs + 1), desc="train semi (FixMatch)", disable=not progress, leave=False)
-        stale = 0
         for epoch in bar:
             strong.set_random_state(_epoch_seed(config.seed, epoch))
             tot = {"loss": 0.0, "l": 0.0, "u": 0.0, "mask": 0.0}
@@ -307,34 +303,29 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
                 row[f"pseudo_class_{c}"] = float(pseudo_counts[c] / max(pseudo_counts.sum(), 1))
             if has_val:
                 row.update(_validate(model, Xv, yv, k))
-                key = _key(row, config.select_on)
-                if key > best_key:
-                    best_key, best_epoch, best_row = key, epoch, row
-                    best_state = copy.deepcopy(model.state_dict())
-                    stale = 0
-                else:
-                    stale += 1
+                if best.offer(_key(row, config.select_on), epoch, model):
+                    best_row = row
             else:
-                best_epoch, best_state, best_row = epoch, None, row
+                best.take_last(epoch)
+                best_row = row
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", mask=f"{row['mask_rate']:.2f}",
                             **({"val_loss": f"{row['val_loss']:.3f}"} if has_val else {}))
-            if has_val and epoch >= config.min_epochs and stale >= config.patience:
+            if has_val and best.should_stop(epoch, config.min_epochs, config.patience):
                 break
             if config.max_seconds is not None and row["seconds"] > config.max_seconds:
                 break
         bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model)
     if config.recalibrate_bn and not frozen:
         # exact BatchNorm statistics on clean images; kept only if validation agrees they are at least as good
         if recalibrate_batchnorm(model, torch.cat([Xl, Xu]), batch_size=256) and has_val:
             row = _validate(model, Xv, yv, k)
-            if _key(row, config.select_on) >= best_key:
+            if _key(row, config.select_on) >= best.key:
                 best_row = row
-            elif best_state is not None:
-                model.load_state_dict(best_state)
+            else:
+                best.restore(model)
     model.eval()
     metric_name, val_metric = "auc", float("nan")
     if has_val and best_row is not None:
@@ -346,7 +337,7 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
     if has_val and config.tune_decision:  # the same rule train() applies: imbalanced pools need their threshold
         decision = choose_decision(predict_proba(model, Xv.numpy()), yv)
     model.decision = decision  # travels with the model: evaluate / predict_labels / save_checkpoint read it
-    return TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(val_metric),
+    return TrainResult(model=model, history=history, best_epoch=best.epoch, val_metric=float(val_metric),
                        metric_name=metric_name, seconds=time.perf_counter() - t0,
                        threshold=decision.get("threshold"), class_offsets=decision.get("class_offsets"))
 

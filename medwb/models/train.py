@@ -87,6 +87,43 @@ SELECT_ON = ("auto", "balanced", "loss", "metric")
 Decision = float | dict[str, Any] | TrainResult | None
 
 
+@dataclass
+class BestEpoch:
+    """The epoch a run keeps and when it stops: the highest validation selection key so far, a copy of its
+    weights, and the epochs since it improved. One rule for :func:`train` and
+    :func:`medwb.models.semi.train_semi`, so both select and stop early the same way."""
+
+    key: tuple[float, ...]
+    state: dict[str, torch.Tensor] | None
+    epoch: int = 0
+    stale: int = 0
+
+    @classmethod
+    def start(cls, model: nn.Module, key_width: int) -> BestEpoch:
+        """Nothing kept yet: the starting weights, a key every real epoch beats."""
+        return cls((-math.inf,) * key_width, copy.deepcopy(model.state_dict()))
+
+    def offer(self, key: tuple[float, ...], epoch: int, model: nn.Module) -> bool:
+        """Keep ``epoch`` if its key beats the best so far (True), else count it stale (False)."""
+        if key > self.key:
+            self.key, self.epoch, self.state, self.stale = key, epoch, copy.deepcopy(model.state_dict()), 0
+            return True
+        self.stale += 1
+        return False
+
+    def take_last(self, epoch: int) -> None:
+        """Without a validation set the last epoch is kept as trained (no weights to restore)."""
+        self.epoch, self.state = epoch, None
+
+    def should_stop(self, epoch: int, min_epochs: int, patience: int) -> bool:
+        return epoch >= min_epochs and self.stale >= patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the kept weights (a no-op without validation)."""
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
 def resolve_select_on(select_on: str, task: Task) -> str:
     """The model-selection criterion ``train`` uses: "auto" is "balanced" for classification (a one-class
     predictor scores chance; validation AUC, the old default, ignores a shift of every logit and so can keep an
@@ -303,16 +340,14 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         X_val = _trunk_features(model, _as_tensor_x(X_val, sd, "X_val")) if has_val else X_val
         model, sd = model.head, Xt.ndim - 2  # type: ignore[assignment]
     history: list[dict[str, float]] = []
-    best_state = copy.deepcopy(model.state_dict())
-    best_key = (-math.inf, -math.inf, -math.inf)
-    best_epoch, best_metric, metric_name = 0, float("nan"), ("dice" if task == "segmentation" else "auc")
+    best = BestEpoch.start(model, 3)
+    best_metric, metric_name = float("nan"), ("dice" if task == "segmentation" else "auc")
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         g = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         bar = tqdm(range(1, config.epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
-        stale = 0
         for epoch in bar:
             model.train()
             perm = torch.randperm(len(Xt), generator=g)
@@ -338,31 +373,26 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                     recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64))
                 row.update(_validate(model, X_val, y_val, task, loss_fn, sd))
                 key, metric_name, m = _selection_key(row, task, select_on)
-                if key > best_key:
-                    best_key, best_epoch, best_metric = key, epoch, m
-                    best_state = copy.deepcopy(model.state_dict())
-                    stale = 0
-                else:
-                    stale += 1
+                if best.offer(key, epoch, model):
+                    best_metric = m
             else:
-                best_epoch, best_state = epoch, None
+                best.take_last(epoch)
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-            if has_val and epoch >= config.min_epochs and stale >= config.patience:
+            if has_val and best.should_stop(epoch, config.min_epochs, config.patience):
                 break
             if config.max_seconds is not None and row["seconds"] > config.max_seconds:
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model)
     if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
         # keep the exact statistics only if validation agrees they are at least as good
         row = _validate(model, X_val, y_val, task, loss_fn, sd)
         key, _, m = _selection_key(row, task, select_on)
-        if key >= best_key:
+        if key >= best.key:
             best_metric = m
-        elif best_state is not None:
-            model.load_state_dict(best_state)
+        else:
+            best.restore(model)
     if trunk_state is not None:
         model = full_model
         model.trunk.load_state_dict(trunk_state)  # unchanged anyway; guards against any in-place update
@@ -371,11 +401,11 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     if task == "classification" and has_val and config.tune_decision:
         decision = choose_decision(predict_proba(model, X_val_images), np.asarray(y_val).reshape(-1))
     model.decision = decision  # travels with the model: evaluate / predict_labels / save_checkpoint read it
-    result = TrainResult(model=model, history=history, best_epoch=best_epoch, val_metric=float(best_metric),
+    result = TrainResult(model=model, history=history, best_epoch=best.epoch, val_metric=float(best_metric),
                          metric_name=metric_name, seconds=time.perf_counter() - t0,
                          threshold=decision.get("threshold"), class_offsets=decision.get("class_offsets"))
     if checkpoint is not None:
-        save_checkpoint(model, checkpoint, {"train_config": asdict(config), "best_epoch": best_epoch,
+        save_checkpoint(model, checkpoint, {"train_config": asdict(config), "best_epoch": best.epoch,
                                             "val_metric": result.val_metric, "metric_name": metric_name,
                                             "history": history, "size": [int(v) for v in X.shape[2:]],
                                             **decision})
