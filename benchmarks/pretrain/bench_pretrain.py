@@ -28,19 +28,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medwb.data import open_dataset
+from medwb.data.splits import stratified_subset
 from medwb.models import build_classifier, default_train_config, embed, evaluate, train
 from medwb.models.pretrain import PretrainConfig, init_from_pretrained, pretrain
 
 DATA = "data_samples/classification_2d/pneumoniamnist.npz"
-
-
-def stratified(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n indices with the class proportions of y (at least 2 per class), seeded."""
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    take = np.maximum(2, np.round(n * counts / counts.sum()).astype(int))
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
-                                   for c, k in zip(classes, take)]))
 
 
 def probe_auc(model, X, y, Xt, yt) -> float:
@@ -80,7 +72,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for frac in args.fractions:
-            lab = stratified(y, round(frac * len(X)), seed)
+            lab = stratified_subset(y, round(frac * len(X)), seed)
             r = {"seed": seed, "fraction": frac, "labels": len(lab)}
             for start in ("scratch", "pretrained"):
                 model = build_classifier(**build, seed=seed)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from medwb.data import open_dataset
+from medwb.data.splits import stratified_subset
 from medwb.models import build_classifier, default_train_config, predict_proba, train
 from medwb.models.pretrain import PretrainConfig, init_from_pretrained, load_pretrained, pretrain, save_pretrained
 from medwb.metrics import balanced_accuracy
@@ -30,15 +31,6 @@ from medwb.metrics import class_metrics
 
 DATA = "data_samples/classification_2d/pneumoniamnist.npz"
 METHODS = ("sup_scratch", "fix_scratch", "sup_pretr", "fix_pretr")
-
-
-def stratified(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n indices with the class proportions of y (at least 2 per class), seeded (as benchmarks/pretrain)."""
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    take = np.maximum(2, np.round(n * counts / counts.sum()).astype(int))
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
-                                   for c, k in zip(classes, take)]))
 
 
 def scores(model, X, y) -> tuple[float, float]:
@@ -82,7 +74,7 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for frac in args.fractions:
-            lab = stratified(y, round(frac * len(X)), seed)
+            lab = stratified_subset(y, round(frac * len(X)), seed)
             pool = np.setdiff1d(np.arange(len(X)), lab)
             r: dict = {"seed": seed, "fraction": frac, "labels": len(lab)}
             for m in METHODS:

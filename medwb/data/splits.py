@@ -61,6 +61,16 @@ def seeded_subset(ids: Sequence[str], n: int, seed: int) -> list[str]:
     return sorted(str(i) for i in np.random.default_rng(seed).choice(list(ids), min(n, len(ids)), replace=False))
 
 
+def stratified_subset(y: np.ndarray, n: int, random_state: int) -> np.ndarray:
+    """Sorted indices of about ``n`` cases drawn with the class proportions of ``y`` (at least 2 per class),
+    seeded: the labelled fraction of a benchmark's "label x% at random" draw."""
+    rng = np.random.default_rng(random_state)
+    classes, counts = np.unique(y, return_counts=True)
+    take = np.maximum(2, np.round(n * counts / counts.sum()).astype(int))
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
+                                   for c, k in zip(classes, take)]))
+
+
 class SplitArrays:
     """(X, y, case_ids) of each split at one input size, each dataset split read once and kept.
 

@@ -74,3 +74,14 @@ def test_split_arrays_gathers_in_source_order_and_caches() -> None:
     assert arr["train"][2] == ["train_004", "train_001"]
     arr["test"]
     assert sorted(ds.reads) == ["train", "val"]  # each dataset split read once
+
+
+def test_stratified_subset_keeps_class_shares_and_is_seeded() -> None:
+    from medwb.data.splits import stratified_subset
+
+    y = np.array([0] * 100 + [1] * 300)
+    idx = stratified_subset(y, 40, 3)
+    assert np.bincount(y[idx]).tolist() == [10, 30] and (np.diff(idx) > 0).all()
+    assert np.array_equal(idx, stratified_subset(y, 40, 3)) and not np.array_equal(idx, stratified_subset(y, 40, 4))
+    rare = np.array([0] * 2 + [1] * 98)
+    assert np.bincount(rare[stratified_subset(rare, 10, 0)]).tolist() == [2, 10]  # at least 2 of every class
