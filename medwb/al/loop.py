@@ -301,12 +301,13 @@ class ActiveLearningLoop:
         else:
             if len(self.labeled()) == 0:
                 raise StoreError("no labelled pool case to train on. Fix: save at least one label in the round")
-            model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=self.unlabelled_arrays()[0])
+            rest = self.unlabelled_arrays()
+            model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=rest[0])
             metrics.update(self.autolabel_stats)
             if self.evaluate_test and self.ds.task == "classification":  # auto-labels on the rest and on test
                 metrics.update(autolabel_outcome(model, *self.arrays("val")[:2], {
-                    "pool": self.unlabelled_arrays(), "test": self.arrays("test")[:2]},
-                    target_error=self.autolabel_target_error, seed=self.seed))
+                    "pool": rest, "test": self.arrays("test")[:2]}, target_error=self.autolabel_target_error,
+                    seed=self.seed))
             # size: the spatial size of the arrays the network was trained on, and splits: the case ids, so that
             # a report or an explanation scores the same cases on the same grid from the checkpoint alone
             size = [int(v) for v in self.arrays("train")[0].shape[2:]]
@@ -326,8 +327,7 @@ class ActiveLearningLoop:
         with ``semi``. Metrics: n_labeled, best_epoch, train_seconds, semi, val_* and (``evaluate_test``) test_*."""
         from medwb.al.fit import fit_round
 
-        Xv, yv, _ = self.arrays("val")
-        return fit_round(self.model_fn(self.seed), X, y, (Xv, yv), task=self.ds.task, config=self.train_config,
+        return fit_round(self.model_fn(self.seed), X, y, self.arrays("val")[:2], task=self.ds.task, config=self.train_config,
                          pretrained=self.representation() if self.pretrain else None, finetune=self.finetune,
                          semi=self.semi, X_unlabelled=X_unlabelled,
                          test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
