@@ -18,6 +18,18 @@ One optimiser step (:func:`train_semi`):
 
 Pseudo-labels are training signal only: they live for one step and nothing is written anywhere.
 
+**Weight averaging** (``ema_decay=0.99``, FixMatch's own evaluation rule): validation, model selection and the
+returned model use an exponential moving average of the weights and BatchNorm statistics
+(``torch.optim.swa_utils.AveragedModel``), with the usual warm-up (decay min(0.99, (1+n)/(10+n)) after n
+steps, so the random init is forgotten quickly); the pseudo-labeller is the live model. Measured on
+PneumoniaMNIST, seed 0 (test AUC):
+
+- SimCLR trunk, 470 random labels + the other 4238 pool images: without averaging the validation AUC of
+  successive epochs jumped between 0.54 and 0.98 (full fine-tuning at lr 2e-3 on mixed batches), the
+  class-balanced loss kept epoch 2 and test AUC was 0.940; with it 0.957 (a plain 0.99 average: 0.963);
+- from scratch, 60 labels + 2000 pool images: a plain 0.99 average kept too much of the random init
+  (validation balanced accuracy 0.5 for 9 epochs); with the warm-up validation AUC is 0.970.
+
 **Distribution alignment** (``distribution_alignment=True``; ReMixMatch, Berthelot et al. 2020): for
 imbalanced pools a confident-pseudo-label method feeds on its own majority-class bias (the majority class
 crosses the threshold first, its pseudo-labels pull more cases to it). With alignment every weak-view
@@ -57,6 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
@@ -87,6 +100,7 @@ class SemiConfig:
     distribution_alignment: bool = False  # rescale weak-view predictions towards da_target (imbalanced pools)
     da_target: str = "labelled"   # "labelled" (class frequencies of the labelled set) or "uniform"
     strong: PretrainConfig | None = None  # strong-view augmentation strengths (None: PretrainConfig() defaults)
+    ema_decay: float | None = 0.99  # validate and keep an exponential moving average of the weights (None: off)
     recalibrate_bn: bool = True   # BatchNorm statistics recomputed on clean labelled + pool images at the end
     tune_decision: bool = True    # the decision rule (binary threshold / class offsets) chosen on validation
     seed: int = 0
@@ -152,6 +166,17 @@ def _class_weights(y: np.ndarray, k: int) -> torch.Tensor:
 def _trunk_frozen(model: TrunkHeadNet) -> bool:
     params = list(model.trunk.parameters())
     return bool(params) and not any(p.requires_grad for p in params)
+
+
+def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """EMA update with the usual warm-up (TensorFlow's ExponentialMovingAverage): after n updates the decay is
+    min(decay, (1 + n) / (10 + n)), so the average follows a network that is still moving fast."""
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():   # BatchNorm's batch counter
+            return current
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return torch.lerp(averaged, current, 1.0 - d)  # exact where nothing moved (a frozen trunk)
+    return avg
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -256,6 +281,9 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
         g = torch.Generator().manual_seed(config.seed)
         lab, unl = _Cycler(len(Xl), bs, g), _Cycler(len(Xu), bu, g)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        ema = (None if config.ema_decay is None else
+               AveragedModel(model, avg_fn=_ema_with_warmup(float(config.ema_decay)), use_buffers=True))
+        judged = model if ema is None else ema.module
         bar = tqdm(range(1, config.epochs + 1), desc="train semi (FixMatch)", disable=not progress, leave=False)
         for epoch in bar:
             strong.set_random_state(_epoch_seed(config.seed, epoch))
@@ -291,6 +319,8 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 tot["loss"] += loss.item()
                 tot["l"] += loss_l.item()
                 tot["u"] += loss_u.item()
@@ -302,12 +332,14 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
             for c in range(k):
                 row[f"pseudo_class_{c}"] = float(pseudo_counts[c] / max(pseudo_counts.sum(), 1))
             if has_val:
-                row.update(_validate(model, Xv, yv, k))
-                if best.offer(_key(row, config.select_on), epoch, model):
+                row.update(_validate(judged, Xv, yv, k))
+                if best.offer(_key(row, config.select_on), epoch, judged):
                     best_row = row
             else:
                 best.take_last(epoch)
                 best_row = row
+                if ema is not None:
+                    model.load_state_dict(ema.module.state_dict())
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", mask=f"{row['mask_rate']:.2f}",

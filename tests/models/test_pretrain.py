@@ -12,6 +12,8 @@ from medwb.errors import ConfigError, DataError
 from medwb.models import build_classifier, build_segmenter, embed, save_checkpoint
 from medwb.models.pretrain import (
     PretrainConfig,
+    batch_adjust_contrast,
+    batch_gaussian_smooth,
     init_from_pretrained,
     load_pretrained,
     make_augment,
@@ -65,6 +67,23 @@ def test_augment_keeps_shape_and_is_seeded(pneu):
     ref = torch.stack([torch.as_tensor(Affine(affine=m.double(), padding_mode="zeros", image_only=True)(x))
                        for m, x in zip(mats, xb)])
     assert float((out - ref).abs().mean()) < 0.01  # measured 0.0035 on these chest X-rays
+
+
+def test_batched_intensity_matches_monai(pneu):
+    """The batched gamma and blur are MONAI's AdjustContrast / GaussianSmooth with each image's own value."""
+    from monai.transforms import AdjustContrast, GaussianSmooth
+
+    xb = torch.from_numpy(pneu["X"][:4]) * 0.8 + 0.1
+    gam = torch.tensor([0.7, 1.0, 1.3, 1.5])
+    ref = torch.stack([torch.as_tensor(AdjustContrast(float(g))(x)) for g, x in zip(gam, xb)])
+    assert torch.allclose(batch_adjust_contrast(xb, gam), ref, atol=1e-5)
+    sig = torch.tensor([[0.25, 0.25], [0.5, 1.0], [1.0, 0.3], [0.8, 0.8]])
+    ref = torch.stack([torch.as_tensor(GaussianSmooth(sigma=s.tolist())(x)) for s, x in zip(sig, xb)])
+    assert float((batch_gaussian_smooth(xb, sig, 1.0) - ref).abs().max()) < 1e-3
+    vol = torch.rand(2, 1, 12, 10, 8, generator=torch.Generator().manual_seed(0))
+    sig3 = torch.tensor([[0.5, 0.7, 1.0], [1.0, 0.25, 0.6]])
+    ref3 = torch.stack([torch.as_tensor(GaussianSmooth(sigma=s.tolist())(x)) for s, x in zip(sig3, vol)])
+    assert float((batch_gaussian_smooth(vol, sig3, 1.0) - ref3).abs().max()) < 1e-3
 
 
 def test_shapes_2d_3d_and_segmenter(pneu, adrenal):
