@@ -176,6 +176,28 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(a: argparse.Namespace) -> int:
+    import time
+
+    from medwb.pipelines.review_app import ReviewServer
+
+    srv = ReviewServer(a.study, [r for r in a.readers.split(",")], host=a.host, port=a.port,
+                       lease_seconds=a.lease_seconds).start()
+    try:
+        print(f"medwb review: serving {a.study} on {srv.url} (Ctrl-C stops it). One link per reader; a link is "
+              "that reader's key, give each to its reader only:")
+        for reader, link in srv.links.items():
+            print(f"  {reader}: {link}")
+        while srv.proc is not None and srv.proc.poll() is None:
+            time.sleep(1.0)
+        print("medwb review: the app stopped", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        srv.stop()
+
+
 def _cmd_notebooks(a: argparse.Namespace) -> int:
     from medwb.resources import copy_notebooks
 
@@ -328,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset to use instead of the bundled PneumoniaMNIST (medwb.resources.DEMO_DATA)")
     s.add_argument("--quick", action="store_true", help="smaller study, for tests")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("review", help="the code-free review app (Voila) for readers: one link with a token each")
+    s.add_argument("study", help="study folder (its open round's cases are read)")
+    s.add_argument("--readers", required=True, help="comma-separated reader names, e.g. ana,ben")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 for a hospital LAN)")
+    s.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    s.add_argument("--lease-seconds", type=float, default=600.0,
+                   help="how long a case stays with a reader who does not decide it (default 600)")
+    s.set_defaults(func=_cmd_review)
 
     s = sub.add_parser("notebooks", help="copy the bundled notebooks into a folder, to open them in JupyterLab")
     s.add_argument("dest", help="folder to copy them into (created)")

@@ -250,8 +250,7 @@ class ActiveLearningLoop:
         return self._prelabel(batch)
 
     def _prelabel(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Pre-label the batch with the current model (:func:`medwb.al.autolabel.prelabel_batch`); keeps its
-        auto-label stats for the round's metrics."""
+        """Pre-label the batch (:func:`medwb.al.autolabel.prelabel_batch`; stats kept), stored for readers' pages."""
         from medwb.al.autolabel import prelabel_batch
 
         X, y, ids = self.arrays("train")
@@ -261,6 +260,7 @@ class ActiveLearningLoop:
         batch, self.autolabel_stats = prelabel_batch(
             self.current_model()[0], batch, X[pos], y[pos], *self.arrays("val")[:2], X_lab, task=self.ds.task,
             target_error=self.autolabel_target_error, seed=self.seed, passes=self.mc_passes)
+        self.study.save_proposals(self.round, batch["case_id"], batch["prelabel"], batch["confidence"], self.current_model()[1])
         return batch
 
     def save_label(self, case_id: str, answer: LabelAnswer) -> int:

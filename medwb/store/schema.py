@@ -24,7 +24,7 @@ from medwb.atomic import fsync_dir
 from medwb.errors import StoreError
 from medwb.store.layout import StudyLayout
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -134,8 +134,18 @@ def v2_to_v3(conn: sqlite3.Connection) -> None:
                  "split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')), position INTEGER NOT NULL)")
 
 
+def v3_to_v4(conn: sqlite3.Connection) -> None:
+    """v4: several readers on one study (medwb.store.leases): the open round's pre-labels as proposed (so a
+    reader's page needs no model), and per-case leases (a case is shown to one reader at a time)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS proposals (round INTEGER NOT NULL, case_id TEXT NOT NULL, "
+                 "position INTEGER NOT NULL, prelabel INTEGER, confidence REAL, model_version TEXT, "
+                 "PRIMARY KEY (round, case_id))")
+    conn.execute("CREATE TABLE IF NOT EXISTS leases (case_id TEXT PRIMARY KEY, reader TEXT NOT NULL, "
+                 "round INTEGER, leased_at REAL NOT NULL, expires_at REAL NOT NULL)")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:

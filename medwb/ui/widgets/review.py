@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,7 @@ from medwb.store import Study
 from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
 from medwb.ui.widgets.review_text import (
     LETTER_KEYS,
+    confidence_text,
     decision_text,
     decisions_html,
     digit_class,
@@ -80,6 +81,32 @@ from medwb.ui.widgets.review_text import (
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
+
+class CaseSource(Protocol):
+    """Where a queue gets its next case when it runs out, and who may still decide a case: with several readers
+    the store's leases (:class:`medwb.ui.widgets.reader.LeasedCases`)."""
+
+    def next_case(self) -> tuple[str, Any, float | None] | None: ...   # (case id, pre-label, confidence)
+    def lost(self, case_id: str) -> str | None: ...   # why this reader may not decide the case any more
+    def decided(self, case_id: str) -> None: ...
+    def undone(self, case_id: str) -> None: ...
+
+
+class FixedCases:
+    """The :class:`CaseSource` of a queue given all its cases up front (one reader): nothing more, none lost."""
+
+    def next_case(self) -> None:
+        return None
+
+    def lost(self, case_id: str) -> None:
+        return None
+
+    def decided(self, case_id: str) -> None:
+        pass
+
+    def undone(self, case_id: str) -> None:
+        pass
+
 
 REVIEW_SOURCE = "review_widget"
 NO_PROPOSAL_NOTE = "chosen by the reader, no model proposal"
@@ -128,15 +155,11 @@ def _case_pngs(cid: str, img: np.ndarray, mask: np.ndarray | None, umap: np.ndar
 
 
 class ReviewQueue:
-    """A queue of pre-labelled cases for one annotator.
-
-    Parameters: ``study`` (decisions are written here), ``case_ids`` and their ``proposals`` (class values, or
-    masks (1,H,W[,D]) for segmentation; ``None`` for all cases or ``None`` per case: no pre-label, the person
-    chooses), ``load_image(case_id)`` (medwb array), optional ``confidence`` per case,
-    ``uncertainty(case_id) -> array`` (H,W[,D]) map shown beside the image, ``round`` and ``model_version`` of the
-    pre-labels (provenance), ``annotator`` (pre-filled name), ``spatial_dims``, ``min_view_seconds`` (a case shown
-    for less cannot be decided: no unseen case is decided by a second fast key press) and ``clock`` (seconds, for
-    the time per case and that minimum; tests inject a fake one).
+    """A queue of pre-labelled cases for one annotator: ``study`` (decisions go here), ``case_ids`` and their
+    ``proposals`` (classes, or (1,H,W[,D]) masks; ``None``, for all or per case: the person chooses),
+    ``load_image(case_id)``, optional ``confidence`` and ``uncertainty(case_id)`` map, ``round`` and
+    ``model_version`` (provenance), ``annotator``, ``spatial_dims``, ``min_view_seconds`` (a case shown for less
+    cannot be decided), ``clock`` (tests inject one) and ``source`` (:class:`CaseSource`: more cases, lost leases).
     """
 
     def __init__(
@@ -155,6 +178,7 @@ class ReviewQueue:
         display_px: int = 320,
         min_view_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        source: CaseSource | None = None,
     ) -> None:
         import ipywidgets as W
 
@@ -163,7 +187,8 @@ class ReviewQueue:
         self.proposals = [None] * len(self.case_ids) if proposals is None else list(proposals)
         if len(self.proposals) != len(self.case_ids):
             raise StoreError(f"{len(self.case_ids)} cases but {len(self.proposals)} pre-labels. Fix: pass one pre-label per case")
-        self.confidence = None if confidence is None else np.asarray(confidence, dtype=float)
+        self.confidence = None if confidence is None else [float(c) for c in np.asarray(confidence, dtype=float)]
+        self.source: CaseSource = source or FixedCases()
         self.segmentation = study.task == "segmentation"
         self.load_image, self.uncertainty = load_image, uncertainty
         self.round, self.model_version = round, model_version
@@ -194,6 +219,7 @@ class ReviewQueue:
                            continuous_update=True, layout=W.Layout(width="32em"))
         self.status = W.HTML()
         self.history = W.HTML()
+        self.umap_box = W.VBox([W.HTML("<b>uncertainty</b>"), self.umap])
         self.b_accept.on_click(lambda _: self._ui(self.accept))
         self.b_change.on_click(lambda _: self._ui(lambda: self.change(self.class_menu.value)))
         self.b_reject.on_click(lambda _: self._ui(self.reject))
@@ -204,7 +230,7 @@ class ReviewQueue:
             W.HBox([self.annotator, self.keys]),
             self.title,
             W.HBox([W.VBox([W.HTML("<b>image + pre-label</b>"), self.image]),
-                    W.VBox([W.HTML("<b>uncertainty</b>"), self.umap])]),
+                    self.umap_box]),
             W.HBox([self.b_accept, self.class_menu, self.b_change, self.b_reject, self.b_flag, self.b_undo]),
             self.comment,
             self.status,
@@ -233,6 +259,9 @@ class ReviewQueue:
         return i < len(self.proposals) and self.proposals[i] is not None
 
     def _show(self) -> None:
+        if self.done and (nxt := self.source.next_case()) is not None:
+            self.case_ids.append(nxt[0]), self.proposals.append(nxt[1])
+            self.confidence = (self.confidence or [np.nan] * self.position) + [np.nan if nxt[2] is None else nxt[2]]
         self.history.value = decisions_html(self.decisions, self.study.classes)
         self.b_undo.disabled = not self.decisions
         for b in (self.b_accept, self.b_change, self.b_reject, self.b_flag):
@@ -244,14 +273,14 @@ class ReviewQueue:
             self.umap.value = b""
             return
         i, cid = self.position, self.case_ids[self.position]
-        conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
-            f", confidence {self.confidence[i]:.3f}"
+        conf = confidence_text(None if self.confidence is None else self.confidence[i], ", ")
         self.title.value = (f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - "
                             f"{proposal_text(self.proposals[i], self.study.classes, self.segmentation)}{conf}")
         prop = np.asarray(self.proposals[i]) if self.segmentation and self.has_prelabel(i) else None
         u = None if self.uncertainty is None else self.uncertainty(cid)
         self.image.value, self.umap.value = _case_pngs(cid, np.asarray(self.load_image(cid)), prop, u,
                                                        self.spatial_dims, self.display_px)
+        self.umap_box.layout.display = None if self.umap.value else "none"  # no map: no broken-image icon
         self.b_accept.disabled = not self.has_prelabel(i)  # nothing to accept: the person chooses the class
         if not self.segmentation:  # without a pre-label no default: a class must be chosen, not clicked through
             v = int(self.proposals[i]) if self.has_prelabel(i) else None
@@ -271,6 +300,10 @@ class ReviewQueue:
         if self.done:
             raise StoreError("the review queue is finished. Fix: build a new ReviewQueue for the next batch (or undo to go back)")
         cid, seen = self.case_ids[self.position], max(0.0, self._clock() - self._shown_at)
+        if why := self.source.lost(cid):  # another reader has it now: off this queue, say so
+            [seq.pop(self.position) for seq in (self.case_ids, self.proposals, self.confidence or [])]
+            self._show()
+            raise StoreError(f"{why}. Fix: nothing to do, the next case is shown")
         if seen < self.min_view_seconds and not self._simulated:
             raise StoreError(f"case {cid!r} was on screen {seen:.2f} s only, under the {self.min_view_seconds:g} s "
                              "minimum, so it was not decided. Fix: look at the case, then decide")
@@ -281,6 +314,7 @@ class ReviewQueue:
                "annotator": self.annotator.value.strip(), "at": datetime.now().strftime("%H:%M:%S"), **info}
         self.decisions.append(rec)
         self.position += 1
+        self.source.decided(cid)
         what = decision_text(rec, self.study.classes)
         what = f"as {what}" if "source" in rec else f"{what}: review queue, no label"
         self.status.value = f"saved case <code>{cid}</code> {what} ({seconds:.1f} s)"
@@ -298,8 +332,7 @@ class ReviewQueue:
             raise StoreError(f"case {self.current!r} has no pre-label to accept. Fix: choose its class (menu + "
                              "'set class', its digit key, or change(cls))")
         i, cid, who, sec = self._take()
-        conf = "" if self.confidence is None or not np.isfinite(self.confidence[i]) else \
-            f" (confidence {self.confidence[i]:.3f})"
+        conf = confidence_text(None if self.confidence is None else self.confidence[i], " (", ")")
         if self.segmentation:
             lid = self._write_label(i, cid, who, sec, value=None, mask=np.asarray(self.proposals[i]), source="human",
                                     note=f"accepted pre-label mask{conf}")
@@ -373,6 +406,7 @@ class ReviewQueue:
             self.study.resolve_review(d["case_id"], source=REVIEW_SOURCE)
         self.decisions.pop()
         self.position = d["index"]
+        self.source.undone(d["case_id"])
         self._show()
         self.status.value = (f"undone: case <code>{d['case_id']}</code> ({decision_text(d, self.study.classes)}) "
                              "is taken back and shown again; decide it afresh")

@@ -7,6 +7,7 @@ same string the class menu shows, so the digit a person reads in the menu is the
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,3 +95,10 @@ def decisions_html(decisions: Sequence[Mapping[str, Any]], classes: Mapping[int,
     return (f"<details open><summary>decisions this session ({len(decisions)}; u / undo takes back the top one)"
             "</summary><table><tr><th>case</th><th>class</th><th>source</th><th>time</th><th>at</th></tr>"
             + "".join(rows) + "</table></details>")
+
+
+def confidence_text(confidence: float | None, before: str = "", after: str = "") -> str:
+    """``before + "confidence 0.912" + after``, or "" when there is no (finite) confidence."""
+    if confidence is None or not math.isfinite(float(confidence)):
+        return ""
+    return f"{before}confidence {float(confidence):.3f}{after}"

@@ -1,0 +1,147 @@
+"""The reader's page of the review app (``medwb review``): one reader's review queue fed by the store's leases.
+
+Why a page of its own: in the app a reader never sees code or chooses who they are. The server names the reader
+from the token in their link; this page shows that name (not editable), the open round's progress, and a
+:class:`medwb.ui.widgets.review.ReviewQueue` whose cases come one at a time from the store's leases
+(:class:`LeasedCases`), so two readers never see the same case and a case left open by a reader who went away
+goes to the next one when its lease expires. A reader whose case was decided by someone else meanwhile is told
+so, and the next case is shown; nothing is overwritten. Errors are shown as one plain sentence, never a traceback.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import ipywidgets as W
+import pandas as pd
+
+from medwb.errors import MedwbError
+from medwb.store import Study
+from medwb.store.leases import DEFAULT_TTL
+from medwb.ui.widgets.review import ReviewQueue
+
+#: environment of the app's kernels, set by medwb.pipelines.review_app
+STUDY_ENV, READERS_ENV = "MEDWB_REVIEW_STUDY", "MEDWB_REVIEW_READERS"
+TTL_ENV = "MEDWB_REVIEW_LEASE_SECONDS"
+
+
+def token_digest(token: str) -> str:
+    """What the server keeps of a reader's token (sha256): the raw token lives only in the reader's link."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def reader_from_query(query: str, readers_file: str | Path) -> str | None:
+    """The reader a request's ``?token=`` names (``readers_file``: JSON {sha256(token): reader}), else None."""
+    tokens = parse_qs(query).get("token", [])
+    if not tokens:
+        return None
+    known = json.loads(Path(readers_file).read_text(encoding="utf-8"))
+    return known.get(token_digest(tokens[-1]))
+
+
+class LeasedCases:
+    """A :class:`medwb.ui.widgets.review.CaseSource` over the store: each next case is claimed with a lease
+    (``Study.claim_case``), its pre-label and confidence come from the stored proposals, a decision ends the
+    lease, an undo takes it again."""
+
+    def __init__(self, study: Study, reader: str, *, ttl: float = DEFAULT_TTL,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.study, self.reader, self.ttl, self.clock = study, reader, float(ttl), clock
+
+    def next_case(self) -> tuple[str, Any, float | None] | None:
+        cid = self.study.claim_case(self.reader, ttl=self.ttl, clock=self.clock())
+        if cid is None:
+            return None
+        p = self.study.proposals()
+        row = p[p["case_id"] == cid]
+        if not len(row):
+            return cid, None, None
+        pre, conf = row["prelabel"].iloc[0], row["confidence"].iloc[0]
+        return cid, (None if pd.isna(pre) else int(pre)), (None if pd.isna(conf) else float(conf))
+
+    def lost(self, case_id: str) -> str | None:
+        now = self.clock()
+        if self.study.holds_lease(case_id, self.reader, clock=now):
+            self.study.renew_lease(case_id, self.reader, ttl=self.ttl, clock=now)
+            return None
+        cur = self.study.labels(latest=True)
+        done = cur[cur["case_id"].astype(str) == str(case_id)]
+        if len(done):
+            return (f"case {case_id} was decided by {done['annotator'].iloc[-1]} while it was on your screen "
+                    "(your hold on it had expired), so your answer was not saved")
+        if self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=now):
+            return None
+        return f"case {case_id} went to another reader after your hold on it expired, so your answer was not saved"
+
+    def decided(self, case_id: str) -> None:
+        self.study.release_case(case_id, self.reader)
+
+    def undone(self, case_id: str) -> None:
+        self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=self.clock())
+
+
+def round_progress(study: Study) -> str:
+    """One line on the open round: how many of its proposed cases are decided, and with how many readers now."""
+    p = study.proposals()
+    if not len(p):
+        return "No round is open: the researcher starts one (propose) and the cases appear here."
+    n, done = len(p), int(p["labelled"].sum())
+    busy = sorted({str(r) for r in p.loc[~p["labelled"] & p["reader"].notna(), "reader"]})
+    return (f"Round {int(p['round'].iloc[0])}: {done} of {n} cases decided"
+            + (f"; being read now by {', '.join(busy)}" if busy else ""))
+
+
+def reader_queue(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, min_view_seconds: float = 0.5,
+                 clock: Callable[[], float] = time.time) -> ReviewQueue:
+    """The review queue of ``reader`` on the study's open round: cases claimed one by one from the store."""
+    from medwb.data import open_dataset
+
+    ds = open_dataset(study.dataset_path)
+    p = study.proposals()
+    rnd = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'started'").fetchone()[0]
+    version = None if not len(p) or p["model_version"].isna().all() else str(p["model_version"].dropna().iloc[0])
+    q = ReviewQueue(study, [], [], ds.load_image, confidence=[], round=rnd, model_version=version,
+                    annotator=reader, spatial_dims=ds.ndim, min_view_seconds=min_view_seconds,
+                    source=LeasedCases(study, reader, ttl=ttl, clock=clock))
+    q.annotator.disabled = True  # the link names the reader; nobody types another reader's name
+    return q
+
+
+def _message(text: str, colour: str = "#333") -> W.HTML:
+    return W.HTML(f"<p style='font-size:1.1em;color:{colour}'>{html.escape(text)}</p>")
+
+
+def reader_page(env: dict[str, str] | None = None) -> W.Widget:
+    """The app's page for the reader named by the request's token (environment set by the server and Voilà:
+    study folder, token digests, ``QUERY_STRING``). Any failure becomes one plain sentence, never a traceback."""
+    env = dict(os.environ if env is None else env)
+    try:
+        reader = reader_from_query(env.get("QUERY_STRING", ""), env[READERS_ENV])
+        if reader is None:
+            return _message("This link does not name a reader. Open the link you were given (it ends in "
+                            "?token=...), or ask the researcher for yours.", "#b00")
+        study = Study.open(env[STUDY_ENV])
+        q = reader_queue(study, reader, ttl=float(env.get(TTL_ENV, DEFAULT_TTL)))
+        progress = W.HTML(html.escape(round_progress(study)))
+        q.status.observe(lambda _: setattr(progress, "value", html.escape(round_progress(study))), names="value")
+        head = W.HTML(f"<h3>medwb review: {html.escape(reader)}</h3>"
+                      f"<p>study <code>{html.escape(study.name)}</code>; keys: a accept, r reject, f flag, u undo, "
+                      "or the class number shown in the menu. Click the <b>keys</b> box first.</p>")
+        return W.VBox([head, progress, q.widget])
+    except MedwbError as e:
+        return _message(f"The review page could not open: {e}", "#b00")
+    except Exception as e:  # the app's boundary: a reader gets a sentence, the server's log the traceback
+        import traceback
+
+        traceback.print_exc()
+        return _message(f"The review page could not open ({type(e).__name__}: {e}). Tell the researcher.", "#b00")
+
+
+__all__ = ["LeasedCases", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]

@@ -1,0 +1,112 @@
+"""The review app's reader page without a browser: tokens name readers, leases feed each reader's queue."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medwb.errors import ConfigError
+
+
+@pytest.fixture
+def open_round(samples: Path, tmp_path: Path):
+    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
+    ds = open_dataset(path, progress=False)
+    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=4, seed=0, progress=False, pretrain=False,
+                              semi=False)
+    batch = list(loop.propose()["case_id"])
+    yield study, batch
+    study.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_token_names_the_reader(tmp_path: Path) -> None:
+    from medwb.ui.widgets.reader import reader_from_query, token_digest
+
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({token_digest("s3cret"): "ana"}))
+    assert reader_from_query("token=s3cret", f) == "ana"
+    assert reader_from_query("token=other", f) is None and reader_from_query("", f) is None
+    assert "s3cret" not in f.read_text()  # only digests are kept
+
+
+def test_two_queues_share_a_round_through_leases(open_round) -> None:
+    from medwb.ui.widgets.reader import reader_queue, round_progress
+
+    study, batch = open_round
+    clock = Clock()
+    ana = reader_queue(study, "ana", ttl=60, min_view_seconds=0, clock=clock)
+    ben = reader_queue(study, "ben", ttl=60, min_view_seconds=0, clock=clock)
+    assert ana.current == batch[0] and ben.current == batch[1]  # never the same case
+    assert ana.annotator.disabled and ana.annotator.value == "ana"
+    ana.keys.value = "1"
+    assert ana.current == batch[2]  # the next undecided, unleased case
+    assert "Round 1: 1 of 4 cases decided" in round_progress(study)
+    # ben leaves his case on screen past the lease; ana's queue takes it over once she is free
+    clock.t += 61
+    ana.keys.value = "0"  # decides batch[2]
+    assert ana.current == batch[1]  # ben's lapsed lease: the case goes to ana
+    ben.keys.value = "1"  # ben comes back and answers: refused, nothing written, told why
+    assert "went to another reader" in ben.status.value and "not saved" in ben.status.value
+    lab = study.labels()
+    assert batch[1] not in set(lab["case_id"])
+    assert ben.current == batch[3]  # his next case
+    ben.keys.value = "0"
+    ana.keys.value = "1"
+    got = study.labels().set_index("case_id")
+    assert sorted(got.index) == sorted(batch)
+    assert got.loc[batch[1], "annotator"] == "ana" and got.loc[batch[3], "annotator"] == "ben"
+    assert ana.done and ben.done
+
+
+def test_undo_takes_the_case_back_for_the_same_reader(open_round) -> None:
+    from medwb.ui.widgets.reader import reader_queue
+
+    study, batch = open_round
+    ana = reader_queue(study, "ana", min_view_seconds=0)
+    ana.keys.value = "1"
+    ana.keys.value = "u"
+    assert ana.current == batch[0] and len(study.labels()) == 0
+    assert study.holds_lease(batch[0], "ana")
+    ben = reader_queue(study, "ben", min_view_seconds=0)
+    assert ben.current == batch[2]  # the undone case and the one ana had on screen stay with her
+    ana.keys.value = "0"
+    assert ana.current == batch[1] and study.labels().set_index("case_id").loc[batch[0], "value"] == 0
+
+
+def test_page_without_a_valid_token_says_so(open_round, tmp_path: Path) -> None:
+    from medwb.ui.widgets.reader import READERS_ENV, STUDY_ENV, reader_page, token_digest
+
+    study, _ = open_round
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({token_digest("tok"): "ana"}))
+    env = {STUDY_ENV: str(study.folder), READERS_ENV: str(f)}
+    assert "does not name a reader" in reader_page({**env, "QUERY_STRING": "token=bad"}).value
+    page = reader_page({**env, "QUERY_STRING": "token=tok"})
+    assert "medwb review: ana" in page.children[0].value
+    broken = reader_page({**env, STUDY_ENV: str(tmp_path / "nowhere"), "QUERY_STRING": "token=tok"})
+    assert "could not open" in broken.value and "Traceback" not in broken.value
+
+
+def test_reader_names_are_checked() -> None:
+    from medwb.pipelines.review_app import check_readers
+
+    assert check_readers([" ana", "ben "]) == ["ana", "ben"]
+    for bad in ([], ["ana", ""], ["ana", "ana"]):
+        with pytest.raises(ConfigError):
+            check_readers(bad)
