@@ -181,8 +181,8 @@ def _cmd_review(a: argparse.Namespace) -> int:
 
     from medwb.pipelines.review_app import ReviewServer
 
-    srv = ReviewServer(a.study, [r for r in a.readers.split(",")], host=a.host, port=a.port,
-                       lease_seconds=a.lease_seconds).start()
+    srv = ReviewServer(a.study, a.readers.split(","), adjudicators=(a.adjudicators or "").split(","), host=a.host,
+                       port=a.port, lease_seconds=a.lease_seconds).start()
     try:
         print(f"medwb review: serving {a.study} on {srv.url} (Ctrl-C stops it). One link per reader; a link is "
               "that reader's key, give each to its reader only:")
@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("review", help="the code-free review app (Voila) for readers: one link with a token each")
     s.add_argument("study", help="study folder (its open round's cases are read)")
     s.add_argument("--readers", required=True, help="comma-separated reader names, e.g. ana,ben")
+    s.add_argument("--adjudicators", default="",
+                   help="comma-separated senior readers who decide double reads that disagree (study.set_reads)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0 for a hospital LAN)")
     s.add_argument("--port", type=int, default=None, help="port (default: a free one)")

@@ -156,8 +156,8 @@ class ActiveLearningLoop:
         return None if open_ is None else int(open_["number"])
 
     def labeled(self) -> pd.DataFrame:
-        """Current label of each labelled pool case, from the store (the only truth the loop trains on)."""
-        lab = self.study.labels(latest=True)
+        """Current label of each labelled pool case, contested reads left out (the store: the only truth)."""
+        lab = self.study.agreed_labels()
         pool = set(self.arrays("train")[2])
         return lab[lab["case_id"].astype(str).isin(pool)].reset_index(drop=True)
 
@@ -294,6 +294,7 @@ class ActiveLearningLoop:
         if open_ is None:
             raise StoreError("no open round to complete. Fix: call propose() first")
         number = int(open_["number"])
+        self.study.check_round_decided(number)  # double reads finished and agreed or adjudicated
         models = self.study.models()
         mine = models[models["round"] == number] if len(models) else models
         if len(mine):  # killed after the model was registered: only closing the round is missing

@@ -4,7 +4,7 @@ Why Voilà: the readers' page is ipywidgets (the same review queue as the notebo
 as a web app with its widgets only: no code cells, no tracebacks, and its kernels accept no code from the
 browser (Voilà allows only widget and kernel-info messages on the websocket). JupyterLab's real-time
 collaboration does not share widget state between users, so every reader gets a kernel of their own and the
-study store is where they meet (leases, labels; :mod:`medwb.store.leases`).
+study store is where they meet (leases, labels; :mod:`medwb.store.readers`).
 
 Access: each reader gets a random token; the link ``http://HOST:PORT/?token=...`` names them. The server keeps
 only the tokens' sha256 (a 0600 file in a private temporary folder, also read by the page to name the reader)
@@ -33,7 +33,7 @@ from pathlib import Path
 from medwb.errors import ConfigError, StoreError
 from medwb.resources import resource_dir
 from medwb.store import Study
-from medwb.ui.widgets.reader import READERS_ENV, STUDY_ENV, TTL_ENV, token_digest
+from medwb.ui.widgets.reader import ADJUDICATORS_ENV, READERS_ENV, STUDY_ENV, TTL_ENV, token_digest
 
 APP_NOTEBOOK = "review_app.ipynb"
 
@@ -58,18 +58,22 @@ def check_readers(readers: Sequence[str]) -> list[str]:
 class ReviewServer:
     """The review app as a child process (Voilà on ``host:port``), stopped by :meth:`stop` or the ``with`` block.
 
-    ``readers``: names; each gets a token (``tokens``) and a link (``links``). ``lease_seconds``: how long a
-    claimed case stays with a reader who does not decide it. Started on loopback by default.
+    ``readers``: names; each gets a token (``tokens``) and a link (``links``). ``adjudicators``: senior readers
+    (added to the readers) whose page also lists the disagreements of double reads to decide.
+    ``lease_seconds``: how long a claimed case stays with a reader who does not decide it. Started on loopback
+    by default.
     """
 
-    def __init__(self, study: str | Path, readers: Sequence[str], *, host: str = "127.0.0.1", port: int | None = None,
-                 lease_seconds: float = 600.0, startup_timeout: float = 120.0) -> None:
+    def __init__(self, study: str | Path, readers: Sequence[str], *, adjudicators: Sequence[str] = (),
+                 host: str = "127.0.0.1", port: int | None = None, lease_seconds: float = 600.0,
+                 startup_timeout: float = 120.0) -> None:
         self.study_dir = Path(study).resolve()
         with Study.open(self.study_dir) as s:  # refuses a folder that is not a study, with the fix
             if s.task != "classification":
                 raise StoreError(f"{self.study_dir}: the review app reads classification studies for now. Fix: "
                                  "review segmentation pre-labels in notebook 02 (mask overlay) or 3D Slicer")
-        self.readers = check_readers(readers)
+        self.adjudicators = [str(a).strip() for a in adjudicators if str(a).strip()]
+        self.readers = check_readers([*readers, *[a for a in self.adjudicators if a not in readers]])
         self.host, self.port = host, int(port) if port else _free_port(host)
         self.lease_seconds, self.startup_timeout = float(lease_seconds), float(startup_timeout)
         self.tokens = {r: secrets.token_urlsafe(24) for r in self.readers}
@@ -98,7 +102,7 @@ class ReviewServer:
         nb = app_dir / APP_NOTEBOOK
         nb.write_bytes((resource_dir("notebooks") / APP_NOTEBOOK).read_bytes())
         env = {**os.environ, STUDY_ENV: str(self.study_dir), READERS_ENV: str(readers_file),
-               TTL_ENV: str(self.lease_seconds)}
+               TTL_ENV: str(self.lease_seconds), ADJUDICATORS_ENV: ",".join(self.adjudicators)}
         cmd = [sys.executable, "-m", "medwb.pipelines.review_app", str(nb), str(self.port), self.host]
         self.proc = subprocess.Popen(cmd, env=env, cwd=app_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_ready()

@@ -185,6 +185,30 @@ def add_labels(study: Study, records: Iterable[Mapping[str, Any]]) -> list[int]:
     return write_labels(study, rows)
 
 
+def adjudicate(study: Study, case_id: str, *, value: int | None = None, mask: np.ndarray | None = None,
+               by: str, note: str = "", seconds: float | None = None) -> int:
+    """A senior reader's decision on a case the readers disagree on: written as their label (source ``human``,
+    note "adjudicated: ..."), with an ``adjudications`` row in the same transaction, so it is *the* current label
+    of the case (:func:`labels`) and the readers' own labels stay for agreement. Returns the label id."""
+    case_id = str(case_id)
+    rnd = study.conn.execute("SELECT MAX(round) FROM labels WHERE case_id = ? AND superseded = 0",
+                             (case_id,)).fetchone()[0]
+    row = validate_label(study, case_id, value=value, mask=mask, mask_path=None, source="human", annotator=by,
+                         seconds=seconds, round=rnd, model_version=None,
+                         note=f"adjudicated{': ' + note if note else ''}")
+    written: list[Path] = []
+    try:
+        with study.transaction() as c:
+            lid = _insert(study, row, written)
+            c.execute("INSERT INTO adjudications (case_id, label_id, adjudicator, created_at) VALUES (?,?,?,?)",
+                      (case_id, lid, row.annotator, now()))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return lid
+
+
 def retract_label(study: Study, label_id: int, *, by: str, reason: str = "") -> int | None:
     """Take back one current label (a reader's undo): the row stays - rows are never deleted - but is marked
     superseded, so training, ``labels()`` and the pool no longer see it, and a ``label_history`` row records who
@@ -220,8 +244,8 @@ def retract_label(study: Study, label_id: int, *, by: str, reason: str = "") -> 
 
 
 def labels(study: Study, latest: bool = True, *, per_annotator: bool = False) -> pd.DataFrame:
-    """Label rows. ``latest=True``: the current label of each labelled case (one row per case: its most recent
-    non-superseded label). ``per_annotator=True``: the current label of each (case, annotator) - use for
+    """Label rows. ``latest=True``: the current label of each labelled case (one row per case: its adjudicated
+    label when a senior reader decided it (:func:`adjudicate`), else its most recent non-superseded label). ``per_annotator=True``: the current label of each (case, annotator) - use for
     agreement. ``latest=False``: every row ever written, superseded ones included (``superseded`` column)."""
     base = ("SELECT id AS label_id, case_id, value, mask_path, source, annotator, seconds, created_at, round, "
             "model_version, note, superseded FROM labels")
@@ -230,7 +254,9 @@ def labels(study: Study, latest: bool = True, *, per_annotator: bool = False) ->
     elif per_annotator:
         df = study.query(base + " WHERE superseded = 0 ORDER BY id")
     else:
-        df = study.query(base + " WHERE id IN (SELECT MAX(id) FROM labels WHERE superseded = 0 GROUP BY case_id) ORDER BY id")
+        df = study.query(base + " WHERE id IN (SELECT COALESCE((SELECT MAX(a.label_id) FROM adjudications a JOIN labels "
+                         "l2 ON l2.id = a.label_id WHERE a.case_id = labels.case_id AND l2.superseded = 0), MAX(id)) "
+                         "FROM labels WHERE superseded = 0 GROUP BY case_id) ORDER BY id")
     df["value"] = pd.array(df["value"], dtype="Int64")
     df["round"] = pd.array(df["round"], dtype="Int64")
     df["seconds"] = df["seconds"].astype(float)

@@ -135,13 +135,17 @@ def v2_to_v3(conn: sqlite3.Connection) -> None:
 
 
 def v3_to_v4(conn: sqlite3.Connection) -> None:
-    """v4: several readers on one study (medwb.store.leases): the open round's pre-labels as proposed (so a
-    reader's page needs no model), and per-case leases (a case is shown to one reader at a time)."""
+    """v4: several readers on one study (medwb.store.readers): the open round's pre-labels as proposed (so a
+    reader's page needs no model) and how many independent reads each case needs, per-(case, reader) leases, and
+    adjudications (which label a senior reader's decision is)."""
     conn.execute("CREATE TABLE IF NOT EXISTS proposals (round INTEGER NOT NULL, case_id TEXT NOT NULL, "
                  "position INTEGER NOT NULL, prelabel INTEGER, confidence REAL, model_version TEXT, "
-                 "PRIMARY KEY (round, case_id))")
-    conn.execute("CREATE TABLE IF NOT EXISTS leases (case_id TEXT PRIMARY KEY, reader TEXT NOT NULL, "
-                 "round INTEGER, leased_at REAL NOT NULL, expires_at REAL NOT NULL)")
+                 "reads INTEGER NOT NULL DEFAULT 1 CHECK (reads >= 1), PRIMARY KEY (round, case_id))")
+    conn.execute("CREATE TABLE IF NOT EXISTS leases (case_id TEXT NOT NULL, reader TEXT NOT NULL, round INTEGER, "
+                 "leased_at REAL NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (case_id, reader))")
+    conn.execute("CREATE TABLE IF NOT EXISTS adjudications (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                 "case_id TEXT NOT NULL REFERENCES cases(case_id), label_id INTEGER NOT NULL REFERENCES labels(id), "
+                 "adjudicator TEXT NOT NULL, created_at TEXT NOT NULL)")
 
 
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).

@@ -7,7 +7,7 @@ the methods below are one-line delegates to it:
     cases.py    the cohort table as registered          labels.py   THE label writer, provenance, label CSVs
     masks.py    mask files, NIfTI export/import         rounds.py   rounds and registered models
     review.py   verdicts and the review queue           pool.py     the carved train/val/test splits
-    leases.py   the open round's proposals, per-case leases (several readers at once)
+    readers.py  several readers: proposals, leases, double reads, adjudication
 
 Provenance rules (docs/store.md): every label row says who (annotator), how (source: ``human`` = a person
 chose the label, including accepting a pre-label; ``auto`` = the model's pre-label accepted without a person;
@@ -30,7 +30,7 @@ import pandas as pd
 from medwb.errors import StoreError
 from medwb.store import cases as case_store
 from medwb.store import labels as label_store
-from medwb.store import leases as lease_store
+from medwb.store import readers as reader_store
 from medwb.store import masks as mask_store
 from medwb.store import pool as pool_store
 from medwb.store import review as review_store
@@ -202,14 +202,20 @@ class Study:
     review_queue = review_store.review_queue
     resolve_review = review_store.resolve_review
 
-    # proposals and per-case leases: several readers on one study (medwb/store/leases.py)
-    save_proposals = lease_store.save_proposals
-    proposals = lease_store.proposals
-    claim_case = lease_store.claim_case
-    holds_lease = lease_store.holds_lease
-    renew_lease = lease_store.renew_lease
-    release_case = lease_store.release_case
-    retake_case = lease_store.retake_case
+    # proposals and per-case leases: several readers on one study (medwb/store/readers.py)
+    save_proposals = reader_store.save_proposals
+    proposals = reader_store.proposals
+    claim_case = reader_store.claim_case
+    holds_lease = reader_store.holds_lease
+    renew_lease = reader_store.renew_lease
+    release_case = reader_store.release_case
+    retake_case = reader_store.retake_case
+    set_reads = reader_store.set_reads
+    case_status = reader_store.case_status
+    disagreements = reader_store.disagreements
+    agreed_labels = reader_store.agreed_labels
+    check_round_decided = reader_store.check_round_decided
+    adjudicate = label_store.adjudicate
 
     # carved splits (medwb/store/pool.py)
     save_splits = pool_store.save_splits

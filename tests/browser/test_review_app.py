@@ -1,14 +1,18 @@
-"""The review app (``medwb review``) with two readers at once in headless Chromium, through Voilà.
+"""The review app (``medwb review``) with two readers at once and a senior reader, in headless Chromium.
 
 Each reader opens their own link (their own token, their own browser context: no shared cookie) and decides cases
-with the keys only. The store must hold exactly what the readers chose: every case of the round once, under the
-reader who decided it, with the class they typed, an undone decision taken back. Requests without a valid token
-get 403, and every request that is not to this machine is aborted and recorded (the test fails on any).
+with the keys only: 200 decisions over a 190-case round, 10 of its cases double-read (blind) and answered
+differently by the two readers, one undo, then the senior reader adjudicates the 10 disagreements. The store
+must hold exactly what was chosen: 0 cases lost, 0 decided twice (but the double reads), 0 under a wrong class
+or reader; the adjudicated class is the current label. Requests without a valid token get 403, and every request
+that is not to this machine is aborted and recorded (the test fails on any). Screenshots go to reports/.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,9 +28,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser,
               pytest.mark.skipif(not _IN_CI and not Path(CHROMIUM).is_file(), reason="needs Debian's chromium")]
 
 
+N_CASES, N_DOUBLE = 190, 10
+
+
 @pytest.fixture(scope="module")
 def open_round(samples: Path, tmp_path_factory):
-    """A study whose round 1 (12 cases, cold start: no pre-labels, the readers choose) is open."""
+    """A study whose round 1 (190 cases, cold start: no pre-labels, the readers choose; 10 double reads) is open."""
     from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
     from medwb.al.loop import ActiveLearningLoop
@@ -34,14 +41,16 @@ def open_round(samples: Path, tmp_path_factory):
     from medwb.store import Study
 
     tmp = tmp_path_factory.mktemp("review_app")
-    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp / "p.npz", n_train=40, n_val=10, n_test=10)
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp / "p.npz", n_train=N_CASES + 10, n_val=10, n_test=10)
     ds = open_dataset(path, progress=False)
     study = Study.create(tmp / "study", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=12, seed=0, progress=False,
+    loop = ActiveLearningLoop(study, ds, strategy="random", batch_size=N_CASES, seed=0, progress=False,
                               pretrain=False, semi=False)
-    batch = loop.propose()
+    batch = list(loop.propose()["case_id"])
+    double = batch[5:5 + N_DOUBLE]
+    study.set_reads(double, 2)
     study.close()
-    return tmp / "study", list(batch["case_id"])
+    return tmp / "study", batch, set(double)
 
 
 def _status(url: str) -> int:
@@ -61,6 +70,9 @@ def test_no_token_no_page(open_round):
         assert _status(srv.links["ana"]) == 200
 
 
+_TEXTS = "Array.from(document.querySelectorAll('.widget-html-content'))"
+
+
 class Reader:
     """One reader's browser page: reads the case on screen, types keys, waits for the status line."""
 
@@ -77,32 +89,43 @@ class Reader:
         self.context.route("**/*", gate)
         self.page = self.context.new_page()
         self.page.goto(link, wait_until="domcontentloaded", timeout=180_000)
-        self.keys = self.page.locator(".widget-text:has(label:text-is('keys')) input")
+        self.keys = self.page.locator(".widget-text:has(label:text-is('keys')) input").first
         self.keys.wait_for(timeout=180_000)
         self.saved: dict[str, int] = {}
+        self.decisions = 0
+        self.seen_at = time.monotonic()
 
-    def case_on_screen(self) -> str | None:
-        text = self.page.locator(".widget-html-content").filter(has_text=re.compile(r"^case \d+")).first
-        if not text.count():
-            return None
-        m = re.search(r"case \d+/\d+: (\S+)", text.inner_text())
-        return m.group(1) if m else None
+    def texts(self) -> list[str]:
+        return self.page.locator(".widget-html-content").all_inner_texts()
+
+    def case_on_screen(self, prefix: str = r"case \d+/\d+:") -> str | None:
+        for t in self.texts():
+            m = re.match(prefix + r" (\S+)", t)
+            if m:
+                return m.group(1)
+        return None
 
     def status(self) -> str:
-        return self.page.locator(".widget-html-content").filter(
-            has_text=re.compile(r"^(saved case|undone|not saved)")).first.inner_text()
+        return next((t for t in self.texts() if re.match(r"^(saved case|undone|not saved|adjudicated case)", t)), "")
 
     def press(self, key: str, expect: str) -> str:
-        """Type ``key`` in the keys box once the case has been on screen 0.5 s; wait for a status line starting
-        with ``expect`` (or a refusal) and return it."""
-        self.page.wait_for_timeout(650)
+        """Type ``key`` once the case has been on screen 0.5 s (waiting only what is left of it); wait for a
+        status line starting with ``expect`` (or a refusal) and return it."""
+        left = 0.6 - (time.monotonic() - self.seen_at)
+        if left > 0:
+            time.sleep(left)
         self.keys.click()
         self.keys.type(key)
         self.page.wait_for_function(
-            "want => Array.from(document.querySelectorAll('.widget-html-content'))"
-            ".some(e => e.innerText.startsWith(want) || e.innerText.startsWith('not saved'))",
+            f"want => {_TEXTS}.some(e => e.innerText.startsWith(want) || e.innerText.startsWith('not saved'))",
             arg=expect, timeout=60_000)
         return self.status()
+
+    def wait_for_next(self, cid: str, prefix: str = r"^case \\d+\\/\\d+: ") -> None:
+        self.page.wait_for_function(  # the next case (or the end of the list) is on screen
+            f"([cid, pre]) => !{_TEXTS}.some(e => new RegExp(pre).test(e.innerText) && e.innerText.includes(cid + ' '))",
+            arg=[cid, prefix], timeout=60_000)
+        self.seen_at = time.monotonic()
 
     def decide(self, cls: int) -> str | None:
         cid = self.case_on_screen()
@@ -111,55 +134,78 @@ class Reader:
         out = self.press(str(cls), f"saved case {cid} ")
         assert out.startswith(f"saved case {cid} as {cls}:"), out
         self.saved[cid] = cls
-        self.page.wait_for_function(  # the next case (or the end of the queue) is on screen
-            "cid => !Array.from(document.querySelectorAll('.widget-html-content'))"
-            ".some(e => /^case \\d+\\/\\d+: /.test(e.innerText) && e.innerText.includes(cid + ' '))",
-            arg=cid, timeout=60_000)
+        self.decisions += 1
+        self.wait_for_next(cid)
         return cid
 
 
-def test_two_readers_decide_every_case_once_with_keys(open_round):
+def _answer(cid: str, reader: str, double: set[str]) -> int:
+    """The class a reader types: fixed per case; on a double-read case the two readers differ."""
+    base = int(cid.split("_")[-1]) % 2
+    return 1 - base if (cid in double and reader == "ben") else base
+
+
+def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round):
     from playwright.sync_api import sync_playwright
 
     from medwb.pipelines.review_app import ReviewServer
     from medwb.store import Study
 
-    folder, batch = open_round
+    folder, batch, double = open_round
     attempted: list[str] = []
     shots = ROOT / "reports"
     shots.mkdir(exist_ok=True)
-    with ReviewServer(folder, ["ana", "ben"]) as srv, sync_playwright() as p:
+    with ReviewServer(folder, ["ana", "ben"], adjudicators=["dr_s"]) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         try:
             ana = Reader(browser, "ana", srv.links["ana"], attempted)
             ben = Reader(browser, "ben", srv.links["ben"], attempted)
             assert ana.case_on_screen() != ben.case_on_screen()  # leases: never the same case at once
-            first = ana.decide(1)
-            ana.decide(0)
-            undone = ana.press("u", "undone")  # back to her second case: its label is taken back
-            assert undone.startswith("undone")
-            ana.page.wait_for_function("() => Array.from(document.querySelectorAll('.widget-html-content'))"
-                                       ".some(e => /^case \\d+\\/\\d+: /.test(e.innerText))")
-            ana.saved.pop(ana.case_on_screen())
+            first = ana.case_on_screen()
+            ana.decide(_answer(first, "ana", double))
+            second = ana.case_on_screen()
+            ana.decide(1 - _answer(second, "ana", double))  # a slip ...
+            undone = ana.press("u", "undone")  # ... taken back: the label is retracted, the case shown again
+            assert undone.startswith("undone") and second in undone
+            ana.saved.pop(second)
+            ana.seen_at = time.monotonic()
             ana.page.screenshot(path=str(shots / "review_app_reader.png"), full_page=True)
-            k = 0
             while True:
-                a = ana.decide(k % 2)
-                b = ben.decide((k + 1) % 2)
-                k += 1
+                a, b = ana.case_on_screen(), ben.case_on_screen()
+                if a:
+                    ana.decide(_answer(a, "ana", double))
+                if b:
+                    ben.decide(_answer(b, "ben", double))
                 if a is None and b is None:
                     break
+            dr = Reader(browser, "dr_s", srv.links["dr_s"], attempted)
+            dr.page.get_by_role("tab", name="adjudicate").click()
+            dr.keys = dr.page.locator(".widget-text:has(label:text-is('keys')) input").nth(1)
+            dr.seen_at = time.monotonic()
+            dr.page.screenshot(path=str(shots / "review_app_adjudication.png"), full_page=True)
+            adjudicated = {}
+            while (cid := dr.case_on_screen(r"adjudication \d+/\d+: case")) is not None:
+                v = _answer(cid, "ana", double)
+                out = dr.press(str(v), f"adjudicated case {cid} ")
+                assert out.startswith(f"adjudicated case {cid} as {v}:"), out
+                adjudicated[cid] = v
+                dr.wait_for_next(cid, r"^adjudication \\d+\\/\\d+: case ")
         finally:
             browser.close()
     assert attempted == [], f"the app tried to reach: {attempted}"
-    assert first in ana.saved
-    chosen = {**{c: ("ana", v) for c, v in ana.saved.items()}, **{c: ("ben", v) for c, v in ben.saved.items()}}
-    assert not set(ana.saved) & set(ben.saved)  # 0 cases decided by both
+    decisions = ana.decisions + ben.decisions + 1  # + the undone one
+    assert decisions >= 200, decisions
+    assert set(adjudicated) == double
+    assert not (set(ana.saved) & set(ben.saved)) - double  # single reads: never both readers
     with Study.open(folder) as s:
-        cur = s.labels(latest=True)
-        stored = {str(r.case_id): (r.annotator, int(r.value)) for r in cur.itertuples()}
-        assert sorted(stored) == sorted(batch)  # every case of the round, 0 lost
-        assert stored == chosen  # under the reader who decided it, with the class typed: 0 wrong
-        assert len(cur) == len(batch) and (cur["round"] == 1).all()
-        retracted = s.label_history()
-        assert (retracted["reason"].str.contains("undone")).sum() == 1
+        per = s.labels(per_annotator=True)
+        reads = {(str(r.case_id), r.annotator): int(r.value) for r in per.itertuples()}
+        want = {**{(c, "ana"): v for c, v in ana.saved.items()}, **{(c, "ben"): v for c, v in ben.saved.items()},
+                **{(c, "dr_s"): v for c, v in adjudicated.items()}}
+        assert reads == want  # every answer stored once, under its reader, with the class typed
+        cur = s.labels(latest=True).set_index("case_id")
+        assert sorted(cur.index) == sorted(batch)  # 0 cases lost
+        assert all(cur.loc[c, "annotator"] == "dr_s" and cur.loc[c, "value"] == adjudicated[c] for c in double)
+        assert s.case_status()["decided"].all() and s.disagreements().empty
+        assert (s.label_history()["to_source"] == "retracted").sum() == 1
+        s.check_round_decided(1)

@@ -110,3 +110,35 @@ def test_reader_names_are_checked() -> None:
     for bad in ([], ["ana", ""], ["ana", "ana"]):
         with pytest.raises(ConfigError):
             check_readers(bad)
+
+
+def test_double_read_disagreement_goes_to_the_adjudicator(open_round, tmp_path: Path) -> None:
+    from medwb.ui.widgets.adjudicate import AdjudicationPanel
+    from medwb.ui.widgets.reader import (ADJUDICATORS_ENV, READERS_ENV, STUDY_ENV, ReadersPanel, double_read_kappa,
+                                         reader_page, reader_queue, readers_summary, token_digest)
+
+    study, batch = open_round
+    study.set_reads([batch[0]], 2)
+    ana = reader_queue(study, "ana", min_view_seconds=0)
+    ben = reader_queue(study, "ben", min_view_seconds=0)
+    assert ana.current == ben.current == batch[0]  # a double read: both, blind
+    ana.keys.value = "0"
+    ben.keys.value = "1"
+    assert study.disagreements()["case_id"].tolist() == [batch[0]]
+    s = readers_summary(study).set_index("reader")
+    assert s.loc["ana", "double_reads"] == 1 and s.loc["ben", "disagreed"] == 1
+    assert double_read_kappa(study)[0] == 1
+    panel = AdjudicationPanel(study, "dr_s", ana.load_image, min_view_seconds=0)
+    assert panel.current == batch[0] and "ana: <b>0: 0</b>" in panel.answers.value
+    panel.keys.value = "7"
+    assert "no class" in panel.status.value and panel.current == batch[0]
+    panel.keys.value = "1"
+    cur = study.labels().set_index("case_id")
+    assert cur.loc[batch[0], "annotator"] == "dr_s" and cur.loc[batch[0], "value"] == 1
+    assert panel.current is None and "No disagreement" in panel.title.value
+    assert "wait for adjudication" not in ReadersPanel(study).html.value
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({token_digest("t"): "dr_s"}))
+    page = reader_page({STUDY_ENV: str(study.folder), READERS_ENV: str(f), "QUERY_STRING": "token=t",
+                        ADJUDICATORS_ENV: "dr_s"})
+    assert page.children[2].get_title(1) == "adjudicate"

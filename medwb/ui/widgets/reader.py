@@ -24,12 +24,12 @@ import pandas as pd
 
 from medwb.errors import MedwbError
 from medwb.store import Study
-from medwb.store.leases import DEFAULT_TTL
+from medwb.store.readers import DEFAULT_TTL
 from medwb.ui.widgets.review import ReviewQueue
 
 #: environment of the app's kernels, set by medwb.pipelines.review_app
 STUDY_ENV, READERS_ENV = "MEDWB_REVIEW_STUDY", "MEDWB_REVIEW_READERS"
-TTL_ENV = "MEDWB_REVIEW_LEASE_SECONDS"
+TTL_ENV, ADJUDICATORS_ENV = "MEDWB_REVIEW_LEASE_SECONDS", "MEDWB_REVIEW_ADJUDICATORS"
 
 
 def token_digest(token: str) -> str:
@@ -71,14 +71,10 @@ class LeasedCases:
         if self.study.holds_lease(case_id, self.reader, clock=now):
             self.study.renew_lease(case_id, self.reader, ttl=self.ttl, clock=now)
             return None
-        cur = self.study.labels(latest=True)
-        done = cur[cur["case_id"].astype(str) == str(case_id)]
-        if len(done):
-            return (f"case {case_id} was decided by {done['annotator'].iloc[-1]} while it was on your screen "
-                    "(your hold on it had expired), so your answer was not saved")
-        if self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=now):
+        if self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=now):  # lapsed, but nobody took it
             return None
-        return f"case {case_id} went to another reader after your hold on it expired, so your answer was not saved"
+        return (f"case {case_id} went to another reader after your hold on it expired (or was decided meanwhile), "
+                "so your answer was not saved")
 
     def decided(self, case_id: str) -> None:
         self.study.release_case(case_id, self.reader)
@@ -88,13 +84,15 @@ class LeasedCases:
 
 
 def round_progress(study: Study) -> str:
-    """One line on the open round: how many of its proposed cases are decided, and with how many readers now."""
-    p = study.proposals()
-    if not len(p):
+    """One line on the latest proposed round: cases decided, double reads waiting, disagreements, who reads now."""
+    st = study.case_status()
+    if not len(st):
         return "No round is open: the researcher starts one (propose) and the cases appear here."
-    n, done = len(p), int(p["labelled"].sum())
-    busy = sorted({str(r) for r in p.loc[~p["labelled"] & p["reader"].notna(), "reader"]})
-    return (f"Round {int(p['round'].iloc[0])}: {done} of {n} cases decided"
+    n, done = len(st), int(st["decided"].sum())
+    busy = sorted({r for rs in st["leased_to"] for r in rs})
+    open_ = int((~st["agree"] & st["adjudicated"].isna()).sum())
+    return (f"Round {int(st['round'].iloc[0])}: {done} of {n} cases decided"
+            + (f"; {open_} disagreement(s) wait for adjudication" if open_ else "")
             + (f"; being read now by {', '.join(busy)}" if busy else ""))
 
 
@@ -134,7 +132,15 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
         head = W.HTML(f"<h3>medwb review: {html.escape(reader)}</h3>"
                       f"<p>study <code>{html.escape(study.name)}</code>; keys: a accept, r reject, f flag, u undo, "
                       "or the class number shown in the menu. Click the <b>keys</b> box first.</p>")
-        return W.VBox([head, progress, q.widget])
+        if reader not in [a.strip() for a in env.get(ADJUDICATORS_ENV, "").split(",")]:
+            return W.VBox([head, progress, q.widget])
+        from medwb.ui.widgets.adjudicate import AdjudicationPanel
+
+        panel = AdjudicationPanel(study, reader, q.load_image, spatial_dims=q.spatial_dims)
+        tabs = W.Tab(children=[q.widget, panel.widget])
+        tabs.set_title(0, "read")
+        tabs.set_title(1, "adjudicate")
+        return W.VBox([head, progress, tabs])
     except MedwbError as e:
         return _message(f"The review page could not open: {e}", "#b00")
     except Exception as e:  # the app's boundary: a reader gets a sentence, the server's log the traceback
@@ -144,4 +150,51 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
         return _message(f"The review page could not open ({type(e).__name__}: {e}). Tell the researcher.", "#b00")
 
 
-__all__ = ["LeasedCases", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]
+def readers_summary(study: Study) -> pd.DataFrame:
+    """The researcher's live view of the latest round, one row per reader: cases they answered in it, double
+    reads among them, and how many of those the other reader answered differently."""
+    st = study.case_status()
+    rows: dict[str, dict[str, int]] = {}
+    for r in st.itertuples(index=False):
+        for who, v in zip(r.readers, r.values):
+            d = rows.setdefault(who, {"answered": 0, "double_reads": 0, "disagreed": 0})
+            d["answered"] += 1
+            if r.reads > 1:
+                d["double_reads"] += 1
+                d["disagreed"] += int(any(w != v for w in r.values))
+    return pd.DataFrame([{"reader": k, **v} for k, v in sorted(rows.items())],
+                        columns=["reader", "answered", "double_reads", "disagreed"])
+
+
+def double_read_kappa(study: Study) -> tuple[int, float]:
+    """(cases, Cohen's kappa) over the latest round's cases read by exactly two readers (nan under 2 cases)."""
+    from medwb.metrics import cohen_kappa
+
+    st = study.case_status()
+    pairs = [v for v in st["values"] if len(v) == 2 and None not in v]
+    if len(pairs) < 2:
+        return len(pairs), float("nan")
+    return len(pairs), cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
+
+
+class ReadersPanel:
+    """The researcher's notebook view of the readers at work (``display(ReadersPanel(study).widget)``): the
+    round's progress, each reader's counts, the agreement of double reads; ``refresh`` (button) re-reads the
+    store, which is where the readers' answers arrive."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self.html = W.HTML()
+        self.button = W.Button(description="refresh")
+        self.button.on_click(lambda _: self.refresh())
+        self.widget = W.VBox([self.button, self.html])
+        self.refresh()
+
+    def refresh(self) -> None:
+        n, kappa = double_read_kappa(self.study)
+        agree = "" if kappa != kappa else f"<p>double reads: {n} cases, Cohen's kappa {kappa:.2f}</p>"
+        self.html.value = (f"<p>{html.escape(round_progress(self.study))}</p>{agree}"
+                           + readers_summary(self.study).to_html(index=False))
+
+
+__all__ = ["LeasedCases", "ReadersPanel", "double_read_kappa", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]

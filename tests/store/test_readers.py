@@ -70,3 +70,39 @@ def test_bad_claims_are_refused(study: Study) -> None:
         study.claim_case("ana", ttl=0)
     with pytest.raises(StoreError, match="one per case"):
         study.save_proposals(1, ["c0", "c1"], [0])
+
+
+def test_double_read_is_blind_and_disagreement_waits_for_adjudication(study: Study) -> None:
+    assert study.set_reads(["c0"], 2) == 1
+    assert study.claim_case("ana", clock=0) == "c0" and study.claim_case("ben", clock=0) == "c0"  # both read it
+    assert study.claim_case("cy", clock=0) == "c1"  # two reads are enough: not a third reader
+    study.add_label("c0", value=0, annotator="ana")
+    st = study.case_status().set_index("case_id")
+    assert st.loc["c0", "status"] == "waiting for 1 more read(s)" and not st.loc["c0", "decided"]
+    study.add_label("c0", value=1, annotator="ben")
+    st = study.case_status().set_index("case_id")
+    assert st.loc["c0", "status"] == "readers disagree: adjudication needed" and st.loc["c0", "readers"] == ["ana", "ben"]
+    assert list(study.disagreements()["case_id"]) == ["c0"]
+    assert "c0" not in set(study.agreed_labels()["case_id"])  # a contested label never trains a model
+    with pytest.raises(StoreError, match="double-read case"):
+        study.check_round_decided(1)
+    assert study.claim_case("dr_senior", clock=1) != "c0"
+    lid = study.adjudicate("c0", value=1, by="dr_senior", note="consolidation visible")
+    cur = study.labels().set_index("case_id")
+    assert cur.loc["c0", "label_id"] == lid and cur.loc["c0", "annotator"] == "dr_senior"
+    assert "adjudicated: consolidation visible" == cur.loc["c0", "note"]
+    assert study.case_status().set_index("case_id").loc["c0", "status"] == "adjudicated"
+    assert study.disagreements().empty and "c0" in set(study.agreed_labels()["case_id"])
+    study.check_round_decided(1)  # nothing blocks the round now
+    per = study.labels(per_annotator=True)
+    assert sorted(per.loc[per["case_id"] == "c0", "annotator"]) == ["ana", "ben", "dr_senior"]  # reads kept
+
+
+def test_agreeing_double_read_is_decided_without_adjudication(study: Study) -> None:
+    study.set_reads(["c1"], 2)
+    study.add_label("c1", value=1, annotator="ana")
+    study.add_label("c1", value=1, annotator="ben")
+    assert study.case_status().set_index("case_id").loc["c1", "decided"]
+    assert study.disagreements().empty
+    with pytest.raises(StoreError, match="not proposed"):
+        study.set_reads(["zz"], 2)

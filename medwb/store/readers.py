@@ -1,0 +1,260 @@
+"""Several readers on one study: the open round's proposals, per-case leases, double reads, decided cases.
+
+Why in the store: readers work from separate browsers and kernels (``medwb review``), and ipywidgets state is
+not shared between them, so the study database is the only place they meet.
+
+- **Proposals**: the loop stores what it proposed for the open round (case, pre-label, calibrated confidence,
+  model version; :func:`save_proposals`), so a reader's page shows the pre-label without loading a model, and
+  how many independent reads each case needs (``reads``, 1 by default; :func:`set_reads` asks for a double read).
+- **Leases**: a reader *claims* a case (:func:`claim_case`): in one ``BEGIN IMMEDIATE`` transaction the store
+  picks the first proposed case of the round this reader has not read, that is not adjudicated, and whose reads
+  plus other readers' live leases are fewer than it needs, and leases it to this reader for ``ttl`` seconds. A
+  single-read case is therefore shown to one reader at a time, a double-read case to two readers who do not see
+  each other's answer (blind), and a case left open by a reader who went away goes to the next claim once its
+  lease expires. A reader whose lease was lost is told so (:func:`holds_lease`) instead of writing.
+- **Decided** (:func:`case_status`): a case is decided when it has its reads and they agree, or when a senior
+  reader adjudicated it (:func:`medwb.store.labels.adjudicate`). :func:`disagreements` lists what waits for
+  adjudication; :func:`agreed_labels` is what a model may train on (contested cases are left out until
+  adjudicated); :func:`check_round_decided` refuses to close a round whose double reads are unfinished or
+  contested.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from medwb.errors import StoreError
+
+if TYPE_CHECKING:
+    from medwb.store.study import Study
+
+DEFAULT_TTL = 600.0  # seconds a claimed case stays with its reader without a decision
+
+_N_READ = "(SELECT COUNT(DISTINCT l.annotator) FROM labels l WHERE l.case_id = p.case_id AND l.superseded = 0)"
+_MINE = "EXISTS (SELECT 1 FROM labels l WHERE l.case_id = p.case_id AND l.superseded = 0 AND l.annotator = :r)"
+_ADJ = ("EXISTS (SELECT 1 FROM adjudications a JOIN labels l ON l.id = a.label_id WHERE a.case_id = p.case_id "
+        "AND l.superseded = 0)")
+_OTHERS = "(SELECT COUNT(*) FROM leases le WHERE le.case_id = p.case_id AND le.reader != :r AND le.expires_at > :t)"
+
+
+def save_proposals(study: Study, round: int, case_ids: Sequence[str], prelabels: Sequence[int | None] | None = None,
+                   confidence: Sequence[float] | None = None, model_version: str | None = None) -> None:
+    """Store round ``round``'s proposed cases in order (replacing an earlier proposal of the same round; the
+    number of reads a case was given is kept)."""
+    ids = [str(c) for c in case_ids]
+    n = len(ids)
+    pre = [None] * n if prelabels is None else [None if p is None or pd.isna(p) else int(p) for p in prelabels]
+    conf = [None] * n if confidence is None else \
+        [None if c is None or pd.isna(c) or not math.isfinite(float(c)) else float(c) for c in confidence]
+    if len(pre) != n or len(conf) != n:
+        raise StoreError(f"round {round}: {n} cases but {len(pre)} pre-labels / {len(conf)} confidences. "
+                         "Fix: pass one per case")
+    with study.transaction() as c:
+        reads = dict(c.execute("SELECT case_id, reads FROM proposals WHERE round = ?", (int(round),)).fetchall())
+        c.execute("DELETE FROM proposals WHERE round = ?", (int(round),))
+        c.executemany("INSERT INTO proposals (round, case_id, position, prelabel, confidence, model_version, reads) "
+                      "VALUES (?,?,?,?,?,?,?)",
+                      [(int(round), cid, i, pre[i], conf[i], model_version, int(reads.get(cid, 1)))
+                       for i, cid in enumerate(ids)])
+
+
+def _open_round(study: Study) -> int | None:
+    row = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'started'").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def _round_or_latest(study: Study, round: int | None) -> int | None:
+    if round is not None:
+        return int(round)
+    row = study.conn.execute("SELECT MAX(round) FROM proposals").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def set_reads(study: Study, case_ids: Iterable[str], reads: int, *, round: int | None = None) -> int:
+    """Ask for ``reads`` independent (blind) reads of ``case_ids`` in the open round (or ``round``); returns how
+    many proposed cases changed. A double read (``reads=2``) measures agreement and sends disagreements to
+    adjudication."""
+    if int(reads) < 1:
+        raise StoreError(f"reads={reads}. Fix: 1 (one reader) or more (independent reads)")
+    number = _open_round(study) if round is None else int(round)
+    if number is None:
+        raise StoreError("no open round. Fix: propose the round's cases first (loop.propose())")
+    ids = [str(c) for c in case_ids]
+    with study.transaction() as c:
+        known = {r[0] for r in c.execute("SELECT case_id FROM proposals WHERE round = ?", (number,))}
+        missing = sorted(set(ids) - known)
+        if missing:
+            raise StoreError(f"case(s) {missing[:5]} are not proposed in round {number}. Fix: pick ids of "
+                             "study.proposals()")
+        cur = c.executemany("UPDATE proposals SET reads = ? WHERE round = ? AND case_id = ?",
+                            [(int(reads), number, cid) for cid in ids])
+    return int(cur.rowcount)
+
+
+def claim_case(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, round: int | None = None,
+               clock: float | None = None) -> str | None:
+    """Lease the next case of the open round (or ``round``) that ``reader`` may read (see the module doc) and
+    return its id; None when nothing is left for this reader. A reader who already holds a live lease on a case
+    they have not answered gets that case back (a reloaded page resumes where it was)."""
+    reader = str(reader).strip()
+    if not reader:
+        raise StoreError("no reader name. Fix: pass the reader's name")
+    if not ttl > 0:
+        raise StoreError(f"ttl={ttl!r}. Fix: pass a lease length in seconds > 0")
+    t = time.time() if clock is None else float(clock)
+    number = _open_round(study) if round is None else int(round)
+    if number is None:
+        return None
+    args = {"r": reader, "t": t, "n": number}
+    with study.transaction() as c:
+        c.execute("DELETE FROM leases WHERE expires_at <= ?", (t,))
+        c.execute("DELETE FROM leases WHERE EXISTS (SELECT 1 FROM labels l WHERE l.case_id = leases.case_id "
+                  "AND l.superseded = 0 AND l.annotator = leases.reader)")  # answered: the lease has ended
+        row = c.execute(f"SELECT p.case_id FROM proposals p JOIN leases le ON le.case_id = p.case_id "
+                        f"AND le.reader = :r WHERE p.round = :n AND NOT {_MINE} AND NOT {_ADJ} "
+                        f"ORDER BY le.leased_at LIMIT 1", args).fetchone()
+        if row is None:
+            row = c.execute(f"SELECT p.case_id FROM proposals p WHERE p.round = :n AND NOT {_MINE} AND NOT {_ADJ} "
+                            f"AND {_N_READ} + {_OTHERS} < p.reads ORDER BY p.position LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        c.execute("INSERT OR REPLACE INTO leases (case_id, reader, round, leased_at, expires_at) VALUES (?,?,?,?,?)",
+                  (row[0], reader, number, t, t + float(ttl)))
+    return str(row[0])
+
+
+def holds_lease(study: Study, case_id: str, reader: str, *, clock: float | None = None) -> bool:
+    """Whether ``reader`` still holds a live lease on ``case_id`` (False once it expired): check before writing."""
+    t = time.time() if clock is None else float(clock)
+    row = study.conn.execute("SELECT expires_at FROM leases WHERE case_id = ? AND reader = ?",
+                             (str(case_id), str(reader))).fetchone()
+    return row is not None and float(row[0]) > t
+
+
+def renew_lease(study: Study, case_id: str, reader: str, *, ttl: float = DEFAULT_TTL,
+                clock: float | None = None) -> bool:
+    """Extend ``reader``'s live lease on ``case_id`` (False, nothing changed, when it has expired)."""
+    t = time.time() if clock is None else float(clock)
+    with study.transaction() as c:
+        cur = c.execute("UPDATE leases SET expires_at = ? WHERE case_id = ? AND reader = ? AND expires_at > ?",
+                        (t + float(ttl), str(case_id), str(reader), t))
+    return cur.rowcount == 1
+
+
+def release_case(study: Study, case_id: str, reader: str) -> bool:
+    """End ``reader``'s lease on ``case_id`` (after a decision, or when they hand it back)."""
+    with study.transaction() as c:
+        cur = c.execute("DELETE FROM leases WHERE case_id = ? AND reader = ?", (str(case_id), str(reader)))
+    return cur.rowcount == 1
+
+
+def retake_case(study: Study, case_id: str, reader: str, *, ttl: float = DEFAULT_TTL,
+                clock: float | None = None) -> bool:
+    """Lease ``case_id`` to ``reader`` again (after an undo, or a lapsed lease on the case on screen); False
+    when the case has all its reads or leases without this reader, or is adjudicated."""
+    t = time.time() if clock is None else float(clock)
+    args = {"r": str(reader), "t": t, "c": str(case_id)}
+    with study.transaction() as c:
+        row = c.execute(f"SELECT p.round FROM proposals p WHERE p.case_id = :c AND NOT {_ADJ} AND "
+                        f"(SELECT COUNT(DISTINCT l.annotator) FROM labels l WHERE l.case_id = p.case_id AND "
+                        f"l.superseded = 0 AND l.annotator != :r) + {_OTHERS} < p.reads "
+                        "ORDER BY p.round DESC LIMIT 1", args).fetchone()
+        if row is None:
+            return False
+        c.execute("INSERT OR REPLACE INTO leases (case_id, reader, round, leased_at, expires_at) VALUES (?,?,?,?,?)",
+                  (str(case_id), str(reader), int(row[0]), t, t + float(ttl)))
+    return True
+
+
+def _reads_by_case(study: Study) -> tuple[dict[str, dict[str, int | None]], dict[str, int | None]]:
+    """Current label of each (case, annotator) and the live adjudicated value of each case."""
+    cur = study.labels(per_annotator=True)
+    reads: dict[str, dict[str, int | None]] = {}
+    for r in cur.itertuples(index=False):
+        reads.setdefault(str(r.case_id), {})[str(r.annotator)] = None if pd.isna(r.value) else int(r.value)
+    adj = {str(c): None if v is None else int(v) for c, v in study.conn.execute(
+        "SELECT a.case_id, l.value FROM adjudications a JOIN labels l ON l.id = a.label_id WHERE l.superseded = 0 "
+        "ORDER BY a.id")}
+    return reads, adj
+
+
+def case_status(study: Study, round: int | None = None) -> pd.DataFrame:
+    """One row per proposed case of ``round`` (default: the latest with proposals): case_id, reads (needed),
+    readers (who answered), values (their classes, same order), agree, adjudicated (value or None), decided,
+    status (a short phrase), leased_to (live leases)."""
+    number = _round_or_latest(study, round)
+    cols = ["round", "case_id", "reads", "readers", "values", "agree", "adjudicated", "decided", "status",
+            "leased_to"]
+    if number is None:
+        return pd.DataFrame(columns=cols)
+    p = study.query("SELECT case_id, reads FROM proposals WHERE round = ? ORDER BY position", (number,))
+    reads, adj = _reads_by_case(study)
+    t = time.time()
+    leased: dict[str, list[str]] = {}
+    for cid, who in study.conn.execute("SELECT case_id, reader FROM leases WHERE expires_at > ? ORDER BY leased_at",
+                                       (t,)):
+        leased.setdefault(str(cid), []).append(str(who))
+    rows = []
+    for cid, need in zip(p["case_id"].astype(str), p["reads"].astype(int)):
+        got = reads.get(cid, {})
+        values = list(got.values())
+        agree = len(set(values)) <= 1
+        a = adj.get(cid)
+        decided = cid in adj or (len(got) >= need and agree)
+        status = ("adjudicated" if cid in adj else "decided" if decided else
+                  "readers disagree: adjudication needed" if not agree else
+                  "not read" if not got else f"waiting for {need - len(got)} more read(s)")
+        rows.append([number, cid, need, list(got), values, agree, a, decided, status, leased.get(cid, [])])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def proposals(study: Study, round: int | None = None) -> pd.DataFrame:
+    """The stored proposals of ``round`` (default: the latest round with proposals), in proposal order:
+    round, case_id, position, prelabel, confidence, model_version, reads, labelled (at least one current label),
+    decided (see :func:`case_status`)."""
+    number = _round_or_latest(study, round)
+    if number is None:
+        return pd.DataFrame(columns=["round", "case_id", "position", "prelabel", "confidence", "model_version",
+                                     "reads", "labelled", "decided"])
+    df = study.query(
+        "SELECT p.round, p.case_id, p.position, p.prelabel, p.confidence, p.model_version, p.reads, "
+        "EXISTS (SELECT 1 FROM labels l WHERE l.case_id = p.case_id AND l.superseded = 0) AS labelled "
+        "FROM proposals p WHERE p.round = ? ORDER BY p.position", (number,))
+    df["labelled"] = df["labelled"].astype(bool)
+    st = case_status(study, number).set_index("case_id")
+    df["decided"] = [bool(st.loc[c, "decided"]) for c in df["case_id"]]
+    return df
+
+
+def disagreements(study: Study) -> pd.DataFrame:
+    """Cases whose current human labels differ between readers and that no one adjudicated yet: case_id,
+    readers, values (same order). This is the adjudication list of a senior reader."""
+    reads, adj = _reads_by_case(study)
+    rows = [(cid, list(got), list(got.values())) for cid, got in reads.items()
+            if cid not in adj and len(got) >= 2 and len(set(got.values())) > 1
+            and not any(a.startswith("model:") for a in got)]
+    return pd.DataFrame(rows, columns=["case_id", "readers", "values"])
+
+
+def agreed_labels(study: Study) -> pd.DataFrame:
+    """``Study.labels(latest=True)`` without the contested cases (readers disagree, not adjudicated): the labels
+    a model may train on. An adjudicated case carries the adjudicator's label."""
+    cur = study.labels(latest=True)
+    contested = set(disagreements(study)["case_id"])
+    return cur[~cur["case_id"].astype(str).isin(contested)].reset_index(drop=True)
+
+
+def check_round_decided(study: Study, round: int) -> None:
+    """Refuse to close ``round`` while a double-read case misses a read or its readers disagree without an
+    adjudication (single-read cases left unlabelled, e.g. rejected ones, do not block)."""
+    st = case_status(study, round)
+    waiting = st[(st["reads"] > 1) & ~st["decided"]]
+    if len(waiting):
+        raise StoreError(f"round {round}: {len(waiting)} double-read case(s) are not decided yet "
+                         f"({', '.join(f'{c}: {s}' for c, s in zip(waiting['case_id'][:5], waiting['status'][:5]))}). "
+                         "Fix: let the readers finish and adjudicate the disagreements (medwb review), or drop the "
+                         "extra read with study.set_reads(ids, 1)")
