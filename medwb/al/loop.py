@@ -152,8 +152,7 @@ class ActiveLearningLoop:
     @property
     def round(self) -> int | None:
         """Number of the open (started, unfinished) round in the store; None when every round is finished."""
-        open_ = self._open_round()
-        return None if open_ is None else int(open_["number"])
+        return None if (open_ := self._open_round()) is None else int(open_["number"])
 
     def labeled(self) -> pd.DataFrame:
         """Current label of each labelled pool case, contested reads left out (the store: the only truth)."""

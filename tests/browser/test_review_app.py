@@ -9,7 +9,6 @@ that is not to this machine is aborted and recorded (the test fails on any). Scr
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time

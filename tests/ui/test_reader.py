@@ -142,3 +142,25 @@ def test_double_read_disagreement_goes_to_the_adjudicator(open_round, tmp_path: 
     page = reader_page({STUDY_ENV: str(study.folder), READERS_ENV: str(f), "QUERY_STRING": "token=t",
                         ADJUDICATORS_ENV: "dr_s"})
     assert page.children[2].get_title(1) == "adjudicate"
+
+
+def test_case_view_zoom_window_and_near_chance_warning(open_round) -> None:
+    from medwb.ui.widgets.review import ReviewQueue
+    from medwb.ui.widgets.review_text import near_chance
+
+    study, batch = open_round
+    from medwb.data import open_dataset
+
+    ds = open_dataset(study.dataset_path, progress=False)
+    q = ReviewQueue(study, batch[:2], [0, 1], ds.load_image, confidence=[0.52, 0.97], min_view_seconds=0,
+                    annotator="x")
+    assert "near chance" in q.title.value  # 0.52 of 2 classes: a warning, not just a number
+    assert q.view.umap_box.layout.display == "none"  # no map: hidden, not a broken image
+    png = q.image.value
+    q.view.window.value = (20.0, 60.0)
+    assert q.image.value != png and q.image.value[:4] == b"\x89PNG"
+    q.view.zoom.value = 3
+    assert q.image.layout.width == f"{3 * q.view.display_px}px"
+    q.accept()
+    assert "near chance" not in q.title.value and "confidence 0.970" in q.title.value
+    assert near_chance(0.3, 4) and not near_chance(0.9, 4) and not near_chance(1.0, 1)

@@ -65,9 +65,9 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.oracle import LabelAnswer, ground_truth, record_label
-from medwb.errors import DataError, StoreError
+from medwb.errors import StoreError
 from medwb.store import Study
-from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
+from medwb.ui.widgets.case_view import CaseView
 from medwb.ui.widgets.review_text import (
     LETTER_KEYS,
     confidence_text,
@@ -110,48 +110,6 @@ class FixedCases:
 
 REVIEW_SOURCE = "review_widget"
 NO_PROPOSAL_NOTE = "chosen by the reader, no model proposal"
-
-
-def _slice2d(a: np.ndarray, spatial_dims: int, index: int | None = None) -> np.ndarray:
-    """A 2-D view of a (C,)H,W[,D] array: 3-D volumes are cut along the last axis (at ``index`` or the middle)."""
-    a = np.asarray(a)
-    if spatial_dims == 2 and a.ndim == 3 and a.shape[0] in (3, 4):  # colour photo (fundus): to_rgb draws it
-        return a
-    s = spatial_array(a, spatial_dims)
-    if spatial_dims == 3:
-        k = s.shape[-1] // 2 if index is None else index
-        return s[..., k]
-    return s
-
-
-def _heat_rgb(a: np.ndarray) -> np.ndarray:
-    """An uncertainty map as a colour image (magma, scaled to its own range)."""
-    from matplotlib import colormaps
-
-    a = np.asarray(a, dtype=np.float64)
-    lo, hi = np.nanmin(a), np.nanmax(a)
-    x = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    return (colormaps["magma"](np.nan_to_num(x))[..., :3] * 255).astype(np.uint8)
-
-
-def _case_pngs(cid: str, img: np.ndarray, mask: np.ndarray | None, umap: np.ndarray | None, spatial_dims: int,
-               display_px: int) -> tuple[bytes, bytes]:
-    """The image with its pre-label mask overlaid and the uncertainty map, as PNGs; a 3-D volume is cut through
-    the pre-label (else the middle), so the slice shown is the one the model's proposal is about."""
-    k, m2 = None, None
-    if mask is not None:
-        mask_full = spatial_array(mask, spatial_dims)
-        if spatial_dims == 3:
-            k = focus_index(mask_full.shape, mask_full)[-1]
-        img_shape = img.shape[-spatial_dims:]
-        if tuple(mask_full.shape) != tuple(img_shape):
-            raise DataError(None, f"pre-label mask of {cid!r} has shape {mask_full.shape}, the image {tuple(img_shape)}",
-                            "pass pre-label masks at the image's own size (e.g. medwb.al.prelabels.prelabel_mask)")
-        m2 = _slice2d(mask_full, spatial_dims, k)
-    rgb = overlay_mask(to_rgb(_slice2d(img, spatial_dims, k)), m2, opacity=0.4)
-    scale = max(1, display_px // max(rgb.shape[:2]))
-    heat = b"" if umap is None else png_bytes(_heat_rgb(_slice2d(np.asarray(umap), spatial_dims, k)), scale=scale)
-    return png_bytes(rgb, scale=scale), heat
 
 
 class ReviewQueue:
@@ -206,8 +164,8 @@ class ReviewQueue:
         self._class_values = [v for _, v in class_opts]
         self.annotator = W.Text(value=annotator, description="annotator", placeholder="your name")
         self.title = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
-        self.umap = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
+        self.view = CaseView(display_px, spatial_dims)
+        self.image, self.umap = self.view.image, self.view.umap
         self.class_menu = W.Dropdown(options=class_opts, description="class", disabled=self.segmentation)
         self.b_accept = W.Button(description="accept (a)", button_style="success")
         self.b_change = W.Button(description="set class", button_style="info", disabled=self.segmentation)
@@ -219,7 +177,6 @@ class ReviewQueue:
                            continuous_update=True, layout=W.Layout(width="32em"))
         self.status = W.HTML()
         self.history = W.HTML()
-        self.umap_box = W.VBox([W.HTML("<b>uncertainty</b>"), self.umap])
         self.b_accept.on_click(lambda _: self._ui(self.accept))
         self.b_change.on_click(lambda _: self._ui(lambda: self.change(self.class_menu.value)))
         self.b_reject.on_click(lambda _: self._ui(self.reject))
@@ -229,8 +186,7 @@ class ReviewQueue:
         self.widget = W.VBox([
             W.HBox([self.annotator, self.keys]),
             self.title,
-            W.HBox([W.VBox([W.HTML("<b>image + pre-label</b>"), self.image]),
-                    self.umap_box]),
+            self.view.widget,
             W.HBox([self.b_accept, self.class_menu, self.b_change, self.b_reject, self.b_flag, self.b_undo]),
             self.comment,
             self.status,
@@ -269,18 +225,16 @@ class ReviewQueue:
         if self.done:
             self.title.value = (f"<b>Queue finished</b>: {len(self.decisions)} decisions saved to {self.study.folder}"
                                 " (u / undo: back to the last case)")
-            self.image.value = b""
-            self.umap.value = b""
+            self.view.clear()
             return
         i, cid = self.position, self.case_ids[self.position]
-        conf = confidence_text(None if self.confidence is None else self.confidence[i], ", ")
+        conf = confidence_text(None if self.confidence is None else self.confidence[i], ", ",
+                               n_classes=len(self.study.classes))
         self.title.value = (f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - "
                             f"{proposal_text(self.proposals[i], self.study.classes, self.segmentation)}{conf}")
         prop = np.asarray(self.proposals[i]) if self.segmentation and self.has_prelabel(i) else None
         u = None if self.uncertainty is None else self.uncertainty(cid)
-        self.image.value, self.umap.value = _case_pngs(cid, np.asarray(self.load_image(cid)), prop, u,
-                                                       self.spatial_dims, self.display_px)
-        self.umap_box.layout.display = None if self.umap.value else "none"  # no map: no broken-image icon
+        self.view.show(cid, np.asarray(self.load_image(cid)), prop, u)
         self.b_accept.disabled = not self.has_prelabel(i)  # nothing to accept: the person chooses the class
         if not self.segmentation:  # without a pre-label no default: a class must be chosen, not clicked through
             v = int(self.proposals[i]) if self.has_prelabel(i) else None

@@ -97,8 +97,22 @@ def decisions_html(decisions: Sequence[Mapping[str, Any]], classes: Mapping[int,
             + "".join(rows) + "</table></details>")
 
 
-def confidence_text(confidence: float | None, before: str = "", after: str = "") -> str:
-    """``before + "confidence 0.912" + after``, or "" when there is no (finite) confidence."""
+def confidence_text(confidence: float | None, before: str = "", after: str = "", *,
+                    n_classes: int | None = None) -> str:
+    """``before + "confidence 0.912" + after``, or "" when there is no (finite) confidence. With ``n_classes``
+    (on screen, HTML) a confidence near chance carries a visible warning: the model is unsure, so its
+    pre-label must be checked rather than accepted."""
     if confidence is None or not math.isfinite(float(confidence)):
         return ""
-    return f"{before}confidence {float(confidence):.3f}{after}"
+    c = float(confidence)
+    text = f"{before}confidence {c:.3f}{after}"
+    if n_classes and near_chance(c, n_classes):
+        text += (f" <b style='color:#b00'>&#9888; near chance ({1 / n_classes:.2f}): the model is unsure, check "
+                 "the image before accepting</b>")
+    return text
+
+
+def near_chance(confidence: float, n_classes: int, margin: float = 0.2) -> bool:
+    """Whether a top-class confidence is within ``margin`` of the way from chance (1/K) to certainty (1)."""
+    chance = 1.0 / max(int(n_classes), 1)
+    return chance < 1 and (float(confidence) - chance) / (1 - chance) <= margin

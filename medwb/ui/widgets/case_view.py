@@ -1,0 +1,96 @@
+"""The case on a reader's screen: the image with its pre-label, its uncertainty map, zoom and window.
+
+Why its own widget: the review queue decides what is stored; this only draws. A 28 px MedMNIST image or a CT
+slice needs magnifying and a different intensity window than the default to be read, and a classification case
+without an uncertainty map must not show a broken-image icon. The window is set in percentiles of the case's
+own intensities (1-99 by default, the same robust window every medwb viewer uses), so it works for any modality
+the data layer normalised; zoom magnifies the drawn image 1-4x.
+"""
+from __future__ import annotations
+
+import ipywidgets as W
+import numpy as np
+
+from medwb.errors import DataError
+from medwb.ui.view import focus_index, overlay_mask, png_bytes, spatial_array, to_rgb
+
+
+def slice2d(a: np.ndarray, spatial_dims: int, index: int | None = None) -> np.ndarray:
+    """A 2-D view of a (C,)H,W[,D] array: 3-D volumes are cut along the last axis (at ``index`` or the middle)."""
+    a = np.asarray(a)
+    if spatial_dims == 2 and a.ndim == 3 and a.shape[0] in (3, 4):  # colour photo (fundus): to_rgb draws it
+        return a
+    s = spatial_array(a, spatial_dims)
+    if spatial_dims == 3:
+        k = s.shape[-1] // 2 if index is None else index
+        return s[..., k]
+    return s
+
+
+def heat_rgb(a: np.ndarray) -> np.ndarray:
+    """An uncertainty map as a colour image (magma, scaled to its own range)."""
+    from matplotlib import colormaps
+
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    x = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return (colormaps["magma"](np.nan_to_num(x))[..., :3] * 255).astype(np.uint8)
+
+
+class CaseView:
+    """Image (+ pre-label mask overlay) and uncertainty map of one case, with zoom and window sliders.
+
+    ``show(case_id, image, mask, umap)`` draws a case (a 3-D volume is cut through its pre-label, else the
+    middle, so the slice shown is the one the proposal is about); ``clear()`` empties the view.
+    """
+
+    def __init__(self, display_px: int = 320, spatial_dims: int = 2) -> None:
+        self.display_px, self.spatial_dims = int(display_px), int(spatial_dims)
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
+        self.umap = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
+        self.umap_box = W.VBox([W.HTML("<b>uncertainty</b>"), self.umap])
+        self.zoom = W.IntSlider(value=1, min=1, max=4, description="zoom", continuous_update=False)
+        self.window = W.FloatRangeSlider(value=(1.0, 99.0), min=0.0, max=100.0, step=0.5, description="window %",
+                                         continuous_update=False, readout_format=".1f")
+        for w in (self.zoom, self.window):
+            w.observe(lambda _: self._render(), names="value")
+        self.widget = W.VBox([W.HBox([W.VBox([W.HTML("<b>image + pre-label</b>"), self.image]), self.umap_box]),
+                              W.HBox([self.zoom, self.window])])
+        self._case: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
+
+    def show(self, case_id: str, image: np.ndarray, mask: np.ndarray | None = None,
+             umap: np.ndarray | None = None) -> None:
+        k, m2 = None, None
+        img = np.asarray(image)
+        if mask is not None:
+            mask_full = spatial_array(mask, self.spatial_dims)
+            if self.spatial_dims == 3:
+                k = focus_index(mask_full.shape, mask_full)[-1]
+            if tuple(mask_full.shape) != tuple(img.shape[-self.spatial_dims:]):
+                raise DataError(None, f"pre-label mask of {case_id!r} has shape {mask_full.shape}, the image "
+                                f"{tuple(img.shape[-self.spatial_dims:])}",
+                                "pass pre-label masks at the image's own size (e.g. medwb.al.prelabels.prelabel_mask)")
+            m2 = slice2d(mask_full, self.spatial_dims, k)
+        u2 = None if umap is None else slice2d(np.asarray(umap), self.spatial_dims, k)
+        self._case = (slice2d(img, self.spatial_dims, k), m2, u2)
+        self._render()
+
+    def clear(self) -> None:
+        self._case = None
+        self.image.value, self.umap.value = b"", b""
+        self.umap_box.layout.display = "none"
+
+    def _render(self) -> None:
+        if self._case is None:
+            return
+        img2d, m2, u2 = self._case
+        finite = np.asarray(img2d, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        lo, hi = (np.percentile(finite, list(self.window.value)) if finite.size else (0.0, 1.0))
+        rgb = overlay_mask(to_rgb(img2d, lo=float(lo), hi=float(hi)), m2, opacity=0.4)
+        px = self.display_px * int(self.zoom.value)
+        scale = max(1, px // max(rgb.shape[:2]))
+        self.image.layout.width = self.umap.layout.width = f"{px}px"
+        self.image.value = png_bytes(rgb, scale=scale)
+        self.umap.value = b"" if u2 is None else png_bytes(heat_rgb(u2), scale=scale)
+        self.umap_box.layout.display = None if self.umap.value else "none"  # no map: no broken-image icon
