@@ -1,7 +1,7 @@
 """The review app (``medwb review``) with two readers at once and a senior reader, in headless Chromium.
 
 Each reader opens their own link (their own token, their own browser context: no shared cookie) and decides cases
-with the keys only: 200 decisions over a 190-case round, 10 of its cases double-read (blind) and answered
+with the keys only (typed in the keys box, or pressed after a click on the image): 200 decisions over a 190-case round, 10 of its cases double-read (blind) and answered
 differently by the two readers, one undo, then the senior reader adjudicates the 10 disagreements. The store
 must hold exactly what was chosen: 0 cases lost, 0 decided twice (but the double reads), 0 under a wrong class
 or reader; the adjudicated class is the current label. Requests without a valid token get 403, and every request
@@ -93,6 +93,7 @@ class Reader:
         self.saved: dict[str, int] = {}
         self.decisions = 0
         self.seen_at = time.monotonic()
+        self.use_image = False  # alternate: keys box, then a click on the image and a key press
 
     def texts(self) -> list[str]:
         return self.page.locator(".widget-html-content").all_inner_texts()
@@ -113,15 +114,20 @@ class Reader:
         left = 0.6 - (time.monotonic() - self.seen_at)
         if left > 0:
             time.sleep(left)
-        self.keys.click()
-        self.keys.type(key)
+        if self.use_image and not key.isalpha():  # click the image, press the key: the panel catches it
+            self.page.locator(".widget-image:visible").first.click()
+            self.page.keyboard.press(key)
+        else:
+            self.keys.click()
+            self.keys.type(key)
+        self.use_image = not self.use_image
         self.page.wait_for_function(
             f"want => {_TEXTS}.some(e => e.innerText.startsWith(want) || e.innerText.startsWith('not saved'))",
             arg=expect, timeout=60_000)
         return self.status()
 
-    def wait_for_next(self, cid: str, prefix: str = r"^case \\d+\\/\\d+: ") -> None:
-        self.page.wait_for_function(  # the next case (or the end of the list) is on screen
+    def wait_for_next(self, cid: str, prefix: str = r"^case \d+/\d+: ") -> None:
+        self.page.wait_for_function(  # the next case (or the end of the list) is on screen; pre: a JS regex
             f"([cid, pre]) => !{_TEXTS}.some(e => new RegExp(pre).test(e.innerText) && e.innerText.includes(cid + ' '))",
             arg=[cid, prefix], timeout=60_000)
         self.seen_at = time.monotonic()
@@ -188,7 +194,7 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
                 out = dr.press(str(v), f"adjudicated case {cid} ")
                 assert out.startswith(f"adjudicated case {cid} as {v}:"), out
                 adjudicated[cid] = v
-                dr.wait_for_next(cid, r"^adjudication \\d+\\/\\d+: case ")
+                dr.wait_for_next(cid, r"^adjudication \d+/\d+: case ")
         finally:
             browser.close()
     assert attempted == [], f"the app tried to reach: {attempted}"

@@ -18,6 +18,7 @@ import numpy as np
 from medwb.errors import StoreError
 from medwb.store import Study
 from medwb.ui.view import png_bytes, spatial_array, to_rgb
+from medwb.ui.widgets.keys import KeyCatcher
 from medwb.ui.widgets.review_text import class_label, digit_class
 
 
@@ -41,7 +42,9 @@ class AdjudicationPanel:
         self.keys.observe(self._on_key, names="value")
         self.b_refresh = W.Button(description="refresh list")
         self.b_refresh.on_click(lambda _: self.refresh())
-        self.widget = W.VBox([self.title, self.keys, self.image, self.answers, W.HBox(self.buttons),
+        self.catcher = KeyCatcher(hint="keys work anywhere on this panel: click the image, then type the class")
+        self.catcher.on_key(lambda k: self._on_key({"new": k}))
+        self.widget = W.VBox([self.title, self.keys, self.catcher, self.image, self.answers, W.HBox(self.buttons),
                               W.HBox([self.b_refresh]), self.status])
         self.decided: list[dict[str, object]] = []
         self.refresh()

@@ -68,6 +68,7 @@ from medwb.al.oracle import LabelAnswer, ground_truth, record_label
 from medwb.errors import StoreError
 from medwb.store import Study
 from medwb.ui.widgets.case_view import CaseView
+from medwb.ui.widgets.keys import KeyCatcher
 from medwb.ui.widgets.review_text import (
     LETTER_KEYS,
     confidence_text,
@@ -183,8 +184,10 @@ class ReviewQueue:
         self.b_flag.on_click(lambda _: self._ui(self.flag))
         self.b_undo.on_click(lambda _: self._ui(self.undo))
         self.keys.observe(self._on_key, names="value")
+        self.catcher = KeyCatcher(hint="keys work anywhere on this panel: click the image, then type")
+        self.catcher.on_key(lambda k: self._on_key({"new": k}))
         self.widget = W.VBox([
-            W.HBox([self.annotator, self.keys]),
+            W.HBox([self.annotator, self.keys]), self.catcher,
             self.title,
             self.view.widget,
             W.HBox([self.b_accept, self.class_menu, self.b_change, self.b_reject, self.b_flag, self.b_undo]),
