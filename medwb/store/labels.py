@@ -130,6 +130,8 @@ def _insert(study: Study, r: LabelRow, written: list[Path]) -> int:
     lid = int(cur.lastrowid)
     c.execute("UPDATE labels SET superseded = 1 WHERE case_id = ? AND id != ? AND superseded = 0 AND (annotator = ? OR source = 'auto')",
               (r.case_id, lid, r.annotator))
+    if r.source != "auto":  # a person labelled the case: its open review-queue entries are answered
+        c.execute("UPDATE review_queue SET resolved_at = ? WHERE case_id = ? AND resolved_at IS NULL", (ts, r.case_id))
     c.execute(
         "INSERT INTO label_history (case_id, label_id, changed_by, changed_at, from_label_id, from_value, to_value, from_mask, "
         "to_mask, from_source, to_source, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

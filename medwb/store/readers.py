@@ -11,7 +11,8 @@ not shared between them, so the study database is the only place they meet.
   plus other readers' live leases are fewer than it needs, and leases it to this reader for ``ttl`` seconds. A
   single-read case is therefore shown to one reader at a time, a double-read case to two readers who do not see
   each other's answer (blind), and a case left open by a reader who went away goes to the next claim once its
-  lease expires. A reader whose lease was lost is told so (:func:`holds_lease`) instead of writing.
+  lease expires. A reader whose lease was lost is told so (:func:`holds_lease`) instead of writing. A case a
+  reader flagged or rejected (an open review-queue entry of theirs) goes to another reader, with the comment.
 - **Decided** (:func:`case_status`): a case is decided when it has its reads and they agree, or when a senior
   reader adjudicated it (:func:`medwb.store.labels.adjudicate`). :func:`disagreements` lists what waits for
   adjudication; :func:`agreed_labels` is what a model may train on (contested cases are left out until
@@ -39,6 +40,8 @@ _MINE = "EXISTS (SELECT 1 FROM labels l WHERE l.case_id = p.case_id AND l.supers
 _ADJ = ("EXISTS (SELECT 1 FROM adjudications a JOIN labels l ON l.id = a.label_id WHERE a.case_id = p.case_id "
         "AND l.superseded = 0)")
 _OTHERS = "(SELECT COUNT(*) FROM leases le WHERE le.case_id = p.case_id AND le.reader != :r AND le.expires_at > :t)"
+_FLAGGED = ("EXISTS (SELECT 1 FROM review_queue q WHERE q.case_id = p.case_id AND q.resolved_at IS NULL "
+            "AND q.flagged_by = :r)")  # this reader flagged / rejected it: it goes to another reader
 
 
 def save_proposals(study: Study, round: int, case_ids: Sequence[str], prelabels: Sequence[int | None] | None = None,
@@ -119,7 +122,8 @@ def claim_case(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, round: in
                         f"ORDER BY le.leased_at LIMIT 1", args).fetchone()
         if row is None:
             row = c.execute(f"SELECT p.case_id FROM proposals p WHERE p.round = :n AND NOT {_MINE} AND NOT {_ADJ} "
-                            f"AND {_N_READ} + {_OTHERS} < p.reads ORDER BY p.position LIMIT 1", args).fetchone()
+                            f"AND NOT {_FLAGGED} AND {_N_READ} + {_OTHERS} < p.reads ORDER BY p.position LIMIT 1",
+                            args).fetchone()
         if row is None:
             return None
         c.execute("INSERT OR REPLACE INTO leases (case_id, reader, round, leased_at, expires_at) VALUES (?,?,?,?,?)",

@@ -164,3 +164,20 @@ def test_case_view_zoom_window_and_near_chance_warning(open_round) -> None:
     q.accept()
     assert "near chance" not in q.title.value and "confidence 0.970" in q.title.value
     assert near_chance(0.3, 4) and not near_chance(0.9, 4) and not near_chance(1.0, 1)
+
+
+def test_a_flagged_case_goes_to_another_reader_with_its_comment(open_round) -> None:
+    """Issue 14 defect 5: flagged / rejected cases came back to the same reader, without their comments, and
+    their review-queue rows stayed open after the case was labelled."""
+    from medwb.ui.widgets.reader import reader_queue
+
+    study, batch = open_round
+    ana = reader_queue(study, "ana", min_view_seconds=0)
+    ana.comment.value = "rib fracture? not sure"
+    ana.keys.value = "f"
+    assert ana.current == batch[1]  # not the flagged case again
+    ben = reader_queue(study, "ben", min_view_seconds=0)
+    assert ben.current == batch[0] and "ana: flagged for a second look: rib fracture? not sure" in ben.title.value
+    ben.keys.value = "1"
+    assert study.review_queue().empty  # the label answered the flag
+    assert len(study.review_queue(open_only=False)) == 1

@@ -25,7 +25,7 @@ import pandas as pd
 from medwb.errors import MedwbError
 from medwb.store import Study
 from medwb.store.readers import DEFAULT_TTL
-from medwb.ui.widgets.review import ReviewQueue
+from medwb.ui.widgets.review import ReviewQueue, earlier_notes
 
 #: environment of the app's kernels, set by medwb.pipelines.review_app
 STUDY_ENV, READERS_ENV = "MEDWB_REVIEW_STUDY", "MEDWB_REVIEW_READERS"
@@ -78,6 +78,9 @@ class LeasedCases:
 
     def decided(self, case_id: str) -> None:
         self.study.release_case(case_id, self.reader)
+
+    def note(self, case_id: str) -> str:
+        return earlier_notes(self.study, case_id)
 
     def undone(self, case_id: str) -> None:
         self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=self.clock())

@@ -55,6 +55,7 @@ or its digit; ``change(mask=...)`` for a mask) and the label is written with sou
 """
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -91,10 +92,29 @@ class CaseSource(Protocol):
     def lost(self, case_id: str) -> str | None: ...   # why this reader may not decide the case any more
     def decided(self, case_id: str) -> None: ...
     def undone(self, case_id: str) -> None: ...
+    def note(self, case_id: str) -> str: ...   # HTML shown with the case: earlier readers' flags and comments
+
+
+def earlier_notes(study: Study, case_id: str) -> str:
+    """The review-queue history of a case (who flagged or rejected it, why), as HTML for the case's title: a case
+    that comes back is shown with what was said about it."""
+    q = study.review_queue(open_only=False)
+    q = q[q["case_id"].astype(str) == str(case_id)]
+    if q.empty:
+        return ""
+    items = "; ".join(f"{html.escape(str(r.flagged_by) or '?')}: {html.escape(str(r.reason))}"
+                      for r in q.itertuples(index=False))
+    return f"<br><span style='color:#8a5300'>earlier: {items}</span>"
 
 
 class FixedCases:
     """The :class:`CaseSource` of a queue given all its cases up front (one reader): nothing more, none lost."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+
+    def note(self, case_id: str) -> str:
+        return earlier_notes(self.study, case_id)
 
     def next_case(self) -> None:
         return None
@@ -147,7 +167,7 @@ class ReviewQueue:
         if len(self.proposals) != len(self.case_ids):
             raise StoreError(f"{len(self.case_ids)} cases but {len(self.proposals)} pre-labels. Fix: pass one pre-label per case")
         self.confidence = None if confidence is None else [float(c) for c in np.asarray(confidence, dtype=float)]
-        self.source: CaseSource = source or FixedCases()
+        self.source: CaseSource = source or FixedCases(study)
         self.segmentation = study.task == "segmentation"
         self.load_image, self.uncertainty = load_image, uncertainty
         self.round, self.model_version = round, model_version
@@ -234,7 +254,8 @@ class ReviewQueue:
         conf = confidence_text(None if self.confidence is None else self.confidence[i], ", ",
                                n_classes=len(self.study.classes))
         self.title.value = (f"case {i + 1}/{len(self.case_ids)}: <code>{cid}</code> - "
-                            f"{proposal_text(self.proposals[i], self.study.classes, self.segmentation)}{conf}")
+                            f"{proposal_text(self.proposals[i], self.study.classes, self.segmentation)}{conf}"
+                            f"{self.source.note(cid)}")
         prop = np.asarray(self.proposals[i]) if self.segmentation and self.has_prelabel(i) else None
         u = None if self.uncertainty is None else self.uncertainty(cid)
         self.view.show(cid, np.asarray(self.load_image(cid)), prop, u)
