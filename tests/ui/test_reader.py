@@ -181,3 +181,33 @@ def test_a_flagged_case_goes_to_another_reader_with_its_comment(open_round) -> N
     ben.keys.value = "1"
     assert study.review_queue().empty  # the label answered the flag
     assert len(study.review_queue(open_only=False)) == 1
+
+
+def test_an_open_page_continues_into_the_next_round_with_its_provenance(samples: Path, tmp_path: Path) -> None:
+    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data import open_dataset
+    from medwb.store import Study
+    from medwb.ui.widgets.reader import reader_queue
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
+    ds = open_dataset(path, progress=False)
+    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=3, seed=0, progress=False, pretrain=False,
+                              semi=False)
+    loop.propose()
+    ana = reader_queue(study, "ana", min_view_seconds=0)
+    for _ in range(3):
+        ana.keys.value = "1"
+    assert ana.done
+    loop.complete()
+    second = list(loop.propose()["case_id"])  # the researcher's next batch, pre-labelled by the round-1 model
+    ana.undo()  # the page was left on 'finished'; an undo brings back ana's last round-1 case ...
+    ana.keys.value = "0"  # ... decided again as round 1
+    ana.keys.value = "1"  # the page continues with the new round's cases
+    lab = study.labels().set_index("case_id")
+    assert ana.decisions[-1]["case_id"] in second
+    got = lab.loc[second[0]]
+    assert int(got["round"]) == 2 and got["model_version"] == study.models()["version"].iloc[-1]
+    study.close()

@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 import ipywidgets as W
@@ -25,7 +24,7 @@ import pandas as pd
 from medwb.errors import MedwbError
 from medwb.store import Study
 from medwb.store.readers import DEFAULT_TTL
-from medwb.ui.widgets.review import ReviewQueue, earlier_notes
+from medwb.ui.widgets.review import NextCase, ReviewQueue, earlier_notes
 
 #: environment of the app's kernels, set by medwb.pipelines.review_app
 STUDY_ENV, READERS_ENV = "MEDWB_REVIEW_STUDY", "MEDWB_REVIEW_READERS"
@@ -55,16 +54,19 @@ class LeasedCases:
                  clock: Callable[[], float] = time.time) -> None:
         self.study, self.reader, self.ttl, self.clock = study, reader, float(ttl), clock
 
-    def next_case(self) -> tuple[str, Any, float | None] | None:
+    def next_case(self) -> NextCase | None:
         cid = self.study.claim_case(self.reader, ttl=self.ttl, clock=self.clock())
         if cid is None:
             return None
-        p = self.study.proposals()
+        p = self.study.proposals(round=self.study.conn.execute(
+            "SELECT round FROM leases WHERE case_id = ? AND reader = ?", (cid, self.reader)).fetchone()[0])
         row = p[p["case_id"] == cid]
         if not len(row):
-            return cid, None, None
-        pre, conf = row["prelabel"].iloc[0], row["confidence"].iloc[0]
-        return cid, (None if pd.isna(pre) else int(pre)), (None if pd.isna(conf) else float(conf))
+            return NextCase(cid)
+        r = row.iloc[0]
+        return NextCase(cid, None if pd.isna(r["prelabel"]) else int(r["prelabel"]),
+                        float("nan") if pd.isna(r["confidence"]) else float(r["confidence"]), int(r["round"]),
+                        None if pd.isna(r["model_version"]) else str(r["model_version"]))
 
     def lost(self, case_id: str) -> str | None:
         now = self.clock()
@@ -104,13 +106,9 @@ def reader_queue(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, min_vie
     """The review queue of ``reader`` on the study's open round: cases claimed one by one from the store."""
     from medwb.data import open_dataset
 
-    ds = open_dataset(study.dataset_path)
-    p = study.proposals()
-    rnd = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'started'").fetchone()[0]
-    version = None if not len(p) or p["model_version"].isna().all() else str(p["model_version"].dropna().iloc[0])
-    q = ReviewQueue(study, [], [], ds.load_image, confidence=[], round=rnd, model_version=version,
-                    annotator=reader, spatial_dims=ds.ndim, min_view_seconds=min_view_seconds,
-                    source=LeasedCases(study, reader, ttl=ttl, clock=clock))
+    ds = open_dataset(study.dataset_path)  # round and model version come with each case (NextCase)
+    q = ReviewQueue(study, [], [], ds.load_image, confidence=[], annotator=reader, spatial_dims=ds.ndim,
+                    min_view_seconds=min_view_seconds, source=LeasedCases(study, reader, ttl=ttl, clock=clock))
     q.annotator.disabled = True  # the link names the reader; nobody types another reader's name
     return q
 

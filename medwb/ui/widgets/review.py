@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import html
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
@@ -84,11 +85,22 @@ from medwb.ui.widgets.review_text import (
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
 
+@dataclass(frozen=True)
+class NextCase:
+    """A case a :class:`CaseSource` hands out, with its proposal's provenance (a new round may have begun)."""
+
+    case_id: str
+    prelabel: Any = None
+    confidence: float = float("nan")
+    round: int | None = None
+    model_version: str | None = None
+
+
 class CaseSource(Protocol):
     """Where a queue gets its next case when it runs out, and who may still decide a case: with several readers
     the store's leases (:class:`medwb.ui.widgets.reader.LeasedCases`)."""
 
-    def next_case(self) -> tuple[str, Any, float | None] | None: ...   # (case id, pre-label, confidence)
+    def next_case(self) -> NextCase | None: ...
     def lost(self, case_id: str) -> str | None: ...   # why this reader may not decide the case any more
     def decided(self, case_id: str) -> None: ...
     def undone(self, case_id: str) -> None: ...
@@ -239,8 +251,9 @@ class ReviewQueue:
 
     def _show(self) -> None:
         if self.done and (nxt := self.source.next_case()) is not None:
-            self.case_ids.append(nxt[0]), self.proposals.append(nxt[1])
-            self.confidence = (self.confidence or [np.nan] * self.position) + [np.nan if nxt[2] is None else nxt[2]]
+            self.case_ids.append(nxt.case_id), self.proposals.append(nxt.prelabel)
+            self.confidence = (self.confidence or [np.nan] * self.position) + [float(nxt.confidence)]
+            self.round, self.model_version = nxt.round, nxt.model_version  # provenance of this case's proposal
         self.history.value = decisions_html(self.decisions, self.study.classes)
         self.b_undo.disabled = not self.decisions
         for b in (self.b_accept, self.b_change, self.b_reject, self.b_flag):
