@@ -176,6 +176,16 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_structure(a: argparse.Namespace) -> int:
+    from medwb.pipelines.structure import format_structure, run_structure
+
+    res = run_structure(a.data, a.out, n_clusters=a.clusters, study_dir=a.study, max_pool=a.max_pool,
+                        config=_pretrain_config(a), progress=not a.quiet)
+    print(format_structure(res))
+    print(f"wrote {a.out}/clusters.csv, clusters_summary.csv" + (", structure_eval.json" if "correct_share" in res else ""))
+    return 0
+
+
 def _cmd_review(a: argparse.Namespace) -> int:
     import time
 
@@ -309,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after the epoch that crosses this; the next call resumes")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_pretrain)
+
+    s = sub.add_parser("structure", help="the structure model before any label: clusters of similar cases in the "
+                                         "self-supervised embedding -> clusters.csv (classification)")
+    s.add_argument("data")
+    s.add_argument("--out", required=True, help="output folder (clusters.csv, clusters_summary.csv, "
+                                                "structure_eval.json when the data has labels)")
+    s.add_argument("--clusters", type=int, default=None, help="number of clusters (default: one per 100 pool cases)")
+    s.add_argument("--study", default=None, help="study folder whose cached pretraining to use (default: OUT/study)")
+    s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")
+    s.add_argument("--pretrain-epochs", type=int, default=None, help="pretraining epochs (default: 600 steps)")
+    s.add_argument("--pretrain-max-seconds", type=float, default=None, help="stop pretraining after this")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_structure)
 
     s = sub.add_parser("bench", help="benchmarks (uncertainty: MC dropout cost against baal and a plain pass)")
     s.add_argument("what", choices=["uncertainty"])

@@ -251,7 +251,9 @@ def badge(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddi
     return np.asarray(picked, dtype=np.int64), np.asarray(scores)
 
 
-def _kmeans(x: np.ndarray, n_clusters: int, random_state: int, sample_weight: np.ndarray | None = None):
+def kmeans(x: np.ndarray, n_clusters: int, random_state: int, sample_weight: np.ndarray | None = None):
+    """k-means with a fixed seed (mini-batch above 20k points): the clustering of the cold start, k-means++
+    acquisition and the structure model."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if len(x) > 20000:
@@ -261,7 +263,7 @@ def _kmeans(x: np.ndarray, n_clusters: int, random_state: int, sample_weight: np
     return km.fit(x, sample_weight=sample_weight)
 
 
-def _typicality(x: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
+def typicality(x: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
     """TypiClust typicality: inverse mean distance to the nearest neighbours (within a cluster)."""
     if len(x) == 1:
         return np.ones(1)
@@ -288,7 +290,7 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
     k = min(k, n)
     n_lab = 0 if labeled_embeddings is None else len(labeled_embeddings)
     n_clusters = int(min(n, n_lab + k, opts.get("max_clusters", 500)))
-    km = _kmeans(emb, n_clusters, random_state)
+    km = kmeans(emb, n_clusters, random_state)
     labels = km.labels_
     sizes = np.bincount(labels, minlength=n_clusters)
     covered = np.zeros(n_clusters, dtype=np.int64)
@@ -308,7 +310,7 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
         c = int(next(c for c in order if ok[c]))
         if c not in typ_cache:
             members = np.flatnonzero(labels == c)
-            typ_cache[c] = (members, _typicality(emb[members]))
+            typ_cache[c] = (members, typicality(emb[members]))
         members, typ = typ_cache[c]
         avail = ~taken[members]
         j = int(np.argmax(np.where(avail, typ, -np.inf)))
@@ -337,7 +339,7 @@ def hybrid(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embedd
         return _top(u, k)
     emb = np.asarray(embeddings, dtype=np.float64)[cand]
     w = u[cand] - u[cand].min() + 1e-6
-    km = _kmeans(emb, k, random_state, sample_weight=w)
+    km = kmeans(emb, k, random_state, sample_weight=w)
     picked: list[int] = []
     for c in range(k):
         members = cand[km.labels_ == c]

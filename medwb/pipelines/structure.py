@@ -1,0 +1,84 @@
+"""``medwb structure DATA --out DIR``: the structure model of a dataset, before any expert label (issue 13).
+
+Classification: SimCLR on the pool (cached in the study, the same representation the loop uses), clusters of
+similar cases in that embedding (:mod:`medwb.al.structure`), written as ``DIR/clusters.csv`` (case_id, cluster,
+typicality, rank; one row per pool case) and ``DIR/clusters_summary.csv`` (size, spread, most typical ids). When
+the dataset carries its labels (a benchmark), ``DIR/structure_eval.json`` says what a person naming each cluster
+from its 8 most typical members would give: the share of the pool whose pre-label is correct, with one naming
+action per cluster and no case-level label. Segmentation (regions, region-click) is not built yet.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medwb.errors import ConfigError
+from medwb.models.pretrain import PretrainConfig
+
+
+def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | None = None,
+                  study_dir: str | Path | None = None, max_pool: int | None = None,
+                  config: PretrainConfig | None = None, seed: int = 0, shown: int = 8,
+                  progress: bool = True) -> dict[str, float]:
+    """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels)."""
+    from medwb.al.loop import study_splits
+    from medwb.al.representation import pretrain_study, pretrained_embeddings
+    from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels
+    from medwb.data import open_dataset
+    from medwb.data.dataset import default_size
+    from medwb.data.splits import SplitArrays
+    from medwb.models.networks import build_for_dataset
+    from medwb.store import Study
+
+    ds = open_dataset(data, progress=progress)
+    if ds.task != "classification":
+        raise ConfigError(f"{data}: a segmentation dataset; the structure model's regions and region-click "
+                          "annotation are not built yet (issue 13). Use a classification dataset")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with Study.open_or_create(study_dir or out / "study", dataset_path=str(data), task=ds.task,
+                              classes=ds.classes, name=ds.name) as study:
+        splits = study_splits(study, ds, max_pool=max_pool)
+        X, y, ids = SplitArrays(ds, splits, default_size(ds))["train"]
+        res, _ = pretrain_study(study, ds, config=config, max_pool=max_pool, progress=progress)
+    emb = pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, res, X)
+    model = cluster_pool(emb, ids, n_clusters=n_clusters, random_state=seed)
+    model.table().to_csv(out / "clusters.csv", index=False)
+    summary = cluster_summary(model, emb, shown=shown)
+    summary.assign(typical=[" ".join(t) for t in summary["typical"]]).to_csv(out / "clusters_summary.csv",
+                                                                            index=False)
+    result: dict[str, float] = {"pool": float(len(ids)), "clusters": float(model.n_clusters),
+                                "cases_per_cluster": len(ids) / model.n_clusters,
+                                "pretrain_seconds": float(res.seconds)}
+    y = np.asarray(y).reshape(-1)
+    if len(y) and (y >= 0).all():
+        truth = dict(zip(ids, y.tolist()))
+        names = name_by_typical_members(model, truth.__getitem__, shown=shown)
+        pre = structure_prelabels(model, names)
+        correct = np.asarray([int(p) == truth[c] for c, p in zip(pre["case_id"], pre["prelabel"])])
+        per_class = pd.Series(correct).groupby(y).mean()
+        result.update(naming_actions=float(len(names)), correct_share=float(correct.mean()),
+                      worst_class_correct=float(per_class.min()), classes_named=float(len(set(names.values()))),
+                      n_classes=float(len(ds.classes)))
+        (out / "structure_eval.json").write_text(json.dumps(
+            {**result, "per_class_correct": {ds.classes.get(int(k), str(k)): float(v) for k, v in per_class.items()},
+             "shown_per_cluster": shown}, indent=2))
+    return result
+
+
+def format_structure(result: dict[str, float]) -> str:
+    """The summary for the terminal."""
+    lines = [f"structure model: {int(result['pool'])} pool cases in {int(result['clusters'])} clusters "
+             f"({result['cases_per_cluster']:.0f} cases per cluster)"]
+    if "correct_share" in result:
+        lines.append(f"naming each cluster from its most typical members ({int(result['naming_actions'])} actions, "
+                     f"no case-level label): {100 * result['correct_share']:.1f}% of the pool pre-labelled "
+                     f"correctly; worst class {100 * result['worst_class_correct']:.1f}%; "
+                     f"{int(result['classes_named'])} of {int(result['n_classes'])} classes named")
+    return "\n".join(lines)
+
+
+__all__ = ["format_structure", "run_structure"]
