@@ -19,6 +19,8 @@ from pathlib import Path
 
 NOTEBOOKS = "notebooks"
 DATA_SAMPLES = "data_samples"
+#: notebooks that are an app's page (served by ``medwb review``), not notebooks to open and edit
+APP_NOTEBOOKS = ("review_app.ipynb",)
 
 
 def _package_dir() -> Path:
@@ -97,6 +99,8 @@ def copy_notebooks(dest: str | Path, *, overwrite: bool = False) -> tuple[list[P
     copied: list[Path] = []
     skipped: list[Path] = []
     for src in sorted(resource_dir(NOTEBOOKS).glob("*.ipynb")):
+        if src.name in APP_NOTEBOOKS:
+            continue
         target = dest / src.name
         if target.exists() and not overwrite:
             skipped.append(target)
