@@ -131,6 +131,16 @@ def claim_case(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, round: in
     return str(row[0])
 
 
+def leased_proposal(study: Study, case_id: str, reader: str) -> dict[str, object] | None:
+    """The proposal behind ``reader``'s lease on ``case_id`` (round, prelabel, confidence, model_version; None
+    values where the proposal has none), or None without such a lease: a reader's page shows and records it."""
+    row = study.conn.execute(
+        "SELECT p.round, p.prelabel, p.confidence, p.model_version FROM leases le JOIN proposals p "
+        "ON p.case_id = le.case_id AND p.round = le.round WHERE le.case_id = ? AND le.reader = ?",
+        (str(case_id), str(reader))).fetchone()
+    return None if row is None else dict(zip(("round", "prelabel", "confidence", "model_version"), row))
+
+
 def holds_lease(study: Study, case_id: str, reader: str, *, clock: float | None = None) -> bool:
     """Whether ``reader`` still holds a live lease on ``case_id`` (False once it expired): check before writing."""
     t = time.time() if clock is None else float(clock)

@@ -207,6 +207,7 @@ class Study:
     proposals = reader_store.proposals
     claim_case = reader_store.claim_case
     holds_lease = reader_store.holds_lease
+    leased_proposal = reader_store.leased_proposal
     renew_lease = reader_store.renew_lease
     release_case = reader_store.release_case
     retake_case = reader_store.retake_case

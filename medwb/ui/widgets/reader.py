@@ -58,15 +58,13 @@ class LeasedCases:
         cid = self.study.claim_case(self.reader, ttl=self.ttl, clock=self.clock())
         if cid is None:
             return None
-        p = self.study.proposals(round=self.study.conn.execute(
-            "SELECT round FROM leases WHERE case_id = ? AND reader = ?", (cid, self.reader)).fetchone()[0])
-        row = p[p["case_id"] == cid]
-        if not len(row):
+        r = self.study.leased_proposal(cid, self.reader)
+        if r is None:
             return NextCase(cid)
-        r = row.iloc[0]
-        return NextCase(cid, None if pd.isna(r["prelabel"]) else int(r["prelabel"]),
-                        float("nan") if pd.isna(r["confidence"]) else float(r["confidence"]), int(r["round"]),
-                        None if pd.isna(r["model_version"]) else str(r["model_version"]))
+        conf = r["confidence"]
+        return NextCase(cid, None if r["prelabel"] is None else int(r["prelabel"]),
+                        float("nan") if conf is None else float(conf), int(r["round"]),
+                        None if r["model_version"] is None else str(r["model_version"]))
 
     def lost(self, case_id: str) -> str | None:
         now = self.clock()
