@@ -106,3 +106,19 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
     assert {"randomization"} <= set(checks["check"])
     src = pd.read_csv(v / "tables" / "label_sources.csv")
     assert src["labels"].sum() > 0
+
+
+def tiny_pneumonia_loop(samples: Path, folder: Path, *, n_train: int = 30, batch_size: int = 4,
+                        strategy: str = "entropy"):
+    """(study, dataset, loop) on a tiny real PneumoniaMNIST pool in ``folder``: the plain baseline pipeline
+    (no pretraining, no FixMatch), so a round trains in seconds. The caller closes the study."""
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, folder / "p.npz", n_train=n_train, n_val=10, n_test=10)
+    ds = open_dataset(path, progress=False)
+    study = Study.create(folder / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    loop = ActiveLearningLoop(study, ds, strategy=strategy, batch_size=batch_size, seed=0, progress=False,
+                              pretrain=False, semi=False)
+    return study, ds, loop

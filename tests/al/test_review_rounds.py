@@ -10,18 +10,12 @@ from medwb.errors import StoreError
 
 
 def test_rounds_advance_as_readers_decide(samples: Path, tmp_path: Path) -> None:
-    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+    from _fixtures import tiny_pneumonia_loop
 
-    from medwb.al.loop import ActiveLearningLoop
     from medwb.al.review_rounds import round_done, run_review_rounds
-    from medwb.data import open_dataset
     from medwb.store import Study
 
-    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
-    ds = open_dataset(path, progress=False)
-    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=4, seed=0, progress=False, pretrain=False,
-                              semi=False)
+    study, ds, loop = tiny_pneumonia_loop(samples, tmp_path)
     truth = ds.cohort.set_index("case_id")["label"]
     stop = threading.Event()
 

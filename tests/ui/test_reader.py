@@ -11,17 +11,9 @@ from medwb.errors import ConfigError
 
 @pytest.fixture
 def open_round(samples: Path, tmp_path: Path):
-    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+    from _fixtures import tiny_pneumonia_loop
 
-    from medwb.al.loop import ActiveLearningLoop
-    from medwb.data import open_dataset
-    from medwb.store import Study
-
-    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
-    ds = open_dataset(path, progress=False)
-    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=4, seed=0, progress=False, pretrain=False,
-                              semi=False)
+    study, _, loop = tiny_pneumonia_loop(samples, tmp_path)
     batch = list(loop.propose()["case_id"])
     yield study, batch
     study.close()
@@ -184,18 +176,11 @@ def test_a_flagged_case_goes_to_another_reader_with_its_comment(open_round) -> N
 
 
 def test_an_open_page_continues_into_the_next_round_with_its_provenance(samples: Path, tmp_path: Path) -> None:
-    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+    from _fixtures import tiny_pneumonia_loop
 
-    from medwb.al.loop import ActiveLearningLoop
-    from medwb.data import open_dataset
-    from medwb.store import Study
     from medwb.ui.widgets.reader import reader_queue
 
-    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=30, n_val=10, n_test=10)
-    ds = open_dataset(path, progress=False)
-    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=3, seed=0, progress=False, pretrain=False,
-                              semi=False)
+    study, _, loop = tiny_pneumonia_loop(samples, tmp_path, batch_size=3)
     loop.propose()
     ana = reader_queue(study, "ana", min_view_seconds=0)
     for _ in range(3):
