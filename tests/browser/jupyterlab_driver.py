@@ -190,3 +190,15 @@ def image_stats(png: bytes) -> tuple[float, int]:
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
     colours = len(np.unique(a.reshape(-1, 3), axis=0))
     return float(a.mean(axis=-1).std()), colours
+
+
+def open_and_run_all(page, server: LabServer, notebook: str) -> None:
+    """Open ``notebook`` (a name under the server's root) in JupyterLab, wait for an idle kernel, and run all
+    cells from the Run menu, as a user would."""
+    import re
+
+    page.goto(server.url(f"lab/tree/{notebook}"))
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+    page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)  # the kernel is up
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()

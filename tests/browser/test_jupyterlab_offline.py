@@ -16,7 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupyterlab_driver import CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, image_stats, start_lab
+from jupyterlab_driver import (CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, image_stats, open_and_run_all,
+                               start_lab)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -76,13 +77,7 @@ def test_explore_notebook_renders_offline(samples: Path, tmp_path: Path) -> None
                 page = context.new_page()
                 page.on("websocket", lambda ws: net.websockets.append(ws.url))
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text[:300]}"))
-                page.goto(server.url(f"lab/tree/{nb_path.name}"))
-                page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
-                # the kernel is up when the status bar says so
-                page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
-                # Run all cells from the Run menu, as a user would.
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
+                open_and_run_all(page, server, nb_path.name)
                 try:
                     _wait_all_executed(page, n_code, timeout_s=150)
                 except AssertionError:

@@ -8,14 +8,13 @@ label and the reject, and the notebook still has its two code cells, none insert
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from jupyterlab_driver import CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, start_lab
+from jupyterlab_driver import CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, open_and_run_all, start_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,11 +68,7 @@ def test_keys_on_the_review_queue_never_reach_jupyterlab(samples: Path, tmp_path
                 context = browser.new_context(viewport={"width": 1300, "height": 1000})
                 guard_context(context, net)
                 page = context.new_page()
-                page.goto(server.url(f"lab/tree/{nb_path.name}"))
-                page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
-                page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
+                open_and_run_all(page, server, nb_path.name)
                 image = page.locator(".jp-OutputArea-output .widget-image").first
                 image.wait_for(state="visible", timeout=120_000)
                 page.wait_for_timeout(1500)  # the widget views settle
