@@ -196,3 +196,21 @@ def test_an_open_page_continues_into_the_next_round_with_its_provenance(samples:
     got = lab.loc[second[0]]
     assert int(got["round"]) == 2 and got["model_version"] == study.models()["version"].iloc[-1]
     study.close()
+
+
+def test_readers_panel_follows_the_store_live(open_round) -> None:
+    import time
+
+    from medwb.ui.widgets.reader import ReadersPanel
+
+    study, batch = open_round
+    panel = ReadersPanel(study, every=0.05)
+    try:
+        assert "0 of 4 cases decided" in panel.html.value
+        study.add_label(batch[0], value=1, annotator="ana")  # a reader's answer arrives in the store
+        deadline = time.monotonic() + 10
+        while "1 of 4 cases decided" not in panel.html.value and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "1 of 4 cases decided" in panel.html.value and "ana" in panel.html.value
+    finally:
+        panel.stop()

@@ -13,6 +13,7 @@ import hashlib
 import html
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -176,24 +177,50 @@ def double_read_kappa(study: Study) -> tuple[int, float]:
     return len(pairs), cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
 
 
+def panel_html(study: Study) -> str:
+    """The researcher's view as HTML: the round's progress, the kappa of double reads, each reader's counts."""
+    n, kappa = double_read_kappa(study)
+    agree = "" if kappa != kappa else f"<p>double reads: {n} cases, Cohen's kappa {kappa:.2f}</p>"
+    return f"<p>{html.escape(round_progress(study))}</p>{agree}" + readers_summary(study).to_html(index=False)
+
+
 class ReadersPanel:
     """The researcher's notebook view of the readers at work (``display(ReadersPanel(study).widget)``): the
-    round's progress, each reader's counts, the agreement of double reads; ``refresh`` (button) re-reads the
-    store, which is where the readers' answers arrive."""
+    round's progress, each reader's counts, the agreement of double reads. The readers' answers arrive in the
+    store: ``refresh`` (button) re-reads it; ``every=S`` (or :meth:`watch`) re-reads it every S seconds in a
+    background thread with its own store connection, until :meth:`stop`."""
 
-    def __init__(self, study: Study) -> None:
+    def __init__(self, study: Study, *, every: float | None = None) -> None:
         self.study = study
         self.html = W.HTML()
         self.button = W.Button(description="refresh")
         self.button.on_click(lambda _: self.refresh())
         self.widget = W.VBox([self.button, self.html])
+        self._stop: threading.Event | None = None
         self.refresh()
+        if every is not None:
+            self.watch(every)
 
     def refresh(self) -> None:
-        n, kappa = double_read_kappa(self.study)
-        agree = "" if kappa != kappa else f"<p>double reads: {n} cases, Cohen's kappa {kappa:.2f}</p>"
-        self.html.value = (f"<p>{html.escape(round_progress(self.study))}</p>{agree}"
-                           + readers_summary(self.study).to_html(index=False))
+        self.html.value = panel_html(self.study)
+
+    def watch(self, every: float = 5.0) -> None:
+        """Re-read the store every ``every`` seconds (a daemon thread; its own connection) until :meth:`stop`."""
+        self.stop()
+        stop = self._stop = threading.Event()
+        folder = self.study.folder
+
+        def run() -> None:
+            with Study.open(folder) as s:
+                while not stop.wait(float(every)):
+                    self.html.value = panel_html(s)
+
+        threading.Thread(target=run, name="medwb-readers-panel", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
 
 
-__all__ = ["LeasedCases", "ReadersPanel", "double_read_kappa", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]
+__all__ = ["LeasedCases", "ReadersPanel", "double_read_kappa", "panel_html", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]
