@@ -17,9 +17,9 @@ import numpy as np
 
 from medwb.errors import StoreError
 from medwb.store import Study
-from medwb.ui.view import png_bytes, spatial_array, to_rgb
+from medwb.ui.widgets.case_view import CaseView
 from medwb.ui.widgets.keys import KeyCatcher
-from medwb.ui.widgets.review_text import class_label, digit_class
+from medwb.ui.widgets.review_text import class_label, digit_class, error_html
 
 
 class AdjudicationPanel:
@@ -29,10 +29,10 @@ class AdjudicationPanel:
                  spatial_dims: int = 2, display_px: int = 320, min_view_seconds: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.study, self.adjudicator, self.load_image = study, str(adjudicator), load_image
-        self.spatial_dims, self.display_px, self.min_view_seconds, self._clock = (
-            spatial_dims, display_px, float(min_view_seconds), clock)
+        self.min_view_seconds, self._clock = float(min_view_seconds), clock
         self.title, self.answers, self.status = W.HTML(), W.HTML(), W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width=f"{display_px}px", height="auto"))
+        self.view = CaseView(display_px, spatial_dims)  # the review queue's drawing: zoom and window too
+        self.image = self.view.image
         self.buttons = []
         for v in sorted(study.classes):
             b = W.Button(description=class_label(study.classes, v), button_style="info")
@@ -44,7 +44,7 @@ class AdjudicationPanel:
         self.b_refresh.on_click(lambda _: self.refresh())
         self.catcher = KeyCatcher(hint="keys work anywhere on this panel: click the image, then type the class")
         self.catcher.on_key(lambda k: self._on_key({"new": k}))
-        self.widget = W.VBox([self.title, self.keys, self.catcher, self.image, self.answers, W.HBox(self.buttons),
+        self.widget = W.VBox([self.title, self.keys, self.catcher, self.view.widget, self.answers, W.HBox(self.buttons),
                               W.HBox([self.b_refresh]), self.status])
         self.decided: list[dict[str, object]] = []
         self.refresh()
@@ -64,18 +64,15 @@ class AdjudicationPanel:
             b.disabled = cid is None
         if cid is None:
             self.title.value = "<b>No disagreement waits for adjudication.</b>"
-            self.image.value, self.answers.value = b"", ""
+            self.view.clear()
+            self.answers.value = ""
             return
         row = self.cases.iloc[0]
         self.title.value = (f"adjudication 1/{len(self.cases)}: case <code>{html.escape(cid)}</code>")
         self.answers.value = "readers: " + "; ".join(
             f"{html.escape(r)}: <b>{html.escape(class_label(self.study.classes, v))}</b>"
             for r, v in zip(row["readers"], row["values"]))
-        a = spatial_array(np.asarray(self.load_image(cid)), self.spatial_dims)
-        if self.spatial_dims == 3:
-            a = a[..., a.shape[-1] // 2]
-        rgb = to_rgb(a)
-        self.image.value = png_bytes(rgb, scale=max(1, self.display_px // max(rgb.shape[:2])))
+        self.view.show(cid, np.asarray(self.load_image(cid)))
         self._shown_at = self._clock()
 
     def decide(self, value: int) -> int:
@@ -101,7 +98,7 @@ class AdjudicationPanel:
         try:
             action()
         except (StoreError, ValueError) as e:
-            self.status.value = f"<span style='color:#b00'>not saved: {html.escape(str(e))}</span>"
+            self.status.value = error_html(f"not saved: {e}")
 
     def _on_key(self, change: dict[str, object]) -> None:
         text = str(change["new"])
@@ -110,6 +107,6 @@ class AdjudicationPanel:
         self.keys.value = ""
         v = digit_class(text[-1], self.study.classes)
         if v is None:
-            self.status.value = f"<span style='color:#b00'>key {html.escape(text[-1])}: no class with that number</span>"
+            self.status.value = error_html(f"key {text[-1]}: no class with that number")
         else:
             self._ui(lambda: self.decide(v))

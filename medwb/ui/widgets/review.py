@@ -57,8 +57,8 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,6 +77,7 @@ from medwb.ui.widgets.review_text import (
     decision_text,
     decisions_html,
     digit_class,
+    error_html,
     key_help,
     key_refusal,
     proposal_text,
@@ -429,7 +430,7 @@ class ReviewQueue:
         try:
             action()
         except (StoreError, ValueError) as e:
-            self.status.value = f"<span style='color:#b00'>not saved: {e}</span>"
+            self.status.value = error_html(f"not saved: {e}")
 
     def _on_key(self, change: dict[str, Any]) -> None:
         text = change["new"]
@@ -442,7 +443,7 @@ class ReviewQueue:
         elif not self.segmentation and (v := digit_class(key, self.study.classes)) is not None:
             self._ui(lambda: self.change(v))
         else:
-            self.status.value = f"<span style='color:#b00'>{key_refusal(key, self.study.classes, self.segmentation)}</span>"
+            self.status.value = error_html(key_refusal(key, self.study.classes, self.segmentation))
 
 
 def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: bool = False) -> ReviewQueue | None:

@@ -116,3 +116,8 @@ def near_chance(confidence: float, n_classes: int, margin: float = 0.2) -> bool:
     """Whether a top-class confidence is within ``margin`` of the way from chance (1/K) to certainty (1)."""
     chance = 1.0 / max(int(n_classes), 1)
     return chance < 1 and (float(confidence) - chance) / (1 - chance) <= margin
+
+
+def error_html(text: str) -> str:
+    """A refusal on a status line: red and escaped, so an error message never adds markup to the page."""
+    return f"<span style='color:#b00'>{html.escape(str(text), quote=False)}</span>"
