@@ -196,6 +196,13 @@ def _reads_by_case(study: Study) -> tuple[dict[str, dict[str, int | None]], dict
     return reads, adj
 
 
+def _contested(got: dict[str, int | None]) -> bool:
+    """Readers' current answers on one case (annotator -> class) that disagree: two or more people, differing
+    classes (a model's auto label is no reader)."""
+    people = {a: v for a, v in got.items() if not a.startswith("model:")}
+    return len(people) >= 2 and len(set(people.values())) > 1
+
+
 def case_status(study: Study, round: int | None = None) -> pd.DataFrame:
     """One row per proposed case of ``round`` (default: the latest with proposals): case_id, reads (needed),
     readers (who answered), values (their classes, same order), agree, adjudicated (value or None), decided,
@@ -216,7 +223,7 @@ def case_status(study: Study, round: int | None = None) -> pd.DataFrame:
     for cid, need in zip(p["case_id"].astype(str), p["reads"].astype(int)):
         got = reads.get(cid, {})
         values = list(got.values())
-        agree = len(set(values)) <= 1
+        agree = not _contested(got)
         a = adj.get(cid)
         decided = cid in adj or (len(got) >= need and agree)
         status = ("adjudicated" if cid in adj else "decided" if decided else
@@ -248,9 +255,7 @@ def disagreements(study: Study) -> pd.DataFrame:
     """Cases whose current human labels differ between readers and that no one adjudicated yet: case_id,
     readers, values (same order). This is the adjudication list of a senior reader."""
     reads, adj = _reads_by_case(study)
-    rows = [(cid, list(got), list(got.values())) for cid, got in reads.items()
-            if cid not in adj and len(got) >= 2 and len(set(got.values())) > 1
-            and not any(a.startswith("model:") for a in got)]
+    rows = [(cid, list(got), list(got.values())) for cid, got in reads.items() if cid not in adj and _contested(got)]
     return pd.DataFrame(rows, columns=["case_id", "readers", "values"])
 
 
