@@ -50,8 +50,8 @@ def run_review_rounds(loop: ActiveLearningLoop, *, rounds: int, double_reads: in
     while loop.finished_rounds() < rounds:
         loop.propose()
         number = int(loop.round)
-        ids = list(study.proposals(number)["case_id"])
         st = study.case_status(number)
+        ids = list(st["case_id"])  # the proposed cases, in proposal order
         if double_reads and not (st["reads"] > 1).any():
             rng = np.random.default_rng([int(random_state), number])
             pick = rng.choice(len(ids), size=min(int(double_reads), len(ids)), replace=False)

@@ -87,9 +87,9 @@ class LeasedCases:
         self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=self.clock())
 
 
-def round_progress(study: Study) -> str:
+def round_progress(study: Study, status: pd.DataFrame | None = None) -> str:
     """One line on the latest proposed round: cases decided, double reads waiting, disagreements, who reads now."""
-    st = study.case_status()
+    st = study.case_status() if status is None else status  # Study.case_status(), when already read
     if not len(st):
         return "No round is open: the researcher starts one (propose) and the cases appear here."
     n, done = len(st), int(st["decided"].sum())
@@ -150,10 +150,10 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
         return _message(f"The review page could not open ({type(e).__name__}: {e}). Tell the researcher.", "#b00")
 
 
-def readers_summary(study: Study) -> pd.DataFrame:
+def readers_summary(study: Study, status: pd.DataFrame | None = None) -> pd.DataFrame:
     """The researcher's live view of the latest round, one row per reader: cases they answered in it, double
     reads among them, and how many of those the other reader answered differently."""
-    st = study.case_status()
+    st = study.case_status() if status is None else status  # Study.case_status(), when already read
     rows: dict[str, dict[str, int]] = {}
     for r in st.itertuples(index=False):
         for who, v in zip(r.readers, r.values):
@@ -166,11 +166,11 @@ def readers_summary(study: Study) -> pd.DataFrame:
                         columns=["reader", "answered", "double_reads", "disagreed"])
 
 
-def double_read_kappa(study: Study) -> tuple[int, float]:
+def double_read_kappa(study: Study, status: pd.DataFrame | None = None) -> tuple[int, float]:
     """(cases, Cohen's kappa) over the latest round's cases read by exactly two readers (nan under 2 cases)."""
     from medwb.metrics import cohen_kappa
 
-    st = study.case_status()
+    st = study.case_status() if status is None else status  # Study.case_status(), when already read
     pairs = [v for v in st["values"] if len(v) == 2 and None not in v]
     if len(pairs) < 2:
         return len(pairs), float("nan")
@@ -179,9 +179,10 @@ def double_read_kappa(study: Study) -> tuple[int, float]:
 
 def panel_html(study: Study) -> str:
     """The researcher's view as HTML: the round's progress, the kappa of double reads, each reader's counts."""
-    n, kappa = double_read_kappa(study)
+    st = study.case_status()  # read once for the three parts
+    n, kappa = double_read_kappa(study, st)
     agree = "" if kappa != kappa else f"<p>double reads: {n} cases, Cohen's kappa {kappa:.2f}</p>"
-    return f"<p>{html.escape(round_progress(study))}</p>{agree}" + readers_summary(study).to_html(index=False)
+    return f"<p>{html.escape(round_progress(study, st))}</p>{agree}" + readers_summary(study, st).to_html(index=False)
 
 
 class ReadersPanel:
