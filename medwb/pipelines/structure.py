@@ -10,6 +10,7 @@ action per cluster and no case-level label. Segmentation (regions, region-click)
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
                   progress: bool = True) -> dict[str, float]:
     """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels)."""
     from medwb.al.loop import study_splits
-    from medwb.al.representation import pretrain_study, pretrained_embeddings
+    from medwb.al.representation import pretrain_build_args, pretrained_embeddings, pretrained_representation
     from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels
     from medwb.data import open_dataset
     from medwb.data.dataset import default_size
@@ -43,8 +44,12 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
                               classes=ds.classes, name=ds.name) as study:
         splits = study_splits(study, ds, max_pool=max_pool)
         X, y, ids = SplitArrays(ds, splits, default_size(ds))["train"]
-        res, _ = pretrain_study(study, ds, config=config, max_pool=max_pool, progress=progress)
-    emb = pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, res, X)
+        model_fn = partial(build_for_dataset, ds)
+        # what pretrain_study does, on the pool already loaded here (the same cache key, so `medwb pretrain` and
+        # the loop share the result)
+        res = pretrained_representation(study, X, build_args=pretrain_build_args(model_fn, config), config=config,
+                                        progress=progress)
+    emb = pretrained_embeddings(model_fn, seed, res, X)
     model = cluster_pool(emb, ids, n_clusters=n_clusters, random_state=seed)
     model.table().to_csv(out / "clusters.csv", index=False)
     summary = cluster_summary(model, emb, shown=shown)
