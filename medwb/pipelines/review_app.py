@@ -78,6 +78,7 @@ class ReviewServer:
         self.lease_seconds, self.startup_timeout = float(lease_seconds), float(startup_timeout)
         self.tokens = {r: secrets.token_urlsafe(24) for r in self.readers}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None  # the server's log while it runs (in its private temporary folder)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -104,7 +105,10 @@ class ReviewServer:
         env = {**os.environ, STUDY_ENV: str(self.study_dir), READERS_ENV: str(readers_file),
                TTL_ENV: str(self.lease_seconds), ADJUDICATORS_ENV: ",".join(self.adjudicators)}
         cmd = [sys.executable, "-m", "medwb.pipelines.review_app", str(nb), str(self.port), self.host]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=app_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # the server logs every request: to a file, not a pipe nobody drains (a full pipe would stall the app)
+        self.log_path = tmp / "server.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, env=env, cwd=app_dir, stdout=subprocess.DEVNULL, stderr=log)
         self._wait_ready()
         return self
 
@@ -112,7 +116,7 @@ class ReviewServer:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
+                err = self.log_path.read_bytes().decode(errors="replace")[-2000:]
                 self.stop()
                 raise ConfigError(f"the review app did not start (exit {self.proc.returncode}): {err}. Fix: "
                                   "choose a free --port, and check that voila is installed (pip install voila)")
