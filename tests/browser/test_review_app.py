@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from browser.jupyterlab_driver import is_loopback_url
+from browser.jupyterlab_driver import NetworkLog, guard_context
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -75,17 +75,9 @@ _TEXTS = "Array.from(document.querySelectorAll('.widget-html-content'))"
 class Reader:
     """One reader's browser page: reads the case on screen, types keys, waits for the status line."""
 
-    def __init__(self, browser, name: str, link: str, attempted: list[str]) -> None:
+    def __init__(self, browser, name: str, link: str, net: NetworkLog) -> None:
         self.name, self.context = name, browser.new_context(viewport={"width": 1100, "height": 1000})
-
-        def gate(route):
-            if is_loopback_url(route.request.url):
-                route.continue_()
-            else:
-                attempted.append(route.request.url)
-                route.abort()
-
-        self.context.route("**/*", gate)
+        guard_context(self.context, net)  # non-loopback requests aborted and recorded
         self.page = self.context.new_page()
         self.page.goto(link, wait_until="domcontentloaded", timeout=180_000)
         self.keys = self.page.locator(".widget-text:has(label:text-is('keys')) input").first
@@ -157,14 +149,14 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
     from medwb.store import Study
 
     folder, batch, double = open_round
-    attempted: list[str] = []
+    net = NetworkLog()
     shots = ROOT / "reports"
     shots.mkdir(exist_ok=True)
     with ReviewServer(folder, ["ana", "ben"], adjudicators=["dr_s"]) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         try:
-            ana = Reader(browser, "ana", srv.links["ana"], attempted)
-            ben = Reader(browser, "ben", srv.links["ben"], attempted)
+            ana = Reader(browser, "ana", srv.links["ana"], net)
+            ben = Reader(browser, "ben", srv.links["ben"], net)
             assert ana.case_on_screen() != ben.case_on_screen()  # leases: never the same case at once
             first = ana.case_on_screen()
             ana.decide(_answer(first, "ana", double))
@@ -183,7 +175,7 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
                     ben.decide(_answer(b, "ben", double))
                 if a is None and b is None:
                     break
-            dr = Reader(browser, "dr_s", srv.links["dr_s"], attempted)
+            dr = Reader(browser, "dr_s", srv.links["dr_s"], net)
             dr.page.get_by_role("tab", name="adjudicate").click()
             dr.keys = dr.page.locator(".widget-text:has(label:text-is('keys')) input").nth(1)
             dr.seen_at = time.monotonic()
@@ -197,7 +189,7 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
                 dr.wait_for_next(cid, r"^adjudication \d+/\d+: case ")
         finally:
             browser.close()
-    assert attempted == [], f"the app tried to reach: {attempted}"
+    assert net.non_loopback() == [] and net.blocked == [], f"the app tried to reach: {net.non_loopback()}"
     decisions = ana.decisions + ben.decisions + 1  # + the undone one
     assert decisions >= 200, decisions
     assert set(adjudicated) == double
