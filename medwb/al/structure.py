@@ -13,6 +13,9 @@ a person's decision in the review queue writes a label (source ``human`` / ``cor
 - :func:`structure_prelabels`: from the names a person gave (cluster -> class), a pre-label per pool case.
 - :func:`name_by_typical_members`: the simulated person of the benchmarks: names each cluster after the majority
   class of its ``shown`` most typical members (the gallery they would look at).
+- :func:`split_cluster` / :func:`merge_clusters`: the clinician's corrections of the grouping (a gallery showing two
+  kinds of cells is split in two; two galleries of one kind are merged), each a new :class:`ClusterModel`;
+  :func:`merged_index` / :func:`names_after_merge` say where the clusters and their names went.
 """
 from __future__ import annotations
 
@@ -51,8 +54,12 @@ class ClusterModel:
 
     def typical(self, cluster: int, n: int = 8) -> list[str]:
         """The ``n`` most typical case ids of ``cluster`` (its gallery)."""
+        return self.members(cluster)[:int(n)]
+
+    def members(self, cluster: int) -> list[str]:
+        """Every case id of ``cluster``, most typical first."""
         t = self.table()
-        return list(t[t["cluster"] == int(cluster)].sort_values("rank")["case_id"].head(int(n)))
+        return list(t[t["cluster"] == int(cluster)].sort_values("rank")["case_id"])
 
 
 def cluster_pool(embeddings: np.ndarray, case_ids: Sequence[str], *, n_clusters: int | None = None,
@@ -112,5 +119,95 @@ def name_by_typical_members(model: ClusterModel, truth: Callable[[str], int], *,
     return out
 
 
-__all__ = ["CASES_PER_CLUSTER", "ClusterModel", "cluster_pool", "cluster_summary", "name_by_typical_members",
-           "structure_prelabels"]
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """The embeddings L2-normalised per row: the space the clusters live in (cosine geometry)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def check_cluster(model: ClusterModel, cluster: int) -> int:
+    """``cluster`` as an int, refused when the model has no such cluster."""
+    if not 0 <= int(cluster) < model.n_clusters:
+        raise DataError(None, f"cluster {cluster} of a model with {model.n_clusters} clusters",
+                        f"pick a cluster between 0 and {model.n_clusters - 1}")
+    return int(cluster)
+
+
+def split_cluster(model: ClusterModel, embeddings: np.ndarray, cluster: int, random_state: int = 0) -> ClusterModel:
+    """``cluster`` cut in two by seeded k-means on its members' embeddings: the larger half keeps the index, the
+    other becomes cluster ``n_clusters``; both halves get their own typicality (a fresh gallery each)."""
+    k = check_cluster(model, cluster)
+    x = unit_rows(embeddings)
+    if len(x) != len(model.case_ids):
+        raise DataError(None, f"{len(x)} embedding rows for {len(model.case_ids)} clustered cases",
+                        "pass the embeddings the model was clustered on")
+    members = np.flatnonzero(model.cluster == k)
+    if len(members) < 2:
+        raise DataError(None, f"cluster {k} has {len(members)} member(s)", "split a cluster of 2 cases or more")
+    km = kmeans(x[members], 2, random_state)
+    half = np.asarray(km.labels_, dtype=np.int64)
+    if half.min() == half.max():
+        raise DataError(None, f"cluster {k}'s members are identical in the embedding", "merge or name it instead")
+    big = int(np.argmax(np.bincount(half, minlength=2)))
+    labels, typ = model.cluster.copy(), model.typicality.copy()
+    centers = np.vstack([model.centers, km.cluster_centers_[1 - big][None]])
+    centers[k] = km.cluster_centers_[big]
+    labels[members[half != big]] = model.n_clusters
+    for part in (members[half == big], members[half != big]):
+        typ[part] = typicality(x[part])
+    return ClusterModel(list(model.case_ids), labels, typ, centers)
+
+
+def merged_index(n_clusters: int, clusters: Sequence[int]) -> np.ndarray:
+    """Old cluster -> new cluster after merging ``clusters`` into the smallest of them (the others renumbered in
+    order, so the indices stay 0..K'-1)."""
+    merged = sorted({int(c) for c in clusters})
+    gone = set(merged[1:])
+    new, out = 0, np.empty(int(n_clusters), dtype=np.int64)
+    for old in range(int(n_clusters)):
+        if old not in gone:
+            out[old], new = new, new + 1
+    out[merged[1:]] = out[merged[0]]
+    return out
+
+
+def merge_clusters(model: ClusterModel, clusters: Sequence[int], embeddings: np.ndarray | None = None) -> ClusterModel:
+    """``clusters`` (two or more) as one cluster, numbered as :func:`merged_index` says. Its centre is the mean
+    of the merged members (k-means centres are member means, so the size-weighted centres without
+    ``embeddings``); with ``embeddings`` its typicality is recomputed over the merged members, else each keeps
+    the typicality it had in its part."""
+    picked = sorted({check_cluster(model, c) for c in clusters})
+    if len(picked) < 2:
+        raise DataError(None, f"merging {picked}", "pick two clusters or more to merge")
+    new = merged_index(model.n_clusters, picked)
+    labels, typ = new[model.cluster], model.typicality.copy()
+    members = np.flatnonzero(labels == new[picked[0]])
+    centers = np.zeros((int(new.max()) + 1, model.centers.shape[1]))
+    for old in range(model.n_clusters):
+        if old not in picked[1:]:
+            centers[new[old]] = model.centers[old]
+    if embeddings is not None:
+        x = unit_rows(embeddings)
+        centers[new[picked[0]]] = x[members].mean(0)
+        typ[members] = typicality(x[members])
+    else:
+        sizes = np.array([(model.cluster == c).sum() for c in picked], dtype=np.float64)
+        centers[new[picked[0]]] = (model.centers[picked] * sizes[:, None]).sum(0) / max(sizes.sum(), 1.0)
+    return ClusterModel(list(model.case_ids), labels, typ, centers)
+
+
+def names_after_merge(names: Mapping[int, int], n_clusters: int, clusters: Sequence[int]) -> dict[int, int]:
+    """The names given before a merge, on the merged model's indices: the merged cluster keeps a name only when
+    every named part had that same name (a conflict is left for the person to name again)."""
+    new = merged_index(n_clusters, clusters)
+    picked = {int(c) for c in clusters}
+    out = {int(new[k]): int(v) for k, v in names.items() if int(k) not in picked}
+    given = {int(v) for k, v in names.items() if int(k) in picked}
+    if len(given) == 1:
+        out[int(new[min(picked)])] = given.pop()
+    return out
+
+
+__all__ = ["CASES_PER_CLUSTER", "ClusterModel", "check_cluster", "cluster_pool", "cluster_summary", "merge_clusters",
+           "merged_index", "name_by_typical_members", "names_after_merge", "split_cluster", "structure_prelabels",
+           "unit_rows"]

@@ -66,3 +66,50 @@ def test_structure_command_on_real_images(samples: Path, tmp_path: Path, capsys)
     assert ev["naming_actions"] == 4 and 0.5 <= ev["correct_share"] <= 1.0
     seg = samples / "segmentation_3d" / "hippocampus"
     assert main(["structure", str(seg), "--out", str(tmp_path / "h"), "--quiet"]) == 2  # not built yet: says so
+
+
+def test_split_finds_the_two_groups_a_cluster_mixed() -> None:
+    from medwb.al.structure import cluster_pool, split_cluster
+
+    x, ids, truth = _blobs()
+    m = cluster_pool(x, ids, n_clusters=2, random_state=0)  # three true groups in two clusters: one is mixed
+    mixed = next(k for k in range(2) if len({truth[c] for c in m.members(k)}) == 2)
+    s = split_cluster(m, x, mixed, random_state=0)
+    assert s.n_clusters == 3 and m.n_clusters == 2  # a new model; the old one is untouched
+    for k in range(3):
+        assert len({truth[c] for c in s.members(k)}) == 1  # each half is one true group
+    other = 1 - mixed
+    assert s.members(other) == m.members(other)  # the cluster not split keeps its members and gallery
+    assert sorted(s.members(mixed) + s.members(2)) == sorted(m.members(mixed))
+    assert len(s.members(mixed)) >= len(s.members(2))  # the larger half keeps the index
+    assert s.table().groupby("cluster")["rank"].min().tolist() == [0, 0, 0]
+    assert split_cluster(m, x, mixed, random_state=0).cluster.tolist() == s.cluster.tolist()  # seeded
+    with pytest.raises(DataError, match="pick a cluster between"):
+        split_cluster(m, x, 2)
+    with pytest.raises(DataError, match="embedding rows"):
+        split_cluster(m, x[:10], 0)
+
+
+def test_merge_renumbers_and_keeps_only_agreeing_names() -> None:
+    from medwb.al.structure import (cluster_pool, merge_clusters, merged_index, names_after_merge, split_cluster,
+                                    unit_rows)
+
+    x, ids, truth = _blobs()
+    m = cluster_pool(x, ids, n_clusters=5, random_state=0)
+    assert merged_index(5, [3, 1]).tolist() == [0, 1, 2, 1, 3]
+    g = merge_clusters(m, [3, 1], x)
+    assert g.n_clusters == 4 and len(g.centers) == 4
+    assert sorted(g.members(1)) == sorted(m.members(1) + m.members(3))
+    assert g.members(3) == m.members(4) and g.members(0) == m.members(0)
+    u = unit_rows(x)
+    assert np.allclose(g.centers[1], u[[ids.index(c) for c in g.members(1)]].mean(0))
+    # without embeddings the centre is the size-weighted mean of the k-means centres (= the member mean)
+    assert np.allclose(merge_clusters(m, [1, 3]).centers[1], g.centers[1], atol=1e-6)
+    # a split undone by a merge gives the original members back
+    s = split_cluster(m, x, 0, random_state=0)
+    assert sorted(merge_clusters(s, [0, 5], x).members(0)) == sorted(m.members(0))
+    assert names_after_merge({0: 2, 1: 1, 3: 1, 4: 0}, 5, [1, 3]) == {0: 2, 1: 1, 3: 0}
+    assert names_after_merge({1: 1, 3: 2, 4: 0}, 5, [1, 3]) == {3: 0}  # conflicting names: named again
+    assert names_after_merge({1: 1, 2: 2}, 5, [1, 3]) == {1: 1, 2: 2}  # an unnamed part takes the other's name
+    with pytest.raises(DataError, match="two clusters or more"):
+        merge_clusters(m, [2, 2])
