@@ -237,6 +237,18 @@ def _cmd_purge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medwb.privacy.audit import check_audit_log
+    from medwb.store.layout import StudyLayout
+
+    target = Path(a.study)  # a study folder (even one deleted since) or the log file itself
+    check = check_audit_log(target if target.suffix == ".jsonl" else StudyLayout(target).purge_audit)
+    print(check.to_text())
+    return 0
+
+
 def _pretrain_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--finetune", choices=["head", "full"], default="full",
                    help="pretrained arms: fine-tune everything (default) or train the head on the frozen trunk")
@@ -405,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--by", default=None, help="who purges (default: the OS user)")
     s.set_defaults(func=_cmd_purge)
+
+    s = sub.add_parser("audit", help="check a study's purge audit log against its key and anchor")
+    s.add_argument("action", choices=["verify"])
+    s.add_argument("study", help="study folder (or its purge_audit.jsonl)")
+    s.set_defaults(func=_cmd_audit)
     return p
 
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["MEDWB_OFFLINE"] = "1"  # inherited by papermill kernels and CLI subprocesses
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# purge audit key and anchors (medwb.privacy.audit): a throw-away folder, never the user's real one
+os.environ.setdefault("MEDWB_AUDIT_HOME", tempfile.mkdtemp(prefix="medwb-audit-"))
 
 from medwb.offline import install_guard  # noqa: E402
 

@@ -17,14 +17,12 @@ old blocks are gone on SSDs / flash (wear levelling remaps writes), copy-on-writ
 the study encrypted at rest (:func:`medwb.privacy.crypto.encrypt_study`) and destroy the key.
 
 The audit log is append-only JSON lines: a ``purge-started`` record (every file: relative path, sha256, size)
-written and fsync'ed *before* anything is deleted, then a ``purge-completed`` record. Each record carries the
-sha256 of the previous line (a hash chain), so an edited or removed line is detectable (:func:`verify_audit_log`).
+written and fsync'ed *before* anything is deleted, then a ``purge-completed`` record. Records form a keyed hash
+chain whose key and anchor live outside the study (:mod:`medwb.privacy.audit`, ``medwb audit verify STUDY``).
 """
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 import medwb
 from medwb.data.hashing import file_sha256
 from medwb.errors import StoreError
+from medwb.privacy.audit import append_audit_record, audit_home
 from medwb.store import layout
 from medwb.store.layout import StudyLayout
 from medwb.store.schema import peek_dataset_path
@@ -116,46 +115,6 @@ class PurgeResult:
         return "\n".join(lines)
 
 
-def _last_line_hash(path: Path) -> str:
-    if not path.is_file():
-        return ""
-    last = b""
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                last = line.rstrip(b"\n")
-    return hashlib.sha256(last).hexdigest() if last else ""
-
-
-def _append_record(path: Path, record: dict) -> None:
-    """Append one JSON line (O_APPEND, fsync), chained to the previous line's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {**record, "prev_sha256": _last_line_hash(path)}
-    line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def verify_audit_log(path: str | Path) -> int:
-    """Check the hash chain of an audit log; returns the number of records, raises :class:`StoreError` if broken."""
-    prev = ""
-    n = 0
-    for i, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
-        if not raw.strip():
-            continue
-        rec = json.loads(raw)
-        if rec.get("prev_sha256", "") != prev:
-            raise StoreError(f"{path}: audit log line {i} does not chain to the line before (edited or removed). "
-                             "Fix: compare with the audit copy kept elsewhere")
-        prev = hashlib.sha256(raw).hexdigest()
-        n += 1
-    return n
-
-
 def _plan(study: Path, include_models: bool) -> tuple[list[Path], list[str]]:
     doomed, kept = [], []
     for p in sorted(study.rglob("*")):
@@ -195,6 +154,10 @@ def purge_study(
     study = study.resolve()
     if study == Path(study.anchor) or study == Path.home().resolve():
         raise StoreError(f"{study}: refusing to purge a filesystem root or home folder. Fix: pass the study folder")
+    home = audit_home().resolve()
+    if home == study or study in home.parents:
+        raise StoreError(f"{home}: the audit key and anchors would be inside the study they record, and purged with "
+                         "it. Fix: point $MEDWB_AUDIT_HOME at a folder outside the study")
     who = actor or os.environ.get("MEDWB_ACTOR") or getpass.getuser()
     res = PurgeResult(study=study, dry_run=dry_run, include_models=include_models, actor=who)
     res.source_dataset = peek_dataset_path(StudyLayout(study), may_write=not dry_run)
@@ -212,7 +175,7 @@ def purge_study(
             "include_models": include_models, "source_dataset_not_purged": res.source_dataset}
     started = datetime.now(timezone.utc).isoformat()
     for log in logs:  # written and fsync'ed before the first byte is destroyed
-        _append_record(log, {**base, "event": "purge-started", "time": started, "n_files": len(res.files),
+        append_audit_record(log, {**base, "event": "purge-started", "time": started, "n_files": len(res.files),
                              "bytes": res.bytes, "files": [f.__dict__ for f in res.files]})
     for f in res.files:
         try:
@@ -229,7 +192,7 @@ def purge_study(
     left = [f.path for f in res.files if (study / f.path).exists() or (study / f.path).is_symlink()]
     res.errors.extend(f"{p}: still present after purge" for p in left if not any(p in e for e in res.errors))
     for log in logs:
-        _append_record(log, {**base, "event": "purge-completed", "time": datetime.now(timezone.utc).isoformat(),
+        append_audit_record(log, {**base, "event": "purge-completed", "time": datetime.now(timezone.utc).isoformat(),
                              "started": started, "n_removed": len(res.files) - len(left),
                              "n_overwritten": sum(bool(f.overwritten) for f in res.files), "errors": res.errors})
     res.audit_paths = logs
