@@ -24,7 +24,7 @@ from medwb.atomic import fsync_dir
 from medwb.errors import StoreError
 from medwb.store.layout import StudyLayout
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -148,8 +148,16 @@ def v3_to_v4(conn: sqlite3.Connection) -> None:
                  "adjudicator TEXT NOT NULL, created_at TEXT NOT NULL)")
 
 
+def v4_to_v5(conn: sqlite3.Connection) -> None:
+    """v5: the structure model's actions (medwb.store.structure): which cluster a person named, split or merged,
+    by whom and when, with the cases a naming pre-labelled, so the names survive a restart."""
+    conn.execute("CREATE TABLE IF NOT EXISTS structure_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                 "action TEXT NOT NULL CHECK (action IN ('name', 'split', 'merge')), clusters TEXT NOT NULL, "
+                 "value INTEGER, case_ids TEXT NOT NULL DEFAULT '[]', actor TEXT NOT NULL, created_at TEXT NOT NULL)")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:

@@ -8,6 +8,7 @@ the methods below are one-line delegates to it:
     masks.py    mask files, NIfTI export/import         rounds.py   rounds and registered models
     review.py   verdicts and the review queue           pool.py     the carved train/val/test splits
     readers.py  several readers: proposals, leases, double reads, adjudication
+    structure.py  the structure model's actions: clusters named (pre-labels), split, merged
 
 Provenance rules (docs/store.md): every label row says who (annotator), how (source: ``human`` = a person
 chose the label, including accepting a pre-label; ``auto`` = the model's pre-label accepted without a person;
@@ -36,6 +37,7 @@ from medwb.store import pool as pool_store
 from medwb.store import review as review_store
 from medwb.store import rounds as round_store
 from medwb.store import schema
+from medwb.store import structure as structure_store
 from medwb.store.layout import StudyLayout, is_study
 from medwb.store.values import now
 
@@ -217,6 +219,12 @@ class Study:
     agreed_labels = reader_store.agreed_labels
     check_round_decided = reader_store.check_round_decided
     adjudicate = label_store.adjudicate
+
+    # the structure model's naming / split / merge actions (medwb/store/structure.py)
+    record_structure_action = structure_store.record_structure_action
+    structure_actions = structure_store.structure_actions
+    structure_names = structure_store.structure_names
+    structure_labels = structure_store.structure_labels
 
     # carved splits (medwb/store/pool.py)
     save_splits = pool_store.save_splits
