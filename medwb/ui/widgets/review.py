@@ -149,9 +149,10 @@ NO_PROPOSAL_NOTE = "chosen by the reader, no model proposal"
 class ReviewQueue:
     """A queue of pre-labelled cases for one annotator: ``study`` (decisions go here), ``case_ids`` and their
     ``proposals`` (classes, or (1,H,W[,D]) masks; ``None``, for all or per case: the person chooses),
-    ``load_image(case_id)``, optional ``confidence`` and ``uncertainty(case_id)`` map, ``round`` and
-    ``model_version`` (provenance), ``annotator``, ``spatial_dims``, ``min_view_seconds`` (a case shown for less
-    cannot be decided), ``clock`` (tests inject one) and ``source`` (:class:`CaseSource`: more cases, lost leases).
+    ``load_image(case_id)``, optional ``confidence`` and ``uncertainty(case_id)`` map, ``round``, ``model_version``
+    and ``origin`` (provenance; origin: who proposed when no model did, e.g. "structure model", starts each note),
+    ``annotator``, ``spatial_dims``, ``min_view_seconds`` (a case shown for less cannot be decided), ``clock``
+    (tests inject one) and ``source`` (:class:`CaseSource`: more cases, lost leases).
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class ReviewQueue:
         uncertainty: Callable[[str], np.ndarray | None] | None = None,
         round: int | None = None,
         model_version: str | None = None,
+        origin: str = "",
         annotator: str = "",
         spatial_dims: int = 2,
         display_px: int = 320,
@@ -182,9 +184,8 @@ class ReviewQueue:
         self.confidence = None if confidence is None else [float(c) for c in np.asarray(confidence, dtype=float)]
         self.source: CaseSource = source or FixedCases(study)
         self.segmentation = study.task == "segmentation"
-        self.load_image, self.uncertainty = load_image, uncertainty
-        self.round, self.model_version = round, model_version
-        self.spatial_dims, self.display_px = spatial_dims, display_px
+        self.load_image, self.uncertainty, self.spatial_dims, self.display_px = load_image, uncertainty, spatial_dims, display_px
+        self.round, self.model_version, self.origin = round, model_version, str(origin)
         if not (np.isfinite(min_view_seconds) and min_view_seconds >= 0):
             raise StoreError(f"min_view_seconds={min_view_seconds!r}. Fix: pass a number of seconds >= 0 (0: no minimum)")
         self.min_view_seconds = float(min_view_seconds)
@@ -315,6 +316,7 @@ class ReviewQueue:
 
     def _write_label(self, i: int, cid: str, who: str, seconds: float, *, value: int | None, mask: np.ndarray | None,
                      source: str, note: str) -> int:
+        note = f"{self.origin}: {note}" if self.origin else note  # where the pre-label came from, with the label
         answer = LabelAnswer(value=value, mask=mask, source=source, annotator=who, seconds=seconds, note=note)
         return record_label(self.study, cid, answer, round=self.round, model_version=self.model_version)
 
