@@ -119,6 +119,15 @@ def name_by_typical_members(model: ClusterModel, truth: Callable[[str], int], *,
     return out
 
 
+def pixel_embeddings(images: np.ndarray, dims: int = 50, random_state: int = 0) -> np.ndarray:
+    """PCA of the raw pixels (N, ...) -> (N, <= dims): the label-free features of a first look at a dataset
+    (the explore report) where pretraining SimCLR would take minutes; ``medwb structure`` uses the SimCLR embedding."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    return PCA(max(1, min(int(dims), len(x) - 1, x.shape[1])), random_state=random_state).fit_transform(x)
+
+
 def unit_rows(embeddings: np.ndarray) -> np.ndarray:
     """The embeddings L2-normalised per row: the space the clusters live in (cosine geometry)."""
     x = np.asarray(embeddings, dtype=np.float64)
@@ -209,5 +218,6 @@ def names_after_merge(names: Mapping[int, int], n_clusters: int, clusters: Seque
 
 
 __all__ = ["CASES_PER_CLUSTER", "ClusterModel", "check_cluster", "cluster_pool", "cluster_summary", "merge_clusters",
-           "merged_index", "name_by_typical_members", "names_after_merge", "split_cluster", "structure_prelabels",
+           "merged_index", "name_by_typical_members", "names_after_merge", "pixel_embeddings", "split_cluster",
+           "structure_prelabels",
            "unit_rows"]

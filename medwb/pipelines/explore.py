@@ -329,6 +329,26 @@ def sample_grid(ds: Dataset, *, per_class: int = 6, seed: int = 0, cell: float =
     return fig
 
 
+def structure_gallery(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0, shown: int = 8):
+    """The structure model's first look (issue 13): up to ``max_cases`` cases clustered on pixel features (PCA, so
+    the report stays fast; ``medwb structure`` clusters in the SimCLR embedding), one cluster per 100 cases, shown
+    as the static cluster gallery. Classification only: for segmentation it says so and returns None."""
+    from medwb.al.structure import cluster_pool, pixel_embeddings
+    from medwb.data.dataset import default_size, resize
+    from medwb.ui.widgets.clusters import gallery_figure
+
+    if ds.task != "classification":
+        print("structure model: the regions of segmentation data are not built yet (issue 13)")
+        return None
+    ids, size = sample_case_ids(ds, max_cases, seed=seed), default_size(ds)
+    X = np.stack([ds.load_image(c) if size is None else resize(ds.load_image(c), size, "image") for c in ids])
+    emb = pixel_embeddings(X, random_state=seed)
+    model = cluster_pool(emb, ids, random_state=seed)
+    print(f"structure model (pixel features): {len(ids)} cases in {model.n_clusters} clusters; the largest "
+          f"{min(12, model.n_clusters)} below, each with its {shown} most typical members")
+    return gallery_figure(model, emb, dict(zip(ids, X)).__getitem__, shown=shown)
+
+
 def volume_case(ds: Dataset, case_id: str | None = None) -> str:
     """The case to show in the 3D viewer: the given one, else the first case with a mask, else the first case."""
     c = ds.cohort

@@ -46,6 +46,7 @@ def test_explore_3d_segmentation(samples: Path, tmp_path: Path) -> None:
     joined = "\n".join(texts)
     assert "Hippocampus" in joined and "Posterior" in joined
     assert "no duplicates found" in joined
+    assert "regions of segmentation data are not built yet" in joined  # the structure cell says why it is empty
     assert "application/vnd.jupyter.widget-view+json" not in ipynb.read_text()  # static, no dead widgets
     page = html.read_text()
     assert page.count("data:image/png;base64") >= 5
@@ -67,6 +68,7 @@ def test_explore_cli_2d_classification(samples: Path, tmp_path: Path) -> None:
     # the real train/val duplicates of PneumoniaMNIST are reported as leakage
     assert "LEAKAGE" in joined and "exact across splits (leak)" in joined
     assert "pneumonia" in joined and "normal" in joined
+    assert "structure model (pixel features): 200 cases in 2 clusters" in joined  # the cluster gallery's cell
     assert external_urls(html.read_text()) == []
 
 

@@ -1,0 +1,22 @@
+"""The explore report's structure-model gallery: real PneumoniaMNIST cases clustered on pixel features, drawn as
+the static cluster gallery; segmentation data says it is not built yet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medwb.data import open_dataset
+from medwb.pipelines.explore import structure_gallery
+
+
+def test_gallery_of_a_classification_dataset(samples: Path, capsys) -> None:
+    ds = open_dataset(samples / "classification_2d" / "pneumoniamnist.npz", progress=False)
+    fig = structure_gallery(ds, max_cases=250, seed=0)
+    assert "250 cases in 3 clusters" in capsys.readouterr().out  # one cluster per 100 cases
+    titles = [a.get_title(loc="left") for a in fig.axes]
+    assert len(titles) == 3 and sum(int(t.split(": ")[1].split(" cases")[0]) for t in titles) == 250
+
+
+def test_segmentation_data_is_said_to_wait(samples: Path, capsys) -> None:
+    ds = open_dataset(samples / "segmentation_3d" / "hippocampus", progress=False)
+    assert structure_gallery(ds, max_cases=5) is None
+    assert "not built yet" in capsys.readouterr().out
