@@ -120,3 +120,29 @@ def test_without_a_front_end_the_gallery_is_a_figure(pool: dict) -> None:
     model = cluster_pool(pool["emb"], pool["ids"], n_clusters=5, random_state=0)
     fig = cluster_gallery(None, model, pool["emb"], pool["load"], static=True)
     assert len(fig.axes) == 5 and all("spread" in a.get_title(loc="left") for a in fig.axes)
+
+
+def test_the_structure_round_is_the_loops_first_round(samples: Path, tmp_path: Path) -> None:
+    """loop.complete() trains the first model on the reviewed structure round; the loop's round 2 follows."""
+    from _fixtures import tiny_pneumonia_loop
+
+    from medwb.al.oracle import ground_truth
+    from medwb.al.structure import pixel_embeddings
+
+    study, ds, loop = tiny_pneumonia_loop(samples, tmp_path, n_train=30, batch_size=4)
+    try:
+        X, y, ids = loop.arrays("train")
+        emb = pixel_embeddings(X)
+        model = cluster_pool(emb, ids, n_clusters=3, random_state=0)
+        g = ClusterGallery(study, model, emb, ds.load_image, annotator="dr_a", shown=4, min_view_seconds=0)
+        truth = ground_truth(ds)
+        for k in range(3):
+            g.name(k, truth(model.typical(k, 4)[0]))
+        g.review().run_oracle(truth)
+        r = loop.complete()
+        assert r.round == 1 and r.strategy == "structure" and r.n_labeled == 12 and r.model_version is not None
+        assert len(study.structure_labels()) == 12
+        batch = loop.propose()  # round 2: the model proposes, from the cases not labelled in round 1
+        assert loop.round == 2 and len(batch) == 4 and not set(batch["case_id"]) & set(study.labels()["case_id"])
+    finally:
+        study.close()
