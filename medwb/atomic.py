@@ -1,7 +1,8 @@
 """Crash-safe file writes: a kill at any moment leaves the old file or the new one, never half of one.
 
 Labels, checkpoints, encrypted exports and caches are all written this way (temporary file in the same folder,
-fsync, ``os.replace``, fsync of the folder), so the pattern lives here once.
+fsync, ``os.replace``, fsync of the folder), so the pattern lives here once; and an output folder is proven
+writable (:func:`ensure_output_dir`) before the work whose results it will hold.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from medwb.errors import OutputError
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -24,6 +27,28 @@ def fsync_dir(folder: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def ensure_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create ``path`` and prove it takes a file, before any work starts: a read-only or unwritable output found
+    after an hour of training loses the hour, and a half-written output folder is worse than none."""
+    path = Path(path)
+    fix = f"choose a writable {what} (check its permissions, that the disk is mounted read-write and not full)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(path, f"the {what} exists and is not a folder", f"pass a folder path as the {what}") from None
+    except OSError as e:
+        raise OutputError(path, f"the {what} cannot be created ({e.strerror or e})", fix) from None
+    if not path.is_dir():
+        raise OutputError(path, f"the {what} exists and is not a folder", f"pass a folder path as the {what}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".medwb-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(path, f"the {what} is not writable ({e.strerror or e})", fix) from None
+    return path
 
 
 def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object], *, mode: int | None = None) -> Path:

@@ -19,6 +19,14 @@ class DataError(MedwbError, ValueError):
         super().__init__(f"{where}{problem}. Fix: {fix}")
 
 
+class OutputError(MedwbError):
+    """An output folder medwb cannot create or write, found before any work starts; names the folder and the fix."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str) -> None:
+        self.path, self.problem, self.fix = str(path), problem, fix
+        super().__init__(f"{path}: {problem}. Fix: {fix}")
+
+
 class StoreError(MedwbError):
     """The study folder or its label store cannot be used as asked."""
 

@@ -16,6 +16,7 @@ Conventions
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,23 @@ def rates_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
         "npv": div(tn, tn + fn),
         "f1": div(2 * tp, 2 * tp + fp + fn),
     }
+
+
+def metric_value(v: object) -> float:
+    """A stored metric as a float; NaN when undefined. The store writes NaN as JSON null (an AUC on a test split
+    with one class), so a value read back may be None, and ``float(None)`` must not end a finished run."""
+    if v is None or isinstance(v, bool):
+        return float("nan")
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def format_metric(v: object, digits: int = 3) -> str:
+    """``0.912``, or ``undefined`` for a metric that has no value (NaN / None), e.g. an AUC on one class."""
+    f = metric_value(v)
+    return f"{f:.{digits}f}" if math.isfinite(f) else "undefined"
 
 
 def auc_binary(y: np.ndarray, score: np.ndarray) -> float:

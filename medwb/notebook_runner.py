@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medwb.atomic import ensure_output_dir
 from medwb.resources import notebook_path
 
 __all__ = ["PRINT_CSS", "execute_notebook", "export_html", "external_urls", "notebook_path", "strip_external_links"]
@@ -27,8 +28,7 @@ def execute_notebook(
     """Execute the bundled notebook ``name`` with papermill into ``out_dir``; return (executed .ipynb, .html)."""
     import papermill as pm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_output_dir(out_dir)
     src = notebook_path(name)
     stem = stem or src.stem
     executed = out_dir / f"{stem}.ipynb"

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from medwb.metrics import format_metric
+
 if TYPE_CHECKING:
     from medwb.store import Study
 
@@ -54,7 +56,9 @@ def summarize(curves: pd.DataFrame, budget: float) -> pd.DataFrame:
     The value "at the budget" is the first round that reaches the budget fraction (else the last round).
     """
     refs = curves[curves["strategy"].isin(REFERENCES)].groupby(["metric", "strategy"])["value"].mean()
-    best = {m: refs[m].idxmax() for m in refs.index.get_level_values(0).unique()} if len(refs) else {}
+    # an undefined reference (NaN: an AUC on a one-class test split) is never the stronger one, nor an error
+    best = {m: refs[m].dropna().idxmax() if refs[m].notna().any() else refs[m].index[0]
+            for m in refs.index.get_level_values(0).unique()} if len(refs) else {}
     full = pd.Series({m: refs[(m, r)] for m, r in best.items()}, dtype=float)
     pool = curves.loc[curves["strategy"].isin(REFERENCES), "n_labeled"].max()
     rows = []
@@ -113,8 +117,9 @@ def format_comparison(cmp: pd.DataFrame) -> str:
 
         ratio = ("n/a" if r.label_ratio != r.label_ratio else
                  f"{'< ' if r.ratio_is_bound else ''}{r.label_ratio:.2f}x the labels")
-        lines.append(f"{r.metric}: {r.arm} {r.arm_at_budget:.3f} vs {r.baseline} {r.baseline_at_budget:.3f} at the "
-                     f"budget (all labels {r.full_value:.3f}); labels to 98% of all labels: {need(r.arm_labels_to_98pct)}"
+        lines.append(f"{r.metric}: {r.arm} {format_metric(r.arm_at_budget)} vs {r.baseline} "
+                     f"{format_metric(r.baseline_at_budget)} at the budget (all labels {format_metric(r.full_value)}); "
+                     f"labels to 98% of all labels: {need(r.arm_labels_to_98pct)}"
                      f" vs {need(r.baseline_labels_to_98pct)} ({ratio})")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ scaled per image to [0, 1]. ``load_image`` returns the raw intensities (float32)
 """
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -70,7 +71,7 @@ class Dataset:
                  metadata: str | Path | pd.DataFrame | None = None, progress: bool = True) -> None:
         self.path = Path(path)
         self.name, self.task, self.ndim, self.modality = name, task, int(ndim), modality
-        self.classes = {int(k): str(v) for k, v in classes.items()}
+        self.classes = normalize_classes(classes, self.path)
         self.notes: list[str] = []
         #: cases whose layout promises a mask that is not there (images/ without a matching mask file)
         self.missing_masks: list[str] = []
@@ -442,6 +443,23 @@ def _join_metadata(records: pd.DataFrame, metadata: str | Path | pd.DataFrame, w
     return merged
 
 
+def class_name(text: object) -> str:
+    """A class name in Unicode NFC: "Café" typed on Linux (NFC) and copied from macOS (NFD) must be one class."""
+    return unicodedata.normalize("NFC", str(text))
+
+
+def normalize_classes(classes: Mapping[int, str], where: Path) -> dict[int, str]:
+    """``index -> name`` with NFC names; two indices whose names only differ in Unicode form are an error."""
+    out = {int(k): class_name(v) for k, v in classes.items()}
+    seen: dict[str, int] = {}
+    for k, v in out.items():
+        if v in seen:
+            raise DataError(where, f"classes {seen[v]} and {k} have the same name {v!r} (written in two Unicode "
+                            "forms, e.g. NFC and NFD)", "give each class one name, or merge the two classes")
+        seen[v] = k
+    return out
+
+
 def prepare_records(records: pd.DataFrame, *, task: str, modality: str, classes: Mapping[int, str],
                     metadata: str | Path | pd.DataFrame | None, where: Path) -> tuple[pd.DataFrame, list[str]]:
     """A reader's case table made uniform (unique ids, default columns, typed labels and masks, metadata
@@ -478,6 +496,13 @@ def check_labels(records: pd.DataFrame, *, task: str, classes: Mapping[int, str]
     if task != "classification":
         return
     lab = records["label"].dropna()
+    neg = lab[lab < 0]
+    if len(neg):  # -1 is how medwb marks an unlabelled case (arrays()): a negative class would be read as one
+        first = records.loc[neg.index[0]]
+        raise DataError(first["source"], f"{len(neg)} invalid label(s): negative values "
+                        f"{sorted(set(neg.astype(int)))[:10]} (first: case {first['case_id']!r}) are not class "
+                        "indices (-1 usually marks 'unknown')",
+                        "give those cases a class index 0..K-1, or leave them out of the labels (unlabelled)")
     bad = lab[~lab.isin(list(classes))]
     if len(bad):
         first = records.loc[bad.index[0]]

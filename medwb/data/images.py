@@ -32,7 +32,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from medwb.data.dataset import Dataset, fmt_dims
+from medwb.data.dataset import Dataset, class_name, fmt_dims
 from medwb.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -152,18 +152,18 @@ class ImageFolderDataset(Dataset):
             groups = [(SPLIT_DIRS[d.name.lower()], d) for d in split_dirs]
         else:
             groups = [("train", p)]
-        class_names = sorted({c.name for _, g in groups for c in g.iterdir()
+        class_names = sorted({class_name(c.name) for _, g in groups for c in g.iterdir()
                               if c.is_dir() and not c.name.startswith(".") and _has_image(c)})
         if class_names:
             idx = {n: i for i, n in enumerate(class_names)}
             rows = []
             for split, g in groups:
-                for cdir in sorted(c for c in g.iterdir() if c.is_dir() and c.name in idx):
-                    prefix = str(cdir.relative_to(p))
+                for cdir in sorted(c for c in g.iterdir() if c.is_dir() and class_name(c.name) in idx):
+                    prefix = class_name(cdir.relative_to(p))
                     for f in _images_in(cdir):
                         src = str(f)
-                        rows.append({"case_id": f"{prefix}/{os.path.splitext(f.name)[0]}", "split": split,
-                                     "label": idx[cdir.name], "source": src})
+                        rows.append({"case_id": f"{prefix}/{class_name(os.path.splitext(f.name)[0])}",
+                                     "split": split, "label": idx[class_name(cdir.name)], "source": src})
             return rows, "classification", {i: n for n, i in idx.items()}
         flat = _images_in(p)
         return [{"case_id": f.stem, "split": "unlabelled", "source": str(f)} for f in flat], "classification", {}

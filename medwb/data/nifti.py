@@ -64,17 +64,39 @@ def _guess_modality(name: str) -> str:
     return "unknown"
 
 
+def check_geometry(hdr: Any, path: str | Path) -> None:
+    """Refuse a header whose voxel-to-world geometry holds NaN/Inf (affine, coded sform/qform, spatial pixdim):
+    resampling, spacing and every export would silently carry the NaN on."""
+    try:
+        ndim = min(3, len(hdr.get_data_shape()))
+        parts = {"affine": hdr.get_best_affine(), "pixdim": np.asarray(hdr.get_zooms()[:ndim], dtype=float)}
+        for name in ("sform", "qform"):
+            mat, code = getattr(hdr, f"get_{name}")(coded=True)
+            if code and mat is not None:
+                parts[name] = mat
+    except READ_ERRORS as e:
+        raise DataError(path, f"the NIfTI orientation cannot be computed ({type(e).__name__}: {e})",
+                        "re-export the file with a valid affine") from e
+    bad = [k for k, v in parts.items() if not np.isfinite(np.asarray(v, dtype=float)).all()]
+    if bad:
+        raise DataError(path, f"the NIfTI header's {', '.join(bad)} hold NaN/Inf (no valid voxel-to-world geometry)",
+                        "re-export the file from its source (or set a valid sform/qform, e.g. with nibabel or "
+                        "fslorient) before using or sharing it")
+
+
 def read_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
-    """nibabel image with the header read; DataError naming the file if it is not a readable NIfTI."""
+    """nibabel image with the header read and its geometry checked; DataError naming the file if it is not a
+    readable NIfTI."""
     try:
         img = nib.load(str(path))
         img.shape  # noqa: B018 - touches the header
-        return img
     except FileNotFoundError as e:
         raise DataError(path, f"{what} file is missing", "restore the file or remove it from the listing") from e
     except READ_ERRORS as e:
         raise DataError(path, f"cannot read NIfTI {what} header ({type(e).__name__}: {e})",
                         "re-export or re-copy the file; it is corrupt or not NIfTI") from e
+    check_geometry(img.header, path)
+    return img
 
 
 def read_nifti_array(path: str | Path, what: str = "image") -> tuple[np.ndarray, nib.Nifti1Image]:

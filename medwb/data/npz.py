@@ -20,6 +20,7 @@ import pandas as pd
 from medwb.data.cache import file_key
 from medwb.data.dataset import STAT_COLUMNS, Dataset, fmt_dims
 from medwb.data.hashing import phash_batch, pixel_sha256
+from medwb.data.npyheader import check_npz_member
 from medwb.errors import DataError
 
 # name prefix -> (classes, modality); MedMNIST v2 INFO for the sets medwb is tested on or commonly used.
@@ -59,8 +60,12 @@ class NpzDataset(Dataset):
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         labels_all, rows, first_shape = [], [], None
         for s in splits:
-            lab = self._member(path, f"{s}_labels") if f"{s}_labels" in files else None
             img_header = self._member_header(path, f"{s}_images")
+            if f"{s}_labels" in files:
+                self._member_header(path, f"{s}_labels")
+            lab = self._member(path, f"{s}_labels") if f"{s}_labels" in files else None
+            if len(img_header) < 3 or 0 in img_header[1:]:
+                raise _bad(path, f"{s}_images has shape {img_header}: not a stack of images (N,H,W[,C|D])")
             n, shape = img_header[0], img_header[1:]
             if first_shape is None:
                 first_shape = shape
@@ -81,6 +86,10 @@ class NpzDataset(Dataset):
                 rows.append({"case_id": f"{s}_{i:05d}", "split": s if lab is not None else "unlabelled",
                              "label": int(lab[i]) if lab is not None else pd.NA, "source": str(path),
                              "npz_split": s, "npz_index": i})
+        if not rows:
+            raise DataError(path, f"no images: {', '.join(f'{s}_images' for s in splits)} "
+                            f"{'is' if len(splits) == 1 else 'are'} empty",
+                            "export the dataset again with at least one image in a split")
         stem = path.stem.lower()
         known = next((v for k, v in KNOWN.items() if stem.startswith(k)), None)
         is3d = "3d" in stem or (len(first_shape) == 3 and first_shape[-1] != 3)
@@ -90,6 +99,15 @@ class NpzDataset(Dataset):
                 classes = known[0]
             else:
                 vals = sorted(set(np.concatenate(labels_all).tolist())) if labels_all else []
+                # -1 and 255 (uint8's largest value) are the usual "unknown" markers: as classes of their own they
+                # would be learnt and reported as a diagnosis; 255 is a class only in a contiguous 0..K-1 set
+                sentinel = {255} | {int(np.iinfo(lab.dtype).max) for lab in labels_all if lab.dtype.itemsize < 8}
+                contiguous = vals == list(range(len(vals)))
+                odd = [v for v in vals if v < 0 or (v in sentinel and not contiguous)]
+                if odd:
+                    raise DataError(path, f"invalid labels: {odd[:10]} are not class indices (the labels hold "
+                                    f"{len(vals)} distinct values: {vals[:12]}); -1 and 255 usually mark 'unknown'", "relabel or drop those cases so classes are 0..K-1, or declare "
+                                    "the classes (open_dataset(..., classes={index: name}))")
                 classes = {int(v): str(v) for v in vals}
         super().__init__(path, name=path.stem, task="classification", ndim=3 if is3d else 2,
                          modality=modality or (known[1] if known else "unknown"), classes=classes,
@@ -104,13 +122,12 @@ class NpzDataset(Dataset):
             raise _bad(path, f"array {key!r} cannot be read ({type(e).__name__}: {e}); the file is corrupt") from e
 
     def _member_header(self, path: Path, key: str) -> tuple[int, ...]:
-        """Shape of an npz member from its .npy header, without decompressing the pixels."""
+        """Shape of an npz member from its .npy header, without decompressing the pixels; a header claiming more
+        than the member holds, or than memory takes, is refused before numpy allocates anything."""
         try:
-            with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, _ = read(f)
-            return tuple(int(v) for v in shape)
+            return check_npz_member(path, key)[0]
+        except DataError:
+            raise
         except READ_ERRORS as e:
             raise _bad(path, f"array {key!r} header cannot be read ({type(e).__name__}: {e})") from e
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from medwb.atomic import ensure_output_dir
 from medwb.errors import DataError
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute, canonical_method
 from medwb.explain.checks import CheckResult, results_table, run_checks
@@ -194,8 +195,7 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
     from medwb.models import predict_proba
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(out_dir)
     net, meta, study = resolve_model(model)
     ds = open_dataset(data)
     splits = set(ds.cohort["split"].astype(str))

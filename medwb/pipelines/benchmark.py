@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medwb.atomic import ensure_output_dir
 from medwb.errors import DataError
 
 
@@ -56,6 +57,8 @@ def bench_uncertainty(data: str | Path, *, passes: int = 20, max_pool: int | Non
     from medwb.models import build_classifier, build_segmenter, predict_proba
     from medwb.al.uncertainty import default_batch, mc_dropout_proba
 
+    if out is not None:  # the table is written at the end: find an unwritable folder before the timing runs
+        ensure_output_dir(Path(out) if Path(out).suffix != ".csv" else Path(out).parent)
     ds = open_dataset(data, progress=False)
     size = None
     if ds.task == "segmentation":  # UNet needs sizes divisible by 8: a fixed CPU-sized grid

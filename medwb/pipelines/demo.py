@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from medwb.atomic import ensure_output_dir
 from medwb.errors import MedwbError
 from medwb.resources import default_demo_data
 from medwb.store.layout import is_study
@@ -140,8 +141,7 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
 
     install_guard()  # this process too, not only the papermill kernels
     cfg = DemoConfig.for_mode(quick)
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(Path(out_dir).resolve())
     data = Path(data).resolve() if data else default_demo_data()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()

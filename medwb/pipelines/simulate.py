@@ -20,7 +20,9 @@ import pandas as pd
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
 from medwb.al.representation import check_finetune
+from medwb.atomic import ensure_output_dir
 from medwb.errors import DataError
+from medwb.metrics import format_metric, metric_value
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
@@ -85,10 +87,12 @@ def format_table(summary: pd.DataFrame, budget: float) -> str:
         return "not reached" if n != n else f"{n:.0f} ({fr:.1%})"
 
     lines = [f"{'strategy':<16}{'metric':<10}{'at budget (' + format(budget, '.0%') + ')':>22}"
-             f"{'full':>8}{'share':>8}{'labels to 95%':>18}{'labels to 98%':>18}"]
+             f"{'full':>10}{'share':>10}{'labels to 95%':>18}{'labels to 98%':>18}"]
     for r in summary.itertuples(index=False):
-        at = f"{r.value_at_budget:.3f}±{r.std_at_budget:.3f} @{r.n_labeled_at_budget}"
-        lines.append(f"{r.strategy:<16}{r.metric:<10}{at:>22}{r.full_value:>8.3f}{r.share_of_full:>8.3f}"
+        at = (f"{r.value_at_budget:.3f}±{r.std_at_budget:.3f}" if math.isfinite(r.value_at_budget) else "undefined")
+        at += f" @{r.n_labeled_at_budget}"
+        lines.append(f"{r.strategy:<16}{r.metric:<10}{at:>22}{format_metric(r.full_value):>10}"
+                     f"{format_metric(r.share_of_full):>10}"
                      f"{need(r.labels_to_95pct, r.fraction_to_95pct):>18}"
                      f"{need(r.labels_to_98pct, r.fraction_to_98pct):>18}")
     return "\n".join(lines)
@@ -204,7 +208,7 @@ def curves_from_study(study: Study, *, strategy: str, seed: int, pool_size: int,
         n = int(metrics["n_labeled"])
         for metric in metrics_for(task):
             rows.append((strategy, seed, int(m.round), n, n / pool_size, metric,
-                         float(metrics.get(f"test_{metric}", math.nan))))
+                         metric_value(metrics.get(f"test_{metric}"))))
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -262,8 +266,7 @@ def run_simulation(
     if rounds < 1 or not seed_list:
         raise DataError(None, f"rounds={rounds}, seeds={seeds}", "pass --rounds >= 1 and --seeds >= 1")
     arms = list(dict.fromkeys(parse_arm(s, pipeline) for s in strategies))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(out_dir)
     ds = open_dataset(data, progress=progress)
     if size is not None:
         size = tuple(int(v) for v in size)
@@ -353,6 +356,6 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
         tmp.write_text(json.dumps(metrics))
         tmp.replace(cache)
     n = loop.pool_size
-    return pd.DataFrame([(name, seed, 0, n, 1.0, m, float(metrics.get(f"test_{m}", math.nan)))
+    return pd.DataFrame([(name, seed, 0, n, 1.0, m, metric_value(metrics.get(f"test_{m}")))
                          for m in metrics_for(task)],
                         columns=CURVE_COLUMNS)

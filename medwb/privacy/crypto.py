@@ -104,6 +104,20 @@ def load_key(key_file: str | Path | None = None) -> Key:
     )
 
 
+def refuse_key_inside(key_file: str | Path | Key | None, folder: str | Path, what: str) -> None:
+    """A key file inside the folder it protects travels with that folder: whoever receives it can decrypt the data
+    or re-identify the patients. Refused with :class:`CryptoError` (a key from ``$MEDWB_KEY`` has no file)."""
+    if isinstance(key_file, Key):
+        key_file = None if key_file.source.startswith("$") else key_file.source
+    if key_file is None:
+        return
+    k, f = Path(key_file).resolve(), Path(folder).resolve()
+    if k == f or f in k.parents:
+        raise CryptoError(f"{key_file}: the key file is inside the {what} it protects ({folder}); whoever receives "
+                          f"the {what} could decrypt it or re-identify the patients. Fix: keep the key outside "
+                          f"(e.g. ~/.config/medwb/site.key, mode 0600) and pass --key-file with that path")
+
+
 def load_or_create_key(key_file: str | Path | None) -> tuple[Key, bool]:
     """Load the key; create ``key_file`` first when it is given but missing. Returns (key, created)."""
     if key_file is not None and not Path(key_file).exists():
@@ -264,6 +278,7 @@ def encrypt_study(study_dir: str | Path, key: Key, *, dirs: tuple[str, ...] = ST
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise CryptoError(f"{study_dir}: study folder not found. Fix: pass an existing study folder")
+    refuse_key_inside(key, study_dir, "study folder")
     res = StudyCryptoResult()
     for p in _study_files(study_dir, dirs):
         if p.name.endswith(ENC_SUFFIX):

@@ -49,7 +49,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import medwb
-from medwb.atomic import atomic_write
+from medwb.atomic import atomic_write, ensure_output_dir
 from medwb.errors import DataError
 from medwb.privacy import crypto
 
@@ -508,6 +508,8 @@ def deidentify_nifti_bytes(raw: bytes, path: Path) -> tuple[bytes, list[str]]:
     """Scrub descrip / aux_file / intent_name / db_name, drop header extensions; voxel bytes copied verbatim."""
     import nibabel as nib
 
+    from medwb.data.nifti import check_geometry
+
     try:
         hdr_size = int.from_bytes(raw[:4], "little")
         if hdr_size not in (348, 540):
@@ -523,6 +525,7 @@ def deidentify_nifti_bytes(raw: bytes, path: Path) -> tuple[bytes, list[str]]:
         expected = int(hdr.get_data_dtype().itemsize) * int(__import__("numpy").prod(hdr.get_data_shape()))
         if len(data) < expected:
             raise ValueError(f"truncated voxel data ({len(data)} of {expected} bytes)")
+        check_geometry(hdr, path)  # a NaN affine is refused, not copied on
     except DataError:
         raise
     except Exception as e:
@@ -589,6 +592,8 @@ def deidentify_path(
                         "choose an output folder outside the input folder")
     if out.exists() and not out.is_dir():
         raise DataError(out, "output exists and is not a folder", "pass a folder path for the output")
+    crypto.refuse_key_inside(key_file, out, "output folder")
+    ensure_output_dir(out)  # a read-only output is named before a key is created or an input read
     key, created = crypto.load_or_create_key(key_file)
     pseudo = Pseudonymizer(key)
     safe = frozenset((str(c), int(g), int(e)) for c, g, e in safe_private)

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from medwb.atomic import ensure_output_dir
 from medwb.errors import MedwbError, StoreError
 from medwb.store.layout import DB_NAME, is_study
 
@@ -104,7 +105,7 @@ def build_report(
     if not is_study(study):
         raise StoreError(f"{study}: no study here ({DB_NAME} missing). Fix: pass a study folder made by "
                          "medwb simulate / the active-learning notebook")
-    out = Path(out_dir).resolve()
+    out = ensure_output_dir(Path(out_dir).resolve())
     found_curves, found_explain, found_sweep = _discover(study)
     params = {
         "study": str(study),

@@ -90,7 +90,10 @@ def learning_curves(summary: pd.DataFrame, *, metrics: Sequence[str] | None = No
             d = d.sort_values("n_labeled")
             ax.plot(d["n_labeled"], d["mean"], marker="o", ms=3, c=f"C{i}", label=f"{strat} (n seeds={d['n_seeds'].max()})")
             ax.fill_between(d["n_labeled"], d["min"], d["max"], color=f"C{i}", alpha=0.2)
-        refs = s[s["strategy"].isin(REFERENCES)]
+        refs = s[s["strategy"].isin(REFERENCES) & s["mean"].notna()]  # NaN: undefined (AUC on one class)
+        if s["mean"].isna().all():
+            ax.text(0.5, 0.5, f"{metric} undefined\n(e.g. AUC on a test split with one class)", ha="center",
+                    va="center", transform=ax.transAxes, color="grey")
         if len(refs):  # the stronger all-labels reference (scratch, or pretrained + fine-tuned)
             best = refs.loc[refs["mean"].idxmax()]
             label = "all labels" if best["strategy"] == FULL else f"all labels ({best['strategy']})"

@@ -204,9 +204,9 @@ def learning_curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_ci(estimate: float, lo: float, hi: float, *, digits: int = 3) -> str:
-    """``0.912 (0.887–0.934)`` for tables; ``n/a`` when undefined."""
-    if not np.isfinite(estimate):
-        return "n/a"
+    """``0.912 (0.887–0.934)`` for tables; ``undefined`` when the metric has no value (e.g. AUC on one class)."""
+    if estimate is None or not np.isfinite(estimate):
+        return "undefined"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{estimate:.{digits}f}"
     return f"{estimate:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.atomic import atomic_write_bytes
+from medwb.data.npyheader import check_npy_file, check_npz_member
 from medwb.errors import DataError, StoreError
 from medwb.store.layout import NIFTI_MANIFEST, nifti_mask_name, safe_name
 
@@ -34,9 +35,11 @@ def read_mask(path: str | Path) -> np.ndarray:
     name = p.name.lower()
     try:
         if name.endswith(".npy"):
+            check_npy_file(p)  # a forged header would make np.load allocate its claimed size first
             arr = np.load(p, allow_pickle=False)
         elif name.endswith(".npz"):
             with np.load(p, allow_pickle=False) as z:
+                check_npz_member(p, z.files[0])
                 arr = z[z.files[0]]
         elif name.endswith((".nii", ".nii.gz")):
             import nibabel as nib

@@ -94,4 +94,4 @@ def test_subgroup_table_and_learning_curves(samples):
 
 def test_format_ci():
     assert stats.format_ci(0.9, 0.8, 0.95) == "0.900 (0.800–0.950)"
-    assert stats.format_ci(float("nan"), 0, 1) == "n/a"
+    assert stats.format_ci(float("nan"), 0, 1) == "undefined"
