@@ -10,6 +10,7 @@ database name.
     models/             checkpoints (round_NNN.pt from the loop) registered with add_model
     cache/              re-computable data (image caches), safe to purge
     cache/pretrain/     self-supervised pretraining results <key>.pt (+ <key>.partial.pt while it runs)
+    cache/regions/      the structure model's region maps <config key>/<case id hash>.npy (medwb.al.regions)
     exports/            CSV / NIfTI exports for other tools
     maps/               explanation and uncertainty maps
     masks/              label masks written by the store (add_label(mask=...), save_mask, import_masks)
@@ -17,6 +18,7 @@ database name.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ NIFTI_MANIFEST = "manifest.csv"
 MASK_SUFFIX = ".npy"
 CHECKPOINT_PATTERN = "round_{round:03d}.pt"
 PRETRAIN = "pretrain"  # sub-folder of cache/ holding pretraining results
+REGIONS = "regions"  # sub-folder of cache/ holding the structure model's region maps
 
 
 def safe_name(case_id: str) -> str:
@@ -122,6 +125,13 @@ class StudyLayout:
     def pretrain_partial(self, key: str) -> Path:
         """The resumable checkpoint of a pretraining run in progress: ``cache/pretrain/<key>.partial.pt``."""
         return self.cache / PRETRAIN / f"{safe_name(key)}.partial.pt"
+
+    def regions(self, key: str, case_id: str) -> Path:
+        """Where the region maps of a case under region configuration ``key`` are cached:
+        ``cache/regions/<key>/<sha256 of the case id, 20 hex>.npy`` (a hash: unique where safe names collide, and
+        no case id, which may carry a patient id, in a file name)."""
+        digest = hashlib.sha256(str(case_id).encode()).hexdigest()[:20]
+        return self.cache / REGIONS / safe_name(key) / f"{digest}.npy"
 
     def label_mask(self, case_id: str, annotator: str, source: str, round: int | None, label_id: int) -> Path:
         """THE naming rule for a mask the store saves with a label (``add_label(mask=...)``, ``import_masks``):
