@@ -7,6 +7,7 @@ LaTeX): the same page a reviewer opens, printed offline.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -19,6 +20,18 @@ from medwb.store.layout import DB_NAME, is_study
 
 NOTEBOOK = "04_validation_report.ipynb"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: Chromium switches that keep the PDF printer off the network: every host name resolves to nothing (so no DNS
+#: query leaves, and no connection to Google's update / sync / account services can start), and the background
+#: services that phone home are off. tests/report/test_pdf_offline.py audits the process tree's sockets.
+OFFLINE_FLAGS = (
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-pings",
+    "--disable-domain-reliability", "--metrics-recording-only", "--disable-breakpad", "--disable-crash-reporter",
+    "--disable-client-side-phishing-detection", "--disable-default-apps", "--disable-extensions",
+    "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,DialMediaRouteProvider,"
+    "Translate,AutofillServerCommunication,CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
+    "--no-service-autorun", "--disable-webrtc", "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+)
 
 
 class ReportError(MedwbError):
@@ -41,13 +54,30 @@ def find_chromium() -> str:
                       "or build without the PDF (medwb report STUDY --out DIR --no-pdf)")
 
 
+@functools.cache
+def network_namespace_prefix() -> tuple[str, ...]:
+    """``unshare --net --map-root-user`` when this machine lets an ordinary process make a network namespace with
+    no interface but a down loopback (so nothing Chromium tries can leave: even its IPv6 reachability probe, a
+    UDP connect to 2001:4860:4860::8888 that no switch turns off, fails there); else () and the
+    :data:`OFFLINE_FLAGS` alone keep it off the network."""
+    exe = shutil.which("unshare")
+    if exe is None:
+        return ()
+    prefix = (exe, "--net", "--map-root-user")
+    try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return prefix if ok else ()
+
+
 def html_to_pdf(html: str | Path, pdf: str | Path, *, timeout_s: int = 180) -> Path:
-    """Print a local HTML file to PDF with headless Chromium, offline (background networking disabled)."""
+    """Print a local HTML file to PDF with headless Chromium, offline: in a network namespace of its own where the
+    machine allows one, and always with :data:`OFFLINE_FLAGS` (no name resolves, no background service runs)."""
     html, pdf = Path(html).resolve(), Path(pdf).resolve()
     exe = find_chromium()
     with tempfile.TemporaryDirectory(prefix="medwb-chromium-") as profile:
-        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        cmd = [*network_namespace_prefix(), exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *OFFLINE_FLAGS,
                "--no-first-run", "--no-default-browser-check", "--no-pdf-header-footer",
                f"--user-data-dir={profile}", "--run-all-compositor-stages-before-draw",
                "--virtual-time-budget=10000", f"--print-to-pdf={pdf}", html.as_uri()]
