@@ -180,9 +180,14 @@ def _cmd_structure(a: argparse.Namespace) -> int:
     from medwb.pipelines.structure import format_structure, run_structure
 
     res = run_structure(a.data, a.out, n_clusters=a.clusters, study_dir=a.study, max_pool=a.max_pool,
-                        config=_pretrain_config(a), progress=not a.quiet)
+                        config=_pretrain_config(a), progress=not a.quiet, max_cases=a.max_cases)
     print(format_structure(res))
-    print(f"wrote {a.out}/clusters.csv, clusters_summary.csv" + (", structure_eval.json" if "correct_share" in res else ""))
+    if "clusters" in res:
+        print(f"wrote {a.out}/clusters.csv, clusters_summary.csv"
+              + (", structure_eval.json" if "correct_share" in res else ""))
+    else:
+        print(f"wrote {a.out}/regions/ (one NIfTI of region maps per case, manifest.csv)"
+              + (", regions_eval.csv" if "click_ratio" in res else ""))
     return 0
 
 
@@ -333,10 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("structure", help="the structure model before any label: clusters of similar cases in the "
-                                         "self-supervised embedding -> clusters.csv (classification)")
+                                         "self-supervised embedding -> clusters.csv (classification); regions of "
+                                         "each image for region-click annotation -> regions/ (segmentation)")
     s.add_argument("data")
     s.add_argument("--out", required=True, help="output folder (clusters.csv, clusters_summary.csv, "
-                                                "structure_eval.json when the data has labels)")
+                                                "structure_eval.json when the data has labels; regions/ and "
+                                                "regions_eval.csv for segmentation)")
+    s.add_argument("--max-cases", type=int, default=None, help="segmentation: regions of a seeded subset only")
     s.add_argument("--clusters", type=int, default=None, help="number of clusters (default: one per 100 pool cases)")
     s.add_argument("--study", default=None, help="study folder whose cached pretraining to use (default: OUT/study)")
     s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")

@@ -5,7 +5,10 @@ similar cases in that embedding (:mod:`medwb.al.structure`), written as ``DIR/cl
 typicality, rank; one row per pool case) and ``DIR/clusters_summary.csv`` (size, spread, most typical ids). When
 the dataset carries its labels (a benchmark), ``DIR/structure_eval.json`` says what a person naming each cluster
 from its 8 most typical members would give: the share of the pool whose pre-label is correct, with one naming
-action per cluster and no case-level label. Segmentation (regions, region-click) is not built yet.
+action per cluster and no case-level label.
+
+Segmentation: the regions of every case (``DIR/regions/``) and, with masks, what region-click annotation costs
+against a manual outline (``DIR/regions_eval.csv``): :mod:`medwb.pipelines.regions`.
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ from medwb.models.pretrain import PretrainConfig
 def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | None = None,
                   study_dir: str | Path | None = None, max_pool: int | None = None,
                   config: PretrainConfig | None = None, seed: int = 0, shown: int = 8,
-                  progress: bool = True) -> dict[str, float]:
-    """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels)."""
+                  progress: bool = True, max_cases: int | None = None) -> dict[str, float]:
+    """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels).
+    ``max_cases`` limits a segmentation dataset to a seeded subset (the regions of every case otherwise)."""
     from medwb.al.loop import study_splits
     from medwb.al.representation import pretrain_build_args, pretrained_embeddings, pretrained_representation
     from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels
@@ -35,11 +39,16 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
     from medwb.store import Study
 
     ds = open_dataset(data, progress=progress)
-    if ds.task != "classification":
-        raise ConfigError(f"{data}: a segmentation dataset; the structure model's regions and region-click "
-                          "annotation are not built yet (issue 13). Use a classification dataset")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if ds.task == "segmentation":
+        from medwb.pipelines.regions import run_regions
+
+        return run_regions(ds, out, Path(study_dir or out / "study"), max_cases=max_cases, seed=seed,
+                           progress=progress)
+    if ds.task != "classification":
+        raise ConfigError(f"{data}: task {ds.task!r} has no structure model; use a classification or "
+                          "segmentation dataset")
     with Study.open_or_create(study_dir or out / "study", dataset_path=str(data), task=ds.task,
                               classes=ds.classes, name=ds.name) as study:
         splits = study_splits(study, ds, max_pool=max_pool)
@@ -76,6 +85,10 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
 
 def format_structure(result: dict[str, float]) -> str:
     """The summary for the terminal."""
+    if "clusters" not in result:
+        from medwb.pipelines.regions import format_regions
+
+        return format_regions(result)
     lines = [f"structure model: {int(result['pool'])} pool cases in {int(result['clusters'])} clusters "
              f"({result['cases_per_cluster']:.0f} cases per cluster)"]
     if "correct_share" in result:

@@ -1,0 +1,126 @@
+"""``medwb structure DATA --out DIR`` for a segmentation dataset: the regions of every case, and what
+region-click annotation would cost against a manual outline (issue 13).
+
+Writes ``DIR/regions/<case>.nii.gz``: the region maps of :func:`medwb.al.regions.over_segment` in the case's own
+geometry (its affine), int32, the levels (coarse to fine) along the last axis: ``(H, W, 1, L)`` for a 2D image,
+``(H, W, D, L)`` for a volume; ``DIR/regions/manifest.csv`` maps files to case ids. The maps are cached in the
+study (``cache/regions/``), so the review queue reuses them.
+
+When the dataset carries masks, ``DIR/regions_eval.csv`` holds, per case, the simulated annotator of
+:mod:`medwb.al.region_oracle`: clicks to reach Dice ``target`` with the mask, the vertices of a manual outline
+(one every ``step`` pixels, slice by slice), their ratio, and the over-segmentation time. With a second observer
+(CHASE_DB1) the target is also the second observer's own Dice with the first: clicks to agree with observer 1 as
+well as observer 2 does.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medwb.al.region_oracle import outline_actions, simulate_region_clicks
+from medwb.al.regions import RegionConfig, spacing_of, study_regions
+from medwb.data.dataset import Dataset
+from medwb.metrics import dice
+from medwb.store.layout import safe_name
+
+
+def region_image_name(case_id: str) -> str:
+    return f"{safe_name(case_id)}.nii.gz"
+
+
+def write_region_image(regions: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """The levels along the last axis, in the case's geometry (a 2D image gets a singleton third axis)."""
+    import nibabel as nib
+
+    vol = np.moveaxis(regions, 0, -1)
+    if regions.ndim == 3:
+        vol = vol[:, :, None, :]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(vol, np.int32), np.asarray(affine, float)), str(path))
+
+
+def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target: float, step: float,
+                  max_clicks: int) -> dict[str, float] | None:
+    """The simulated annotator on one case (None when the case has no mask)."""
+    mask = dataset.load_mask(case_id)
+    if mask is None:
+        return None
+    truth = mask[0]
+    res = simulate_region_clicks(regions, truth, target=target, max_clicks=max_clicks)
+    outline = outline_actions(truth, step=step)
+    row: dict[str, float] = {"clicks": res.clicks, "dice": res.dice, "reached": float(res.reached),
+                             "outline_actions": outline, "click_ratio": res.clicks / max(outline, 1)}
+    second = dataset.load_mask(case_id, observer=2) if "mask2" in dataset.records else None
+    if second is not None:
+        agreement = dice(second[0], truth, n_classes=len(dataset.classes))
+        to_obs2 = simulate_region_clicks(regions, truth, target=agreement, max_clicks=max_clicks)
+        row.update(observer2_dice=agreement, clicks_to_observer2=to_obs2.clicks, dice_at_observer2=to_obs2.dice,
+                   reached_observer2=float(to_obs2.dice >= agreement - 1e-9))
+    return row
+
+
+def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionConfig | None = None,
+                max_cases: int | None = None, target: float = 0.9, step: float = 5.0, max_clicks: int = 3000,
+                seed: int = 0, progress: bool = True) -> dict[str, float]:
+    """Regions of every case (or ``max_cases`` of them, seeded), written and evaluated; returns the summary."""
+    from tqdm.auto import tqdm
+
+    from medwb.store import Study
+
+    ids = dataset.case_ids()
+    if max_cases is not None and len(ids) > max_cases:
+        ids = sorted(np.random.default_rng(seed).choice(ids, int(max_cases), replace=False).tolist())
+    folder = out / "regions"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest, rows = [], []
+    with Study.open_or_create(study_dir, dataset_path=str(dataset.path), task=dataset.task,
+                              classes=dataset.classes, name=dataset.name) as study:
+        for cid in tqdm(ids, desc="regions", disable=not progress):
+            t0 = time.perf_counter()
+            regions = study_regions(study, dataset, cid, config=config)
+            seconds = time.perf_counter() - t0
+            name = region_image_name(cid)
+            write_region_image(regions, dataset.affine(cid), folder / name)
+            manifest.append({"case_id": cid, "file": name, "levels": int(regions.shape[0]),
+                             "regions": " ".join(str(int(r.max()) + 1) for r in regions),
+                             "spacing": " ".join(f"{s:g}" for s in spacing_of(dataset, cid))})
+            row = evaluate_case(dataset, cid, regions, target=target, step=step, max_clicks=max_clicks)
+            if row is not None:
+                rows.append({"case_id": cid, "seconds": seconds, **row})
+    pd.DataFrame(manifest).to_csv(folder / "manifest.csv", index=False)
+    summary: dict[str, float] = {"cases": float(len(ids))}
+    if rows:
+        table = pd.DataFrame(rows)
+        table.to_csv(out / "regions_eval.csv", index=False)
+        summary.update(evaluated=float(len(table)), target=target, step=step,
+                       median_clicks=float(table["clicks"].median()),
+                       median_outline=float(table["outline_actions"].median()),
+                       click_ratio=float(table["clicks"].sum() / table["outline_actions"].sum()),
+                       reached_share=float(table["reached"].mean()), mean_dice=float(table["dice"].mean()))
+        if "observer2_dice" in table:
+            summary.update(observer2_dice=float(table["observer2_dice"].mean()),
+                           reached_observer2_share=float(table["reached_observer2"].mean()),
+                           clicks_to_observer2_ratio=float(table["clicks_to_observer2"].sum()
+                                                           / table["outline_actions"].sum()))
+    return summary
+
+
+def format_regions(summary: dict[str, float]) -> str:
+    """The summary for the terminal."""
+    lines = [f"regions: {int(summary['cases'])} cases"]
+    if "click_ratio" in summary:
+        lines.append(f"region-click to Dice {summary['target']:.2f}: median {summary['median_clicks']:.0f} clicks vs "
+                     f"{summary['median_outline']:.0f} outline vertices (one per {summary['step']:g} px); "
+                     f"{100 * summary['click_ratio']:.1f}% of the actions; target reached on "
+                     f"{100 * summary['reached_share']:.0f}% of {int(summary['evaluated'])} cases "
+                     f"(mean Dice {summary['mean_dice']:.3f})")
+    if "observer2_dice" in summary:
+        lines.append(f"second observer's Dice with the first: {summary['observer2_dice']:.3f}; region-click matches "
+                     f"it on {100 * summary['reached_observer2_share']:.0f}% of cases with "
+                     f"{100 * summary['clicks_to_observer2_ratio']:.1f}% of the outline's actions")
+    return "\n".join(lines)
+
+
+__all__ = ["format_regions", "run_regions", "write_region_image"]
