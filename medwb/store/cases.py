@@ -3,6 +3,7 @@ against it (a case id must be known, a label value must be a class)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +33,26 @@ def add_cases(study: Study, cohort: pd.DataFrame) -> int:
     bad = sorted(set(cohort["split"].astype(str)) - set(SPLITS))
     if bad:
         raise DataError(None, f"unknown split values {bad}", f"use one of {SPLITS}")
-    existing = dict(study.conn.execute("SELECT case_id, sha256 FROM cases").fetchall())
     extra = [c for c in cohort.columns if c not in CASE_COLUMNS]
-    rows = []
+    records = cohort.to_dict("records")
     ts = now()
-    for rec in cohort.to_dict("records"):
+    # what is already there is read inside the write transaction (BEGIN IMMEDIATE: one writer at a time), so two
+    # processes adding the same cases cannot both find them new and collide on the primary key (IntegrityError)
+    with study.transaction() as c:
+        rows = _new_rows(study, c, records, extra, ts)
+        cols = json.loads(c.execute("SELECT cohort_columns FROM study").fetchone()[0])
+        cols += [str(col) for col in cohort.columns if str(col) not in cols]
+        c.executemany("INSERT INTO cases (case_id, split, source, sha256, meta, added_at) VALUES (?,?,?,?,?,?)", rows)
+        c.execute("UPDATE study SET cohort_columns = ?", (json.dumps(cols),))
+    return len(rows)
+
+
+def _new_rows(study: Study, conn: sqlite3.Connection, records: list[dict[str, Any]], extra: list[str],
+              ts: str) -> list[tuple[Any, ...]]:
+    """The rows to insert for the cases not yet registered; a known case whose sha256 changed is refused."""
+    existing = dict(conn.execute("SELECT case_id, sha256 FROM cases").fetchall())
+    rows = []
+    for rec in records:
         cid = str(rec["case_id"])
         sha = jsonable(rec.get("sha256"))
         if cid in existing:
@@ -46,12 +62,7 @@ def add_cases(study: Study, cohort: pd.DataFrame) -> int:
             continue
         meta = {c: jsonable(rec[c]) for c in extra}
         rows.append((cid, str(rec["split"]), jsonable(rec.get("source")), sha, dumps(meta), ts))
-    cols = json.loads(study.conn.execute("SELECT cohort_columns FROM study").fetchone()[0])
-    cols += [str(c) for c in cohort.columns if str(c) not in cols]
-    with study.transaction() as c:
-        c.executemany("INSERT INTO cases (case_id, split, source, sha256, meta, added_at) VALUES (?,?,?,?,?,?)", rows)
-        c.execute("UPDATE study SET cohort_columns = ?", (json.dumps(cols),))
-    return len(rows)
+    return rows
 
 
 def cases(study: Study) -> pd.DataFrame:
