@@ -85,6 +85,7 @@ from medwb.ui.widgets.review_text import (
 
 if TYPE_CHECKING:
     from medwb.al.loop import ActiveLearningLoop
+    from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
 
 @dataclass(frozen=True)
 class NextCase:
@@ -448,13 +449,15 @@ class ReviewQueue:
             self.status.value = error_html(key_refusal(key, self.study.classes, self.segmentation))
 
 
-def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: bool = False) -> ReviewQueue | None:
+def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
+                      simulate: bool = False) -> ReviewQueue | SegmentationReviewQueue | None:
     """Propose the loop's next batch (or reopen the unfinished round), auto-accept what the loop may, and show the
     rest in a :class:`ReviewQueue` (None when nothing waits for a person).
 
-    Without a model yet (cold start) there is no pre-label: the reader picks each class (or, for segmentation,
-    draws the masks in 3D Slicer / ITK-SNAP). ``simulate``: the dataset's ground truth answers through the
-    widget's own accept / change methods (papermill, tests).
+    Without a model yet (cold start) there is no pre-label: the reader picks each class. A segmentation round is
+    shown in a :class:`~medwb.ui.widgets.segmentation_review.SegmentationReviewQueue`: each mask is built (or its
+    pre-label corrected) by clicking the structure model's regions. ``simulate``: the dataset's ground truth
+    answers through the widget's own accept / change methods (papermill, tests).
     """
     from IPython.display import display
 
@@ -470,16 +473,23 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str, simulate: boo
     if model is None:
         proposals = None
         if ds.task == "segmentation" and not simulate:
-            print("no model yet: draw these masks in 3D Slicer / ITK-SNAP (study.export_masks_nifti), import them "
-                  "with study.import_masks, then run loop.complete()")
+            print("no model yet: build each mask by clicking its regions below (or draw them in 3D Slicer / "
+                  "ITK-SNAP: study.export_masks_nifti, study.import_masks), then run loop.complete()")
     elif ds.task == "classification":
         proposals = batch["prelabel"].astype(int).tolist()
     else:
         proposals = [prelabel_mask(loop, c)[None] for c in batch["case_id"]]
-    q = ReviewQueue(loop.study, batch["case_id"], proposals, ds.load_image,
-                    confidence=None if model is None else batch["confidence"],
-                    uncertainty=None if model is None else partial(uncertainty_map, loop), round=loop.round,
-                    model_version=version, annotator=annotator, spatial_dims=ds.ndim)
+    umap = None if model is None else partial(uncertainty_map, loop)
+    if ds.task == "segmentation":
+        from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
+
+        q: ReviewQueue | SegmentationReviewQueue = SegmentationReviewQueue(
+            loop.study, ds, batch["case_id"], proposals, uncertainty=umap, round=loop.round, model_version=version,
+            annotator=annotator)
+    else:
+        q = ReviewQueue(loop.study, batch["case_id"], proposals, ds.load_image,
+                        confidence=None if model is None else batch["confidence"], uncertainty=umap,
+                        round=loop.round, model_version=version, annotator=annotator, spatial_dims=ds.ndim)
     display(q)
     if simulate:
         q.run_oracle(ground_truth(ds))
