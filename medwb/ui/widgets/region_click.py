@@ -39,7 +39,9 @@ function render({ model, el }) {
   img.alt = "image: click a region";
   img.style.cssText = "display:block;cursor:crosshair;user-select:none;max-width:none;height:auto";
   const draw = () => {
-    img.src = model.get("src");
+    const src = model.get("src");
+    img.style.display = src ? "block" : "none";  // nothing to show: no broken-image icon
+    if (src) img.src = src;
     img.style.width = model.get("width_px") + "px";
   };
   draw();
@@ -221,6 +223,7 @@ class RegionClickEditor:
         """Nothing to edit (the queue is finished): empty picture, buttons off."""
         self.image = self.regions = None
         self.canvas.src, self.umap_box.layout.display = "", "none"
+        self.counter.value = self.info.value = ""
         self.set_enabled(False)
 
     def set_enabled(self, on: bool) -> None:
