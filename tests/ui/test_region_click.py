@@ -149,6 +149,12 @@ def test_3d_click_on_a_slice_adds_the_supervoxel_in_every_slice(tmp_path: Path, 
     assert (e.mask[..., other] == 2).sum() == region[..., other].sum() > 0
     send_click(e.canvas, *np.argwhere(region[..., other])[0], shift=True)  # removed from there: gone everywhere
     assert not e.mask.any()
+    send_click(e.canvas, *np.argwhere(region[..., other])[0])
+    shown = e.mask.copy()
+    q.save()
+    lab = s.labels().iloc[0]
+    assert shown.ndim == 3 and np.array_equal(read_mask(lab["mask_path"]), shown)
+    assert lab["note"].startswith("region-click, 3 clicks") and lab["source"] == "human"
     s.close()
 
 
