@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from medwb.errors import MedwbError
+from medwb.errors import ConfigError, MedwbError
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
@@ -176,11 +176,24 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _region_config(a: argparse.Namespace):  # -> RegionConfig | None
+    from medwb.al.regions import RegionConfig
+
+    if a.levels is None and a.compactness is None:
+        return None
+    try:
+        levels = tuple(int(v) for v in a.levels.split(",")) if a.levels else RegionConfig().levels
+    except ValueError:
+        raise ConfigError(f"--levels {a.levels!r}: give regions per image at each level, e.g. 30,300,3000") from None
+    return RegionConfig(levels=levels, compactness=a.compactness)
+
+
 def _cmd_structure(a: argparse.Namespace) -> int:
     from medwb.pipelines.structure import format_structure, run_structure
 
     res = run_structure(a.data, a.out, n_clusters=a.clusters, study_dir=a.study, max_pool=a.max_pool,
-                        config=_pretrain_config(a), progress=not a.quiet, max_cases=a.max_cases)
+                        config=_pretrain_config(a), progress=not a.quiet, max_cases=a.max_cases,
+                        regions=_region_config(a))
     print(format_structure(res))
     if "clusters" in res:
         print(f"wrote {a.out}/clusters.csv, clusters_summary.csv"
@@ -345,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "structure_eval.json when the data has labels; regions/ and "
                                                 "regions_eval.csv for segmentation)")
     s.add_argument("--max-cases", type=int, default=None, help="segmentation: regions of a seeded subset only")
+    s.add_argument("--levels", default=None, help="segmentation: regions per image at each level, coarse to fine "
+                                                  "(default 30,300,3000; thin structures such as vessels need a "
+                                                  "fine level like 40000)")
+    s.add_argument("--compactness", type=float, default=None, help="segmentation: SLIC compactness (default 0.1 "
+                                                                   "in 2D, 0.5 in 3D)")
     s.add_argument("--clusters", type=int, default=None, help="number of clusters (default: one per 100 pool cases)")
     s.add_argument("--study", default=None, help="study folder whose cached pretraining to use (default: OUT/study)")
     s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medwb.al.regions import RegionConfig
 from medwb.errors import ConfigError
 from medwb.models.pretrain import PretrainConfig
 
@@ -26,9 +27,11 @@ from medwb.models.pretrain import PretrainConfig
 def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | None = None,
                   study_dir: str | Path | None = None, max_pool: int | None = None,
                   config: PretrainConfig | None = None, seed: int = 0, shown: int = 8,
-                  progress: bool = True, max_cases: int | None = None) -> dict[str, float]:
+                  progress: bool = True, max_cases: int | None = None,
+                  regions: RegionConfig | None = None) -> dict[str, float]:
     """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels).
-    ``max_cases`` limits a segmentation dataset to a seeded subset (the regions of every case otherwise)."""
+    ``max_cases`` limits a segmentation dataset to a seeded subset (the regions of every case otherwise);
+    ``regions`` sets its levels and compactness (default :func:`medwb.al.regions.default_region_config`)."""
     from medwb.al.loop import study_splits
     from medwb.al.representation import pretrain_build_args, pretrained_embeddings, pretrained_representation
     from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels
@@ -44,8 +47,8 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
     if ds.task == "segmentation":
         from medwb.pipelines.regions import run_regions
 
-        return run_regions(ds, out, Path(study_dir or out / "study"), max_cases=max_cases, seed=seed,
-                           progress=progress)
+        return run_regions(ds, out, Path(study_dir or out / "study"), config=regions, max_cases=max_cases,
+                           seed=seed, progress=progress)
     if ds.task != "classification":
         raise ConfigError(f"{data}: task {ds.task!r} has no structure model; use a classification or "
                           "segmentation dataset")

@@ -124,7 +124,7 @@ def test_study_regions_are_cached_in_the_study(tmp_path, samples):
     cfg = RegionConfig(levels=(10, 100))
     with Study.create(tmp_path / "s", dataset_path=str(ds.path), task=ds.task, classes=ds.classes) as study:
         first = study_regions(study, ds, case, config=cfg)
-        path = study.layout.regions(cfg.key(), case)
+        path = study.layout.regions(cfg.resolved(ds.ndim).key(), case)
         assert path.is_file() and case not in path.name
         mtime = path.stat().st_mtime_ns
         again = study_regions(study, ds, case, config=cfg)
