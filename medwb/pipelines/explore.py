@@ -329,16 +329,39 @@ def sample_grid(ds: Dataset, *, per_class: int = 6, seed: int = 0, cell: float =
     return fig
 
 
-def structure_gallery(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0, shown: int = 8):
+def regions_preview(ds: Dataset, *, shown: int = 3):
+    """The regions of up to ``shown`` cases (those with a mask first), as a static figure."""
+    from medwb.al.regions import RegionConfig, over_segment, spacing_of
+    from medwb.ui.view import regions_figure
+
+    c = ds.cohort
+    if "problem" in c:
+        c = c[c["problem"].isna()]
+    ids = c.loc[c["mask"].notna(), "case_id"].astype(str).tolist() if "mask" in c else []
+    ids = (ids + [i for i in c["case_id"].astype(str) if i not in ids])[:shown]
+    config = RegionConfig()
+    images = [ds.load_image(i) for i in ids]
+    regions = [over_segment(im, spacing_of(ds, i), config=config) for i, im in zip(ids, images)]
+    print(f"structure model (regions): each image cut into about {', '.join(map(str, config.levels))} regions "
+          "(coarse to fine); the medium level below, yellow, with the mask in red. `medwb structure DATA --out DIR` "
+          "writes them for every case, with the clicks a region-click annotator needs")
+    return regions_figure(images, regions, [ds.load_mask(i) for i in ids], titles=ids)
+
+
+def structure_gallery(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0, shown: int = 8,
+                      regions_shown: int = 3):
     """The structure model's first look (issue 13): up to ``max_cases`` cases clustered on pixel features (PCA, so
     the report stays fast; ``medwb structure`` clusters in the SimCLR embedding), one cluster per 100 cases, shown
-    as the static cluster gallery. Classification only: for segmentation it says so and returns None."""
+    as the static cluster gallery. Segmentation: the regions of the first ``regions_shown`` cases with a mask
+    (:func:`medwb.al.regions.over_segment`, the regions a region click adds), their mask outlined."""
     from medwb.al.structure import cluster_pool, pixel_embeddings
     from medwb.data.dataset import default_size, resize
     from medwb.ui.widgets.clusters import gallery_figure
 
+    if ds.task == "segmentation":
+        return regions_preview(ds, shown=regions_shown)
     if ds.task != "classification":
-        print("structure model: the regions of segmentation data are not built yet (issue 13)")
+        print(f"structure model: none for task {ds.task!r}")
         return None
     ids, size = sample_case_ids(ds, max_cases, seed=seed), default_size(ds)
     X = np.stack([ds.load_image(c) if size is None else resize(ds.load_image(c), size, "image") for c in ids])

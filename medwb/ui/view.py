@@ -342,6 +342,37 @@ def show_volume(
     return itkwidgets_view(image, mask, spacing=spacing, spatial_dims=spatial_dims)
 
 
+def regions_figure(images: Sequence[np.ndarray], regions: Sequence[np.ndarray],
+                   masks: Sequence[np.ndarray | None] | None = None, *, titles: Sequence[str] | None = None,
+                   level: int = 1, cell_size: float = 3.0):
+    """Static figure of the structure model's regions (issue 13): each case (a 2D image, or the slice of a volume
+    through its mask's centre) with the boundaries of its regions at ``level`` in yellow and, where the case has
+    one, its mask's outline in red: how well regions follow the structure before any click."""
+    from matplotlib.figure import Figure
+    from skimage.segmentation import find_boundaries
+
+    n = len(images)
+    if n == 0 or len(regions) != n:
+        raise ValueError("regions_figure needs one region map per image")
+    masks = list(masks) if masks is not None else [None] * n
+    fig = Figure(figsize=(cell_size * n, cell_size + 0.4), layout="constrained")
+    for i, axis in enumerate(fig.subplots(1, n, squeeze=False).ravel()):
+        axis.set_axis_off()
+        image, reg = np.asarray(images[i]), np.asarray(regions[i])[level]
+        msk = None if masks[i] is None else np.asarray(masks[i]).reshape(reg.shape)
+        if reg.ndim == 3:
+            k = focus_index(reg.shape, msk)[2]
+            image, reg, msk = image[..., k], reg[..., k], None if msk is None else msk[..., k]
+        rgb = to_rgb(image[0] if image.shape[0] == 1 else image)
+        rgb[find_boundaries(reg, mode="inner")] = (255, 220, 0)
+        if msk is not None:
+            rgb[find_boundaries(msk > 0, mode="inner")] = (230, 30, 30)
+        axis.imshow(rgb, interpolation="nearest")
+        title = (titles[i] if titles else "") + f" ({int(reg.max()) + 1} regions)"
+        axis.set_title(title.strip(), fontsize=8)
+    return fig
+
+
 def show_slices(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None] | None = None,

@@ -46,7 +46,7 @@ def test_explore_3d_segmentation(samples: Path, tmp_path: Path) -> None:
     joined = "\n".join(texts)
     assert "Hippocampus" in joined and "Posterior" in joined
     assert "no duplicates found" in joined
-    assert "regions of segmentation data are not built yet" in joined  # the structure cell says why it is empty
+    assert "structure model (regions)" in joined  # the structure cell shows the regions
     assert "application/vnd.jupyter.widget-view+json" not in ipynb.read_text()  # static, no dead widgets
     page = html.read_text()
     assert page.count("data:image/png;base64") >= 5

@@ -1,5 +1,5 @@
 """The explore report's structure-model gallery: real PneumoniaMNIST cases clustered on pixel features, drawn as
-the static cluster gallery; segmentation data says it is not built yet."""
+the static cluster gallery; segmentation data shows its regions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +16,11 @@ def test_gallery_of_a_classification_dataset(samples: Path, capsys) -> None:
     assert len(titles) == 3 and sum(int(t.split(": ")[1].split(" cases")[0]) for t in titles) == 250
 
 
-def test_segmentation_data_is_said_to_wait(samples: Path, capsys) -> None:
+def test_segmentation_data_shows_its_regions(samples: Path, capsys) -> None:
     ds = open_dataset(samples / "segmentation_3d" / "hippocampus", progress=False)
-    assert structure_gallery(ds, max_cases=5) is None
-    assert "not built yet" in capsys.readouterr().out
+    fig = structure_gallery(ds, max_cases=5, regions_shown=2)
+    assert "structure model (regions)" in capsys.readouterr().out
+    titles = [a.get_title() for a in fig.axes]
+    assert len(titles) == 2 and all("regions)" in t for t in titles)
+    # the cases shown are ones with a mask, so the figure can outline the structure
+    assert all(ds.load_mask(t.split(" (")[0]) is not None for t in titles)
