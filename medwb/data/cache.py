@@ -3,6 +3,10 @@
 
 Location: ``cache_dir=`` argument, else ``$MEDWB_CACHE``, else ``~/.cache/medwb``. Entries are keyed by
 file path + size + modification time, so an edited or replaced file is recomputed automatically.
+
+No path in clear (issue 16: folder names can be patient names, ``Doe_John_.../``): the file of a dataset is
+``stats/<sha256 of its resolved path>.json`` and each entry's key is the sha256 of the key above. A purge finds the
+file of a study's dataset by the same hash (:func:`stats_cache_files`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 
 from medwb.atomic import atomic_write_bytes
 
-CACHE_VERSION = 2  # bump when a statistic's definition changes
+CACHE_VERSION = 3  # bump when a statistic's definition changes
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -36,13 +40,25 @@ def file_key(*paths: str | Path, extra: str = "") -> str:
     return "#".join(parts)
 
 
+def hashed(key: str) -> str:
+    """What is stored for a key: its sha256 (no path, no case id in the file)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
+def stats_cache_files(dataset_path: str | Path, cache_dir: str | Path | None = None) -> list[Path]:
+    """The statistics cache file of a dataset, then the name older medwb versions gave it (folder name in clear):
+    what a purge of a study on this dataset removes."""
+    resolved = str(Path(dataset_path).resolve())
+    stats = cache_root(cache_dir) / "stats"
+    legacy = f"{Path(dataset_path).name[:40]}-{hashlib.sha1(resolved.encode()).hexdigest()[:16]}.json"
+    return [stats / f"{hashed(resolved)}.json", stats / legacy]
+
+
 class StatsCache:
-    """A JSON dictionary ``key -> stats dict`` for one dataset root, written atomically."""
+    """A JSON dictionary ``hashed(key) -> stats dict`` for one dataset root, written atomically."""
 
     def __init__(self, dataset_path: str | Path, cache_dir: str | Path | None = None) -> None:
-        root = cache_root(cache_dir)
-        digest = hashlib.sha1(str(Path(dataset_path).resolve()).encode()).hexdigest()[:16]
-        self.path = root / "stats" / f"{Path(dataset_path).name[:40]}-{digest}.json"
+        self.path = stats_cache_files(dataset_path, cache_dir)[0]
         self.entries: dict[str, dict[str, Any]] = {}
         self.dirty = False
         try:
@@ -53,10 +69,10 @@ class StatsCache:
             self.entries = {}
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
+        return self.entries.get(hashed(key))
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        self.entries[key] = value
+        self.entries[hashed(key)] = value
         self.dirty = True
 
     def save(self) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medwb.data.cache import StatsCache, file_key
+from medwb.data.cache import StatsCache, file_key, stats_cache_files
 from medwb.data.hashing import phash, pixel_sha256
 from medwb.errors import DataError
 
@@ -120,6 +120,11 @@ class Dataset:
         return image_stats(raw, self.ndim) | {"spacing_read": fmt_dims(sp) if sp else None}
 
     # ---- cohort -------------------------------------------------------------------------------------
+    @property
+    def stats_cache_file(self) -> Path:
+        """Where the per-case statistics are cached (outside any study: a study registers it for purge)."""
+        return stats_cache_files(self.path, self._cache_dir)[0]
+
     @property
     def records(self) -> pd.DataFrame:
         """The reader's structural case table (source, split, label, mask; no pixel statistics): cheap."""

@@ -72,6 +72,15 @@ def _key(home: Path, *, create: bool) -> bytes | None:
     return _key(home, create=False)
 
 
+def pseudonym(value: str, prefix: str = "ref") -> str:
+    """A stable pseudonymous id for a path (a study, a purged file outside it) in the audit records: an HMAC with
+    the audit key, so the same path gets the same id on this machine and nobody without the key can recover or
+    test a guessed path (which may hold a patient's name)."""
+    key = _key(audit_home(), create=True)
+    assert key is not None
+    return f"{prefix}-" + hmac.new(key, b"pseudonym\0" + str(value).encode(), hashlib.sha256).hexdigest()[:24]
+
+
 def _mac(key: bytes, record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "mac"}
     return hmac.new(key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()

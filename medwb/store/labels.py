@@ -27,6 +27,7 @@ import pandas as pd
 
 from medwb.atomic import atomic_write_bytes
 from medwb.errors import DataError, MedwbError, StoreError
+from medwb.store.artifacts import register_artifact
 from medwb.store.masks import check_mask_array, save_npy
 from medwb.store.values import now
 
@@ -289,6 +290,7 @@ def export_labels_csv(study: Study, path: str | Path, latest: bool = True, *, en
         write_encrypted(path, data, encrypt_with)
     else:
         atomic_write_bytes(path, data)
+    register_artifact(study, path, "export")  # outside the study: purge must find it
     return path
 
 

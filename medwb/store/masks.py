@@ -21,6 +21,7 @@ import pandas as pd
 from medwb.atomic import atomic_write_bytes
 from medwb.data.npyheader import check_npy_file, check_npz_member
 from medwb.errors import DataError, StoreError
+from medwb.store.artifacts import register_artifact
 from medwb.store.layout import NIFTI_MANIFEST, nifti_mask_name, safe_name
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ def export_masks_nifti(
                      "annotator": rec["annotator"]})
     manifest = pd.DataFrame(rows, columns=["file", "case_id", "label_id", "source", "annotator"])
     atomic_write_bytes(folder / NIFTI_MANIFEST, manifest.to_csv(index=False).encode())
+    register_artifact(study, folder, "export")  # outside the study: purge must find it
     return manifest
 
 

@@ -24,7 +24,7 @@ from medwb.atomic import fsync_dir
 from medwb.errors import StoreError
 from medwb.store.layout import StudyLayout
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -156,8 +156,16 @@ def v4_to_v5(conn: sqlite3.Connection) -> None:
                  "value INTEGER, case_ids TEXT NOT NULL DEFAULT '[]', actor TEXT NOT NULL, created_at TEXT NOT NULL)")
 
 
+def v5_to_v6(conn: sqlite3.Connection) -> None:
+    """v6: every file a study produced outside its folder (medwb.store.artifacts: reports, exports, simulation
+    outputs, sibling studies, caches), so a purge can remove them all."""
+    conn.execute("CREATE TABLE IF NOT EXISTS artifacts (path TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                 "created_at TEXT NOT NULL)")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5,
+                                                                5: v5_to_v6}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:
@@ -329,22 +337,30 @@ def open_database(layout: StudyLayout) -> sqlite3.Connection:
     return conn
 
 
-def peek_dataset_path(layout: StudyLayout, *, may_write: bool) -> str | None:
-    """The dataset path recorded in a study database, read without opening the study (purge reports it).
-    ``immutable=1`` reads without creating -wal/-shm files (a caller that must change nothing passes
-    ``may_write=False``); otherwise a normal read-only open also sees un-checkpointed WAL. None when unreadable."""
+def peek_rows(layout: StudyLayout, sql: str, *, may_write: bool) -> list[tuple[Any, ...]]:
+    """The rows of a read query on a study database, read without opening the study (purge uses it).
+    ``immutable=1`` reads without creating -wal/-shm files; when a non-empty WAL holds writes not yet folded into
+    the file, a caller that may write (``may_write``) reads with ``mode=ro``, which sees them. Empty when
+    unreadable."""
     db = layout.db
     if not db.is_file():
-        return None
-    for mode in (["immutable=1"] + (["mode=ro"] if may_write else [])):
+        return []
+    wal = db.with_name(db.name + "-wal")
+    pending = may_write and wal.is_file() and wal.stat().st_size > 0
+    for mode in ((["mode=ro"] if pending else []) + ["immutable=1"] + (["mode=ro"] if may_write else [])):
         try:
             con = sqlite3.connect(f"file:{db}?{mode}", uri=True)
             try:
-                row = con.execute("SELECT dataset_path FROM study WHERE id = 1").fetchone()
+                return con.execute(sql).fetchall()
             finally:
                 con.close()
         except sqlite3.Error:
-            row = None
-        if row and row[0]:
-            return str(row[0])
-    return None
+            continue
+    return []
+
+
+def peek_dataset_path(layout: StudyLayout, *, may_write: bool) -> str | None:
+    """The dataset path recorded in a study database, read without opening the study (purge reports it).
+    None when unreadable."""
+    rows = peek_rows(layout, "SELECT dataset_path FROM study WHERE id = 1", may_write=may_write)
+    return str(rows[0][0]) if rows and rows[0][0] else None

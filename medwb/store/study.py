@@ -9,6 +9,7 @@ the methods below are one-line delegates to it:
     review.py   verdicts and the review queue           pool.py     the carved train/val/test splits
     readers.py  several readers: proposals, leases, double reads, adjudication
     structure.py  the structure model's actions: clusters named (pre-labels), split, merged
+    artifacts.py  files the study produced outside its folder (reports, exports, simulations), for purge
 
 Provenance rules (docs/store.md): every label row says who (annotator), how (source: ``human`` = a person
 chose the label, including accepting a pre-label; ``auto`` = the model's pre-label accepted without a person;
@@ -29,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from medwb.errors import StoreError
+from medwb.store import artifacts as artifact_store
 from medwb.store import cases as case_store
 from medwb.store import labels as label_store
 from medwb.store import readers as reader_store
@@ -225,6 +227,11 @@ class Study:
     structure_actions = structure_store.structure_actions
     structure_names = structure_store.structure_names
     structure_labels = structure_store.structure_labels
+
+    # files produced outside the study folder, so purge finds them (medwb/store/artifacts.py)
+    register_artifact = artifact_store.register_artifact
+    register_artifacts = artifact_store.register_artifacts
+    artifacts = artifact_store.artifacts
 
     # carved splits (medwb/store/pool.py)
     save_splits = pool_store.save_splits

@@ -80,7 +80,7 @@ def test_purge_leaves_no_data_file_and_audit_survives(study, samples, tmp_path):
         assert recs[0]["actor"] == "dpo@site" and recs[0]["time"]
         assert {f["path"]: f["sha256"] for f in recs[0]["files"]} == {k: v for k, v in before.items()
                                                                     if not k.startswith("models")}
-        assert recs[1]["n_removed"] == len(res.files) and recs[1]["errors"] == []
+        assert recs[1]["n_removed"] == len(res.files) + len(res.external) and recs[1]["errors"] == []
         assert verify_audit_log(log) == 2
     # a second purge (now with the models) appends to the same log; the chain stays valid
     purge_study(study, include_models=True, actor="dpo@site")
