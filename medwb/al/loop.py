@@ -27,6 +27,8 @@ from medwb.al.fit import uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
+from medwb.al.structure_round import STRATEGY as STRUCTURE
+from medwb.al.structure_round import structure_prelabels
 from medwb.data.dataset import default_size
 from medwb.data.splits import SplitArrays, carve_splits
 from medwb.errors import StoreError
@@ -53,6 +55,11 @@ def study_splits(study: Study, dataset: Dataset, *, pool_ids: Iterable[str] | No
         splits = carve_splits(dataset.cohort, pool_ids=pool_ids, max_pool=max_pool, name=dataset.name)
         save_splits(study, splits)
     return splits
+
+
+def is_structure(open_round: pd.Series | None) -> bool:
+    """Whether the open round is a structure round: its pre-labels are the namings', no model's."""
+    return open_round is not None and open_round["strategy"] == STRUCTURE
 
 
 @dataclass
@@ -246,7 +253,7 @@ class ActiveLearningLoop:
         labelled = set(self.study.labels(latest=True)["case_id"].astype(str))  # by the loop, a widget, an import
         todo = [c for c in selected if c not in labelled]
         batch = pd.DataFrame({"case_id": todo, "score": [float(score_of[c]) for c in todo]})
-        return self._prelabel(batch)
+        return structure_prelabels(self.study, batch) if is_structure(open_) else self._prelabel(batch)
 
     def _prelabel(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Pre-label the batch (:func:`medwb.al.autolabel.prelabel_batch`; stats kept), stored for readers' pages."""

@@ -14,6 +14,8 @@ rewriting the round's stored proposals does not lose them either.
   person looked at) or ``all`` its members.
 - :func:`split_recorded` / :func:`merge_recorded`: the model's correction, recorded.
 - :func:`open_structure_round` / :func:`structure_batch`: the round and the cases still waiting in it.
+- :func:`structure_prelabels`: what ``loop.propose()`` returns on an open structure round (its pre-labels are the
+  namings', not an untrained model's empty ones), so the readers' pages and ``run_review_rounds`` keep them.
 - :func:`names_from_store`: which clusters of a (re)built model carry a stored name (the gallery after a restart).
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd
 
 from medwb.al.structure import ClusterModel, check_cluster, merge_clusters, split_cluster
 from medwb.errors import ConfigError, StoreError
+from medwb.store.structure import STRUCTURE_NOTE
 
 if TYPE_CHECKING:
     from medwb.store import Study
@@ -122,5 +125,25 @@ def structure_batch(study: Study) -> pd.DataFrame:
                          "named_by": n["named_by"].tolist()}, columns=cols)
 
 
+def round_origin(strategy: str | None) -> str:
+    """Who proposed the pre-labels of a round of ``strategy``: the review queue's ``origin=`` (the start of each
+    label's note), "structure model" for a structure round, empty for a model's round."""
+    return STRUCTURE_NOTE if strategy == STRATEGY else ""
+
+
+def structure_prelabels(study: Study, batch: pd.DataFrame) -> pd.DataFrame:
+    """``batch`` (the open structure round's waiting cases) with the namings' pre-labels, no model confidence and
+    nothing auto-accepted; the round's stored proposals are rewritten with the same pre-labels (reads kept)."""
+    names = study.structure_names()
+    value = dict(zip(names["case_id"].astype(str), names["value"].astype(int)))
+    out = batch.assign(prelabel=pd.array([value.get(str(c)) for c in batch["case_id"]], dtype="Int64"),
+                       confidence=np.nan, auto=False)
+    r = study.rounds()
+    number = int(r[r["status"] != "finished"].iloc[-1]["number"])
+    selected = [str(c) for c in r[r["number"] == number].iloc[-1]["selected_ids"]]
+    study.save_proposals(number, selected, [value.get(c) for c in selected])
+    return out
+
+
 __all__ = ["MEMBERS", "SHOWN", "STRATEGY", "merge_recorded", "name_cluster", "names_from_store", "naming_cases",
-           "open_structure_round", "split_recorded", "structure_batch"]
+           "open_structure_round", "round_origin", "split_recorded", "structure_batch", "structure_prelabels"]

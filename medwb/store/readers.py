@@ -132,13 +132,14 @@ def claim_case(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, round: in
 
 
 def leased_proposal(study: Study, case_id: str, reader: str) -> dict[str, object] | None:
-    """The proposal behind ``reader``'s lease on ``case_id`` (round, prelabel, confidence, model_version; None
-    values where the proposal has none), or None without such a lease: a reader's page shows and records it."""
+    """The proposal behind ``reader``'s lease on ``case_id`` (round, prelabel, confidence, model_version and the
+    round's strategy, which says who proposed; None values where the proposal has none), or None without such a
+    lease: a reader's page shows and records it."""
     row = study.conn.execute(
-        "SELECT p.round, p.prelabel, p.confidence, p.model_version FROM leases le JOIN proposals p "
-        "ON p.case_id = le.case_id AND p.round = le.round WHERE le.case_id = ? AND le.reader = ?",
-        (str(case_id), str(reader))).fetchone()
-    return None if row is None else dict(zip(("round", "prelabel", "confidence", "model_version"), row))
+        "SELECT p.round, p.prelabel, p.confidence, p.model_version, r.strategy FROM leases le JOIN proposals p "
+        "ON p.case_id = le.case_id AND p.round = le.round LEFT JOIN rounds r ON r.number = p.round "
+        "WHERE le.case_id = ? AND le.reader = ?", (str(case_id), str(reader))).fetchone()
+    return None if row is None else dict(zip(("round", "prelabel", "confidence", "model_version", "strategy"), row))
 
 
 def holds_lease(study: Study, case_id: str, reader: str, *, clock: float | None = None) -> bool:

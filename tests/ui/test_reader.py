@@ -214,3 +214,49 @@ def test_readers_panel_follows_the_store_live(open_round) -> None:
         assert "1 of 4 cases decided" in panel.html.value and "ana" in panel.html.value
     finally:
         panel.stop()
+
+
+def test_a_structure_round_is_read_on_the_reader_pages_and_trains_the_loop(samples: Path, tmp_path: Path) -> None:
+    """Issue 13 x 14: namings open a structure round; run_review_rounds proposes it (its stored pre-labels must
+    stay the namings', not an untrained model's empty ones) and two readers' pages decide it (one case double
+    read); every label says it was decided on a structure-model pre-label, and loop.complete trains on them."""
+    from _fixtures import tiny_pneumonia_loop
+
+    from medwb.al.oracle import ground_truth
+    from medwb.al.review_rounds import run_review_rounds
+    from medwb.al.structure import cluster_pool, pixel_embeddings
+    from medwb.al.structure_round import name_cluster, open_structure_round
+    from medwb.ui.widgets.reader import reader_queue
+
+    study, ds, loop = tiny_pneumonia_loop(samples, tmp_path, n_train=30, batch_size=4)
+    try:
+        X, _, ids = loop.arrays("train")
+        clusters = cluster_pool(pixel_embeddings(X), ids, n_clusters=3, random_state=0)
+        truth = ground_truth(ds)
+        for k in range(3):  # named after the first typical member's true class: some pre-labels are wrong
+            name_cluster(study, clusters, k, truth(clusters.typical(k, 4)[0]), by="dr_a", shown=4)
+        assert open_structure_round(study) == 1
+        named = dict(zip(study.structure_names()["case_id"], study.structure_names()["value"]))
+        pages: dict = {}
+
+        def readers_at_work(_study) -> None:  # each poll, each reader's page decides one case
+            for name in ("ana", "ben"):
+                q = pages.setdefault(name, reader_queue(study, name, min_view_seconds=0))
+                if not q.done:
+                    assert q.proposals[q.position] == named[q.current]  # the structure pre-label is shown
+                    q.change(truth(q.current))
+
+        out = run_review_rounds(loop, rounds=1, double_reads=1, poll_seconds=0, timeout_seconds=120,
+                                on_wait=readers_at_work)
+        assert out["round"].tolist() == [1] and out["n_labeled"].tolist() == [12]
+        assert study.rounds()["strategy"].tolist() == ["structure"] and len(study.models()) == 1
+        assert study.proposals(1)["prelabel"].tolist() == [named[c] for c in study.proposals(1)["case_id"]]
+        lab = study.labels(per_annotator=True)
+        assert sorted(set(lab["case_id"])) == sorted(named) and set(lab["annotator"]) == {"ana", "ben"}
+        assert lab["note"].str.startswith("structure model: ").all()  # the provenance, on every reader's label
+        want = ["human" if named[c] == truth(c) else "corrected" for c in lab["case_id"]]
+        assert lab["source"].tolist() == want and "corrected" in want
+        assert len(study.structure_labels()) == 12
+        assert (study.case_status(1)["reads"] == 2).sum() == 1 and study.case_status(1)["decided"].all()
+    finally:
+        study.close()

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import ipywidgets as W
 import pandas as pd
 
+from medwb.al.structure_round import round_origin
 from medwb.errors import MedwbError
 from medwb.store import Study
 from medwb.store.readers import DEFAULT_TTL
@@ -65,7 +66,8 @@ class LeasedCases:
         conf = r["confidence"]
         return NextCase(cid, None if r["prelabel"] is None else int(r["prelabel"]),
                         float("nan") if conf is None else float(conf), int(r["round"]),
-                        None if r["model_version"] is None else str(r["model_version"]))
+                        None if r["model_version"] is None else str(r["model_version"]),
+                        round_origin(r["strategy"]))  # a structure round's labels say so in their note
 
     def lost(self, case_id: str) -> str | None:
         now = self.clock()

@@ -96,6 +96,7 @@ class NextCase:
     confidence: float = float("nan")
     round: int | None = None
     model_version: str | None = None
+    origin: str = ""  # who proposed when no model did (ReviewQueue's origin=), e.g. "structure model"
 
 
 class CaseSource(Protocol):
@@ -256,7 +257,7 @@ class ReviewQueue:
         if self.done and (nxt := self.source.next_case()) is not None:
             self.case_ids.append(nxt.case_id), self.proposals.append(nxt.prelabel)
             self.confidence = (self.confidence or [np.nan] * self.position) + [float(nxt.confidence)]
-            self.round, self.model_version = nxt.round, nxt.model_version  # provenance of this case's proposal
+            self.round, self.model_version, self.origin = nxt.round, nxt.model_version, nxt.origin  # its provenance
         self.history.value = decisions_html(self.decisions, self.study.classes)
         self.b_undo.disabled = not self.decisions
         for b in (self.b_accept, self.b_change, self.b_reject, self.b_flag):
