@@ -80,7 +80,8 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
     index = (out / "index.html").read_text()
     assert external_urls(index) == [] and "<script" not in index
     links = re.findall(r'href="([^"]+)"', index)
-    for must in ("explore/", "simulation/curves.png", "validation/validation_report.html",
+    assert "pre-labelled correctly" in (out / "structure" / "structure.txt").read_text()
+    for must in ("explore/", "simulation/curves.png", "structure/clusters.csv", "validation/validation_report.html",
                  "validation/validation_report.pdf", "overlays/gradcam.png"):
         assert any(must in link for link in links), must
     for link in links:

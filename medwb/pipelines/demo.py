@@ -3,6 +3,8 @@
 explore (``medwb.pipelines.explore.run_explore``) → active learning, medwb's default pipeline against random picking +
 training from scratch, with a simulated annotator
 (``medwb.pipelines.simulate.run_simulation``: one study folder per strategy and seed, with full provenance) →
+the structure model of that study's pool (``medwb.pipelines.structure.run_structure``: clusters in its cached
+SimCLR embedding, and what one naming per cluster would pre-label correctly) →
 explanations of the final model with their sanity checks (``medwb.explain.run.run_explain``) → validation
 report (``medwb.report.build.build_report``) → ``OUT/index.html`` linking every output.
 
@@ -180,6 +182,27 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
     if sim.ok:
         study = pick_study(sim_dir, cfg.strategies)
         explain_dir = study / "exports" / "explain"
+        structure_study = study
+
+        def structure() -> list[tuple[str, Path]]:
+            from medwb.models.pretrain import PretrainConfig
+            from medwb.pipelines.structure import format_structure, run_structure
+
+            sdir = out / "structure"
+            # the study's own pool and cached SimCLR trunk: clustering it costs an embedding pass, not a pretraining
+            res = run_structure(data, sdir, study_dir=structure_study, max_pool=cfg.max_pool, progress=False,
+                                config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps))
+            text = format_structure(res)
+            print(text)
+            (sdir / "structure.txt").write_text(text + "\n")
+            outs = [("structure model summary (text)", sdir / "structure.txt"),
+                    ("clusters of the pool (CSV)", sdir / "clusters.csv"),
+                    ("clusters' size, spread, typical members (CSV)", sdir / "clusters_summary.csv"),
+                    ("pre-labels from one naming per cluster, against the truth (JSON)", sdir / "structure_eval.json")]
+            return [(k, p) for k, p in outs if p.exists()]
+
+        stages.append(_run(Stage("2b. structure model before any label: clusters of the pool in the SimCLR "
+                                 "embedding"), structure))
 
         def explain() -> list[tuple[str, Path]]:
             from medwb.explain.run import run_explain
@@ -206,7 +229,8 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
 
         stages.append(_run(Stage("4. validation report"), report))
     else:
-        for name in ("3. explanations with sanity checks", "4. validation report"):
+        for name in ("2b. structure model before any label: clusters of the pool in the SimCLR embedding",
+                     "3. explanations with sanity checks", "4. validation report"):
             stages.append(Stage(name, error="skipped: needs the simulation's study folder"))
 
     total = time.perf_counter() - t0
