@@ -6,12 +6,20 @@ reference ("full") trains the same network with the same schedule on every pool 
 
 Outputs: ``curves.csv`` (strategy, seed, round, n_labeled, fraction_labeled, metric, value; test split),
 ``summary.csv``, ``curves.png`` (mean over seeds with a min-max band) and the printed table (``table.txt``).
+Several simulations may share one ``--out`` (other strategies, other seeds, in parallel): ``curves.csv`` and
+``autolabel.csv`` keep the rows of every (strategy, seed) another run wrote, merged under a lock
+(``OUT/.simulate.lock``), and the summary covers them all. Every output, sibling study and cache is registered in
+each study (:mod:`medwb.store.artifacts`), so ``medwb purge`` of any of them removes the whole simulation.
 """
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +28,7 @@ import pandas as pd
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
 from medwb.al.representation import check_finetune
-from medwb.atomic import ensure_output_dir
+from medwb.atomic import atomic_write_bytes, ensure_output_dir
 from medwb.errors import DataError
 from medwb.metrics import format_metric, metric_value
 
@@ -288,6 +296,7 @@ def run_simulation(
     runs = [(a, k) for k in seed_list for a in [*refs, *arms]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
     pool_size, target_error = None, 0.02
+    folders = [out / "studies" / f"{arm.strategy if arm in refs else arm.label}-seed{seed}" for arm, seed in runs]
     for arm, seed in bar:
         bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
         name = arm.strategy if arm in refs else arm.label
@@ -295,6 +304,7 @@ def run_simulation(
         folder = out / "studies" / f"{name}-seed{seed}"
         study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
                                      name=f"{ds.name} {name} seed {seed}")
+        register_simulation(study, out, folders, ds.stats_cache_file)
         loop = ActiveLearningLoop(study, ds, strategy="random" if arm in refs else arm.strategy, batch_size=1,
                                   train_config=config, seed=seed, cold_start=cold_start, mc_passes=mc_passes,
                                   size=size, evaluate_test=True, progress=False, max_pool=max_pool,
@@ -308,11 +318,14 @@ def run_simulation(
         loop.run(rounds, oracle)
         parts.append(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task))
         auto_parts.append(autolabel_from_study(study, strategy=name, seed=seed))
-    curves = pd.concat(parts, ignore_index=True)[CURVE_COLUMNS]
-    curves.to_csv(out / "curves.csv", index=False)
+    auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
+    with output_lock(out):  # another run on this --out merges its rows one after the other, never over ours
+        curves = merge_rows(out / "curves.csv", pd.concat(parts, ignore_index=True)[CURVE_COLUMNS])
+        auto = merge_rows(out / "autolabel.csv", auto)
     summary = summarize(curves, budget)
     summary.to_csv(out / "summary.csv", index=False)
-    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {len(seed_list)} seed(s)")
+    n_seeds = curves["seed"].nunique()
+    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {n_seeds} seed(s)")
     text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
             f"test split; full = all pool labels, same model and schedule")
     text += "; arms: " + ", ".join(f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms)
@@ -320,13 +333,56 @@ def run_simulation(
         text += (f"; pretrained representation (SimCLR on the pool, fine-tuning: {finetune}); full = the stronger "
                  f"of {FULL} (scratch) and {FULL_PRETRAINED}")
     text += f"\n{format_table(summary, budget)}"
-    auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
-    auto.to_csv(out / "autolabel.csv", index=False)
     if len(auto):
         text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
     (out / "table.txt").write_text(text + "\n")
     print(text)
     return summary
+
+
+#: what a simulation writes in its output folder (besides the studies and the shared cache)
+OUTPUT_FILES = ("curves.csv", "summary.csv", "curves.png", "table.txt", "autolabel.csv")
+
+
+def register_simulation(study: Study, out: Path, folders: Sequence[Path], stats_cache: Path) -> None:
+    """Record in ``study`` every file of the simulation outside its folder: the outputs, the sibling studies, the
+    shared pretraining cache and the dataset's statistics cache (a purge of any study removes them all)."""
+    from medwb.store.layout import StudyLayout
+
+    study.register_artifacts([out / f for f in OUTPUT_FILES], "simulation")
+    study.register_artifacts(folders, "study")
+    study.register_artifacts([StudyLayout(out).cache, stats_cache], "derived")
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on the output folder (``OUT/.simulate.lock``, flock: released by the kernel when its
+    process dies, so a killed run never leaves a stale lock)."""
+    with open(out / ".simulate.lock", "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n".encode())  # who holds it, for a person looking at a waiting run
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def merge_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """``new`` plus the rows of ``path`` for every (strategy, seed) that ``new`` does not have (another run on the
+    same output folder wrote them), written atomically; returns what was written. Call under :func:`output_lock`."""
+    old = pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame(columns=new.columns)
+    if len(old) and {"strategy", "seed"} <= set(old.columns):
+        ours = set(zip(new["strategy"].astype(str), new["seed"].astype(int)))
+        keep = [(str(a), int(b)) not in ours for a, b in zip(old["strategy"], old["seed"])]
+        old = old[keep]
+    merged = pd.concat([d for d in (old, new) if len(d)], ignore_index=True) if len(old) or len(new) else new
+    merged = merged.reindex(columns=new.columns) if len(merged) else new
+    buf = io.StringIO()
+    merged.to_csv(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return merged
 
 
 def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,
@@ -352,7 +408,7 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
     else:
         X, y, _ = loop.arrays("train")
         _, metrics = loop.fit(X, y)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # two runs on one --out may both train this reference
         tmp.write_text(json.dumps(metrics))
         tmp.replace(cache)
     n = loop.pool_size

@@ -161,4 +161,13 @@ def build_report(
     paths = [ipynb, html]
     if pdf:
         paths.append(html_to_pdf(html, out / f"{stem}.pdf"))
+    register_report(study, [*paths, *(out / d for d in ("tables", "figures") if (out / d).is_dir())])
     return paths
+
+
+def register_report(study: Path, paths: list[Path]) -> None:
+    """Record the report's files in the study (they hold its labels and images), so ``medwb purge`` removes them."""
+    from medwb.store import Study
+
+    with Study.open(study) as st:
+        st.register_artifacts(paths, "report")

@@ -105,10 +105,16 @@ class Study:
     @classmethod
     def open_or_create(cls, folder: str | Path, *, dataset_path: str | Path, task: str,
                        classes: Mapping[int, str] | Sequence[str], name: str | None = None) -> Study:
-        """Reopen the study in ``folder`` (a resumed session), or create it for this dataset."""
+        """Reopen the study in ``folder`` (a resumed session), or create it for this dataset (when another process
+        creates it at the same moment, open theirs)."""
         if is_study(folder):
             return cls.open(folder)
-        return cls.create(folder, dataset_path=dataset_path, task=task, classes=classes, name=name)
+        try:
+            return cls.create(folder, dataset_path=dataset_path, task=task, classes=classes, name=name)
+        except StoreError:
+            if is_study(folder) and not schema.half_created(StudyLayout(folder).db):
+                return cls.open(folder)
+            raise
 
     @staticmethod
     def exists(folder: str | Path) -> bool:

@@ -90,3 +90,16 @@ def test_missing_chromium_says_how_to_install(monkeypatch, tmp_path):
     (tmp_path / "r.html").write_text("<p>x</p>")
     with pytest.raises(ReportError, match="--no-pdf"):
         html_to_pdf(tmp_path / "r.html", tmp_path / "r.pdf")
+
+
+@pytest.mark.slow
+def test_report_files_are_registered_for_purge(report):
+    """Issue 16: purge left the reports (HTML with embedded images, PDF, ipynb, tables) behind; they are now
+    registered in the study, so purge finds them."""
+    from medwb.store import Study
+
+    study = report.parent / "study"
+    with Study.open(study) as st:
+        registered = dict(zip(st.artifacts()["path"], st.artifacts()["kind"]))
+    for name in ("validation_report.ipynb", "validation_report.html", "validation_report.pdf", "tables"):
+        assert registered.get(str((report / name).resolve())) == "report", name
