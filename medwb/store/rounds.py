@@ -42,6 +42,22 @@ def start_round(
         )
 
 
+def save_round_autolabel(study: Study, number: int, stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the auto-label statistics of round ``number``'s proposed batch in its ``params`` (``autolabel_stats``),
+    unless already kept: the first proposal of the round (its whole batch) is the one measured, so a round resumed
+    after a kill reports the same statistics, not those of the cases left. Returns the kept statistics."""
+    with study.transaction() as c:
+        row = c.execute("SELECT params FROM rounds WHERE number = ?", (int(number),)).fetchone()
+        if row is None:
+            raise StoreError(f"{study.db_path}: no round {number}. Fix: start the round first")
+        params = json.loads(row[0])
+        if isinstance(params.get("autolabel_stats"), dict):
+            return dict(params["autolabel_stats"])
+        params["autolabel_stats"] = {str(k): jsonable(v) for k, v in stats.items()}
+        c.execute("UPDATE rounds SET params = ? WHERE number = ?", (dumps(params), int(number)))
+    return dict(params["autolabel_stats"])
+
+
 def finish_round(study: Study, number: int) -> None:
     """Mark a round finished (its labels and model are saved)."""
     with study.transaction() as c:

@@ -198,6 +198,7 @@ class Study:
     # rounds and models (medwb/store/rounds.py)
     start_round = round_store.start_round
     finish_round = round_store.finish_round
+    save_round_autolabel = round_store.save_round_autolabel
     current_round = round_store.current_round
     last_finished_round = round_store.last_finished_round
     rounds = round_store.rounds
