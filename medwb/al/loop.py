@@ -261,13 +261,11 @@ class ActiveLearningLoop:
 
         X, y, ids = self.arrays("train")
         pos = np.array([ids.index(c) for c in batch["case_id"]], dtype=int)
-        done = set(self.labeled()["case_id"].astype(str))
-        X_lab = X[[i for i, c in enumerate(ids) if c in done]]
+        X_lab = X[np.isin(np.asarray(ids, dtype=str), self.labeled()["case_id"].astype(str).to_numpy())]
         batch, stats = prelabel_batch(
             self.current_model()[0], batch, X[pos], y[pos], *self.arrays("val")[:2], X_lab, task=self.ds.task,
             target_error=self.autolabel_target_error, seed=self.seed, passes=self.mc_passes)
-        # kept in the store at the round's first proposal: a round resumed after a kill keeps its whole batch's stats
-        self.autolabel_stats = self.study.save_round_autolabel(self.round, stats)
+        self.autolabel_stats = self.study.save_round_autolabel(self.round, stats)  # kept: a resumed round reuses them
         self.study.save_proposals(self.round, batch["case_id"], batch["prelabel"], batch["confidence"], self.current_model()[1])
         return batch
 
