@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from medwb.errors import ConfigError, StoreError
+from medwb.errors import ConfigError
 from medwb.resources import resource_dir
 from medwb.store import Study
 from medwb.ui.widgets.reader import ADJUDICATORS_ENV, READERS_ENV, STUDY_ENV, TTL_ENV, token_digest
@@ -68,10 +68,8 @@ class ReviewServer:
                  host: str = "127.0.0.1", port: int | None = None, lease_seconds: float = 600.0,
                  startup_timeout: float = 120.0) -> None:
         self.study_dir = Path(study).resolve()
-        with Study.open(self.study_dir) as s:  # refuses a folder that is not a study, with the fix
-            if s.task != "classification":
-                raise StoreError(f"{self.study_dir}: the review app reads classification studies for now. Fix: "
-                                 "review segmentation pre-labels in notebook 02 (mask overlay) or 3D Slicer")
+        with Study.open(self.study_dir):  # refuses a folder that is not a study, with the fix
+            pass  # classification and segmentation (region clicks) studies alike
         self.adjudicators = [str(a).strip() for a in adjudicators if str(a).strip()]
         self.readers = check_readers([*readers, *[a for a in self.adjudicators if a not in readers]])
         self.host, self.port = host, int(port) if port else _free_port(host)

@@ -14,7 +14,9 @@ not shared between them, so the study database is the only place they meet.
   lease expires. A reader whose lease was lost is told so (:func:`holds_lease`) instead of writing. A case a
   reader flagged or rejected (an open review-queue entry of theirs) goes to another reader, with the comment.
 - **Decided** (:func:`case_status`): a case is decided when it has its reads and they agree, or when a senior
-  reader adjudicated it (:func:`medwb.store.labels.adjudicate`). :func:`disagreements` lists what waits for
+  reader adjudicated it. Two classes agree when they are equal; two masks when their Dice
+  (:func:`medwb.metrics.dice`) is at least ``min_dice`` (:data:`MIN_DICE`: two careful outlines of one structure
+  never match pixel for pixel, so equality would send every double-read mask to adjudication) (:func:`medwb.store.labels.adjudicate`). :func:`disagreements` lists what waits for
   adjudication; :func:`agreed_labels` is what a model may train on (contested cases are left out until
   adjudicated); :func:`check_round_decided` refuses to close a round whose double reads are unfinished or
   contested.
@@ -23,7 +25,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     from medwb.store.study import Study
 
 DEFAULT_TTL = 600.0  # seconds a claimed case stays with its reader without a decision
+MIN_DICE = 0.8  # two readers' masks of a case agree at this Dice or above
 
 _N_READ = "(SELECT COUNT(DISTINCT l.annotator) FROM labels l WHERE l.case_id = p.case_id AND l.superseded = 0)"
 _MINE = "EXISTS (SELECT 1 FROM labels l WHERE l.case_id = p.case_id AND l.superseded = 0 AND l.annotator = :r)"
@@ -185,36 +191,74 @@ def retake_case(study: Study, case_id: str, reader: str, *, ttl: float = DEFAULT
     return True
 
 
-def _reads_by_case(study: Study) -> tuple[dict[str, dict[str, int | None]], dict[str, int | None]]:
-    """Current label of each (case, annotator) and the live adjudicated value of each case."""
+def _reads_by_case(study: Study) -> tuple[dict[str, dict[str, int | str | None]], dict[str, int | str | None]]:
+    """Current answer of each (case, annotator) and the live adjudicated answer of each case: the class, or in a
+    segmentation study the mask file."""
+    seg = study.task == "segmentation"
     cur = study.labels(per_annotator=True)
-    reads: dict[str, dict[str, int | None]] = {}
+    reads: dict[str, dict[str, int | str | None]] = {}
     for r in cur.itertuples(index=False):
-        reads.setdefault(str(r.case_id), {})[str(r.annotator)] = None if pd.isna(r.value) else int(r.value)
-    adj = {str(c): None if v is None else int(v) for c, v in study.conn.execute(
-        "SELECT a.case_id, l.value FROM adjudications a JOIN labels l ON l.id = a.label_id WHERE l.superseded = 0 "
-        "ORDER BY a.id")}
+        reads.setdefault(str(r.case_id), {})[str(r.annotator)] = r.mask_path if seg else \
+            None if pd.isna(r.value) else int(r.value)
+    adj = {str(c): None if v is None else v if seg else int(v) for c, v in study.conn.execute(
+        f"SELECT a.case_id, l.{'mask_path' if seg else 'value'} FROM adjudications a JOIN labels l "
+        "ON l.id = a.label_id WHERE l.superseded = 0 ORDER BY a.id")}
+    if seg:
+        adj = {c: None if p is None else str(study.path(p)) for c, p in adj.items()}
     return reads, adj
 
 
-def _contested(got: dict[str, int | None]) -> bool:
-    """Readers' current answers on one case (annotator -> class) that disagree: two or more people, differing
-    classes (a model's auto label is no reader)."""
-    people = {a: v for a, v in got.items() if not a.startswith("model:")}
-    return len(people) >= 2 and len(set(people.values())) > 1
+def mask_file_dice(a: str, b: str) -> float:
+    """Dice of two stored mask files, cached while neither file changes (a case's status is read often)."""
+    return _file_dice(str(a), Path(a).stat().st_mtime_ns, str(b), Path(b).stat().st_mtime_ns)
 
 
-def case_status(study: Study, round: int | None = None) -> pd.DataFrame:
+@lru_cache(maxsize=4096)
+def _file_dice(a: str, _a_time: int, b: str, _b_time: int) -> float:
+    from medwb.metrics import dice
+    from medwb.store.masks import read_mask
+
+    return dice(read_mask(a).squeeze(), read_mask(b).squeeze())
+
+
+def _people(got: dict[str, int | str | None]) -> list[int | str | None]:
+    return [v for a, v in got.items() if not a.startswith("model:")]  # a model's auto label is no reader
+
+
+def lowest_dice(got: dict[str, int | str | None]) -> float:
+    """The lowest Dice between two readers' masks of one case (annotator -> mask file); nan under two masks."""
+    masks = [p for p in _people(got) if p is not None]
+    return min((mask_file_dice(a, b) for a, b in combinations(masks, 2)), default=float("nan"))
+
+
+def agreement_rule(study: Study, min_dice: float = MIN_DICE) -> Callable[[object, object], bool]:
+    """When two readers' answers agree: equal classes, or (segmentation) masks with Dice >= ``min_dice``."""
+    if not 0.0 <= float(min_dice) <= 1.0:
+        raise StoreError(f"min_dice={min_dice!r}. Fix: a Dice between 0 and 1 (default {MIN_DICE})")
+    if study.task != "segmentation":
+        return lambda a, b: a == b
+    return lambda a, b: a is not None and b is not None and mask_file_dice(str(a), str(b)) >= float(min_dice)
+
+
+def _contested(got: dict[str, int | str | None], same: Callable[[object, object], bool]) -> bool:
+    """Readers' current answers on one case (annotator -> class or mask file) that disagree: two or more people,
+    two of whose answers are not the ``same`` (:func:`agreement_rule`)."""
+    return any(not same(a, b) for a, b in combinations(_people(got), 2))
+
+
+def case_status(study: Study, round: int | None = None, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """One row per proposed case of ``round`` (default: the latest with proposals): case_id, reads (needed),
-    readers (who answered), values (their classes, same order), agree, adjudicated (value or None), decided,
-    status (a short phrase), leased_to (live leases)."""
+    readers (who answered), values (their classes, same order; None for masks), agree (classes equal, masks at
+    Dice >= ``min_dice``), adjudicated (value, mask file or None), decided, status (a short phrase), leased_to
+    (live leases), dice (the lowest Dice between the readers' masks; nan for classes or under two masks)."""
     number = _round_or_latest(study, round)
     cols = ["round", "case_id", "reads", "readers", "values", "agree", "adjudicated", "decided", "status",
-            "leased_to"]
+            "leased_to", "dice"]
     if number is None:
         return pd.DataFrame(columns=cols)
     p = study.query("SELECT case_id, reads FROM proposals WHERE round = ? ORDER BY position", (number,))
     reads, adj = _reads_by_case(study)
+    same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
     t = time.time()
     leased: dict[str, list[str]] = {}
     for cid, who in study.conn.execute("SELECT case_id, reader FROM leases WHERE expires_at > ? ORDER BY leased_at",
@@ -223,18 +267,19 @@ def case_status(study: Study, round: int | None = None) -> pd.DataFrame:
     rows = []
     for cid, need in zip(p["case_id"].astype(str), p["reads"].astype(int)):
         got = reads.get(cid, {})
-        values = list(got.values())
-        agree = not _contested(got)
+        values = [None] * len(got) if seg else list(got.values())
+        agree = not _contested(got, same)
         a = adj.get(cid)
         decided = cid in adj or (len(got) >= need and agree)
         status = ("adjudicated" if cid in adj else "decided" if decided else
                   "readers disagree: adjudication needed" if not agree else
                   "not read" if not got else f"waiting for {need - len(got)} more read(s)")
-        rows.append([number, cid, need, list(got), values, agree, a, decided, status, leased.get(cid, [])])
+        rows.append([number, cid, need, list(got), values, agree, a, decided, status, leased.get(cid, []),
+                     lowest_dice(got) if seg else float("nan")])
     return pd.DataFrame(rows, columns=cols)
 
 
-def proposals(study: Study, round: int | None = None) -> pd.DataFrame:
+def proposals(study: Study, round: int | None = None, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """The stored proposals of ``round`` (default: the latest round with proposals), in proposal order:
     round, case_id, position, prelabel, confidence, model_version, reads, labelled (at least one current label),
     decided (see :func:`case_status`)."""
@@ -247,31 +292,35 @@ def proposals(study: Study, round: int | None = None) -> pd.DataFrame:
         "EXISTS (SELECT 1 FROM labels l WHERE l.case_id = p.case_id AND l.superseded = 0) AS labelled "
         "FROM proposals p WHERE p.round = ? ORDER BY p.position", (number,))
     df["labelled"] = df["labelled"].astype(bool)
-    st = case_status(study, number).set_index("case_id")
+    st = case_status(study, number, min_dice=min_dice).set_index("case_id")
     df["decided"] = [bool(st.loc[c, "decided"]) for c in df["case_id"]]
     return df
 
 
-def disagreements(study: Study) -> pd.DataFrame:
-    """Cases whose current human labels differ between readers and that no one adjudicated yet: case_id,
-    readers, values (same order). This is the adjudication list of a senior reader."""
+def disagreements(study: Study, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
+    """Cases whose current human labels differ between readers (masks: Dice < ``min_dice``) and that no one
+    adjudicated yet: case_id, readers, values (their classes, same order; None for masks), masks (their mask
+    files; None for classes), dice (lowest between the masks). This is the adjudication list of a senior reader."""
     reads, adj = _reads_by_case(study)
-    rows = [(cid, list(got), list(got.values())) for cid, got in reads.items() if cid not in adj and _contested(got)]
-    return pd.DataFrame(rows, columns=["case_id", "readers", "values"])
+    same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
+    rows = [(cid, list(got), [None] * len(got) if seg else list(got.values()),
+             list(got.values()) if seg else [None] * len(got), lowest_dice(got) if seg else float("nan"))
+            for cid, got in reads.items() if cid not in adj and _contested(got, same)]
+    return pd.DataFrame(rows, columns=["case_id", "readers", "values", "masks", "dice"])
 
 
-def agreed_labels(study: Study) -> pd.DataFrame:
+def agreed_labels(study: Study, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """``Study.labels(latest=True)`` without the contested cases (readers disagree, not adjudicated): the labels
     a model may train on. An adjudicated case carries the adjudicator's label."""
     cur = study.labels(latest=True)
-    contested = set(disagreements(study)["case_id"])
+    contested = set(disagreements(study, min_dice=min_dice)["case_id"])
     return cur[~cur["case_id"].astype(str).isin(contested)].reset_index(drop=True)
 
 
-def check_round_decided(study: Study, round: int) -> None:
+def check_round_decided(study: Study, round: int, *, min_dice: float = MIN_DICE) -> None:
     """Refuse to close ``round`` while a double-read case misses a read or its readers disagree without an
     adjudication (single-read cases left unlabelled, e.g. rejected ones, do not block)."""
-    st = case_status(study, round)
+    st = case_status(study, round, min_dice=min_dice)
     waiting = st[(st["reads"] > 1) & ~st["decided"]]
     if len(waiting):
         raise StoreError(f"round {round}: {len(waiting)} double-read case(s) are not decided yet "

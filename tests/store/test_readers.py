@@ -106,3 +106,44 @@ def test_agreeing_double_read_is_decided_without_adjudication(study: Study) -> N
     assert study.disagreements().empty
     with pytest.raises(StoreError, match="not proposed"):
         study.set_reads(["zz"], 2)
+
+
+def test_double_read_masks_agree_by_their_dice(tmp_path: Path) -> None:
+    """Two readers' masks of a case agree when their Dice reaches min_dice (0.8 by default), not when they are
+    equal pixel for pixel; below it the case waits for adjudication and trains no model."""
+    import numpy as np
+
+    s = Study.create(tmp_path / "m", dataset_path="x", task="segmentation", classes={0: "background", 1: "head"})
+    ids = ["m0", "m1", "m2"]
+    s.add_cases(pd.DataFrame({"case_id": ids, "split": "train"}))
+    s.start_round(1, "hybrid", {}, ids, [])
+    s.save_proposals(1, ids)
+    s.set_reads(ids[:2], 2)
+
+    def square(r0: int, side: int = 10) -> np.ndarray:
+        m = np.zeros((32, 32), np.int64)
+        m[r0:r0 + side, 5:5 + side] = 1
+        return m
+
+    for cid, shift in (("m0", 1), ("m1", 4)):  # overlaps of 9 and 6 rows of 10: Dice 0.9 and 0.6
+        s.add_label(cid, mask=square(5), annotator="ana", round=1)
+        s.add_label(cid, mask=square(5 + shift), annotator="ben", round=1)
+    s.add_label("m2", mask=square(5), annotator="ana", round=1)
+    st = s.case_status(1).set_index("case_id")
+    assert st["dice"].round(3).tolist()[:2] == [0.9, 0.6] and np.isnan(st.loc["m2", "dice"])
+    assert st["agree"].tolist() == [True, False, True] and st["decided"].tolist() == [True, False, True]
+    assert st.loc["m1", "status"] == "readers disagree: adjudication needed"
+    d = s.disagreements()
+    assert d["case_id"].tolist() == ["m1"] and d.loc[0, "readers"] == ["ana", "ben"]
+    assert [Path(p).is_file() for p in d.loc[0, "masks"]] == [True, True] and round(d.loc[0, "dice"], 3) == 0.6
+    assert set(s.agreed_labels()["case_id"]) == {"m0", "m2"}  # the contested mask trains nothing
+    with pytest.raises(StoreError, match="not decided"):
+        s.check_round_decided(1)
+    assert s.case_status(1, min_dice=0.95)["agree"].tolist() == [False, False, True]  # the threshold is a parameter
+    assert s.disagreements(min_dice=0.5).empty and len(s.agreed_labels(min_dice=0.5)) == 3
+    with pytest.raises(StoreError, match="min_dice"):
+        s.case_status(1, min_dice=80)
+    s.adjudicate("m1", mask=square(5), by="dr_s")
+    assert s.case_status(1)["decided"].all() and s.disagreements().empty
+    s.check_round_decided(1)
+    s.close()

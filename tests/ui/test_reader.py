@@ -260,3 +260,116 @@ def test_a_structure_round_is_read_on_the_reader_pages_and_trains_the_loop(sampl
         assert (study.case_status(1)["reads"] == 2).sum() == 1 and study.case_status(1)["decided"].all()
     finally:
         study.close()
+
+
+def _segmentation_round(samples: Path, folder: Path, sub: str, n: int):
+    """A segmentation study on a bundled sample with round 1 proposed as loop.propose stores it before any model
+    (cases in order, no pre-label)."""
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    ds = open_dataset(samples / sub, progress=False)
+    study = Study.create(folder, dataset_path=str(ds.path), task=ds.task, classes=ds.classes)
+    study.add_cases(ds.cohort)
+    ids = [c for c in ds.case_ids() if ds.load_mask(c) is not None][:n]
+    study.start_round(1, "cold_start", {}, ids, [])
+    study.save_proposals(1, ids)
+    return study, ds, ids
+
+
+def test_segmentation_cases_are_read_by_region_clicks_and_double_reads_compared_by_dice(
+        samples: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from medwb.store import read_mask
+    from medwb.ui.widgets.adjudicate import AdjudicationPanel
+    from medwb.ui.widgets.reader import (ADJUDICATORS_ENV, READERS_ENV, STUDY_ENV, panel_html, reader_page,
+                                         reader_queue, readers_summary, token_digest)
+    from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
+
+    study, ds, ids = _segmentation_round(samples, tmp_path / "s", "segmentation_2d/hc18", 3)
+    study.set_reads(ids[:2], 2)
+    clock = Clock()
+    ana = reader_queue(study, "ana", min_view_seconds=0, clock=clock)
+    ben = reader_queue(study, "ben", min_view_seconds=0, clock=clock)
+    assert isinstance(ana, SegmentationReviewQueue) and ana.queue.annotator.disabled
+    assert ana.current == ben.current == ids[0]  # a double read: both, blind
+    assert not ana.editor.mask.any()  # no mask proposal is stored: the editor starts empty
+    assert ana.editor.canvas.src.startswith("data:image/png")
+
+    def head(q) -> np.ndarray:  # the reader clicks the coarse region in the middle of the image (the fetal head)
+        q.click(270, 400)
+        return q.editor.mask.copy()
+
+    ana_masks = {}
+    ana_masks[ids[0]] = head(ana)
+    ana.editor.b_save.click()
+    assert "saved case" in ana.queue.status.value and ana.current == ids[1]
+    same = head(ben)
+    ben.editor.b_save.click()
+    ana_masks[ids[1]] = head(ana)
+    ana.editor.b_save.click()
+    assert ana.current == ids[2] and ben.current == ids[1]
+    ben.click(20, 20)  # ben takes a corner region instead: his mask hardly overlaps ana's
+    ben.editor.b_save.click()
+    assert ben.done  # the single-read case is ana's
+    ana_masks[ids[2]] = head(ana)
+    ana.editor.b_save.click()
+    assert ana.done
+
+    lab = study.labels(per_annotator=True)
+    assert len(lab) == 5 and (lab["round"] == 1).all() and lab["note"].str.startswith("region-click, 1 click").all()
+    mine = lab[lab["annotator"] == "ana"].set_index("case_id")
+    for cid, m in ana_masks.items():
+        assert np.array_equal(read_mask(mine.loc[cid, "mask_path"]), m)
+    assert np.array_equal(read_mask(lab[lab["annotator"] == "ben"]["mask_path"].iloc[0]), same)
+    st = study.case_status(1).set_index("case_id")
+    assert st.loc[ids[0], "dice"] == 1.0 and st.loc[ids[1], "dice"] < 0.8
+    assert st["decided"].tolist() == [True, False, True] and study.disagreements()["case_id"].tolist() == [ids[1]]
+    assert readers_summary(study).set_index("reader").loc["ben", "disagreed"] == 1
+    assert "double reads: 2 masks, mean Dice" in panel_html(study)
+    assert ids[1] not in set(study.agreed_labels()["case_id"])
+
+    panel = AdjudicationPanel(study, "dr_s", ds.load_image, min_view_seconds=0)
+    assert panel.current == ids[1] and panel.show_of.options == ("ana", "ben") and "Dice 0." in panel.answers.value
+    png_ana = panel.image.value
+    panel.show_of.value = "ben"
+    assert panel.image.value != png_ana  # each reader's mask, in turn
+    panel.show_of.value = "ana"
+    panel.b_keep.click()
+    cur = study.labels().set_index("case_id")
+    assert cur.loc[ids[1], "annotator"] == "dr_s" and "ana's mask kept" in cur.loc[ids[1], "note"]
+    assert np.array_equal(read_mask(cur.loc[ids[1], "mask_path"]), ana_masks[ids[1]])
+    assert study.case_status(1)["decided"].all() and panel.current is None
+    study.check_round_decided(1)
+
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({token_digest("t"): "dr_s"}))
+    page = reader_page({STUDY_ENV: str(study.folder), READERS_ENV: str(f), "QUERY_STRING": "token=t",
+                        ADJUDICATORS_ENV: "dr_s"})
+    assert "shift-click" in page.children[0].value and page.children[2].get_title(1) == "adjudicate"
+    study.close()
+
+
+def test_a_3d_segmentation_case_is_read_slice_by_slice(samples: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from medwb.store import read_mask
+    from medwb.ui.widgets.reader import reader_queue
+
+    study, ds, ids = _segmentation_round(samples, tmp_path / "h", "segmentation_3d/hippocampus", 1)
+    study.set_reads(ids, 2)
+    ana = reader_queue(study, "ana", min_view_seconds=0)
+    ben = reader_queue(study, "ben", min_view_seconds=0)
+    assert ana.current == ben.current == ids[0] and ana.editor.slice.max == ds.load_image(ids[0]).shape[-1] - 1
+    shape = ds.load_image(ids[0]).shape[1:]
+    for q in (ana, ben):
+        q.editor.slice.value = shape[-1] // 2
+        q.click(shape[0] // 2, shape[1] // 2)
+        q.editor.b_save.click()
+    masks = [read_mask(p) for p in study.labels(per_annotator=True)["mask_path"]]
+    assert masks[0].shape == shape and masks[0].any() and np.array_equal(masks[0], masks[1])
+    assert (masks[0].reshape(-1, shape[-1]).any(0)).sum() > 1  # a supervoxel spans several slices
+    st = study.case_status(1)
+    assert st["dice"].tolist() == [1.0] and st["decided"].all() and ana.done and ben.done
+    study.close()

@@ -4,7 +4,11 @@ Why a page of its own: in the app a reader never sees code or chooses who they a
 from the token in their link; this page shows that name (not editable), the open round's progress, and a
 :class:`medwb.ui.widgets.review.ReviewQueue` whose cases come one at a time from the store's leases
 (:class:`LeasedCases`), so two readers never see the same case and a case left open by a reader who went away
-goes to the next one when its lease expires. A reader whose case was decided by someone else meanwhile is told
+goes to the next one when its lease expires. A segmentation study's cases are read in the region-click editor
+(:class:`medwb.ui.widgets.segmentation_review.SegmentationReviewQueue`, driving the same ReviewQueue): the mask
+starts from the stored proposal's (the proposals table holds classes only, so for now that is an empty mask) and
+is built by clicking the study's cached structure-model regions; two readers' masks agree at Dice >= 0.8
+(``medwb.store.readers.MIN_DICE``). A reader whose case was decided by someone else meanwhile is told
 so, and the next case is shown; nothing is overwritten. Errors are shown as one plain sentence, never a traceback.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ from medwb.errors import MedwbError
 from medwb.store import Study
 from medwb.store.readers import DEFAULT_TTL
 from medwb.ui.widgets.review import NextCase, ReviewQueue, earlier_notes
+from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
 
 #: environment of the app's kernels, set by medwb.pipelines.review_app
 STUDY_ENV, READERS_ENV = "MEDWB_REVIEW_STUDY", "MEDWB_REVIEW_READERS"
@@ -103,14 +108,21 @@ def round_progress(study: Study, status: pd.DataFrame | None = None) -> str:
 
 
 def reader_queue(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, min_view_seconds: float = 0.5,
-                 clock: Callable[[], float] = time.time) -> ReviewQueue:
-    """The review queue of ``reader`` on the study's open round: cases claimed one by one from the store."""
+                 clock: Callable[[], float] = time.time) -> ReviewQueue | SegmentationReviewQueue:
+    """The review queue of ``reader`` on the study's open round: cases claimed one by one from the store (a
+    segmentation study's in the region-click editor)."""
     from medwb.data import open_dataset
 
     ds = open_dataset(study.dataset_path)  # round and model version come with each case (NextCase)
+    source = LeasedCases(study, reader, ttl=ttl, clock=clock)
+    if study.task == "segmentation":
+        seg = SegmentationReviewQueue(study, ds, [], annotator=reader, min_view_seconds=min_view_seconds,
+                                      source=source)
+        seg.queue.annotator.disabled = True  # the link names the reader; nobody types another reader's name
+        return seg
     q = ReviewQueue(study, [], [], ds.load_image, confidence=[], annotator=reader, spatial_dims=ds.ndim,
-                    min_view_seconds=min_view_seconds, source=LeasedCases(study, reader, ttl=ttl, clock=clock))
-    q.annotator.disabled = True  # the link names the reader; nobody types another reader's name
+                    min_view_seconds=min_view_seconds, source=source)
+    q.annotator.disabled = True
     return q
 
 
@@ -129,16 +141,19 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
                             "?token=...), or ask the researcher for yours.", "#b00")
         study = Study.open(env[STUDY_ENV])
         q = reader_queue(study, reader, ttl=float(env.get(TTL_ENV, DEFAULT_TTL)))
+        rq = q.queue if isinstance(q, SegmentationReviewQueue) else q  # the decisions' queue
         progress = W.HTML(html.escape(round_progress(study)))
-        q.status.observe(lambda _: setattr(progress, "value", html.escape(round_progress(study))), names="value")
+        rq.status.observe(lambda _: setattr(progress, "value", html.escape(round_progress(study))), names="value")
+        how = ("click the image to add the region under the pointer (shift-click removes it), pick the level and "
+               "the class, then <b>save mask</b>" if rq.segmentation else "keys: a accept, r reject, f flag, u undo, "
+               "or the class number shown in the menu. Click the <b>keys</b> box first")
         head = W.HTML(f"<h3>medwb review: {html.escape(reader)}</h3>"
-                      f"<p>study <code>{html.escape(study.name)}</code>; keys: a accept, r reject, f flag, u undo, "
-                      "or the class number shown in the menu. Click the <b>keys</b> box first.</p>")
+                      f"<p>study <code>{html.escape(study.name)}</code>; {how}.</p>")
         if reader not in [a.strip() for a in env.get(ADJUDICATORS_ENV, "").split(",")]:
             return W.VBox([head, progress, q.widget])
         from medwb.ui.widgets.adjudicate import AdjudicationPanel
 
-        panel = AdjudicationPanel(study, reader, q.load_image, spatial_dims=q.spatial_dims)
+        panel = AdjudicationPanel(study, reader, rq.load_image, spatial_dims=rq.spatial_dims)
         tabs = W.Tab(children=[q.widget, panel.widget])
         tabs.set_title(0, "read")
         tabs.set_title(1, "adjudicate")
@@ -154,7 +169,8 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
 
 def readers_summary(study: Study, status: pd.DataFrame | None = None) -> pd.DataFrame:
     """The researcher's live view of the latest round, one row per reader: cases they answered in it, double
-    reads among them, and how many of those the other reader answered differently."""
+    reads among them, and how many of those the readers disagree on (different classes, masks under the Dice
+    threshold)."""
     st = study.case_status() if status is None else status  # Study.case_status(), when already read
     rows: dict[str, dict[str, int]] = {}
     for r in st.itertuples(index=False):
@@ -163,7 +179,7 @@ def readers_summary(study: Study, status: pd.DataFrame | None = None) -> pd.Data
             d["answered"] += 1
             if r.reads > 1:
                 d["double_reads"] += 1
-                d["disagreed"] += int(any(w != v for w in r.values))
+                d["disagreed"] += int(not r.agree)
     return pd.DataFrame([{"reader": k, **v} for k, v in sorted(rows.items())],
                         columns=["reader", "answered", "double_reads", "disagreed"])
 
@@ -179,11 +195,22 @@ def double_read_kappa(study: Study, status: pd.DataFrame | None = None) -> tuple
     return len(pairs), cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
 
 
+def double_read_dice(status: pd.DataFrame) -> tuple[int, float]:
+    """(cases, mean Dice) over the round's masks read by two or more readers (``dice``: their lowest pair)."""
+    d = status["dice"].dropna() if "dice" in status else pd.Series(dtype=float)
+    return len(d), float(d.mean()) if len(d) else float("nan")
+
+
 def panel_html(study: Study) -> str:
-    """The researcher's view as HTML: the round's progress, the kappa of double reads, each reader's counts."""
+    """The researcher's view as HTML: the round's progress, the agreement of double reads (Cohen's kappa of
+    classes, mean Dice of masks), each reader's counts."""
     st = study.case_status()  # read once for the three parts
-    n, kappa = double_read_kappa(study, st)
-    agree = "" if kappa != kappa else f"<p>double reads: {n} cases, Cohen's kappa {kappa:.2f}</p>"
+    if study.task == "segmentation":
+        n, d = double_read_dice(st)
+        agree = "" if d != d else f"<p>double reads: {n} masks, mean Dice {d:.2f}</p>"
+    else:
+        n, kappa = double_read_kappa(study, st)
+        agree = "" if kappa != kappa else f"<p>double reads: {n} cases, Cohen's kappa {kappa:.2f}</p>"
     return f"<p>{html.escape(round_progress(study, st))}</p>{agree}" + readers_summary(study, st).to_html(index=False)
 
 
@@ -226,4 +253,4 @@ class ReadersPanel:
             self._stop = None
 
 
-__all__ = ["LeasedCases", "ReadersPanel", "double_read_kappa", "panel_html", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]
+__all__ = ["LeasedCases", "ReadersPanel", "double_read_dice", "double_read_kappa", "panel_html", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]
