@@ -1,7 +1,7 @@
 """medwb: a Jupyter-first workbench for label-efficient, explainable medical-imaging AI.
 
 Data flows one way: ``medwb.data`` (files -> cohort table) -> ``medwb.store`` (study folder) ->
-``medwb.models`` / ``medwb.al.uncertainty`` -> ``medwb.al.acquire`` -> ``medwb.al.loop`` -> ``medwb.explain``
+``medwb.models`` (with ``medwb.models.uncertainty``) -> ``medwb.al.acquire`` -> ``medwb.al.loop`` -> ``medwb.explain``
 -> ``medwb.report``. See docs/ARCHITECTURE.md.
 """
 from __future__ import annotations

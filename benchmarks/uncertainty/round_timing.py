@@ -14,7 +14,7 @@ import torch
 from medwb.al.acquire import select
 from medwb.data import open_dataset
 from medwb.models import TrainConfig, build_classifier, embed, evaluate, train
-from medwb.al.uncertainty import mc_dropout_proba
+from medwb.models.uncertainty import mc_dropout_proba
 
 
 def clock() -> tuple[float, float]:

@@ -20,46 +20,13 @@ from typing import Any
 import numpy as np
 
 from medwb.errors import ConfigError, DataError
-from medwb.al.uncertainty import score_map
+from medwb.models.uncertainty import reduce_voxel_scores, score_map
 
 Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
 UNCERTAINTY_KINDS = ("least_confidence", "margin", "entropy", "bald", "variance", "mean_std")
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def reduce_voxel_scores(score_map: np.ndarray, *, how: str = "mean", k_percent: float = 5.0,
-                        foreground_mask: np.ndarray | None = None) -> np.ndarray:
-    """Reduce a per-voxel score map (N, H, W[, D]) to one score per image (N,).
-
-    ``mean``: average over the image (favours images with much uncertain area); ``topk``: mean of the top
-    ``k_percent`` % voxels (the most uncertain region, independent of organ size); ``foreground``: mean over
-    ``foreground_mask`` (e.g. the predicted foreground: boundary uncertainty of the structure itself; an
-    image with an empty mask falls back to its top-k score, so a missed structure still scores high).
-    """
-    s = np.asarray(score_map, dtype=np.float64)
-    if s.ndim < 2:
-        return s
-    flat = s.reshape(len(s), -1)
-    if how == "mean":
-        return flat.mean(1)
-    n_top = max(1, int(round(flat.shape[1] * k_percent / 100.0)))
-    topk = -np.sort(-flat, axis=1)[:, :n_top].mean(1)
-    if how == "topk":
-        return topk
-    if how == "foreground":
-        if foreground_mask is None:
-            raise DataError(None, "reduce 'foreground' needs a foreground mask",
-                            "pass foreground_mask= (e.g. probs.argmax(1) > 0) or use how='mean'/'topk'")
-        m = np.asarray(foreground_mask, dtype=bool).reshape(len(s), -1)
-        if m.shape != flat.shape:
-            raise DataError(None, f"foreground mask shape {np.shape(foreground_mask)} does not match scores "
-                            f"{s.shape}", "pass one mask voxel per score voxel")
-        cnt = m.sum(1)
-        fg = np.where(cnt > 0, (flat * m).sum(1) / np.maximum(cnt, 1), topk)
-        return fg
-    raise DataError(None, f"unknown voxel reduction {how!r}", "use 'mean', 'topk' or 'foreground'")
-
-
 def uncertainty_scores(kind: str, *, probs: np.ndarray | None = None, mc_probs: np.ndarray | None = None,
                        how: str = "mean", k_percent: float = 5.0,
                        foreground_mask: np.ndarray | None = None) -> np.ndarray:
@@ -160,7 +127,7 @@ def _uncertainty_strategy(kind: str) -> Strategy:
         return _top(_pool_uncertainty(kind, probs, mc_probs, opts), k)
 
     strategy.__name__ = kind
-    strategy.__doc__ = (f"Top-k by {kind.replace('_', ' ')} (see medwb.al.uncertainty.score_map); voxel maps are "
+    strategy.__doc__ = (f"Top-k by {kind.replace('_', ' ')} (see medwb.models.uncertainty.score_map); voxel maps are "
                         "reduced per image with reduce='mean'|'topk'|'foreground'.")
     return strategy
 

@@ -309,7 +309,7 @@ def batch_difficulty(model: nn.Module, X_val: np.ndarray, X_batch: np.ndarray, X
     to the nearest labelled case (None when nothing is labelled yet).
     """
     from medwb.al.acquire import min_sq_dist  # the core-set strategy's distance to the labelled set
-    from medwb.al.uncertainty import mc_dropout_proba
+    from medwb.models.uncertainty import mc_dropout_proba
     from medwb.models import embed
 
     def uncertainty(X: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ def predict_mask(model: nn.Module, x: np.ndarray, native: tuple[int, ...]) -> np
 def entropy_map(model: nn.Module, x: np.ndarray, native: tuple[int, ...], *, passes: int, seed: int) -> np.ndarray:
     """Voxel-wise predictive entropy of MC-dropout samples of one input ``x`` (1, C, *size), resized (linear)
     to ``native``: the uncertainty map beside a pre-label in the review widget."""
-    from medwb.al.uncertainty import mc_uncertainty_maps
+    from medwb.models.uncertainty import mc_uncertainty_maps
     from medwb.data.dataset import resize
 
     ent = mc_uncertainty_maps(model, x, passes=passes, seed=seed, kinds=("entropy",))["entropy"][0]

@@ -25,7 +25,7 @@ def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, s
     mean by default, so a small structure is not drowned by the background), ``chunk`` images at a time so
     T x N x K x voxels never sits in memory (chunk at i is seeded ``seed + i``). Returns ``score_<kind>``
     arrays for :func:`medwb.al.acquire.select`."""
-    from medwb.al.uncertainty import mc_dropout_proba
+    from medwb.models.uncertainty import mc_dropout_proba
 
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(X), chunk):
@@ -40,7 +40,7 @@ def pool_inputs(model: nn.Module, X_pool: np.ndarray, X_labeled: np.ndarray, *, 
     """Keyword inputs of :func:`medwb.al.acquire.select` for the unlabelled ``X_pool``: MC-dropout samples and
     mean probabilities (classification) or per-image ``score_<kind>`` (segmentation), plus pool and labelled
     embeddings when ``strategy`` uses them."""
-    from medwb.al.uncertainty import mc_dropout_proba
+    from medwb.models.uncertainty import mc_dropout_proba
     from medwb.models import embed
 
     out: dict[str, Any] = {}

@@ -397,9 +397,9 @@ def attribute(model: nn.Module, X: np.ndarray | torch.Tensor, target: int | Sequ
 def uncertainty_map(model: nn.Module, X: np.ndarray | torch.Tensor, *, passes: int = 10, seed: int = 0,
                     kind: str = "entropy") -> np.ndarray:
     """The model's own uncertainty as a second view next to the attribution: per-voxel entropy (or another
-    ``medwb.al.uncertainty`` kind, e.g. ``bald``) of MC-dropout softmax samples, shape (N, 1, H, W[, D]); for
+    ``medwb.models.uncertainty`` kind, e.g. ``bald``) of MC-dropout softmax samples, shape (N, 1, H, W[, D]); for
     classifiers the one value per image is broadcast over the image."""
-    from medwb.al.uncertainty import mc_uncertainty_maps
+    from medwb.models.uncertainty import mc_uncertainty_maps
 
     x = as_tensor(X)
     u = np.asarray(mc_uncertainty_maps(model, x.numpy(), passes=passes, seed=seed, kinds=(kind,))[kind], np.float32)

@@ -2,7 +2,7 @@
 
 Why this shape: active learning retrains every round on a few hundred labels, so the networks are small,
 use batch-independent normalisation where it matters (GroupNorm / InstanceNorm for segmenters) and split
-into a ``trunk`` and a ``head`` (dropout + linear / 1x1 conv). The split lets :mod:`medwb.al.uncertainty`
+into a ``trunk`` and a ``head`` (dropout + linear / 1x1 conv). The split lets :mod:`medwb.models.uncertainty`
 run the trunk once and sample only the head for MC dropout.
 """
 from __future__ import annotations

@@ -512,12 +512,21 @@ def _validate(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task
 
 
 # --------------------------------------------------------------------------------------------- inference
+def device_of(model: nn.Module) -> torch.device:
+    """The device the model's weights live on (CPU for a model without parameters): inference moves each batch
+    there and brings the results back, so a model moved to CUDA needs nothing else."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     """Softmax probabilities in eval mode: (N, K) or (N, K, H, W[, D])."""
     model.eval()
     Xt = _as_tensor_x(X, _spatial_dims(model))
-    out = [torch.softmax(model(Xt[i:i + batch_size]), 1).numpy() for i in range(0, len(Xt), batch_size)]
+    dev = device_of(model)
+    out = [torch.softmax(model(Xt[i:i + batch_size].to(dev)), 1).cpu().numpy()
+           for i in range(0, len(Xt), batch_size)]
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
@@ -527,11 +536,12 @@ def embed(model: nn.Module, X: np.ndarray, *, batch_size: int = 256) -> np.ndarr
     model.eval()
     Xt = _as_tensor_x(X, _spatial_dims(model))
     feats = []
+    dev = device_of(model)
     for i in range(0, len(Xt), batch_size):
-        f = model.trunk(Xt[i:i + batch_size])
+        f = model.trunk(Xt[i:i + batch_size].to(dev))
         if f.ndim > 2:
             f = f.flatten(2).mean(2)
-        feats.append(f.numpy())
+        feats.append(f.cpu().numpy())
     return np.concatenate(feats).astype(np.float32)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
+from medwb.models.train import device_of
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
@@ -90,12 +91,14 @@ def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, s
         warnings.warn("the model's trunk contains dropout; the fast MC path samples only the head's dropout "
                       "(last-layer approximation) -- use fast=False for full MC dropout", stacklevel=3)
     bs = batch_size or default_batch(passes, per_sample, fast)
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), mc_dropout_mode(model):
+    dev = device_of(model)  # batches go to the model's device, probabilities come back to the CPU
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.no_grad(), \
+            mc_dropout_mode(model):
         torch.manual_seed(seed)
         if fast:
             model.trunk.eval()  # the deterministic part runs once, dropout (if any) off
         for i in tqdm(range(0, len(Xt), bs), desc=f"MC dropout T={passes}", disable=not progress, leave=False):
-            xb = Xt[i:i + bs]
+            xb = Xt[i:i + bs].to(dev)
             b = len(xb)
             tc = _t_chunk(passes, b, per_sample)
             feats = model.trunk(xb) if fast else None
@@ -107,7 +110,7 @@ def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, s
                 else:
                     logits = model(xb.repeat(t, *([1] * (xb.ndim - 1))))
                 outs.append(torch.softmax(logits, 1).reshape(t, b, *logits.shape[1:]))
-            yield i, torch.cat(outs, 0)
+            yield i, torch.cat(outs, 0).cpu()
 
 
 def mc_dropout_proba(model: nn.Module, X: np.ndarray, *, passes: int = 20, fast: bool = True, seed: int = 0,
@@ -152,13 +155,46 @@ def score_map(kind: str, *, probs: np.ndarray | None = None, mc_probs: np.ndarra
         return 1.0 - (top2[:, 1] - top2[:, 0])
     if mc_probs is None:
         raise DataError(None, f"uncertainty '{kind}' needs MC-dropout samples",
-                        "pass mc_probs=medwb.al.uncertainty.mc_dropout_proba(model, X)")
+                        "pass mc_probs=medwb.models.uncertainty.mc_dropout_proba(model, X)")
     mc = np.asarray(mc_probs, dtype=np.float64)
     if kind == "bald":
         return np.maximum(entropy(probs, 1) - entropy(mc, 2).mean(0), 0.0)
     if kind == "variance":
         return mc.var(0).mean(1)
     return mc.std(0).mean(1)  # mean_std
+
+
+def reduce_voxel_scores(score_map: np.ndarray, *, how: str = "mean", k_percent: float = 5.0,
+                        foreground_mask: np.ndarray | None = None) -> np.ndarray:
+    """Reduce a per-voxel score map (N, H, W[, D]) to one score per image (N,).
+
+    ``mean``: average over the image (favours images with much uncertain area); ``topk``: mean of the top
+    ``k_percent`` % voxels (the most uncertain region, independent of organ size); ``foreground``: mean over
+    ``foreground_mask`` (e.g. the predicted foreground: boundary uncertainty of the structure itself; an
+    image with an empty mask falls back to its top-k score, so a missed structure still scores high).
+    """
+    s = np.asarray(score_map, dtype=np.float64)
+    if s.ndim < 2:
+        return s
+    flat = s.reshape(len(s), -1)
+    if how == "mean":
+        return flat.mean(1)
+    n_top = max(1, int(round(flat.shape[1] * k_percent / 100.0)))
+    topk = -np.sort(-flat, axis=1)[:, :n_top].mean(1)
+    if how == "topk":
+        return topk
+    if how == "foreground":
+        if foreground_mask is None:
+            raise DataError(None, "reduce 'foreground' needs a foreground mask",
+                            "pass foreground_mask= (e.g. probs.argmax(1) > 0) or use how='mean'/'topk'")
+        m = np.asarray(foreground_mask, dtype=bool).reshape(len(s), -1)
+        if m.shape != flat.shape:
+            raise DataError(None, f"foreground mask shape {np.shape(foreground_mask)} does not match scores "
+                            f"{s.shape}", "pass one mask voxel per score voxel")
+        cnt = m.sum(1)
+        fg = np.where(cnt > 0, (flat * m).sum(1) / np.maximum(cnt, 1), topk)
+        return fg
+    raise DataError(None, f"unknown voxel reduction {how!r}", "use 'mean', 'topk' or 'foreground'")
 
 
 MAP_KINDS = ("entropy", "bald", "variance", "mean_std")

@@ -55,7 +55,7 @@ def bench_uncertainty(data: str | Path, *, passes: int = 20, max_pool: int | Non
     table whose last two lines are ``medwb_over_plain=<ratio>`` and ``baal_over_plain=<ratio>``."""
     from medwb.data import open_dataset
     from medwb.models import build_classifier, build_segmenter, predict_proba
-    from medwb.al.uncertainty import default_batch, mc_dropout_proba
+    from medwb.models.uncertainty import default_batch, mc_dropout_proba
 
     if out is not None:  # the table is written at the end: find an unwritable folder before the timing runs
         ensure_output_dir(Path(out) if Path(out).suffix != ".csv" else Path(out).parent)

@@ -9,7 +9,7 @@ from medwb.al.acquire import (STRATEGIES, gradient_embeddings, image_scores_from
 from medwb.data import open_dataset
 from medwb.errors import ConfigError, DataError
 from medwb.models import TrainConfig, build_classifier, build_segmenter, embed, train
-from medwb.al.uncertainty import mc_dropout_proba
+from medwb.models.uncertainty import mc_dropout_proba
 
 K = 25
 UNCERTAINTY = ("least_confidence", "margin", "entropy", "bald", "mean_std", "variance", "hybrid")
@@ -151,7 +151,7 @@ def test_segmentation_voxel_reduction_on_hippocampus(samples):
     ent = uncertainty_scores("entropy", mc_probs=mc, how="mean")
     top = uncertainty_scores("entropy", mc_probs=mc, how="topk", k_percent=5)
     assert ent.shape == top.shape == (4,) and (top >= ent - 1e-12).all()
-    from medwb.al.uncertainty import score_map
+    from medwb.models.uncertainty import score_map
 
     vmap = score_map("entropy", mc_probs=mc)
     fg = y[:, 0] > 0  # the real hippocampus mask as foreground

@@ -45,7 +45,7 @@ def _zygote(data: str, study_root: str) -> None:
 
     import medwb.al.acquire  # noqa: F401 - imported once here, inherited by every fork
     import medwb.al.loop  # noqa: F401
-    import medwb.al.uncertainty  # noqa: F401
+    import medwb.models.uncertainty  # noqa: F401
     from medwb.data import open_dataset
     from medwb.store import Study
 

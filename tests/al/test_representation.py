@@ -69,7 +69,7 @@ def test_freeze_trunk_trains_the_head_only(samples: Path) -> None:
     assert res.model is model and _same(model.trunk.state_dict(), trunk0)  # weights and BatchNorm statistics
     assert not _same(model.head.state_dict(), head0) and len(res.history) == 3 and res.val_metric == res.val_metric
     assert all(p.requires_grad for p in model.parameters())  # gradients still flow for explanations
-    from medwb.al.uncertainty import mc_dropout_proba
+    from medwb.models.uncertainty import mc_dropout_proba
 
     mc = mc_dropout_proba(model, a["Xv"][:8], passes=4, seed=0)  # dropout sits in the head: MC dropout works
     assert mc.shape == (4, 8, 2) and not np.allclose(mc[0], mc[1])

@@ -10,7 +10,7 @@ from torch import nn
 from medwb.data import open_dataset
 from medwb.errors import DataError
 from medwb.models import TrainConfig, build_classifier, build_segmenter, predict_proba, train
-from medwb.al.uncertainty import (dropout_modules, has_fast_path, mc_dropout_mode, mc_dropout_proba,
+from medwb.models.uncertainty import (dropout_modules, has_fast_path, mc_dropout_mode, mc_dropout_proba,
                                mc_uncertainty_maps, score_map)
 
 
