@@ -373,3 +373,32 @@ def test_a_3d_segmentation_case_is_read_slice_by_slice(samples: Path, tmp_path: 
     st = study.case_status(1)
     assert st["dice"].tolist() == [1.0] and st["decided"].all() and ana.done and ben.done
     study.close()
+
+
+def test_review_next_round_shows_an_open_structure_round_with_its_pre_labels(samples: Path, tmp_path: Path) -> None:
+    """The notebook's review_next_round on a structure round: the namings' pre-labels (not the cold start's
+    blank chooser), each label noted 'structure model'."""
+    from _fixtures import tiny_pneumonia_loop
+
+    from medwb.al.oracle import ground_truth
+    from medwb.al.structure import cluster_pool, pixel_embeddings
+    from medwb.al.structure_round import name_cluster, open_structure_round
+    from medwb.ui.widgets.review import review_next_round
+
+    study, ds, loop = tiny_pneumonia_loop(samples, tmp_path, n_train=30, batch_size=4)
+    try:
+        X, _, ids = loop.arrays("train")
+        clusters = cluster_pool(pixel_embeddings(X), ids, n_clusters=2, random_state=0)
+        truth = ground_truth(ds)
+        for k in range(2):
+            name_cluster(study, clusters, k, truth(clusters.typical(k, 4)[0]), by="dr_a", shown=4)
+        open_structure_round(study)
+        named = dict(zip(study.structure_names()["case_id"], study.structure_names()["value"]))
+        q = review_next_round(loop, annotator="dr_a", simulate=True)
+        assert q.proposals == [named[c] for c in q.case_ids] and len(q.decisions) == 8
+        lab = study.labels().set_index("case_id")
+        assert lab["note"].str.startswith("structure model: ").all() and (lab["round"] == 1).all()
+        assert [lab.loc[c, "source"] for c in q.case_ids] == ["human" if named[c] == truth(c) else "corrected"
+                                                              for c in q.case_ids]
+    finally:
+        study.close()

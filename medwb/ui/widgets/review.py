@@ -457,12 +457,14 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
 
     Without a model yet (cold start) there is no pre-label: the reader picks each class. A segmentation round is
     shown in a :class:`~medwb.ui.widgets.segmentation_review.SegmentationReviewQueue`: each mask is built (or its
-    pre-label corrected) by clicking the structure model's regions. ``simulate``: the dataset's ground truth
-    answers through the widget's own accept / change methods (papermill, tests).
+    pre-label corrected) by clicking the structure model's regions. An open structure round shows the namings'
+    pre-labels, its labels noted "structure model". ``simulate``: the dataset's ground truth answers through the
+    widget's own accept / change methods (papermill, tests).
     """
     from IPython.display import display
 
     from medwb.al.prelabels import prelabel_mask, uncertainty_map
+    from medwb.al.structure_round import round_origin
 
     ds = loop.ds
     batch = loop.commit_auto(loop.propose())
@@ -471,7 +473,11 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
           + ("" if model is None else f" (pre-labels from model {version})"))
     if not len(batch):
         return None
-    if model is None:
+    rounds = loop.study.rounds()
+    origin = round_origin(rounds[rounds["number"] == loop.round]["strategy"].iloc[0])
+    if origin:  # a structure round: the named clusters' pre-labels, no model's
+        proposals = batch["prelabel"].astype(int).tolist()
+    elif model is None:
         proposals = None
         if ds.task == "segmentation" and not simulate:
             print("no model yet: build each mask by clicking its regions below (or draw them in 3D Slicer / "
@@ -489,8 +495,9 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
             annotator=annotator)
     else:
         q = ReviewQueue(loop.study, batch["case_id"], proposals, ds.load_image,
-                        confidence=None if model is None else batch["confidence"], uncertainty=umap,
-                        round=loop.round, model_version=version, annotator=annotator, spatial_dims=ds.ndim)
+                        confidence=None if model is None or origin else batch["confidence"], uncertainty=umap,
+                        round=loop.round, model_version=version, origin=origin, annotator=annotator,
+                        spatial_dims=ds.ndim)
     display(q)
     if simulate:
         q.run_oracle(ground_truth(ds))
