@@ -7,8 +7,8 @@ says how the person decided (``human`` accepted, ``corrected`` changed), its not
 the store (strategy ``structure``), so ``loop.complete()`` trains the first model on it.
 
 Every action is recorded in the store first (:meth:`Study.record_structure_action`); the round's pre-labels are
-rebuilt from those records (:func:`structure_batch`), so a restart loses nothing and a later ``loop.propose()``
-rewriting the round's stored proposals does not lose them either.
+rebuilt from those records (:func:`structure_batch`, :func:`structure_prelabels`), so a restart loses nothing and
+``loop.propose()`` on the open structure round proposes them too.
 
 - :func:`name_cluster`: one naming action: a class for a cluster's ``typical`` members (default: the gallery the
   person looked at) or ``all`` its members.
