@@ -304,33 +304,37 @@ class Dataset:
             raise KeyError(f"{self.name}: split {split!r} has no cases (splits: "
                            f"{sorted(self._records['split'].unique())})")
         ids = subsample(ids, max_cases, seed)
-        xs, ys = [], []
-        for cid in tqdm(ids, desc=f"{self.name}: loading {split}", disable=not self._progress or len(ids) < 200,
-                        leave=False):
-            x = self.scale(self.load_raw(cid))
-            if self.task == "segmentation":
-                m = self.load_mask(cid)
-                if m is None:
-                    m = np.full((1, *x.shape[1:]), -1, dtype=np.int64)
-                ys.append(m)
-            xs.append(x)
+        X = self.inputs(ids, size, what=f"split {split!r}")
         if self.task == "classification":
             lab = self._records.set_index("case_id").loc[ids, "label"]
-            y = lab.fillna(-1).to_numpy(dtype=np.int64)
+            return X, lab.fillna(-1).to_numpy(dtype=np.int64), ids
+        ys = []
+        for cid in ids:
+            m = self.load_mask(cid)
+            m = np.full((1, *self._spatial_shape(self._row(cid))), -1, dtype=np.int64) if m is None else m
+            ys.append(m if size is None else resize(m, size, "mask"))
+        return X, np.stack(ys).astype(np.int64, copy=False), ids
+
+    def inputs(self, case_ids: Sequence[str], size: Sequence[int] | None = None, *,
+               what: str = "the cases asked for") -> np.ndarray:
+        """Model inputs of ``case_ids`` (float32 (N,C,H,W[,D]) in [0,1], common channels, resized to ``size``):
+        the one way pixels become network input, for a whole split (:meth:`arrays`) or a shard of a pool scored
+        elsewhere (``medwb.compute``), so both see the same numbers."""
+        ids = [str(c) for c in case_ids]
+        xs = [self.scale(self.load_raw(cid))
+              for cid in tqdm(ids, desc=f"{self.name}: loading {what}", leave=False,
+                              disable=not self._progress or len(ids) < 200)]
         channels = self.common_channels({cid: x.shape[0] for cid, x in zip(ids, xs)})
         xs = [self.to_channels(x, channels) for x in xs]
         if size is not None:
             xs = [resize(x, size, "image") for x in xs]
-            if self.task == "segmentation":
-                ys = [resize(m, size, "mask") for m in ys]
         shapes = {x.shape for x in xs}
         if len(shapes) > 1:
-            raise DataError(self.path, f"cases in split {split!r} of {self.name} have different image sizes "
+            raise DataError(self.path, f"cases in {what} of {self.name} have different image sizes "
                             f"({sorted(shapes)[:3]}...)", "pass size=(H, W[, D]) to arrays() to resize them")
-        X = np.stack(xs).astype(np.float32, copy=False)
-        if self.task == "segmentation":
-            y = np.stack(ys).astype(np.int64, copy=False)
-        return X, y, ids
+        if not xs:
+            return np.zeros((0,), np.float32)
+        return np.stack(xs).astype(np.float32, copy=False)
 
     # ---- MONAI ----------------------------------------------------------------------------------------
     def items(self, split: str | None = None) -> list[dict[str, Any]]:
