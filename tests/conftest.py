@@ -1,7 +1,9 @@
 """Test-wide fixtures: the offline guard, and paths to the bundled real data."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,12 @@ import pytest
 os.environ["MEDWB_OFFLINE"] = "1"  # inherited by papermill kernels and CLI subprocesses
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # purge audit key and anchors (medwb.privacy.audit): a throw-away folder, never the user's real one
-os.environ.setdefault("MEDWB_AUDIT_HOME", tempfile.mkdtemp(prefix="medwb-audit-"))
+# and the statistics cache (medwb.data.cache): purge tests delete entries of the datasets they purge, which must
+# never be the user's own cache; both folders go when the session ends
+for _var, _prefix in (("MEDWB_AUDIT_HOME", "medwb-audit-"), ("MEDWB_CACHE", "medwb-cache-")):
+    if _var not in os.environ:
+        os.environ[_var] = tempfile.mkdtemp(prefix=_prefix)
+        atexit.register(shutil.rmtree, os.environ[_var], True)
 
 from medwb.offline import install_guard  # noqa: E402
 
