@@ -317,23 +317,16 @@ class Dataset:
 
     def inputs(self, case_ids: Sequence[str], size: Sequence[int] | None = None, *,
                what: str = "the cases asked for") -> np.ndarray:
-        """Model inputs of ``case_ids`` (float32 (N,C,H,W[,D]) in [0,1], common channels, resized to ``size``):
-        the one way pixels become network input, for a whole split (:meth:`arrays`) or a shard of a pool scored
-        elsewhere (``medwb.compute``), so both see the same numbers."""
+        """Model inputs (float32 (N,C,H,W[,D]) in [0,1], common channels, resized to ``size``) of ``case_ids``:
+        one way for a split (:meth:`arrays`) and a pool's shard (``medwb.compute``), so both see the same numbers."""
         ids = [str(c) for c in case_ids]
-        xs = [self.scale(self.load_raw(cid))
-              for cid in tqdm(ids, desc=f"{self.name}: loading {what}", leave=False,
-                              disable=not self._progress or len(ids) < 200)]
+        xs = [self.scale(self.load_raw(c)) for c in tqdm(ids, desc=f"{self.name}: loading {what}", leave=False,
+                                                          disable=not self._progress or len(ids) < 200)]
         channels = self.common_channels({cid: x.shape[0] for cid, x in zip(ids, xs)})
-        xs = [self.to_channels(x, channels) for x in xs]
-        if size is not None:
-            xs = [resize(x, size, "image") for x in xs]
-        shapes = {x.shape for x in xs}
-        if len(shapes) > 1:
-            raise DataError(self.path, f"cases in {what} of {self.name} have different image sizes "
-                            f"({sorted(shapes)[:3]}...)", "pass size=(H, W[, D]) to arrays() to resize them")
-        if not xs:
-            return np.zeros((0,), np.float32)
+        xs = [x if size is None else resize(x, size, "image") for x in (self.to_channels(x, channels) for x in xs)]
+        if len({x.shape for x in xs}) > 1:
+            raise DataError(self.path, f"cases in {what} of {self.name} have different image sizes ({sorted(
+                {x.shape for x in xs})[:3]}...)", "pass size=(H, W[, D]) to arrays() to resize them")
         return np.stack(xs).astype(np.float32, copy=False)
 
     # ---- MONAI ----------------------------------------------------------------------------------------
