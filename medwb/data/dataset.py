@@ -324,9 +324,9 @@ class Dataset:
                                                           disable=not self._progress or len(ids) < 200)]
         channels = self.common_channels({cid: x.shape[0] for cid, x in zip(ids, xs)})
         xs = [x if size is None else resize(x, size, "image") for x in (self.to_channels(x, channels) for x in xs)]
-        if len({x.shape for x in xs}) > 1:
-            raise DataError(self.path, f"cases in {what} of {self.name} have different image sizes ({sorted(
-                {x.shape for x in xs})[:3]}...)", "pass size=(H, W[, D]) to arrays() to resize them")
+        if len(shapes := sorted({x.shape for x in xs})) > 1:
+            raise DataError(self.path, f"cases in {what} of {self.name} have different image sizes ({shapes[:3]}"
+                            "...)", "pass size=(H, W[, D]) to arrays() to resize them")
         return np.stack(xs).astype(np.float32, copy=False)
 
     # ---- MONAI ----------------------------------------------------------------------------------------
