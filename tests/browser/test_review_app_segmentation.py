@@ -1,0 +1,68 @@
+"""The review app (``medwb review``) on a segmentation study, in headless Chromium: the reader's page is the
+region-click editor; a click on the picture adds the structure-model region under that image pixel and "save mask"
+stores it under the reader from the link, with the round and the click count. Non-loopback requests are aborted
+and recorded (the test fails on any)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser.jupyterlab_driver import NetworkLog, guard_context
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.skipif(not os.environ.get("CI") and not Path(CHROMIUM).is_file(),
+                                 reason="needs Debian's chromium")]
+
+
+def test_a_reader_builds_a_mask_by_region_clicks_in_the_app(samples: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from medwb.al.regions import study_regions
+    from medwb.data import open_dataset
+    from medwb.pipelines.review_app import ReviewServer
+    from medwb.store import Study, read_mask
+
+    ds = open_dataset(samples / "segmentation_2d" / "hc18", progress=False)
+    case = ds.case_ids()[0]
+    with Study.create(tmp_path / "study", dataset_path=str(ds.path), task=ds.task, classes=ds.classes) as s:
+        s.add_cases(ds.cohort)
+        s.start_round(1, "cold_start", {}, [case], [])
+        s.save_proposals(1, [case])  # as loop.propose stores a segmentation round before any model
+        regions = study_regions(s, ds, case)  # cached in the study: the app's kernel reads the same maps
+    rows, cols = regions.shape[1:]
+    r, c = next((r, c) for r in range(rows // 2, rows - 8, 4) for c in range(cols // 2, cols - 8, 4)
+                if len(np.unique(regions[0][r - 6:r + 7, c - 6:c + 7])) == 1)  # well inside one coarse region
+    want = (regions[0] == regions[0][r, c]).astype(np.int64)
+    net = NetworkLog()
+    with ReviewServer(tmp_path / "study", ["ana"]) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 1000})
+            guard_context(context, net)
+            page = context.new_page()
+            page.goto(srv.links["ana"], wait_until="domcontentloaded", timeout=180_000)
+            img = page.locator("img.medwb-click-image").first
+            img.wait_for(state="visible", timeout=180_000)
+            page.wait_for_function("document.querySelector('img.medwb-click-image').naturalWidth > 0",
+                                   timeout=60_000)
+            box = img.bounding_box()
+            assert box is not None
+            img.click(position={"x": (c + 0.5) * box["width"] / cols, "y": (r + 0.5) * box["height"] / rows})
+            page.wait_for_function("document.body.innerText.includes('1 click(s)')", timeout=30_000)
+            page.wait_for_timeout(600)  # the minimum viewing time
+            page.get_by_role("button", name="save mask").click()
+            page.wait_for_function("document.body.innerText.includes('Queue finished')", timeout=30_000)
+            assert "medwb review: ana" in page.inner_text("body")
+        finally:
+            browser.close()
+    assert net.non_loopback() == [] and net.blocked == [], f"the app tried to reach: {net.non_loopback()}"
+    with Study.open(tmp_path / "study") as s:
+        lab = s.labels().iloc[0]
+        assert (lab["case_id"], lab["annotator"], lab["source"], lab["round"]) == (case, "ana", "human", 1)
+        assert lab["note"].startswith("region-click, 1 click")
+        assert np.array_equal(read_mask(lab["mask_path"]), want)
+        assert s.case_status(1)["decided"].all()
