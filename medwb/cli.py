@@ -151,6 +151,18 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(a: argparse.Namespace) -> int:
+    import os
+
+    from medwb.compute import SCHEDULER_ENV, score_pool, write_scores
+
+    client = a.scheduler or ("local" if a.workers else os.environ.get(SCHEDULER_ENV) or None)
+    df = score_pool(a.model, a.data, shard_size=a.shard_size, mc_samples=a.mc, seed=a.seed, client=client,
+                    workers=a.workers, device=a.device, uncertainty=a.uncertainty)
+    print(f"{len(df)} cases scored -> {write_scores(df, a.out)}")
+    return 0
+
+
 def _cmd_explain(a: argparse.Namespace) -> int:
     from medwb.explain.run import run_explain
 
@@ -378,6 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pool", type=int, default=None)
     s.add_argument("--out", default=None, help="also write the table as CSV here")
     s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("score", help="score every case of a pool (prediction, MC uncertainty, embedding) -> Parquet, "
+                       "in this process or on Dask")
+    s.add_argument("model", help="study folder (its latest model) or model checkpoint")
+    s.add_argument("data", help="dataset (the Dask workers read it from this path)")
+    s.add_argument("--out", required=True, help="Parquet file to write (one row per case)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="start a local Dask cluster of N single-thread worker processes (stopped after)")
+    where.add_argument("--scheduler", default=None,
+                       help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786 (default: "
+                       "$MEDWB_DASK_SCHEDULER; neither: score in this process)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--mc", type=int, default=20, help="MC-dropout passes (default 20)")
+    s.add_argument("--shard-size", type=int, default=512, help="cases per task (default 512)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--uncertainty", default="entropy", help="entropy (default), bald, variance, mean_std, ...")
+    s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser("explain", help="attribution maps, overlays and sanity checks")
     s.add_argument("model", help="study folder or model checkpoint")

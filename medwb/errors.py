@@ -39,6 +39,14 @@ class NetworkBlockedError(MedwbError, ConnectionError):
     """medwb never calls out to the network; raised by the offline guard."""
 
 
+class ClusterError(MedwbError, ConnectionError):
+    """A Dask scheduler that cannot be reached or has no workers: names the address, the problem and the fix."""
+
+    def __init__(self, address: str, problem: str, fix: str) -> None:
+        self.address, self.problem, self.fix = str(address), problem, fix
+        super().__init__(f"Dask scheduler {address}: {problem}. Fix: {fix}")
+
+
 class ConfigError(MedwbError, ValueError):
     """A setting medwb does not know (an unknown strategy, method or training field): the same error from every
     module that takes the setting, naming the accepted values."""

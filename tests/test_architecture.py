@@ -15,7 +15,9 @@ SOURCES = sorted(p for p in PKG.rglob("*.py"))
 
 #: the flow of data, lowest first; a module may import its own room and the rooms before it.
 #: ``errors``, ``atomic``, ``offline``, ``resources`` and ``metrics`` sit beside the flow and import no room.
-ROOMS = ["data", "store", "models", "al", "explain", "report", "ui", "pipelines", "cli"]
+#: ``compute`` (where pool-wide work runs: in process or on Dask) runs models on data, so it sits above them and
+#: below everything that scores a pool.
+ROOMS = ["data", "store", "models", "compute", "al", "explain", "report", "ui", "pipelines", "cli"]
 BESIDE = {"errors", "atomic", "offline", "resources", "metrics", "notebook_runner", "__init__", "privacy"}
 #: the few downward-looking exceptions, each with its reason.
 ALLOWED_UP = {

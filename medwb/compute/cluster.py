@@ -1,0 +1,69 @@
+"""Where Dask work runs: an existing client, an embedded LocalCluster, or a scheduler address.
+
+Why a context manager: a LocalCluster medwb starts is medwb's to stop (its worker processes must not outlive the
+call, even when scoring fails); a cluster someone else started is only disconnected from.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from medwb.errors import ClusterError
+
+#: environment variable naming a running scheduler (``tcp://HOST:PORT``), read by ``medwb score``
+SCHEDULER_ENV = "MEDWB_DASK_SCHEDULER"
+FIX = ("check the address (tcp://HOST:PORT, as `dask scheduler` prints it) and that the scheduler is running: "
+       "start one with `dask scheduler --host 127.0.0.1` and workers with `dask worker tcp://127.0.0.1:8786`, "
+       "or use a local cluster instead (--workers N, client='local')")
+
+
+def local_cluster_workers(workers: int | None) -> int:
+    """Worker processes of an embedded LocalCluster: ``workers`` or one per core."""
+    return max(1, int(workers) if workers else (os.cpu_count() or 1))
+
+
+def reachable(address: str, timeout: float) -> None:
+    """Raise at once (ValueError, OSError) when a tcp/tls address is malformed or nothing listens there, before
+    a Client retries for ``timeout`` seconds and leaves a half-built client behind."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        socket.create_connection(parse_host_port(location), timeout=timeout).close()
+
+
+@contextmanager
+def dask_client(client: Any, *, workers: int | None = None, timeout: float = 10.0) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``client``: a Client (used as is), ``'local'`` (a LocalCluster of
+    ``workers`` single-thread processes on loopback, closed on exit) or a scheduler address (connected within
+    ``timeout`` seconds and waited on until it has a worker; ClusterError otherwise)."""
+    from distributed import Client, LocalCluster
+
+    if isinstance(client, Client):
+        yield client
+        return
+    if client == "local":
+        with LocalCluster(n_workers=local_cluster_workers(workers), threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as c:
+            yield c
+        return
+    address = str(client)
+    try:
+        reachable(address, timeout)
+        c = Client(address, timeout=f"{timeout}s")
+    except (OSError, ValueError, TypeError) as e:
+        raise ClusterError(address, f"cannot connect ({type(e).__name__}: {e})", FIX) from None
+    try:
+        try:
+            c.wait_for_workers(1, timeout=timeout)
+        except (OSError, TimeoutError) as e:
+            raise ClusterError(address, f"has no worker after {timeout:g} s ({type(e).__name__})",
+                               "start workers with `dask worker " + address + "` (they must see the dataset's "
+                               "path), or use a local cluster (--workers N)") from None
+        yield c
+    finally:
+        c.close()
