@@ -299,14 +299,14 @@ def proposals(study: Study, round: int | None = None, *, min_dice: float = MIN_D
 
 def disagreements(study: Study, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """Cases whose current human labels differ between readers (masks: Dice < ``min_dice``) and that no one
-    adjudicated yet: case_id, readers, values (their classes, same order; None for masks), masks (their mask
+    adjudicated yet: case_id, readers, values (their classes, same order; None for masks), mask_files (their mask
     files; None for classes), dice (lowest between the masks). This is the adjudication list of a senior reader."""
     reads, adj = _reads_by_case(study)
     same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
     rows = [(cid, list(got), [None] * len(got) if seg else list(got.values()),
              list(got.values()) if seg else [None] * len(got), lowest_dice(got) if seg else float("nan"))
             for cid, got in reads.items() if cid not in adj and _contested(got, same)]
-    return pd.DataFrame(rows, columns=["case_id", "readers", "values", "masks", "dice"])
+    return pd.DataFrame(rows, columns=["case_id", "readers", "values", "mask_files", "dice"])
 
 
 def agreed_labels(study: Study, *, min_dice: float = MIN_DICE) -> pd.DataFrame:

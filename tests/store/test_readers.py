@@ -135,7 +135,7 @@ def test_double_read_masks_agree_by_their_dice(tmp_path: Path) -> None:
     assert st.loc["m1", "status"] == "readers disagree: adjudication needed"
     d = s.disagreements()
     assert d["case_id"].tolist() == ["m1"] and d.loc[0, "readers"] == ["ana", "ben"]
-    assert [Path(p).is_file() for p in d.loc[0, "masks"]] == [True, True] and round(d.loc[0, "dice"], 3) == 0.6
+    assert [Path(p).is_file() for p in d.loc[0, "mask_files"]] == [True, True] and round(d.loc[0, "dice"], 3) == 0.6
     assert set(s.agreed_labels()["case_id"]) == {"m0", "m2"}  # the contested mask trains nothing
     with pytest.raises(StoreError, match="not decided"):
         s.check_round_decided(1)

@@ -97,7 +97,7 @@ class AdjudicationPanel:
         if cid is None or who is None:
             return
         row = self.cases.iloc[0]
-        path = dict(zip(row["readers"], row["masks"]))[who]
+        path = dict(zip(row["readers"], row["mask_files"]))[who]
         self.view.show(cid, np.asarray(self.load_image(cid)), read_mask(path))
 
     def _check(self) -> tuple[str, float]:
@@ -118,7 +118,7 @@ class AdjudicationPanel:
         """Store ``reader``'s mask as the adjudicated label of the case on screen; returns the label id."""
         cid, seen = self._check()
         row = self.cases.iloc[0]
-        masks = dict(zip(row["readers"], row["masks"]))
+        masks = dict(zip(row["readers"], row["mask_files"]))
         if reader not in masks:
             raise StoreError(f"{reader!r} did not read case {cid}. Fix: keep the mask of one of {list(masks)}")
         lid = self.study.adjudicate(cid, mask=read_mask(masks[reader]), by=self.adjudicator, seconds=seen,
