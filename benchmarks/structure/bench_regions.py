@@ -73,6 +73,17 @@ def summarise(name: str, table: pd.DataFrame) -> dict[str, object]:
     return row
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """The summary as a markdown table (blank where a column does not apply)."""
+    def cell(v: object) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    cols = list(df.columns)
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data_root")
@@ -105,11 +116,7 @@ def main() -> None:
         table.to_csv(results / "totalsegmentator_eval.csv", index=False)
         summary.append(summarise("TotalSegmentator CT sample (per organ)", table))
     df = pd.DataFrame(summary)
-    cols = list(df.columns)
-    fmt = [[f"{v:.3f}" if isinstance(v, float) else ("" if v is None or v != v else str(v)) for v in r]
-           for r in df.itertuples(index=False)]
-    text = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                     + ["| " + " | ".join(r) + " |" for r in fmt])
+    text = markdown_table(df)
     print(text)
     (results / "summary.md").write_text(text + "\n")
     (results / "summary.json").write_text(json.dumps(summary, indent=2))
