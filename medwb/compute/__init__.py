@@ -5,15 +5,11 @@ existing cluster — and on which device.
 case ids (``medwb score`` on the command line). The same code runs on a laptop and on a cluster; the same seed
 gives the same numbers on both.
 
-Why Dask, not Ray: medwb's pool work is a bag of independent numpy/torch tasks over shards of files on a shared
-filesystem, exactly Dask's ``submit``/``gather``. ``distributed`` is pure Python on pip with wheels for every
-platform medwb supports, runs as an in-process LocalCluster with no daemon, and the clusters hospitals and
-universities already run (SLURM/PBS through dask-jobqueue, Kubernetes) start Dask workers with one command.
-Ray would add a ~100 MB binary runtime with its own object store and dashboard services, an actor model medwb
-does not need, and a second scheduler beside the one SLURM sites already use. Dask's notebook progress bar and
-the pandas/Parquet ecosystem come with it.
+Why Dask, not Ray: pool work is independent numpy/torch tasks over shards of files, Dask's submit/gather; Dask
+is pure Python from pip, embeds as a LocalCluster with no daemon, and SLURM/PBS/Kubernetes sites already start Dask
+workers (dask-jobqueue). The longer answer is in docs/ARCHITECTURE.md.
 
-Sits beside the flow, below ``medwb.al``: it may import data, store and models; al, pipelines and cli import it.
+Sits between ``medwb.models`` and ``medwb.al``: it may import data, store and models; al, pipelines and cli import it.
 """
 from __future__ import annotations
 
