@@ -57,3 +57,19 @@ def tiny_pneumonia_model(_tiny_pneumonia_trained):
     import copy
 
     return copy.deepcopy(_tiny_pneumonia_trained)
+
+
+@pytest.fixture(params=["plain", "encrypted"])
+def study_encryption(request, tmp_path_factory, monkeypatch) -> str:
+    """Runs a test on a plain study and on an encrypted one: "encrypted" configures a site key
+    (``$MEDWB_KEY_FILE``, inherited by child processes, outside every study), so every study the test creates is
+    encrypted (SQLCipher database, AES-GCM files, pseudonymous file names)."""
+    monkeypatch.delenv("MEDWB_KEY", raising=False)
+    monkeypatch.delenv("MEDWB_KEY_FILE", raising=False)
+    if request.param == "encrypted":
+        from medwb.privacy.crypto import generate_key
+
+        key_file = tmp_path_factory.mktemp("site-key") / "site.key"
+        generate_key(key_file)
+        monkeypatch.setenv("MEDWB_KEY_FILE", str(key_file))
+    return request.param

@@ -32,6 +32,8 @@ from medwb.errors import CryptoError
 from medwb.store import layout
 
 ENV_VAR = "MEDWB_KEY"
+#: a key file's path, for programs (CLI sub-commands, kernels) that take no --key-file
+ENV_FILE_VAR = "MEDWB_KEY_FILE"
 MAGIC = b"MEDWBENC1\n"  # format tag + version; anything else is not a medwb-encrypted file
 CHUNK = 1 << 20  # plaintext bytes per authenticated chunk
 ENC_SUFFIX = ".enc"
@@ -88,8 +90,16 @@ def _parse_key(text: bytes | str, source: str) -> Key:
     return Key(raw=raw, source=source)
 
 
+def key_configured() -> bool:
+    """Whether the environment names a key (``$MEDWB_KEY_FILE`` or ``$MEDWB_KEY``): new studies are then encrypted."""
+    return bool(os.environ.get(ENV_FILE_VAR) or os.environ.get(ENV_VAR))
+
+
 def load_key(key_file: str | Path | None = None) -> Key:
-    """Key from ``key_file`` if given, else from ``$MEDWB_KEY``; a missing or malformed key is a :class:`CryptoError`."""
+    """Key from ``key_file`` if given, else from the file ``$MEDWB_KEY_FILE``, else from ``$MEDWB_KEY``; a missing
+    or malformed key is a :class:`CryptoError`."""
+    if key_file is None and os.environ.get(ENV_FILE_VAR):
+        key_file = os.environ[ENV_FILE_VAR]
     if key_file is not None:
         p = Path(key_file)
         if not p.is_file():
@@ -99,8 +109,9 @@ def load_key(key_file: str | Path | None = None) -> Key:
     if env:
         return _parse_key(env, f"${ENV_VAR}")
     raise CryptoError(
-        f"no encryption key: neither a key file was given nor ${ENV_VAR} is set. "
-        "Fix: pass --key-file PATH (a missing file is created by `medwb deid`) or export MEDWB_KEY=<key>"
+        f"no encryption key: neither a key file was given nor ${ENV_FILE_VAR} / ${ENV_VAR} is set. "
+        "Fix: pass --key-file PATH (a missing file is created by `medwb deid`), export MEDWB_KEY_FILE=PATH "
+        "or export MEDWB_KEY=<key>"
     )
 
 
@@ -269,11 +280,18 @@ def _study_files(study_dir: Path, dirs: tuple[str, ...]) -> list[Path]:
     return out
 
 
+def _is_encrypted_file(p: Path) -> bool:
+    with open(p, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
 def encrypt_study(study_dir: str | Path, key: Key, *, dirs: tuple[str, ...] = STUDY_DATA_DIRS) -> StudyCryptoResult:
     """Encrypt every plaintext file under the study's data folders in place (``f`` -> ``f.enc``, plaintext shredded).
 
-    The study database is left alone: the store engineer's label database stays usable by :class:`medwb.store.Study`;
-    its exports (``exports/``) are what leaves the workstation, and those are encrypted here.
+    For a study made before it was encrypted. A study created with a key (``Study.create(key=...)`` or a
+    configured ``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY``) is encrypted from the start, database included
+    (:mod:`medwb.store.cipher`); files it wrote encrypted are recognised by their header and skipped here. The
+    database of a plain study is left alone (SQLCipher cannot convert it in place).
     """
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
@@ -281,7 +299,7 @@ def encrypt_study(study_dir: str | Path, key: Key, *, dirs: tuple[str, ...] = ST
     refuse_key_inside(key, study_dir, "study folder")
     res = StudyCryptoResult()
     for p in _study_files(study_dir, dirs):
-        if p.name.endswith(ENC_SUFFIX):
+        if p.name.endswith(ENC_SUFFIX) or _is_encrypted_file(p):
             res.skipped.append((p, "already encrypted"))
             continue
         res.done.append(encrypt_file(p, key=key, remove_source=True))

@@ -6,6 +6,8 @@ miss a folder the store writes to. ``tests/store/test_layout.py`` checks that no
 database name.
 
     study.sqlite        the database (+ -wal / -shm / -journal sidecars); only medwb.store writes it
+    encryption.json     present only in an encrypted study: names the ciphers and holds a key check (never the
+                        key); its presence is how every reader knows the study is encrypted (medwb.store.cipher)
     .study.sqlite.creating-<pid>-<hex>   a database being built by Study.create (renamed into place when whole)
     models/             checkpoints (round_NNN.pt from the loop) registered with add_model
     cache/              re-computable data (image caches), safe to purge
@@ -19,8 +21,9 @@ database name.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DB_NAME = "study.sqlite"
@@ -32,6 +35,8 @@ MODELS, CACHE, EXPORTS, MAPS, MASKS = "models", "cache", "exports", "maps", "mas
 #: every sub-folder a study has (created by Study.create / Study.open), in creation order
 SUBFOLDERS = (MODELS, CACHE, EXPORTS, MAPS, MASKS)
 PURGE_AUDIT = "purge_audit.jsonl"
+#: the plaintext marker of an encrypted study (cipher names and a key check, never the key)
+ENCRYPTION_MARKER = "encryption.json"
 #: the file beside exported NIfTI masks that maps file names back to case ids (read by import_masks)
 NIFTI_MANIFEST = "manifest.csv"
 MASK_SUFFIX = ".npy"
@@ -50,14 +55,39 @@ def nifti_mask_name(case_id: str) -> str:
     return f"{safe_name(case_id)}.nii.gz"
 
 
+def keyed_name(name_key: bytes, text: str, prefix: str) -> str:
+    """A pseudonym for ``text`` in a file name: ``<prefix>-`` + 24 hex of HMAC-SHA256 under the study's name key,
+    so an encrypted study's file names carry no case id (PatientID, dates) and cannot be recomputed without the key."""
+    return f"{prefix}-" + hmac.new(name_key, str(text).encode(), hashlib.sha256).hexdigest()[:24]
+
+
 @dataclass(frozen=True)
 class StudyLayout:
-    """The paths of one study folder. Cheap to build: ``StudyLayout(folder).db``."""
+    """The paths of one study folder. Cheap to build: ``StudyLayout(folder).db``. ``name_key`` (an encrypted
+    study's, from :mod:`medwb.store.cipher`) turns case ids and annotators in file names into keyed pseudonyms."""
 
     folder: Path
+    name_key: bytes | None = field(default=None, repr=False, compare=False)
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, name_key: bytes | None = None) -> None:
         object.__setattr__(self, "folder", Path(folder))
+        object.__setattr__(self, "name_key", name_key)
+
+    def case_name(self, case_id: str) -> str:
+        """How a case id appears in a file name: its safe form, or a keyed pseudonym in an encrypted study."""
+        return safe_name(case_id) if self.name_key is None else keyed_name(self.name_key, case_id, "c")
+
+    def person_name(self, who: str) -> str:
+        """How an annotator appears in a file name: its safe form, or a keyed pseudonym in an encrypted study."""
+        return safe_name(who) if self.name_key is None else keyed_name(self.name_key, who, "p")
+
+    def export_mask_name(self, case_id: str) -> str:
+        """File name of a case's mask in a NIfTI export folder: ``<case name>.nii.gz``."""
+        return f"{self.case_name(case_id)}.nii.gz"
+
+    @property
+    def encryption_marker(self) -> Path:
+        return self.folder / ENCRYPTION_MARKER
 
     @property
     def db(self) -> Path:
@@ -130,21 +160,25 @@ class StudyLayout:
         """Where the region maps of a case under region configuration ``key`` are cached:
         ``cache/regions/<key>/<sha256 of the case id, 20 hex>.npy`` (a hash: unique where safe names collide, and
         no case id, which may carry a patient id, in a file name)."""
-        digest = hashlib.sha256(str(case_id).encode()).hexdigest()[:20]
+        if self.name_key is None:
+            digest = hashlib.sha256(str(case_id).encode()).hexdigest()[:20]
+        else:  # keyed: an unkeyed hash of PatientID + date could be recomputed by anyone who guesses them
+            digest = keyed_name(self.name_key, case_id, "r")[2:22]
         return self.cache / REGIONS / safe_name(key) / f"{digest}.npy"
 
     def label_mask(self, case_id: str, annotator: str, source: str, round: int | None, label_id: int) -> Path:
         """THE naming rule for a mask the store saves with a label (``add_label(mask=...)``, ``import_masks``):
         ``masks/<case>__<annotator>__<source>__r<round>__L<label id>.npy``. The label id makes it unique (the same
         annotator labelling a case twice gets two files) and ties the file to its row; case, annotator, source and
-        round (0 = before any round) make it readable in a file browser."""
+        round (0 = before any round) make it readable in a file browser; an encrypted study names case and annotator
+        by keyed pseudonyms (:meth:`case_name`, :meth:`person_name`)."""
         r = 0 if round is None else int(round)
-        return self.masks / (f"{safe_name(case_id)}__{safe_name(annotator)}__{safe_name(source)}__r{r}"
+        return self.masks / (f"{self.case_name(case_id)}__{self.person_name(annotator)}__{safe_name(source)}__r{r}"
                              f"__L{int(label_id):06d}{MASK_SUFFIX}")
 
     def tagged_mask(self, case_id: str, tag: str) -> Path:
         """The older, caller-tagged mask name of :meth:`medwb.store.Study.save_mask`: ``masks/<case>__<tag>.npy``."""
-        return self.masks / f"{safe_name(case_id)}__{safe_name(tag)}{MASK_SUFFIX}"
+        return self.masks / f"{self.case_name(case_id)}__{safe_name(tag)}{MASK_SUFFIX}"
 
 
 def db_path(folder: str | Path) -> Path:

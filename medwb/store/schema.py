@@ -6,6 +6,9 @@ the whole write or none of it (tests/store/test_store_crash.py kills a writer 24
 ``BEGIN IMMEDIATE ... COMMIT`` (:func:`transaction`). A new database is built completely in a temporary file and
 linked into place (:func:`create_database`), so a killed create never leaves half a study.
 
+An encrypted study's database is a SQLCipher file opened through the same code: every connection comes from
+:func:`medwb.store.cipher.connect`, which applies the key (docs/store.md, "Encryption").
+
 Schema versions live in ``PRAGMA user_version`` (and ``study.schema_version``); :data:`MIGRATIONS` upgrades an
 older database on open. A new study is built as v1 and migrated up, so every migration runs on every new study.
 """
@@ -16,13 +19,18 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from medwb.atomic import fsync_dir
-from medwb.errors import StoreError
+from medwb.errors import MedwbError, StoreError
+from medwb.store import cipher
+from medwb.store.cipher import DB_ERRORS
 from medwb.store.layout import StudyLayout
+
+if TYPE_CHECKING:
+    from medwb.privacy.crypto import Key
 
 SCHEMA_VERSION = 6
 
@@ -179,10 +187,11 @@ def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:
         conn.execute(f"PRAGMA user_version={version}")
 
 
-def connect(db: Path) -> sqlite3.Connection:
+def connect(db: Path, key: Key | None = None) -> sqlite3.Connection:
     """The store's connection: WAL, synchronous=FULL, foreign keys, 30 s busy timeout; autocommit off
-    (``isolation_level=None``: we issue BEGIN IMMEDIATE / COMMIT ourselves, one transaction per write)."""
-    conn = sqlite3.connect(str(db), timeout=30.0, isolation_level=None, check_same_thread=False)
+    (``isolation_level=None``: we issue BEGIN IMMEDIATE / COMMIT ourselves, one transaction per write).
+    ``key``: an encrypted study's key (SQLCipher)."""
+    conn = cipher.connect(db, key, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -210,27 +219,27 @@ def query_df(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> 
     return pd.DataFrame(cur.fetchall(), columns=cols)
 
 
-def half_created(db: Path) -> bool:
+def half_created(db: Path, key: Key | None = None) -> bool:
     """True only for a database that provably holds nothing: a 0-byte file, or a readable SQLite file with no
     table at all (what a create killed inside its transaction leaves). Anything else, including an unreadable
     file, is treated as a study and never discarded."""
     try:
         if db.stat().st_size == 0:
             wal = db.with_name(db.name + "-wal")
-            return not wal.exists() or wal.stat().st_size == 0 or _no_tables(db)
+            return not wal.exists() or wal.stat().st_size == 0 or _no_tables(db, key)
     except OSError:
         return False
-    return _no_tables(db)
+    return _no_tables(db, key)
 
 
-def _no_tables(db: Path) -> bool:
+def _no_tables(db: Path, key: Key | None) -> bool:
     try:
-        conn = sqlite3.connect(str(db), timeout=30.0, isolation_level=None)
+        conn = cipher.connect(db, key)
         try:
             return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (*DB_ERRORS, MedwbError):
         return False
 
 
@@ -249,13 +258,14 @@ def remove_stale_creations(layout: StudyLayout) -> None:
                 q.unlink(missing_ok=True)
 
 
-def create_database(layout: StudyLayout, study_row: Sequence[Any]) -> sqlite3.Connection:
+def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | None = None) -> sqlite3.Connection:
     """Build a new database atomically and return the store's connection to it.
 
     ``study_row``: (name, dataset_path, task, classes JSON, created_at, medwb_version) of the one ``study`` row.
     The database is built completely in a temporary file beside it (rollback journal, no WAL sidecars), fsynced,
     and only then linked into place. A kill at any point leaves no database or a complete one; os.link refuses to
-    overwrite a study that another process created meanwhile. The caller checked that no study is there."""
+    overwrite a study that another process created meanwhile. The caller checked that no study is there.
+    ``key``: the study is encrypted (SQLCipher) from its first byte; the caller wrote its marker."""
     folder, db = layout.folder, layout.db
     remove_stale_creations(layout)
     if db.exists():  # a half-created database from a killed create of an older medwb: it holds no data
@@ -263,7 +273,7 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any]) -> sqlite3.Co
             p.unlink(missing_ok=True)
     tmp = layout.creating_db(os.getpid(), os.urandom(4).hex())
     try:
-        conn = sqlite3.connect(str(tmp), timeout=30.0, isolation_level=None)
+        conn = cipher.connect(tmp, key)
         try:
             conn.execute("PRAGMA journal_mode=DELETE")
             conn.execute("PRAGMA synchronous=FULL")
@@ -298,27 +308,32 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any]) -> sqlite3.Co
         fsync_dir(folder)
     finally:
         tmp.unlink(missing_ok=True)
-    return connect(db)
+    return connect(db, key)
 
 
-def open_database(layout: StudyLayout) -> sqlite3.Connection:
-    """Connect to an existing study database, upgrading its schema through MIGRATIONS if it is older."""
+def open_database(layout: StudyLayout, key: Key | None = None) -> sqlite3.Connection:
+    """Connect to an existing study database, upgrading its schema through MIGRATIONS if it is older.
+    ``key``: the encrypted study's key, already checked against its marker (:func:`medwb.store.cipher.study_key`)."""
     db = layout.db
     if not db.is_file():
         raise StoreError(f"{db}: no study here. Fix: check the folder, or make one with Study.create(...)")
     conn = None
     try:
-        conn = connect(db)
+        conn = connect(db, key)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'study'").fetchone() is None:
             raise sqlite3.DatabaseError("no 'study' table")
-    except sqlite3.DatabaseError as e:
+    except DB_ERRORS as e:
         if conn is not None:
             conn.close()
-        if half_created(db):
+        if half_created(db, key):
             raise StoreError(f"{db}: an empty, half-created study database (a Study.create was interrupted); it "
                              "holds no data. Fix: run Study.create(...) on this folder again (it replaces the "
                              "empty file)") from e
+        if key is None and not _sqlite_header(db):
+            raise StoreError(f"{db}: not a medwb study database ({e}); an encrypted study whose marker "
+                             f"{layout.encryption_marker.name} was removed looks like this. Fix: restore the marker "
+                             "(or the study folder) from a backup") from e
         raise StoreError(f"{db}: not a medwb study database ({e}). Fix: restore the study folder from a backup") from e
     if version > SCHEMA_VERSION:
         conn.close()
@@ -337,24 +352,34 @@ def open_database(layout: StudyLayout) -> sqlite3.Connection:
     return conn
 
 
+def _sqlite_header(db: Path) -> bool:
+    """Whether ``db`` starts like a plain SQLite file (an encrypted one is random bytes from the first byte)."""
+    try:
+        with open(db, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def peek_rows(layout: StudyLayout, sql: str, *, may_write: bool) -> list[tuple[Any, ...]]:
     """The rows of a read query on a study database, read without opening the study (purge uses it).
     ``immutable=1`` reads without creating -wal/-shm files; when a non-empty WAL holds writes not yet folded into
-    the file, a caller that may write (``may_write``) reads with ``mode=ro``, which sees them. Empty when
-    unreadable."""
+    the file, a caller that may write (``may_write``) reads with ``mode=ro``, which sees them. An encrypted study
+    is read with its key when one is at hand. Empty when unreadable (or encrypted and no key)."""
     db = layout.db
     if not db.is_file():
         return []
+    key = cipher.key_or_none(layout)
     wal = db.with_name(db.name + "-wal")
     pending = may_write and wal.is_file() and wal.stat().st_size > 0
     for mode in ((["mode=ro"] if pending else []) + ["immutable=1"] + (["mode=ro"] if may_write else [])):
         try:
-            con = sqlite3.connect(f"file:{db}?{mode}", uri=True)
+            con = cipher.connect(db, key, uri=mode)
             try:
                 return con.execute(sql).fetchall()
             finally:
                 con.close()
-        except sqlite3.Error:
+        except (*DB_ERRORS, MedwbError):
             continue
     return []
 

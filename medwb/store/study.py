@@ -17,6 +17,10 @@ chose the label, including accepting a pre-label; ``auto`` = the model's pre-lab
 model. Labels are never updated in place: a new label *supersedes* the same annotator's earlier label on the
 case (and any ``auto`` label), and every change is written to ``label_history`` (from -> to) in the same
 transaction. Two human annotators on one case are both kept.
+
+Encryption (docs/store.md): with a key (``key=...``, ``$MEDWB_KEY_FILE`` or ``$MEDWB_KEY``) a new study is
+encrypted: its database is SQLCipher, the files it writes are AES-GCM (:mod:`medwb.store.files`), and file names
+carry keyed pseudonyms instead of case ids (:mod:`medwb.store.cipher`).
 """
 from __future__ import annotations
 
@@ -26,12 +30,14 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from medwb.errors import StoreError
 from medwb.store import artifacts as artifact_store
 from medwb.store import cases as case_store
+from medwb.store import cipher
 from medwb.store import labels as label_store
 from medwb.store import readers as reader_store
 from medwb.store import masks as mask_store
@@ -43,15 +49,20 @@ from medwb.store import structure as structure_store
 from medwb.store.layout import StudyLayout, is_study
 from medwb.store.values import now
 
+if TYPE_CHECKING:
+    from medwb.privacy.crypto import Key
+
 TASKS = ("classification", "segmentation")
 
 
 class Study:
     """A study folder and its provenance database. Create with :meth:`create`, reopen with :meth:`open`."""
 
-    def __init__(self, folder: str | Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, folder: str | Path, conn: sqlite3.Connection, key: Key | None = None) -> None:
         self.folder = Path(folder)
-        self.layout = StudyLayout(self.folder)
+        #: the study's key when it is encrypted (None: a plain study); never printed
+        self.key = key
+        self.layout = cipher.keyed_layout(self.folder, key)
         #: the store's connection; the store's modules use it, everything else calls the methods below
         self.conn = conn
         row = conn.execute(
@@ -70,13 +81,17 @@ class Study:
         task: str,
         classes: Mapping[int, str] | Sequence[str],
         name: str | None = None,
+        key: Key | str | Path | bool | None = None,
     ) -> Study:
-        """Make a new study folder. Refuses a folder that already holds a study (open it instead)."""
+        """Make a new study folder. Refuses a folder that already holds a study (open it instead).
+        ``key``: a ``medwb.privacy.crypto.Key`` or a key file's path encrypts the study; None encrypts it when a
+        key is configured (``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY``); False makes a plain study regardless."""
         import medwb
+        from medwb.privacy.crypto import refuse_key_inside
 
         layout = StudyLayout(folder)
         folder, db = layout.folder, layout.db
-        if db.exists() and not schema.half_created(db):
+        if db.exists() and not schema.half_created(db, cipher.key_or_none(layout)):
             raise StoreError(f"{db}: a study already exists here. Fix: use Study.open({str(folder)!r}) or pick a new folder")
         if task not in TASKS:
             raise StoreError(f"task {task!r} is not one of {TASKS}. Fix: pass task='classification' or 'segmentation'")
@@ -88,32 +103,47 @@ class Study:
             raise StoreError(f"classes {classes!r} must map integer label values to names. Fix: e.g. {{0: 'normal', 1: 'pneumonia'}}") from e
         if not cls_map:
             raise StoreError("classes is empty. Fix: pass the dataset's classes, e.g. ds.classes")
+        k = cipher.key_for_new_study(key)
+        if k is not None:
+            refuse_key_inside(k, folder, "study folder")
         layout.make_folders()
+        if k is not None:  # the marker first: a database without it would be unreadable to every reader
+            cipher.write_marker(layout, k)
+        else:  # a marker left by a create killed before its database existed must not claim this study
+            layout.encryption_marker.unlink(missing_ok=True)
         conn = schema.create_database(layout, (name or folder.name, str(dataset_path), task,
-                                               json.dumps({str(k): v for k, v in cls_map.items()}), now(),
-                                               medwb.__version__))
-        return cls(folder, conn)
+                                               json.dumps({str(c): v for c, v in cls_map.items()}), now(),
+                                               medwb.__version__), k)
+        cipher.remember(layout, k)
+        return cls(folder, conn, k)
 
     @classmethod
-    def open(cls, folder: str | Path) -> Study:
-        """Open an existing study, upgrading its schema through MIGRATIONS if it is older."""
+    def open(cls, folder: str | Path, *, key: Key | None = None) -> Study:
+        """Open an existing study, upgrading its schema through MIGRATIONS if it is older. An encrypted study
+        needs its key: ``key``, or the configured one (``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY``); a missing or wrong
+        key is a CryptoError naming the study and the fix."""
         layout = StudyLayout(folder)
-        conn = schema.open_database(layout)
+        k = cipher.study_key(layout, key)
+        conn = schema.open_database(layout, k)
         layout.make_folders()
-        return cls(layout.folder, conn)
+        cipher.remember(layout, k)
+        return cls(layout.folder, conn, k)
 
     @classmethod
     def open_or_create(cls, folder: str | Path, *, dataset_path: str | Path, task: str,
-                       classes: Mapping[int, str] | Sequence[str], name: str | None = None) -> Study:
+                       classes: Mapping[int, str] | Sequence[str], name: str | None = None,
+                       key: Key | str | Path | bool | None = None) -> Study:
         """Reopen the study in ``folder`` (a resumed session), or create it for this dataset (when another process
-        creates it at the same moment, open theirs)."""
+        creates it at the same moment, open theirs). ``key``: as in :meth:`create` (a Key also opens)."""
+        opening_key = key if not isinstance(key, (str, Path, bool)) else None
         if is_study(folder):
-            return cls.open(folder)
+            return cls.open(folder, key=opening_key)
         try:
-            return cls.create(folder, dataset_path=dataset_path, task=task, classes=classes, name=name)
+            return cls.create(folder, dataset_path=dataset_path, task=task, classes=classes, name=name, key=key)
         except StoreError:
-            if is_study(folder) and not schema.half_created(StudyLayout(folder).db):
-                return cls.open(folder)
+            lay = StudyLayout(folder)
+            if is_study(folder) and not schema.half_created(lay.db, cipher.key_or_none(lay)):
+                return cls.open(folder, key=opening_key)
             raise
 
     @staticmethod
@@ -125,7 +155,7 @@ class Study:
         """Close the database connection (a checkpoint folds the WAL into the main file)."""
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
+        except cipher.DB_ERRORS:
             pass
         self.conn.close()
 
@@ -136,7 +166,13 @@ class Study:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Study({str(self.folder)!r}, task={self.task!r}, classes={self.classes})"
+        enc = ", encrypted" if self.encrypted else ""
+        return f"Study({str(self.folder)!r}, task={self.task!r}, classes={self.classes}{enc})"
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the study is encrypted (SQLCipher database, AES-GCM files, pseudonymous file names)."""
+        return self.key is not None
 
     # ------------------------------------------------------------------ paths and transactions
     @property

@@ -1,5 +1,6 @@
 """Two processes registering cases in one study at once (issue 16: ``IntegrityError`` in 5 of 5 trials): both
-succeed, every case is stored once. Real processes (spawn), started together on a barrier."""
+succeed, every case is stored once. Real processes (spawn), started together on a barrier; on a plain and on an
+encrypted (SQLCipher) study."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -28,7 +29,7 @@ def add_in_child(folder: str, start: int, barrier: mp.synchronize.Barrier, resul
         study.close()
 
 
-def test_two_processes_add_the_same_cases_at_once(tmp_path: Path) -> None:
+def test_two_processes_add_the_same_cases_at_once(tmp_path: Path, study_encryption: str) -> None:
     ctx = mp.get_context("spawn")
     for trial in range(5):
         folder = tmp_path / f"s{trial}"
@@ -44,6 +45,7 @@ def test_two_processes_add_the_same_cases_at_once(tmp_path: Path) -> None:
         assert all(kind == "ok" for kind, _ in outcome), outcome
         assert sum(n for _, n in outcome) == 4500  # each case inserted by exactly one of them
         with Study.open(folder) as s:
+            assert s.encrypted == (study_encryption == "encrypted")
             got = s.cases()
             assert len(got) == 4500 and got["case_id"].is_unique
             assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

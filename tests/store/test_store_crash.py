@@ -3,14 +3,14 @@
 After every kill: ``PRAGMA integrity_check`` is ok, every label whose id the worker printed (printed only after
 ``Study.add_label`` returned, i.e. after COMMIT) is in the database with the value it wrote, and no write is half
 there (every label has its label_history row, each (case, annotator) has exactly one current label, and every
-``add_labels`` batch of 10 is in the database whole or not at all).
+``add_labels`` batch of 10 is in the database whole or not at all). On a plain and on an encrypted (SQLCipher)
+study: the worker inherits the configured key.
 """
 from __future__ import annotations
 
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medwb.store import Study
+from medwb.store import Study, StudyLayout, cipher
 
 TRIALS = 24
 BATCH = 10
 
 WORKER = f"BATCH = {BATCH}\n" + r"""
 import random, sys
-from medwb.store import Study
+from medwb.store import Study, StudyLayout, cipher
 folder, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
 study = Study.open(folder)
@@ -53,7 +53,7 @@ while True:
 
 
 @pytest.mark.slow
-def test_sigkill_loses_no_committed_label(tmp_path: Path, samples: Path) -> None:
+def test_sigkill_loses_no_committed_label(tmp_path: Path, samples: Path, study_encryption: str) -> None:
     with np.load(samples / "classification_2d" / "pneumoniamnist.npz") as z:
         labels = z["train_labels"][:50, 0]
     study = Study.create(tmp_path / "study", dataset_path="pneumoniamnist.npz", task="classification",
@@ -79,7 +79,8 @@ def test_sigkill_loses_no_committed_label(tmp_path: Path, samples: Path) -> None
             if len(parts) == 4:  # a line cut by the kill is not a report of a commit
                 committed[int(parts[0])] = (parts[1], int(parts[2]), parts[3])
 
-        con = sqlite3.connect(tmp_path / "study" / "study.sqlite")
+        lay = StudyLayout(tmp_path / "study")
+        con = cipher.connect(lay.db, cipher.study_key(lay))  # the store's one way in (a key when encrypted)
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = {r[0]: (r[1], r[2], r[3]) for r in con.execute("SELECT id, case_id, value, annotator FROM labels")}
         missing = [i for i in committed if i not in rows]
@@ -103,6 +104,7 @@ def test_sigkill_loses_no_committed_label(tmp_path: Path, samples: Path) -> None
     assert len(committed) > TRIALS  # the worker really was killed mid-stream, many times over
     assert n_batches > TRIALS  # and batches were among the writes
     study = Study.open(tmp_path / "study")  # and the study still opens and takes writes
+    assert study.encrypted == (study_encryption == "encrypted")
     lid = study.add_label("train_00000", value=int(labels[0]), annotator="after-crash")
     assert study.labels().set_index("case_id").at["train_00000", "label_id"] == lid
     study.close()
