@@ -227,7 +227,18 @@ def _cmd_review(a: argparse.Namespace) -> int:
         print(f"medwb review: serving {a.study} on {srv.url} (Ctrl-C stops it). One link per reader; a link is "
               "that reader's key, give each to its reader only:")
         for reader, link in srv.links.items():
-            print(f"  {reader}: {link}")
+            print(f"  {reader}: {link}", flush=True)
+        if a.rounds is not None:
+            from medwb.pipelines.review_study import loop_for_study, run_rounds
+            from medwb.store import Study
+
+            with Study.open(a.study) as study:
+                loop = loop_for_study(study, arm=a.strategy, batch_size=a.batch_size, data=a.data,
+                                      progress=not a.quiet)
+                run_rounds(loop, rounds=a.rounds, double_reads=a.double_reads, poll_seconds=a.poll_seconds,
+                           say=lambda m: print(f"medwb review: {m}", flush=True))
+            print(f"medwb review: all {a.rounds} rounds done; the app keeps serving (adjudication, flagged "
+                  "cases); Ctrl-C stops it", flush=True)
         while srv.proc is not None and srv.proc.poll() is None:
             time.sleep(1.0)
         print("medwb review: the app stopped", file=sys.stderr)
@@ -452,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     s.add_argument("--lease-seconds", type=float, default=600.0,
                    help="how long a case stays with a reader who does not decide it (default 600)")
+    s.add_argument("--rounds", type=int, default=None,
+                   help="also run the rounds: propose, wait for the readers, retrain, next round, until the study has "
+                        "this many finished rounds (no notebook needed)")
+    s.add_argument("--strategy", default="hybrid", help="with --rounds: STRATEGY[:PIPELINE] as in simulate "
+                                                        "(default hybrid = medwb's default pipeline)")
+    s.add_argument("--batch-size", type=int, default=32, help="with --rounds: cases per round (default 32)")
+    s.add_argument("--double-reads", type=int, default=0,
+                   help="with --rounds: cases per round read blind by two readers (agreement, adjudication)")
+    s.add_argument("--data", default=None, help="with --rounds: the dataset, if it moved since the study was made")
+    s.add_argument("--poll-seconds", type=float, default=5.0, help="with --rounds: how often the store is read")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_review)
 
     s = sub.add_parser("notebooks", help="copy the bundled notebooks into a folder, to open them in JupyterLab")

@@ -36,14 +36,16 @@ def round_done(study: Study, round: int) -> bool:
 
 def run_review_rounds(loop: ActiveLearningLoop, *, rounds: int, double_reads: int = 0, poll_seconds: float = 5.0,
                       timeout_seconds: float | None = None, random_state: int = 0,
-                      on_wait: Callable[[Study], None] | None = None) -> pd.DataFrame:
+                      on_wait: Callable[[Study], None] | None = None,
+                      on_round: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Run the loop until the study holds ``rounds`` finished rounds, the labels coming from the readers.
 
     Each round: propose (or reopen the open round), ask for two blind reads of ``double_reads`` of its cases
     (drawn with ``random_state``), wait (polling the store every ``poll_seconds``; ``on_wait(study)`` is called
     each time, e.g. to refresh a :class:`medwb.ui.widgets.reader.ReadersPanel`) until :func:`round_done`, then
     retrain and close it. ``timeout_seconds`` bounds each wait (StoreError when it runs out: nothing is lost, call
-    again to continue). Returns one row per round closed here: round, n_labeled, val_* metrics, model_version.
+    again to continue). ``on_round(row)`` is called as each round closes. Returns one row per round closed here:
+    round, n_labeled, val_* metrics, model_version.
     """
     study = loop.study
     rows = []
@@ -67,6 +69,8 @@ def run_review_rounds(loop: ActiveLearningLoop, *, rounds: int, double_reads: in
         r = loop.complete()
         rows.append({"round": r.round, "n_labeled": r.n_labeled, "model_version": r.model_version,
                      **{k: v for k, v in r.metrics.items() if k.startswith("val_")}})
+        if on_round is not None:
+            on_round(rows[-1])
     return pd.DataFrame(rows)
 
 
