@@ -93,3 +93,14 @@ def test_report_and_explain_never_import_the_loop() -> None:
     bad = [f"{p.relative_to(PKG.parent)}:{line}" for p in SOURCES if _room(_module(p)) in ("report", "explain")
            for mod, _, line in _imports(p) if mod == "medwb.al.loop"]
     assert not bad, "\n".join(bad)
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest's default ("prepend") import mode imports test files by basename: two ``test_x.py`` in different
+    folders stop the whole suite at collection ("import file mismatch")."""
+    from collections import defaultdict
+
+    seen: dict[str, list[str]] = defaultdict(list)
+    for p in Path(__file__).parent.rglob("test_*.py"):
+        seen[p.name].append(str(p.relative_to(Path(__file__).parent)))
+    assert not {k: v for k, v in seen.items() if len(v) > 1}
