@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medwb.atomic import atomic_write_bytes
 from medwb.errors import DataError
+from medwb.store import files
 
 if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
@@ -147,11 +147,11 @@ def study_regions(study: Study, dataset: Dataset, case_id: str, *, config: Regio
     """The region maps of ``case_id``: read from the study's cache, or computed and cached (atomic write)."""
     cfg = (config or RegionConfig()).resolved(dataset.ndim)
     path = study.layout.regions(cfg.key(), case_id)
-    if path.is_file():
-        return np.load(path, allow_pickle=False)
+    if path.is_file():  # through the store's file pair: encrypted in an encrypted study
+        return np.load(io.BytesIO(files.read_bytes(path)), allow_pickle=False)
     regions = over_segment(dataset.load_image(case_id), spacing_of(dataset, case_id), config=cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.save(buf, regions, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
     return regions

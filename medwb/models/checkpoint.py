@@ -1,14 +1,20 @@
-"""Checkpoints: weights plus the meta needed to use them again (builder args, input size, rounds, metrics)."""
+"""Checkpoints: weights plus the meta needed to use them again (builder args, input size, rounds, metrics).
+
+Written and read through :mod:`medwb.store.files`, so a checkpoint inside an encrypted study (``models/``) is
+AES-GCM encrypted when it is written and decrypted in memory when it is loaded.
+"""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medwb.atomic import atomic_write
-from medwb.errors import DataError
+from medwb.errors import DataError, MedwbError
 from medwb.models.networks import TrunkHeadNet, build_from_args
+from medwb.store import files
+
 
 def save_checkpoint(model: TrunkHeadNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write weights + ``meta`` (with the builder args under ``meta['build_args']`` and the model's decision rule,
@@ -20,7 +26,9 @@ def save_checkpoint(model: TrunkHeadNet, path: str | Path, meta: dict[str, Any] 
     for k, v in (getattr(model, "decision", None) or {}).items():  # the validation-chosen decision rule (train)
         meta.setdefault(k, v)
     payload = {"state_dict": model.state_dict(), "meta": meta, "format": "medwb-checkpoint-1"}
-    return atomic_write(path, lambda f: torch.save(payload, f))  # a crash never leaves a half-written checkpoint
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return files.write_bytes(path, buf.getvalue())  # atomic: a crash never leaves a half-written checkpoint
 
 
 def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:
@@ -30,7 +38,9 @@ def load_checkpoint(path: str | Path) -> tuple[TrunkHeadNet, dict[str, Any]]:
     if not path.is_file():
         raise DataError(path, "checkpoint file not found", "pass the path written by save_checkpoint / train")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(files.read_bytes(path)), map_location="cpu", weights_only=True)
+    except MedwbError:  # encrypted with a key that is not at hand
+        raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
         raise DataError(path, f"not a readable medwb checkpoint ({e.__class__.__name__})",
                         "re-save it with medwb.models.save_checkpoint") from e

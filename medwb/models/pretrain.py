@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import time
@@ -52,10 +53,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from medwb.atomic import atomic_write
-from medwb.errors import ConfigError, DataError
+from medwb.errors import ConfigError, DataError, MedwbError
 from medwb.models.networks import TrunkHeadNet, build_from_args
 from medwb.models.train import recalibrate_batchnorm
+from medwb.store import files
 
 FORMAT = "medwb-pretrain-1"          # the file format of save_pretrained
 # bump when the algorithm changes results: part of every cache key (2: batched intensity augmentation)
@@ -564,13 +565,18 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
 
 
 def _write_ckpt(path: Path, payload: dict[str, Any]) -> Path:
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    """Atomic; encrypted inside an encrypted study (``cache/pretrain/``), see :mod:`medwb.store.files`."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return files.write_bytes(path, buf.getvalue())
 
 
 def _torch_load(path: Path, what: str, fix: str) -> Any:
     """``torch.load`` of weights only; any unpickling failure is a DataError naming the file, ``what`` and ``fix``."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(files.read_bytes(path)), map_location="cpu", weights_only=True)
+    except MedwbError:  # encrypted with a key that is not at hand
+        raise
     except Exception as e:  # any unpickling failure means a bad file
         raise DataError(path, f"not a readable {what} ({e.__class__.__name__})", fix) from e
 

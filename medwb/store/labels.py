@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from medwb.atomic import atomic_write_bytes
 from medwb.errors import DataError, MedwbError, StoreError
+from medwb.store import files
 from medwb.store.artifacts import register_artifact
 from medwb.store.masks import check_mask_array, save_npy
 from medwb.store.values import now
@@ -277,19 +277,16 @@ def label_history(study: Study) -> pd.DataFrame:
     return df
 
 
-def export_labels_csv(study: Study, path: str | Path, latest: bool = True, *, encrypt_with: Key | None = None) -> Path:
+def export_labels_csv(study: Study, path: str | Path, latest: bool = True, *, encrypt_with: Key | None = None,
+                      plaintext: bool = False) -> Path:
     """Write the labels (current ones by default) with their provenance to CSV (atomically). With
     ``encrypt_with`` (a ``medwb.privacy.crypto.Key``) the file is AES-GCM encrypted; the plaintext never
-    touches the disk."""
+    touches the disk. An encrypted study encrypts it with its own key unless ``plaintext=True`` (the user's
+    choice to let the labels leave the protected zone; inside the study folder it is encrypted regardless)."""
     data = labels(study, latest=latest).to_csv(index=False).encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if encrypt_with is not None:
-        from medwb.privacy.crypto import write_encrypted
-
-        write_encrypted(path, data, encrypt_with)
-    else:
-        atomic_write_bytes(path, data)
+    files.write_bytes(path, data, key=encrypt_with or (None if plaintext else study.key))
     register_artifact(study, path, "export")  # outside the study: purge must find it
     return path
 
@@ -309,8 +306,8 @@ def import_labels_csv(study: Study, path: str | Path, annotator: str, source: st
             from medwb.privacy.crypto import read_encrypted
 
             df = pd.read_csv(io.BytesIO(read_encrypted(path, decrypt_with)), dtype=str, keep_default_na=False)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        else:  # an encrypted study's own export reads back with the study's key
+            df = pd.read_csv(io.BytesIO(files.read_bytes(path, key=study.key)), dtype=str, keep_default_na=False)
     except MedwbError:
         raise
     except Exception as e:

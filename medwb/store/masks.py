@@ -3,13 +3,15 @@ the current masks for editing in 3D Slicer / ITK-SNAP.
 
 Masks are stored as int64 ``.npy`` under the study's ``masks/`` (names from :mod:`medwb.store.layout`). New code
 passes the array to ``Study.add_label(mask=...)``; :func:`save_mask` remains for callers that still save first.
+In an encrypted study masks are written and read through :mod:`medwb.store.files` (AES-GCM), and the NIfTI
+export's file names are pseudonyms whose manifest is encrypted.
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -18,42 +20,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from medwb.atomic import atomic_write_bytes
-from medwb.data.npyheader import check_npy_file, check_npz_member
-from medwb.errors import DataError, StoreError
+from medwb.data.npyheader import check_array_size, check_npy_file, check_npz_member, read_npy_header
+from medwb.errors import DataError, MedwbError, StoreError
+from medwb.store import files
 from medwb.store.artifacts import register_artifact
-from medwb.store.layout import NIFTI_MANIFEST, nifti_mask_name, safe_name
+from medwb.store.layout import NIFTI_MANIFEST, safe_name
 
 if TYPE_CHECKING:
     from medwb.store.study import Study
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file (.npy, .npz first array, .nii/.nii.gz, .png/.jpg) as an int64 array, as stored."""
+    """Read a mask file (.npy, .npz first array, .nii/.nii.gz, .png/.jpg) as an int64 array, as stored; an
+    encrypted one (an encrypted study's) is decrypted in memory with its study's key."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "mask file not found", "check the path, or re-export the masks from the study")
     name = p.name.lower()
     try:
-        if name.endswith(".npy"):
-            check_npy_file(p)  # a forged header would make np.load allocate its claimed size first
-            arr = np.load(p, allow_pickle=False)
-        elif name.endswith(".npz"):
-            with np.load(p, allow_pickle=False) as z:
-                check_npz_member(p, z.files[0])
-                arr = z[z.files[0]]
-        elif name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            arr = np.asarray(nib.load(str(p)).dataobj)
-        elif name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
-            from PIL import Image
-
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("L"))
-        else:
-            raise DataError(p, "unknown mask file type", "use .npy, .nii.gz or .png")
-    except DataError:
+        with open(p, "rb") as f:
+            sealed = files.is_encrypted(f.read(16))
+        arr = _read_decrypted(p, name) if sealed else _read_plain(p, name)
+    except MedwbError:
         raise
     except Exception as e:  # corrupt file of a known type
         raise DataError(p, f"cannot read mask ({type(e).__name__}: {e})", "re-save the mask as .nii.gz or .npy") from e
@@ -66,11 +54,47 @@ def read_mask(path: str | Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _read_plain(p: Path, name: str) -> np.ndarray:
+    if name.endswith(".npy"):
+        check_npy_file(p)  # a forged header would make np.load allocate its claimed size first
+        return np.load(p, allow_pickle=False)
+    if name.endswith(".npz"):
+        with np.load(p, allow_pickle=False) as z:
+            check_npz_member(p, z.files[0])
+            return z[z.files[0]]
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(p)).dataobj)
+    if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return np.asarray(im.convert("L"))
+    raise DataError(p, "unknown mask file type", "use .npy, .nii.gz or .png")
+
+
+def _read_decrypted(p: Path, name: str) -> np.ndarray:
+    """An encrypted mask (.npy, or a NIfTI of an encrypted export), decrypted and parsed in memory only."""
+    data = files.read_bytes(p)
+    if name.endswith(".npy"):
+        buf = io.BytesIO(data)
+        shape, dtype = read_npy_header(buf)
+        check_array_size(p, "the array", shape, dtype, stored_bytes=len(data) - buf.tell())
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data) if name.endswith(".gz") else data).dataobj)
+    raise DataError(p, "an encrypted file of a type medwb never encrypts", "pass the .npy or .nii.gz medwb wrote")
+
+
 def save_npy(path: Path, arr: np.ndarray) -> None:
-    """Write an array as .npy atomically (temporary file, fsync, rename): a crash leaves the old file or the new."""
+    """Write an array as .npy atomically (temporary file, fsync, rename): a crash leaves the old file or the new.
+    Encrypted when ``path`` is inside an encrypted study (:mod:`medwb.store.files`)."""
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    files.write_bytes(path, buf.getvalue())
 
 
 def check_mask_array(study: Study, case_id: str, mask: np.ndarray) -> np.ndarray:
@@ -130,11 +154,15 @@ def study_ndim(study: Study) -> int | None:
 
 def export_masks_nifti(
     study: Study, folder: str | Path, affine_lookup: Callable[[str], np.ndarray] | None = None,
-    case_ids: Iterable[str] | None = None,
+    case_ids: Iterable[str] | None = None, *, plaintext: bool = False,
 ) -> pd.DataFrame:
     """Write the current mask labels as ``<case>.nii.gz`` (spatial axes only; 2D masks as HxWx1) for editing in
     3D Slicer / ITK-SNAP, plus ``manifest.csv`` (file -> case_id, label_id, source). ``affine_lookup(case_id)``
-    gives the 4x4 affine (e.g. ``ds.affine``), identity otherwise. Returns the manifest."""
+    gives the 4x4 affine (e.g. ``ds.affine``), identity otherwise. Returns the manifest.
+
+    An encrypted study names the files by keyed pseudonyms and always encrypts the manifest (it maps them back
+    to case ids); the NIfTI files are encrypted too unless ``plaintext=True`` (the user's choice to let the masks
+    leave the protected zone for an editor; inside the study folder they are encrypted regardless)."""
     import nibabel as nib
 
     folder = Path(folder)
@@ -144,6 +172,7 @@ def export_masks_nifti(
     if case_ids is not None:
         labs = labs[labs["case_id"].isin([str(c) for c in case_ids])]
     ndim = study_ndim(study)
+    image_key = None if plaintext else study.key
     rows = []
     for rec in labs.to_dict("records"):
         m = spatial(read_mask(rec["mask_path"]), ndim)
@@ -152,16 +181,14 @@ def export_masks_nifti(
         aff = np.eye(4) if affine_lookup is None else np.asarray(affine_lookup(rec["case_id"]), dtype=float)
         if aff.shape != (4, 4):
             raise DataError(None, f"affine for {rec['case_id']!r} has shape {aff.shape}", "affine_lookup must return a 4x4 matrix")
-        fname = nifti_mask_name(rec["case_id"])
+        fname = study.layout.export_mask_name(rec["case_id"])
         img = nib.Nifti1Image(m.astype(np.int16), aff)
         img.header.set_intent("label")
-        tmp = folder / f".{fname}.tmp.nii.gz"
-        nib.save(img, str(tmp))
-        os.replace(tmp, folder / fname)
+        files.write_bytes(folder / fname, gzip.compress(img.to_bytes(), compresslevel=6), key=image_key)
         rows.append({"file": fname, "case_id": rec["case_id"], "label_id": rec["label_id"], "source": rec["source"],
                      "annotator": rec["annotator"]})
     manifest = pd.DataFrame(rows, columns=["file", "case_id", "label_id", "source", "annotator"])
-    atomic_write_bytes(folder / NIFTI_MANIFEST, manifest.to_csv(index=False).encode())
+    files.write_bytes(folder / NIFTI_MANIFEST, manifest.to_csv(index=False).encode(), key=study.key)
     register_artifact(study, folder, "export")  # outside the study: purge must find it
     return manifest
 
@@ -189,19 +216,19 @@ def import_masks(
     if source is not None and source not in SOURCES:
         raise StoreError(f"label source {source!r} is not one of {SOURCES}. Fix: pick one of them, or None to decide per case")
     cases = study.cases().set_index("case_id")
-    by_safe = {safe_name(c): c for c in cases.index}
+    by_safe = {safe_name(c): c for c in cases.index} | {study.layout.case_name(c): c for c in cases.index}
     manifest: dict[str, str] = {}
     if (folder / NIFTI_MANIFEST).is_file():
-        mf = pd.read_csv(folder / NIFTI_MANIFEST, dtype=str)
+        mf = pd.read_csv(io.BytesIO(files.read_bytes(folder / NIFTI_MANIFEST, key=study.key)), dtype=str)
         manifest = dict(zip(mf["file"], mf["case_id"]))
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+    found = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                    and p.name.lower().endswith((".nii", ".nii.gz", ".npy", ".png")))
-    if not files:
+    if not found:
         raise DataError(folder, "no mask files (.nii.gz, .nii, .npy, .png)", "save the edited masks into this folder")
     ndim = study_ndim(study)
     current = study.labels().set_index("case_id")
     todo = []
-    for f in files:
+    for f in found:
         stem = re.sub(r"(\.nii\.gz|\.nii|\.npy|\.png)$", "", f.name, flags=re.I)
         cid = manifest.get(f.name) or (stem if stem in cases.index else by_safe.get(stem))
         if cid is None:
