@@ -3,12 +3,10 @@
 Why one function for both paths: the in-process loop and every Dask task call :func:`score_shard` with the same
 shard and the same seed (derived from the global seed and the shard index, never from the worker), so a cluster
 gives the numbers the laptop gives. On a worker the dataset is opened once per process from its path (the
-worker reads the pixels itself) and only scores and embeddings travel back.
+worker reads the pixels itself, :mod:`medwb.compute.worker`) and only scores and embeddings travel back.
 """
 from __future__ import annotations
 
-import functools
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medwb.compute.device import pick_device
+from medwb.compute.worker import file_stamp, undo_malloc_trim, worker_dataset
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,20 +52,6 @@ def shard_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def file_stamp(path: str) -> tuple[int, int]:
-    """(mtime, size) of the dataset path: a worker reopens a dataset whose file was replaced."""
-    st = os.stat(path)
-    return st.st_mtime_ns, st.st_size
-
-
-@functools.lru_cache(maxsize=4)
-def worker_dataset(path: str, stamp: tuple[int, int]) -> Dataset:
-    """The dataset at ``path``, opened once per process (and per file version ``stamp``)."""
-    from medwb.data import open_dataset
-
-    return open_dataset(path, progress=False)
-
-
 def score_shard(model: nn.Module, dataset: Dataset | str, case_ids: Sequence[str], *, index: int, seed: int,
                 spec: ScoreSpec) -> dict[str, Any]:
     """Scores of one shard: ``case_id``, ``prediction`` (class, or mean foreground probability for a
@@ -75,6 +60,7 @@ def score_shard(model: nn.Module, dataset: Dataset | str, case_ids: Sequence[str
     from medwb.models import decide, decision_of, embed
     from medwb.models.uncertainty import mc_dropout_proba, mc_uncertainty_maps, reduce_voxel_scores, score_map
 
+    undo_malloc_trim()
     ds = worker_dataset(dataset, file_stamp(dataset)) if isinstance(dataset, str) else dataset
     ids = [str(c) for c in case_ids]
     X = ds.inputs(ids, spec.size, what=f"shard {index}")

@@ -78,7 +78,7 @@ def test_medwb_score_on_a_separately_started_cluster(cluster, checkpoint, small_
     from distributed import Client
 
     from medwb.compute import score_pool
-    from medwb.compute.shard import worker_dataset
+    from medwb.compute.worker import worker_dataset
 
     out = tmp_path / "scores.parquet"
     run = subprocess.run([sys.executable, "-m", "medwb.cli", "score", str(checkpoint), str(small_pool),
