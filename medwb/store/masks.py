@@ -27,12 +27,13 @@ from medwb.store.artifacts import register_artifact
 from medwb.store.layout import NIFTI_MANIFEST, safe_name
 
 if TYPE_CHECKING:
+    from medwb.privacy.crypto import Key
     from medwb.store.study import Study
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, *, key: Key | None = None) -> np.ndarray:
     """Read a mask file (.npy, .npz first array, .nii/.nii.gz, .png/.jpg) as an int64 array, as stored; an
-    encrypted one (an encrypted study's) is decrypted in memory with its study's key."""
+    encrypted one is decrypted in memory with ``key``, else the key of the study that holds it."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "mask file not found", "check the path, or re-export the masks from the study")
@@ -40,7 +41,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     try:
         with open(p, "rb") as f:
             sealed = files.is_encrypted(f.read(16))
-        arr = _read_decrypted(p, name) if sealed else _read_plain(p, name)
+        arr = _read_decrypted(p, name, key) if sealed else _read_plain(p, name)
     except MedwbError:
         raise
     except Exception as e:  # corrupt file of a known type
@@ -74,9 +75,9 @@ def _read_plain(p: Path, name: str) -> np.ndarray:
     raise DataError(p, "unknown mask file type", "use .npy, .nii.gz or .png")
 
 
-def _read_decrypted(p: Path, name: str) -> np.ndarray:
+def _read_decrypted(p: Path, name: str, key: Key | None) -> np.ndarray:
     """An encrypted mask (.npy, or a NIfTI of an encrypted export), decrypted and parsed in memory only."""
-    data = files.read_bytes(p)
+    data = files.read_bytes(p, key=key)
     if name.endswith(".npy"):
         buf = io.BytesIO(data)
         shape, dtype = read_npy_header(buf)
@@ -233,7 +234,7 @@ def import_masks(
         cid = manifest.get(f.name) or (stem if stem in cases.index else by_safe.get(stem))
         if cid is None:
             raise DataError(f, "file name matches no case of the study", "name the file <case_id>.nii.gz or keep the export's manifest.csv")
-        m = spatial(read_mask(f), ndim)
+        m = spatial(read_mask(f, key=study.key), ndim)
         want = tuple(shape_lookup(cid)) if shape_lookup else parse_shape(cases.at[cid, "shape"] if "shape" in cases.columns else None)
         if want is None:
             raise StoreError(f"{f}: the study does not know the image shape of {cid!r}. Fix: pass shape_lookup=lambda c: ds.load_image(c).shape[1:]")

@@ -105,3 +105,71 @@ def test_a_configured_key_encrypts_new_studies(tmp_path: Path, no_key_env: None,
     with pytest.raises(CryptoError, match="inside the study folder"):  # a key kept in the study protects nothing
         Study.create(tmp_path / "s3", dataset_path="x", task="classification", classes=["a"],
                      key=generate_key(tmp_path / "s3" / "k.key"))
+
+
+def _all_bytes_and_names(folder: Path) -> bytes:
+    out = b""
+    for p in sorted(folder.rglob("*")):
+        out += str(p.relative_to(folder)).encode() + b"\n"
+        if p.is_file():
+            out += p.read_bytes()
+    return out
+
+
+def test_files_are_encrypted_when_written(tmp_path: Path, no_key_env: None) -> None:
+    """Item 2: masks, checkpoints, caches and exports of an encrypted study are AES-GCM from their first write;
+    item 3: no file name carries a case id or an annotator; readers decrypt through the store."""
+    import torch
+
+    from medwb.models import build_classifier, load_checkpoint, save_checkpoint
+    from medwb.store import files, read_mask
+
+    key = generate_key(tmp_path / "keys" / "site.key")
+    folder = tmp_path / "study"
+    _study_with_labels(folder, Path(key.source))
+    with Study.open(folder, key=key) as st:
+        tagged = st.save_mask(CASE, np.eye(4, dtype=np.int64), tag="gt")
+        ckpt = save_checkpoint(build_classifier(2, 1, 2, channels=(4, 8, 8, 8)), st.checkpoint_path(1))
+        cache = files.write_bytes(st.layout.regions("cfg", CASE), b"region maps")
+        csv_in = st.export_labels_csv(st.layout.exports / "labels.csv")
+        csv_out = st.export_labels_csv(tmp_path / "out" / "labels.csv")  # outside the study: still encrypted
+        nii = st.export_masks_nifti(tmp_path / "nifti")
+        masks = list(st.labels()["mask_path"])
+    written = [tagged, ckpt, cache, csv_in, csv_out, *[folder / m for m in masks]]
+    assert all(p.read_bytes().startswith(b"MEDWBENC1") for p in written), written
+    raw = _all_bytes_and_names(folder) + _all_bytes_and_names(tmp_path / "out") + _all_bytes_and_names(tmp_path / "nifti")
+    for secret in (CASE, PATIENT, ANNOTATOR):
+        assert secret.encode() not in raw, secret
+    assert (read_mask(folder / masks[0]) == np.eye(4)).all() and (read_mask(tagged) == np.eye(4)).all()
+    model, _ = load_checkpoint(ckpt)
+    assert isinstance(model, torch.nn.Module)
+    # the NIfTI export: pseudonymous names, encrypted manifest and images; it imports back by its manifest
+    assert list(nii["file"]) == [Study.open(folder, key=key).layout.export_mask_name(c) for c in nii["case_id"]]
+    assert all(f.startswith("c-") for f in nii["file"])
+    assert (tmp_path / "nifti" / "manifest.csv").read_bytes().startswith(b"MEDWBENC1")
+    with Study.open(folder, key=key) as st:
+        got = st.import_masks(tmp_path / "nifti", annotator="bob")
+        assert set(got["case_id"]) == {CASE, "other"} and not got["changed"].any()
+        assert CASE.encode() in files.read_bytes(csv_out, key=st.key)  # the export reads back with the key
+        plain_csv = st.export_labels_csv(tmp_path / "out" / "plain.csv", plaintext=True)  # the user's choice
+        assert plain_csv.read_bytes().startswith(b"label_id,case_id")
+        plain = st.export_masks_nifti(tmp_path / "for-slicer", plaintext=True)  # the user's choice to let them out
+    import nibabel as nib
+
+    assert nib.load(str(tmp_path / "for-slicer" / plain["file"][0])).shape[:2] == (4, 4)
+    assert (tmp_path / "for-slicer" / "manifest.csv").read_bytes().startswith(b"MEDWBENC1")  # never in clear
+    # a reader without the key gets a named error, never garbage
+    cipher.UNLOCKED.clear()
+    with pytest.raises(CryptoError, match="study is encrypted .* no key is configured") as e:
+        read_mask(tagged)
+    assert str(folder) in str(e.value)
+    with pytest.raises(CryptoError, match="encrypted .* no key is configured"):
+        load_checkpoint(ckpt)
+
+
+def test_plain_study_keeps_readable_names_and_plain_files(tmp_path: Path, no_key_env: None) -> None:
+    with Study.create(tmp_path / "s", dataset_path="x", task="segmentation", classes=["bg", "fg"]) as st:
+        st.add_cases(pd.DataFrame({"case_id": [CASE], "split": "train", "shape": "4x4"}))
+        st.add_label(CASE, mask=np.eye(4, dtype=np.int64), annotator=ANNOTATOR)
+        p = st.path(st.labels()["mask_path"][0])
+    assert p.name.startswith(f"{CASE}__{ANNOTATOR}__human") and p.read_bytes().startswith(b"\x93NUMPY")
