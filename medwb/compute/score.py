@@ -70,14 +70,17 @@ def _score_on_dask(model: nn.Module, path: str, shards: list[list[str]], *, seed
                    client: Any, workers: int | None, progress: bool) -> list[dict[str, Any]]:
     """One Dask task per shard; the model is scattered to every worker once (broadcast), results come back in
     shard order."""
+    import copy
     import uuid
 
     from distributed import progress as dask_progress
 
     from medwb.compute.cluster import dask_client
+    from medwb.models import device_of
 
     with dask_client(client, workers=workers) as c:
-        model_f = c.scatter(model.cpu(), broadcast=True, hash=False)
+        on_cpu = model if device_of(model).type == "cpu" else copy.deepcopy(model).cpu()  # a CPU worker unpickles it
+        model_f = c.scatter(on_cpu, broadcast=True, hash=False)
         run = uuid.uuid4().hex[:8]
         futures = [c.submit(score_shard, model_f, path, shard, index=i, seed=seed, spec=spec, pure=False,
                             key=f"medwb-score-{run}-{i}") for i, shard in enumerate(shards)]
