@@ -43,6 +43,7 @@ from medwb.privacy.audit import append_audit_record, audit_home, pseudonym
 from medwb.store import layout
 from medwb.store.artifacts import peek_artifacts
 from medwb.store.layout import StudyLayout
+from medwb.store.cipher import is_encrypted, key_or_none
 from medwb.store.schema import peek_dataset_path
 
 AUDIT_NAME = layout.PURGE_AUDIT
@@ -165,6 +166,11 @@ def _external(study: Path, source: str | None, include_models: bool, may_write: 
     files: list[tuple[Path, str]] = []
     folders: list[Path] = []
     unreached: list[str] = []
+    lay = StudyLayout(study)
+    if is_encrypted(lay) and key_or_none(lay) is None:  # its registrations sit in the encrypted database
+        unreached.append(f"{study}: the study is encrypted and no key is configured, so the files it registered "
+                         "outside its folder (reports, exports, simulations) could not be read. Fix: export "
+                         "MEDWB_KEY_FILE=<its key file> and purge again, or destroy the key (crypto-erase)")
     seen: set[Path] = set()
     for path, kind in entries:
         p = Path(path)
