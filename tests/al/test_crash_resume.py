@@ -11,6 +11,9 @@ on and every label it saved. The test kills the worker with SIGKILL after a rand
   only for that round's cases that have no label yet;
 * finally a worker runs to the end: every round finished, one model per round, each selected case labelled
   exactly once, no case selected twice.
+
+Run on a plain and on an encrypted study (a configured key, inherited by the zygote: SQLCipher database,
+encrypted checkpoints that the resumed loop loads back).
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -118,7 +120,10 @@ def _worker(ds, data: str, study_dir: str, log: str) -> None:
 
 # ------------------------------------------------------------------------------------------ test side
 def _db_state(db: Path) -> dict:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    from medwb.store import StudyLayout, cipher
+
+    lay = StudyLayout(db.parent)
+    con = cipher.connect(db, cipher.study_key(lay), uri="mode=ro")  # the store's one way in
     try:
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
         rounds = con.execute("SELECT number, status, selected_ids FROM rounds ORDER BY number").fetchall()
@@ -142,7 +147,7 @@ def _expected(state: dict) -> tuple[int, list[str] | None]:
 
 
 @pytest.mark.slow
-def test_sigkill_rounds_resume(samples: Path, tmp_path: Path) -> None:
+def test_sigkill_rounds_resume(samples: Path, tmp_path: Path, study_encryption: str) -> None:
     data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "tiny_pneumonia.npz", n_train=POOL, n_val=16, n_test=16)
     tests_dir = str(Path(__file__).resolve().parents[1])  # the zygote imports _fixtures like pytest does
     env = dict(os.environ, OMP_NUM_THREADS="1", MEDWB_CACHE=str(tmp_path / "cache"),
@@ -211,6 +216,8 @@ def test_sigkill_rounds_resume(samples: Path, tmp_path: Path) -> None:
         assert [r[:2] for r in st["rounds"]] == [(n, "finished") for n in range(1, ROUNDS + 1)]
         assert sorted(r for r, _ in st["models"]) == list(range(1, ROUNDS + 1))
         assert all((study / p).is_file() or Path(p).is_file() for _, p in st["models"])
+        sealed = [(study / p).read_bytes().startswith(b"MEDWBENC1") for _, p in st["models"]]
+        assert sealed == [study_encryption == "encrypted"] * ROUNDS  # checkpoints encrypted at write time
         selected = [c for _, _, sel in st["rounds"] for c in sel]
         assert len(selected) == len(set(selected)) == ROUNDS * BATCH
         for n, _, sel in st["rounds"]:
