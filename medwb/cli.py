@@ -217,10 +217,13 @@ def _cmd_structure(a: argparse.Namespace) -> int:
 
 
 def _cmd_review(a: argparse.Namespace) -> int:
+    import signal
     import time
 
     from medwb.pipelines.review_app import ReviewServer
 
+    # a service manager or `kill` stops the command with SIGTERM: leave through `finally`, which stops the app
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     srv = ReviewServer(a.study, a.readers.split(","), adjudicators=(a.adjudicators or "").split(","), host=a.host,
                        port=a.port, lease_seconds=a.lease_seconds).start()
     try:

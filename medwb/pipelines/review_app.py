@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medwb.errors import ConfigError
@@ -42,6 +42,19 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """For the server's child process (Linux): the kernel sends it SIGTERM when the process that started it dies,
+    even by SIGKILL, so a killed ``medwb review`` never leaves its app serving the study's cases. libc is loaded
+    here, before the fork: the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def check_readers(readers: Sequence[str]) -> list[str]:
@@ -106,7 +119,8 @@ class ReviewServer:
         # the server logs every request: to a file, not a pipe nobody drains (a full pipe would stall the app)
         self.log_path = tmp / "server.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=app_dir, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(cmd, env=env, cwd=app_dir, stdout=subprocess.DEVNULL, stderr=log,
+                                         preexec_fn=die_with_parent())
         self._wait_ready()
         return self
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import queue
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +36,43 @@ def decide_as_readers(folder: Path, truth, stop: threading.Event) -> threading.T
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
+
+
+def port_of(out: str) -> int:
+    return int(re.search(r"http://127\.0\.0\.1:(\d+)/", out).group(1))
+
+
+def port_closes(port: int, within: float = 20.0) -> bool:
+    """Whether nothing listens on ``port`` any more, within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def test_a_killed_review_command_leaves_no_app_serving(samples: Path, tmp_path: Path) -> None:
+    from _fixtures import tiny_pneumonia_loop
+
+    study, _, loop = tiny_pneumonia_loop(samples, tmp_path)
+    loop.propose()
+    study.close()
+    argv = [sys.executable, "-m", "medwb.cli", "review", str(study.folder), "--readers", "ana"]
+    proc = subprocess.Popen(argv, env={**os.environ, "MEDWB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = ""
+    while "ana: http" not in out:
+        line = proc.stdout.readline()
+        assert line, out
+        out += line
+    port = port_of(out)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) == 0  # the app serves
+    proc.kill()  # SIGKILL: no cleanup runs in the command; the kernel stops its server
+    proc.wait(timeout=30)
+    assert port_closes(port)
 
 
 def test_loop_for_study_reads_the_study_and_its_arm(samples: Path, tmp_path: Path) -> None:
@@ -92,6 +131,8 @@ def test_review_command_runs_the_rounds_as_readers_decide(samples: Path, tmp_pat
         reader.join(timeout=30)
     out = "".join(seen)
     assert "ana: http://127.0.0.1:" in out  # the app served the reader's link while the rounds ran
+    assert proc.returncode == 143  # SIGTERM leaves through the command's cleanup ...
+    assert port_closes(port_of(out))  # ... which stopped the app's server
     assert "round 1 closed: 4 labels, model retrained" in out and "round 2 closed: 8 labels" in out
     with Study.open(folder) as s:
         assert s.last_finished_round() == 2
