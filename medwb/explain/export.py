@@ -165,21 +165,25 @@ def slice_montage(image: np.ndarray, map_: np.ndarray, mask: np.ndarray | None =
 
 # ---------------------------------------------------------------------------------------------------- export
 def save_png(fig_or_rgb: Any, path: str | Path, *, dpi: int = 120) -> Path:
-    """Write a matplotlib Figure or an (H,W,3) uint8 array as PNG; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a matplotlib Figure or an (H,W,3) uint8 array as PNG (encrypted inside an encrypted study,
+    :mod:`medwb.explain.stored`); returns the path."""
+    import io
+
+    from medwb.explain.stored import write_file
+
+    buf = io.BytesIO()
     if hasattr(fig_or_rgb, "savefig"):
-        fig_or_rgb.savefig(path, dpi=dpi)
+        fig_or_rgb.savefig(buf, dpi=dpi, format="png")
     else:
         from PIL import Image
 
-        Image.fromarray(np.ascontiguousarray(np.asarray(fig_or_rgb, np.uint8))).save(path)
-    return path
+        Image.fromarray(np.ascontiguousarray(np.asarray(fig_or_rgb, np.uint8))).save(buf, format="PNG")
+    return write_file(path, buf.getvalue())
 
 
 def save_nifti(map_: np.ndarray, affine: np.ndarray | None, path: str | Path) -> Path:
     """Write one map (1,H,W[,D]) or (H,W[,D]) as float32 NIfTI with the image's 4x4 ``affine`` (2D maps get a
-    singleton third axis), so 3D Slicer opens it aligned with the scan."""
+    singleton third axis), so 3D Slicer opens it aligned with the scan. Encrypted inside an encrypted study."""
     import nibabel as nib
 
     a = spatial(np.asarray(map_, np.float32))
@@ -188,10 +192,14 @@ def save_nifti(map_: np.ndarray, affine: np.ndarray | None, path: str | Path) ->
     aff = np.eye(4) if affine is None else np.asarray(affine, np.float64)
     if aff.shape != (4, 4):
         raise DataError(path, f"affine has shape {aff.shape}", "pass the 4x4 matrix from ds.affine(case_id)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(np.ascontiguousarray(a, np.float32), aff)
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"medwb attribution map"
-    nib.save(img, path)
-    return path
+    data = img.to_bytes()
+    if str(path).endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    from medwb.explain.stored import write_file
+
+    return write_file(path, data)

@@ -9,13 +9,16 @@ Output folder layout (also what the review-only verdict panel reads, see ``medwb
     OUT/maps/<method>/<case>.nii.gz the map resampled to the image's own grid, with its affine (3D Slicer)
     OUT/overlays/<method>/<case>.png  one overlay per case; OUT/overlays/<method>.png all cases, one scale
 
+When OUT is inside an encrypted study (``STUDY/maps``, ``STUDY/exports/explain``) every file is encrypted as it is
+written and ``<case>`` is the study's case pseudonym (:mod:`medwb.explain.stored`); read them back with
+:func:`medwb.explain.stored.load_npz` / ``read_table`` / ``load_nifti``.
+
 Case selection (``select=``): ``uncertain`` (highest predictive entropy), ``misclassified`` (wrong class, or
 lowest Dice for segmentation; topped up with the most uncertain), ``random`` (seeded), or
 ``subgroup:COLUMN=VALUE`` (cohort column, e.g. ``subgroup:sex=F``; random within the subgroup).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from medwb.errors import DataError
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute, canonical_method
 from medwb.explain.checks import CheckResult, results_table, run_checks
 from medwb.explain.export import heat_scale, overlay_figure, save_nifti, save_png
+from medwb.explain.stored import case_stem, write_json, write_npz, write_table
 
 if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
@@ -122,10 +126,6 @@ def _methods(method: str) -> list[str]:
     return [canonical_method(m.strip()) for m in str(method).split(",") if m.strip()]
 
 
-def _safe(case_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id))
-
-
 def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: np.ndarray | None,
                 sel_ids: list[str], reasons: list[str], rows: list[dict[str, Any]], ds: Dataset,
                 title: str) -> list[dict[str, Any]]:
@@ -134,10 +134,8 @@ def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: n
     base = {r["case_id"]: r for r in rows}
     new = []
     for j, cid in enumerate(sel_ids):
-        stem = _safe(cid)
-        npz = out / "maps" / name / f"{stem}.npz"
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(npz, map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
+        stem = case_stem(out, cid)
+        npz = write_npz(out / "maps" / name / f"{stem}.npz", map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
                             method=name, case_id=cid)
         nii = save_nifti(to_image_grid(maps[j], tuple(ds.load_image(cid).shape[1:])), ds.affine(cid),
                          out / "maps" / name / f"{stem}.nii.gz")
@@ -209,9 +207,8 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
         for j, cid in enumerate(sel_ids):
             p = probs[idx[j]]
             tgt = int(target[j])
-            stem = _safe(cid)
-            npz = mdir / f"{stem}.npz"
-            np.savez_compressed(npz, map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
+            stem = case_stem(out, cid)
+            npz = write_npz(mdir / f"{stem}.npz", map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
                                 target=tgt, probs=p if not seg else p.reshape(p.shape[0], -1).mean(1),
                                 method=m, case_id=cid)
             nii = save_nifti(to_image_grid(maps[j], tuple(ds.load_image(cid).shape[1:])), ds.affine(cid),
@@ -241,14 +238,14 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
         rows += _write_view(out, "uncertainty", unc, Xs, masks, sel_ids, reasons, rows, ds,
                             "MC-dropout entropy (model uncertainty; no attribution checks)")
     index = pd.DataFrame(rows)
-    index.to_csv(out / "index.csv", index=False)
+    write_table(index, out / "index.csv")  # encrypted, like the maps, inside an encrypted study (case ids)
     table = results_table(all_checks) if all_checks else pd.DataFrame(
         columns=["check", "method", "passed", "status", "value", "reference", "criterion"])
-    table.to_csv(out / "checks.csv", index=False)
+    write_table(table, out / "checks.csv")
     timings["total"] = time.perf_counter() - t0
-    (out / "run.json").write_text(json.dumps({"data": str(data), "split": split, "select": select, "cases": sel_ids,
-                                              "methods": _methods(method), "seconds": timings,
-                                              "model_version": meta.get("model_version", "")}, indent=1))
+    write_json(out / "run.json", {"data": str(data), "split": split, "select": select, "cases": sel_ids,
+                                  "methods": _methods(method), "seconds": timings,
+                                  "model_version": meta.get("model_version", "")})
     if verbose:
         from medwb.explain.checks import format_table
 

@@ -89,8 +89,10 @@ def case_table(index: pd.DataFrame) -> pd.DataFrame:
 
 def load_map(maps_dir: str | Path, row: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(image, map, mask or None) of one ``index.csv`` row, as saved by ``medwb explain``."""
-    with np.load(Path(maps_dir) / row.map_npz) as z:
-        return z["image"], z["map"], (z["mask"] if z["mask"].size else None)
+    from medwb.explain.stored import load_npz
+
+    z = load_npz(Path(maps_dir) / row.map_npz)  # decrypted in memory when the maps are in an encrypted study
+    return z["image"], z["map"], (z["mask"] if z["mask"].size else None)
 
 
 def verdict_summary(verdicts: pd.DataFrame) -> pd.DataFrame:

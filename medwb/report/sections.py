@@ -11,6 +11,7 @@ what the loop recorded.
 """
 from __future__ import annotations
 
+import io
 import hashlib
 import json
 import platform
@@ -32,6 +33,7 @@ from medwb.metrics import (auc_binary, bootstrap_ci, cohen_kappa, confusion_matr
 from medwb import __version__
 from medwb.report import stats
 from medwb.resources import source_checkout
+from medwb.store.files import read_bytes
 from medwb.store.pool import load_splits
 
 if TYPE_CHECKING:
@@ -417,7 +419,7 @@ def learning_curves(study: Study, curves_csv: str | Path | None) -> tuple[pd.Dat
     study's own rounds (validation metrics of each round's model, one seed, no random baseline).
     """
     if curves_csv and Path(curves_csv).is_file():
-        return pd.read_csv(curves_csv), f"simulation {Path(curves_csv).name} (test split)"
+        return pd.read_csv(io.BytesIO(read_bytes(curves_csv))), f"simulation {Path(curves_csv).name} (test split)"
     mc = study.metrics_curve()
     if len(mc) == 0:
         return pd.DataFrame(columns=["strategy", "seed", "round", "n_labeled", "metric", "value"]), "none"
@@ -446,7 +448,7 @@ def class_sweep_table(sweep_csv: str | Path | None) -> pd.DataFrame:
     report shows it: one row per class count, strategy and metric; empty without a file."""
     if not sweep_csv or not Path(sweep_csv).is_file():
         return pd.DataFrame()
-    t = pd.read_csv(sweep_csv)
+    t = pd.read_csv(io.BytesIO(read_bytes(sweep_csv)))
     cols = ["n_classes", "strategy", "metric", "pool", "full_value", "labels_at_budget", "value_at_budget", "share_of_full",
             "labels_to_98pct", "fraction_to_98pct", "seeds"]
     return t[[c for c in cols if c in t]].sort_values(["metric", "strategy", "n_classes"]).reset_index(drop=True)
@@ -454,12 +456,15 @@ def class_sweep_table(sweep_csv: str | Path | None) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------------- XAI
 def explanation_outputs(explain_dir: str | Path | None) -> tuple[pd.DataFrame, list[Path]]:
-    """(sanity-check table, overlay images) from the explanations step's output folder (``medwb explain``)."""
+    """(sanity-check table, overlay images) from the explanations step's output folder (``medwb explain``);
+    encrypted tables (an encrypted study's maps) are decrypted in memory."""
+    from medwb.explain.stored import read_table
+
     if not explain_dir or not Path(explain_dir).is_dir():
         return pd.DataFrame(), []
     d = Path(explain_dir)
     tables = sorted(d.rglob("checks.csv")) or sorted(d.rglob("*check*.csv"))
-    checks = pd.concat([pd.read_csv(t) for t in tables], ignore_index=True) if tables else pd.DataFrame()
+    checks = pd.concat([read_table(t) for t in tables], ignore_index=True) if tables else pd.DataFrame()
     # medwb explain writes OUT/overlays/<method>.png (all cases, one colour scale) and per-case overlays below it
     overlays = sorted((d / "overlays").glob("*.png")) or sorted(d.rglob("*.png"))
     return checks, overlays

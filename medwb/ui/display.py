@@ -51,10 +51,13 @@ def show_markdown(text: str) -> None:
 
 
 def show_image(path: str | Path, *, width: int = 640) -> None:
-    """Display a PNG file inline (explanation overlays in the report's gallery)."""
+    """Display a PNG file inline (explanation overlays in the report's gallery), decrypted in memory when it is
+    encrypted (maps of an encrypted study)."""
     from IPython.display import Image, display
 
-    display(Image(filename=str(path), width=width))
+    from medwb.store.files import read_bytes
+
+    display(Image(data=read_bytes(path), format="png", width=width))
 
 
 def show_explanations(checks: pd.DataFrame, overlays: Sequence[Path], *, summary: pd.DataFrame | None = None,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.errors import DataError, StoreError
+from medwb.explain.stored import load_npz, read_file, read_table
 from medwb.ui.widgets.verdict_text import (
     checks_html,
     class_text,
@@ -46,13 +47,13 @@ def load_index(maps_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not idx_path.is_file():
         raise DataError(idx_path, "no index.csv in the maps folder",
                         "run `medwb explain MODEL DATA --out FOLDER` first and pass that FOLDER")
-    index = pd.read_csv(idx_path, dtype={"case_id": str}, keep_default_na=False)
+    index = read_table(idx_path, dtype={"case_id": str}, keep_default_na=False)
     need = {"case_id", "method", "map_npz", "overlay_png"}
     if not need <= set(index.columns):
         raise DataError(idx_path, f"columns {sorted(need - set(index.columns))} are missing",
                         "regenerate the folder with the current medwb explain")
     ck = d / "checks.csv"
-    checks = pd.read_csv(ck) if ck.is_file() and ck.stat().st_size > 0 else pd.DataFrame()
+    checks = read_table(ck) if ck.is_file() else pd.DataFrame()
     return index, checks
 
 
@@ -152,8 +153,8 @@ class VerdictPanel:
         from medwb.explain.export import focus_slice, spatial
         from medwb.ui.view import png_bytes, to_rgb
 
-        with np.load(npz_path) as z:
-            img, mp = spatial(z["image"]), spatial(z["map"])
+        z = load_npz(npz_path)
+        img, mp = spatial(z["image"]), spatial(z["map"])
         if img.ndim == 3:
             img = img[..., focus_slice(mp)]
         scale = max(1, self.image_px // max(img.shape))
@@ -201,7 +202,7 @@ class VerdictPanel:
                 self.map_images[m].value = b""
                 self.map_notes[m].value = "<i>no map for this case</i>"
                 continue
-            self.map_images[m].value = (self.root / str(r.iloc[0]["overlay_png"])).read_bytes()
+            self.map_images[m].value = read_file(self.root / str(r.iloc[0]["overlay_png"]))
             failed = str(r.iloc[0].get("failed_checks", "") or "")
             head = (f"<span style='color:#c00'><b>FAILED check: {html.escape(failed)}</b></span>"
                     if failed else "<span style='color:#080'>all checks passed</span>")
