@@ -402,3 +402,22 @@ def test_review_next_round_shows_an_open_structure_round_with_its_pre_labels(sam
                                                               for c in q.case_ids]
     finally:
         study.close()
+
+
+def test_model_progress_tells_readers_what_retraining_did(samples: Path, tmp_path: Path) -> None:
+    from _fixtures import tiny_pneumonia_loop
+
+    from medwb.ui.widgets.reader import model_progress
+
+    study, ds, loop = tiny_pneumonia_loop(samples, tmp_path)
+    truth = ds.cohort.set_index("case_id")["label"]
+    assert model_progress(study).startswith("No model yet")
+    scores = []
+    for _ in range(2):
+        for c in loop.propose()["case_id"]:
+            study.add_label(c, value=int(truth[c]), annotator="ana", round=loop.round)
+        scores.append(loop.complete().metrics["val_auc"])
+    text = model_progress(study)
+    assert text.startswith("Model of round 2, trained on 8 labels: validation AUC")
+    assert f"{scores[1]:.3f} ({scores[0]:.3f} before, {scores[1] - scores[0]:+.3f})" in text
+    study.close()

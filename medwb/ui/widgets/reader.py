@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import os
 import threading
 import time
@@ -107,6 +108,28 @@ def round_progress(study: Study, status: pd.DataFrame | None = None) -> str:
             + (f"; being read now by {', '.join(busy)}" if busy else ""))
 
 
+def model_progress(study: Study) -> str:
+    """One line on what the model learned from the readers' labels: the latest model's validation score, and the
+    change since the model before it (issue 14: a reader sees that retraining used their work)."""
+    from medwb.al.curves import VALIDATION_METRICS
+
+    m = study.models()
+    if not len(m):
+        return "No model yet: the first model is trained when the first round is decided."
+    last = m.iloc[-1]
+    key = next((k for k in VALIDATION_METRICS if isinstance(last["metrics"].get(k), (int, float))
+                and math.isfinite(last["metrics"][k])), None)
+    text = f"Model of round {int(last['round'])}, trained on {int(last['n_labeled'])} labels"
+    if key is None:
+        return text + "."
+    now = float(last["metrics"][key])
+    text += f": validation {key[4:].upper() if key == 'val_auc' else key[4:]} {now:.3f}"
+    before = m.iloc[-2]["metrics"].get(key) if len(m) > 1 else None
+    if isinstance(before, (int, float)) and math.isfinite(before):
+        text += f" ({float(before):.3f} before, {now - float(before):+.3f})"
+    return text + "."
+
+
 def reader_queue(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, min_view_seconds: float = 0.5,
                  clock: Callable[[], float] = time.time) -> ReviewQueue | SegmentationReviewQueue:
     """The review queue of ``reader`` on the study's open round: cases claimed one by one from the store (a
@@ -142,8 +165,14 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
         study = Study.open(env[STUDY_ENV])
         q = reader_queue(study, reader, ttl=float(env.get(TTL_ENV, DEFAULT_TTL)))
         rq = q.queue if isinstance(q, SegmentationReviewQueue) else q  # the decisions' queue
-        progress = W.HTML(html.escape(round_progress(study)))
-        rq.status.observe(lambda _: setattr(progress, "value", html.escape(round_progress(study))), names="value")
+        progress = W.HTML()
+
+        def refresh(_: object = None) -> None:
+            progress.value = (f"{html.escape(round_progress(study))}<br><small>"
+                              f"{html.escape(model_progress(study))}</small>")
+
+        refresh()
+        rq.status.observe(refresh, names="value")
         how = ("click the image to add the region under the pointer (shift-click removes it), pick the level and "
                "the class, then <b>save mask</b>" if rq.segmentation else "keys: a accept, r reject, f flag, u undo, "
                "or the class number shown in the menu. Click the <b>keys</b> box first")
