@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from medwb.errors import DataError, StoreError
-from medwb.store.values import dumps, jsonable, now
+from medwb.store.values import dumps, jsonable_column, now
 
 if TYPE_CHECKING:
     from medwb.store.study import Study
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test", "unlabelled")
 # Columns of the cohort table stored in their own SQL columns; every other cohort column goes to ``meta`` JSON.
 CASE_COLUMNS = ("case_id", "split", "source", "sha256")
+#: ids per ``IN (...)`` lookup (under SQLite's default limit of bound parameters)
+CHUNK = 900
 
 
 def add_cases(study: Study, cohort: pd.DataFrame) -> int:
@@ -34,12 +36,11 @@ def add_cases(study: Study, cohort: pd.DataFrame) -> int:
     if bad:
         raise DataError(None, f"unknown split values {bad}", f"use one of {SPLITS}")
     extra = [c for c in cohort.columns if c not in CASE_COLUMNS]
-    records = cohort.to_dict("records")
     ts = now()
     # what is already there is read inside the write transaction (BEGIN IMMEDIATE: one writer at a time), so two
     # processes adding the same cases cannot both find them new and collide on the primary key (IntegrityError)
     with study.transaction() as c:
-        rows = _new_rows(study, c, records, extra, ts)
+        rows = _new_rows(study, c, cohort, ids.tolist(), extra, ts)
         cols = json.loads(c.execute("SELECT cohort_columns FROM study").fetchone()[0])
         cols += [str(col) for col in cohort.columns if str(col) not in cols]
         c.executemany("INSERT INTO cases (case_id, split, source, sha256, meta, added_at) VALUES (?,?,?,?,?,?)", rows)
@@ -47,29 +48,46 @@ def add_cases(study: Study, cohort: pd.DataFrame) -> int:
     return len(rows)
 
 
-def _new_rows(study: Study, conn: sqlite3.Connection, records: list[dict[str, Any]], extra: list[str],
+def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str | None]:
+    """sha256 of the ``ids`` already registered: primary-key lookups in chunks (no read of the whole table)."""
+    out: dict[str, str | None] = {}
+    for i in range(0, len(ids), CHUNK):
+        part = ids[i:i + CHUNK]
+        out.update(conn.execute(f"SELECT case_id, sha256 FROM cases WHERE case_id IN ({','.join('?' * len(part))})",
+                                part).fetchall())
+    return out
+
+
+def _new_rows(study: Study, conn: sqlite3.Connection, cohort: pd.DataFrame, ids: list[str], extra: list[Any],
               ts: str) -> list[tuple[Any, ...]]:
-    """The rows to insert for the cases not yet registered; a known case whose sha256 changed is refused."""
-    existing = dict(conn.execute("SELECT case_id, sha256 FROM cases").fetchall())
-    rows = []
-    for rec in records:
-        cid = str(rec["case_id"])
-        sha = jsonable(rec.get("sha256"))
-        if cid in existing:
-            if sha and existing[cid] and sha != existing[cid]:
-                raise StoreError(f"{study.db_path}: case {cid!r} is already in the study with a different sha256. "
-                                 "Fix: the image changed on disk; start a new study or restore the original file")
-            continue
-        meta = {c: jsonable(rec[c]) for c in extra}
-        rows.append((cid, str(rec["split"]), jsonable(rec.get("source")), sha, dumps(meta), ts))
-    return rows
+    """The rows to insert for the cases not yet registered; a known case whose sha256 changed is refused.
+    Built column by column (a million-case cohort)."""
+    existing = _known(conn, ids)
+    shas = jsonable_column(cohort["sha256"]) if "sha256" in cohort.columns else [None] * len(ids)
+    for cid, sha in zip(ids, shas):
+        old = existing.get(cid) if existing else None
+        if old and sha and sha != old:
+            raise StoreError(f"{study.db_path}: case {cid!r} is already in the study with a different sha256. "
+                             "Fix: the image changed on disk; start a new study or restore the original file")
+    new = [i for i, cid in enumerate(ids) if cid not in existing] if existing else range(len(ids))
+    if not len(new):
+        return []
+    sub = cohort.iloc[list(new)] if existing else cohort
+    keys = [str(col) for col in extra]
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # the keys as dumps() sorts them
+    values = [jsonable_column(sub[extra[j]]) for j in order]
+    metas = [json.dumps(dict(zip([keys[j] for j in order], vals))) for vals in zip(*values)] if values else \
+        [dumps({})] * len(sub)
+    source = jsonable_column(sub["source"]) if "source" in sub.columns else [None] * len(sub)
+    return list(zip([ids[i] for i in new], sub["split"].astype(str).tolist(), source,
+                    [shas[i] for i in new], metas, [ts] * len(sub)))
 
 
 def cases(study: Study) -> pd.DataFrame:
     """The cohort table as registered (case_id, split, source, sha256 and every other cohort column).
     Note: a ``label`` column here is the dataset's own label, not a study label (see ``Study.labels``)."""
     df = study.query("SELECT case_id, split, source, sha256, meta FROM cases ORDER BY rowid")
-    meta = pd.DataFrame([json.loads(m) for m in df.pop("meta")], index=df.index)
+    meta = pd.DataFrame(json.loads("[" + ",".join(df.pop("meta").tolist()) + "]"), index=df.index)  # one parse
     out = pd.concat([df, meta], axis=1)
     order = json.loads(study.conn.execute("SELECT cohort_columns FROM study").fetchone()[0])
     out = out[[c for c in order if c in out.columns] + [c for c in out.columns if c not in order]]
