@@ -47,7 +47,7 @@ def study_splits(study: Study, dataset: Dataset, *, pool_ids: Iterable[str] | No
                  max_pool: int | None = None) -> dict[str, list[str]]:
     """The study's saved splits; a new study gets the dataset's cases added and its splits carved by
     :func:`medwb.data.splits.carve_splits` and saved, so a restart, a report and explain see the same."""
-    known = set(study.cases()["case_id"].astype(str)) if len(study.cases()) else set()
+    known = set(study.case_ids())
     if not set(dataset.cohort["case_id"].astype(str)) <= known:
         study.add_cases(dataset.cohort)
     splits = load_splits(study)

@@ -99,6 +99,11 @@ def cases(study: Study) -> pd.DataFrame:
     return out
 
 
+def case_ids(study: Study) -> list[str]:
+    """The registered case ids in registration order (cheaper than :func:`cases` when only ids are needed)."""
+    return [r[0] for r in study.conn.execute("SELECT case_id FROM cases ORDER BY rowid")]
+
+
 def check_case(study: Study, case_id: str) -> None:
     """Raise a DataError naming the fix unless ``case_id`` is a registered case."""
     if study.conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone() is None:

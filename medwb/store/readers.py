@@ -191,18 +191,25 @@ def retake_case(study: Study, case_id: str, reader: str, *, ttl: float = DEFAULT
     return True
 
 
-def _reads_by_case(study: Study) -> tuple[dict[str, dict[str, int | str | None]], dict[str, int | str | None]]:
+#: the cases two or more people read (a model's auto label is no reader): the only ones that can be contested
+_READ_TWICE = ("IN (SELECT case_id FROM labels WHERE superseded = 0 AND substr(annotator, 1, 6) != 'model:' "
+               "GROUP BY case_id HAVING COUNT(DISTINCT annotator) >= 2)")
+
+
+def _reads_by_case(study: Study, among: str = "", args: Sequence[object] = ()) -> tuple[
+        dict[str, dict[str, int | str | None]], dict[str, int | str | None]]:
     """Current answer of each (case, annotator) and the live adjudicated answer of each case: the class, or in a
-    segmentation study the mask file."""
+    segmentation study the mask file. ``among``: an SQL ``IN (...)`` the case id must be in (with ``args``), so a
+    round's status reads its own cases' labels, not every label of the study."""
     seg = study.task == "segmentation"
-    cur = study.labels(per_annotator=True)
+    col = "mask_path" if seg else "value"
     reads: dict[str, dict[str, int | str | None]] = {}
-    for r in cur.itertuples(index=False):
-        reads.setdefault(str(r.case_id), {})[str(r.annotator)] = r.mask_path if seg else \
-            None if pd.isna(r.value) else int(r.value)
+    for cid, who, v in study.conn.execute(f"SELECT case_id, annotator, {col} FROM labels WHERE superseded = 0 "
+                                          f"{'AND case_id ' + among if among else ''} ORDER BY id", args):
+        reads.setdefault(str(cid), {})[str(who)] = None if v is None else str(study.path(v)) if seg else int(v)
     adj = {str(c): None if v is None else v if seg else int(v) for c, v in study.conn.execute(
-        f"SELECT a.case_id, l.{'mask_path' if seg else 'value'} FROM adjudications a JOIN labels l "
-        "ON l.id = a.label_id WHERE l.superseded = 0 ORDER BY a.id")}
+        f"SELECT a.case_id, l.{col} FROM adjudications a JOIN labels l ON l.id = a.label_id WHERE l.superseded = 0 "
+        f"{'AND a.case_id ' + among if among else ''} ORDER BY a.id", args)}
     if seg:
         adj = {c: None if p is None else str(study.path(p)) for c, p in adj.items()}
     return reads, adj
@@ -257,7 +264,7 @@ def case_status(study: Study, round: int | None = None, *, min_dice: float = MIN
     if number is None:
         return pd.DataFrame(columns=cols)
     p = study.query("SELECT case_id, reads FROM proposals WHERE round = ? ORDER BY position", (number,))
-    reads, adj = _reads_by_case(study)
+    reads, adj = _reads_by_case(study, "IN (SELECT case_id FROM proposals WHERE round = ?)", (number,))
     same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
     t = time.time()
     leased: dict[str, list[str]] = {}
@@ -301,7 +308,7 @@ def disagreements(study: Study, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """Cases whose current human labels differ between readers (masks: Dice < ``min_dice``) and that no one
     adjudicated yet: case_id, readers, values (their classes, same order; None for masks), mask_files (their mask
     files; None for classes), dice (lowest between the masks). This is the adjudication list of a senior reader."""
-    reads, adj = _reads_by_case(study)
+    reads, adj = _reads_by_case(study, _READ_TWICE)
     same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
     rows = [(cid, list(got), [None] * len(got) if seg else list(got.values()),
              list(got.values()) if seg else [None] * len(got), lowest_dice(got) if seg else float("nan"))

@@ -32,7 +32,7 @@ from medwb.store.layout import StudyLayout
 if TYPE_CHECKING:
     from medwb.privacy.crypto import Key
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -171,9 +171,29 @@ def v5_to_v6(conn: sqlite3.Connection) -> None:
                  "created_at TEXT NOT NULL)")
 
 
+#: v7's indexes (name, table and columns): what the store's per-case reads and writes look up, so a study of a
+#: million cases answers them without scanning a table (docs/store.md, "Indexes")
+INDEXES_V7 = (
+    ("labels_current", "labels(superseded, case_id, annotator)"),  # current labels: latest, per reader, counts
+    ("label_history_case", "label_history(case_id)"),  # retract_label reads the case's history
+    ("review_queue_case", "review_queue(case_id, resolved_at)"),  # every human label resolves its case's entries
+    ("adjudications_case", "adjudications(case_id)"),  # labels(latest=True) asks each case for its adjudication
+    ("adjudications_label", "adjudications(label_id)"),
+    ("proposals_case", "proposals(case_id)"),  # retake_case, a lease's proposal
+    ("leases_expires", "leases(expires_at)"),  # every claim clears the expired leases
+    ("verdicts_case", "verdicts(case_id)"),
+)
+
+
+def v6_to_v7(conn: sqlite3.Connection) -> None:
+    """v7: indexes for a study of a million cases (issue 15): no per-case read or write scans a table."""
+    for name, on in INDEXES_V7:
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5,
-                                                                5: v5_to_v6}
+                                                                5: v5_to_v6, 6: v6_to_v7}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:

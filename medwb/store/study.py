@@ -214,6 +214,7 @@ class Study:
     # cases (medwb/store/cases.py)
     add_cases = case_store.add_cases
     cases = case_store.cases
+    case_ids = case_store.case_ids
     check_case = case_store.check_case
     check_value = case_store.check_value
 
