@@ -17,8 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -47,6 +50,17 @@ SERVER_BOOT = (
     "import sys; from medwb.offline import install_guard; install_guard(); "
     "from jupyterlab.labapp import main; sys.exit(main())"
 )
+
+
+def require_browser() -> None:
+    """Skip (locally) or fail (in CI, which must prove the browser paths) when Playwright or chromium is missing."""
+    import pytest
+
+    pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} not installed: scripts/setup_env.sh dev installs Debian's 'chromium'")
+        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium')")
 
 
 def free_port() -> int:
@@ -202,3 +216,29 @@ def open_and_run_all(page, server: LabServer, notebook: str) -> None:
     page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=90_000)  # the kernel is up
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
+
+
+@contextmanager
+def lab_page(root: Path, notebook: str, net: NetworkLog, *, viewport: tuple[int, int] = (1300, 1000),
+             on_page: Callable[[Any], None] | None = None) -> Iterator[tuple[Any, LabServer]]:
+    """A JupyterLab server on ``root``, headless chromium with the network guard, and ``notebook`` opened and
+    run as a user would; yields (page, server). ``on_page(page)`` attaches listeners before the notebook opens.
+    Browser and server are stopped on the way out, whatever happened (the server's log stays readable)."""
+    from playwright.sync_api import sync_playwright
+
+    server = start_lab(root)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+                guard_context(context, net)
+                page = context.new_page()
+                if on_page is not None:
+                    on_page(page)
+                open_and_run_all(page, server, notebook)
+                yield page, server
+            finally:
+                browser.close()
+    finally:
+        server.stop()

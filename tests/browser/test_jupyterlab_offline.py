@@ -5,8 +5,6 @@ view draw (non-blank pixels) while no request leaves 127.0.0.1. Screenshots go t
 """
 from __future__ import annotations
 
-import os
-
 import json
 import re
 import shutil
@@ -16,8 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupyterlab_driver import (CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, image_stats, open_and_run_all,
-                               start_lab)
+from jupyterlab_driver import NetworkLog, image_stats, lab_page, require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,13 +49,7 @@ def _wait_all_executed(page, n_code: int, timeout_s: float) -> None:
 
 
 def test_explore_notebook_renders_offline(samples: Path, tmp_path: Path) -> None:
-    pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):  # CI must prove the offline viewers, never skip them
-            pytest.fail(f"{CHROMIUM} not installed: scripts/setup_env.sh dev installs Debian's 'chromium'")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium')")
-    from playwright.sync_api import sync_playwright
-
+    require_browser()
     t0 = time.monotonic()
     root = tmp_path / "lab_root"
     root.mkdir()
@@ -67,53 +58,44 @@ def test_explore_notebook_renders_offline(samples: Path, tmp_path: Path) -> None
     SHOTS.mkdir(parents=True, exist_ok=True)
     net = NetworkLog()
     console: list[str] = []
-    server = start_lab(root)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                guard_context(context, net)
-                page = context.new_page()
-                page.on("websocket", lambda ws: net.websockets.append(ws.url))
-                page.on("console", lambda m: console.append(f"{m.type}: {m.text[:300]}"))
-                open_and_run_all(page, server, nb_path.name)
-                try:
-                    _wait_all_executed(page, n_code, timeout_s=150)
-                except AssertionError:
-                    page.screenshot(path=str(SHOTS / "explore_failed.png"))
-                    raise
-                errors = page.locator("[data-mime-type='application/vnd.jupyter.error']").all_inner_texts()
-                assert not errors, f"cells raised: {errors[:2]}"
 
-                browser2d = page.locator(".medwb-slice-browser").first
-                browser2d.wait_for(state="visible", timeout=60_000)
-                image2d = page.locator("img.medwb-slice-image").first
-                page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image2d.element_handle(),
-                                       timeout=30_000)
-                canvas = page.locator(".jp-OutputArea-output canvas").last
-                canvas.wait_for(state="visible", timeout=60_000)
-                page.wait_for_timeout(4000)  # niivue's first frames (SwiftShader WebGL is software)
-                browser2d.screenshot(path=str(SHOTS / "explore_2d.png"))
-                std2d, colours2d = image_stats(image2d.screenshot())
-                shot3d = canvas.screenshot(path=str(SHOTS / "explore_3d.png"))
-                std3d, colours3d = image_stats(shot3d)
-                page.screenshot(path=str(SHOTS / "explore_page.png"))
-                gl = page.evaluate("c => { const g = c.getContext('webgl2'); return g ? "
-                                   "g.getParameter(g.VERSION) : null; }", canvas.element_handle())
-                # The 2D browser is live: a control change goes to the kernel and a new picture comes back.
-                src_before = image2d.get_attribute("src")
-                browser2d.locator("button", has_text=re.compile(r"^0$")).first.click()
-                page.wait_for_function("([img, old]) => img.src !== old", arg=[image2d.element_handle(), src_before],
-                                       timeout=30_000)
-                browser2d.screenshot(path=str(SHOTS / "explore_2d_axis0.png"))
-                # Negative control: a request to a CDN from the page is caught and aborted by the guard.
-                probe = page.evaluate("fetch('https://cdn.jsdelivr.net/npm/medwb-probe.js')"
-                                      ".then(() => 'loaded', () => 'blocked')")
-            finally:
-                browser.close()
-    finally:
-        server.stop()
+    def listen(page) -> None:
+        page.on("websocket", lambda ws: net.websockets.append(ws.url))
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text[:300]}"))
+
+    with lab_page(root, nb_path.name, net, viewport=(1400, 1000), on_page=listen) as (page, server):
+        try:
+            _wait_all_executed(page, n_code, timeout_s=150)
+        except AssertionError:
+            page.screenshot(path=str(SHOTS / "explore_failed.png"))
+            raise
+        errors = page.locator("[data-mime-type='application/vnd.jupyter.error']").all_inner_texts()
+        assert not errors, f"cells raised: {errors[:2]}"
+
+        browser2d = page.locator(".medwb-slice-browser").first
+        browser2d.wait_for(state="visible", timeout=60_000)
+        image2d = page.locator("img.medwb-slice-image").first
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image2d.element_handle(),
+                               timeout=30_000)
+        canvas = page.locator(".jp-OutputArea-output canvas").last
+        canvas.wait_for(state="visible", timeout=60_000)
+        page.wait_for_timeout(4000)  # niivue's first frames (SwiftShader WebGL is software)
+        browser2d.screenshot(path=str(SHOTS / "explore_2d.png"))
+        std2d, colours2d = image_stats(image2d.screenshot())
+        shot3d = canvas.screenshot(path=str(SHOTS / "explore_3d.png"))
+        std3d, colours3d = image_stats(shot3d)
+        page.screenshot(path=str(SHOTS / "explore_page.png"))
+        gl = page.evaluate("c => { const g = c.getContext('webgl2'); return g ? "
+                           "g.getParameter(g.VERSION) : null; }", canvas.element_handle())
+        # The 2D browser is live: a control change goes to the kernel and a new picture comes back.
+        src_before = image2d.get_attribute("src")
+        browser2d.locator("button", has_text=re.compile(r"^0$")).first.click()
+        page.wait_for_function("([img, old]) => img.src !== old", arg=[image2d.element_handle(), src_before],
+                               timeout=30_000)
+        browser2d.screenshot(path=str(SHOTS / "explore_2d_axis0.png"))
+        # Negative control: a request to a CDN from the page is caught and aborted by the guard.
+        probe = page.evaluate("fetch('https://cdn.jsdelivr.net/npm/medwb-probe.js')"
+                              ".then(() => 'loaded', () => 'blocked')")
     server_log = server.log()
     elapsed = time.monotonic() - t0
     summary = {

@@ -6,14 +6,13 @@ one point, saves, and checks the store holds exactly the coarse region under tha
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
-from jupyterlab_driver import CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, open_and_run_all, start_lab
+from jupyterlab_driver import NetworkLog, lab_page, require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,13 +34,7 @@ def _notebook(root: Path, data: Path, case: str) -> Path:
 
 
 def test_clicks_on_the_page_edit_the_region_under_the_pixel(samples: Path, tmp_path: Path) -> None:
-    pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} not installed: scripts/setup_env.sh dev installs Debian's 'chromium'")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium')")
-    from playwright.sync_api import sync_playwright
-
+    require_browser()
     from medwb.al.regions import study_regions
     from medwb.data import open_dataset
     from medwb.store import Study, read_mask
@@ -61,45 +54,33 @@ def test_clicks_on_the_page_edit_the_region_under_the_pixel(samples: Path, tmp_p
     want = (regions[0] == regions[0][r, c]).astype(np.int64)
     nb_path = _notebook(root, data, case)
     net = NetworkLog()
-    server = start_lab(root)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                context = browser.new_context(viewport={"width": 1300, "height": 1100})
-                guard_context(context, net)
-                page = context.new_page()
-                open_and_run_all(page, server, nb_path.name)
-                img = page.locator("img.medwb-click-image").first
-                img.wait_for(state="visible", timeout=120_000)
-                page.wait_for_function("document.querySelector('img.medwb-click-image').naturalWidth > 0",
-                                       timeout=60_000)
-                box = img.bounding_box()
-                assert box is not None and abs(box["width"] - WIDTH) < 1.5  # drawn smaller than the image
-                at = {"x": (c + 0.5) * box["width"] / cols, "y": (r + 0.5) * box["height"] / rows}
+    with lab_page(root, nb_path.name, net, viewport=(1300, 1100)) as (page, _):
+        img = page.locator("img.medwb-click-image").first
+        img.wait_for(state="visible", timeout=120_000)
+        page.wait_for_function("document.querySelector('img.medwb-click-image').naturalWidth > 0",
+                               timeout=60_000)
+        box = img.bounding_box()
+        assert box is not None and abs(box["width"] - WIDTH) < 1.5  # drawn smaller than the image
+        at = {"x": (c + 0.5) * box["width"] / cols, "y": (r + 0.5) * box["height"] / rows}
 
-                def counter(n: int) -> str:
-                    want_text = f"{n} click(s)"
-                    page.wait_for_function(
-                        "t => Array.from(document.querySelectorAll('.widget-html-content'))"
-                        ".some(e => e.innerText.startsWith(t))", arg=want_text, timeout=30_000)
-                    return next(t for t in page.locator(".widget-html-content").all_inner_texts()
-                                if t.startswith(want_text))
+        def counter(n: int) -> str:
+            want_text = f"{n} click(s)"
+            page.wait_for_function(
+                "t => Array.from(document.querySelectorAll('.widget-html-content'))"
+                ".some(e => e.innerText.startsWith(t))", arg=want_text, timeout=30_000)
+            return next(t for t in page.locator(".widget-html-content").all_inner_texts()
+                        if t.startswith(want_text))
 
-                img.click(position=at)
-                assert f"mask: {int(want.sum())} voxel(s)" in counter(1)
-                img.click(position=at, modifiers=["Shift"])  # shift-click takes the region out again
-                assert "mask: 0 voxel(s)" in counter(2)
-                img.click(position=at)
-                assert f"mask: {int(want.sum())} voxel(s)" in counter(3)
-                page.screenshot(path=str(ROOT / "reports" / "region_click_jupyterlab.png"))
-                page.get_by_role("button", name="save mask").click()
-                page.wait_for_function("document.body.innerText.includes('Queue finished')", timeout=30_000)
-                assert not img.is_visible()  # the finished queue shows no picture (and no broken-image icon)
-            finally:
-                browser.close()
-    finally:
-        server.stop()
+        img.click(position=at)
+        assert f"mask: {int(want.sum())} voxel(s)" in counter(1)
+        img.click(position=at, modifiers=["Shift"])  # shift-click takes the region out again
+        assert "mask: 0 voxel(s)" in counter(2)
+        img.click(position=at)
+        assert f"mask: {int(want.sum())} voxel(s)" in counter(3)
+        page.screenshot(path=str(ROOT / "reports" / "region_click_jupyterlab.png"))
+        page.get_by_role("button", name="save mask").click()
+        page.wait_for_function("document.body.innerText.includes('Queue finished')", timeout=30_000)
+        assert not img.is_visible()  # the finished queue shows no picture (and no broken-image icon)
     assert net.non_loopback() == []
     with Study.open(root / "study") as s:
         lab = s.labels().iloc[0]

@@ -7,14 +7,13 @@ label and the reject, and the notebook still has its two code cells, none insert
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from jupyterlab_driver import CHROMIUM, CHROMIUM_ARGS, NetworkLog, guard_context, open_and_run_all, start_lab
+from jupyterlab_driver import NetworkLog, lab_page, require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,53 +46,35 @@ def _notebook(root: Path, samples: Path) -> tuple[Path, list[str]]:
 
 
 def test_keys_on_the_review_queue_never_reach_jupyterlab(samples: Path, tmp_path: Path) -> None:
-    pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} not installed: scripts/setup_env.sh dev installs Debian's 'chromium'")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium')")
-    from playwright.sync_api import sync_playwright
-
+    require_browser()
     from medwb.store import Study
 
     root = tmp_path / "lab_root"
     root.mkdir()
     nb_path, ids = _notebook(root, samples)
     net = NetworkLog()
-    server = start_lab(root)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                context = browser.new_context(viewport={"width": 1300, "height": 1000})
-                guard_context(context, net)
-                page = context.new_page()
-                open_and_run_all(page, server, nb_path.name)
-                image = page.locator(".jp-OutputArea-output .widget-image").first
-                image.wait_for(state="visible", timeout=120_000)
-                page.wait_for_timeout(1500)  # the widget views settle
+    with lab_page(root, nb_path.name, net) as (page, _):
+        image = page.locator(".jp-OutputArea-output .widget-image").first
+        image.wait_for(state="visible", timeout=120_000)
+        page.wait_for_timeout(1500)  # the widget views settle
 
-                def press(key: str, expect: str) -> str:
-                    time.sleep(0.7)  # a case must be on screen 0.5 s before it can be decided
-                    image.click()
-                    page.keyboard.press(key)
-                    page.wait_for_function(
-                        "want => Array.from(document.querySelectorAll('.widget-html-content'))"
-                        ".some(e => e.innerText.startsWith(want))", arg=expect, timeout=60_000)
-                    return next(t for t in page.locator(".widget-html-content").all_inner_texts()
-                                if t.startswith(expect))
+        def press(key: str, expect: str) -> str:
+            time.sleep(0.7)  # a case must be on screen 0.5 s before it can be decided
+            image.click()
+            page.keyboard.press(key)
+            page.wait_for_function(
+                "want => Array.from(document.querySelectorAll('.widget-html-content'))"
+                ".some(e => e.innerText.startsWith(want))", arg=expect, timeout=60_000)
+            return next(t for t in page.locator(".widget-html-content").all_inner_texts()
+                        if t.startswith(expect))
 
-                assert press("1", f"saved case {ids[0]} as 1:")
-                assert "no pre-label" in press("a", "not saved")  # nothing to accept; and no cell inserted
-                assert press("r", f"saved case {ids[1]} rejected")
-                press("m", "key 'm'")  # not a review key: refused by the queue, and no markdown cell either
-                page.screenshot(path=str(ROOT / "reports" / "review_queue_jupyterlab_keys.png"))
-                cells = page.locator(".jp-Notebook .jp-Cell")
-                kinds = [c.get_attribute("class") for c in cells.all()]
-            finally:
-                browser.close()
-    finally:
-        server.stop()
+        assert press("1", f"saved case {ids[0]} as 1:")
+        assert "no pre-label" in press("a", "not saved")  # nothing to accept; and no cell inserted
+        assert press("r", f"saved case {ids[1]} rejected")
+        press("m", "key 'm'")  # not a review key: refused by the queue, and no markdown cell either
+        page.screenshot(path=str(ROOT / "reports" / "review_queue_jupyterlab_keys.png"))
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        kinds = [c.get_attribute("class") for c in cells.all()]
     assert len(kinds) == 2 and all("jp-CodeCell" in k for k in kinds), kinds  # none inserted or converted
     assert [u for u in net.non_loopback()] == []
     with Study.open(root / "study") as s:
