@@ -23,7 +23,7 @@ def _cmd_check(a: argparse.Namespace) -> int:
 def _cmd_explore(a: argparse.Namespace) -> int:
     from medwb.pipelines.explore import run_explore
 
-    ipynb, html = run_explore(a.data, a.out, max_cases=a.max_cases)
+    ipynb, html = run_explore(a.data, a.out, max_cases=a.max_cases, study=a.study, plaintext=a.plaintext_outputs)
     print(f"executed notebook: {ipynb}\nHTML report: {html}")
     return 0
 
@@ -51,7 +51,7 @@ def _simulation_kwargs(a: argparse.Namespace) -> dict[str, Any]:
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from medwb.pipelines.simulate import run_simulation
 
-    run_simulation(a.data, **_simulation_kwargs(a))
+    run_simulation(a.data, **_simulation_kwargs(a), plaintext=a.plaintext_outputs)
     return 0
 
 
@@ -175,7 +175,8 @@ def _cmd_report(a: argparse.Namespace) -> int:
     from medwb.report.build import build_report
 
     paths = build_report(a.study, a.out, pdf=not a.no_pdf, dataset=a.dataset, simulation_curves=a.curves,
-                         explain_dir=a.explain, seed=a.seed, n_bootstrap=a.n_bootstrap)
+                         explain_dir=a.explain, seed=a.seed, n_bootstrap=a.n_bootstrap,
+                         plaintext=a.plaintext_outputs)
     for p in paths:
         print(p)
     return 0
@@ -281,6 +282,13 @@ def _cmd_purge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_decrypt(a: argparse.Namespace) -> int:
+    from medwb.privacy.outputs import decrypt_output
+
+    print(decrypt_output(a.file, a.out, key_file=a.key_file))
+    return 0
+
+
 def _cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -333,6 +341,11 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True)
 
 
+PLAINTEXT_HELP = ("encrypted study: write the outputs in clear (an HTML report opens in a browser); they leave the "
+                  "protected zone, are registered for medwb purge, and a warning says so (default: encrypted, "
+                  "opened with medwb decrypt FILE --out DEST)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medwb", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"medwb {__import__('medwb').__version__}")
@@ -351,10 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
+    s.add_argument("--study", default=None,
+                   help="the study these outputs belong to: registered there for medwb purge (and encrypted when the "
+                        "study is); without it they belong to no study and no purge removes them")
+    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
     s.set_defaults(func=_cmd_explore)
 
     s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
     _simulation_args(s)
+    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
     s.set_defaults(func=_cmd_simulate)
 
     s = sub.add_parser("class-sweep", help="labels needed vs number of classes: simulate nested class subsets "
@@ -447,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder of `medwb explain` (default: STUDY/exports/explain when present)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     s.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("demo", help="the end-to-end study on bundled real data, ending in a report")
@@ -503,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["verify"])
     s.add_argument("study", help="study folder (or its purge_audit.jsonl)")
     s.set_defaults(func=_cmd_audit)
+
+    s = sub.add_parser("decrypt", help="a clear copy of one encrypted output (report, simulation table, map)")
+    s.add_argument("file", help="a file whose content starts with MEDWBENC1")
+    s.add_argument("--out", required=True, help="where the clear copy goes (it leaves the protected zone)")
+    s.add_argument("--key-file", default=None,
+                   help="the key (default: the study holding FILE, else $MEDWB_KEY_FILE / $MEDWB_KEY)")
+    s.set_defaults(func=_cmd_decrypt)
     return p
 
 

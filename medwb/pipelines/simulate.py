@@ -18,7 +18,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,13 @@ from medwb.al.representation import check_finetune
 from medwb.atomic import atomic_write_bytes, ensure_output_dir
 from medwb.errors import DataError
 from medwb.metrics import format_metric, metric_value
+from medwb.store import cipher, files
+from medwb.store.layout import StudyLayout
+
+Writer = Callable[[Path, bytes], Path]
 
 if TYPE_CHECKING:
+    from medwb.privacy.crypto import Key
     from medwb.al.loop import ActiveLearningLoop
     from medwb.data.dataset import Dataset
     from medwb.models.pretrain import PretrainConfig, PretrainResult
@@ -106,8 +111,10 @@ def format_table(summary: pd.DataFrame, budget: float) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
-    """Learning curves (mean over seeds, min-max band) per metric, with the full-data value and 98% of it."""
+def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "",
+                write: Writer = files.write_bytes) -> Path:
+    """Learning curves (mean over seeds, min-max band) per metric, with the full-data value and 98% of it;
+    ``write`` stores the PNG (default: encrypted inside an encrypted study or simulation folder)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,10 +143,10 @@ def plot_curves(curves: pd.DataFrame, path: str | Path, *, title: str = "") -> P
         ax.legend(fontsize=8)
     fig.suptitle(title or "active learning: mean over seeds, band = min-max")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
-    return path
+    return write(Path(path), buf.getvalue())
 
 
 AUTOLABEL_COLUMNS = ["strategy", "seed", "round", "n_batch", "n_auto", "n_auto_errors",
@@ -238,6 +245,7 @@ def run_simulation(
     pipeline: str = "medwb",
     finetune: str = "full",
     pretrain_config: PretrainConfig | None = None,
+    plaintext: bool = False,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -259,6 +267,10 @@ def run_simulation(
     scratch on every pool label) and, when an arm pretrains, ``full-pretrained`` (same network from the
     pretrained trunk); the summary's share of full and labels to 95/98% use the stronger of the two
     (:func:`medwb.al.curves.summarize`), so pretraining cannot lower the bar.
+
+    With a key configured the studies are encrypted, and so is everything written in ``out_dir`` (the folder gets
+    the study marker, :func:`protect_output`: tables, plot, pretraining cache); ``plaintext`` writes the tables
+    and plot in clear instead, with a warning that they left the protected zone (they are registered for purge).
     """
     from tqdm.auto import tqdm
 
@@ -275,6 +287,10 @@ def run_simulation(
         raise DataError(None, f"rounds={rounds}, seeds={seeds}", "pass --rounds >= 1 and --seeds >= 1")
     arms = list(dict.fromkeys(parse_arm(s, pipeline) for s in strategies))
     out = ensure_output_dir(out_dir)
+    key = cipher.key_for_new_study(None)
+    if key is not None and not plaintext:
+        protect_output(out, key)
+    write: Writer = atomic_write_bytes if plaintext else files.write_bytes
     ds = open_dataset(data, progress=progress)
     if size is not None:
         size = tuple(int(v) for v in size)
@@ -295,7 +311,7 @@ def run_simulation(
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
     runs = [(a, k) for k in seed_list for a in [*refs, *arms]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
-    pool_size, target_error = None, 0.02
+    pool_size, target_error, encrypted = None, 0.02, False
     folders = [out / "studies" / f"{arm.strategy if arm in refs else arm.label}-seed{seed}" for arm, seed in runs]
     for arm, seed in bar:
         bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
@@ -305,6 +321,7 @@ def run_simulation(
         study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
                                      name=f"{ds.name} {name} seed {seed}")
         register_simulation(study, out, folders, ds.stats_cache_file)
+        encrypted = encrypted or study.encrypted
         loop = ActiveLearningLoop(study, ds, strategy="random" if arm in refs else arm.strategy, batch_size=1,
                                   train_config=config, seed=seed, cold_start=cold_start, mc_passes=mc_passes,
                                   size=size, evaluate_test=True, progress=False, max_pool=max_pool,
@@ -320,12 +337,12 @@ def run_simulation(
         auto_parts.append(autolabel_from_study(study, strategy=name, seed=seed))
     auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
     with output_lock(out):  # another run on this --out merges its rows one after the other, never over ours
-        curves = merge_rows(out / "curves.csv", pd.concat(parts, ignore_index=True)[CURVE_COLUMNS])
-        auto = merge_rows(out / "autolabel.csv", auto)
+        curves = merge_rows(out / "curves.csv", pd.concat(parts, ignore_index=True)[CURVE_COLUMNS], write=write)
+        auto = merge_rows(out / "autolabel.csv", auto, write=write)
     summary = summarize(curves, budget)
-    summary.to_csv(out / "summary.csv", index=False)
+    write(out / "summary.csv", summary.to_csv(index=False).encode())
     n_seeds = curves["seed"].nunique()
-    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {n_seeds} seed(s)")
+    plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {n_seeds} seed(s)", write=write)
     text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
             f"test split; full = all pool labels, same model and schedule")
     text += "; arms: " + ", ".join(f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms)
@@ -335,8 +352,12 @@ def run_simulation(
     text += f"\n{format_table(summary, budget)}"
     if len(auto):
         text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
-    (out / "table.txt").write_text(text + "\n")
+    write(out / "table.txt", (text + "\n").encode())
     print(text)
+    if plaintext and encrypted:
+        from medwb.privacy.outputs import warn_plaintext
+
+        warn_plaintext("simulation", [out / f for f in OUTPUT_FILES if (out / f).is_file()], folders[-1])
     return summary
 
 
@@ -369,10 +390,11 @@ def output_lock(out: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def merge_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+def merge_rows(path: Path, new: pd.DataFrame, *, write: Writer = files.write_bytes) -> pd.DataFrame:
     """``new`` plus the rows of ``path`` for every (strategy, seed) that ``new`` does not have (another run on the
     same output folder wrote them), written atomically; returns what was written. Call under :func:`output_lock`."""
-    old = pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame(columns=new.columns)
+    old = (pd.read_csv(io.BytesIO(files.read_bytes(path))) if path.is_file() and path.stat().st_size
+           else pd.DataFrame(columns=new.columns))
     if len(old) and {"strategy", "seed"} <= set(old.columns):
         ours = set(zip(new["strategy"].astype(str), new["seed"].astype(int)))
         keep = [(str(a), int(b)) not in ours for a, b in zip(old["strategy"], old["seed"])]
@@ -381,8 +403,19 @@ def merge_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     merged = merged.reindex(columns=new.columns) if len(merged) else new
     buf = io.StringIO()
     merged.to_csv(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    write(path, buf.getvalue().encode())
     return merged
+
+
+def protect_output(out: Path, key: Key) -> None:
+    """Make ``out`` an encrypted zone like a study: the study marker (:mod:`medwb.store.cipher`) in it, so every
+    file the store's file pair writes under it is encrypted with ``key`` (a marker of another key: CryptoError)."""
+    lay = StudyLayout(out)
+    if cipher.is_encrypted(lay):
+        cipher.study_key(lay, key)
+    else:
+        cipher.write_marker(lay, key)
+    cipher.remember(lay, key)
 
 
 def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,
@@ -404,13 +437,12 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
     """Train on every pool label once per seed (cached in the study folder as full.json)."""
     cache = folder / "full.json"
     if cache.is_file():
-        metrics = json.loads(cache.read_text())
+        metrics = json.loads(files.read_bytes(cache))
     else:
         X, y, _ = loop.arrays("train")
         _, metrics = loop.fit(X, y)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # two runs on one --out may both train this reference
-        tmp.write_text(json.dumps(metrics))
-        tmp.replace(cache)
+        # atomic (two runs on one --out may both train this reference); encrypted in an encrypted study
+        files.write_bytes(cache, json.dumps(metrics).encode())
     n = loop.pool_size
     return pd.DataFrame([(name, seed, 0, n, 1.0, m, metric_value(metrics.get(f"test_{m}")))
                          for m in metrics_for(task)],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medwb.atomic import ensure_output_dir
 from medwb.errors import MedwbError, StoreError
-from medwb.store.layout import DB_NAME, is_study
+from medwb.store.layout import DB_NAME, StudyLayout, is_study
 
 NOTEBOOK = "04_validation_report.ipynb"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -124,12 +124,16 @@ def build_report(
     n_bootstrap: int = 1000,
     stem: str = "validation_report",
     timeout_s: int = 1800,
+    plaintext: bool = False,
 ) -> list[Path]:
     """Execute the validation notebook for ``study``; return [executed .ipynb, .html, (.pdf)].
 
-    Paths are made absolute because the notebook runs with ``out_dir`` as its working directory.
+    Paths are made absolute because the notebook runs with ``out_dir`` as its working directory. For an encrypted
+    study every file (ipynb, HTML, PDF, tables, figures) is written encrypted (built in a RAM folder, then sealed
+    with the study's key: ``medwb decrypt FILE --out DEST`` opens one), unless ``plaintext``: then they are written
+    in clear, registered for purge, and a warning says they left the protected zone (:mod:`medwb.privacy.outputs`).
     """
-    from medwb.notebook_runner import execute_notebook
+    from medwb.store.cipher import study_key
 
     study = Path(study).resolve()
     if not is_study(study):
@@ -157,11 +161,34 @@ def build_report(
             params["dataset"] = str(resolve_dataset_path(st))
         finally:
             st.close()
+    key = study_key(StudyLayout(study))  # None: a plain study (a missing key fails here, by name)
+    if key is None or plaintext:
+        paths = _execute(params, out, stem=stem, pdf=pdf, timeout_s=timeout_s)
+        every = [*paths, *(out / d for d in ("tables", "figures") if (out / d).is_dir())]
+        register_report(study, every)
+        if key is not None:
+            from medwb.privacy.outputs import warn_plaintext
+
+            warn_plaintext("report", [f for p in every for f in ([p] if p.is_file() else sorted(p.rglob("*")))
+                                      if f.is_file()], study)
+        return paths
+    from medwb.privacy.outputs import private_workdir, seal
+
+    with private_workdir("medwb-report-") as work:
+        built = _execute(params, work, stem=stem, pdf=pdf, timeout_s=timeout_s)
+        sealed = seal(work, out, key)
+    register_report(study, [*sealed, *(out / d for d in ("tables", "figures") if (out / d).is_dir())])
+    return [out / p.relative_to(work) for p in built]
+
+
+def _execute(params: dict, out: Path, *, stem: str, pdf: bool, timeout_s: int) -> list[Path]:
+    """Run the notebook in ``out`` (its working directory); [ipynb, html, (pdf)]."""
+    from medwb.notebook_runner import execute_notebook
+
     ipynb, html = execute_notebook(NOTEBOOK, params, out, stem=stem, hide_code=True, timeout_s=timeout_s)
     paths = [ipynb, html]
     if pdf:
         paths.append(html_to_pdf(html, out / f"{stem}.pdf"))
-    register_report(study, [*paths, *(out / d for d in ("tables", "figures") if (out / d).is_dir())])
     return paths
 
 
