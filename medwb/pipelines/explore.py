@@ -388,14 +388,20 @@ def volume_case(ds: Dataset, case_id: str | None = None) -> str:
 
 # ---- running the notebook -----------------------------------------------------------------------------------
 def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
-                volume_case_id: str | None = None) -> tuple[Path, Path]:
+                volume_case_id: str | None = None, study: str | Path | None = None,
+                plaintext: bool = False) -> tuple[Path, Path]:
     """Execute ``notebooks/01_explore.ipynb`` on ``data`` with papermill; return (executed .ipynb, .html).
 
     Papermill has no front end, so views are static: ``static_views=True`` is passed as a parameter and
     ``MEDWB_STATIC_VIEWS=1`` is set for the kernel (which inherits this process's environment).
+
+    Explore runs before any study exists, so its outputs belong to no study and no purge finds them, unless
+    ``study`` (``medwb explore --study``) names the study they belong to, or ``out`` is inside an encrypted one:
+    then they are registered there for purge, and for an encrypted study written encrypted unless ``plaintext``
+    (as reports: :mod:`medwb.privacy.outputs`).
     """
     from medwb.errors import DataError
-    from medwb.notebook_runner import execute_notebook
+    from medwb.store import Study, cipher
 
     data = Path(data).resolve()
     if not data.exists():
@@ -403,6 +409,32 @@ def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
     params: dict[str, Any] = {"data_path": str(data), "max_cases": int(max_cases), "static_views": True}
     if volume_case_id is not None:
         params["volume_case"] = str(volume_case_id)
+    owner = cipher.owning_study(Path(out) / "x")
+    folder = Path(study) if study is not None else (owner.folder if owner is not None else None)
+    if folder is None:
+        return _execute_explore(params, out, data)
+    with Study.open(folder) as st:
+        key = st.key
+        if key is None or plaintext:
+            paths = _execute_explore(params, out, data)
+            st.register_artifacts(paths, "report")
+            if key is not None:
+                from medwb.privacy.outputs import warn_plaintext
+
+                warn_plaintext("explore", list(paths), folder)
+            return paths
+        from medwb.privacy.outputs import private_workdir, seal
+
+        with private_workdir("medwb-explore-") as work:
+            built = _execute_explore(params, work, data)
+            sealed = seal(work, Path(out), key)
+        st.register_artifacts(sealed, "report")
+        return Path(out) / built[0].relative_to(work), Path(out) / built[1].relative_to(work)
+
+
+def _execute_explore(params: dict[str, Any], out: str | Path, data: Path) -> tuple[Path, Path]:
+    from medwb.notebook_runner import execute_notebook
+
     before = os.environ.get(STATIC_ENV)
     os.environ[STATIC_ENV] = "1"
     try:
