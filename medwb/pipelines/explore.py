@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medwb.ui.view import LABEL_COLORS, STATIC_ENV, focus_index, spatial_array, to_rgb
+from medwb.ui.view import LABEL_COLORS, STATIC_ENV, focus_index, spatial_array, static_views_enabled, to_rgb
 
 if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
@@ -105,7 +105,7 @@ def class_balance(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0) -
            if isinstance(c.set_index("case_id").at[i, "mask"], str)]
     split_of = c.set_index(c["case_id"].astype(str))["split"].astype(str)
     recs = []
-    for cid in tqdm(ids, desc="masks", leave=False, disable=len(ids) < 50):
+    for cid in tqdm(ids, desc="masks", leave=False, disable=len(ids) < 50 or static_views_enabled()):
         m = ds.load_mask(cid)
         if m is None:
             continue
@@ -225,7 +225,8 @@ def intensity_histograms(ds: Dataset, *, max_cases: int | None = 2000, bins: int
     ids = sample_case_ids(ds, max_cases, seed=seed)
     rng = np.random.default_rng(seed)
     groups: dict[str, list[np.ndarray]] = {}
-    for cid in tqdm(ids, desc="intensities", leave=False, disable=len(ids) < 200):
+    # a static report (papermill) keeps no progress bar: in a kernel it is a widget that would stay dead
+    for cid in tqdm(ids, desc="intensities", leave=False, disable=len(ids) < 200 or static_views_enabled()):
         a = np.asarray(ds.load_image(cid)).ravel()
         a = a[np.isfinite(a)]
         if a.size > voxels_per_case:

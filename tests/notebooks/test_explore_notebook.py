@@ -69,6 +69,7 @@ def test_explore_cli_2d_classification(samples: Path, tmp_path: Path) -> None:
     assert "LEAKAGE" in joined and "exact across splits (leak)" in joined
     assert "pneumonia" in joined and "normal" in joined
     assert "structure model (pixel features): 200 cases in 2 clusters" in joined  # the cluster gallery's cell
+    assert "application/vnd.jupyter.widget-view+json" not in ipynb.read_text()  # no dead progress-bar widgets
     assert external_urls(html.read_text()) == []
 
 
