@@ -73,3 +73,20 @@ def study_encryption(request, tmp_path_factory, monkeypatch) -> str:
         generate_key(key_file)
         monkeypatch.setenv("MEDWB_KEY_FILE", str(key_file))
     return request.param
+
+
+@pytest.fixture(scope="session")
+def hippocampus(samples: Path):
+    """The bundled MSD hippocampus volumes (3D segmentation, 2 classes), opened once per session."""
+    from medwb.data import open_dataset
+
+    return open_dataset(samples / "segmentation_3d" / "hippocampus", progress=False)
+
+
+@pytest.fixture(scope="session")
+def hc18(samples: Path):
+    """The bundled HC18 ultrasound images (2D segmentation, fetal head), opened once per session."""
+    from medwb.data import open_dataset
+
+    return open_dataset(samples / "segmentation_2d" / "hc18", progress=False)
+

@@ -17,11 +17,6 @@ def pneumonia(samples: Path):
     return open_dataset(samples / "classification_2d" / "pneumoniamnist.npz", progress=False)
 
 
-@pytest.fixture(scope="module")
-def hippocampus(samples: Path):
-    return open_dataset(samples / "segmentation_3d" / "hippocampus", progress=False)
-
-
 def test_overview_counts_match_cohort(pneumonia) -> None:
     t = explore.overview_table(pneumonia)
     assert t.at["cases", "value"] == len(pneumonia.cohort) == 5856

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medwb.data import open_dataset
 from medwb.store import Study, read_mask
 from medwb.ui.widgets.region_click import ClickImage, RegionClickEditor
 from medwb.ui.widgets.review import NO_PROPOSAL_NOTE
@@ -26,16 +25,6 @@ def send_click(canvas: ClickImage, row: int, col: int, shift: bool = False) -> N
 def png_size(src: str) -> tuple[int, int]:
     with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
         return im.size
-
-
-@pytest.fixture(scope="module")
-def hc18(samples: Path):
-    return open_dataset(samples / "segmentation_2d" / "hc18", progress=False)
-
-
-@pytest.fixture(scope="module")
-def hippocampus(samples: Path):
-    return open_dataset(samples / "segmentation_3d" / "hippocampus", progress=False)
 
 
 def make_study(folder: Path, ds, classes=None) -> Study:
