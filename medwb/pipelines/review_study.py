@@ -48,11 +48,11 @@ class RoundProgress:
         self.last: tuple[int, int, int] | None = None
 
     def __call__(self, study: Study) -> None:
-        row = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'started'").fetchone()
-        if row[0] is None:
+        number = study.open_round()
+        if number is None:
             return
-        st = study.case_status(int(row[0]))
-        now = (int(row[0]), int(st["decided"].sum()), len(st))
+        st = study.case_status(number)
+        now = (number, int(st["decided"].sum()), len(st))
         if now != self.last:
             self.last = now
             self.say(f"round {now[0]}: {now[1]} of {now[2]} cases decided")

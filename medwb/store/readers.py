@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from medwb.errors import StoreError
+from medwb.store.rounds import open_round
 
 if TYPE_CHECKING:
     from medwb.store.study import Study
@@ -71,11 +72,6 @@ def save_proposals(study: Study, round: int, case_ids: Sequence[str], prelabels:
                        for i, cid in enumerate(ids)])
 
 
-def _open_round(study: Study) -> int | None:
-    row = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'started'").fetchone()
-    return None if row[0] is None else int(row[0])
-
-
 def _round_or_latest(study: Study, round: int | None) -> int | None:
     if round is not None:
         return int(round)
@@ -89,7 +85,7 @@ def set_reads(study: Study, case_ids: Iterable[str], reads: int, *, round: int |
     adjudication."""
     if int(reads) < 1:
         raise StoreError(f"reads={reads}. Fix: 1 (one reader) or more (independent reads)")
-    number = _open_round(study) if round is None else int(round)
+    number = open_round(study) if round is None else int(round)
     if number is None:
         raise StoreError("no open round. Fix: propose the round's cases first (loop.propose())")
     ids = [str(c) for c in case_ids]
@@ -115,7 +111,7 @@ def claim_case(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, round: in
     if not ttl > 0:
         raise StoreError(f"ttl={ttl!r}. Fix: pass a lease length in seconds > 0")
     t = time.time() if clock is None else float(clock)
-    number = _open_round(study) if round is None else int(round)
+    number = open_round(study) if round is None else int(round)
     if number is None:
         return None
     args = {"r": reader, "t": t, "n": number}

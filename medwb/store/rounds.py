@@ -72,6 +72,12 @@ def current_round(study: Study) -> int:
     return int(row[0]) if row[0] is not None else 0
 
 
+def open_round(study: Study) -> int | None:
+    """The round started and not yet finished (the highest, if several), None when none is open."""
+    row = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'started'").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
 def last_finished_round(study: Study) -> int:
     """The highest finished round, 0 when none: a resumed study continues after it."""
     row = study.conn.execute("SELECT MAX(number) FROM rounds WHERE status = 'finished'").fetchone()

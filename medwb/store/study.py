@@ -237,6 +237,7 @@ class Study:
     finish_round = round_store.finish_round
     save_round_autolabel = round_store.save_round_autolabel
     current_round = round_store.current_round
+    open_round = round_store.open_round
     last_finished_round = round_store.last_finished_round
     rounds = round_store.rounds
     add_model = round_store.add_model
