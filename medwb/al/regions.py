@@ -25,6 +25,7 @@ import numpy as np
 
 from medwb.errors import DataError
 from medwb.store import files
+from medwb.store.masks import save_npy
 
 if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
@@ -151,7 +152,5 @@ def study_regions(study: Study, dataset: Dataset, case_id: str, *, config: Regio
         return np.load(io.BytesIO(files.read_bytes(path)), allow_pickle=False)
     regions = over_segment(dataset.load_image(case_id), spacing_of(dataset, case_id), config=cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.save(buf, regions, allow_pickle=False)
-    files.write_bytes(path, buf.getvalue())
+    save_npy(path, regions)
     return regions
