@@ -16,6 +16,8 @@ database name.
     exports/            CSV / NIfTI exports for other tools
     maps/               explanation and uncertainty maps
     masks/              label masks written by the store (add_label(mask=...), save_mask, import_masks)
+    masks/prelabels/    the model's predicted masks of a segmentation round's proposed cases (the readers'
+                        editor starts from them; medwb.store.predicted_masks)
     purge_audit.jsonl   the purge audit log (the only file a purge keeps)
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ MASK_SUFFIX = ".npy"
 CHECKPOINT_PATTERN = "round_{round:03d}.pt"
 PRETRAIN = "pretrain"  # sub-folder of cache/ holding pretraining results
 REGIONS = "regions"  # sub-folder of cache/ holding the structure model's region maps
+PRELABELS = "prelabels"  # sub-folder of masks/ holding the model's predicted masks of proposed cases
 
 
 def safe_name(case_id: str) -> str:
@@ -175,6 +178,14 @@ class StudyLayout:
         r = 0 if round is None else int(round)
         return self.masks / (f"{self.case_name(case_id)}__{self.person_name(annotator)}__{safe_name(source)}__r{r}"
                              f"__L{int(label_id):06d}{MASK_SUFFIX}")
+
+    def predicted_mask(self, round: int, case_id: str) -> Path:
+        """Where the model's predicted mask of a case proposed in round ``round`` is kept:
+        ``masks/prelabels/<case>__r<round>__<8 hex>.npy``. One file per (round, case): the 8 hex of the case id's
+        sha256 keep two ids with the same safe name apart; an encrypted study's keyed pseudonym is unique already
+        and gets no unkeyed hash (anyone could test a guessed PatientID against it)."""
+        tail = "" if self.name_key is not None else "__" + hashlib.sha256(str(case_id).encode()).hexdigest()[:8]
+        return self.masks / PRELABELS / f"{self.case_name(case_id)}__r{int(round)}{tail}{MASK_SUFFIX}"
 
     def tagged_mask(self, case_id: str, tag: str) -> Path:
         """The older, caller-tagged mask name of :meth:`medwb.store.Study.save_mask`: ``masks/<case>__<tag>.npy``."""

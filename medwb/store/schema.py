@@ -32,7 +32,7 @@ from medwb.store.layout import StudyLayout
 if TYPE_CHECKING:
     from medwb.privacy.crypto import Key
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -191,9 +191,19 @@ def v6_to_v7(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
 
 
+def v7_to_v8(conn: sqlite3.Connection) -> None:
+    """v8: the model's predicted masks of a segmentation round's proposed cases (medwb.store.predicted_masks),
+    each with the round and the model version that predicted it: a reader's page in ``medwb review`` has no model,
+    and without them its mask editor started empty."""
+    conn.execute("CREATE TABLE IF NOT EXISTS predicted_masks (round INTEGER NOT NULL, "
+                 "case_id TEXT NOT NULL REFERENCES cases(case_id), mask_path TEXT NOT NULL, "
+                 "model_version TEXT NOT NULL REFERENCES models(version), created_at TEXT NOT NULL, "
+                 "PRIMARY KEY (round, case_id))")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5,
-                                                                5: v5_to_v6, 6: v6_to_v7}
+                                                                5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:

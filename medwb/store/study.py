@@ -6,6 +6,7 @@ the methods below are one-line delegates to it:
 
     cases.py    the cohort table as registered          labels.py   THE label writer, provenance, label CSVs
     masks.py    mask files, NIfTI export/import         rounds.py   rounds and registered models
+    predicted_masks.py  the model's predicted masks of a segmentation round's proposed cases (readers start there)
     review.py   verdicts and the review queue           pool.py     the carved train/val/test splits
     readers.py  several readers: proposals, leases, double reads, adjudication
     structure.py  the structure model's actions: clusters named (pre-labels), split, merged
@@ -42,6 +43,7 @@ from medwb.store import labels as label_store
 from medwb.store import readers as reader_store
 from medwb.store import masks as mask_store
 from medwb.store import pool as pool_store
+from medwb.store import predicted_masks as predicted_mask_store
 from medwb.store import review as review_store
 from medwb.store import rounds as round_store
 from medwb.store import schema
@@ -231,6 +233,11 @@ class Study:
     save_mask = mask_store.save_mask
     export_masks_nifti = mask_store.export_masks_nifti
     import_masks = mask_store.import_masks
+
+    # the model's predicted masks of proposed segmentation cases (medwb/store/predicted_masks.py)
+    save_predicted_mask = predicted_mask_store.save_predicted_mask
+    predicted_masks = predicted_mask_store.predicted_masks
+    predicted_mask = predicted_mask_store.predicted_mask
 
     # rounds and models (medwb/store/rounds.py)
     start_round = round_store.start_round
