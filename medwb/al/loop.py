@@ -27,6 +27,7 @@ from medwb.al.fit import uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
+from medwb.al.prelabels import save_round_proposals
 from medwb.al.structure_round import STRATEGY as STRUCTURE
 from medwb.al.structure_round import structure_prelabels
 from medwb.data.dataset import default_size
@@ -266,7 +267,7 @@ class ActiveLearningLoop:
             self.current_model()[0], batch, X[pos], y[pos], *self.arrays("val")[:2], X_lab, task=self.ds.task,
             target_error=self.autolabel_target_error, seed=self.seed, passes=self.mc_passes)
         self.autolabel_stats = self.study.save_round_autolabel(self.round, stats)  # kept: a resumed round reuses them
-        self.study.save_proposals(self.round, batch["case_id"], batch["prelabel"], batch["confidence"], self.current_model()[1])
+        save_round_proposals(self, batch)  # with a segmentation round's predicted masks, for the app's readers
         return batch
 
     def save_label(self, case_id: str, answer: LabelAnswer) -> int:

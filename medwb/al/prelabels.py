@@ -2,7 +2,10 @@
 for editing in 3D Slicer / ITK-SNAP (re-imported with ``study.import_masks``).
 
 Why apart from the loop: the loop trains at one input size, a person edits at the image's own size; these
-functions do that conversion once, for the review widget, the NIfTI export and the auto-labels alike.
+functions do that conversion once, for the review widget, the NIfTI export and the auto-labels alike. When the
+loop proposes a segmentation round, :func:`save_round_proposals` stores each proposed case's predicted mask in the
+study (``Study.save_predicted_mask``), so a reader's page in ``medwb review``, which loads no model, starts its
+mask editor from it.
 """
 from __future__ import annotations
 
@@ -65,6 +68,31 @@ def uncertainty_map(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None
     beside the pre-label in the review widget; None before any model and for classification."""
     view = _case_view(loop, case_id)
     return None if view is None else entropy_map(*view, passes=loop.mc_passes, seed=loop.seed)
+
+
+def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame) -> None:
+    """Store the open round's pre-labelled ``batch`` for the readers' pages: its proposals (class, confidence,
+    model version) and, in a segmentation round with a model, each case's predicted mask at the image's own size
+    with the round and model version (:mod:`medwb.store.predicted_masks`). A reopened round keeps the masks it has
+    (same model, same mask) and writes only the missing ones."""
+    study, number, version = loop.study, loop.round, loop.current_model()[1]
+    study.save_proposals(number, batch["case_id"], batch["prelabel"], batch["confidence"], version)
+    if loop.ds.task != "segmentation" or version is None or number is None:
+        return
+    have = study.predicted_masks(number)
+    kept = {c for c, p, v in zip(have["case_id"], have["mask_path"], have["model_version"])
+            if v == version and Path(p).is_file()}
+    for cid in [str(c) for c in batch["case_id"] if str(c) not in kept]:
+        mask = prelabel_mask(loop, cid)
+        if mask is not None:
+            study.save_predicted_mask(number, cid, mask, model_version=version)
+
+
+def proposed_mask(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None:
+    """The pre-label mask a reader starts from: the open round's stored predicted mask (what the app's readers
+    see), else the loop's current model's (:func:`prelabel_mask`); None before any model."""
+    stored = None if loop.round is None else loop.study.predicted_mask(loop.round, str(case_id))
+    return stored if stored is not None else prelabel_mask(loop, case_id)
 
 
 def write_masks_nifti(dataset: Dataset, case_ids: Iterable[str], mask_of: Callable[[str], np.ndarray],

@@ -6,8 +6,10 @@ from the token in their link; this page shows that name (not editable), the open
 (:class:`LeasedCases`), so two readers never see the same case and a case left open by a reader who went away
 goes to the next one when its lease expires. A segmentation study's cases are read in the region-click editor
 (:class:`medwb.ui.widgets.segmentation_review.SegmentationReviewQueue`, driving the same ReviewQueue): the mask
-starts from the stored proposal's (the proposals table holds classes only, so for now that is an empty mask) and
-is built by clicking the study's cached structure-model regions; two readers' masks agree at Dice >= 0.8
+starts from the model's predicted mask the loop stored when it proposed the round (``Study.predicted_mask``; an
+empty mask in a round before any model or a study made before masks were stored) and is corrected or built by
+clicking the study's cached structure-model regions: saved unchanged it is the reader's label with source
+``human`` (an accepted pre-label), edited ``corrected``. Two readers' masks agree at Dice >= 0.8
 (``medwb.store.readers.MIN_DICE``). A reader whose case was decided by someone else meanwhile is told
 so, and the next case is shown; nothing is overwritten. Errors are shown as one plain sentence, never a traceback.
 """
@@ -53,14 +55,27 @@ def reader_from_query(query: str, readers_file: str | Path) -> str | None:
     return known.get(token_digest(tokens[-1]))
 
 
+def stored_prelabel(study: Study, proposal: dict[str, object], case_id: str) -> tuple[object, str]:
+    """(pre-label, warning) of a leased case: the proposal's class, or in a segmentation study the model's
+    predicted mask stored for its round (None: none stored, the editor starts empty). A stored mask that cannot
+    be read leaves the case without a pre-label and says why (the reader can still label it), never a traceback."""
+    if study.task != "segmentation":
+        return (None if proposal["prelabel"] is None else int(proposal["prelabel"])), ""
+    try:
+        return study.predicted_mask(int(proposal["round"]), case_id), ""
+    except MedwbError as e:
+        return None, f"<br><span style='color:#b00'>the model's mask could not be shown: {html.escape(str(e))}</span>"
+
+
 class LeasedCases:
     """A :class:`medwb.ui.widgets.review.CaseSource` over the store: each next case is claimed with a lease
-    (``Study.claim_case``), its pre-label and confidence come from the stored proposals, a decision ends the
-    lease, an undo takes it again."""
+    (``Study.claim_case``), its pre-label (class, or the model's stored predicted mask) and confidence come from
+    the stored proposals, a decision ends the lease, an undo takes it again."""
 
     def __init__(self, study: Study, reader: str, *, ttl: float = DEFAULT_TTL,
                  clock: Callable[[], float] = time.time) -> None:
         self.study, self.reader, self.ttl, self.clock = study, reader, float(ttl), clock
+        self.warnings: dict[str, str] = {}  # case -> why its stored pre-label is not shown
 
     def next_case(self) -> NextCase | None:
         cid = self.study.claim_case(self.reader, ttl=self.ttl, clock=self.clock())
@@ -70,8 +85,8 @@ class LeasedCases:
         if r is None:
             return NextCase(cid)
         conf = r["confidence"]
-        return NextCase(cid, None if r["prelabel"] is None else int(r["prelabel"]),
-                        float("nan") if conf is None else float(conf), int(r["round"]),
+        pre, self.warnings[cid] = stored_prelabel(self.study, r, cid)
+        return NextCase(cid, pre, float("nan") if conf is None else float(conf), int(r["round"]),
                         None if r["model_version"] is None else str(r["model_version"]),
                         round_origin(r["strategy"]))  # a structure round's labels say so in their note
 
@@ -89,7 +104,7 @@ class LeasedCases:
         self.study.release_case(case_id, self.reader)
 
     def note(self, case_id: str) -> str:
-        return earlier_notes(self.study, case_id)
+        return earlier_notes(self.study, case_id) + self.warnings.get(case_id, "")
 
     def undone(self, case_id: str) -> None:
         self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=self.clock())
@@ -282,4 +297,4 @@ class ReadersPanel:
             self._stop = None
 
 
-__all__ = ["LeasedCases", "ReadersPanel", "double_read_dice", "double_read_kappa", "panel_html", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "token_digest"]
+__all__ = ["LeasedCases", "ReadersPanel", "double_read_dice", "double_read_kappa", "panel_html", "readers_summary", "reader_from_query", "reader_page", "reader_queue", "round_progress", "stored_prelabel", "token_digest"]

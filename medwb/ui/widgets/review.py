@@ -463,7 +463,7 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
     """
     from IPython.display import display
 
-    from medwb.al.prelabels import prelabel_mask, uncertainty_map
+    from medwb.al.prelabels import proposed_mask, uncertainty_map
     from medwb.al.structure_round import round_origin
 
     ds = loop.ds
@@ -485,7 +485,7 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
     elif ds.task == "classification":
         proposals = batch["prelabel"].astype(int).tolist()
     else:
-        proposals = [prelabel_mask(loop, c)[None] for c in batch["case_id"]]
+        proposals = [proposed_mask(loop, c)[None] for c in batch["case_id"]]  # the mask the app's readers see
     umap = None if model is None else partial(uncertainty_map, loop)
     if ds.task == "segmentation":
         from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue

@@ -4,7 +4,8 @@ Why: the classification queue shows a pre-label a person accepts or changes with
 changed with one key, and drawing it from nothing outside medwb (3D Slicer) was the only way a segmentation round
 got its labels. Here the case is shown in a :class:`~medwb.ui.widgets.region_click.RegionClickEditor` over the
 structure model's regions (:func:`medwb.al.regions.study_regions`, computed once per case and cached in the
-study), starting from the pre-label when there is one.
+study), starting from the pre-label when there is one: in the notebook the loop's model's mask, in the review
+app the predicted mask the loop stored when it proposed the round (``Study.predicted_mask``).
 
 The decisions are the ordinary :class:`~medwb.ui.widgets.review.ReviewQueue`'s, which this class drives (one
 home for the provenance rules, the minimum viewing time, undo by retraction and several readers' leases):
@@ -124,7 +125,8 @@ class SegmentationReviewQueue:
             return
         i, cid = q.position, q.current
         prop = q.proposals[i]
-        start = ("starts from the <b>pre-label</b>: click to correct it, save as is to accept it"
+        by = f" of model <code>{html.escape(q.model_version)}</code>" if q.model_version else ""
+        start = (f"starts from the <b>pre-label</b>{by}: click to correct it, save as is to accept it"
                  if prop is not None else "no pre-label: <b>click the structure's regions in</b>")
         self.title.value = (f"case {i + 1}/{len(q.case_ids)}: <code>{html.escape(cid)}</code> - {start}"
                             f"{q.source.note(cid)}")
