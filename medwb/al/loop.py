@@ -137,7 +137,7 @@ class ActiveLearningLoop:
         self.num_classes = num_classes_of(dataset)
         self.size = tuple(size) if size is not None else default_size(dataset)
         self.model_fn = model_fn or partial(build_for_dataset, dataset)
-        self.train_config = train_config or default_train_config(dataset.task, seed=self.seed)
+        self.train_config = train_config or default_train_config(dataset.task, seed=self.seed, modality=dataset.modality)
         self.autolabel_stats: dict[str, float] = {}  # of the last proposed batch, for the round's metrics
         self._model: nn.Module | None = None  # the last registered model, loaded once (current_model)
         self._model_version: str | None = None

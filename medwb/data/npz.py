@@ -29,6 +29,11 @@ KNOWN = {
     "adrenalmnist3d": ({0: "normal", 1: "hyperplasia"}, "CT"),
     "breastmnist": ({0: "malignant", 1: "normal, benign"}, "US"),
     "nodulemnist3d": ({0: "benign", 1: "malignant"}, "CT"),
+    "bloodmnist": ({0: "basophil", 1: "eosinophil", 2: "erythroblast", 3: "immature granulocytes", 4: "lymphocyte",
+                    5: "monocyte", 6: "neutrophil", 7: "platelet"}, "microscopy"),
+    "dermamnist": ({0: "actinic keratoses and intraepithelial carcinoma", 1: "basal cell carcinoma",
+                    2: "benign keratosis-like lesions", 3: "dermatofibroma", 4: "melanoma", 5: "melanocytic nevi",
+                    6: "vascular lesions"}, "dermoscopy"),
 }
 NPZ_SPLITS = ("train", "val", "test")
 #: what numpy / zipfile raise for a damaged npz. numpy re-parses a broken .npy header with ``tokenize`` (Python-2
@@ -92,6 +97,9 @@ class NpzDataset(Dataset):
                             "export the dataset again with at least one image in a split")
         stem = path.stem.lower()
         known = next((v for k, v in KNOWN.items() if stem.startswith(k)), None)
+        if known and "class_map" in files:  # a class subset (medwb.pipelines.class_sweep): new index -> original
+            class_map = [int(c) for c in self._member(path, "class_map").reshape(-1)]
+            known = ({i: known[0].get(c, str(c)) for i, c in enumerate(class_map)}, known[1])
         is3d = "3d" in stem or (len(first_shape) == 3 and first_shape[-1] != 3)
         self._rgb = len(first_shape) == 3 and first_shape[-1] == 3 and not is3d
         if classes is None:

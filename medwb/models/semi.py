@@ -5,7 +5,7 @@ just to rank cases (issue 12). FixMatch lets the unlabelled pool shape the decis
 
 One optimiser step (:func:`train_semi`):
 
-- a labelled batch (``batch_size`` cases, light shift augmentation, :func:`medwb.models.train.shift_augment`) -> class-weighted
+- a labelled batch (``batch_size`` cases, the round's label-safe augmentation, :mod:`medwb.models.augment`) -> class-weighted
   cross-entropy, exactly as :func:`medwb.models.train.train` weights it (inverse class frequency);
 - ``mu * batch_size`` unlabelled images, each seen twice: a **weak** view (the same light shift) and a
   **strong** view (the SimCLR augmentation of :func:`medwb.models.pretrain.make_augment`: random affine,
@@ -78,7 +78,8 @@ from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
 from medwb.models.train import (BestEpoch, TrainConfig, TrainResult, choose_decision, predict_proba,
-                                recalibrate_batchnorm, shift_augment)
+                                lr_schedule, recalibrate_batchnorm)
+from medwb.models.augment import augment_batch, check_augment
 
 
 @dataclass
@@ -104,10 +105,13 @@ class SemiConfig:
     ema_decay: float | None = 0.99  # validate and keep an exponential moving average of the weights (None: off)
     recalibrate_bn: bool = True   # BatchNorm statistics recomputed on clean labelled + pool images at the end
     tune_decision: bool = True    # the decision rule (binary threshold / class offsets) chosen on validation
+    augment: str = "shift"        # labelled batch and weak view (medwb.models.augment; TrainConfig.augment)
+    lr_schedule: str = "cosine"   # "cosine" over epochs x steps_per_epoch, or "constant" (TrainConfig.lr_schedule)
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
 
     def __post_init__(self) -> None:
+        self.augment = check_augment(self.augment)
         problems = []
         for name in ("epochs", "steps_per_epoch", "batch_size", "mu"):
             if int(getattr(self, name)) < 1:
@@ -120,6 +124,8 @@ class SemiConfig:
             problems.append(f"lr={self.lr} (use > 0)")
         if self.select_on not in ("loss", "balanced"):
             problems.append(f"select_on={self.select_on!r} (use 'loss' or 'balanced')")
+        if self.lr_schedule not in ("cosine", "constant"):
+            problems.append(f"lr_schedule={self.lr_schedule!r} (use 'cosine' or 'constant')")
         if self.da_target not in ("labelled", "uniform"):
             problems.append(f"da_target={self.da_target!r} (use 'labelled' or 'uniform')")
         if problems:
@@ -282,6 +288,7 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
         g = torch.Generator().manual_seed(config.seed)
         lab, unl = _Cycler(len(Xl), bs, g), _Cycler(len(Xu), bu, g)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        schedule = lr_schedule(opt, config.lr_schedule, config.epochs * config.steps_per_epoch)
         ema = (None if config.ema_decay is None else
                AveragedModel(model, avg_fn=_ema_with_warmup(float(config.ema_decay)), use_buffers=True))
         judged = model if ema is None else ema.module
@@ -292,10 +299,10 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
             pseudo_counts = np.zeros(k)
             for _ in range(config.steps_per_epoch):
                 li, ui = lab.next(), unl.next()
-                xl = shift_augment(Xl[li], None, g)[0]
+                xl = augment_batch(Xl[li], None, g, config.augment)[0]
                 ylb = torch.from_numpy(yl[li.numpy()])
                 xu = Xu[ui]
-                xw, xs = shift_augment(xu, None, g)[0], strong(xu)
+                xw, xs = augment_batch(xu, None, g, config.augment)[0], strong(xu)
                 with torch.no_grad():
                     model.trunk.train(not frozen)   # weak-view BatchNorm statistics: the clean pool's
                     model.head.eval()               # no dropout on the pseudo-labeller
@@ -320,6 +327,8 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if schedule is not None:
+                    schedule.step()
                 if ema is not None:
                     ema.update_parameters(model)
                 tot["loss"] += loss.item()
@@ -383,7 +392,7 @@ def semi_config_from(config: TrainConfig, **overrides: Any) -> SemiConfig:
     base = {"epochs": min(SemiConfig.epochs, int(config.epochs)), "seed": config.seed, "lr": config.lr, "weight_decay": config.weight_decay,
             "batch_size": config.batch_size, "patience": config.patience, "min_epochs": config.min_epochs,
             "balance_classes": config.balance_classes, "tune_decision": config.tune_decision,
-            "max_seconds": config.max_seconds}
+            "max_seconds": config.max_seconds, "augment": config.augment, "lr_schedule": config.lr_schedule}
     return SemiConfig(**{**base, **overrides})
 
 

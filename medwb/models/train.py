@@ -14,8 +14,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
+from medwb.models.augment import augment_batch, check_augment, default_augment
 from medwb.models.checkpoint import save_checkpoint
 from medwb.models.networks import Task, TrunkHeadNet
+
+LR_SCHEDULES = ("cosine", "constant")
+
 
 @dataclass
 class TrainConfig:
@@ -36,20 +40,32 @@ class TrainConfig:
     min_batches_per_epoch: int = 0  # tiny labelled sets: repeat reshuffled passes until an epoch has this many
     min_epochs: int = 5          # never stop before this
     balance_classes: bool = True  # class-weighted cross-entropy (classification)
-    augment: bool = True         # light: a random +-2 voxel shift per batch (image and mask alike)
+    augment: str = "shift"       # label-safe batch augmentation (medwb.models.augment): "none", "shift" (+-2
+    #                              voxels), "flip" or "dihedral" (flips + 90-degree turns: orientation-free images);
+    #                              True / False (the older boolean setting) mean "shift" / "none"
+    lr_schedule: str = "cosine"  # "cosine" (decay to 0 over epochs x batches per epoch) or "constant"
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
     freeze_trunk: bool = False   # train the head only on the trunk's features, computed once (no augmentation)
 
+    def __post_init__(self) -> None:
+        self.augment = check_augment(self.augment)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DataError(None, f"unknown learning-rate schedule {self.lr_schedule!r}",
+                            f"use lr_schedule in {LR_SCHEDULES}")
 
-def default_train_config(task: Task, *, seed: int = 0, **overrides: Any) -> TrainConfig:
-    """The schedule an active-learning round uses for ``task``, with ``overrides`` (TrainConfig fields).
+
+def default_train_config(task: Task, *, seed: int = 0, modality: str | None = None,
+                         **overrides: Any) -> TrainConfig:
+    """The schedule an active-learning round uses for ``task`` on images of ``modality``, with ``overrides``
+    (TrainConfig fields). Orientation-free modalities (microscopy, pathology, dermoscopy) train with every flip
+    and 90-degree turn (:func:`medwb.models.augment.default_augment`); others with the small shift only.
 
     Segmentation: batches of 8 volumes and at least 8 batches per epoch, so 10 labelled volumes get as many
     optimizer steps per epoch as 60 (one 32-volume batch per epoch left a 3D UNet under-trained: Dice 0.55
     vs 0.84 with 8-volume batches in the hippocampus benchmarks).
     """
-    base: dict[str, Any] = {"seed": seed}
+    base: dict[str, Any] = {"seed": seed, "augment": default_augment(modality)}
     if task == "segmentation":
         base.update(batch_size=8, min_batches_per_epoch=8)
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
@@ -240,14 +256,22 @@ def _task(model: nn.Module) -> Task:
     return getattr(model, "task", "classification")
 
 
-def shift_augment(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Random circular shift of up to 2 voxels per spatial axis (same for image and mask): cheap, label-safe."""
-    dims = tuple(range(2, x.ndim))
-    shifts = tuple(int(s) for s in torch.randint(-2, 3, (len(dims),), generator=g))
-    x = torch.roll(x, shifts=shifts, dims=dims)
-    if y is not None and y.ndim == x.ndim:
-        y = torch.roll(y, shifts=shifts, dims=dims)
-    return x, y
+def batches_per_epoch(n: int, config: TrainConfig) -> int:
+    """Optimiser steps in one epoch of :func:`train` on ``n`` cases: whole reshuffled passes until the epoch has
+    ``min_batches_per_epoch`` batches, a tail batch kept only when it holds at least half a batch."""
+    bs = int(config.batch_size)
+    length = n * max(1, math.ceil(int(config.min_batches_per_epoch) * bs / max(n, 1)))
+    full, tail = divmod(length, bs)
+    return max(1, full + int(tail > 0 and (tail >= max(2, bs // 2) or full == 0)))
+
+
+def lr_schedule(opt: torch.optim.Optimizer, kind: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule: ``cosine`` decays from the set rate to 0 over ``total_steps``
+    (BloodMNIST, 1200 labels, 40 epochs: test accuracy 0.896 constant -> 0.925 cosine, as good as 80 constant
+    epochs); ``constant`` keeps it (None)."""
+    if kind == "constant":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total_steps)))
 
 
 def _class_metrics(probs: np.ndarray, y: np.ndarray, pred: np.ndarray | None = None) -> dict[str, float]:
@@ -347,6 +371,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         torch.manual_seed(config.seed)
         g = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        schedule = lr_schedule(opt, config.lr_schedule, config.epochs * batches_per_epoch(len(Xt), config))
         bar = tqdm(range(1, config.epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
@@ -359,12 +384,14 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                 if len(idx) < max(2, config.batch_size // 2) and i > 0:
                     continue  # a small tail batch gives noisy BatchNorm statistics; reshuffled next epoch
                 xb, yb = Xt[idx], yt[idx]
-                if config.augment and trunk_state is None:
-                    xb, yb = shift_augment(xb, yb, g)
+                if trunk_state is None:
+                    xb, yb = augment_batch(xb, yb, g, config.augment)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
                 opt.step()
+                if schedule is not None:
+                    schedule.step()
                 total += loss.item() * len(idx)
                 n_seen += len(idx)
             row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n_seen, 1)}

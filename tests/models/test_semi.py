@@ -12,7 +12,7 @@ from medwb.errors import DataError
 from medwb.models import TrainResult, build_classifier, build_segmenter, default_train_config, predict_proba, train
 from medwb.metrics import balanced_accuracy as _bal
 from medwb.models.semi import SemiConfig, train_semi
-from medwb.models.train import shift_augment
+from medwb.models.augment import shift as shift_augment
 
 
 def balanced_accuracy(p: np.ndarray, y: np.ndarray) -> float:

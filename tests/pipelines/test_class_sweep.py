@@ -94,3 +94,13 @@ def test_class_sweep_cli_runs_one_simulation_per_count(tmp_path: Path, capsys: p
     assert four[:2] == two
     assert (out / "class_sweep.png").stat().st_size > 1000
     assert "n_classes" in capsys.readouterr().out
+
+
+def test_a_class_subset_of_a_known_medmnist_set_keeps_the_published_class_names(tmp_path: Path) -> None:
+    from medwb.data import open_dataset
+
+    src = _four_class_npz(tmp_path / "bloodmnist.npz")  # named like the published set: its class names apply
+    assert open_dataset(src, cache_dir=tmp_path).classes[3] == "immature granulocytes"
+    assert open_dataset(src, cache_dir=tmp_path).modality == "microscopy"
+    sub = open_dataset(class_subset_npz(src, [3, 1], tmp_path / "bloodmnist_2classes.npz"), cache_dir=tmp_path)
+    assert sub.classes == {0: "immature granulocytes", 1: "eosinophil"}  # new index -> its original's name
