@@ -19,6 +19,9 @@ from medwb.models.checkpoint import save_checkpoint
 from medwb.models.networks import Task, TrunkHeadNet
 
 LR_SCHEDULES = ("cosine", "constant")
+#: classification rounds: batches per epoch at least this (a few hundred labels would otherwise get a few
+#: hundred optimiser steps in all; the all-labels reference is unchanged)
+CLASSIFIER_MIN_BATCHES = 32
 
 
 @dataclass
@@ -63,11 +66,15 @@ def default_train_config(task: Task, *, seed: int = 0, modality: str | None = No
 
     Segmentation: batches of 8 volumes and at least 8 batches per epoch, so 10 labelled volumes get as many
     optimizer steps per epoch as 60 (one 32-volume batch per epoch left a 3D UNet under-trained: Dice 0.55
-    vs 0.84 with 8-volume batches in the hippocampus benchmarks).
+    vs 0.84 with 8-volume batches in the hippocampus benchmarks). Classification: at least
+    :data:`CLASSIFIER_MIN_BATCHES` batches per epoch, for the same reason (BloodMNIST, 240 labels: 8 batches
+    per epoch, 40 epochs -> test accuracy 0.840; 1200 steps -> 0.869).
     """
     base: dict[str, Any] = {"seed": seed, "augment": default_augment(modality)}
     if task == "segmentation":
         base.update(batch_size=8, min_batches_per_epoch=8)
+    else:
+        base.update(min_batches_per_epoch=CLASSIFIER_MIN_BATCHES)
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise DataError(None, f"unknown training setting(s) {sorted(unknown)}",

@@ -7,6 +7,7 @@ import torch
 
 from medwb.data import open_dataset
 from medwb.errors import DataError
+from medwb.models.train import CLASSIFIER_MIN_BATCHES
 from medwb.models import (TrainConfig, build_classifier, build_segmenter, default_train_config, embed, evaluate,
                           load_checkpoint, predict_proba, save_checkpoint, train)
 
@@ -155,7 +156,7 @@ def test_default_train_config_per_task():
     seg = default_train_config("segmentation", seed=2)
     assert (seg.batch_size, seg.min_batches_per_epoch, seg.seed) == (8, 8, 2)
     cls = default_train_config("classification", epochs=6, patience=None)
-    assert cls == TrainConfig(epochs=6)  # None overrides are ignored
+    assert cls == TrainConfig(epochs=6, min_batches_per_epoch=CLASSIFIER_MIN_BATCHES)  # None overrides are ignored
     with pytest.raises(DataError, match="unknown training setting"):
         default_train_config("classification", epoch=3)
 
