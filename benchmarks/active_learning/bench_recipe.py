@@ -1,0 +1,117 @@
+"""Which training recipe a round should use: random label subsets of a MedMNIST pool, one network per recipe.
+
+Issue 12 (session 7). The active-learning curves mix three things (which cases, how the network is trained,
+what the unlabelled pool adds); this script holds the cases fixed (a seeded random subset of the pool per label
+count and seed) and varies only the training recipe, so it says what the round's training is worth on its own.
+
+    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_recipe.py bloodmnist.npz OUT \
+        --labels 240 1200 --seeds 0 1 2 --recipes old aug aug+cos pre+aug+cos fixmatch+pre+aug+cos auto+pre+aug+cos
+
+Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entropy, best epoch on validation):
+  old               the round's training before session 7: +-2 px shift, constant learning rate, an epoch = one pass
+  aug               every flip and 90-degree turn (``augment="dihedral"``), constant learning rate
+  aug+cos           ``dihedral`` + cosine learning-rate decay (the default now for orientation-free images)
+  pre+aug+cos       the same from the SimCLR trunk pretrained on the whole pool (cached in OUT/cache)
+  fixmatch+pre+aug+cos  FixMatch on the labelled subset + the rest of the pool, from the pretrained trunk
+  auto+pre+aug+cos  medwb's round (``fit_round(semi=True)``): pre+aug+cos and fixmatch+pre+aug+cos both
+                    trained, the one with the better validation score kept (the loop's default now)
+Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
+the end is the mean ± SD over seeds of the test accuracy and AUC, and the seconds of training at 1 thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medwb.al.fit import fit_round
+from medwb.al.representation import pretrain_build_args, pretrained_representation
+from medwb.data import open_dataset
+from medwb.models.networks import build_for_dataset
+from medwb.models.train import default_train_config
+
+RECIPES = {
+    "old": dict(augment="shift", lr_schedule="constant", min_batches_per_epoch=0),
+    "aug": dict(augment="dihedral", lr_schedule="constant"),
+    "aug+cos": dict(augment="dihedral", lr_schedule="cosine"),
+    "pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True),
+    "fixmatch+pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True, semi="only"),
+    "auto+pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True, semi=True),
+}
+
+
+def fixmatch_only(model, X, y, X_unlabelled, val, test, config, pretrained):  # noqa: ANN001, ANN201
+    """FixMatch alone (what fit_round(semi=True) compares with supervised training)."""
+    from medwb.al.representation import with_pretrained
+    from medwb.models.semi import semi_config_from, train_semi
+    from medwb.models.train import round_metrics
+
+    res = train_semi(with_pretrained(model, pretrained), X, y, X_unlabelled, *val,
+                     config=semi_config_from(config), progress=False)
+    return res.model, round_metrics(res, len(y), *val, test)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--labels", type=int, nargs="+", default=[240, 1200])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
+                    "a medwb simulate --out of the same pool reuses its pretraining")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(a.data, progress=False)
+    Xp, yp, _ = ds.arrays("train")
+    Xv, yv, _ = ds.arrays("val")
+    Xt, yt, _ = ds.arrays("test")
+    csv = out / "recipes.csv"
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["recipe", "labels", "seed"])
+    pre = None
+    if any(RECIPES[r].get("pretrained") for r in a.recipes):
+        args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
+        pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, config=None, progress=False)
+    for n in a.labels:
+        for seed in a.seeds:
+            lab = (np.arange(len(Xp)) if n >= len(Xp) else
+                   np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False)))
+            rest = np.setdiff1d(np.arange(len(Xp)), lab)
+            for name in a.recipes:
+                if ((done["recipe"] == name) & (done["labels"] == n) & (done["seed"] == seed)).any():
+                    continue
+                r = dict(RECIPES[name])
+                use_pre, semi = r.pop("pretrained", False), r.pop("semi", False)
+                config = default_train_config(ds.task, seed=seed, modality=ds.modality, epochs=a.epochs, **r)
+                t0 = time.perf_counter()
+                if semi == "only":
+                    _, m = fixmatch_only(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
+                                         (Xt, yt), config, pre)
+                else:
+                    _, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv), task=ds.task,
+                                     config=config, pretrained=pre if use_pre else None, semi=bool(semi),
+                                     X_unlabelled=Xp[rest] if semi else None, test=(Xt, yt), progress=False)
+                row = {"recipe": name, "labels": n, "seed": seed, "seconds": time.perf_counter() - t0,
+                       "best_epoch": m.get("best_epoch"), "test_auc": m["test_auc"],
+                       "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
+                       "fixmatch_kept": m.get("semi")}
+                print(json.dumps(row), flush=True)
+                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                done.to_csv(csv, index=False)
+    g = done.groupby(["labels", "recipe"], sort=False)
+    table = g.agg(seeds=("seed", "nunique"), auc=("test_auc", "mean"), auc_sd=("test_auc", "std"),
+                  accuracy=("test_accuracy", "mean"), accuracy_sd=("test_accuracy", "std"),
+                  seconds=("seconds", "mean")).reset_index().sort_values(["labels", "accuracy"])
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    (out / "table.txt").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
