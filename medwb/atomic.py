@@ -6,6 +6,7 @@ writable (:func:`ensure_output_dir`) before the work whose results it will hold.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,6 +14,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from medwb.errors import OutputError
+
+
+#: what a write into a full disk, an exhausted quota or a file-size limit raises
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+DISK_FULL_FIX = ("free space on that disk (or raise the quota / file-size limit) and run again: nothing was "
+                 "written, and the previous file is intact")
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -54,7 +61,8 @@ def ensure_output_dir(path: str | Path, what: str = "output folder") -> Path:
 def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object], *, mode: int | None = None) -> Path:
     """Run ``writer(fileobj)`` into a temp file beside ``path``, fsync, then rename over ``path``.
 
-    If ``writer`` raises, the temp file is removed and ``path`` keeps its previous content (or stays absent).
+    If ``writer`` raises, the temp file is removed and ``path`` keeps its previous content (or stays absent). A
+    full disk (or quota, or file-size limit) is an :class:`~medwb.errors.OutputError` naming the file and the fix.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +75,11 @@ def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object], *, mode
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in FULL_ERRNOS:
+            raise OutputError(path, f"the disk is full ({e.strerror})", DISK_FULL_FIX) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -229,17 +229,38 @@ def connect(db: Path, key: Key | None = None) -> sqlite3.Connection:
     return conn
 
 
+#: SQLite primary result codes of a write the disk refused: SQLITE_IOERR (10; a file-size limit), SQLITE_FULL (13)
+WRITE_FAILED = frozenset({10, 13})
+
+
+def write_refused(e: BaseException) -> bool:
+    """Whether ``e`` is SQLite refusing a write to disk (sqlite3 gives the result code; sqlcipher3 only the text)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in WRITE_FAILED
+    return type(e).__name__ == "OperationalError" and any(
+        m in str(e) for m in ("database or disk is full", "disk I/O error"))
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction: all of it is committed, or none of it (also on a crash)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
         conn.execute("COMMIT")
+    except BaseException as e:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - SQLite may have rolled back itself (a failed write ends it)
+                pass
+        if write_refused(e):
+            raise StoreError(f"the study database could not be written ({e}): the disk is full, over its quota or "
+                             "a file-size limit, or failing. Nothing of this change was saved; the labels stored "
+                             "before are intact. Fix: free space on the study's disk and repeat the last action"
+                             ) from e
+        raise
 
 
 def query_df(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
