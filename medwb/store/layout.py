@@ -15,6 +15,8 @@ database name.
     cache/regions/      the structure model's region maps <config key>/<case id hash>.npy (medwb.al.regions)
     exports/            CSV / NIfTI exports for other tools
     maps/               explanation and uncertainty maps
+    maps/saliency/      the model's Grad-CAM of a classification round's proposed cases (shown beside the image on
+                        the readers' pages; medwb.store.class_evidence)
     masks/              label masks written by the store (add_label(mask=...), save_mask, import_masks)
     masks/prelabels/    the model's predicted masks of a segmentation round's proposed cases (the readers'
                         editor starts from them; medwb.store.predicted_masks)
@@ -46,6 +48,7 @@ CHECKPOINT_PATTERN = "round_{round:03d}.pt"
 PRETRAIN = "pretrain"  # sub-folder of cache/ holding pretraining results
 REGIONS = "regions"  # sub-folder of cache/ holding the structure model's region maps
 PRELABELS = "prelabels"  # sub-folder of masks/ holding the model's predicted masks of proposed cases
+SALIENCY = "saliency"  # sub-folder of maps/ holding the model's saliency maps of proposed classification cases
 
 
 def safe_name(case_id: str) -> str:
@@ -179,13 +182,23 @@ class StudyLayout:
         return self.masks / (f"{self.case_name(case_id)}__{self.person_name(annotator)}__{safe_name(source)}__r{r}"
                              f"__L{int(label_id):06d}{MASK_SUFFIX}")
 
+    def round_case_name(self, round: int, case_id: str) -> str:
+        """The file name of a proposed case's per-round file: ``<case>__r<round>__<8 hex>.npy``. One file per
+        (round, case): the 8 hex of the case id's sha256 keep two ids with the same safe name apart; an encrypted
+        study's keyed pseudonym is unique already and gets no unkeyed hash (anyone could test a guessed PatientID
+        against it)."""
+        tail = "" if self.name_key is not None else "__" + hashlib.sha256(str(case_id).encode()).hexdigest()[:8]
+        return f"{self.case_name(case_id)}__r{int(round)}{tail}{MASK_SUFFIX}"
+
     def predicted_mask(self, round: int, case_id: str) -> Path:
         """Where the model's predicted mask of a case proposed in round ``round`` is kept:
-        ``masks/prelabels/<case>__r<round>__<8 hex>.npy``. One file per (round, case): the 8 hex of the case id's
-        sha256 keep two ids with the same safe name apart; an encrypted study's keyed pseudonym is unique already
-        and gets no unkeyed hash (anyone could test a guessed PatientID against it)."""
-        tail = "" if self.name_key is not None else "__" + hashlib.sha256(str(case_id).encode()).hexdigest()[:8]
-        return self.masks / PRELABELS / f"{self.case_name(case_id)}__r{int(round)}{tail}{MASK_SUFFIX}"
+        ``masks/prelabels/<case>__r<round>__<8 hex>.npy`` (:meth:`round_case_name`)."""
+        return self.masks / PRELABELS / self.round_case_name(round, case_id)
+
+    def saliency_map(self, round: int, case_id: str) -> Path:
+        """Where the model's saliency map (Grad-CAM) of a classification case proposed in round ``round`` is kept:
+        ``maps/saliency/<case>__r<round>__<8 hex>.npy`` (:meth:`round_case_name`)."""
+        return self.maps / SALIENCY / self.round_case_name(round, case_id)
 
     def tagged_mask(self, case_id: str, tag: str) -> Path:
         """The older, caller-tagged mask name of :meth:`medwb.store.Study.save_mask`: ``masks/<case>__<tag>.npy``."""

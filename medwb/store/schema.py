@@ -32,7 +32,7 @@ from medwb.store.layout import StudyLayout
 if TYPE_CHECKING:
     from medwb.privacy.crypto import Key
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -201,9 +201,20 @@ def v7_to_v8(conn: sqlite3.Connection) -> None:
                  "PRIMARY KEY (round, case_id))")
 
 
+def v8_to_v9(conn: sqlite3.Connection) -> None:
+    """v9: the model's class probabilities (MC-dropout mean and spread per class) and saliency map of a
+    classification round's proposed cases (medwb.store.class_evidence), with the round and the model version: a
+    reader's page in ``medwb review`` has no model, and without them it showed a class and one number."""
+    conn.execute("CREATE TABLE IF NOT EXISTS class_evidence (round INTEGER NOT NULL, "
+                 "case_id TEXT NOT NULL REFERENCES cases(case_id), mean TEXT NOT NULL, std TEXT NOT NULL, "
+                 "passes INTEGER NOT NULL, map_path TEXT, model_version TEXT NOT NULL REFERENCES models(version), "
+                 "created_at TEXT NOT NULL, PRIMARY KEY (round, case_id))")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5,
-                                                                5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8}
+                                                                5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8,
+                                                                8: v8_to_v9}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:

@@ -7,6 +7,7 @@ the methods below are one-line delegates to it:
     cases.py    the cohort table as registered          labels.py   THE label writer, provenance, label CSVs
     masks.py    mask files, NIfTI export/import         rounds.py   rounds and registered models
     predicted_masks.py  the model's predicted masks of a segmentation round's proposed cases (readers start there)
+    class_evidence.py   the model's class probabilities (MC mean, spread) and saliency map of proposed cases
     review.py   verdicts and the review queue           pool.py     the carved train/val/test splits
     readers.py  several readers: proposals, leases, double reads, adjudication
     structure.py  the structure model's actions: clusters named (pre-labels), split, merged
@@ -38,6 +39,7 @@ import pandas as pd
 from medwb.errors import StoreError
 from medwb.store import artifacts as artifact_store
 from medwb.store import cases as case_store
+from medwb.store import class_evidence as evidence_store
 from medwb.store import cipher
 from medwb.store import labels as label_store
 from medwb.store import readers as reader_store
@@ -238,6 +240,11 @@ class Study:
     save_predicted_mask = predicted_mask_store.save_predicted_mask
     predicted_masks = predicted_mask_store.predicted_masks
     predicted_mask = predicted_mask_store.predicted_mask
+
+    # the model's class probabilities and saliency maps of proposed classification cases (class_evidence.py)
+    save_class_evidence = evidence_store.save_class_evidence
+    class_evidence = evidence_store.class_evidence
+    case_class_evidence = evidence_store.case_class_evidence
 
     # rounds and models (medwb/store/rounds.py)
     start_round = round_store.start_round
