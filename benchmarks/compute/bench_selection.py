@@ -35,6 +35,14 @@ def pool(n: int, dim: int = 128, classes: int = 8, mc: int = 20, seed: int = 0) 
     return {"embeddings": emb, "mc_probs": mc_probs, "probs": mc_probs.mean(0)}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM; ru_maxrss is carried over fork/exec from the parent)."""
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(name: str, n: int, k: int) -> None:
     from medwb.al.acquire import select
 
@@ -45,13 +53,13 @@ def child(name: str, n: int, k: int) -> None:
         kw["mc_probs"] = data["mc_probs"][:, 1000:]
     elif name in ("entropy", "badge"):
         kw["probs"] = data["probs"][1000:]
-    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_inputs = peak_rss_mb()
     t0 = time.perf_counter()
     idx, _ = select(name, k, random_state=0, labeled_embeddings=labelled, **kw)
     seconds = time.perf_counter() - t0
     assert len(set(map(int, idx))) == k
     print(json.dumps({"strategy": name, "seconds": seconds, "rss_inputs_mb": rss_inputs,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:

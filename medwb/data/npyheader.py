@@ -43,10 +43,11 @@ def read_npy_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def check_array_size(path: str | Path, what: str, shape: tuple[int, ...], dtype: np.dtype, *,
-                     stored_bytes: int | None = None) -> int:
+                     stored_bytes: int | None = None, in_memory: bool = True) -> int:
     """Refuse an array whose header claims more bytes than the file holds or than memory can take; returns bytes.
 
     ``stored_bytes``: the data bytes actually present after the header (None when unknown, e.g. compressed).
+    ``in_memory``: False for an array read a few rows at a time (:mod:`medwb.data.npz_rows`): no memory check.
     """
     if any(v < 0 for v in shape):
         raise DataError(path, f"{what} has a negative dimension in its header {shape}", "re-create the file")
@@ -55,7 +56,7 @@ def check_array_size(path: str | Path, what: str, shape: tuple[int, ...], dtype:
         raise DataError(path, f"{what}: its header claims shape {shape} {dtype} ({_gb(nbytes)}) but the file holds "
                         f"only {stored_bytes} data bytes (a corrupt or forged header)",
                         "re-download or re-create the file; do not trust its header")
-    avail = memory_available()
+    avail = memory_available() if in_memory else None
     if avail is not None and nbytes > avail:
         raise DataError(path, f"{what}: shape {shape} {dtype} needs {_gb(nbytes)} of memory, {_gb(avail)} available",
                         "use a machine with more memory, or split the array into smaller files")
@@ -78,6 +79,9 @@ def check_npz_member(path: str | Path, name: str) -> tuple[tuple[int, ...], np.d
 
     with zipfile.ZipFile(path) as z, z.open(f"{name}.npy") as f:
         shape, dtype = read_npy_header(f)
-        stored = z.getinfo(f"{name}.npy").file_size - f.tell()
-    check_array_size(path, f"array {name!r}", shape, dtype, stored_bytes=stored)
+        info = z.getinfo(f"{name}.npy")
+        stored = info.file_size - f.tell()
+    # an uncompressed member is read a few rows at a time (medwb.data.npz_rows): it need not fit in memory
+    check_array_size(path, f"array {name!r}", shape, dtype, stored_bytes=stored,
+                     in_memory=info.compress_type != zipfile.ZIP_STORED)
     return shape, dtype

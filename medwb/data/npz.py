@@ -21,6 +21,7 @@ from medwb.data.cache import file_key
 from medwb.data.dataset import STAT_COLUMNS, Dataset, fmt_dims
 from medwb.data.hashing import phash_batch, pixel_sha256
 from medwb.data.npyheader import check_npz_member
+from medwb.data.npz_rows import NpzRows, stored_rows
 from medwb.errors import DataError
 
 # name prefix -> (classes, modality); MedMNIST v2 INFO for the sets medwb is tested on or commonly used.
@@ -62,7 +63,7 @@ class NpzDataset(Dataset):
         if not splits:
             raise DataError(path, f"no '<split>_images' arrays in the npz (found: {sorted(files)[:8]})",
                             "store arrays as train_images/train_labels, val_images/..., test_images/...")
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._arrays: dict[str, np.ndarray | NpzRows] = {}
         labels_all, rows, first_shape = [], [], None
         for s in splits:
             img_header = self._member_header(path, f"{s}_images")
@@ -139,9 +140,15 @@ class NpzDataset(Dataset):
         except READ_ERRORS as e:
             raise _bad(path, f"array {key!r} header cannot be read ({type(e).__name__}: {e})") from e
 
-    def _split_images(self, split: str) -> np.ndarray:
+    def _split_images(self, split: str) -> np.ndarray | NpzRows:
+        """A split's images: read a few rows at a time when the member is uncompressed (memory stays flat for any
+        pool size, :mod:`medwb.data.npz_rows`), else decompressed whole once."""
         if split not in self._arrays:
-            self._arrays[split] = self._member(self.path, f"{split}_images")
+            try:
+                rows = stored_rows(self.path, f"{split}_images")
+            except READ_ERRORS as e:
+                raise _bad(self.path, f"array '{split}_images' cannot be read ({type(e).__name__}: {e})") from e
+            self._arrays[split] = rows if rows is not None else self._member(self.path, f"{split}_images")
         return self._arrays[split]
 
     def _to_raw(self, img: np.ndarray) -> np.ndarray:
@@ -161,17 +168,23 @@ class NpzDataset(Dataset):
         per chunk otherwise; never a float64 copy of a whole split (1.6k x 64^3 volumes: ~15 s on a busy 2-core box)."""
         parts = []
         for s, grp in rows.groupby("npz_split", sort=False):
-            imgs = self._split_images(str(s))[grp["npz_index"].to_numpy()]
-            x = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
-            per_case = int(np.prod(x.shape[1:]))
+            images, index = self._split_images(str(s)), grp["npz_index"].to_numpy()
+            one = self._to_raw(images[int(index[0])])
+            per_case = int(np.prod(one.shape))
             step = max(1, 8_000_000 // per_case)
+
+            def chunk_of(a: int, images: np.ndarray | NpzRows = images, index: np.ndarray = index) -> np.ndarray:
+                """Cases a..a+step of the split, channel-first (read a chunk at a time: never the whole split)."""
+                imgs = images[index[a:a + step]]
+                return np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
+
             df = pd.DataFrame(index=grp.index, columns=STAT_COLUMNS)
-            cols = {k: np.zeros(len(x)) for k in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std")}
-            finite = np.ones(len(x), dtype=bool)
-            hashes = np.zeros(len(x), dtype=np.uint64)
+            cols = {k: np.zeros(len(index)) for k in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std")}
+            finite = np.ones(len(index), dtype=bool)
+            hashes = np.zeros(len(index), dtype=np.uint64)
             sha: list[str] = []
-            for a in range(0, len(x), step):
-                chunk = x[a:a + step]
+            for a in range(0, len(index), step):
+                chunk = raw = chunk_of(a)
                 c2 = chunk.reshape(len(chunk), -1)
                 if chunk.dtype.kind in "ui":  # exact integer sums: much faster than float variance on 8-bit data
                     v = c2.astype(np.uint32 if chunk.dtype.itemsize == 1 else np.int64)
@@ -193,14 +206,14 @@ class NpzDataset(Dataset):
                     cols["intensity_std"][a:a + step] = f64.std(axis=1)
                     chunk = f64.reshape(chunk.shape)
                 hashes[a:a + step] = phash_batch(chunk, self.ndim)
-                sha.extend(pixel_sha256(np.ascontiguousarray(v)) for v in x[a:a + step])
-            df["shape"] = fmt_dims(x.shape[2:])
-            df["channels"] = x.shape[1]
+                sha.extend(pixel_sha256(np.ascontiguousarray(v)) for v in raw)
+            df["shape"] = fmt_dims(one.shape[1:])
+            df["channels"] = one.shape[0]
             for k, v in cols.items():
                 df[k] = v
             df["sha256"] = sha
             df["phash"] = [f"{int(v):016x}" for v in hashes]
-            df["dtype"] = x.dtype.name
+            df["dtype"] = one.dtype.name
             df["spacing_read"] = None
             df["problem"] = None
             for i in np.flatnonzero(~finite):

@@ -1,0 +1,100 @@
+"""Peak memory of scoring a pool as it grows from 10k to 100k cases (issue 15: RSS <= 2 GB and flat).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compute/bench_pool_memory.py [--sizes 10000 30000 100000]
+
+Each pool is PneumoniaMNIST's train images tiled with seeded flips, shifts and brightness
+(``bench_score.build_pool``), written as a real npz on disk: uncompressed (``np.savez``; medwb reads its rows on
+demand, :mod:`medwb.data.npz_rows`) and, for the largest size, also compressed (``savez_compressed``: the member
+is decompressed whole, the reference). One child process per row scores the whole pool in process (1 thread,
+T = 20 MC-dropout passes + embeddings, shards of 1024, the tiny classifier) and reports its VmHWM before and
+after ``score_pool``. The results table (one row per case: class, probabilities, uncertainty, 64-d embedding)
+is part of what grows with N: its size is printed beside the peak.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_score import build_pool, peak_rss_mb, warm_up  # noqa: E402
+
+
+def child(model: str, pool: str) -> dict:
+    import torch
+
+    from medwb.compute import score_pool
+    from medwb.data import open_dataset
+
+    torch.set_num_threads(1)
+    warm_up()
+    ds = open_dataset(pool, progress=False)
+    ds.cohort  # noqa: B018 - statistics cached by the parent
+    before = peak_rss_mb()
+    t = time.perf_counter()
+    df = score_pool(model, ds, shard_size=1024, mc_samples=20, seed=0, progress=False)
+    seconds = time.perf_counter() - t
+    table_mb = (df.memory_usage(deep=True).sum() + sum(v.nbytes for v in df["embedding"])
+                + sum(v.nbytes for v in df["probabilities"])) / 2**20
+    return {"n": len(df), "seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(),
+            "table_mb": float(table_mb)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    ap.add_argument("--out", default=str(HERE / "pool_memory.md"))
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    os.environ.setdefault("MEDWB_OFFLINE", "1")
+    if a.child:
+        print(json.dumps(child(*a.child)))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="medwb-bench-memory-") as tmp:
+        folder = Path(tmp)
+        os.environ["MEDWB_CACHE"] = str(folder / "cache")
+        from medwb.data import open_dataset
+        from medwb.models import build_classifier, save_checkpoint
+
+        model = save_checkpoint(build_classifier(2, 1, 2, seed=0, channels=(8, 16, 32, 64)), folder / "m.pt")
+        runs = [(n, "uncompressed") for n in a.sizes] + [(max(a.sizes), "compressed")]
+        for n, layout in runs:
+            pool = build_pool(n, folder)
+            if layout == "compressed":
+                with np.load(pool) as z:
+                    packed = folder / f"packed_{n}.npz"
+                    np.savez_compressed(packed, **{k: z[k] for k in z.files})
+                pool.unlink()
+                pool = packed
+            open_dataset(pool, progress=False).cohort  # noqa: B018 - statistics once, outside the measured child
+            r = subprocess.run([sys.executable, __file__, "--child", str(model), str(pool)], capture_output=True,
+                               text=True, check=False)
+            if r.returncode != 0:
+                sys.exit(f"{n} {layout} failed:\n{r.stderr[-3000:]}")
+            rows.append({"layout": layout, "file_mb": pool.stat().st_size / 2**20,
+                         **json.loads(r.stdout.strip().splitlines()[-1])})
+            print(rows[-1], flush=True)
+            pool.unlink()
+    lines = ["# Scoring memory from 10k to 100k cases (medwb.compute.score_pool in process, 1 thread)", "",
+             "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compute/bench_pool_memory.py --sizes "
+             + " ".join(map(str, a.sizes)) + "`", "", (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
+             "| cases | npz members | file MB | score s | cases/s | VmHWM before scoring MB | peak VmHWM MB | "
+             "results table MB |", "|" + "---|" * 8]
+    lines += [f"| {r['n']} | {r['layout']} | {r['file_mb']:.0f} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.0f} | "
+              f"{r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['table_mb']:.0f} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
