@@ -19,9 +19,12 @@ SOURCES = sorted(p for p in PKG.rglob("*.py"))
 #: below everything that scores a pool.
 ROOMS = ["data", "store", "models", "compute", "al", "explain", "report", "ui", "pipelines", "cli"]
 BESIDE = {"errors", "atomic", "offline", "resources", "metrics", "notebook_runner", "__init__", "privacy"}
-#: the few downward-looking exceptions, each with its reason.
+#: the few downward-looking exceptions, each with its reason: (room, room), or (module, module) for one import.
 ALLOWED_UP = {
     # the store encrypts with the privacy package's crypto (privacy sits beside the flow)
+    ("medwb.al.class_evidence", "medwb.explain.attributions"):
+        "the loop stores each proposed classification case's Grad-CAM for the review app's readers when it proposes "
+        "the round, the one moment it holds the model (their pages load none); Grad-CAM keeps its one home in explain",
 }
 
 
@@ -76,7 +79,7 @@ def test_lower_rooms_never_import_higher_ones() -> None:
             if not mod.startswith("medwb.") or _room(mod) in BESIDE:
                 continue
             there = _room(mod)
-            if ROOMS.index(there) > level and (here, there) not in ALLOWED_UP:
+            if ROOMS.index(there) > level and not {(here, there), (_module(p), mod)} & set(ALLOWED_UP):
                 bad.append(f"{p.relative_to(PKG.parent)}:{line} ({here}) imports {mod} ({there})")
     assert not bad, "\n".join(bad)
 

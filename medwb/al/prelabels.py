@@ -5,7 +5,8 @@ Why apart from the loop: the loop trains at one input size, a person edits at th
 functions do that conversion once, for the review widget, the NIfTI export and the auto-labels alike. When the
 loop proposes a segmentation round, :func:`save_round_proposals` stores each proposed case's predicted mask in the
 study (``Study.save_predicted_mask``), so a reader's page in ``medwb review``, which loads no model, starts its
-mask editor from it.
+mask editor from it; in a classification round it stores each proposed case's class probabilities and saliency
+map (:mod:`medwb.al.class_evidence`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from medwb.al.class_evidence import save_round_class_evidence
 from medwb.errors import StoreError
 
 if TYPE_CHECKING:
@@ -72,13 +74,16 @@ def uncertainty_map(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None
 
 def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame) -> None:
     """Store the open round's pre-labelled ``batch`` for the readers' pages: its proposals (class, confidence,
-    model version) and, in a segmentation round with a model, each case's predicted mask at the image's own size
-    with the round and model version (:mod:`medwb.store.predicted_masks`). A reopened round keeps the masks it has
-    (same model, same mask) and writes only the missing ones."""
+    model version) and, in a round with a model, each case's predicted mask at the image's own size (segmentation,
+    :mod:`medwb.store.predicted_masks`) or its MC-dropout class probabilities and saliency map (classification,
+    :func:`medwb.al.class_evidence.save_round_class_evidence`), with the round and model version. A reopened round
+    keeps what it has (same model) and writes only the missing ones."""
     study, number, version = loop.study, loop.round, loop.current_model()[1]
     study.save_proposals(number, batch["case_id"], batch["prelabel"], batch["confidence"], version)
-    if loop.ds.task != "segmentation" or version is None or number is None:
+    if version is None or number is None:
         return
+    if loop.ds.task == "classification":
+        return save_round_class_evidence(loop, batch)
     have = study.predicted_masks(number)
     kept = {c for c, p, v in zip(have["case_id"], have["mask_path"], have["model_version"])
             if v == version and Path(p).is_file()}

@@ -9,7 +9,8 @@ was between the classes, nor what it looked at. When the loop proposes a classif
 
 One ``class_evidence`` row per (round, case): ``mean`` and ``std`` are JSON lists indexed by class value (the
 model's output index), ``passes`` the MC-dropout passes, ``map_path`` the map file (NULL: no map, e.g. a network
-without a convolution) and the registered model version. The map is written with the store's atomic
+without a convolution), ``map_class`` the class the map explains (the proposed class) and the registered model
+version. The map is written with the store's atomic
 ``.npy`` writer (:func:`medwb.store.masks.save_npy`: encrypted in an encrypted study) under ``maps/saliency/``
 (:meth:`medwb.store.layout.StudyLayout.saliency_map`) as float16 (a map scaled to [0, 1] needs no more), and reads
 back as float32.
@@ -34,20 +35,21 @@ if TYPE_CHECKING:
 
     from medwb.store.study import Study
 
-COLUMNS = ["round", "case_id", "mean", "std", "passes", "map_path", "model_version", "created_at"]
+COLUMNS = ["round", "case_id", "mean", "std", "passes", "map_path", "map_class", "model_version", "created_at"]
 
 
 @dataclass(frozen=True)
 class ClassEvidence:
     """One proposed case's stored evidence: ``mean`` / ``std`` (K,) probabilities by class value over ``passes``
-    MC-dropout passes, the saliency ``map`` (the image's spatial shape; None when none was stored) and the
-    ``round`` and ``model_version`` that proposed it."""
+    MC-dropout passes, the saliency ``map`` (the image's spatial shape; None when none was stored) of class
+    ``map_class``, and the ``round`` and ``model_version`` that proposed it."""
 
     round: int
     mean: np.ndarray
     std: np.ndarray
     passes: int
     map: np.ndarray | None
+    map_class: int | None
     model_version: str
 
 
@@ -64,10 +66,12 @@ def check_probabilities(case_id: str, mean: np.ndarray, std: np.ndarray) -> tupl
 
 
 def save_class_evidence(study: Study, round: int, case_id: str, mean: np.ndarray, std: np.ndarray, *,
-                        passes: int, model_version: str, saliency: np.ndarray | None = None) -> Path | None:
+                        passes: int, model_version: str, saliency: np.ndarray | None = None,
+                        saliency_class: int | None = None) -> Path | None:
     """Store the class probabilities (``mean``, ``std`` by class value over ``passes`` MC-dropout passes) and the
-    saliency map (the image's spatial shape, or None) of ``case_id`` proposed in round ``round`` by the registered
-    model ``model_version``, replacing an earlier one of that round; returns the map's file (None without one)."""
+    saliency map (the image's spatial shape, or None) of class ``saliency_class`` of ``case_id`` proposed in round
+    ``round`` by the registered model ``model_version``, replacing an earlier one of that round; returns the map's
+    file (None without one)."""
     cid = str(case_id)
     study.check_case(cid)
     if study.conn.execute("SELECT 1 FROM models WHERE version = ?", (str(model_version),)).fetchone() is None:
@@ -81,6 +85,10 @@ def save_class_evidence(study: Study, round: int, case_id: str, mean: np.ndarray
         raise DataError(None, f"passes={passes} for {cid!r}", "pass the number of MC-dropout passes (>= 1)")
     path = None
     if saliency is not None:
+        if saliency_class is None:
+            raise DataError(None, f"saliency map of {cid!r} without its class", "pass saliency_class= (the class the "
+                            "map explains, e.g. the proposed class)")
+        study.check_value(saliency_class)
         a = np.asarray(saliency, dtype=np.float32)
         if a.ndim not in (2, 3) or not np.all(np.isfinite(a)):
             raise DataError(None, f"saliency map of {cid!r} has shape {a.shape} or non-finite values",
@@ -88,16 +96,17 @@ def save_class_evidence(study: Study, round: int, case_id: str, mean: np.ndarray
         path = study.layout.saliency_map(round, cid)
         save_npy(path, a.astype(np.float16))  # the file first: a crash before the row leaves a file rewritten later
     with study.transaction() as c:
-        c.execute("INSERT OR REPLACE INTO class_evidence (round, case_id, mean, std, passes, map_path, model_version, "
-                  "created_at) VALUES (?,?,?,?,?,?,?,?)",
+        c.execute("INSERT OR REPLACE INTO class_evidence (round, case_id, mean, std, passes, map_path, map_class, "
+                  "model_version, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                   (int(round), cid, json.dumps(m), json.dumps(s), int(passes),
-                   None if path is None else study.rel(path), str(model_version), now()))
+                   None if path is None else study.rel(path), None if path is None else int(saliency_class),
+                   str(model_version), now()))
     return path
 
 
 def class_evidence(study: Study, round: int | None = None) -> pd.DataFrame:
     """The stored evidence rows (of ``round``, or all): round, case_id, mean, std (lists by class value), passes,
-    map_path (absolute, None without a map), model_version, created_at."""
+    map_path (absolute, None without a map), map_class, model_version, created_at."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM class_evidence"
     df = study.query(sql + ("" if round is None else " WHERE round = ?") + " ORDER BY round, case_id",
                      () if round is None else (int(round),))
@@ -121,11 +130,11 @@ def read_map(path: Path) -> np.ndarray:
 def case_class_evidence(study: Study, round: int, case_id: str) -> ClassEvidence | None:
     """The stored evidence of ``case_id`` in round ``round``; None when none was stored (a round before any model,
     a study made before evidence was stored, a segmentation study). A missing map file is a DataError naming it."""
-    row = study.conn.execute("SELECT mean, std, passes, map_path, model_version FROM class_evidence "
+    row = study.conn.execute("SELECT mean, std, passes, map_path, map_class, model_version FROM class_evidence "
                              "WHERE round = ? AND case_id = ?", (int(round), str(case_id))).fetchone()
     if row is None:
         return None
-    mean, std, passes, rel, version = row
+    mean, std, passes, rel, cls, version = row
     amap = None
     if rel is not None:
         p = study.path(rel)
@@ -135,4 +144,5 @@ def case_class_evidence(study: Study, round: int, case_id: str) -> ClassEvidence
                             "again (loop.propose() writes the missing maps)")
         amap = read_map(p)
     return ClassEvidence(int(round), np.asarray(json.loads(mean), dtype=np.float64),
-                         np.asarray(json.loads(std), dtype=np.float64), int(passes), amap, str(version))
+                         np.asarray(json.loads(std), dtype=np.float64), int(passes), amap,
+                         None if cls is None else int(cls), str(version))

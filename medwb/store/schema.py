@@ -207,7 +207,8 @@ def v8_to_v9(conn: sqlite3.Connection) -> None:
     reader's page in ``medwb review`` has no model, and without them it showed a class and one number."""
     conn.execute("CREATE TABLE IF NOT EXISTS class_evidence (round INTEGER NOT NULL, "
                  "case_id TEXT NOT NULL REFERENCES cases(case_id), mean TEXT NOT NULL, std TEXT NOT NULL, "
-                 "passes INTEGER NOT NULL, map_path TEXT, model_version TEXT NOT NULL REFERENCES models(version), "
+                 "passes INTEGER NOT NULL, map_path TEXT, map_class INTEGER, "
+                 "model_version TEXT NOT NULL REFERENCES models(version), "
                  "created_at TEXT NOT NULL, PRIMARY KEY (round, case_id))")
 
 

@@ -30,17 +30,19 @@ def test_class_evidence_round_trips_encrypted_when_the_study_is(tmp_path: Path, 
     version = study.add_model(1, ck, {})
     sal = np.linspace(0, 1, 28 * 28, dtype=np.float32).reshape(28, 28)
     path = study.save_class_evidence(2, cid, [0.3, 0.7], [0.05, 0.05], passes=20, model_version=version,
-                                     saliency=sal)
+                                     saliency=sal, saliency_class=1)
     assert is_encrypted(path.read_bytes()) == (study_encryption == "encrypted")
     assert (cid in path.name) == (study_encryption == "plain")  # no case id in an encrypted file name
     assert path.parent == study.layout.maps / "saliency"
     ev = study.case_class_evidence(2, cid)
     assert ev.mean.tolist() == [0.3, 0.7] and ev.std.tolist() == [0.05, 0.05] and ev.passes == 20
-    assert ev.model_version == version and ev.map.dtype == np.float32 and ev.map.shape == (28, 28)
+    assert ev.model_version == version and ev.map_class == 1 and ev.map.dtype == np.float32 and ev.map.shape == (28, 28)
     assert np.allclose(ev.map, sal, atol=1e-3)  # float16 on disk
     assert study.case_class_evidence(3, cid) is None and study.case_class_evidence(2, other) is None
     assert study.save_class_evidence(2, other, [0.5, 0.5], [0.0, 0.0], passes=1, model_version=version) is None
     assert study.case_class_evidence(2, other).map is None  # probabilities without a map
+    with pytest.raises(DataError, match="without its class"):
+        study.save_class_evidence(2, cid, [0.3, 0.7], [0.1, 0.1], passes=2, model_version=version, saliency=sal)
     rows = study.class_evidence(2)
     assert rows["case_id"].tolist() == sorted([cid, other]) and set(rows["model_version"]) == {version}
     assert rows.set_index("case_id").loc[cid, "map_path"] == str(path)
