@@ -58,7 +58,7 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 def _cmd_class_sweep(a: argparse.Namespace) -> int:
     from medwb.pipelines.class_sweep import run_class_sweep
 
-    table = run_class_sweep(a.data, class_counts=a.classes, **_simulation_kwargs(a))
+    table = run_class_sweep(a.data, class_counts=a.classes, **_simulation_kwargs(a), plaintext=a.plaintext_outputs)
     print(table.to_string(index=False))
     return 0
 
@@ -380,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=_counts, default=[2, 4, 6, 8],
                    help="class counts, e.g. 2,4,6,8 (nested subsets of a seeded class order)")
     _simulation_args(s)
+    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
     s.set_defaults(func=_cmd_class_sweep)
 
     s = sub.add_parser("pretrain", help="self-supervised pretraining on a study's pool, cached in the study")

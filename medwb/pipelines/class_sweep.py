@@ -12,13 +12,16 @@ table and the figure when given the CSV (``build_report(class_sweep=...)``).
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medwb.atomic import atomic_write_bytes, ensure_output_dir
 from medwb.errors import DataError
 
 SWEEP_COLUMNS = ["n_classes", "classes", "strategy", "metric", "pool", "full_value", "labels_at_budget",
@@ -64,35 +67,52 @@ def nested_class_order(data: str | Path, random_state: int = 0) -> list[int]:
 
 def run_class_sweep(data: str | Path, *, class_counts: Sequence[int], out_dir: str | Path,
                     strategies: Sequence[str], budget: float, rounds: int, seeds: int | Sequence[int],
-                    max_pool: int | None = None, random_state: int = 0, **simulate: Any) -> pd.DataFrame:
+                    max_pool: int | None = None, random_state: int = 0, plaintext: bool = False,
+                    **simulate: Any) -> pd.DataFrame:
     """One :func:`~medwb.pipelines.simulate.run_simulation` per class count on nested class subsets (see the
     module doc); ``simulate`` passes further options (epochs, train, pretrain_config, ...). Returns the sweep
-    table (also ``class_sweep.csv`` + ``class_sweep.png``)."""
-    from medwb.pipelines.simulate import run_simulation
+    table (also ``class_sweep.csv`` + ``class_sweep.png``).
+
+    With a medwb key configured (``MEDWB_KEY_FILE`` / ``MEDWB_KEY``) the sweep is as protected as a simulation:
+    ``out_dir`` is an encrypted zone (tables, figure, studies encrypted) and the class-subset images are written
+    to a RAM-backed private folder removed at the end, not beside the results; ``plaintext`` writes the tables
+    and figure in clear (the subsets stay private)."""
+    from medwb.pipelines.simulate import protect_output, run_simulation
+    from medwb.privacy.outputs import private_workdir
+    from medwb.store import cipher, files
 
     order = nested_class_order(data, random_state)
     bad = [k for k in class_counts if not 2 <= int(k) <= len(order)]
     if bad:
         raise DataError(data, f"class counts {bad} are not between 2 and the {len(order)} classes of the dataset",
                         f"pass counts in 2..{len(order)}")
-    out = Path(out_dir)
+    out = ensure_output_dir(out_dir)
+    key = cipher.key_for_new_study(None)
+    sealed = key is not None
+    if sealed:
+        protect_output(out, key)
+    write = atomic_write_bytes if plaintext else files.write_bytes
     rows = []
-    for k in sorted({int(k) for k in class_counts}):
-        classes = order[:k]
-        sub = class_subset_npz(data, classes, out / "subsets" / f"{Path(data).stem}_{k}classes.npz")
-        summary = run_simulation(sub, strategies=strategies, budget=budget, rounds=rounds, seeds=seeds,
-                                 out_dir=out / f"classes_{k}", max_pool=max_pool, **simulate)
-        pool = int(pd.read_csv(out / f"classes_{k}" / "curves.csv")["n_labeled"].max())
-        for r in summary.itertuples(index=False):
-            rows.append({"n_classes": k, "classes": " ".join(map(str, classes)), "strategy": r.strategy,
-                         "metric": r.metric, "pool": pool, "full_value": r.full_value,
-                         "labels_at_budget": r.n_labeled_at_budget, "value_at_budget": r.value_at_budget, "share_of_full": r.share_of_full,
-                         "labels_to_98pct": r.labels_to_98pct, "fraction_to_98pct": r.fraction_to_98pct,
-                         "seeds": r.seeds})
+    with private_workdir("medwb-class-sweep-") if sealed else nullcontext(out / "subsets") as subsets:
+        for k in sorted({int(k) for k in class_counts}):
+            classes = order[:k]
+            sub = class_subset_npz(data, classes, Path(subsets) / f"{Path(data).stem}_{k}classes.npz")
+            summary = run_simulation(sub, strategies=strategies, budget=budget, rounds=rounds, seeds=seeds,
+                                     out_dir=out / f"classes_{k}", max_pool=max_pool, plaintext=plaintext,
+                                     **simulate)
+            curves = pd.read_csv(io.BytesIO(files.read_bytes(out / f"classes_{k}" / "curves.csv")))
+            pool = int(curves["n_labeled"].max())
+            for r in summary.itertuples(index=False):
+                rows.append({"n_classes": k, "classes": " ".join(map(str, classes)), "strategy": r.strategy,
+                             "metric": r.metric, "pool": pool, "full_value": r.full_value,
+                             "labels_at_budget": r.n_labeled_at_budget, "value_at_budget": r.value_at_budget,
+                             "share_of_full": r.share_of_full, "labels_to_98pct": r.labels_to_98pct,
+                             "fraction_to_98pct": r.fraction_to_98pct, "seeds": r.seeds})
     table = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-    table.to_csv(out / "class_sweep.csv", index=False)
+    write(out / "class_sweep.csv", table.to_csv(index=False).encode())
     from medwb.report.figures import class_sweep_figure
 
-    fig = class_sweep_figure(table)
-    fig.savefig(out / "class_sweep.png", dpi=110)
+    png = io.BytesIO()
+    class_sweep_figure(table).savefig(png, dpi=110, format="png")
+    write(out / "class_sweep.png", png.getvalue())
     return table

@@ -104,3 +104,23 @@ def test_a_class_subset_of_a_known_medmnist_set_keeps_the_published_class_names(
     assert open_dataset(src, cache_dir=tmp_path).modality == "microscopy"
     sub = open_dataset(class_subset_npz(src, [3, 1], tmp_path / "bloodmnist_2classes.npz"), cache_dir=tmp_path)
     assert sub.classes == {0: "immature granulocytes", 1: "eosinophil"}  # new index -> its original's name
+
+
+@pytest.mark.slow
+def test_class_sweep_with_a_key_writes_nothing_in_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medwb.pipelines.class_sweep import run_class_sweep
+    from medwb.privacy.crypto import MAGIC, generate_key
+    from medwb.store import files
+
+    key_file = Path(generate_key(tmp_path / "keys" / "site.key").source)
+    monkeypatch.delenv("MEDWB_KEY", raising=False)
+    monkeypatch.setenv("MEDWB_KEY_FILE", str(key_file))
+    src = _four_class_npz(tmp_path / "four.npz")
+    out = tmp_path / "sweep"
+    table = run_class_sweep(src, class_counts=[2], out_dir=out, strategies=["random:scratch"], budget=0.5, rounds=1,
+                            seeds=1, epochs=1, progress=False)
+    assert list(table["n_classes"].unique()) == [2]
+    for name in ("class_sweep.csv", "class_sweep.png", "classes_2/curves.csv"):
+        assert (out / name).read_bytes().startswith(MAGIC), name
+    assert pd.read_csv(__import__("io").BytesIO(files.read_bytes(out / "class_sweep.csv"))).equals(table)
+    assert not (out / "subsets").exists() and not list(out.rglob("*.npz"))  # the subset images never land here
