@@ -11,7 +11,10 @@ empty mask in a round before any model or a study made before masks were stored)
 clicking the study's cached structure-model regions: saved unchanged it is the reader's label with source
 ``human`` (an accepted pre-label), edited ``corrected``. Two readers' masks agree at Dice >= 0.8
 (``medwb.store.readers.MIN_DICE``). A reader whose case was decided by someone else meanwhile is told
-so, and the next case is shown; nothing is overwritten. Errors are shown as one plain sentence, never a traceback.
+so, and the next case is shown; nothing is overwritten. A classification case shows, beside the image, the
+model's class probabilities with their MC-dropout spread and its saliency map, as the loop stored them when it
+proposed the round (:func:`medwb.ui.widgets.class_evidence.class_evidence_panel`; nothing when none were stored).
+Errors are shown as one plain sentence, never a traceback.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ from medwb.al.structure_round import round_origin
 from medwb.errors import MedwbError
 from medwb.store import Study
 from medwb.store.readers import DEFAULT_TTL
+from medwb.ui.widgets.case_view import MapPanel
+from medwb.ui.widgets.class_evidence import class_evidence_panel
 from medwb.ui.widgets.review import NextCase, ReviewQueue, earlier_notes
 from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
 
@@ -70,12 +75,14 @@ def stored_prelabel(study: Study, proposal: dict[str, object], case_id: str) -> 
 class LeasedCases:
     """A :class:`medwb.ui.widgets.review.CaseSource` over the store: each next case is claimed with a lease
     (``Study.claim_case``), its pre-label (class, or the model's stored predicted mask) and confidence come from
-    the stored proposals, a decision ends the lease, an undo takes it again."""
+    the stored proposals, a decision ends the lease, an undo takes it again; :meth:`evidence` is what is drawn
+    beside a classification case (the model's stored class probabilities and saliency map of its round)."""
 
     def __init__(self, study: Study, reader: str, *, ttl: float = DEFAULT_TTL,
                  clock: Callable[[], float] = time.time) -> None:
         self.study, self.reader, self.ttl, self.clock = study, reader, float(ttl), clock
         self.warnings: dict[str, str] = {}  # case -> why its stored pre-label is not shown
+        self.rounds: dict[str, int] = {}  # case -> the round that proposed it
 
     def next_case(self) -> NextCase | None:
         cid = self.study.claim_case(self.reader, ttl=self.ttl, clock=self.clock())
@@ -84,7 +91,7 @@ class LeasedCases:
         r = self.study.leased_proposal(cid, self.reader)
         if r is None:
             return NextCase(cid)
-        conf = r["confidence"]
+        conf, self.rounds[cid] = r["confidence"], int(r["round"])
         pre, self.warnings[cid] = stored_prelabel(self.study, r, cid)
         return NextCase(cid, pre, float("nan") if conf is None else float(conf), int(r["round"]),
                         None if r["model_version"] is None else str(r["model_version"]),
@@ -108,6 +115,9 @@ class LeasedCases:
 
     def undone(self, case_id: str) -> None:
         self.study.retake_case(case_id, self.reader, ttl=self.ttl, clock=self.clock())
+
+    def evidence(self, case_id: str) -> MapPanel | None:
+        return class_evidence_panel(self.study, self.rounds.get(case_id), case_id)
 
 
 def round_progress(study: Study, status: pd.DataFrame | None = None) -> str:
@@ -158,8 +168,8 @@ def reader_queue(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, min_vie
                                       source=source)
         seg.queue.annotator.disabled = True  # the link names the reader; nobody types another reader's name
         return seg
-    q = ReviewQueue(study, [], [], ds.load_image, confidence=[], annotator=reader, spatial_dims=ds.ndim,
-                    min_view_seconds=min_view_seconds, source=source)
+    q = ReviewQueue(study, [], [], ds.load_image, confidence=[], uncertainty=source.evidence, annotator=reader,
+                    spatial_dims=ds.ndim, min_view_seconds=min_view_seconds, source=source)
     q.annotator.disabled = True
     return q
 

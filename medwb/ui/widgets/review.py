@@ -1,9 +1,9 @@
 """Review queue (ipywidgets): a person accepts, changes, rejects or flags each model pre-label.
 
 Each case shows the image with its pre-label (class name + calibrated confidence, or the mask overlaid) and,
-beside it, its uncertainty map. Every decision is written to the study at once, in its own transaction, so a
-kernel crash loses at most the case on screen. The time per case runs from the moment the case is displayed to
-the decision.
+beside it, its uncertainty map (a classification case: the model's saliency map and class probabilities). Every
+decision is written to the study at once, in its own transaction, so a kernel crash loses at most the case on
+screen. The time per case runs from the moment the case is displayed to the decision.
 
 Provenance mapping (docs/store.md):
 
@@ -69,7 +69,7 @@ import pandas as pd
 from medwb.al.oracle import LabelAnswer, ground_truth, record_label
 from medwb.errors import StoreError
 from medwb.store import Study
-from medwb.ui.widgets.case_view import CaseView
+from medwb.ui.widgets.case_view import CaseView, MapPanel
 from medwb.ui.widgets.keys import KeyCatcher
 from medwb.ui.widgets.review_text import (
     LETTER_KEYS,
@@ -165,7 +165,7 @@ class ReviewQueue:
         load_image: Callable[[str], np.ndarray],
         *,
         confidence: Sequence[float] | np.ndarray | None = None,
-        uncertainty: Callable[[str], np.ndarray | None] | None = None,
+        uncertainty: Callable[[str], np.ndarray | MapPanel | None] | None = None,
         round: int | None = None,
         model_version: str | None = None,
         origin: str = "",
@@ -465,6 +465,7 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
 
     from medwb.al.prelabels import proposed_mask, uncertainty_map
     from medwb.al.structure_round import round_origin
+    from medwb.ui.widgets.class_evidence import class_evidence_panel
 
     ds = loop.ds
     batch = loop.commit_auto(loop.propose())
@@ -486,7 +487,8 @@ def review_next_round(loop: ActiveLearningLoop, *, annotator: str,
         proposals = batch["prelabel"].astype(int).tolist()
     else:
         proposals = [proposed_mask(loop, c)[None] for c in batch["case_id"]]  # the mask the app's readers see
-    umap = None if model is None else partial(uncertainty_map, loop)
+    umap = None if model is None else (partial(class_evidence_panel, loop.study, loop.round)  # what the readers see
+                                       if ds.task == "classification" else partial(uncertainty_map, loop))
     if ds.task == "segmentation":
         from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
 
