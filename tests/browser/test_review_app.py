@@ -4,8 +4,10 @@ Each reader opens their own link (their own token, their own browser context: no
 with the keys only (typed in the keys box, or pressed after a click on the image): 200 decisions over a 190-case round, 10 of its cases double-read (blind) and answered
 differently by the two readers, one undo, then the senior reader adjudicates the 10 disagreements. The store
 must hold exactly what was chosen: 0 cases lost, 0 decided twice (but the double reads), 0 under a wrong class
-or reader; the adjudicated class is the current label. Requests without a valid token get 403, and every request
-that is not to this machine is aborted and recorded (the test fails on any). Screenshots go to reports/.
+or reader; the adjudicated class is the current label. The round is then retrained and the next one proposed: a
+reader's page shows the model's class probabilities with their MC spread and its saliency map beside the case.
+Requests without a valid token get 403, and every request that is not to this machine is aborted and recorded (the
+test fails on any). Screenshots go to reports/.
 """
 from __future__ import annotations
 
@@ -142,6 +144,30 @@ def _answer(cid: str, reader: str, double: set[str]) -> int:
     return 1 - base if (cid in double and reader == "ben") else base
 
 
+def _next_round_shows_the_model(folder: Path, browser, link: str, net: NetworkLog, shots: Path) -> None:
+    """Retrain on the decided round (one short epoch) and propose the next: the reader's page shows, beside the
+    case, the model's class probabilities (mean +- sd of the MC passes) and its saliency map."""
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.data import open_dataset
+    from medwb.models import TrainConfig
+    from medwb.store import Study
+
+    with Study.open(folder) as s:
+        loop = ActiveLearningLoop(s, open_dataset(s.dataset_path, progress=False), strategy="random", batch_size=3,
+                                  seed=0, progress=False, pretrain=False, semi=False, mc_passes=5,
+                                  train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=32, patience=1, seed=0))
+        loop.complete()
+        loop.propose()
+        assert len(s.class_evidence(2)) == 3
+    page = Reader(browser, "ana", link, net).page
+    page.wait_for_function(f"{_TEXTS}.some(e => /class probabilities/.test(e.innerText))", timeout=60_000)
+    text = "\n".join(page.locator(".widget-html-content").all_inner_texts())
+    assert re.search(r"1: 1\s+0\.\d\d ± 0\.\d\d", text) and "where the model looked" in text, text
+    page.wait_for_function("Array.from(document.querySelectorAll('.widget-image')).filter("
+                           "i => i.offsetParent !== null && i.naturalWidth > 0).length >= 2", timeout=60_000)
+    page.screenshot(path=str(shots / "review_app_reader_probabilities.png"), full_page=True)
+
+
 def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round):
     from playwright.sync_api import sync_playwright
 
@@ -187,6 +213,7 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
                 assert out.startswith(f"adjudicated case {cid} as {v}:"), out
                 adjudicated[cid] = v
                 dr.wait_for_next(cid, r"^adjudication \d+/\d+: case ")
+            _next_round_shows_the_model(folder, browser, srv.links["ana"], net, shots)
         finally:
             browser.close()
     assert net.non_loopback() == [] and net.blocked == [], f"the app tried to reach: {net.non_loopback()}"
@@ -203,6 +230,6 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
         cur = s.labels(latest=True).set_index("case_id")
         assert sorted(cur.index) == sorted(batch)  # 0 cases lost
         assert all(cur.loc[c, "annotator"] == "dr_s" and cur.loc[c, "value"] == adjudicated[c] for c in double)
-        assert s.case_status()["decided"].all() and s.disagreements().empty
+        assert s.case_status(1)["decided"].all() and s.disagreements().empty
         assert (s.label_history()["to_source"] == "retracted").sum() == 1
         s.check_round_decided(1)

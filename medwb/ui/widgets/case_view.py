@@ -120,7 +120,8 @@ class CaseView:
         rgb = overlay_mask(gray, m2, opacity=0.4)
         px = self.display_px * int(self.zoom.value)
         scale = max(1, px // max(rgb.shape[:2]))
-        self.image.layout.width = self.umap.layout.width = f"{px}px"
+        # a long note under the map wraps at the map's width instead of squeezing the image
+        self.image.layout.width = self.umap.layout.width = self.note.layout.max_width = f"{px}px"
         self.image.value = png_bytes(rgb, scale=scale)
         self.umap.value = b"" if u2 is None else png_bytes(blended(heat_rgb(u2), gray, self.blend), scale=scale)
         self.umap.layout.display = None if self.umap.value else "none"  # no map: no broken-image icon
