@@ -6,6 +6,7 @@ purge, and one warning line says they left the protected zone. A real in-process
 then the real report notebook on one of its studies."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -60,8 +61,11 @@ def test_simulation_outputs_are_encrypted_and_decrypt_with_the_cli(encrypted_sim
 
 
 @pytest.mark.slow
-def test_plaintext_simulation_outputs_are_clear_registered_and_warned(encrypted_sim, key_env, capsys) -> None:
-    data, sim, _ = encrypted_sim
+def test_plaintext_simulation_outputs_are_clear_registered_and_warned(encrypted_sim, key_env, tmp_path,
+                                                                      capsys) -> None:
+    data, shared, _ = encrypted_sim
+    sim = tmp_path / "sim"  # a copy: the module's encrypted simulation stays as the other tests expect, in any order
+    shutil.copytree(shared, sim)
     run_simulation(data, out_dir=sim, plaintext=True, **SIM)  # the studies are done: only the tables are written
     err = capsys.readouterr().err
     assert err.count("WARNING") == 1 and "left the protected zone" in err and "curves.csv" not in err
