@@ -15,6 +15,9 @@ Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entr
   fixmatch+pre+aug+cos  FixMatch on the labelled subset + the rest of the pool, from the pretrained trunk
   auto+pre+aug+cos  medwb's round (``fit_round(semi=True)``): pre+aug+cos and fixmatch+pre+aug+cos both
                     trained, the one with the better validation score kept (the loop's default now)
+  cos, pre+cos, fixmatch+pre+cos, auto+pre+cos
+                    the same with the augmentation the dataset's modality gets by default (``default_augment``:
+                    shift for PneumoniaMNIST's X-rays, dihedral for BloodMNIST's microscopy): the loop's recipe
 Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
 the end is the mean ± SD over seeds of the test accuracy and AUC, and the seconds of training at 1 thread.
 """
@@ -41,6 +44,12 @@ RECIPES = {
     "pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True),
     "fixmatch+pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True, semi="only"),
     "auto+pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True, semi=True),
+    # the same with the augmentation the dataset's modality gets by default (shift for X-ray, dihedral for
+    # microscopy): what medwb's loop does on that dataset
+    "cos": dict(lr_schedule="cosine"),
+    "pre+cos": dict(lr_schedule="cosine", pretrained=True),
+    "fixmatch+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi="only"),
+    "auto+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi=True),
 }
 
 
