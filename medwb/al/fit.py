@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from medwb.models import TrainConfig
     from medwb.models.networks import TrunkHeadNet
     from medwb.models.pretrain import PretrainResult
+    from medwb.store import Study
 
 
 def uses_semi(task: Task, ndim: int, semi: bool | None) -> bool:
@@ -42,7 +43,8 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     same start, and keep whichever scores better on validation (:func:`validation_score`). FixMatch is not
     always the better one: on BloodMNIST (8 classes) it lost to supervised training at 240 and 1200 labels
     (test accuracy 0.835 vs 0.846, 0.898 vs 0.920), on PneumoniaMNIST it won at 50 labels (AUC 0.951 vs 0.945;
-    benchmarks/active_learning/recipes). Metrics: n_labeled, best_epoch, train_seconds (both candidates), semi
+    benchmarks/active_learning/recipes); the loop stops asking for FixMatch once it lost a round
+    (:func:`fixmatch_still_ahead`). Metrics: n_labeled, best_epoch, train_seconds (both candidates), semi
     (1 = FixMatch kept), val_score_supervised / val_score_semi (when both ran), val_* and, with ``test``,
     test_*.
     """
@@ -69,6 +71,19 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     # both candidates' cost and validation score travel with the round, so the choice can be audited
     return chosen[0], {**chosen[1], "train_seconds": metrics["train_seconds"] + semi_metrics["train_seconds"],
                        "val_score_supervised": sup_score, "val_score_semi": semi_score}
+
+
+def fixmatch_still_ahead(study: Study) -> bool:
+    """Whether a round should still train FixMatch beside supervised training: yes until the last registered
+    model's round had both and supervised scored at least as well on validation. Labels only grow, and FixMatch's
+    edge shrinks with them: on BloodMNIST it lost every round of both arms that tried it (5 of 5 and 4 of 4), which
+    doubled the round's training time for nothing; on PneumoniaMNIST it won (benchmarks/active_learning)."""
+    models = study.models()
+    if models.empty:
+        return True
+    last = models.iloc[-1]["metrics"]
+    semi, sup = last.get("val_score_semi"), last.get("val_score_supervised")
+    return semi is None or sup is None or float(semi) > float(sup)
 
 
 def validation_score(metrics: dict[str, float]) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import uses_semi
+from medwb.al.fit import fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
@@ -337,7 +337,7 @@ class ActiveLearningLoop:
 
         return fit_round(self.model_fn(self.seed), X, y, self.arrays("val")[:2], task=self.ds.task, config=self.train_config,
                          pretrained=self.representation() if self.pretrain else None, finetune=self.finetune,
-                         semi=self.semi, X_unlabelled=X_unlabelled,
+                         semi=self.semi and fixmatch_still_ahead(self.study), X_unlabelled=X_unlabelled,
                          test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
 
     def unlabelled_arrays(self) -> tuple[np.ndarray, np.ndarray]:

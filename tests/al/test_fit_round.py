@@ -30,3 +30,22 @@ def test_semi_round_trains_both_and_keeps_the_better_on_validation() -> None:
     # the supervised candidate is the same training as semi=False (same start, same seed)
     assert m_sup["val_auc"] == (m["val_auc"] if not kept_semi else m_sup["val_auc"])
     assert validation_score({"val_auc": float("nan"), "val_balanced_accuracy": 0.5}) == 0.5
+
+
+def test_fixmatch_is_dropped_once_supervised_training_beat_it(tmp_path, samples) -> None:
+    import torch
+
+    from medwb.al.fit import fixmatch_still_ahead
+    from medwb.store import Study
+
+    s = Study.create(tmp_path / "s", dataset_path=samples / "classification_2d" / "pneumoniamnist.npz",
+                     task="classification", classes={0: "normal", 1: "pneumonia"})
+    assert fixmatch_still_ahead(s)  # no model yet
+    cp = tmp_path / "m.pt"
+    torch.save({}, cp)
+    for rnd, (semi, sup, ahead) in enumerate([(None, None, True), (0.92, 0.90, True), (0.90, 0.93, False)], 1):
+        s.start_round(rnd, "random", {}, [], [])
+        metrics = {"n_labeled": 10.0 * rnd} | ({} if semi is None else {"val_score_semi": semi,
+                                                                        "val_score_supervised": sup})
+        s.add_model(rnd, cp, metrics)
+        assert fixmatch_still_ahead(s) is ahead
