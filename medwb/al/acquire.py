@@ -103,13 +103,30 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def min_sq_dist(points: np.ndarray, centers: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def min_sq_dist(points: np.ndarray, centers: np.ndarray, chunk: int = 256) -> np.ndarray:
     """Squared distance of each point to its nearest centre (the core-set distance to the labelled set), over
-    chunks of ``chunk`` centres so a large labelled set never builds the whole distance matrix."""
+    chunks of ``chunk`` centres so a large labelled set never builds the whole distance matrix (100k points x 256
+    centres: 200 MB at a time)."""
     out = np.full(len(points), np.inf)
     for i in range(0, len(centers), chunk):
         out = np.minimum(out, _sq_dists(points, centers[i:i + chunk]).min(1))
     return out
+
+
+class NearestDistances:
+    """Squared distance of every point to the nearest of the centres added so far, updated one centre at a time
+    with one matrix-vector product (the points' squared norms are computed once): k-center greedy and BADGE's
+    D^2 sampling on a 100k pool cost O(N*F) per pick, not O(N*F) plus a new (N, F) temporary."""
+
+    def __init__(self, points: np.ndarray, start: np.ndarray | None = None) -> None:
+        self.points = points
+        self.norms = np.einsum("ij,ij->i", points, points)
+        self.d = np.full(len(points), np.inf) if start is None else np.asarray(start, dtype=np.float64).copy()
+
+    def add(self, i: int) -> np.ndarray:
+        c = self.points[i]
+        np.minimum(self.d, np.maximum(self.norms - 2.0 * (self.points @ c) + float(c @ c), 0.0), out=self.d)
+        return self.d
 
 
 # --------------------------------------------------------------------------------------------- strategies
@@ -149,20 +166,22 @@ def coreset(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embed
     n = len(emb)
     k = min(k, n)
     if labeled_embeddings is not None and len(labeled_embeddings):
-        d = min_sq_dist(emb, np.asarray(labeled_embeddings, dtype=np.float64))
+        near = NearestDistances(emb, min_sq_dist(emb, np.asarray(labeled_embeddings, dtype=np.float64)))
         picked: list[int] = []
         scores: list[float] = []
     else:
         first = int(np.random.default_rng(random_state).integers(n))
-        d = _sq_dists(emb, emb[first:first + 1])[:, 0]
-        d[first] = -1.0
+        near = NearestDistances(emb)
+        near.add(first)
         picked, scores = [first], [float("inf")]
+    d = near.d
+    d[picked] = -1.0
     while len(picked) < k:
         i = int(np.argmax(d))
         picked.append(i)
         scores.append(float(np.sqrt(d[i])))
-        d = np.minimum(d, _sq_dists(emb, emb[i:i + 1])[:, 0])
-        d[i] = -1.0  # never re-pick (a duplicate point has distance 0, not below)
+        near.add(i)
+        d[i] = -1.0  # never re-pick (a duplicate point has distance 0, not below; minimum keeps -1)
     s = np.array(scores)
     if np.isinf(s).any():  # the random first pick: give it the largest finite score
         s[np.isinf(s)] = s[np.isfinite(s)].max() if np.isfinite(s).any() else 0.0
@@ -199,10 +218,10 @@ def badge(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddi
     n = len(g)
     k = min(k, n)
     rng = np.random.default_rng(random_state)
-    norms = (g * g).sum(1)
-    first = int(np.argmax(norms))
-    picked, scores = [first], [float(norms[first])]
-    d = _sq_dists(g, g[first:first + 1])[:, 0]
+    near = NearestDistances(g)
+    first = int(np.argmax(near.norms))
+    picked, scores = [first], [float(near.norms[first])]
+    d = near.add(first)
     d[first] = 0.0
     while len(picked) < k:
         total = d.sum()
@@ -213,8 +232,8 @@ def badge(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddi
             i = int(rng.choice(n, p=d / total))
         picked.append(i)
         scores.append(float(d[i]))
-        d = np.minimum(d, _sq_dists(g, g[i:i + 1])[:, 0])
-        d[picked] = 0.0
+        d = near.add(i)
+        d[i] = 0.0  # picked points stay at 0 (minimum keeps them)
     return np.asarray(picked, dtype=np.int64), np.asarray(scores)
 
 
