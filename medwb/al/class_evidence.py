@@ -63,7 +63,8 @@ def save_round_class_evidence(loop: ActiveLearningLoop, batch: pd.DataFrame) -> 
         return
     X, _, ids = loop.arrays("train")
     cids = [str(c) for c in todo["case_id"]]
-    Xb = X[[ids.index(c) for c in cids]]
+    position = {c: i for i, c in enumerate(ids)}
+    Xb = X[[position[c] for c in cids]]
     mean, std = mc_class_probabilities(model, Xb, passes=loop.mc_passes, seed=loop.seed)
     maps = saliency_maps(model, Xb, todo["prelabel"].astype(int).to_numpy(),
                          [tuple(loop.ds.load_image(c).shape[1:]) for c in cids])

@@ -50,13 +50,14 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     """
     from medwb.models.train import fit_and_evaluate, round_metrics
 
+    semi = bool(semi and task == "classification" and X_unlabelled is not None and len(X_unlabelled) >= 2)
     start = copy.deepcopy(model) if semi else None  # the same initial weights for both candidates
     if pretrained is not None:
         model, config = with_pretrained(model, pretrained), finetune_config(config, finetune)
     Xv, yv = val
     model, metrics = fit_and_evaluate(model, X, y, Xv, yv, task=task, config=config, test=test, progress=progress)
     metrics = {**metrics, "semi": 0.0}
-    if not (semi and task == "classification" and X_unlabelled is not None and len(X_unlabelled) >= 2):
+    if start is None:
         return model, metrics
     from medwb.models.semi import semi_config_from, train_semi
 

@@ -172,19 +172,14 @@ class NpzDataset(Dataset):
             one = self._to_raw(images[int(index[0])])
             per_case = int(np.prod(one.shape))
             step = max(1, 8_000_000 // per_case)
-
-            def chunk_of(a: int, images: np.ndarray | NpzRows = images, index: np.ndarray = index) -> np.ndarray:
-                """Cases a..a+step of the split, channel-first (read a chunk at a time: never the whole split)."""
-                imgs = images[index[a:a + step]]
-                return np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
-
             df = pd.DataFrame(index=grp.index, columns=STAT_COLUMNS)
             cols = {k: np.zeros(len(index)) for k in ("intensity_min", "intensity_max", "intensity_mean", "intensity_std")}
             finite = np.ones(len(index), dtype=bool)
             hashes = np.zeros(len(index), dtype=np.uint64)
             sha: list[str] = []
-            for a in range(0, len(index), step):
-                chunk = raw = chunk_of(a)
+            for a in range(0, len(index), step):  # a chunk of cases at a time, channel-first: never the whole split
+                imgs = images[index[a:a + step]]
+                chunk = raw = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
                 c2 = chunk.reshape(len(chunk), -1)
                 if chunk.dtype.kind in "ui":  # exact integer sums: much faster than float variance on 8-bit data
                     v = c2.astype(np.uint32 if chunk.dtype.itemsize == 1 else np.int64)

@@ -78,7 +78,7 @@ from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
 from medwb.models.train import (BestEpoch, TrainConfig, TrainResult, choose_decision, predict_proba,
-                                lr_schedule, recalibrate_batchnorm)
+                                LR_SCHEDULES, lr_schedule, recalibrate_batchnorm)
 from medwb.models.augment import augment_batch, check_augment
 
 
@@ -124,8 +124,8 @@ class SemiConfig:
             problems.append(f"lr={self.lr} (use > 0)")
         if self.select_on not in ("loss", "balanced"):
             problems.append(f"select_on={self.select_on!r} (use 'loss' or 'balanced')")
-        if self.lr_schedule not in ("cosine", "constant"):
-            problems.append(f"lr_schedule={self.lr_schedule!r} (use 'cosine' or 'constant')")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r} (use one of {LR_SCHEDULES})")
         if self.da_target not in ("labelled", "uniform"):
             problems.append(f"da_target={self.da_target!r} (use 'labelled' or 'uniform')")
         if problems:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medwb.atomic import atomic_write_bytes, ensure_output_dir
+from medwb.atomic import ensure_output_dir
 from medwb.errors import DataError
 
 SWEEP_COLUMNS = ["n_classes", "classes", "strategy", "metric", "pool", "full_value", "labels_at_budget",
@@ -77,9 +77,9 @@ def run_class_sweep(data: str | Path, *, class_counts: Sequence[int], out_dir: s
     ``out_dir`` is an encrypted zone (tables, figure, studies encrypted) and the class-subset images are written
     to a RAM-backed private folder removed at the end, not beside the results; ``plaintext`` writes the tables
     and figure in clear (the subsets stay private)."""
-    from medwb.pipelines.simulate import protect_output, run_simulation
+    from medwb.pipelines.simulate import output_writer, run_simulation
     from medwb.privacy.outputs import private_workdir
-    from medwb.store import cipher, files
+    from medwb.store import files
 
     order = nested_class_order(data, random_state)
     bad = [k for k in class_counts if not 2 <= int(k) <= len(order)]
@@ -87,13 +87,9 @@ def run_class_sweep(data: str | Path, *, class_counts: Sequence[int], out_dir: s
         raise DataError(data, f"class counts {bad} are not between 2 and the {len(order)} classes of the dataset",
                         f"pass counts in 2..{len(order)}")
     out = ensure_output_dir(out_dir)
-    key = cipher.key_for_new_study(None)
-    sealed = key is not None
-    if sealed:
-        protect_output(out, key)
-    write = atomic_write_bytes if plaintext else files.write_bytes
+    write, key = output_writer(out, plaintext)
     rows = []
-    with private_workdir("medwb-class-sweep-") if sealed else nullcontext(out / "subsets") as subsets:
+    with private_workdir("medwb-class-sweep-") if key is not None else nullcontext(out / "subsets") as subsets:
         for k in sorted({int(k) for k in class_counts}):
             classes = order[:k]
             sub = class_subset_npz(data, classes, Path(subsets) / f"{Path(data).stem}_{k}classes.npz")

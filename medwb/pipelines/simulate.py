@@ -287,10 +287,7 @@ def run_simulation(
         raise DataError(None, f"rounds={rounds}, seeds={seeds}", "pass --rounds >= 1 and --seeds >= 1")
     arms = list(dict.fromkeys(parse_arm(s, pipeline) for s in strategies))
     out = ensure_output_dir(out_dir)
-    key = cipher.key_for_new_study(None)
-    if key is not None and not plaintext:
-        protect_output(out, key)
-    write: Writer = atomic_write_bytes if plaintext else files.write_bytes
+    write, _ = output_writer(out, plaintext)
     ds = open_dataset(data, progress=progress)
     if size is not None:
         size = tuple(int(v) for v in size)
@@ -405,6 +402,16 @@ def merge_rows(path: Path, new: pd.DataFrame, *, write: Writer = files.write_byt
     merged.to_csv(buf, index=False)
     write(path, buf.getvalue().encode())
     return merged
+
+
+def output_writer(out: Path, plaintext: bool) -> tuple[Writer, Key | None]:
+    """How tables are written under ``out`` and the configured medwb key: with a key (and not ``plaintext``)
+    ``out`` becomes an encrypted zone (:func:`protect_output`) and the store's file pair encrypts; otherwise
+    plain atomic writes. The key is returned for callers that keep other work private too (class sweeps)."""
+    key = cipher.key_for_new_study(None)
+    if key is not None and not plaintext:
+        protect_output(out, key)
+    return (atomic_write_bytes if plaintext else files.write_bytes), key
 
 
 def protect_output(out: Path, key: Key) -> None:
