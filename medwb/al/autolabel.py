@@ -301,12 +301,13 @@ def commit_auto_labels(
 
 
 def batch_difficulty(model: nn.Module, X_val: np.ndarray, X_batch: np.ndarray, X_labeled: np.ndarray, *,
-                     passes: int = 20, seed: int = 0
+                     passes: int = 20, seed: int = 0, mc_batch: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(uncertainty_val, uncertainty_batch, novelty_val, novelty_batch) for :func:`cases_like_batch`.
 
-    Uncertainty: 1 - max of the MC-dropout mean probability. Novelty: Euclidean distance in the model's embedding
-    to the nearest labelled case (None when nothing is labelled yet).
+    Uncertainty: 1 - max of the MC-dropout mean probability (``mc_batch``: the batch's MC samples (T, N, K) when
+    the caller has them already, as the loop does for the readers' class evidence). Novelty: Euclidean distance
+    in the model's embedding to the nearest labelled case (None when nothing is labelled yet).
     """
     from medwb.al.acquire import min_sq_dist  # the core-set strategy's distance to the labelled set
     from medwb.models.uncertainty import mc_dropout_proba
@@ -315,7 +316,8 @@ def batch_difficulty(model: nn.Module, X_val: np.ndarray, X_batch: np.ndarray, X
     def uncertainty(X: np.ndarray) -> np.ndarray:
         return 1.0 - mc_dropout_proba(model, X, passes=passes, fast=True, seed=seed).mean(0).max(1)
 
-    u_val, u_batch = uncertainty(X_val), uncertainty(X_batch)
+    u_val = uncertainty(X_val)
+    u_batch = uncertainty(X_batch) if mc_batch is None else 1.0 - np.asarray(mc_batch).mean(0).max(1)
     if len(X_labeled) == 0:
         return u_val, u_batch, None, None
     lab = embed(model, X_labeled).astype(np.float64)
@@ -353,7 +355,8 @@ def autolabel_outcome(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray,
 
 def prelabel_batch(model: nn.Module | None, batch: pd.DataFrame, X_batch: np.ndarray, y_batch: np.ndarray,
                    X_val: np.ndarray, y_val: np.ndarray, X_labeled: np.ndarray, *, task: str, target_error: float,
-                   seed: int, passes: int) -> tuple[pd.DataFrame, dict[str, float]]:
+                   seed: int, passes: int, mc_batch: np.ndarray | None = None
+                   ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The loop's pre-labels of a batch (rows of ``X_batch``): temperature fitted on the validation split and an
     auto-accept threshold whose estimated error stays <= ``target_error``, chosen (classification) on the
     validation cases at least as uncertain and novel as the easiest batch case (:func:`batch_difficulty`).
@@ -361,6 +364,7 @@ def prelabel_batch(model: nn.Module | None, batch: pd.DataFrame, X_batch: np.nda
     Returns the batch with columns prelabel (class, classification only), confidence and auto, and the
     ``autolabel_*`` stats for the round's metrics (coverage, threshold and, where ``y_batch`` holds ground
     truth, the measured error of the would-be auto-accepted labels). Without a model: empty columns, no stats.
+    ``mc_batch``: the batch's MC-dropout samples (classification), when the caller computed them already.
     """
     batch = batch.assign(prelabel=pd.array([pd.NA] * len(batch), dtype="Int64"), confidence=np.nan, auto=False)
     if model is None or len(batch) == 0:
@@ -371,7 +375,7 @@ def prelabel_batch(model: nn.Module | None, batch: pd.DataFrame, X_batch: np.nda
     probs_val = predict_proba(model, X_val)
     if task == "classification":
         threshold_cases = cases_like_batch(*batch_difficulty(model, X_val, X_batch, X_labeled, passes=passes,
-                                                             seed=seed))
+                                                             seed=seed, mc_batch=mc_batch))
     temperature, choice = fit_autolabel(probs_val, y_val, target_error=target_error, seed=seed,
                                         threshold_cases=threshold_cases)
     pre = prelabel(predict_proba(model, X_batch), temperature, choice.threshold)

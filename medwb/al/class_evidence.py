@@ -49,25 +49,33 @@ def saliency_maps(model: nn.Module, X: np.ndarray, targets: np.ndarray,
     return [np.asarray(resize(c, native, "image"), dtype=np.float32)[0] for c, native in zip(cams, natives)]
 
 
-def save_round_class_evidence(loop: ActiveLearningLoop, batch: pd.DataFrame) -> None:
+def save_round_class_evidence(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
+                              mc_batch: np.ndarray | None = None) -> None:
     """Store, for each case of the open round's pre-labelled classification ``batch`` (a model's pre-labels), the
     MC-dropout class probabilities and the Grad-CAM of its pre-label with the round and model version. A reopened
-    round keeps what it has (same model, its map file present) and computes only the missing cases."""
+    round keeps what it has (same model, its map file present) and computes only the missing cases.
+    ``mc_batch``: the MC samples (T, len(batch), K) of the batch's rows when the caller has them (the loop's
+    pre-labelling computed them for the auto-accept threshold); otherwise they are computed here."""
     study, number, version = loop.study, loop.round, loop.current_model()[1]
     model = loop.current_model()[0]
     have = study.class_evidence(number)
     kept = {c for c, p, v in zip(have["case_id"], have["map_path"], have["model_version"])
             if v == version and (p is None or Path(p).is_file())}
-    todo = batch[~batch["case_id"].astype(str).isin(kept) & batch["prelabel"].notna()]
+    is_todo = (~batch["case_id"].astype(str).isin(kept) & batch["prelabel"].notna()).to_numpy()
+    todo = batch[is_todo]
     if model is None or not len(todo):
         return
     X, _, ids = loop.arrays("train")
     cids = [str(c) for c in todo["case_id"]]
     position = {c: i for i, c in enumerate(ids)}
     Xb = X[[position[c] for c in cids]]
-    mean, std = mc_class_probabilities(model, Xb, passes=loop.mc_passes, seed=loop.seed)
+    if mc_batch is None:
+        mean, std = mc_class_probabilities(model, Xb, passes=loop.mc_passes, seed=loop.seed)
+    else:
+        mine = np.asarray(mc_batch, dtype=np.float64)[:, is_todo]
+        mean, std = mine.mean(0), mine.std(0)
     maps = saliency_maps(model, Xb, todo["prelabel"].astype(int).to_numpy(),
-                         [tuple(loop.ds.load_image(c).shape[1:]) for c in cids])
+                         [loop.ds.spatial_shape(c) for c in cids])
     for i, cid in enumerate(cids):
         study.save_class_evidence(number, cid, mean[i], std[i], passes=loop.mc_passes, model_version=version,
                                   saliency=maps[i], saliency_class=int(todo["prelabel"].iloc[i]))

@@ -27,7 +27,7 @@ from medwb.al.fit import fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
-from medwb.al.prelabels import save_round_proposals
+from medwb.al.prelabels import prelabel_round
 from medwb.al.structure_round import STRATEGY as STRUCTURE
 from medwb.al.structure_round import structure_prelabels
 from medwb.data.dataset import default_size
@@ -257,18 +257,8 @@ class ActiveLearningLoop:
         return structure_prelabels(self.study, batch) if is_structure(open_) else self._prelabel(batch)
 
     def _prelabel(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Pre-label the batch (:func:`medwb.al.autolabel.prelabel_batch`; stats kept), stored for readers' pages."""
-        from medwb.al.autolabel import prelabel_batch
-
-        X, y, ids = self.arrays("train")
-        pos = np.array([ids.index(c) for c in batch["case_id"]], dtype=int)
-        X_lab = X[np.isin(np.asarray(ids, dtype=str), self.labeled()["case_id"].astype(str).to_numpy())]
-        batch, stats = prelabel_batch(
-            self.current_model()[0], batch, X[pos], y[pos], *self.arrays("val")[:2], X_lab, task=self.ds.task,
-            target_error=self.autolabel_target_error, seed=self.seed, passes=self.mc_passes)
-        self.autolabel_stats = self.study.save_round_autolabel(self.round, stats)  # kept: a resumed round reuses them
-        save_round_proposals(self, batch)  # with a segmentation round's predicted masks, for the app's readers
-        return batch
+        """Pre-label the batch and store it for readers' pages (:func:`medwb.al.prelabels.prelabel_round`)."""
+        return prelabel_round(self, batch)
 
     def save_label(self, case_id: str, answer: LabelAnswer) -> int:
         """Record one label of the open round (one transaction in the store); returns the label id."""

@@ -55,7 +55,7 @@ def _case_view(loop: ActiveLearningLoop, case_id: str) -> tuple[nn.Module, np.nd
         return None
     X, _, ids = loop.arrays("train")
     i = ids.index(str(case_id))
-    return model, X[i:i + 1], tuple(loop.ds.load_image(str(case_id)).shape[1:])
+    return model, X[i:i + 1], loop.ds.spatial_shape(str(case_id))
 
 
 def prelabel_mask(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None:
@@ -72,18 +72,46 @@ def uncertainty_map(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None
     return None if view is None else entropy_map(*view, passes=loop.mc_passes, seed=loop.seed)
 
 
-def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame) -> None:
+def prelabel_round(loop: ActiveLearningLoop, batch: pd.DataFrame) -> pd.DataFrame:
+    """Pre-label the open round's ``batch`` (:func:`medwb.al.autolabel.prelabel_batch`; its auto-label stats kept
+    in the study, so a resumed round reuses them) and store it for the readers' pages (:func:`save_round_proposals`).
+
+    A classification batch gets one set of MC-dropout passes: it serves both the auto-accept threshold's match of
+    the batch's difficulty and the class probabilities stored for readers (same passes and seed as before, so
+    the numbers are those either would compute)."""
+    from medwb.al.autolabel import prelabel_batch
+    from medwb.models.uncertainty import mc_dropout_proba
+
+    X, y, ids = loop.arrays("train")
+    position = {c: i for i, c in enumerate(ids)}
+    pos = np.array([position[str(c)] for c in batch["case_id"]], dtype=int)
+    done = set(loop.labeled()["case_id"].astype(str))
+    X_lab = X[[i for i, c in enumerate(ids) if c in done]]
+    model = loop.current_model()[0]
+    mc = (mc_dropout_proba(model, X[pos], passes=loop.mc_passes, seed=loop.seed)
+          if model is not None and loop.ds.task == "classification" and len(pos) else None)
+    batch, stats = prelabel_batch(model, batch, X[pos], y[pos], *loop.arrays("val")[:2], X_lab, task=loop.ds.task,
+                                  target_error=loop.autolabel_target_error, seed=loop.seed, passes=loop.mc_passes,
+                                  mc_batch=mc)
+    loop.autolabel_stats = loop.study.save_round_autolabel(loop.round, stats)
+    save_round_proposals(loop, batch, mc_batch=mc)
+    return batch
+
+
+def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
+                         mc_batch: np.ndarray | None = None) -> None:
     """Store the open round's pre-labelled ``batch`` for the readers' pages: its proposals (class, confidence,
     model version) and, in a round with a model, each case's predicted mask at the image's own size (segmentation,
     :mod:`medwb.store.predicted_masks`) or its MC-dropout class probabilities and saliency map (classification,
     :func:`medwb.al.class_evidence.save_round_class_evidence`), with the round and model version. A reopened round
-    keeps what it has (same model) and writes only the missing ones."""
+    keeps what it has (same model) and writes only the missing ones. ``mc_batch``: the batch's MC-dropout samples
+    (T, N, K) when already computed (classification)."""
     study, number, version = loop.study, loop.round, loop.current_model()[1]
     study.save_proposals(number, batch["case_id"], batch["prelabel"], batch["confidence"], version)
     if version is None or number is None:
         return
     if loop.ds.task == "classification":
-        return save_round_class_evidence(loop, batch)
+        return save_round_class_evidence(loop, batch, mc_batch=mc_batch)
     have = study.predicted_masks(number)
     kept = {c for c, p, v in zip(have["case_id"], have["mask_path"], have["model_version"])
             if v == version and Path(p).is_file()}
@@ -133,7 +161,7 @@ def export_prelabels_nifti(loop: ActiveLearningLoop, case_ids: Iterable[str], fo
 
     def mask_of(cid: str) -> np.ndarray:
         m = prelabel_mask(loop, cid)
-        return np.zeros(ds.load_image(cid).shape[1:], dtype=np.int64) if m is None else m
+        return np.zeros(ds.spatial_shape(cid), dtype=np.int64) if m is None else m
 
     return write_masks_nifti(ds, case_ids, mask_of, folder)
 

@@ -167,8 +167,7 @@ class Dataset:
             raise KeyError(f"{self.name}: no case {case_id!r}") from None
 
     def case_ids(self, split: str | None = None) -> list[str]:
-        r = self._records
-        return r["case_id"].tolist() if split is None else r.loc[r["split"] == split, "case_id"].tolist()
+        return self._records.loc[slice(None) if split is None else self._records["split"] == split, "case_id"].tolist()
 
     def load_raw(self, case_id: str) -> np.ndarray:
         """Validated channel-first pixels in their stored dtype (uint8 stays uint8)."""
@@ -219,6 +218,10 @@ class Dataset:
                             f"{sorted(self.classes)}", "fix the mask values or declare the labels "
                             "(dataset.json 'labels' or open_dataset(..., classes=...))")
         return mask.astype(np.int64, copy=False)
+
+    def spatial_shape(self, case_id: str) -> tuple[int, ...]:
+        """The image's own spatial size: from the file header where the format has one (NIfTI, DICOM, PNG)."""
+        return self._spatial_shape(self._row(case_id))
 
     def _spatial_shape(self, row: Mapping[str, Any]) -> tuple[int, ...]:
         return tuple(self.load_raw(row["case_id"]).shape[1:])

@@ -137,7 +137,7 @@ def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: n
         stem = case_stem(out, cid)
         npz = write_npz(out / "maps" / name / f"{stem}.npz", map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
                             method=name, case_id=cid)
-        nii = save_nifti(to_image_grid(maps[j], tuple(ds.load_image(cid).shape[1:])), ds.affine(cid),
+        nii = save_nifti(to_image_grid(maps[j], ds.spatial_shape(cid)), ds.affine(cid),
                          out / "maps" / name / f"{stem}.nii.gz")
         fig = overlay_figure([Xs[j]], [maps[j]], [None if masks is None else masks[j]], titles=[cid], scale=scale,
                              ncols=1, suptitle=title, cell_size=3.2)
@@ -211,7 +211,7 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
             npz = write_npz(mdir / f"{stem}.npz", map=maps[j], image=Xs[j], mask=masks[j] if masks is not None else np.zeros(0),
                                 target=tgt, probs=p if not seg else p.reshape(p.shape[0], -1).mean(1),
                                 method=m, case_id=cid)
-            nii = save_nifti(to_image_grid(maps[j], tuple(ds.load_image(cid).shape[1:])), ds.affine(cid),
+            nii = save_nifti(to_image_grid(maps[j], ds.spatial_shape(cid)), ds.affine(cid),
                              mdir / f"{stem}.nii.gz")
             title = f"{cid}: {ds.classes.get(tgt, tgt)}" + (f" p={p[tgt]:.2f}" if not seg else "")
             fig = overlay_figure([Xs[j]], [maps[j]], [None if masks is None else masks[j]], titles=[title],

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def test_a_classification_round_stores_probabilities_and_saliency_for_each_proposed_case(
-        samples: Path, tmp_path: Path) -> None:
+        samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from _fixtures import tiny_pneumonia_loop
 
     from medwb.al.oracle import simulated_oracle
@@ -25,7 +26,15 @@ def test_a_classification_round_stores_probabilities_and_saliency_for_each_propo
     loop.propose()  # round 1, no model: nothing to store
     assert len(study.class_evidence()) == 0
     first = loop.run_round(simulated_oracle(ds))
+    import medwb.models.uncertainty as uncertainty
+
+    calls: list[int] = []  # rows of each MC-dropout call while proposing round 2
+    real = uncertainty.mc_dropout_proba
+    monkeypatch.setattr(uncertainty, "mc_dropout_proba", lambda m, X, **kw: calls.append(len(X)) or real(m, X, **kw))
     batch = loop.propose()  # round 2, pre-labelled by the round-1 model
+    monkeypatch.undo()
+    # one MC-dropout run over the batch serves the auto-accept threshold and the readers' probabilities
+    assert calls.count(len(batch)) == 1, calls
     ids = [str(c) for c in batch["case_id"]]
     rows = study.class_evidence(2)
     assert rows["case_id"].tolist() == sorted(ids) and set(rows["model_version"]) == {first.model_version}
