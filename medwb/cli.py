@@ -45,6 +45,7 @@ def _simulation_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         pipeline=a.pipeline,
         finetune=a.finetune,
         pretrain_config=_pretrain_config(a),
+        scoring=a.scoring,
     )
 
 
@@ -330,6 +331,10 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                    help="spatial size the images are resized to, e.g. 64,64 or 32x32x32; one number = every axis "
                         "(default: native size for fixed-size classification, else the median shape capped)")
     s.add_argument("--mc-passes", type=int, default=20, help="MC dropout passes for uncertainty scoring")
+    s.add_argument("--scoring", default=None, metavar="WHERE",
+                   help="where each round's model scores the pool: memory (default: the pool's arrays in this "
+                        "process), shards (in this process, shard by shard from the files), local (a Dask "
+                        "LocalCluster of single-thread worker processes) or a scheduler address tcp://HOST:PORT")
     s.add_argument("--cold-start", default="cold_start", help="strategy of the first, model-free batch")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--pipeline", choices=["medwb", "pretrained", "semi", "scratch"], default="medwb",

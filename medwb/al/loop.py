@@ -36,6 +36,7 @@ from medwb.errors import StoreError
 from medwb.store.pool import load_splits, save_splits
 
 if TYPE_CHECKING:
+    from distributed import Client
     from torch import nn
 
     from medwb.data.dataset import Dataset
@@ -56,6 +57,11 @@ def study_splits(study: Study, dataset: Dataset, *, pool_ids: Iterable[str] | No
         splits = carve_splits(dataset.cohort, pool_ids=pool_ids, max_pool=max_pool, name=dataset.name)
         save_splits(study, splits)
     return splits
+
+
+def scoring_name(scoring: str | Client | None) -> str:
+    """How a round scored its pool, for the round's parameters: "memory", "shards", "local" or "dask"."""
+    return "memory" if scoring is None else scoring if scoring in ("shards", "local") else "dask"
 
 
 def is_structure(open_round: pd.Series | None) -> bool:
@@ -91,6 +97,9 @@ class ActiveLearningLoop:
     start in that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head");
     ``semi`` (default: 2D classification) trains rounds with FixMatch on the labels plus the rest of the pool
     (pseudo-labels never reach the store; segmentation trains supervised). ``pretrain=False, semi=False``: the plain baseline.
+
+    ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
+    the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class ActiveLearningLoop:
         pretrained: PretrainResult | str | Path | None = None,
         finetune: str = "full",
         semi: bool | None = None,
+        scoring: str | Client | None = None,
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -133,7 +143,7 @@ class ActiveLearningLoop:
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.mc_passes, self.evaluate_test = int(mc_passes), evaluate_test
         self.auto_accept, self.autolabel_target_error = auto_accept, autolabel_target_error
-        self.progress, self.voxel_reduce = progress, voxel_reduce
+        self.progress, self.voxel_reduce, self.scoring = progress, voxel_reduce, scoring
         self.num_classes = num_classes_of(dataset)
         self.size = tuple(size) if size is not None else default_size(dataset)
         self.model_fn = model_fn or partial(build_for_dataset, dataset)
@@ -203,7 +213,7 @@ class ActiveLearningLoop:
     def _select(self, number: int) -> tuple[list[str], np.ndarray, str, dict[str, Any]]:
         """Choose the next batch among the unlabelled pool cases (seeded by seed and round number)."""
         from medwb.al.acquire import select
-        from medwb.al.scoring import selection_inputs
+        from medwb.al.scoring import selection_inputs, sharded_pool_inputs
 
         X, _, ids = self.arrays("train")
         done = set(self.labeled()["case_id"].astype(str))
@@ -215,10 +225,16 @@ class ActiveLearningLoop:
         rs = self.seed * 1000 + number
         model, version = self.current_model()
         rep = self.representation() if model is None and self.pretrain else None
-        name, kw = selection_inputs(model, X[unl], X[lab], strategy=self.strategy, cold_start=self.cold_start,
-                                    task=self.ds.task, passes=self.mc_passes, seed=rs, voxel_reduce=self.voxel_reduce,
-                                    representation=None if rep is None else
-                                    partial(pretrained_embeddings, self.model_fn, self.seed, rep))
+        if model is not None and self.scoring is not None and self.strategy != "random":
+            name, kw = self.strategy, sharded_pool_inputs(
+                model, self.ds, [ids[i] for i in unl], [ids[i] for i in lab], strategy=self.strategy, seed=rs,
+                passes=self.mc_passes, size=self.size, client=None if self.scoring == "shards" else self.scoring,
+                voxel_reduce=self.voxel_reduce, progress=self.progress)
+        else:
+            name, kw = selection_inputs(model, X[unl], X[lab], strategy=self.strategy, cold_start=self.cold_start,
+                                        task=self.ds.task, passes=self.mc_passes, seed=rs,
+                                        voxel_reduce=self.voxel_reduce, representation=None if rep is None else
+                                        partial(pretrained_embeddings, self.model_fn, self.seed, rep))
         idx, scores = select(name, k, random_state=rs, **kw)
         idx = np.asarray(idx, dtype=int)
         scores = np.asarray(scores, dtype=float)
@@ -226,7 +242,7 @@ class ActiveLearningLoop:
             scores = scores[idx]
         params = {"k": k, "seed": self.seed, "random_state": rs, "mc_passes": self.mc_passes,
                   "requested_strategy": self.strategy, "voxel_reduce": self.voxel_reduce, "model_version": version,
-                  "pool_size": len(ids), "n_labeled_before": len(lab)}
+                  "pool_size": len(ids), "n_labeled_before": len(lab), "scoring": scoring_name(self.scoring)}
         params.update(pretrained=self.pretrain, semi=self.semi)
         if self.pretrain:
             params["finetune"] = self.finetune

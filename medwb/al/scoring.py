@@ -5,7 +5,7 @@ that runs the network (MC-dropout passes, embeddings) to produce those arrays.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +13,10 @@ import numpy as np
 from medwb.al.acquire import image_scores_from_mc
 
 if TYPE_CHECKING:
+    from distributed import Client
     from torch import nn
+
+    from medwb.data.dataset import Dataset
 
 #: strategies that use embeddings (the others skip the extra trunk pass over the pool).
 NEEDS_EMBEDDINGS = frozenset({"coreset", "badge", "hybrid", "cold_start"})
@@ -74,3 +77,30 @@ def selection_inputs(model: nn.Module | None, X_pool: np.ndarray, X_labeled: np.
         return cold_start, {"embeddings": feats}
     return strategy, pool_inputs(model, X_pool, X_labeled, task=task, strategy=strategy, passes=passes, seed=seed,
                                  voxel_reduce=voxel_reduce)
+
+
+def sharded_pool_inputs(model: nn.Module, dataset: Dataset, pool_ids: Sequence[str], labeled_ids: Sequence[str], *,
+                        strategy: str, passes: int, seed: int, size: tuple[int, ...] | None,
+                        client: str | Client | None, voxel_reduce: str = "topk",
+                        progress: bool = False) -> dict[str, Any]:
+    """:func:`pool_inputs` for a pool that is not held in memory, or scored on a Dask cluster: the pool and the
+    labelled cases go through :func:`medwb.compute.score_pool` in shards of case ids (``client`` None: in this
+    process; ``"local"``, a scheduler address or a ``distributed.Client``: as Dask tasks that read their own
+    pixels). Only per-case numbers come back: the uncertainty the strategy ranks by (``score_<kind>``: BALD for
+    hybrid, as with MC samples in memory), the mean probabilities (classification, for BADGE) and the embeddings.
+    Each shard's MC seed derives from ``seed`` and its index, so every path gives the same batch."""
+    from medwb.compute import score_pool
+    from medwb.models.uncertainty import SCORE_KINDS
+
+    kind = strategy if strategy in SCORE_KINDS else "bald"
+    common = dict(seed=seed, client=client, size=size, voxel_reduce=voxel_reduce, progress=progress)
+    pool = score_pool(model, dataset, [str(c) for c in pool_ids], mc_samples=passes, uncertainty=kind, **common)
+    out: dict[str, Any] = {f"score_{kind}": pool["uncertainty"].to_numpy(dtype=np.float64)}
+    if "probabilities" in pool:
+        out["probs"] = np.stack(pool["probabilities"].to_list())
+    if strategy in NEEDS_EMBEDDINGS:
+        out["embeddings"] = np.stack(pool["embedding"].to_list())
+        lab = [str(c) for c in labeled_ids]  # only their embeddings are used: one MC pass
+        out["labeled_embeddings"] = np.stack(score_pool(model, dataset, lab, mc_samples=1, uncertainty=kind, **common)[
+            "embedding"].to_list()) if lab else None
+    return out

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def score_pool(model_or_checkpoint: nn.Module | str | Path, dataset: Dataset | str | Path,
                case_ids: Sequence[str] | None = None, *, shard_size: int = 512, mc_samples: int = 20,
                seed: int = 0, client: Any = None, device: str = "auto", uncertainty: str = "entropy",
-               workers: int | None = None, size: Sequence[int] | None = None,
+               workers: int | None = None, size: Sequence[int] | None = None, voxel_reduce: str = "topk",
                progress: bool = True) -> pd.DataFrame:
     """One row per case of ``case_ids`` (default: every case of ``dataset``), in their order: ``case_id``,
     ``predicted_class`` and ``probabilities`` (classifier) or ``mean_foreground`` (segmenter), ``uncertainty``
@@ -37,6 +37,7 @@ def score_pool(model_or_checkpoint: nn.Module | str | Path, dataset: Dataset | s
     scheduler address or a ``distributed.Client``; on Dask the model is sent to each worker once and the
     workers read the pixels from ``dataset``'s path. Same ``seed`` and ``shard_size`` -> the same numbers on
     every path. ``size``: the model's input grid (default: the checkpoint's, else the data's default).
+    ``voxel_reduce``: how a segmenter's voxel uncertainty becomes one number per image ("topk", "mean", ...).
     """
     from medwb.data import Dataset, open_dataset
     from medwb.models.uncertainty import MAP_KINDS, SCORE_KINDS
@@ -53,7 +54,8 @@ def score_pool(model_or_checkpoint: nn.Module | str | Path, dataset: Dataset | s
         raise DataError(None, f"uncertainty {uncertainty!r} cannot be computed for this model",
                         f"use one of {', '.join(kinds)}")
     grid = tuple(int(s) for s in size) if size is not None else model_input_size(ds, meta)
-    spec = ScoreSpec(size=grid, mc_samples=int(mc_samples), uncertainty=uncertainty, device=device)
+    spec = ScoreSpec(size=grid, mc_samples=int(mc_samples), uncertainty=uncertainty, device=device,
+                     voxel_reduce=voxel_reduce)
     shards = plan_shards(ids, shard_size)
     if client is None:
         from tqdm.auto import tqdm

@@ -246,6 +246,7 @@ def run_simulation(
     finetune: str = "full",
     pretrain_config: PretrainConfig | None = None,
     plaintext: bool = False,
+    scoring: str | None = None,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -271,8 +272,15 @@ def run_simulation(
     With a key configured the studies are encrypted, and so is everything written in ``out_dir`` (the folder gets
     the study marker, :func:`protect_output`: tables, plot, pretraining cache); ``plaintext`` writes the tables
     and plot in clear instead, with a warning that they left the protected zone (they are registered for purge).
+
+    ``scoring``: where each round's model scores the pool (the loop's ``scoring``): None / ``"memory"``, ``"shards"``,
+    ``"local"`` (one Dask LocalCluster for the whole simulation, stopped after) or a scheduler address.
     """
+    from contextlib import ExitStack
+
     from tqdm.auto import tqdm
+
+    from medwb.compute.cluster import dask_client
 
     from medwb.data import open_dataset
     from medwb.al.loop import ActiveLearningLoop
@@ -310,28 +318,31 @@ def run_simulation(
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
     pool_size, target_error, encrypted = None, 0.02, False
     folders = [out / "studies" / f"{arm.strategy if arm in refs else arm.label}-seed{seed}" for arm, seed in runs]
-    for arm, seed in bar:
-        bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
-        name = arm.strategy if arm in refs else arm.label
-        config = default_train_config(ds.task, seed=seed, modality=ds.modality, **{**(train or {}), "epochs": epochs})
-        folder = out / "studies" / f"{name}-seed{seed}"
-        study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
-                                     name=f"{ds.name} {name} seed {seed}")
-        register_simulation(study, out, folders, ds.stats_cache_file)
-        encrypted = encrypted or study.encrypted
-        loop = ActiveLearningLoop(study, ds, strategy="random" if arm in refs else arm.strategy, batch_size=1,
-                                  train_config=config, seed=seed, cold_start=cold_start, mc_passes=mc_passes,
-                                  size=size, evaluate_test=True, progress=False, max_pool=max_pool,
-                                  finetune=finetune, pretrain=arm.pretrain, semi=arm.semi,
-                                  pretrained=shared if arm.pretrain else None)
-        pool_size, target_error = loop.pool_size, loop.autolabel_target_error
-        if arm in refs:
-            parts.append(_full_reference(loop, folder, seed, ds.task, name=name))
-            continue
-        loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
-        loop.run(rounds, oracle)
-        parts.append(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task))
-        auto_parts.append(autolabel_from_study(study, strategy=name, seed=seed))
+    with ExitStack() as stack:  # a Dask cluster (if asked) lives as long as the simulation
+        client = scoring if scoring in (None, "memory", "shards") else stack.enter_context(dask_client(scoring))
+        for arm, seed in bar:
+            bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
+            name = arm.strategy if arm in refs else arm.label
+            config = default_train_config(ds.task, seed=seed, modality=ds.modality, **{**(train or {}), "epochs": epochs})
+            folder = out / "studies" / f"{name}-seed{seed}"
+            study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
+                                         name=f"{ds.name} {name} seed {seed}")
+            register_simulation(study, out, folders, ds.stats_cache_file)
+            encrypted = encrypted or study.encrypted
+            loop = ActiveLearningLoop(study, ds, strategy="random" if arm in refs else arm.strategy, batch_size=1,
+                                      train_config=config, seed=seed, cold_start=cold_start, mc_passes=mc_passes,
+                                      size=size, evaluate_test=True, progress=False, max_pool=max_pool,
+                                      finetune=finetune, pretrain=arm.pretrain, semi=arm.semi,
+                                      pretrained=shared if arm.pretrain else None,
+                                      scoring=None if client == "memory" else client)
+            pool_size, target_error = loop.pool_size, loop.autolabel_target_error
+            if arm in refs:
+                parts.append(_full_reference(loop, folder, seed, ds.task, name=name))
+                continue
+            loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
+            loop.run(rounds, oracle)
+            parts.append(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task))
+            auto_parts.append(autolabel_from_study(study, strategy=name, seed=seed))
     auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
     with output_lock(out):  # another run on this --out merges its rows one after the other, never over ours
         curves = merge_rows(out / "curves.csv", pd.concat(parts, ignore_index=True)[CURVE_COLUMNS], write=write)

@@ -65,3 +65,21 @@ def test_simulate_cli_rejects_bad_size(samples: Path, tmp_path: Path, capsys: py
     rc = main(["simulate", str(data), "--size", "16,16,16", "--seeds", "1", "--quiet", "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "does not fit 2D images" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_simulate_scores_the_pool_on_a_local_dask_cluster(samples: Path, tmp_path: Path) -> None:
+    """--scoring local: one LocalCluster (worker processes on loopback) for the whole simulation, started and
+    stopped by it; each model round scores the pool there, at the simulation's --size, and records it."""
+    data = _subset(samples, tmp_path / "pneumonia_small.npz")
+    out = tmp_path / "sim"
+    argv = ["simulate", str(data), "--strategy", "hybrid", "--budget", "0.4", "--rounds", "2", "--seeds", "0,",
+            "--epochs", "1", "--max-pool", "50", "--size", "16", "--mc-passes", "3", "--quiet", "--out", str(out),
+            "--pipeline", "scratch", "--scoring", "local"]
+    assert main(argv) == 0
+    from medwb.store import Study
+
+    with Study.open(out / "studies" / "hybrid-scratch-seed0") as st:
+        rounds = st.rounds()
+        assert [r["scoring"] for r in rounds["params"]] == ["dask", "dask"]
+        assert rounds.iloc[1]["strategy"] == "hybrid" and len(st.labels()) == 20
