@@ -89,3 +89,29 @@ def test_reader_page_shows_class_probabilities_and_the_saliency_map(samples: Pat
     assert "cannot tell 1: pneumonia from 0: normal" in warn
     assert "cannot tell" not in probabilities_html(ds.classes, np.array([0.1, 0.9]), np.array([0.02, 0.02]), 20)
     study.close()
+
+
+def test_the_adjudicator_sees_what_the_readers_saw(samples: Path, tmp_path: Path) -> None:
+    """A double-read case the readers disagree on: the adjudication view shows, beside the image, the model's class
+    probabilities and saliency map stored when the round was proposed."""
+    from medwb.al.oracle import simulated_oracle
+    from medwb.ui.widgets.adjudicate import AdjudicationPanel
+    from medwb.ui.widgets.reader import reader_queue
+
+    study, ds, loop = _named_loop(samples, tmp_path)
+    loop.run_round(simulated_oracle(ds))
+    case = str(loop.propose()["case_id"].iloc[0])
+    study.set_reads([case], 2)
+    ana, ben = reader_queue(study, "ana", min_view_seconds=0), reader_queue(study, "ben", min_view_seconds=0)
+    assert ana.current == ben.current == case
+    ana.keys.value, ben.keys.value = "0", "1"
+    panel = AdjudicationPanel(study, "dr_s", ds.load_image, min_view_seconds=0)
+    assert panel.current == case
+    ev = study.case_class_evidence(2, case)
+    note = panel.view.note.value
+    for v, name in ds.classes.items():
+        assert f"{v}: {name}" in note and f"{ev.mean[v]:.2f} &plusmn; {ev.std[v]:.2f}" in note
+    assert "Grad-CAM of" in panel.view.umap_title.value and panel.view.umap.value[:4] == b"\x89PNG"
+    panel.keys.value = "1"
+    assert study.labels().set_index("case_id").loc[case, "annotator"] == "dr_s"
+    study.close()

@@ -6,7 +6,9 @@ is stored as an adjudication (``Study.adjudicate``: their label plus an ``adjudi
 the readers' own labels stay for the agreement statistics. Digit keys choose the class number as shown, as in
 the review queue; a case on screen for less than ``min_view_seconds`` cannot be decided. In a segmentation study
 the readers' masks disagree when their Dice is under the store's threshold; the adjudicator looks at each
-reader's mask in turn ("show mask of") and keeps one of them (:meth:`AdjudicationPanel.keep_mask`).
+reader's mask in turn ("show mask of") and keeps one of them (:meth:`AdjudicationPanel.keep_mask`). A
+classification case shows, beside the image, the model's class probabilities and saliency map stored when the
+round was proposed (what the readers saw, :mod:`medwb.ui.widgets.class_evidence`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from medwb.errors import StoreError
 from medwb.store import Study, read_mask
 from medwb.ui.widgets.case_view import CaseView
+from medwb.ui.widgets.class_evidence import latest_class_evidence_panel
 from medwb.ui.widgets.keys import KeyCatcher
 from medwb.ui.widgets.review_text import class_label, digit_class, error_html
 
@@ -90,7 +93,8 @@ class AdjudicationPanel:
         self.answers.value = "readers: " + "; ".join(
             f"{html.escape(r)}: <b>{html.escape(class_label(self.study.classes, v))}</b>"
             for r, v in zip(row["readers"], row["values"]))
-        self.view.show(cid, np.asarray(self.load_image(cid)))
+        # beside the image, what the readers saw: the model's class probabilities and saliency map of the round
+        self.view.show(cid, np.asarray(self.load_image(cid)), None, latest_class_evidence_panel(self.study, cid))
 
     def _draw_mask(self) -> None:
         cid, who = self.current, self.show_of.value

@@ -89,3 +89,11 @@ def class_evidence_panel(study: Study, round: int | None, case_id: str) -> MapPa
         return None
     return MapPanel(ev.map, map_title(study.classes, ev.map_class) if ev.map is not None else "",
                     probabilities_html(study.classes, ev.mean, ev.std, ev.passes), blend=SALIENCY_BLEND)
+
+
+def latest_class_evidence_panel(study: Study, case_id: str) -> MapPanel | None:
+    """:func:`class_evidence_panel` of the latest round that stored evidence for ``case_id`` (the adjudication
+    view knows the case, not the round that proposed it); None when none was stored."""
+    rows = study.class_evidence()
+    rounds = rows.loc[rows["case_id"].astype(str) == str(case_id), "round"]
+    return None if rounds.empty else class_evidence_panel(study, int(rounds.max()), case_id)
