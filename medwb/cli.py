@@ -168,7 +168,7 @@ def _cmd_explain(a: argparse.Namespace) -> int:
     from medwb.explain.run import run_explain
 
     run_explain(a.model, a.data, method=a.method, cases=a.cases, out_dir=a.out, select=a.select, split=a.split,
-                checks=not a.no_checks, verbose=True)
+                checks=not a.no_checks, verbose=True, plaintext=a.plaintext_outputs)
     return 0
 
 
@@ -458,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uncertain | misclassified | random | subgroup:COLUMN=VALUE (default uncertain)")
     s.add_argument("--split", default=None, help="dataset split (default: test, else val, train, unlabelled)")
     s.add_argument("--no-checks", action="store_true", help="skip the sanity/faithfulness checks")
+    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
     s.set_defaults(func=_cmd_explain)
 
     s = sub.add_parser("report", help="validation report (executed notebook, HTML, PDF) for a study")

@@ -34,10 +34,12 @@ from medwb.errors import DataError
 from medwb.explain.attributions import LABELS, METHOD_NAMES, attribute, canonical_method
 from medwb.explain.checks import CheckResult, results_table, run_checks
 from medwb.explain.export import heat_scale, overlay_figure, save_nifti, save_png
-from medwb.explain.stored import case_stem, write_json, write_npz, write_table
+from medwb.explain.stored import case_stem, protect_outside, source_study, write_json, write_npz, write_table
 
 if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
+    from medwb.store import Study
+    from medwb.store.layout import StudyLayout
 
 SELECTIONS = ("uncertain", "misclassified", "random", "subgroup:COLUMN=VALUE")
 
@@ -151,14 +153,22 @@ def _write_view(out: Path, name: str, maps: np.ndarray, Xs: np.ndarray, masks: n
 def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str = "gradcam", cases: int = 16,
                 out_dir: str | Path, select: str = "uncertain", split: str | None = None, checks: bool = True,
                 max_pool: int = 1000, random_state: int = 0, progress: bool = True,
-                verbose: bool = False) -> ExplainResult:
-    """Explain ``cases`` cases of ``data`` with ``method`` (a name, a comma list or ``all``); see module doc."""
+                verbose: bool = False, plaintext: bool = False) -> ExplainResult:
+    """Explain ``cases`` cases of ``data`` with ``method`` (a name, a comma list or ``all``); see module doc.
+
+    The model of an encrypted study explained into an ``out_dir`` outside it: the folder is encrypted with the
+    study's key (:func:`medwb.explain.stored.protect_outside`), or written in clear with ``plaintext`` and a
+    warning; either way it is registered in the study, so ``medwb purge`` removes it."""
     from medwb.data import open_dataset
     from medwb.models import predict_proba
 
     t0 = time.perf_counter()
     out = ensure_output_dir(out_dir)
     net, meta, study = resolve_model(model)
+    source = source_study(model)
+    outside = source is not None and protect_outside(source, out, plaintext=plaintext)
+    if outside:  # registered before anything is written: a crash mid-way leaves nothing purge does not know
+        _register_outside(study, source, out)
     ds = open_dataset(data)
     splits = set(ds.cohort["split"].astype(str))
     split = split or next((s for s in ("test", "val", "train", "unlabelled") if s in splits), None)
@@ -252,6 +262,20 @@ def run_explain(model: str | Path | nn.Module, data: str | Path, *, method: str 
         print(f"{len(sel_ids)} cases ({select}) from {ds.name}/{split}; maps, overlays and checks in {out}")
         if len(table):
             print(format_table(table))
+    if outside and plaintext:
+        from medwb.privacy.outputs import warn_plaintext
+
+        warn_plaintext("explanation", sorted(p for p in out.rglob("*") if p.is_file()), source.folder)
     if study is not None:
         study.close()
     return ExplainResult(out, index, table, timings)
+
+
+def _register_outside(study: Study | None, source: StudyLayout, out: Path) -> None:
+    """Record ``out`` in the source study as an export (``medwb purge`` removes it)."""
+    from medwb.store import Study as StudyClass
+
+    owner = study if study is not None else StudyClass.open(source.folder)
+    owner.register_artifacts([out], "export")
+    if owner is not study:
+        owner.close()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.store import cipher, files
+from medwb.store.layout import StudyLayout
 
 
 def case_stem(out: str | Path, case_id: str) -> str:
@@ -26,6 +27,29 @@ def case_stem(out: str | Path, case_id: str) -> str:
     if lay is None:
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id))
     return cipher.keyed_layout(lay.folder, cipher.study_key(lay)).case_name(str(case_id))
+
+
+def source_study(model: object) -> StudyLayout | None:
+    """The encrypted study a model comes from (a study folder, or a checkpoint file inside one), else None."""
+    if not isinstance(model, (str, Path)):
+        return None
+    p = Path(model)
+    lay = StudyLayout(p) if p.is_dir() else cipher.owning_study(p)
+    return lay if lay is not None and cipher.is_encrypted(lay) else None
+
+
+def protect_outside(source: StudyLayout | None, out: Path, *, plaintext: bool) -> bool:
+    """An explanation of an encrypted study's model written outside any encrypted study: ``out`` becomes an
+    encrypted zone with that study's key (maps hold its images, tables its case ids), unless ``plaintext``.
+    Returns whether ``out`` lies outside the source study (its files are then registered there for purge)."""
+    from medwb.privacy.outputs import protect_output
+
+    zone = cipher.owning_study(out / "x")
+    if source is None or (zone is not None and zone.folder.resolve() == source.folder.resolve()):
+        return False
+    if not plaintext and zone is None:
+        protect_output(out, cipher.study_key(source))
+    return True
 
 
 def write_file(path: str | Path, data: bytes) -> Path:

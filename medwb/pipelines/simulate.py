@@ -31,8 +31,8 @@ from medwb.al.representation import check_finetune
 from medwb.atomic import atomic_write_bytes, ensure_output_dir
 from medwb.errors import DataError
 from medwb.metrics import format_metric, metric_value
+from medwb.privacy.outputs import protect_output
 from medwb.store import cipher, files
-from medwb.store.layout import StudyLayout
 
 Writer = Callable[[Path, bytes], Path]
 
@@ -423,17 +423,6 @@ def output_writer(out: Path, plaintext: bool) -> tuple[Writer, Key | None]:
     if key is not None and not plaintext:
         protect_output(out, key)
     return (atomic_write_bytes if plaintext else files.write_bytes), key
-
-
-def protect_output(out: Path, key: Key) -> None:
-    """Make ``out`` an encrypted zone like a study: the study marker (:mod:`medwb.store.cipher`) in it, so every
-    file the store's file pair writes under it is encrypted with ``key`` (a marker of another key: CryptoError)."""
-    lay = StudyLayout(out)
-    if cipher.is_encrypted(lay):
-        cipher.study_key(lay, key)
-    else:
-        cipher.write_marker(lay, key)
-    cipher.remember(lay, key)
 
 
 def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,

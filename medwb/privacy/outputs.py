@@ -59,6 +59,21 @@ def seal(work: Path, out: Path, key: Key) -> list[Path]:
     return written
 
 
+def protect_output(out: Path, key: Key) -> None:
+    """Make ``out`` an encrypted zone like a study: the study marker (:mod:`medwb.store.cipher`) in it, so every
+    file the store's file pair writes under it is encrypted with ``key`` (a marker of another key: CryptoError).
+    Used for outputs of an encrypted study written outside it (simulations, class sweeps, explanations)."""
+    from medwb.store import cipher
+    from medwb.store.layout import StudyLayout
+
+    lay = StudyLayout(out)
+    if cipher.is_encrypted(lay):
+        cipher.study_key(lay, key)
+    else:
+        cipher.write_marker(lay, key)
+    cipher.remember(lay, key)
+
+
 def warn_plaintext(what: str, paths: Sequence[Path], study: str | Path) -> None:
     """The one line that says outputs of an encrypted study were written in clear (by the user's choice)."""
     where = sorted({str(Path(p).parent) for p in paths})

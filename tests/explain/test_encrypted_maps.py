@@ -69,3 +69,40 @@ def test_maps_in_an_encrypted_study_are_encrypted_and_read_back(samples: Path, t
         read_table(enc_out / "index.csv")
     with pytest.raises(CryptoError, match="MEDWB_KEY_FILE"):
         load_npz(enc_out / index.iloc[0].map_npz)
+
+
+def test_explaining_an_encrypted_studys_model_outside_it_stays_encrypted_unless_asked(
+        samples: Path, tmp_path: Path, no_key_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """`medwb explain STUDY_MODEL DATA --out ELSEWHERE`: the maps hold the study's images and the tables its case
+    ids, so the folder is encrypted with the study's key (pseudonymous names) and registered in the study for
+    purge; with --plaintext-outputs it is in clear, registered, and one warning says it left the protected zone."""
+    from medwb.cli import main
+
+    data = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "p.npz", n_train=10, n_val=4, n_test=6)
+    key_file = Path(generate_key(tmp_path / "keys" / "site.key").source)
+    folder = tmp_path / "study"
+    Study.create(folder, dataset_path=str(data), task="classification", classes=["normal", "pneumonia"],
+                 key=load_key(key_file)).close()
+    ckpt = save_checkpoint(build_classifier(2, 1, 2, seed=0), folder / "models" / "m.pt", {})
+    assert ckpt.read_bytes().startswith(MAGIC)  # inside the study: encrypted like every checkpoint
+    outside, clear = tmp_path / "elsewhere", tmp_path / "clear"
+    argv = ["explain", str(ckpt), str(data), "--cases", "2", "--no-checks"]
+    import os
+
+    os.environ["MEDWB_KEY_FILE"] = str(key_file)
+    try:
+        assert main([*argv, "--out", str(outside)]) == 0
+        assert main([*argv, "--out", str(clear), "--plaintext-outputs"]) == 0
+    finally:
+        del os.environ["MEDWB_KEY_FILE"]
+    written = [p for p in outside.rglob("*") if p.is_file() and p.name != "encryption.json"]
+    assert {p.suffix for p in written} >= {".npz", ".gz", ".png", ".csv", ".json"}
+    assert all(p.read_bytes().startswith(MAGIC) for p in written)
+    index, _ = load_index(outside)  # read back with the key
+    assert len(index) == 2 and not any(cid in "".join(map(str, written)) for cid in index.case_id)
+    err = capsys.readouterr().err
+    assert err.count("WARNING") == 1 and "left the protected zone" in err
+    assert (clear / "overlays" / "gradcam.png").read_bytes().startswith(b"\x89PNG")
+    with Study.open(folder, key=load_key(key_file)) as st:
+        registered = set(st.artifacts()["path"])
+    assert {str(outside.resolve()), str(clear.resolve())} <= registered
