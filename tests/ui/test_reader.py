@@ -351,6 +351,22 @@ def test_segmentation_cases_are_read_by_region_clicks_and_double_reads_compared_
     study.close()
 
 
+def _check_3d_view(queue, ds, case_id: str) -> None:
+    import nibabel as nib
+    import numpy as np
+    from ipyniivue import NiiVue
+
+    queue.b_3d.value = True
+    (nv,) = queue.view3d.children
+    assert isinstance(nv, NiiVue) and queue.view3d.layout.display == "flex"
+    image, mask = (nib.Nifti1Image.from_bytes(bytes(v.data)) for v in nv.volumes)
+    assert np.allclose(image.get_fdata(), ds.load_image(case_id)[0])
+    assert np.array_equal(mask.get_fdata().astype(np.int64), queue.editor.mask) and queue.editor.mask.any()
+    assert np.allclose(image.affine, ds.affine(case_id))
+    queue.b_3d.value = False
+    assert queue.view3d.layout.display == "none" and not queue.view3d.children
+
+
 def test_a_3d_segmentation_case_is_read_slice_by_slice(samples: Path, tmp_path: Path) -> None:
     import numpy as np
 
@@ -363,9 +379,12 @@ def test_a_3d_segmentation_case_is_read_slice_by_slice(samples: Path, tmp_path: 
     ben = reader_queue(study, "ben", min_view_seconds=0)
     assert ana.current == ben.current == ids[0] and ana.editor.slice.max == ds.load_image(ids[0]).shape[-1] - 1
     shape = ds.load_image(ids[0]).shape[1:]
+    assert ana.view3d.layout.display == "none" and not ana.view3d.children
     for q in (ana, ben):
         q.editor.slice.value = shape[-1] // 2
         q.click(shape[0] // 2, shape[1] // 2)
+        if q is ana:  # the 3D view beside the slices: the volume and the mask as edited so far, in world geometry
+            _check_3d_view(ana, ds, ids[0])
         q.editor.b_save.click()
     masks = [read_mask(p) for p in study.labels(per_annotator=True)["mask_path"]]
     assert masks[0].shape == shape and masks[0].any() and np.array_equal(masks[0], masks[1])

@@ -85,9 +85,17 @@ class SegmentationReviewQueue:
         self.b_reject.on_click(lambda _: self.ui(self.reject))
         self.b_flag.on_click(lambda _: self.ui(self.flag))
         self.b_back.on_click(lambda _: self.ui(self.undo))
+        # 3D studies: the volume and the mask being edited in an offline WebGL viewer (ipyniivue: multiplanar +
+        # 3D render) beside the slices, on demand (it costs a volume transfer) and redrawn on "3D view" again
+        self.b_3d = W.ToggleButton(description="3D view", icon="cube", value=False,
+                                   tooltip="the volume with the mask as edited so far: slices in 3 planes + a 3D render")
+        self.b_3d.observe(lambda _: self.ui(self.show_3d), names="value")
+        self.view3d = W.VBox(layout=W.Layout(display="none", width="100%", min_width=f"{display_px}px"))
         q = self.queue
+        row3d = [self.b_3d] if dataset.ndim == 3 else []
         self.widget = W.VBox([q.annotator, self.title, self.editor.widget,
-                              W.HBox([self.b_reject, self.b_flag, self.b_back]), q.comment, q.status, q.history])
+                              W.HBox([self.b_reject, self.b_flag, self.b_back, *row3d]), self.view3d, q.comment,
+                              q.status, q.history])
         self.loaded: tuple[int, str | None, int] | None = None
         self.sync()
 
@@ -133,6 +141,21 @@ class SegmentationReviewQueue:
         u = None if self.uncertainty is None else self.uncertainty(cid)
         self.editor.load(self.dataset.load_image(cid), self.regions(cid), None if prop is None else np.asarray(prop),
                          uncertainty=u)
+        if self.b_3d.value:  # the 3D view follows the case on screen
+            self.show_3d()
+
+    def show_3d(self) -> None:
+        """Draw (or hide, with the toggle off) the 3D view of the case on screen with the editor's current mask,
+        in the image's world geometry (its affine)."""
+        from medwb.ui.view import niivue_view
+
+        cid = self.current
+        if not self.b_3d.value or cid is None or self.editor.image is None:
+            self.view3d.children, self.view3d.layout.display = (), "none"
+            return
+        self.view3d.children = (niivue_view(self.editor.image, self.editor.mask, affine=self.dataset.affine(cid),
+                                            spatial_dims=3, height=360),)
+        self.view3d.layout.display = "flex"  # ipyniivue sizes its canvas to the box: it must have a width
 
     # ------------------------------------------------------------------ decisions
     def click(self, row: int, col: int, *, shift: bool = False) -> int:
