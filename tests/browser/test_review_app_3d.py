@@ -1,6 +1,7 @@
 """The review app (``medwb review``) on a 3D segmentation study (MSD hippocampus), in headless Chromium: the reader
 clicks a supervoxel in on a slice, opens "3D view" and sees the volume with the mask as edited so far in the offline
-WebGL viewer (ipyniivue: three planes and a 3D render) beside the slices, then saves the mask. Non-loopback requests
+WebGL viewer (ipyniivue: three planes and a 3D render) beside the slices, then saves the mask with the editor's
+"s" key. Non-loopback requests
 are aborted and recorded (the test fails on any). Screenshot: reports/review_app_3d_view.png."""
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def test_a_reader_sees_the_3d_view_of_the_mask_being_edited(samples: Path, tmp_p
                                "g.getParameter(g.VERSION) : null; }", canvas.element_handle())
             std, colours = image_stats(canvas.screenshot())
             page.screenshot(path=str(shots / "review_app_3d_view.png"), full_page=True)
-            page.get_by_role("button", name="save mask").click()
+            # the editor's keys: focus the editor (a click on its key hint), "s" saves the mask
+            page.locator(".medwb-keycatcher").first.click()
+            page.keyboard.press("s")
             page.wait_for_function("document.body.innerText.includes('Queue finished')", timeout=30_000)
         finally:
             browser.close()

@@ -219,3 +219,43 @@ def test_editor_refuses_regions_on_another_grid() -> None:
         e.load(np.zeros((1, 8, 8), np.float32), np.zeros((2, 8, 9), np.int32))
     with pytest.raises(DataError, match="no foreground class"):
         RegionClickEditor({0: "background"})
+
+
+def press(e: RegionClickEditor, key: str) -> None:
+    """What a key pressed on the editor sends: the KeyCatcher's key and count, synced from the page."""
+    e.catcher.key = key
+    e.catcher.count += 1
+
+
+def test_keys_drive_the_editor_class_mode_level_slice_undo_and_save(tmp_path: Path, hippocampus) -> None:
+    s = make_study(tmp_path / "h", hippocampus)
+    case = labelled(hippocampus, 1)[0]
+    q = SegmentationReviewQueue(s, hippocampus, [case], annotator="dr_h", min_view_seconds=0)
+    e, regions = q.editor, q.regions(case)
+    assert "u undo click" in e.catcher.hint and ", previous slice" in e.catcher.hint
+    press(e, "2")
+    assert e.label.value == 2 and e.label.label == "Posterior"
+    press(e, "7")  # no such class: said on the editor, nothing changes
+    assert "no foreground class" in e.info.value and e.label.value == 2
+    press(e, "l")
+    assert e.level.value == 1
+    k = e.slice.value
+    press(e, ".")
+    press(e, ".")
+    press(e, ",")
+    assert e.slice.value == k + 1
+    r, c = regions.shape[1] // 2, regions.shape[2] // 2
+    send_click(e.canvas, r, c)
+    region = regions[1] == regions[1][r, c, k + 1]
+    assert np.array_equal(e.mask, 2 * region.astype(np.int64))
+    press(e, "m")
+    assert e.mode.value == "remove"
+    send_click(e.canvas, r, c)
+    assert not e.mask.any()
+    press(e, "u")  # the removal taken back
+    assert np.array_equal(e.mask, 2 * region.astype(np.int64))
+    press(e, "e")
+    assert e.edges.value is False
+    press(e, "s")
+    assert q.done and np.array_equal(read_mask(s.labels().iloc[0]["mask_path"]), 2 * region.astype(np.int64))
+    s.close()

@@ -29,6 +29,7 @@ from medwb.errors import DataError
 from medwb.store.masks import spatial
 from medwb.ui.view import focus_index, overlay_mask, png_bytes, to_rgb
 from medwb.ui.widgets.case_view import heat_rgb, slice2d
+from medwb.ui.widgets.keys import KeyCatcher
 from medwb.ui.widgets.review_text import error_html
 
 _ESM = r"""
@@ -140,6 +141,9 @@ def compose(rgb: np.ndarray, mask2d: np.ndarray, reg2d: np.ndarray | None, width
 HELP = ("<b>Click a region</b> to add it to the mask as the chosen class; <b>shift-click</b> (or mode "
         "'remove') takes it out again. Coarse regions take the bulk of a structure in one click, fine ones refine "
         "its edge. ")
+#: the editor's letter keys (digits choose the class by its value): pressed anywhere on the editor
+EDITOR_KEYS = {"u": "undo click", "s": "save mask", "m": "add / remove", "l": "next region level",
+               "e": "region edges on / off", ",": "previous slice", ".": "next slice"}
 HELP_3D = ("In a 3-D volume a region is a <b>supervoxel</b>: one click adds (or removes) it in <b>every slice it "
            "spans</b>, not only the one shown - move the slice slider to check the neighbouring slices.")
 
@@ -173,6 +177,10 @@ class RegionClickEditor:
         self.counter, self.info, self.umap = W.HTML(), W.HTML(), W.Image(format="png")
         self.umap_box = W.VBox([W.HTML("<b>uncertainty</b>"), self.umap], layout=W.Layout(display="none"))
         self.help = W.HTML(HELP + (HELP_3D if self.spatial_dims == 3 else ""))
+        keys = {k: v for k, v in EDITOR_KEYS.items() if self.spatial_dims == 3 or "slice" not in v}
+        self.catcher = KeyCatcher(hint="keys (click the picture first): digit = class value / " + " / ".join(
+            f"{k} {v}" for k, v in keys.items()))
+        self.catcher.on_key(lambda k: self.ui(lambda: self.key(k)))
         for w in (self.level, self.slice, self.zoom, self.edges):
             w.observe(lambda _: self.render(), names="value")
         self.b_undo.on_click(lambda _: self.ui(self.undo))
@@ -183,7 +191,7 @@ class RegionClickEditor:
             self.help, W.HBox([self.label, self.mode]), self.level,
             W.HBox([self.canvas, self.umap_box]),
             W.HBox([self.slice, self.zoom, self.edges]),
-            W.HBox([self.b_undo, self.b_clear, self.b_save, self.counter]), self.info])
+            W.HBox([self.b_undo, self.b_clear, self.b_save, self.counter]), self.info, self.catcher])
         self.image: np.ndarray | None = None
         self.regions: np.ndarray | None = None
         self.mask = self.start = np.zeros((0, 0), np.int64)
@@ -263,6 +271,28 @@ class RegionClickEditor:
         self.info.value = f"region {rid} ({self.level.label}{where}) {verb}: {n} voxel(s) changed"
         self.render()
         return n
+
+    def key(self, key: str) -> None:
+        """A key pressed on the editor (:data:`EDITOR_KEYS`; a digit picks the foreground class of that value)."""
+        if self.regions is None:
+            return
+        if key.isdigit():
+            if int(key) not in {v for _, v in self.label.options}:
+                raise DataError(None, f"key {key}: no foreground class with that value",
+                                f"press one of {', '.join(str(v) for _, v in self.label.options)}")
+            self.label.value = int(key)
+        elif key == "u":
+            self.undo()
+        elif key == "s" and self.on_save is not None:
+            self.on_save(self)
+        elif key == "m":
+            self.mode.value = "remove" if self.mode.value == "add" else "add"
+        elif key == "l":
+            self.level.value = (int(self.level.value) + 1) % len(self.level.options)
+        elif key == "e":
+            self.edges.value = not self.edges.value
+        elif key in ",." and self.spatial_dims == 3:
+            self.slice.value = min(self.slice.max, max(0, int(self.slice.value) + (1 if key == "." else -1)))
 
     def undo(self) -> None:
         """Take the last change back (clicks that changed nothing are skipped)."""
