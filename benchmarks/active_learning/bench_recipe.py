@@ -15,6 +15,7 @@ Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entr
   fixmatch+pre+aug+cos  FixMatch on the labelled subset + the rest of the pool, from the pretrained trunk
   auto+pre+aug+cos  medwb's round (``fit_round(semi=True)``): pre+aug+cos and fixmatch+pre+aug+cos both
                     trained, the one with the better validation score kept (the loop's default now)
+  old3d             AdrenalMNIST3D's schedule before session 8 (15 epochs of >= 8 batches, best by validation loss)
   cos, pre+cos, fixmatch+pre+cos, auto+pre+cos
                     the same with the augmentation the dataset's modality gets by default (``default_augment``:
                     shift for PneumoniaMNIST's X-rays, dihedral for BloodMNIST's microscopy): the loop's recipe
@@ -50,6 +51,10 @@ RECIPES = {
     "pre+cos": dict(lr_schedule="cosine", pretrained=True),
     "fixmatch+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi="only"),
     "auto+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi=True),
+    # AdrenalMNIST3D's committed schedule (run.sh adrenal, before session 8): at most 15 epochs of at least 8
+    # batches, best epoch by validation loss, constant learning rate
+    "old3d": dict(augment="shift", lr_schedule="constant", epochs=15, min_batches_per_epoch=8, patience=6,
+                  select_on="loss"),
 }
 
 
@@ -72,6 +77,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early-stopping patience (default: TrainConfig's; = --epochs: the whole cosine schedule)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
     a = ap.parse_args()
@@ -97,7 +104,8 @@ def main() -> None:
                     continue
                 r = dict(RECIPES[name])
                 use_pre, semi = r.pop("pretrained", False), r.pop("semi", False)
-                config = default_train_config(ds.task, seed=seed, modality=ds.modality, epochs=a.epochs, **r)
+                config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
+                                              **{"epochs": a.epochs, "patience": a.patience, **r})
                 t0 = time.perf_counter()
                 if semi == "only":
                     _, m = fixmatch_only(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),

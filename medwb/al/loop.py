@@ -147,7 +147,8 @@ class ActiveLearningLoop:
         self.num_classes = num_classes_of(dataset)
         self.size = tuple(size) if size is not None else default_size(dataset)
         self.model_fn = model_fn or partial(build_for_dataset, dataset)
-        self.train_config = train_config or default_train_config(dataset.task, seed=self.seed, modality=dataset.modality)
+        self.train_config = train_config or default_train_config(dataset.task, seed=self.seed, modality=dataset.modality,
+                                                                 spatial_dims=dataset.ndim)
         self.autolabel_stats: dict[str, float] = {}  # of the last proposed batch, for the round's metrics
         self._model: nn.Module | None = None  # the last registered model, loaded once (current_model)
         self._model_version: str | None = None
@@ -236,8 +237,7 @@ class ActiveLearningLoop:
                                         voxel_reduce=self.voxel_reduce, representation=None if rep is None else
                                         partial(pretrained_embeddings, self.model_fn, self.seed, rep))
         idx, scores = select(name, k, random_state=rs, **kw)
-        idx = np.asarray(idx, dtype=int)
-        scores = np.asarray(scores, dtype=float)
+        idx, scores = np.asarray(idx, dtype=int), np.asarray(scores, dtype=float)
         if len(scores) == len(unl):  # a score per pool case: keep those of the selected ones
             scores = scores[idx]
         params = {"k": k, "seed": self.seed, "random_state": rs, "mc_passes": self.mc_passes,

@@ -22,6 +22,13 @@ LR_SCHEDULES = ("cosine", "constant")
 #: classification rounds: batches per epoch at least this (a few hundred labels would otherwise get a few
 #: hundred optimiser steps in all; the all-labels reference is unchanged)
 CLASSIFIER_MIN_BATCHES = 32
+#: classification rounds: at least this many passes over the labels (see scheduled_epochs)
+CLASSIFIER_MIN_PASSES = 80
+#: 3D classification rounds: as good as the 2D schedule and 2.6x cheaper (AdrenalMNIST3D, 120 random labels, 3
+#: draws: test AUC 0.854 +- 0.010 / accuracy 0.801 against 0.861 +- 0.014 / 0.762 with 40 cosine epochs of 32
+#: batches, 50 s against 132 s; all 1188 labels 0.880 / 0.785 against 0.875 / 0.799; best epoch 9 either way)
+VOLUME_CLASSIFIER_SCHEDULE = {"epochs": 15, "min_batches_per_epoch": 8, "patience": 6, "select_on": "loss",
+                              "lr_schedule": "constant"}
 
 
 @dataclass
@@ -50,6 +57,10 @@ class TrainConfig:
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap; stops after the epoch that crosses it
     freeze_trunk: bool = False   # train the head only on the trunk's features, computed once (no augmentation)
+    min_passes: int = 0          # at least this many passes over the labels: ``epochs`` is raised (up to twice
+    #                              itself and ``max_steps`` optimiser steps), and such a raised cosine schedule runs
+    #                              to its end (see scheduled_epochs)
+    max_steps: int = 4000        # the cap on the steps ``min_passes`` may add
 
     def __post_init__(self) -> None:
         self.augment = check_augment(self.augment)
@@ -58,7 +69,7 @@ class TrainConfig:
                             f"use lr_schedule in {LR_SCHEDULES}")
 
 
-def default_train_config(task: Task, *, seed: int = 0, modality: str | None = None,
+def default_train_config(task: Task, *, seed: int = 0, modality: str | None = None, spatial_dims: int = 2,
                          **overrides: Any) -> TrainConfig:
     """The schedule an active-learning round uses for ``task`` on images of ``modality``, with ``overrides``
     (TrainConfig fields). Orientation-free modalities (microscopy, pathology, dermoscopy) train with every flip
@@ -68,13 +79,18 @@ def default_train_config(task: Task, *, seed: int = 0, modality: str | None = No
     optimizer steps per epoch as 60 (one 32-volume batch per epoch left a 3D UNet under-trained: Dice 0.55
     vs 0.84 with 8-volume batches in the hippocampus benchmarks). Classification: at least
     :data:`CLASSIFIER_MIN_BATCHES` batches per epoch, for the same reason (BloodMNIST, 240 labels: 8 batches
-    per epoch, 40 epochs -> test accuracy 0.840; 1200 steps -> 0.869).
+    per epoch, 40 epochs -> test accuracy 0.840; 1200 steps -> 0.869). 2D classification also gets at least
+    :data:`CLASSIFIER_MIN_PASSES` passes over the labels (:func:`scheduled_epochs`: 1200 BloodMNIST labels, 0.926
+    -> 0.938). 3D volumes peak early (AdrenalMNIST3D: best epoch 9 of 40) and a step costs ~10x a 2D one, so 3D
+    classification trains :data:`VOLUME_CLASSIFIER_SCHEDULE` (measured as good, 2.6x cheaper).
     """
     base: dict[str, Any] = {"seed": seed, "augment": default_augment(modality)}
     if task == "segmentation":
         base.update(batch_size=8, min_batches_per_epoch=8)
     else:
-        base.update(min_batches_per_epoch=CLASSIFIER_MIN_BATCHES)
+        base.update(min_batches_per_epoch=CLASSIFIER_MIN_BATCHES, min_passes=CLASSIFIER_MIN_PASSES)
+        if int(spatial_dims) == 3:
+            base.update(VOLUME_CLASSIFIER_SCHEDULE, min_passes=0)
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise DataError(None, f"unknown training setting(s) {sorted(unknown)}",
@@ -272,6 +288,25 @@ def batches_per_epoch(n: int, config: TrainConfig) -> int:
     return max(1, full + int(tail > 0 and (tail >= max(2, bs // 2) or full == 0)))
 
 
+def scheduled_epochs(n: int, config: TrainConfig) -> tuple[int, int]:
+    """(epochs, patience) of :func:`train` on ``n`` labelled cases. ``config.epochs`` unless ``min_passes`` asks
+    for more: then enough epochs for ``min_passes`` passes over the labels, at most twice ``config.epochs`` and
+    ``max_steps`` steps, never fewer than ``config.epochs``; a raised schedule runs to its end (patience = epochs,
+    the best epoch still chosen on validation). Why: with a few hundred labels an epoch of
+    ``min_batches_per_epoch`` batches is several passes already, but 1200 labels got 40 passes in 40 epochs and
+    were still improving at the end (BloodMNIST, pretrained trunk, 3 label draws: best epochs 34-40, test accuracy
+    0.926; 80 epochs: 0.939). Early stopping cut such a longer cosine schedule while its rate was still high (80
+    epochs, patience 8: stopped near epoch 45, 0.919)."""
+    epochs, patience = int(config.epochs), int(config.patience)
+    if config.min_passes <= 0 or n <= 0:
+        return epochs, patience
+    bpe = batches_per_epoch(n, config)
+    passes_per_epoch = bpe * int(config.batch_size) / n
+    want = math.ceil(config.min_passes / passes_per_epoch)
+    raised = min(want, 2 * epochs, max(1, int(config.max_steps) // bpe))
+    return (raised, raised) if raised > epochs else (epochs, patience)
+
+
 def lr_schedule(opt: torch.optim.Optimizer, kind: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-step learning-rate schedule: ``cosine`` decays from the set rate to 0 over ``total_steps``
     (BloodMNIST, 1200 labels, 40 epochs: test accuracy 0.896 constant -> 0.925 cosine, as good as 80 constant
@@ -378,8 +413,9 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         torch.manual_seed(config.seed)
         g = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        schedule = lr_schedule(opt, config.lr_schedule, config.epochs * batches_per_epoch(len(Xt), config))
-        bar = tqdm(range(1, config.epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
+        epochs, patience = scheduled_epochs(len(Xt), config)
+        schedule = lr_schedule(opt, config.lr_schedule, epochs * batches_per_epoch(len(Xt), config))
+        bar = tqdm(range(1, epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
             perm = torch.randperm(len(Xt), generator=g)
@@ -414,7 +450,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-            if has_val and best.should_stop(epoch, config.min_epochs, config.patience):
+            if has_val and best.should_stop(epoch, config.min_epochs, patience):
                 break
             if config.max_seconds is not None and row["seconds"] > config.max_seconds:
                 break

@@ -323,7 +323,8 @@ def run_simulation(
         for arm, seed in bar:
             bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
             name = arm.strategy if arm in refs else arm.label
-            config = default_train_config(ds.task, seed=seed, modality=ds.modality, **{**(train or {}), "epochs": epochs})
+            config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
+                                          **{**(train or {}), "epochs": epochs})
             folder = out / "studies" / f"{name}-seed{seed}"
             study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
                                          name=f"{ds.name} {name} seed {seed}")

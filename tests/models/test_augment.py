@@ -106,3 +106,29 @@ def test_cosine_schedule_ends_near_zero_and_constant_keeps_the_rate() -> None:
     assert rates["constant"] == [1e-3] * 12
     assert rates["cosine"][0] == pytest.approx(1e-3) and rates["cosine"][-1] < 0.05e-3
     assert all(a >= b for a, b in zip(rates["cosine"], rates["cosine"][1:]))
+
+
+def test_min_passes_raises_the_epochs_of_larger_labelled_sets_only() -> None:
+    """2D classification rounds get >= 80 passes over the labels: a few hundred labels already have them in 40
+    epochs of 32 batches; 1200 labels get 79 epochs (run to the end of the cosine schedule); the all-labels pool is
+    capped by max_steps and keeps 40; 3D classification trains its own shorter schedule."""
+    from medwb.models.train import CLASSIFIER_MIN_PASSES, scheduled_epochs
+
+    c2 = default_train_config("classification", modality="microscopy")
+    c3 = default_train_config("classification", modality="CT", spatial_dims=3)
+    assert c2.min_passes == CLASSIFIER_MIN_PASSES and c3.min_passes == 0
+    assert scheduled_epochs(240, c2) == (40, 8) and scheduled_epochs(11959, c2) == (40, 8)
+    epochs, patience = scheduled_epochs(1200, c2)
+    assert epochs == patience == 79
+    assert epochs * batches_per_epoch(1200, c2) * c2.batch_size >= (CLASSIFIER_MIN_PASSES - 1) * 1200
+    assert scheduled_epochs(2400, c2)[0] * batches_per_epoch(2400, c2) <= c2.max_steps  # the steps cap
+    assert scheduled_epochs(1200, c3) == (15, 6) and c3.min_batches_per_epoch == 8 and c3.select_on == "loss"
+    assert default_train_config("segmentation").min_passes == 0
+
+    # train() runs the raised schedule: 192 cases in batches of 32, 6 epochs asked, 10 passes wanted -> 10 epochs
+    rng = np.random.default_rng(0)
+    X, y = rng.random((192, 1, 8, 8)).astype(np.float32), np.arange(192) % 2
+    cfg = TrainConfig(epochs=6, batch_size=32, min_passes=10, patience=1, min_epochs=1)
+    assert scheduled_epochs(192, cfg) == (10, 10)
+    res = train(build_classifier(2, 1, 2, channels=(4, 8)), X, y, X[:40], y[:40], config=cfg, progress=False)
+    assert len(res.history) == 10  # no early stop inside a raised schedule

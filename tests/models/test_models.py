@@ -153,10 +153,13 @@ def test_select_on_balanced_keeps_the_best_balanced_accuracy_epoch(pneu):
 
 
 def test_default_train_config_per_task():
+    from medwb.models.train import CLASSIFIER_MIN_PASSES
+
     seg = default_train_config("segmentation", seed=2)
     assert (seg.batch_size, seg.min_batches_per_epoch, seg.seed) == (8, 8, 2)
     cls = default_train_config("classification", epochs=6, patience=None)
-    assert cls == TrainConfig(epochs=6, min_batches_per_epoch=CLASSIFIER_MIN_BATCHES)  # None overrides are ignored
+    assert cls == TrainConfig(epochs=6, min_batches_per_epoch=CLASSIFIER_MIN_BATCHES,
+                              min_passes=CLASSIFIER_MIN_PASSES)  # None overrides are ignored
     with pytest.raises(DataError, match="unknown training setting"):
         default_train_config("classification", epoch=3)
 
