@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--min-passes", type=int, default=None,
+                    help="TrainConfig.min_passes (default: the task's; 0: exactly --epochs, as before session 8)")
     ap.add_argument("--patience", type=int, default=None,
                     help="early-stopping patience (default: TrainConfig's; = --epochs: the whole cosine schedule)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
@@ -105,7 +107,8 @@ def main() -> None:
                 r = dict(RECIPES[name])
                 use_pre, semi = r.pop("pretrained", False), r.pop("semi", False)
                 config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
-                                              **{"epochs": a.epochs, "patience": a.patience, **r})
+                                              **{"epochs": a.epochs, "patience": a.patience,
+                                                 "min_passes": a.min_passes, **r})
                 t0 = time.perf_counter()
                 if semi == "only":
                     _, m = fixmatch_only(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
