@@ -197,6 +197,19 @@ def guard_context(context, net: NetworkLog) -> None:
     context.on("requestfailed", lambda r: net.failed.append(r.url))
 
 
+def open_click_editor(browser, link: str, net: NetworkLog, *, viewport: tuple[int, int] = (1100, 1000)):
+    """A reader's page of the review app (``link``) in a guarded context, once its region-click picture has loaded:
+    (page, the picture's locator)."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    guard_context(context, net)
+    page = context.new_page()
+    page.goto(link, wait_until="domcontentloaded", timeout=180_000)
+    img = page.locator("img.medwb-click-image").first
+    img.wait_for(state="visible", timeout=180_000)
+    page.wait_for_function("document.querySelector('img.medwb-click-image').naturalWidth > 0", timeout=60_000)
+    return page, img
+
+
 def image_stats(png: bytes) -> tuple[float, int]:
     """(grey-level standard deviation, number of distinct colours) of a PNG: a blank view has ~0 and 1."""
     from PIL import Image

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser.jupyterlab_driver import CHROMIUM_ARGS, NetworkLog, guard_context, image_stats
+from browser.jupyterlab_driver import CHROMIUM_ARGS, NetworkLog, image_stats, open_click_editor
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +43,7 @@ def test_a_reader_sees_the_3d_view_of_the_mask_being_edited(samples: Path, tmp_p
     with ReviewServer(tmp_path / "study", ["ana"]) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1100, "height": 1400})
-            guard_context(context, net)
-            page = context.new_page()
-            page.goto(srv.links["ana"], wait_until="domcontentloaded", timeout=180_000)
-            img = page.locator("img.medwb-click-image").first
-            img.wait_for(state="visible", timeout=180_000)
-            page.wait_for_function("document.querySelector('img.medwb-click-image').naturalWidth > 0",
-                                   timeout=60_000)
+            page, img = open_click_editor(browser, srv.links["ana"], net, viewport=(1100, 1400))
             box = img.bounding_box()
             assert box is not None
             img.click(position={"x": (cols // 2 + 0.5) * box["width"] / cols,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser.jupyterlab_driver import NetworkLog, guard_context
+from browser.jupyterlab_driver import NetworkLog, open_click_editor
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow, pytest.mark.browser,
@@ -49,14 +49,7 @@ def test_a_reader_builds_a_mask_by_region_clicks_in_the_app(samples: Path, tmp_p
     with ReviewServer(tmp_path / "study", ["ana"]) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         try:
-            context = browser.new_context(viewport={"width": 1100, "height": 1000})
-            guard_context(context, net)
-            page = context.new_page()
-            page.goto(srv.links["ana"], wait_until="domcontentloaded", timeout=180_000)
-            img = page.locator("img.medwb-click-image").first
-            img.wait_for(state="visible", timeout=180_000)
-            page.wait_for_function("document.querySelector('img.medwb-click-image').naturalWidth > 0",
-                                   timeout=60_000)
+            page, img = open_click_editor(browser, srv.links["ana"], net, viewport=(1100, 1000))
             box = img.bounding_box()
             assert box is not None
             img.click(position={"x": (c + 0.5) * box["width"] / cols, "y": (r + 0.5) * box["height"] / rows})
