@@ -257,3 +257,35 @@ def test_every_check_has_a_plain_language_sentence(explained):
             assert html.escape(plain_text(check)) in panel.map_notes[m].value
     assert "weights are scrambled" in plain_text("randomization")
     assert "random pixels" in plain_text("deletion_auc") and "mask_energy" in CHECK_TEXTS
+
+
+def test_the_review_app_page_serves_the_verdict_panel_under_the_readers_name(explained, tmp_path) -> None:
+    """Issue 14: the app serves the explanation verdict panel too: a 'judge explanations' tab on the reader's page
+    when the study holds explanations, the reviewer fixed to the reader the token names."""
+    import ipywidgets as W
+
+    from medwb.ui.widgets.reader import READERS_ENV, STUDY_ENV, reader_page, token_digest
+
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({token_digest("t"): "dr_v"}))
+    page = reader_page({STUDY_ENV: str(explained["study_dir"]), READERS_ENV: str(f), "QUERY_STRING": "token=t"})
+    tabs = page.children[2]
+    assert isinstance(tabs, W.Tab) and tabs.get_title(1) == "judge explanations"
+    verdict_box = tabs.children[1]
+    texts = [w for w in _walk(verdict_box) if isinstance(w, W.Text)]
+    reviewer = next(w for w in texts if w.description == "reviewer")
+    assert reviewer.value == "dr_v" and reviewer.disabled  # no other name can be typed
+    dropdowns = [w for w in _walk(verdict_box) if isinstance(w, W.Dropdown) and w.description == "verdict"]
+    dropdowns[0].value = "plausible"
+    save = next(w for w in _walk(verdict_box) if isinstance(w, W.Button) and w.description == "save verdicts")
+    save.click()
+    with Study.open(explained["study_dir"]) as s:
+        mine = s.verdicts()
+        mine = mine[mine["reviewer"] == "dr_v"]
+    assert len(mine) == 1 and mine.iloc[0]["verdict"] == "plausible"
+
+
+def _walk(w):
+    yield w
+    for c in getattr(w, "children", ()):
+        yield from _walk(c)

@@ -14,6 +14,8 @@ clicking the study's cached structure-model regions: saved unchanged it is the r
 so, and the next case is shown; nothing is overwritten. A classification case shows, beside the image, the
 model's class probabilities with their MC-dropout spread and its saliency map, as the loop stored them when it
 proposed the round (:func:`medwb.ui.widgets.class_evidence.class_evidence_panel`; nothing when none were stored).
+Tabs: "adjudicate" for the senior readers named by the server, and "judge explanations" when the study holds
+explanations (:func:`verdict_page`: the verdict panel with the reader's name as the reviewer).
 Errors are shown as one plain sentence, never a traceback.
 """
 from __future__ import annotations
@@ -203,14 +205,19 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
                "or the class number shown in the menu. Click the <b>keys</b> box first")
         head = W.HTML(f"<h3>medwb review: {html.escape(reader)}</h3>"
                       f"<p>study <code>{html.escape(study.name)}</code>; {how}.</p>")
-        if reader not in [a.strip() for a in env.get(ADJUDICATORS_ENV, "").split(",")]:
-            return W.VBox([head, progress, q.widget])
-        from medwb.ui.widgets.adjudicate import AdjudicationPanel
+        pages = [("read", q.widget)]
+        if reader in [a.strip() for a in env.get(ADJUDICATORS_ENV, "").split(",")]:
+            from medwb.ui.widgets.adjudicate import AdjudicationPanel
 
-        panel = AdjudicationPanel(study, reader, rq.load_image, spatial_dims=rq.spatial_dims)
-        tabs = W.Tab(children=[q.widget, panel.widget])
-        tabs.set_title(0, "read")
-        tabs.set_title(1, "adjudicate")
+            pages.append(("adjudicate", AdjudicationPanel(study, reader, rq.load_image,
+                                                          spatial_dims=rq.spatial_dims).widget))
+        if (verdicts := verdict_page(study, reader)) is not None:
+            pages.append(("judge explanations", verdicts))
+        if len(pages) == 1:
+            return W.VBox([head, progress, q.widget])
+        tabs = W.Tab(children=[w for _, w in pages])
+        for i, (title, _) in enumerate(pages):
+            tabs.set_title(i, title)
         return W.VBox([head, progress, tabs])
     except MedwbError as e:
         return _message(f"The review page could not open: {e}", "#b00")
@@ -219,6 +226,25 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
 
         traceback.print_exc()
         return _message(f"The review page could not open ({type(e).__name__}: {e}). Tell the researcher.", "#b00")
+
+
+#: where a study's explanations are looked for (``medwb explain STUDY DATA --out`` one of these), first found wins
+EXPLANATION_FOLDERS = (("exports", "explain"), ("maps",))
+
+
+def verdict_page(study: Study, reader: str) -> W.Widget | None:
+    """The explanation verdict panel (:class:`medwb.ui.widgets.verdict.VerdictPanel`) of the study's explanations,
+    the reviewer fixed to the reader the link names (a reader cannot judge under another name); None when the
+    study holds no explanation (no ``index.csv`` in :data:`EXPLANATION_FOLDERS`)."""
+    from medwb.ui.widgets.verdict import VerdictPanel
+
+    for parts in EXPLANATION_FOLDERS:
+        folder = study.folder.joinpath(*parts)
+        if (folder / "index.csv").is_file():
+            panel = VerdictPanel(folder, study, reviewer=reader)
+            panel.reviewer.disabled = True
+            return panel.widget
+    return None
 
 
 def readers_summary(study: Study, status: pd.DataFrame | None = None) -> pd.DataFrame:
