@@ -67,6 +67,7 @@ blood-classes)
 blood-medwb)
   # Issue 12: medwb's default pipeline against random + scratch on the whole BloodMNIST pool (11 959 cases, 8
   # classes), 10% in 5 rounds, default schedules; 1 seed so far (about 70 min at 1 thread on the busy machine).
+  # Session 8's run (>= 80 passes over the labels) is in bloodmnist_medwb_s8 (same command, that --out).
   BLOOD=${MEDWB_BLOODMNIST:-../shared/data/medmnist/bloodmnist.npz}
   OMP_NUM_THREADS=1 medwb simulate "$BLOOD" --strategy hybrid --strategy random:scratch --budget 0.1 --rounds 5 \
     --seeds 1 --out $B/bloodmnist_medwb 2>&1 | tee $B/bloodmnist_medwb.log ;;
