@@ -76,7 +76,9 @@ def main() -> None:
     ap.add_argument("--labels", type=int, nargs="+", default=[240, 1200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epochs per model (default: the loop's schedule: 40, raised by min_passes where it applies; "
+                         "given: exactly these unless --min-passes too)")
     ap.add_argument("--min-passes", type=int, default=None,
                     help="TrainConfig.min_passes (default: the task's; 0: exactly --epochs, as before session 8)")
     ap.add_argument("--patience", type=int, default=None,

@@ -159,7 +159,9 @@ def test_default_train_config_per_task():
     assert (seg.batch_size, seg.min_batches_per_epoch, seg.seed) == (8, 8, 2)
     cls = default_train_config("classification", epochs=6, patience=None)
     assert cls == TrainConfig(epochs=6, min_batches_per_epoch=CLASSIFIER_MIN_BATCHES,
-                              min_passes=CLASSIFIER_MIN_PASSES)  # None overrides are ignored
+                              min_passes=0)  # None overrides are ignored; epochs asked for: exactly those
+    assert default_train_config("classification").min_passes == CLASSIFIER_MIN_PASSES
+    assert default_train_config("classification", epochs=6, min_passes=20).min_passes == 20
     with pytest.raises(DataError, match="unknown training setting"):
         default_train_config("classification", epoch=3)
 
