@@ -27,7 +27,7 @@ from pathlib import Path
 from medwb.atomic import ensure_output_dir
 from medwb.errors import MedwbError
 from medwb.resources import default_demo_data
-from medwb.store.layout import is_study
+from medwb.store.layout import StudyLayout, is_study
 
 
 
@@ -181,7 +181,7 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
     explain_dir: Path | None = None
     if sim.ok:
         study = pick_study(sim_dir, cfg.strategies)
-        explain_dir = study / "exports" / "explain"
+        explain_dir = StudyLayout(study).explain_exports
         structure_study = study
 
         def structure() -> list[tuple[str, Path]]:

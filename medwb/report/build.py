@@ -106,7 +106,7 @@ def _discover(study: Path) -> tuple[Path | None, Path | None, Path | None]:
         if c.is_file():
             curves = c
             break
-    explain = study / "exports" / "explain"
+    explain = StudyLayout(study).explain_exports
     sweep = study.parent.parent.parent / "class_sweep.csv"
     return curves, explain if explain.is_dir() else None, sweep if sweep.is_file() else None
 

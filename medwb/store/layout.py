@@ -48,6 +48,7 @@ CHECKPOINT_PATTERN = "round_{round:03d}.pt"
 PRETRAIN = "pretrain"  # sub-folder of cache/ holding pretraining results
 REGIONS = "regions"  # sub-folder of cache/ holding the structure model's region maps
 PRELABELS = "prelabels"  # sub-folder of masks/ holding the model's predicted masks of proposed cases
+EXPLAIN = "explain"  # sub-folder of exports/ holding `medwb explain` outputs (index.csv, maps, overlays)
 SALIENCY = "saliency"  # sub-folder of maps/ holding the model's saliency maps of proposed classification cases
 
 
@@ -136,6 +137,16 @@ class StudyLayout:
     @property
     def masks(self) -> Path:
         return self.folder / MASKS
+
+    @property
+    def explain_exports(self) -> Path:
+        """Where ``medwb explain`` writes a study's explanations by default (the demo, the report look here)."""
+        return self.exports / EXPLAIN
+
+    def explanation_folders(self) -> list[Path]:
+        """Where a study's explanations may live, in the order they are looked for: ``exports/explain`` (``medwb
+        explain STUDY DATA --out`` default), then ``maps``."""
+        return [self.explain_exports, self.maps]
 
     @property
     def purge_audit(self) -> Path:

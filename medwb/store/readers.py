@@ -193,22 +193,26 @@ _READ_TWICE = ("IN (SELECT case_id FROM labels WHERE superseded = 0 AND substr(a
 
 
 def _reads_by_case(study: Study, among: str = "", args: Sequence[object] = ()) -> tuple[
-        dict[str, dict[str, int | str | None]], dict[str, int | str | None]]:
-    """Current answer of each (case, annotator) and the live adjudicated answer of each case: the class, or in a
-    segmentation study the mask file. ``among``: an SQL ``IN (...)`` the case id must be in (with ``args``), so a
-    round's status reads its own cases' labels, not every label of the study."""
+        dict[str, dict[str, int | str | None]], dict[str, int | str | None], dict[str, str]]:
+    """Current answer of each (case, annotator) that is a read (not an adjudication), the live adjudicated answer
+    of each case (the class, or in a segmentation study the mask file) and who adjudicated it. ``among``: an SQL
+    ``IN (...)`` the case id must be in (with ``args``), so a round's status reads its own cases' labels, not every
+    label of the study. The adjudicator's label is not a read: the readers' agreement stays theirs."""
     seg = study.task == "segmentation"
     col = "mask_path" if seg else "value"
+    adj: dict[str, int | str | None] = {}
+    by: dict[str, str] = {}
+    for c, who, v in study.conn.execute(
+            f"SELECT a.case_id, l.annotator, l.{col} FROM adjudications a JOIN labels l ON l.id = a.label_id "
+            f"WHERE l.superseded = 0 {'AND a.case_id ' + among if among else ''} ORDER BY a.id", args):
+        adj[str(c)] = None if v is None else str(study.path(v)) if seg else int(v)
+        by[str(c)] = str(who)
     reads: dict[str, dict[str, int | str | None]] = {}
     for cid, who, v in study.conn.execute(f"SELECT case_id, annotator, {col} FROM labels WHERE superseded = 0 "
                                           f"{'AND case_id ' + among if among else ''} ORDER BY id", args):
-        reads.setdefault(str(cid), {})[str(who)] = None if v is None else str(study.path(v)) if seg else int(v)
-    adj = {str(c): None if v is None else v if seg else int(v) for c, v in study.conn.execute(
-        f"SELECT a.case_id, l.{col} FROM adjudications a JOIN labels l ON l.id = a.label_id WHERE l.superseded = 0 "
-        f"{'AND a.case_id ' + among if among else ''} ORDER BY a.id", args)}
-    if seg:
-        adj = {c: None if p is None else str(study.path(p)) for c, p in adj.items()}
-    return reads, adj
+        if by.get(str(cid)) != str(who):
+            reads.setdefault(str(cid), {})[str(who)] = None if v is None else str(study.path(v)) if seg else int(v)
+    return reads, adj, by
 
 
 def mask_file_dice(a: str, b: str) -> float:
@@ -252,15 +256,16 @@ def _contested(got: dict[str, int | str | None], same: Callable[[object, object]
 def case_status(study: Study, round: int | None = None, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """One row per proposed case of ``round`` (default: the latest with proposals): case_id, reads (needed),
     readers (who answered), values (their classes, same order; None for masks), agree (classes equal, masks at
-    Dice >= ``min_dice``), adjudicated (value, mask file or None), decided, status (a short phrase), leased_to
-    (live leases), dice (the lowest Dice between the readers' masks; nan for classes or under two masks)."""
+    Dice >= ``min_dice``), adjudicated (value, mask file or None), adjudicator (who, or None), decided, status (a
+    short phrase), leased_to (live leases), dice (the lowest Dice between the readers' masks; nan for classes or
+    under two masks). An adjudicator's answer is not one of the readers."""
     number = _round_or_latest(study, round)
-    cols = ["round", "case_id", "reads", "readers", "values", "agree", "adjudicated", "decided", "status",
-            "leased_to", "dice"]
+    cols = ["round", "case_id", "reads", "readers", "values", "agree", "adjudicated", "adjudicator", "decided",
+            "status", "leased_to", "dice"]
     if number is None:
         return pd.DataFrame(columns=cols)
     p = study.query("SELECT case_id, reads FROM proposals WHERE round = ? ORDER BY position", (number,))
-    reads, adj = _reads_by_case(study, "IN (SELECT case_id FROM proposals WHERE round = ?)", (number,))
+    reads, adj, by = _reads_by_case(study, "IN (SELECT case_id FROM proposals WHERE round = ?)", (number,))
     same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
     t = time.time()
     leased: dict[str, list[str]] = {}
@@ -277,7 +282,7 @@ def case_status(study: Study, round: int | None = None, *, min_dice: float = MIN
         status = ("adjudicated" if cid in adj else "decided" if decided else
                   "readers disagree: adjudication needed" if not agree else
                   "not read" if not got else f"waiting for {need - len(got)} more read(s)")
-        rows.append([number, cid, need, list(got), values, agree, a, decided, status, leased.get(cid, []),
+        rows.append([number, cid, need, list(got), values, agree, a, by.get(cid), decided, status, leased.get(cid, []),
                      lowest_dice(got) if seg else float("nan")])
     return pd.DataFrame(rows, columns=cols)
 
@@ -304,7 +309,7 @@ def disagreements(study: Study, *, min_dice: float = MIN_DICE) -> pd.DataFrame:
     """Cases whose current human labels differ between readers (masks: Dice < ``min_dice``) and that no one
     adjudicated yet: case_id, readers, values (their classes, same order; None for masks), mask_files (their mask
     files; None for classes), dice (lowest between the masks). This is the adjudication list of a senior reader."""
-    reads, adj = _reads_by_case(study, _READ_TWICE)
+    reads, adj, _ = _reads_by_case(study, _READ_TWICE)
     same, seg = agreement_rule(study, min_dice), study.task == "segmentation"
     rows = [(cid, list(got), [None] * len(got) if seg else list(got.values()),
              list(got.values()) if seg else [None] * len(got), lowest_dice(got) if seg else float("nan"))

@@ -2,7 +2,9 @@
 
 Each reader opens their own link (their own token, their own browser context: no shared cookie) and decides cases
 with the keys only (typed in the keys box, or pressed after a click on the image): 200 decisions over a 190-case round, 10 of its cases double-read (blind) and answered
-differently by the two readers, one undo, then the senior reader adjudicates the 10 disagreements. The store
+differently by the two readers, one undo, then the senior reader adjudicates the 10 disagreements. Meanwhile the
+researcher's notebook (JupyterLab, in the same browser) shows the readers' progress live: the round's count, each
+reader's answers and the disagreements, as the store holds them, with no click. The store
 must hold exactly what was chosen: 0 cases lost, 0 decided twice (but the double reads), 0 under a wrong class
 or reader; the adjudicated class is the current label. The round is then retrained and the next one proposed: a
 reader's page shows the model's class probabilities with their MC spread and its saliency map beside the case.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from browser.jupyterlab_driver import NetworkLog, guard_context
+from browser.jupyterlab_driver import NetworkLog, guard_context, open_and_run_all, start_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -138,6 +140,50 @@ class Reader:
         return cid
 
 
+class ResearcherNotebook:
+    """The researcher's notebook in JupyterLab: the readers panel of notebook 02 (``ReadersPanel(study, every=S)``),
+    which re-reads the store by itself while the readers work."""
+
+    def __init__(self, browser, folder: Path, root: Path, net: NetworkLog) -> None:
+        import nbformat
+
+        root.mkdir(parents=True, exist_ok=True)
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(
+            "from medwb.store import Study\nfrom medwb.ui.widgets.reader import ReadersPanel\n"
+            f"study = Study.open({str(folder)!r})\nReadersPanel(study, every=1).widget")]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, str(root / "researcher.ipynb"))
+        self.folder, self.server = folder, start_lab(root)
+        context = browser.new_context(viewport={"width": 1100, "height": 800})
+        guard_context(context, net)
+        self.page = context.new_page()
+        open_and_run_all(self.page, self.server, "researcher.ipynb")
+
+    def shows_the_store(self) -> str:
+        """Wait until the panel shows the round's progress line as the store has it now (the readers are idle while
+        this runs), then check each reader's count of answers and disagreements; returns the panel's text."""
+        from medwb.store import Study
+        from medwb.ui.widgets.reader import readers_summary, round_progress
+
+        with Study.open(self.folder) as s:
+            line = round_progress(s).split(";")[0]
+            rows = readers_summary(s)
+        self.page.wait_for_function("want => Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
+                                    ".some(e => e.innerText.includes(want))", arg=line, timeout=60_000)
+        self.page.wait_for_timeout(1500)  # one more re-read: the table is written with the line
+        text = self.page.locator(".jp-OutputArea-output").first.inner_text()
+        for r in rows.itertuples():
+            m = re.search(rf"^{r.reader}\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", text, re.M)
+            assert m and tuple(map(int, m.groups())) == (r.answered, r.double_reads, r.disagreed, r.adjudicated), \
+                (r, text)
+        return text
+
+    def stop(self) -> None:
+        self.page.context.close()
+        self.server.stop()
+
+
 def _answer(cid: str, reader: str, double: set[str]) -> int:
     """The class a reader types: fixed per case; on a double-read case the two readers differ."""
     base = int(cid.split("_")[-1]) % 2
@@ -168,7 +214,7 @@ def _next_round_shows_the_model(folder: Path, browser, link: str, net: NetworkLo
     page.screenshot(path=str(shots / "review_app_reader_probabilities.png"), full_page=True)
 
 
-def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round):
+def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from medwb.pipelines.review_app import ReviewServer
@@ -180,7 +226,10 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
     shots.mkdir(exist_ok=True)
     with ReviewServer(folder, ["ana", "ben"], adjudicators=["dr_s"]) as srv, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        researcher = None
         try:
+            researcher = ResearcherNotebook(browser, folder, tmp_path / "lab", net)
+            assert f"Round 1: 0 of {N_CASES} cases decided" in researcher.shows_the_store()
             ana = Reader(browser, "ana", srv.links["ana"], net)
             ben = Reader(browser, "ben", srv.links["ben"], net)
             assert ana.case_on_screen() != ben.case_on_screen()  # leases: never the same case at once
@@ -193,7 +242,11 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
             ana.saved.pop(second)
             ana.seen_at = time.monotonic()
             ana.page.screenshot(path=str(shots / "review_app_reader.png"), full_page=True)
+            halfway = False
             while True:
+                if not halfway and ana.decisions + ben.decisions >= N_CASES // 2:  # live, mid-round
+                    halfway = True
+                    researcher.shows_the_store()
                 a, b = ana.case_on_screen(), ben.case_on_screen()
                 if a:
                     ana.decide(_answer(a, "ana", double))
@@ -201,6 +254,8 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
                     ben.decide(_answer(b, "ben", double))
                 if a is None and b is None:
                     break
+            text = researcher.shows_the_store()  # every read in; the disagreements wait for the senior reader
+            assert f"{N_DOUBLE} disagreement(s) wait for adjudication" in text and f"{N_DOUBLE} cases" in text, text
             dr = Reader(browser, "dr_s", srv.links["dr_s"], net)
             dr.page.get_by_role("tab", name="adjudicate").click()
             dr.keys = dr.page.locator(".widget-text:has(label:text-is('keys')) input").nth(1)
@@ -213,8 +268,15 @@ def test_two_readers_and_an_adjudicator_store_exactly_what_they_chose(open_round
                 assert out.startswith(f"adjudicated case {cid} as {v}:"), out
                 adjudicated[cid] = v
                 dr.wait_for_next(cid, r"^adjudication \d+/\d+: case ")
+            text = researcher.shows_the_store()
+            assert f"Round 1: {N_CASES} of {N_CASES} cases decided" in text and "disagreement" not in text, text
+            assert re.search(rf"^dr_s\s+0\s+0\s+0\s+{N_DOUBLE}\s*$", text, re.M) and f"{N_DOUBLE} cases" in text
+            researcher.page.screenshot(path=str(shots / "review_app_researcher.png"), full_page=True)
             _next_round_shows_the_model(folder, browser, srv.links["ana"], net, shots)
+            assert "Round 2: 0 of 3 cases decided" in researcher.shows_the_store()  # the next round, unasked
         finally:
+            if researcher is not None:
+                researcher.stop()
             browser.close()
     assert net.non_loopback() == [] and net.blocked == [], f"the app tried to reach: {net.non_loopback()}"
     decisions = ana.decisions + ben.decisions + 1  # + the undone one

@@ -129,6 +129,10 @@ def test_double_read_disagreement_goes_to_the_adjudicator(open_round, tmp_path: 
     assert cur.loc[batch[0], "annotator"] == "dr_s" and cur.loc[batch[0], "value"] == 1
     assert panel.current is None and "No disagreement" in panel.title.value
     assert "wait for adjudication" not in ReadersPanel(study).html.value
+    s = readers_summary(study).set_index("reader")  # the adjudication is not a third read: the readers' disagreement
+    assert s.loc["ben", "disagreed"] == 1 and s.loc["dr_s", "adjudicated"] == 1 and s.loc["dr_s", "answered"] == 0
+    assert double_read_kappa(study)[0] == 1 and study.case_status().set_index("case_id").loc[batch[0], "readers"] \
+        == ["ana", "ben"]  # stays on the researcher's panel after adjudication
     f = tmp_path / "r.json"
     f.write_text(json.dumps({token_digest("t"): "dr_s"}))
     page = reader_page({STUDY_ENV: str(study.folder), READERS_ENV: str(f), "QUERY_STRING": "token=t",

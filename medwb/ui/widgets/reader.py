@@ -37,6 +37,7 @@ import pandas as pd
 from medwb.al.structure_round import round_origin
 from medwb.errors import MedwbError
 from medwb.store import Study
+from medwb.store.layout import StudyLayout
 from medwb.store.readers import DEFAULT_TTL
 from medwb.ui.widgets.case_view import MapPanel
 from medwb.ui.widgets.class_evidence import class_evidence_panel
@@ -228,18 +229,13 @@ def reader_page(env: dict[str, str] | None = None) -> W.Widget:
         return _message(f"The review page could not open ({type(e).__name__}: {e}). Tell the researcher.", "#b00")
 
 
-#: where a study's explanations are looked for (``medwb explain STUDY DATA --out`` one of these), first found wins
-EXPLANATION_FOLDERS = (("exports", "explain"), ("maps",))
-
-
 def verdict_page(study: Study, reader: str) -> W.Widget | None:
     """The explanation verdict panel (:class:`medwb.ui.widgets.verdict.VerdictPanel`) of the study's explanations,
     the reviewer fixed to the reader the link names (a reader cannot judge under another name); None when the
-    study holds no explanation (no ``index.csv`` in :data:`EXPLANATION_FOLDERS`)."""
+    study holds no explanation (no ``index.csv`` in ``StudyLayout.explanation_folders``)."""
     from medwb.ui.widgets.verdict import VerdictPanel
 
-    for parts in EXPLANATION_FOLDERS:
-        folder = study.folder.joinpath(*parts)
+    for folder in StudyLayout(study.folder).explanation_folders():
         if (folder / "index.csv").is_file():
             panel = VerdictPanel(folder, study, reviewer=reader)
             panel.reviewer.disabled = True
@@ -249,19 +245,25 @@ def verdict_page(study: Study, reader: str) -> W.Widget | None:
 
 def readers_summary(study: Study, status: pd.DataFrame | None = None) -> pd.DataFrame:
     """The researcher's live view of the latest round, one row per reader: cases they answered in it, double
-    reads among them, and how many of those the readers disagree on (different classes, masks under the Dice
-    threshold)."""
+    reads among them, how many of those the readers disagree on (different classes, masks under the Dice
+    threshold), and the disagreements they settled as adjudicator."""
     st = study.case_status() if status is None else status  # Study.case_status(), when already read
     rows: dict[str, dict[str, int]] = {}
+
+    def row(who: str) -> dict[str, int]:
+        return rows.setdefault(who, {"answered": 0, "double_reads": 0, "disagreed": 0, "adjudicated": 0})
+
     for r in st.itertuples(index=False):
-        for who, v in zip(r.readers, r.values):
-            d = rows.setdefault(who, {"answered": 0, "double_reads": 0, "disagreed": 0})
+        for who in r.readers:
+            d = row(who)
             d["answered"] += 1
             if r.reads > 1:
                 d["double_reads"] += 1
                 d["disagreed"] += int(not r.agree)
+        if isinstance(r.adjudicator, str):  # None (or NaN once pandas has seen the column)
+            row(r.adjudicator)["adjudicated"] += 1
     return pd.DataFrame([{"reader": k, **v} for k, v in sorted(rows.items())],
-                        columns=["reader", "answered", "double_reads", "disagreed"])
+                        columns=["reader", "answered", "double_reads", "disagreed", "adjudicated"])
 
 
 def double_read_kappa(study: Study, status: pd.DataFrame | None = None) -> tuple[int, float]:
