@@ -3,7 +3,8 @@
 Installed for the whole test suite (tests/conftest.py) and wherever ``MEDWB_OFFLINE=1`` is set when medwb is
 imported (the demo, ``medwb`` CLI subprocesses, papermill kernels running medwb notebooks: they inherit the
 variable and import medwb). What passes: Unix sockets and other non-IP families (netlink...), loopback
-(127.0.0.0/8, ::1, ``localhost``) and the unspecified address (0.0.0.0 / ::, which Linux routes to loopback).
+(127.0.0.0/8, ::1, ``localhost``), the unspecified address (0.0.0.0 / ::, which Linux routes to loopback) and
+this machine's own interface addresses (:func:`own_addresses`: delivered through loopback, they never leave it).
 
 What is guarded, all at the Python ``socket`` layer that every library (urllib, requests, httpx, asyncio, ssl,
 zmq's Python side) goes through:
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 from typing import Any
 
 from medwb.errors import NetworkBlockedError
@@ -46,8 +48,23 @@ _installed = False
 blocked_attempts: list[str] = []  # what the guard refused in this process (for tests and reports)
 
 
+@lru_cache(maxsize=1)
+def own_addresses() -> frozenset[str]:
+    """The IP addresses of this machine's own interfaces (e.g. its LAN address). A packet to one of them never leaves
+    the machine (the kernel delivers it through loopback), so ``medwb review --host <LAN address>`` can check its
+    own server. Read once, through psutil (a dependency of Dask's distributed); empty if it is missing."""
+    try:
+        import psutil
+    except ImportError:
+        return frozenset()
+    fams = {socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)}
+    return frozenset(a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+                     if a.family in fams)
+
+
 def _host_is_local(host: Any) -> bool:
-    """True for loopback / unspecified addresses and loopback names; False for any other host."""
+    """True for loopback / unspecified addresses, this machine's own addresses and loopback names; False for any
+    other host."""
     if host is None:
         return True
     if isinstance(host, (bytes, bytearray)):
@@ -59,7 +76,7 @@ def _host_is_local(host: Any) -> bool:
         ip = ipaddress.ip_address(h.split("%")[0])
     except ValueError:
         return False  # a host name: only loopback names are known without asking a resolver
-    return ip.is_loopback or ip.is_unspecified
+    return ip.is_loopback or ip.is_unspecified or str(ip) in own_addresses()
 
 
 def _is_numeric(host: Any) -> bool:

@@ -15,9 +15,11 @@ import pytest
 
 from medwb import offline
 from medwb.errors import NetworkBlockedError
-from medwb.offline import guard_active
+from medwb.offline import guard_active, own_addresses
 
-TEST_NET = "192.0.2.1"  # RFC 5737 documentation address: never routed, so nothing leaks even if a check failed
+# RFC 5737 documentation addresses: never routed, so nothing leaks even if a check failed (one that is not this
+# machine's own address: a sandbox may give its interface one of them)
+TEST_NET = next(a for a in ("192.0.2.1", "198.51.100.1", "203.0.113.1") if a not in own_addresses())
 
 
 def test_guard_is_active_for_the_whole_suite():
@@ -172,3 +174,17 @@ def test_papermill_kernel_refuses_connections(tmp_path):
     text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
     assert "ACTIVE True" in text
     assert "RESULT NetworkBlockedError" in text
+
+
+def test_this_machines_own_lan_address_is_allowed():
+    """A server bound to the machine's LAN address (``medwb review --host``) is reached through loopback: allowed."""
+    lan = next((a for a in own_addresses() if ":" not in a and not a.startswith("127.")), None)
+    if lan is None:
+        pytest.skip("this machine has no IPv4 address besides loopback")
+    srv = socket.socket()
+    try:
+        srv.bind((lan, 0))
+        srv.listen(1)
+        socket.create_connection(srv.getsockname(), timeout=2).close()
+    finally:
+        srv.close()

@@ -57,20 +57,48 @@ def open_round(samples: Path, tmp_path_factory):
 
 
 def _status(url: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to the app, never a proxy
     try:
-        return urllib.request.urlopen(url, timeout=60).status
+        return opener.open(url, timeout=60).status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def _lan_address() -> str | None:
+    """This machine's first IPv4 address that is not loopback (its address on a hospital LAN), if it has one."""
+    import socket
+
+    import psutil
+
+    return next((a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                 if a.family == socket.AF_INET and not a.address.startswith("127.")), None)
+
+
+def _refused(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError:
+        return True
+    return False
 
 
 def test_no_token_no_page(open_round):
     from medwb.pipelines.review_app import ReviewServer
 
+    lan = _lan_address()
     with ReviewServer(open_round[0], ["ana"]) as srv:
         assert srv.url.startswith("http://127.0.0.1:")
         assert _status(srv.url) == 403 and _status(srv.url + "?token=forged") == 403
         assert _status(srv.url + "api/kernels") == 403
         assert _status(srv.links["ana"]) == 200
+        if lan is not None:  # by default nothing listens on the machine's LAN address
+            assert _refused(lan, srv.port)
+    if lan is not None:  # asked with --host: served there, and still 403 without the reader's token
+        with ReviewServer(open_round[0], ["ana"], host=lan) as srv:
+            assert srv.url.startswith(f"http://{lan}:") and _status(srv.url) == 403
+            assert _status(srv.links["ana"]) == 200 and _refused("127.0.0.1", srv.port)
 
 
 _TEXTS = "Array.from(document.querySelectorAll('.widget-html-content'))"
