@@ -62,8 +62,10 @@ def verdicts(study: Study, *, history: bool = False) -> pd.DataFrame:
 def flag_for_review(
     study: Study, case_ids: Iterable[str], *, reason: str, source: str, flagged_by: str = "", seconds: float | None = None
 ) -> int:
-    """Put cases in the review queue for a second look (e.g. source='label_audit'). Cases already open in the
-    queue for the same source are not duplicated. Returns how many were added."""
+    """Put cases in the review queue for a second look (e.g. source='label_audit'). A case already open in the
+    queue for the same source and the same flagger is not duplicated; another reader's flag of it is a row of its
+    own, with their reason (issue 14: a second reader's flag and comment were dropped while the page said
+    "saved"). Returns how many were added."""
     ids = [str(c) for c in case_ids]
     for cid in ids:
         study.check_case(cid)
@@ -71,8 +73,8 @@ def flag_for_review(
     added = 0
     with study.transaction() as c:
         for cid in ids:
-            if c.execute("SELECT 1 FROM review_queue WHERE case_id = ? AND source = ? AND resolved_at IS NULL",
-                         (cid, source)).fetchone():
+            if c.execute("SELECT 1 FROM review_queue WHERE case_id = ? AND source = ? AND IFNULL(flagged_by, '') = ? "
+                         "AND resolved_at IS NULL", (cid, source, flagged_by)).fetchone():
                 continue
             c.execute("INSERT INTO review_queue (case_id, reason, source, flagged_by, seconds, created_at) VALUES (?,?,?,?,?,?)",
                       (cid, reason, source, flagged_by, seconds, ts))

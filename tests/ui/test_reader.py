@@ -179,6 +179,30 @@ def test_a_flagged_case_goes_to_another_reader_with_its_comment(open_round) -> N
     assert len(study.review_queue(open_only=False)) == 1
 
 
+def test_a_second_readers_flag_of_a_flagged_case_is_stored_with_their_comment(open_round) -> None:
+    """Issue 14 defect 4: B's flag of a case A had flagged showed "saved", but no row was written (the queue kept
+    one open entry per case and source), so B's comment was lost and the next reader saw only A's."""
+    from medwb.ui.widgets.reader import reader_queue
+
+    study, batch = open_round
+    ana = reader_queue(study, "ana", min_view_seconds=0)
+    ana.comment.value = "rib fracture? not sure"
+    ana.keys.value = "f"
+    ben = reader_queue(study, "ben", min_view_seconds=0)
+    assert ben.current == batch[0]
+    ben.comment.value = "looks like an artefact"
+    ben.keys.value = "f"
+    assert ben.status.value.startswith(f"saved case <code>{batch[0]}</code> flagged")
+    q = study.review_queue()
+    assert sorted(q.loc[q["case_id"] == batch[0], "flagged_by"]) == ["ana", "ben"]
+    assert ben.decisions[-1]["queued"] == 1
+    cy = reader_queue(study, "cy", min_view_seconds=0)
+    assert cy.current == batch[0]
+    assert "rib fracture? not sure" in cy.title.value and "looks like an artefact" in cy.title.value
+    cy.keys.value = "0"
+    assert study.review_queue().empty  # the label answered both flags
+
+
 def test_an_open_page_continues_into_the_next_round_with_its_provenance(samples: Path, tmp_path: Path) -> None:
     from _fixtures import tiny_pneumonia_loop
 
