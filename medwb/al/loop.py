@@ -60,8 +60,17 @@ def study_splits(study: Study, dataset: Dataset, *, pool_ids: Iterable[str] | No
 
 
 def scoring_name(scoring: str | Client | None) -> str:
-    """How a round scored its pool, for the round's parameters: "memory", "shards", "local" or "dask"."""
-    return "memory" if scoring is None else scoring if scoring in ("shards", "local") else "dask"
+    """How a round scored its pool, for the round's parameters: "memory", "shards", "local" (a LocalCluster on
+    this machine, also when its Client is passed) or "dask <scheduler address>"."""
+    if scoring is None or scoring in ("shards", "local"):
+        return "memory" if scoring is None else str(scoring)
+    if isinstance(scoring, str):
+        return f"dask {scoring}"
+    from distributed import LocalCluster
+
+    if isinstance(getattr(scoring, "cluster", None), LocalCluster):
+        return "local"
+    return f"dask {scoring.scheduler.address}"
 
 
 def is_structure(open_round: pd.Series | None) -> bool:

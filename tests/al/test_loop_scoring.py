@@ -32,7 +32,7 @@ def test_sharded_and_dask_scoring_pick_the_same_batch(samples: Path, tmp_path: P
                       dashboard_address=None) as cluster, Client(cluster) as client:
         loop.scoring = client
         ids_dask, scores_dask, _, params_dask = loop._select(2)
-    assert params_dask["scoring"] == "dask"
+    assert params_dask["scoring"] == "local"  # a LocalCluster's Client: said as such, not "dask"
     assert ids_dask == ids_shards
     np.testing.assert_allclose(scores_dask, scores_shards, rtol=1e-6)
 
@@ -47,3 +47,10 @@ def test_sharded_and_dask_scoring_pick_the_same_batch(samples: Path, tmp_path: P
     loop.scoring = None  # the in-memory path still works on the same study and names itself
     assert loop._select(2)[3]["scoring"] == "memory"
     study.close()
+
+
+def test_scoring_name_tells_where_a_round_scored() -> None:
+    from medwb.al.loop import scoring_name
+
+    assert [scoring_name(s) for s in (None, "shards", "local")] == ["memory", "shards", "local"]
+    assert scoring_name("tcp://10.0.0.5:8786") == "dask tcp://10.0.0.5:8786"  # a remote scheduler, by its address

@@ -81,5 +81,5 @@ def test_simulate_scores_the_pool_on_a_local_dask_cluster(samples: Path, tmp_pat
 
     with Study.open(out / "studies" / "hybrid-scratch-seed0") as st:
         rounds = st.rounds()
-        assert [r["scoring"] for r in rounds["params"]] == ["dask", "dask"]
+        assert [r["scoring"] for r in rounds["params"]] == ["local", "local"]
         assert rounds.iloc[1]["strategy"] == "hybrid" and len(st.labels()) == 20
