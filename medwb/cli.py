@@ -290,6 +290,14 @@ def _cmd_decrypt(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_encrypt(a: argparse.Namespace) -> int:
+    from medwb.privacy.crypto import load_key
+    from medwb.store.convert import encrypt_study
+
+    print(encrypt_study(a.study, load_key(a.key_file)).to_text())
+    return 0
+
+
 def _cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -524,6 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--by", default=None, help="who purges (default: the OS user)")
     s.set_defaults(func=_cmd_purge)
+
+    s = sub.add_parser("encrypt", help="convert a plain study into an encrypted one (SQLCipher database, AES-GCM "
+                                      "files, pseudonymous file names); re-run it to finish an interrupted one")
+    s.add_argument("study")
+    s.add_argument("--key-file", default=None,
+                   help="the key (default: $MEDWB_KEY_FILE, $MEDWB_KEY, then the keyring of $MEDWB_KEY_KEYRING); "
+                        "keep it outside the study")
+    s.set_defaults(func=_cmd_encrypt)
 
     s = sub.add_parser("audit", help="check a study's purge audit log against its key and anchor")
     s.add_argument("action", choices=["verify"])

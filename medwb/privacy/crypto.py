@@ -18,7 +18,7 @@ import io
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from medwb.atomic import atomic_write, atomic_write_bytes
 from medwb.errors import CryptoError
-from medwb.store import layout
 
 ENV_VAR = "MEDWB_KEY"
 #: a key file's path, for programs (CLI sub-commands, kernels) that take no --key-file
@@ -37,8 +36,6 @@ ENV_FILE_VAR = "MEDWB_KEY_FILE"
 MAGIC = b"MEDWBENC1\n"  # format tag + version; anything else is not a medwb-encrypted file
 CHUNK = 1 << 20  # plaintext bytes per authenticated chunk
 ENC_SUFFIX = ".enc"
-#: study sub-folders whose files hold patient-derived data and can be kept encrypted (names: medwb.store.layout)
-STUDY_DATA_DIRS = (layout.CACHE, layout.EXPORTS, layout.MODELS, layout.MAPS, layout.MASKS)
 
 _NONCE_PREFIX = 8  # random bytes per file; + 4-byte chunk counter = 12-byte GCM nonce
 _LEN = struct.Struct(">I")
@@ -260,61 +257,3 @@ def decrypt_file(src: str | Path, dst: str | Path | None = None, *, key: Key, re
     if remove_source:
         src.unlink()
     return dst
-
-
-# ---------------------------------------------------------------------------------------------- study folders
-@dataclass
-class StudyCryptoResult:
-    """What :func:`encrypt_study` / :func:`decrypt_study` did: files written, and files skipped with why."""
-
-    done: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _study_files(study_dir: Path, dirs: tuple[str, ...]) -> list[Path]:
-    out: list[Path] = []
-    for d in dirs:
-        base = study_dir / d
-        if base.is_dir():
-            out.extend(sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()))
-    return out
-
-
-def _is_encrypted_file(p: Path) -> bool:
-    with open(p, "rb") as f:
-        return f.read(len(MAGIC)) == MAGIC
-
-
-def encrypt_study(study_dir: str | Path, key: Key, *, dirs: tuple[str, ...] = STUDY_DATA_DIRS) -> StudyCryptoResult:
-    """Encrypt every plaintext file under the study's data folders in place (``f`` -> ``f.enc``, plaintext shredded).
-
-    For a study made before it was encrypted. A study created with a key (``Study.create(key=...)`` or a
-    configured ``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY``) is encrypted from the start, database included
-    (:mod:`medwb.store.cipher`); files it wrote encrypted are recognised by their header and skipped here. The
-    database of a plain study is left alone (SQLCipher cannot convert it in place).
-    """
-    study_dir = Path(study_dir)
-    if not study_dir.is_dir():
-        raise CryptoError(f"{study_dir}: study folder not found. Fix: pass an existing study folder")
-    refuse_key_inside(key, study_dir, "study folder")
-    res = StudyCryptoResult()
-    for p in _study_files(study_dir, dirs):
-        if p.name.endswith(ENC_SUFFIX) or _is_encrypted_file(p):
-            res.skipped.append((p, "already encrypted"))
-            continue
-        res.done.append(encrypt_file(p, key=key, remove_source=True))
-    return res
-
-
-def decrypt_study(study_dir: str | Path, key: Key, *, dirs: tuple[str, ...] = STUDY_DATA_DIRS) -> StudyCryptoResult:
-    """Reverse of :func:`encrypt_study`. The key is checked on the first file before anything is written."""
-    study_dir = Path(study_dir)
-    if not study_dir.is_dir():
-        raise CryptoError(f"{study_dir}: study folder not found. Fix: pass an existing study folder")
-    res = StudyCryptoResult()
-    for p in _study_files(study_dir, dirs):
-        if not p.name.endswith(ENC_SUFFIX):
-            res.skipped.append((p, "not encrypted"))
-            continue
-        res.done.append(decrypt_file(p, key=key, remove_source=True))
-    return res

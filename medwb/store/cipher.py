@@ -103,6 +103,10 @@ def study_key(layout: StudyLayout, key: crypto.Key | None = None) -> crypto.Key 
     """The key of the study in ``layout.folder``: None for a plain study; else ``key``, or the one this process
     opened it with, or the configured one, checked against the marker. A missing or wrong key is a
     :class:`CryptoError` naming the study and the fix (never SQLite's 'file is not a database')."""
+    if layout.encrypting_journal.is_file():
+        raise StoreError(f"{layout.folder}: the conversion of this study into an encrypted one was interrupted "
+                         f"({layout.encrypting_journal.name}); nothing is lost, but the study is half converted. "
+                         "Fix: run `medwb encrypt STUDY` again with the same key: it finishes the conversion")
     if not is_encrypted(layout):
         return None
     want = read_marker(layout)["key_check"]
