@@ -298,6 +298,20 @@ def _cmd_encrypt(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_key(a: argparse.Namespace) -> int:
+    from medwb.privacy import os_keyring
+    from medwb.privacy.crypto import load_key, new_key
+
+    if a.new == (a.key_file is not None):
+        raise ConfigError("medwb key store: pass exactly one of --key-file PATH (an existing key) or --new. "
+                          "Fix: e.g. medwb key store --keyring medwb-site --new")
+    key = new_key("a new key") if a.new else load_key(a.key_file)
+    where = os_keyring.store_key(a.keyring, key, overwrite=a.overwrite)
+    print(f"the key from {key.source} is in the OS keyring as {where}. Use it with: export MEDWB_KEY_KEYRING="
+          f"{a.keyring}" + (" (it exists nowhere else: keep a backup, e.g. in a password manager)" if a.new else ""))
+    return 0
+
+
 def _cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -540,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the key (default: $MEDWB_KEY_FILE, $MEDWB_KEY, then the keyring of $MEDWB_KEY_KEYRING); "
                         "keep it outside the study")
     s.set_defaults(func=_cmd_encrypt)
+
+    s = sub.add_parser("key", help="put a medwb key into the OS keyring (then: export MEDWB_KEY_KEYRING=SERVICE)")
+    s.add_argument("action", choices=["store"])
+    s.add_argument("--keyring", required=True, metavar="SERVICE", help="the keyring service name (user: medwb)")
+    s.add_argument("--key-file", default=None, help="the key file to store (e.g. the one your studies use)")
+    s.add_argument("--new", action="store_true", help="store a new random key (it exists only in the keyring)")
+    s.add_argument("--overwrite", action="store_true", help="replace another key stored under SERVICE")
+    s.set_defaults(func=_cmd_key)
 
     s = sub.add_parser("audit", help="check a study's purge audit log against its key and anchor")
     s.add_argument("action", choices=["verify"])

@@ -172,7 +172,7 @@ def _start_journal(lay: StudyLayout, key: Key) -> bool:
         return True
     if cipher.is_encrypted(lay):
         raise StoreError(f"{lay.folder}: the study is already encrypted ({ENCRYPTION_MARKER}). Fix: nothing to "
-                         "do; open it with its key (MEDWB_KEY_FILE or MEDWB_KEY)")
+                         "do; open it with its key (MEDWB_KEY_FILE, MEDWB_KEY or MEDWB_KEY_KEYRING)")
     if not _is_plain_db(lay.db):
         raise StoreError(f"{lay.db}: not a plain SQLite study database (an encrypted study whose "
                          f"{ENCRYPTION_MARKER} was removed looks like this). Fix: restore the marker or the study "
