@@ -393,8 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
     s.add_argument("--study", default=None,
                    help="the study these outputs belong to: registered there for medwb purge (and encrypted when the "
-                        "study is); without it they belong to no study and no purge removes them")
-    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
+                        "study is); without it they belong to no study and no purge removes them (encrypted when a "
+                        "key is configured)")
+    s.add_argument("--plaintext-outputs", action="store_true",
+                   help="with an encrypted study or a configured key: write the notebook and HTML in clear (they "
+                        "leave the protected zone; a warning says so, and without --study that no purge finds them)")
     s.set_defaults(func=_cmd_explore)
 
     s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
