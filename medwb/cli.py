@@ -290,6 +290,28 @@ def _cmd_decrypt(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_encrypt(a: argparse.Namespace) -> int:
+    from medwb.privacy.crypto import load_key
+    from medwb.store.convert import encrypt_study
+
+    print(encrypt_study(a.study, load_key(a.key_file)).to_text())
+    return 0
+
+
+def _cmd_key(a: argparse.Namespace) -> int:
+    from medwb.privacy import os_keyring
+    from medwb.privacy.crypto import load_key, new_key
+
+    if a.new == (a.key_file is not None):
+        raise ConfigError("medwb key store: pass exactly one of --key-file PATH (an existing key) or --new. "
+                          "Fix: e.g. medwb key store --keyring medwb-site --new")
+    key = new_key("a new key") if a.new else load_key(a.key_file)
+    where = os_keyring.store_key(a.keyring, key, overwrite=a.overwrite)
+    print(f"the key from {key.source} is in the OS keyring as {where}. Use it with: export MEDWB_KEY_KEYRING="
+          f"{a.keyring}" + (" (it exists nowhere else: keep a backup, e.g. in a password manager)" if a.new else ""))
+    return 0
+
+
 def _cmd_audit(a: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -371,8 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-cases", type=int, default=2000, help="cases used for statistics and duplicates")
     s.add_argument("--study", default=None,
                    help="the study these outputs belong to: registered there for medwb purge (and encrypted when the "
-                        "study is); without it they belong to no study and no purge removes them")
-    s.add_argument("--plaintext-outputs", action="store_true", help=PLAINTEXT_HELP)
+                        "study is); without it they belong to no study and no purge removes them (encrypted when a "
+                        "key is configured)")
+    s.add_argument("--plaintext-outputs", action="store_true",
+                   help="with an encrypted study or a configured key: write the notebook and HTML in clear (they "
+                        "leave the protected zone; a warning says so, and without --study that no purge finds them)")
     s.set_defaults(func=_cmd_explore)
 
     s = sub.add_parser("simulate", help="active-learning simulation with a ground-truth oracle -> curves.csv")
@@ -524,6 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--by", default=None, help="who purges (default: the OS user)")
     s.set_defaults(func=_cmd_purge)
+
+    s = sub.add_parser("encrypt", help="convert a plain study into an encrypted one (SQLCipher database, AES-GCM "
+                                      "files, pseudonymous file names); re-run it to finish an interrupted one")
+    s.add_argument("study")
+    s.add_argument("--key-file", default=None,
+                   help="the key (default: $MEDWB_KEY_FILE, $MEDWB_KEY, then the keyring of $MEDWB_KEY_KEYRING); "
+                        "keep it outside the study")
+    s.set_defaults(func=_cmd_encrypt)
+
+    s = sub.add_parser("key", help="put a medwb key into the OS keyring (then: export MEDWB_KEY_KEYRING=SERVICE)")
+    s.add_argument("action", choices=["store"])
+    s.add_argument("--keyring", required=True, metavar="SERVICE", help="the keyring service name (user: medwb)")
+    s.add_argument("--key-file", default=None, help="the key file to store (e.g. the one your studies use)")
+    s.add_argument("--new", action="store_true", help="store a new random key (it exists only in the keyring)")
+    s.add_argument("--overwrite", action="store_true", help="replace another key stored under SERVICE")
+    s.set_defaults(func=_cmd_key)
 
     s = sub.add_parser("audit", help="check a study's purge audit log against its key and anchor")
     s.add_argument("action", choices=["verify"])

@@ -87,14 +87,18 @@ def test_key_file_inside_the_output_it_protects_is_refused(samples, tmp_path, ca
             deidentify_path(samples / "dicom" / "pydicom" / "CT_small.dcm", out, key_file=Path("site.key"))
     finally:
         os.chdir(cwd)
-    # a study encrypted with a key kept inside the study
+    # a plain study encrypted (`medwb encrypt`) with a key kept inside the study
+    from medwb.store import Study
+    from medwb.store.convert import encrypt_study
+
     study = tmp_path / "study"
-    (study / "cache").mkdir(parents=True)
+    Study.create(study, dataset_path="x", task="classification", classes=["a", "b"], key=False).close()
     (study / "cache" / "x.npy").write_bytes(b"data")
     key = crypto.generate_key(study / "site.key")
     with pytest.raises(CryptoError, match="inside the study folder"):
-        crypto.encrypt_study(study, key)
-    assert (study / "cache" / "x.npy").read_bytes() == b"data"
+        encrypt_study(study, key)
+    assert (study / "cache" / "x.npy").read_bytes() == b"data" and not (study / "encrypting.json").exists()
+    _refused(["encrypt", str(study), "--key-file", str(study / "site.key")], capsys, "inside the study folder")
     # the key outside: fine
     outside = crypto.generate_key(tmp_path / "keys" / "site.key")
-    assert len(crypto.encrypt_study(study, outside).done) == 1
+    assert encrypt_study(study, outside).encrypted == 1

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.store import cipher, files
-from medwb.store.layout import StudyLayout
+from medwb.store.layout import StudyLayout, map_stem
 
 
 def case_stem(out: str | Path, case_id: str) -> str:
@@ -25,7 +25,7 @@ def case_stem(out: str | Path, case_id: str) -> str:
     with unsafe characters replaced."""
     lay = cipher.owning_study(Path(out) / "x")
     if lay is None:
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id))
+        return map_stem(case_id)
     return cipher.keyed_layout(lay.folder, cipher.study_key(lay)).case_name(str(case_id))
 
 

@@ -399,7 +399,8 @@ def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
     Explore runs before any study exists, so its outputs belong to no study and no purge finds them, unless
     ``study`` (``medwb explore --study``) names the study they belong to, or ``out`` is inside an encrypted one:
     then they are registered there for purge, and for an encrypted study written encrypted unless ``plaintext``
-    (as reports: :mod:`medwb.privacy.outputs`).
+    (as reports: :mod:`medwb.privacy.outputs`). Without a study but with a key configured they are encrypted too
+    (``out`` becomes an encrypted zone, as a simulation's): the notebook and HTML show the patients' images.
     """
     from medwb.errors import DataError
     from medwb.store import Study, cipher
@@ -413,7 +414,7 @@ def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
     owner = cipher.owning_study(Path(out) / "x")
     folder = Path(study) if study is not None else (owner.folder if owner is not None else None)
     if folder is None:
-        return _execute_explore(params, out, data)
+        return _explore_without_study(params, Path(out), data, plaintext=plaintext)
     with Study.open(folder) as st:
         key = st.key
         if key is None or plaintext:
@@ -431,6 +432,28 @@ def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
             sealed = seal(work, Path(out), key)
         st.register_artifacts(sealed, "report")
         return Path(out) / built[0].relative_to(work), Path(out) / built[1].relative_to(work)
+
+
+def _explore_without_study(params: dict[str, Any], out: Path, data: Path, *,
+                           plaintext: bool) -> tuple[Path, Path]:
+    """Outputs that belong to no study: with a key configured (``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY`` /
+    ``$MEDWB_KEY_KEYRING``) built in a RAM folder and written encrypted into ``out`` (its marker lets ``medwb
+    decrypt`` find the key), or in clear with ``plaintext`` and the warning that no purge will find them; without
+    a key in clear, as always."""
+    from medwb.privacy.outputs import private_workdir, protect_output, seal, warn_plaintext
+    from medwb.store import cipher
+
+    key = cipher.key_for_new_study(None)
+    if key is None or plaintext:
+        paths = _execute_explore(params, out, data)
+        if key is not None:
+            warn_plaintext("explore", list(paths), None)
+        return paths
+    protect_output(out, key)
+    with private_workdir("medwb-explore-") as work:
+        built = _execute_explore(params, work, data)
+        seal(work, out, key)
+    return out / built[0].relative_to(work), out / built[1].relative_to(work)
 
 
 def _execute_explore(params: dict[str, Any], out: str | Path, data: Path) -> tuple[Path, Path]:

@@ -1,4 +1,5 @@
-"""Outputs that leave an encrypted study (reports, a simulation's tables): encrypted, or in clear only by choice.
+"""Outputs that leave an encrypted study (reports, a simulation's tables), or that are made with a key configured
+and no study (``medwb explore DATA --out DIR``): encrypted, or in clear only by choice.
 
 Why: a report holds the study's images and labels, a simulation's tables its metrics per case count; for an
 encrypted study they must not land in clear in some ``--out`` folder because nobody thought about it. The default
@@ -74,9 +75,17 @@ def protect_output(out: Path, key: Key) -> None:
     cipher.remember(lay, key)
 
 
-def warn_plaintext(what: str, paths: Sequence[Path], study: str | Path) -> None:
-    """The one line that says outputs of an encrypted study were written in clear (by the user's choice)."""
+def warn_plaintext(what: str, paths: Sequence[Path], study: str | Path | None) -> None:
+    """The one line that says outputs were written in clear (by the user's choice): of an encrypted study (then
+    registered there for purge), or, ``study=None``, made with a key configured and no study to register them in
+    (``medwb explore`` without ``--study``: no purge will find them)."""
     where = sorted({str(Path(p).parent) for p in paths})
+    if study is None:
+        print(f"WARNING: {len(paths)} {what} file(s) were written in clear (--plaintext-outputs) in "
+              f"{', '.join(where)} although a key is configured: they left the protected zone, and no study "
+              "registers them, so medwb purge will not find them (pass --study STUDY to register them; delete "
+              "them yourself otherwise).", file=sys.stderr)
+        return
     print(f"WARNING: {len(paths)} {what} file(s) of the encrypted study {study} were written in clear "
           f"(--plaintext-outputs) in {', '.join(where)}: they left the protected zone; registered for medwb purge.",
           file=sys.stderr)

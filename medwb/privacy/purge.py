@@ -18,7 +18,8 @@ Overwriting: each file is overwritten in place with random bytes, fsync'ed, trun
 undelete tools on a classic in-place filesystem (ext4 ``data=ordered``, XFS, NTFS). It does NOT guarantee that the
 old blocks are gone on SSDs / flash (wear levelling remaps writes), copy-on-write filesystems (btrfs, ZFS, APFS),
 ``data=journal`` ext4, snapshots, backups or cloud-synced folders. The dependable way there is crypto-erase: keep
-the study encrypted at rest (:func:`medwb.privacy.crypto.encrypt_study`) and destroy the key.
+the study encrypted at rest (created with a key, or converted: :func:`medwb.store.convert.encrypt_study`)
+and destroy the key.
 
 The audit log is append-only JSON lines: a ``purge-started`` record (every file: relative path, sha256, size)
 written and fsync'ed *before* anything is deleted, then a ``purge-completed`` record. Records form a keyed hash

@@ -42,7 +42,8 @@ DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,) + ((sqlcipher.Error,) 
 #: of a path inside an encrypted study here, so loaders given only a path (masks, checkpoints) need no key argument
 UNLOCKED: dict[str, crypto.Key] = {}
 
-NO_KEY_FIX = ("Fix: export MEDWB_KEY_FILE=<path of the study's key file> (or MEDWB_KEY=<key>), or pass "
+NO_KEY_FIX = ("Fix: export MEDWB_KEY_FILE=<path of the study's key file> (or MEDWB_KEY=<key>, or "
+              "MEDWB_KEY_KEYRING=<service> for a key in the OS keyring), or pass "
               "key=medwb.privacy.crypto.load_key(PATH) to Study.open")
 
 
@@ -87,7 +88,8 @@ def read_marker(layout: StudyLayout) -> dict[str, Any]:
 
 def key_for_new_study(key: crypto.Key | str | Path | bool | None) -> crypto.Key | None:
     """The key a new study is encrypted with: ``key`` (a Key, or a key file's path), else the configured one
-    (``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY``); ``False`` or no key configured: a plain study."""
+    (``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY`` / ``$MEDWB_KEY_KEYRING``); ``False`` or no key configured: a plain
+    study."""
     if key is False:
         return None
     if isinstance(key, crypto.Key):
@@ -103,6 +105,10 @@ def study_key(layout: StudyLayout, key: crypto.Key | None = None) -> crypto.Key 
     """The key of the study in ``layout.folder``: None for a plain study; else ``key``, or the one this process
     opened it with, or the configured one, checked against the marker. A missing or wrong key is a
     :class:`CryptoError` naming the study and the fix (never SQLite's 'file is not a database')."""
+    if layout.encrypting_journal.is_file():
+        raise StoreError(f"{layout.folder}: the conversion of this study into an encrypted one was interrupted "
+                         f"({layout.encrypting_journal.name}); nothing is lost, but the study is half converted. "
+                         "Fix: run `medwb encrypt STUDY` again with the same key: it finishes the conversion")
     if not is_encrypted(layout):
         return None
     want = read_marker(layout)["key_check"]

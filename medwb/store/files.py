@@ -1,11 +1,12 @@
 """The files a study writes beside its database (masks, checkpoints, caches, maps, exports): THE write / read pair.
 
-Why one pair: in an encrypted study every such file must be encrypted when it is written, not by a later
-``encrypt_study`` pass that a crash or a forgotten call skips, and every reader must decrypt the same way. A
-writer gives a path; :func:`write_bytes` finds the encrypted study that holds it (its marker,
-:func:`medwb.store.cipher.owning_study`) and writes AES-GCM bytes atomically (temp file, fsync, rename), else
-plain bytes atomically. :func:`read_bytes` recognises encrypted content by its header, so plain files (a study
-made before it was encrypted) still read. Names are unchanged: the content starts with ``MEDWBENC1``.
+Why one pair: in an encrypted study every such file must be encrypted when it is written, not by a later pass
+that a crash or a forgotten call skips (``medwb encrypt``, :mod:`medwb.store.convert`, converts a plain study
+once), and every reader must decrypt the same way. A writer gives a path; :func:`write_bytes` finds the encrypted
+study that holds it (its marker, :func:`medwb.store.cipher.owning_study`) and writes AES-GCM bytes atomically
+(temp file, fsync, rename), else plain bytes atomically. :func:`read_bytes` recognises encrypted content by its
+header, so plain files (outputs written in clear by the user's choice) still read. The content of an encrypted
+file starts with ``MEDWBENC1``.
 """
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ database name.
     study.sqlite        the database (+ -wal / -shm / -journal sidecars); only medwb.store writes it
     encryption.json     present only in an encrypted study: names the ciphers and holds a key check (never the
                         key); its presence is how every reader knows the study is encrypted (medwb.store.cipher)
+    encrypting.json     present only while ``medwb encrypt`` converts a plain study (medwb.store.convert): its key
+                        check; the study is not opened until a re-run of the conversion finishes and removes it
+    .study.sqlite.encrypting  the SQLCipher copy a conversion builds before it replaces study.sqlite
+    .study.sqlite.plain       the plain database's second name during the swap, overwritten and removed after it
     .study.sqlite.creating-<pid>-<hex>   a database being built by Study.create (renamed into place when whole)
     models/             checkpoints (round_NNN.pt from the loop) registered with add_model
     cache/              re-computable data (image caches), safe to purge
@@ -41,6 +45,8 @@ SUBFOLDERS = (MODELS, CACHE, EXPORTS, MAPS, MASKS)
 PURGE_AUDIT = "purge_audit.jsonl"
 #: the plaintext marker of an encrypted study (cipher names and a key check, never the key)
 ENCRYPTION_MARKER = "encryption.json"
+#: the journal of a plain study's conversion into an encrypted one, present only while it runs (medwb.store.convert)
+ENCRYPTING_JOURNAL = "encrypting.json"
 #: the file beside exported NIfTI masks that maps file names back to case ids (read by import_masks)
 NIFTI_MANIFEST = "manifest.csv"
 MASK_SUFFIX = ".npy"
@@ -60,6 +66,12 @@ def safe_name(case_id: str) -> str:
 def nifti_mask_name(case_id: str) -> str:
     """File name of a case's mask in a NIfTI export folder (``<safe case id>.nii.gz``)."""
     return f"{safe_name(case_id)}.nii.gz"
+
+
+def map_stem(case_id: str) -> str:
+    """The stem of a case's file in a plain explanation folder (``medwb explain``): every character that is not
+    alphanumeric or ``-_.`` replaced by ``_`` (an encrypted study uses :meth:`StudyLayout.case_name`)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(case_id))
 
 
 def keyed_name(name_key: bytes, text: str, prefix: str) -> str:
@@ -95,6 +107,20 @@ class StudyLayout:
     @property
     def encryption_marker(self) -> Path:
         return self.folder / ENCRYPTION_MARKER
+
+    @property
+    def encrypting_journal(self) -> Path:
+        return self.folder / ENCRYPTING_JOURNAL
+
+    @property
+    def encrypting_db(self) -> Path:
+        """The SQLCipher copy an encryption of this plain study builds before it replaces the database."""
+        return self.folder / f".{DB_NAME}.encrypting"
+
+    @property
+    def plain_db_link(self) -> Path:
+        """The plain database's second name while an encryption swaps the encrypted copy in (then shredded)."""
+        return self.folder / f".{DB_NAME}.plain"
 
     @property
     def db(self) -> Path:

@@ -212,6 +212,12 @@ def v8_to_v9(conn: sqlite3.Connection) -> None:
                  "created_at TEXT NOT NULL, PRIMARY KEY (round, case_id))")
 
 
+#: every column (``table.column``) that holds a file's path (relative to the study folder when inside it, else absolute): what an
+#: encryption of a plain study rewrites when it gives the files their pseudonymous names (medwb.store.convert)
+PATH_COLUMNS = ("labels.mask_path", "label_history.from_mask", "label_history.to_mask", "models.checkpoint_path",
+                "verdicts.map_path", "predicted_masks.mask_path", "class_evidence.map_path", "artifacts.path")
+
+
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5,
                                                                 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8,

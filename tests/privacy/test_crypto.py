@@ -93,24 +93,3 @@ def test_key_loading(tmp_path, monkeypatch):
     assert "raw" not in repr(env) and (tmp_path / "k.key").read_text().strip() not in repr(env)
     assert k.derive("a") != k.derive("b") and len(k.derive("a")) == 32
 
-
-def test_study_folder_encrypt_and_decrypt(samples, tmp_path, key):
-    study = tmp_path / "study"
-    for d in ("cache", "exports", "models", "maps"):
-        (study / d).mkdir(parents=True)
-    shutil.copy(samples / "segmentation_2d" / "hc18" / "pixel_size_and_HC.csv", study / "exports" / "labels.csv")
-    shutil.copy(samples / "dicom" / "ct_series_seg.nii.gz", study / "maps" / "seg.nii.gz")
-    (study / "models" / "round1.pt").write_bytes(os.urandom(5000))
-    (study / "cache" / "x.npy").write_bytes(os.urandom(300))
-    (study / "study.sqlite").write_bytes(b"SQLite format 3\x00")
-    sums = {p.relative_to(study): _sha(p) for p in study.rglob("*") if p.is_file()}
-    res = crypto.encrypt_study(study, key)
-    assert len(res.done) == 4
-    names = sorted(str(p.relative_to(study)) for p in study.rglob("*") if p.is_file())
-    assert names == ["cache/x.npy.enc", "exports/labels.csv.enc", "maps/seg.nii.gz.enc", "models/round1.pt.enc",
-                     "study.sqlite"]
-    with pytest.raises(CryptoError):
-        crypto.decrypt_study(study, crypto.generate_key(tmp_path / "wrong.key"))
-    assert len(list(study.rglob("*.enc"))) == 4  # nothing decrypted, nothing lost
-    crypto.decrypt_study(study, key)
-    assert {p.relative_to(study): _sha(p) for p in study.rglob("*") if p.is_file()} == sums
