@@ -20,7 +20,6 @@ there). A kill at any instant therefore loses nothing, and the next run complete
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -89,16 +88,18 @@ class Names:
                 self.tokens.setdefault(plain, self.keyed.case_name(c))
         for who in annotators:
             self.tokens.setdefault(safe_name(str(who)), self.keyed.person_name(str(who)))
-        self.by_hash8 = {hashlib.sha256(c.encode()).hexdigest()[:8]: c for c in ids}
-        self.by_hash20 = {hashlib.sha256(c.encode()).hexdigest()[:20]: c for c in ids}
+        # the plain store's hashed names, from the layout that makes them (not its hash rule copied here)
+        self.by_round_hash = {_ROUND_CASE.match(self.plain.round_case_name(0, c)[: -len(MASK_SUFFIX)])["hash"]: c
+                              for c in ids}
+        self.by_region_file = {self.plain.regions("", c).name: c for c in ids}
 
     def name(self, name: str) -> str:
         """A file or folder name with every case id / annotator token (``__``-separated) made a pseudonym."""
         suffix = next((s for s in SUFFIXES if name.endswith(s) and len(name) > len(s)), "")
         stem = name[: len(name) - len(suffix)]
         m = _ROUND_CASE.match(stem)
-        if suffix == MASK_SUFFIX and m and self.by_hash8.get(m["hash"]) is not None:  # predicted masks, saliency
-            return self.keyed.round_case_name(int(m["round"]), self.by_hash8[m["hash"]])
+        if suffix == MASK_SUFFIX and m and m["hash"] in self.by_round_hash:  # predicted masks, saliency
+            return self.keyed.round_case_name(int(m["round"]), self.by_round_hash[m["hash"]])
         if stem in self.tokens:
             return self.tokens[stem] + suffix
         return "__".join(self.tokens.get(t, t) for t in stem.split("__")) + suffix
@@ -107,7 +108,7 @@ class Names:
         """A path relative to the study folder under the encrypted store's names."""
         parts = Path(rel).parts
         if len(parts) == 4 and parts[:2] == (CACHE, REGIONS) and parts[3].endswith(MASK_SUFFIX):
-            case = self.by_hash20.get(parts[3][: -len(MASK_SUFFIX)])  # cache/regions/<key>/<sha256 20>.npy
+            case = self.by_region_file.get(parts[3])  # cache/regions/<key>/<hash of the case id>.npy
             if case is not None:
                 return self.keyed.regions(parts[2], case).relative_to(self.keyed.folder).as_posix()
         return Path(*[self.name(p) for p in parts]).as_posix()
