@@ -20,6 +20,7 @@ from medwb.ui.view import LABEL_COLORS, STATIC_ENV, focus_index, spatial_array, 
 
 if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
+    from medwb.privacy.crypto import Key
 
 SPLIT_ORDER = ["train", "val", "test", "unlabelled"]
 
@@ -413,47 +414,35 @@ def run_explore(data: str | Path, out: str | Path, *, max_cases: int = 2000,
         params["volume_case"] = str(volume_case_id)
     owner = cipher.owning_study(Path(out) / "x")
     folder = Path(study) if study is not None else (owner.folder if owner is not None else None)
-    if folder is None:
-        return _explore_without_study(params, Path(out), data, plaintext=plaintext)
+    if folder is None:  # no study to register them in; encrypted all the same when a key is configured
+        key = cipher.key_for_new_study(None)
+        if key is not None and not plaintext:
+            from medwb.privacy.outputs import protect_output
+
+            protect_output(Path(out), key)  # its marker lets `medwb decrypt` find the key
+        return _write_explore(params, Path(out), data, key, plaintext=plaintext, study=None)[0]
     with Study.open(folder) as st:
-        key = st.key
-        if key is None or plaintext:
-            paths = _execute_explore(params, out, data)
-            st.register_artifacts(paths, "report")
-            if key is not None:
-                from medwb.privacy.outputs import warn_plaintext
-
-                warn_plaintext("explore", list(paths), folder)
-            return paths
-        from medwb.privacy.outputs import private_workdir, seal
-
-        with private_workdir("medwb-explore-") as work:
-            built = _execute_explore(params, work, data)
-            sealed = seal(work, Path(out), key)
-        st.register_artifacts(sealed, "report")
-        return Path(out) / built[0].relative_to(work), Path(out) / built[1].relative_to(work)
+        paths, written = _write_explore(params, Path(out), data, st.key, plaintext=plaintext, study=folder)
+        st.register_artifacts(written, "report")
+        return paths
 
 
-def _explore_without_study(params: dict[str, Any], out: Path, data: Path, *,
-                           plaintext: bool) -> tuple[Path, Path]:
-    """Outputs that belong to no study: with a key configured (``$MEDWB_KEY_FILE`` / ``$MEDWB_KEY`` /
-    ``$MEDWB_KEY_KEYRING``) built in a RAM folder and written encrypted into ``out`` (its marker lets ``medwb
-    decrypt`` find the key), or in clear with ``plaintext`` and the warning that no purge will find them; without
-    a key in clear, as always."""
-    from medwb.privacy.outputs import private_workdir, protect_output, seal, warn_plaintext
-    from medwb.store import cipher
+def _write_explore(params: dict[str, Any], out: Path, data: Path, key: Key | None, *, plaintext: bool,
+                   study: Path | None) -> tuple[tuple[Path, Path], list[Path]]:
+    """Run the explore notebook into ``out``: in clear without a key, or with ``plaintext`` (then the warning line,
+    naming ``study`` or saying no study registers them); else built in a RAM folder and written encrypted with
+    ``key``. Returns the (notebook, HTML) paths and every file written (what a study registers for purge)."""
+    from medwb.privacy.outputs import private_workdir, seal, warn_plaintext
 
-    key = cipher.key_for_new_study(None)
     if key is None or plaintext:
         paths = _execute_explore(params, out, data)
         if key is not None:
-            warn_plaintext("explore", list(paths), None)
-        return paths
-    protect_output(out, key)
+            warn_plaintext("explore", list(paths), study)
+        return paths, list(paths)
     with private_workdir("medwb-explore-") as work:
         built = _execute_explore(params, work, data)
-        seal(work, out, key)
-    return out / built[0].relative_to(work), out / built[1].relative_to(work)
+        sealed = seal(work, out, key)
+    return (out / built[0].relative_to(work), out / built[1].relative_to(work)), sealed
 
 
 def _execute_explore(params: dict[str, Any], out: str | Path, data: Path) -> tuple[Path, Path]:
