@@ -62,10 +62,10 @@ def study_splits(study: Study, dataset: Dataset, *, pool_ids: Iterable[str] | No
 def scoring_name(scoring: str | Client | None) -> str:
     """How a round scored its pool, for the round's parameters: "memory", "shards", "local" (a LocalCluster on
     this machine, also when its Client is passed) or "dask <scheduler address>"."""
-    if scoring is None or scoring in ("shards", "local"):
-        return "memory" if scoring is None else str(scoring)
+    if scoring is None:
+        return "memory"
     if isinstance(scoring, str):
-        return f"dask {scoring}"
+        return scoring if scoring in ("shards", "local") else f"dask {scoring}"
     from distributed import LocalCluster
 
     if isinstance(getattr(scoring, "cluster", None), LocalCluster):
