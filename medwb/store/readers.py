@@ -200,18 +200,22 @@ def _reads_by_case(study: Study, among: str = "", args: Sequence[object] = ()) -
     label of the study. The adjudicator's label is not a read: the readers' agreement stays theirs."""
     seg = study.task == "segmentation"
     col = "mask_path" if seg else "value"
+
+    def answer(v: int | str | None) -> int | str | None:  # a label's class, or its mask file's path
+        return None if v is None else str(study.path(str(v))) if seg else int(v)
+
     adj: dict[str, int | str | None] = {}
     by: dict[str, str] = {}
     for c, who, v in study.conn.execute(
             f"SELECT a.case_id, l.annotator, l.{col} FROM adjudications a JOIN labels l ON l.id = a.label_id "
             f"WHERE l.superseded = 0 {'AND a.case_id ' + among if among else ''} ORDER BY a.id", args):
-        adj[str(c)] = None if v is None else str(study.path(v)) if seg else int(v)
+        adj[str(c)] = answer(v)
         by[str(c)] = str(who)
     reads: dict[str, dict[str, int | str | None]] = {}
     for cid, who, v in study.conn.execute(f"SELECT case_id, annotator, {col} FROM labels WHERE superseded = 0 "
                                           f"{'AND case_id ' + among if among else ''} ORDER BY id", args):
         if by.get(str(cid)) != str(who):
-            reads.setdefault(str(cid), {})[str(who)] = None if v is None else str(study.path(v)) if seg else int(v)
+            reads.setdefault(str(cid), {})[str(who)] = answer(v)
     return reads, adj, by
 
 
