@@ -66,12 +66,9 @@ def _status(url: str) -> int:
 
 def _lan_address() -> str | None:
     """This machine's first IPv4 address that is not loopback (its address on a hospital LAN), if it has one."""
-    import socket
+    from medwb.offline import own_addresses
 
-    import psutil
-
-    return next((a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-                 if a.family == socket.AF_INET and not a.address.startswith("127.")), None)
+    return next((a for a in sorted(own_addresses()) if ":" not in a and not a.startswith("127.")), None)
 
 
 def _refused(host: str, port: int) -> bool:
