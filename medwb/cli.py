@@ -89,7 +89,7 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
     with Study.open_or_create(a.study, dataset_path=str(a.data), task=ds.task, classes=ds.classes,
                               name=ds.name) as study:
         res, path = pretrain_study(study, ds, config=_pretrain_config(a), size=size, max_pool=a.max_pool,
-                                   progress=not a.quiet)
+                                   progress=not a.quiet, stream=a.stream, workers=a.workers)
     print(format_pretrain_summary(res, path))
     return 0
 
@@ -422,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretraining epochs (default: as many as 600 optimiser steps need)")
     s.add_argument("--max-seconds", dest="pretrain_max_seconds", type=float, default=None,
                    help="stop after the epoch that crosses this; the next call resumes")
+    s.add_argument("--stream", action="store_true",
+                   help="read the pool batch by batch from its files instead of holding it in memory (a pool "
+                        "larger than RAM; the same result)")
+    s.add_argument("--workers", type=int, default=0,
+                   help="with --stream: processes that read the next batches ahead (default 0: this process)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_pretrain)
 

@@ -27,6 +27,7 @@ from medwb.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from torch import nn
 
+    from medwb.data.case_images import Images
     from medwb.data.dataset import Dataset
     from medwb.models import TrainConfig
     from medwb.models.pretrain import PretrainConfig, PretrainResult
@@ -47,9 +48,9 @@ def _layout(study: Study | str | Path) -> Any:
     return getattr(study, "layout", None) or StudyLayout(study)
 
 
-def pretrained_representation(study: Study | str | Path, X_pool: np.ndarray, *, build_args: Mapping[str, Any],
+def pretrained_representation(study: Study | str | Path, X_pool: Images, *, build_args: Mapping[str, Any],
                               config: PretrainConfig | None = None, data_hash: str | None = None,
-                              progress: bool = True) -> PretrainResult:
+                              progress: bool = True, workers: int = 0) -> PretrainResult:
     """The pretraining result of ``X_pool`` for a network of ``build_args``: loaded from the study's cache when
     it holds the result for :func:`~medwb.models.pretrain.pretrain_key` (no training), else pretrained (resuming
     a partial run of the same key) and saved there when ``completed`` (a ``max_seconds`` stop leaves only the
@@ -57,13 +58,15 @@ def pretrained_representation(study: Study | str | Path, X_pool: np.ndarray, *, 
 
     ``study``: a :class:`~medwb.store.Study` or any folder (the simulation caches under its output folder).
     ``data_hash``: a stable hash of the pool images; default :func:`~medwb.models.pretrain.data_fingerprint`
-    of ``X_pool`` (dtype, shape and bytes: the input size is part of it).
+    of ``X_pool`` (dtype, shape and bytes: the input size is part of it). ``X_pool`` may be streamed
+    (:class:`~medwb.data.case_images.CaseImages`; ``workers`` read its batches ahead): same key, same result.
     """
     from medwb.models.pretrain import (data_fingerprint, default_pretrain_config, load_pretrained, pretrain,
                                        pretrain_key, save_pretrained)
 
     config = config or default_pretrain_config(build_args)
-    key = pretrain_key(data_hash or data_fingerprint(np.asarray(X_pool)), build_args, config)
+    data_hash = data_hash or data_fingerprint(X_pool)
+    key = pretrain_key(data_hash, build_args, config)
     layout = _layout(study)
     final, partial = layout.pretrained(key), layout.pretrain_partial(key)
     if final.is_file():
@@ -71,18 +74,19 @@ def pretrained_representation(study: Study | str | Path, X_pool: np.ndarray, *, 
         res.config = dataclasses.replace(res.config, max_seconds=config.max_seconds)
         return res
     final.parent.mkdir(parents=True, exist_ok=True)
-    res = pretrain(dict(build_args), X_pool, config=config, progress=progress, checkpoint=partial)
+    res = pretrain(dict(build_args), X_pool, config=config, progress=progress, checkpoint=partial,
+                   workers=workers, data_hash=data_hash)
     if res.completed:
         save_pretrained(res, final)
         partial.unlink(missing_ok=True)
     return res
 
 
-def cached_key(result: PretrainResult, X_pool: np.ndarray, data_hash: str | None = None) -> str:
+def cached_key(result: PretrainResult, X_pool: Images, data_hash: str | None = None) -> str:
     """The cache key of ``result`` for this pool (where :func:`pretrained_representation` keeps it)."""
     from medwb.models.pretrain import data_fingerprint, pretrain_key
 
-    return pretrain_key(data_hash or data_fingerprint(np.asarray(X_pool)), result.build_args, result.config)
+    return pretrain_key(data_hash or data_fingerprint(X_pool), result.build_args, result.config)
 
 
 def with_pretrained(model: nn.Module, pretrained: PretrainResult | str | Path | None) -> nn.Module:
@@ -135,20 +139,28 @@ def pretrain_build_args(model_fn: Callable[[int], nn.Module], config: PretrainCo
 
 def pretrain_study(study: Study, dataset: Dataset, *, config: PretrainConfig | None = None,
                    size: tuple[int, ...] | None = None, max_pool: int | None = None,
-                   pool_ids: Iterable[str] | None = None, progress: bool = True) -> tuple[PretrainResult, Path]:
+                   pool_ids: Iterable[str] | None = None, progress: bool = True, stream: bool = False,
+                   workers: int = 0) -> tuple[PretrainResult, Path]:
     """``medwb pretrain``: the study's splits (carved and saved exactly like the loop does for a new study), the
     pool at the loop's input size, and :func:`pretrained_representation` on it with the dataset's default
-    network. Returns (result, cache file; the partial checkpoint when the run stopped early)."""
+    network. ``stream``: the pool is read batch by batch from its files (``workers`` processes ahead) and never
+    held whole; the cache key and the weights are those of the in-memory run. Returns (result, cache file; the
+    partial checkpoint when the run stopped early)."""
     from medwb.al.loop import study_splits
+    from medwb.data.case_images import CaseImages
     from medwb.data.dataset import default_size
     from medwb.data.splits import SplitArrays
     from medwb.models.networks import build_for_dataset
+    from medwb.models.pretrain import data_fingerprint
 
     splits = study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool)
-    X = SplitArrays(dataset, splits, tuple(size) if size is not None else default_size(dataset))["train"][0]
+    size = tuple(size) if size is not None else default_size(dataset)
+    X = CaseImages(dataset, splits["train"], size) if stream else SplitArrays(dataset, splits, size)["train"][0]
     args = pretrain_build_args(lambda s: build_for_dataset(dataset, seed=s), config)
-    res = pretrained_representation(study, X, build_args=args, config=config, progress=progress)
-    key = cached_key(res, X)
+    data_hash = data_fingerprint(X)
+    res = pretrained_representation(study, X, build_args=args, config=config, progress=progress,
+                                    workers=workers, data_hash=data_hash)
+    key = cached_key(res, X, data_hash)
     return res, (_layout(study).pretrained(key) if res.completed else _layout(study).pretrain_partial(key))
 
 

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from medwb.data.case_images import CaseImages, Images, batches, fingerprint, is_streamed
 from medwb.errors import ConfigError, DataError, MedwbError
 from medwb.models.networks import TrunkHeadNet, build_from_args
 from medwb.models.train import recalibrate_batchnorm
@@ -405,18 +406,16 @@ def pretrain_key(data_hash: str, build_args: Mapping[str, Any], config: Pretrain
     return hashlib.sha256(_canonical(blob).encode()).hexdigest()
 
 
-def data_fingerprint(X: np.ndarray) -> str:
-    """sha256 of an image array (dtype, shape, bytes): the data hash :func:`pretrain` checks on resume."""
-    a = np.ascontiguousarray(X)
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.tobytes())
-    return h.hexdigest()
+def data_fingerprint(X: Images) -> str:
+    """sha256 of the pool images (dtype, shape, bytes; a streamed pool chunk by chunk, to the same digest): the
+    data hash :func:`pretrain` checks on resume."""
+    return fingerprint(X)
 
 
-def _check_pool(X: np.ndarray, build_args: Mapping[str, Any]) -> torch.Tensor:
+def _check_pool(X: Images, build_args: Mapping[str, Any]) -> torch.Tensor | CaseImages:
     sd, ic = int(build_args["spatial_dims"]), int(build_args["in_channels"])
     fix = "pass the unlabelled pool as a channel-first float array, e.g. open_dataset(path).arrays('train', size=...)[0]"
-    if not isinstance(X, np.ndarray):
+    if not isinstance(X, (np.ndarray, CaseImages)):
         X = np.asarray(X)
     if X.ndim != sd + 2:
         want = "(N, C, H, W)" if sd == 2 else "(N, C, H, W, D)"
@@ -431,18 +430,24 @@ def _check_pool(X: np.ndarray, build_args: Mapping[str, Any]) -> torch.Tensor:
                         f"build the network with in_channels={X.shape[1]} or convert the images")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise DataError(None, f"pool images have dtype {X.dtype}", "pass real-valued (float32) images")
+    _check_size(X.shape, build_args)
+    if is_streamed(X):
+        return X  # each case's values are validated when it is read (Dataset.load_raw)
     bad = ~np.isfinite(X.reshape(len(X), -1)).all(1) if np.issubdtype(X.dtype, np.floating) else np.zeros(len(X), bool)
     if bad.any():
         first = np.flatnonzero(bad)[:5].tolist()
         raise DataError(None, f"{int(bad.sum())} pool image(s) contain NaN or Inf values (indices {first}...)",
                         "drop or repair those cases (medwb check lists them) before pretraining")
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+
+def _check_size(shape: tuple[int, ...], build_args: Mapping[str, Any]) -> None:
     if build_args.get("kind") == "segmenter":
         k = 2 ** (len(build_args["channels"]) - 1)
-        if any(s % k for s in X.shape[2:]):
-            raise DataError(None, f"image size {X.shape[2:]} is not divisible by {k} (UNet with "
+        if any(s % k for s in shape[2:]):
+            raise DataError(None, f"image size {tuple(shape[2:])} is not divisible by {k} (UNet with "
                             f"{len(build_args['channels'])} levels)", f"resize, e.g. arrays(split, size=...) "
                             f"with sizes divisible by {k}")
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
 
 def _resolve_model(model_or_build_args: TrunkHeadNet | Mapping[str, Any]) -> TrunkHeadNet:
@@ -469,10 +474,16 @@ def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------- pretraining
-def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarray, *,
+def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *,
              config: PretrainConfig | None = None, progress: bool = True,
-             checkpoint: str | Path | None = None) -> PretrainResult:
+             checkpoint: str | Path | None = None, workers: int = 0,
+             data_hash: str | None = None) -> PretrainResult:
     """SimCLR pretraining of the network's trunk on the unlabelled images ``X`` (N, C, *spatial), no labels.
+
+    ``X``: an array, or a :class:`~medwb.data.case_images.CaseImages` that reads each batch from the files when
+    it is needed (a pool that does not fit in memory; the same weights as the array it stands for). ``workers``:
+    DataLoader processes that read a streamed pool's next batches ahead (no effect on the result).
+    ``data_hash``: :func:`data_fingerprint` of ``X`` when the caller has it (a streamed pool is read once less).
 
     ``model_or_build_args``: a medwb network (its trunk's current weights are the starting point; the network
     itself is not modified) or its ``build_args`` (fresh init from ``build_args['seed']``).
@@ -491,7 +502,7 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
     epochs = planned_epochs(config, n)
     total_steps = steps_per_epoch * epochs
     warmup = min(steps_per_epoch, max(1, total_steps // 10))
-    match = {"format": _CKPT_FORMAT, "data": data_fingerprint(np.asarray(X)),
+    match = {"format": _CKPT_FORMAT, "data": data_hash or data_fingerprint(X),
              "build_args": _build_args_for_key(build_args), "config": _config_for_key(config)}
 
     with torch.random.fork_rng(devices=[]):
@@ -526,12 +537,12 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: np.ndarra
         aug.set_random_state(seed=s_aug)
         perm = torch.randperm(n, generator=g)
         tot_loss = tot_acc = 0.0
-        for i in range(steps_per_epoch):
+        epoch_batches = [perm[i * bs:(i + 1) * bs] for i in range(steps_per_epoch)]
+        for i, xb in enumerate(batches(Xt, epoch_batches, workers=workers)):
             step = (epoch - 1) * steps_per_epoch + i
             lr = _lr_at(step, total_steps, warmup, config.lr)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            xb = Xt[perm[i * bs:(i + 1) * bs]]
             z = enc(_views(xb, aug))
             loss, acc = nt_xent(z[:len(xb)], z[len(xb):], config.temperature)
             opt.zero_grad(set_to_none=True)

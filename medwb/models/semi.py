@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
@@ -134,8 +135,9 @@ class SemiConfig:
 
 
 # ----------------------------------------------------------------------------------------- input checks
-def _check_images(X: Any, model: TrunkHeadNet, what: str, fix: str) -> torch.Tensor:
-    X = np.asarray(X)
+def _check_images(X: Any, model: TrunkHeadNet, what: str, fix: str) -> torch.Tensor | CaseImages:
+    if not isinstance(X, CaseImages):
+        X = np.asarray(X)
     sd, ic = int(model.build_args["spatial_dims"]), int(model.build_args["in_channels"])
     if X.ndim != sd + 2:
         want = "(N, C, H, W)" if sd == 2 else "(N, C, H, W, D)"
@@ -145,6 +147,8 @@ def _check_images(X: Any, model: TrunkHeadNet, what: str, fix: str) -> torch.Ten
                         f"build the network with in_channels={X.shape[1]} or convert the images")
     if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
         raise DataError(None, f"{what} has dtype {X.dtype}", "pass real-valued (float32) images")
+    if isinstance(X, CaseImages):
+        return X  # streamed: each case is validated when it is read (Dataset.load_raw)
     if np.issubdtype(X.dtype, np.floating) and len(X) and not np.isfinite(X).all():
         raise DataError(None, f"{what} contains NaN or Inf values",
                         "drop or repair those cases (medwb check lists them) before training")
@@ -227,11 +231,13 @@ def _key(row: dict[str, float], select_on: str) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------- training
-def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: np.ndarray,
+def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: Images,
                X_val: np.ndarray | None = None, y_val: np.ndarray | None = None, *,
                config: SemiConfig | None = None, progress: bool = True) -> TrainResult:
     """FixMatch training of a medwb classifier on labelled ``(X, y)`` plus the unlabelled pool ``X_unlabelled``
     (see the module docstring); validates every epoch, stops early, restores the best validation weights.
+    ``X_unlabelled`` may be a :class:`~medwb.data.case_images.CaseImages`: each step reads only its unlabelled
+    batch from the files (a pool that does not fit in memory; the same weights as the array).
 
     Returns :class:`medwb.models.train.TrainResult` (``metric_name`` "auc", or "accuracy" when the validation
     set holds one class; ``val_metric`` its value at the best epoch) so callers can use it like ``train()``.
@@ -301,7 +307,7 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
                 li, ui = lab.next(), unl.next()
                 xl = augment_batch(Xl[li], None, g, config.augment)[0]
                 ylb = torch.from_numpy(yl[li.numpy()])
-                xu = Xu[ui]
+                xu = rows(Xu, ui)
                 xw, xs = augment_batch(xu, None, g, config.augment)[0], strong(xu)
                 with torch.no_grad():
                     model.trunk.train(not frozen)   # weak-view BatchNorm statistics: the clean pool's
@@ -362,7 +368,7 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
     best.restore(model)
     if config.recalibrate_bn and not frozen:
         # exact BatchNorm statistics on clean images; kept only if validation agrees they are at least as good
-        if recalibrate_batchnorm(model, torch.cat([Xl, Xu]), batch_size=256) and has_val:
+        if recalibrate_batchnorm(model, Stacked(Xl, Xu), batch_size=256) and has_val:
             row = _validate(model, Xv, yv, k)
             if _key(row, config.select_on) >= best.key:
                 best_row = row

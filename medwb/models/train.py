@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medwb.data.case_images import Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.models.augment import augment_batch, check_augment, default_augment
 from medwb.models.checkpoint import save_checkpoint
@@ -527,10 +528,12 @@ def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[t
     return key, name, m
 
 
-def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batch_size: int = 64) -> bool:
+def recalibrate_batchnorm(model: nn.Module, X: Images | Stacked, *, batch_size: int = 64) -> bool:
     """Replace BatchNorm running statistics by their exact average over ``X`` (the labelled set), for the
     final weights. The exponential running average otherwise lags the last optimiser steps, which on a
-    tiny labelled set makes round-to-round results jumpy. No-op (False) without BatchNorm layers."""
+    tiny labelled set makes round-to-round results jumpy. No-op (False) without BatchNorm layers.
+    ``X`` may be streamed (:class:`~medwb.data.case_images.CaseImages`, :class:`~medwb.data.case_images.Stacked`):
+    it is read ``batch_size`` cases at a time."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or len(X) < 2:
         return False
@@ -542,7 +545,7 @@ def recalibrate_batchnorm(model: nn.Module, X: torch.Tensor, *, batch_size: int 
         m.momentum = None  # cumulative moving average = exact mean over the batches seen
         m.train()
     for i in range(0, len(X), batch_size):
-        xb = X[i:i + batch_size]
+        xb = rows(X, slice(i, i + batch_size))
         if len(xb) >= 2:
             model(xb)
     for m, mom in saved.items():
