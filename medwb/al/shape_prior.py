@@ -59,7 +59,7 @@ def fit_ellipse(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, floa
     m = s1 + s2 @ t
     m = np.array([m[2] / 2, -m[1], m[0] / 2])
     try:
-        w, v = np.linalg.eig(m)
+        _, v = np.linalg.eig(m)
     except np.linalg.LinAlgError:
         return None
     v = np.real(v)

@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from medwb.al.shape_prior import ellipse_points, ellipse_prelabel, fit_ellipse, fit_head_ellipse
+from medwb.al.shape_prior import (
+    ellipse_points,
+    ellipse_prelabel,
+    fit_ellipse,
+    fit_head_ellipse,
+)
 from medwb.errors import DataError
 
 
@@ -34,7 +39,7 @@ def dice(a, b):
 
 def test_direct_fit_recovers_an_ellipse_from_five_points():
     x, y = ellipse_points((50.0, 40.0, 30.0, 12.0, 0.7), 5)
-    xc, yc, a, b, th = fit_ellipse(x, y)
+    xc, yc, a, b, _ = fit_ellipse(x, y)
     assert np.allclose([xc, yc], [50, 40]) and np.allclose(sorted([a, b]), [12, 30])
     assert fit_ellipse(np.arange(6.0), np.arange(6.0)) is None  # collinear: no ellipse
 
