@@ -207,7 +207,7 @@ def _cmd_structure(a: argparse.Namespace) -> int:
 
     res = run_structure(a.data, a.out, n_clusters=a.clusters, study_dir=a.study, max_pool=a.max_pool,
                         config=_pretrain_config(a), progress=not a.quiet, max_cases=a.max_cases,
-                        regions=_region_config(a))
+                        regions=_region_config(a), prelabel=a.prelabel)
     print(format_structure(res))
     if "clusters" in res:
         print(f"wrote {a.out}/clusters.csv, clusters_summary.csv"
@@ -215,6 +215,8 @@ def _cmd_structure(a: argparse.Namespace) -> int:
     else:
         print(f"wrote {a.out}/regions/ (one NIfTI of region maps per case, manifest.csv)"
               + (", regions_eval.csv" if "click_ratio" in res else ""))
+        if "prelabel_cases" in res:
+            print(f"wrote {a.out}/prelabels/ (one PNG mask per case, manifest.csv)")
     return 0
 
 
@@ -443,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "fine level like 40000)")
     s.add_argument("--compactness", type=float, default=None, help="segmentation: SLIC compactness (default 0.1 "
                                                                    "in 2D, 0.5 in 3D)")
+    s.add_argument("--prelabel", choices=["ellipse"], default=None,
+                   help="2D segmentation: also write a label-free pre-label mask per case to OUT/prelabels/ "
+                        "(ellipse: the best bright elliptical ring, e.g. a fetal skull), scored where masks exist")
     s.add_argument("--clusters", type=int, default=None, help="number of clusters (default: one per 100 pool cases)")
     s.add_argument("--study", default=None, help="study folder whose cached pretraining to use (default: OUT/study)")
     s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")

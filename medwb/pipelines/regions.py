@@ -13,6 +13,12 @@ busy machine the CPU time of this one-thread step is what an idle machine's wall
 reads in milliseconds). With a second observer
 (CHASE_DB1) the target is also the second observer's own Dice with the first: clicks to agree with observer 1 as
 well as observer 2 does.
+
+With ``prelabel="ellipse"`` (``medwb structure --prelabel ellipse``, 2D only) it also writes a label-free
+pre-label mask of every case, before any click: :func:`medwb.al.shape_prior.ellipse_prelabel` (a bright elliptical
+ring, such as a fetal skull in HC18), as ``DIR/prelabels/<case>.png`` (0/255, the image's own height and width)
+with ``DIR/prelabels/manifest.csv`` (case id, file, whether a ring was found, CPU seconds, and Dice with the mask
+where the case has one).
 """
 from __future__ import annotations
 
@@ -24,9 +30,14 @@ import pandas as pd
 
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
 from medwb.al.regions import RegionConfig, spacing_of, study_regions
+from medwb.atomic import atomic_write
 from medwb.data.dataset import Dataset
+from medwb.errors import ConfigError
 from medwb.metrics import dice
 from medwb.store.layout import safe_name
+
+#: label-free pre-labels ``medwb structure --prelabel`` can write (name -> what it fits)
+PRELABELS = {"ellipse": "the filled best bright elliptical ring (medwb.al.shape_prior.ellipse_prelabel)"}
 
 
 def region_image_name(case_id: str) -> str:
@@ -63,17 +74,74 @@ def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target
     return row
 
 
+def pick_cases(dataset: Dataset, max_cases: int | None, seed: int) -> list[str]:
+    """Every case id, or a seeded subset of ``max_cases`` of them (sorted)."""
+    ids = dataset.case_ids()
+    if max_cases is not None and len(ids) > max_cases:
+        ids = sorted(np.random.default_rng(seed).choice(ids, int(max_cases), replace=False).tolist())
+    return ids
+
+
+def check_prelabel(kind: str, dataset: Dataset) -> None:
+    """ConfigError unless ``kind`` is a known pre-label and the dataset is 2D segmentation."""
+    if kind not in PRELABELS:
+        raise ConfigError(f"--prelabel {kind!r}: unknown; choose one of {', '.join(PRELABELS)}")
+    if dataset.task != "segmentation" or dataset.ndim != 2:
+        raise ConfigError(f"--prelabel {kind}: needs a 2D segmentation dataset; {dataset.name} is "
+                          f"{dataset.ndim}D {dataset.task}")
+
+
+def run_prelabels(dataset: Dataset, out: Path, *, kind: str = "ellipse", ids: list[str] | None = None,
+                  seed: int = 0, progress: bool = True) -> dict[str, float]:
+    """Label-free pre-label masks of ``ids`` (default every case) in ``out/prelabels/``, each scored against the
+    case's mask when it has one (masks are read only for that score); returns the summary."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from medwb.al.shape_prior import ellipse_prelabel
+
+    check_prelabel(kind, dataset)
+    folder = out / "prelabels"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cid in tqdm(dataset.case_ids() if ids is None else ids, desc="pre-labels", disable=not progress):
+        image = dataset.load_image(cid)
+        t0, c0 = time.perf_counter(), time.process_time()
+        pre = ellipse_prelabel(image, spacing=spacing_of(dataset, cid), random_state=seed)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        name = f"{safe_name(cid)}.png"
+        png = Image.fromarray(pre.astype(np.uint8) * 255)
+        atomic_write(folder / name, lambda f, im=png: im.save(f, format="PNG"))
+        row: dict[str, object] = {"case_id": cid, "file": name, "found": bool(pre.any()), "seconds": seconds,
+                                  "cpu_seconds": cpu}
+        mask = dataset.load_mask(cid)
+        if mask is not None:
+            row["dice"] = dice(pre, mask[0] != 0)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    atomic_write(folder / "manifest.csv", lambda f: f.write(table.to_csv(index=False).encode()))
+    summary: dict[str, float] = {"prelabel_cases": float(len(table)),
+                                 "prelabel_found": float(table["found"].sum()) if len(table) else 0.0,
+                                 "prelabel_cpu_seconds": float(table["cpu_seconds"].mean()) if len(table) else 0.0}
+    if "dice" in table and table["dice"].notna().any():
+        scored = table["dice"].dropna()
+        summary.update(prelabel_evaluated=float(len(scored)), prelabel_mean_dice=float(scored.mean()),
+                       prelabel_median_dice=float(scored.median()))
+    return summary
+
+
 def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionConfig | None = None,
                 max_cases: int | None = None, target: float = 0.9, step: float = 5.0, max_clicks: int = 3000,
-                seed: int = 0, progress: bool = True) -> dict[str, float]:
-    """Regions of every case (or ``max_cases`` of them, seeded), written and evaluated; returns the summary."""
+                seed: int = 0, progress: bool = True, prelabel: str | None = None) -> dict[str, float]:
+    """Regions of every case (or ``max_cases`` of them, seeded), written and evaluated; returns the summary.
+    ``prelabel``: also write that label-free pre-label of the same cases (:func:`run_prelabels`)."""
     from tqdm.auto import tqdm
 
     from medwb.store import Study
 
-    ids = dataset.case_ids()
-    if max_cases is not None and len(ids) > max_cases:
-        ids = sorted(np.random.default_rng(seed).choice(ids, int(max_cases), replace=False).tolist())
+    if prelabel is not None:
+        check_prelabel(prelabel, dataset)  # before the long region pass
+    ids = pick_cases(dataset, max_cases, seed)
     folder = out / "regions"
     folder.mkdir(parents=True, exist_ok=True)
     manifest, rows = [], []
@@ -106,6 +174,8 @@ def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionC
                            reached_observer2_share=float(table["reached_observer2"].mean()),
                            clicks_to_observer2_ratio=float(table["clicks_to_observer2"].sum()
                                                            / table["outline_actions"].sum()))
+    if prelabel is not None:
+        summary.update(run_prelabels(dataset, out, kind=prelabel, ids=ids, seed=seed, progress=progress))
     return summary
 
 
@@ -122,7 +192,14 @@ def format_regions(summary: dict[str, float]) -> str:
         lines.append(f"second observer's Dice with the first: {summary['observer2_dice']:.3f}; region-click matches "
                      f"it on {100 * summary['reached_observer2_share']:.0f}% of cases with "
                      f"{100 * summary['clicks_to_observer2_ratio']:.1f}% of the outline's actions")
+    if "prelabel_cases" in summary:
+        line = (f"label-free pre-labels: {int(summary['prelabel_found'])} of {int(summary['prelabel_cases'])} cases "
+                f"found a ring ({summary['prelabel_cpu_seconds']:.2f} s CPU per case)")
+        if "prelabel_mean_dice" in summary:
+            line += (f"; Dice with the masks before any click: mean {summary['prelabel_mean_dice']:.3f}, median "
+                     f"{summary['prelabel_median_dice']:.3f} ({int(summary['prelabel_evaluated'])} cases)")
+        lines.append(line)
     return "\n".join(lines)
 
 
-__all__ = ["format_regions", "run_regions", "write_region_image"]
+__all__ = ["PRELABELS", "format_regions", "pick_cases", "run_prelabels", "run_regions", "write_region_image"]

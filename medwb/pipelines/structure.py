@@ -8,7 +8,8 @@ from its 8 most typical members would give: the share of the pool whose pre-labe
 action per cluster and no case-level label.
 
 Segmentation: the regions of every case (``DIR/regions/``) and, with masks, what region-click annotation costs
-against a manual outline (``DIR/regions_eval.csv``): :mod:`medwb.pipelines.regions`.
+against a manual outline (``DIR/regions_eval.csv``): :mod:`medwb.pipelines.regions`. With ``prelabel="ellipse"``
+(2D), also a label-free pre-label mask of each of those cases (``DIR/prelabels/``), scored where masks exist.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
                   study_dir: str | Path | None = None, max_pool: int | None = None,
                   config: PretrainConfig | None = None, seed: int = 0, shown: int = 8,
                   progress: bool = True, max_cases: int | None = None,
-                  regions: RegionConfig | None = None) -> dict[str, float]:
+                  regions: RegionConfig | None = None, prelabel: str | None = None) -> dict[str, float]:
     """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels).
     ``max_cases`` limits a segmentation dataset to a seeded subset (the regions of every case otherwise);
-    ``regions`` sets its levels and compactness (default :func:`medwb.al.regions.default_region_config`)."""
+    ``regions`` sets its levels and compactness (default :func:`medwb.al.regions.default_region_config`);
+    ``prelabel`` (2D segmentation: ``"ellipse"``) also writes label-free pre-label masks."""
     from medwb.al.loop import study_splits
     from medwb.al.representation import pretrain_build_args, pretrained_embeddings, pretrained_representation
     from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels
@@ -48,10 +50,13 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
         from medwb.pipelines.regions import run_regions
 
         return run_regions(ds, out, Path(study_dir or out / "study"), config=regions, max_cases=max_cases,
-                           seed=seed, progress=progress)
+                           seed=seed, progress=progress, prelabel=prelabel)
     if ds.task != "classification":
         raise ConfigError(f"{data}: task {ds.task!r} has no structure model; use a classification or "
                           "segmentation dataset")
+    if prelabel is not None:
+        raise ConfigError(f"--prelabel {prelabel}: pre-label masks are for 2D segmentation; {data} is "
+                          f"{ds.task} (its pre-labels come from named clusters)")
     with Study.open_or_create(study_dir or out / "study", dataset_path=str(data), task=ds.task,
                               classes=ds.classes, name=ds.name) as study:
         splits = study_splits(study, ds, max_pool=max_pool)
