@@ -30,8 +30,10 @@ class ClickResult:
     mask: np.ndarray | None = None
 
 
-def _greedy_binary(regions: np.ndarray, truth: np.ndarray, target: float, max_clicks: int) -> tuple[np.ndarray, list[float]]:
-    """Click regions in (or out) for one binary structure: each click the region with the best Dice after it.
+def _greedy_binary(regions: np.ndarray, truth: np.ndarray, target: float, max_clicks: int,
+                   start: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
+    """Click regions in (or out) for one binary structure: each click the region with the best Dice after it,
+    from an empty mask or from ``start`` (a pre-label the person corrects).
 
     The counts of truth / mask voxels per region are updated from the voxels a click changed only, so a click
     costs the size of its region, not of the image (a fundus photo needs ~1000 clicks)."""
@@ -44,12 +46,13 @@ def _greedy_binary(regions: np.ndarray, truth: np.ndarray, target: float, max_cl
     starts = [np.concatenate([[0], np.cumsum(np.bincount(lab, minlength=n))]) for lab, n in zip(flat, sizes)]
     cnt_t = [np.bincount(lab, weights=tw, minlength=n) for lab, n in zip(flat, sizes)]
     cnt_all = [np.bincount(lab, minlength=n).astype(np.float64) for lab, n in zip(flat, sizes)]
-    in_t = [np.zeros(n) for n in sizes]
-    in_all = [np.zeros(n) for n in sizes]
-    m = np.zeros_like(t)
-    inter = size = 0.0
+    m = np.zeros_like(t) if start is None else np.asarray(start, bool).ravel().copy()
+    mw = m.astype(np.float64)
+    in_t = [np.bincount(lab, weights=tw * mw, minlength=n) for lab, n in zip(flat, sizes)]
+    in_all = [np.bincount(lab, weights=mw, minlength=n) for lab, n in zip(flat, sizes)]
+    inter, size = float((t & m).sum()), float(m.sum())
     curve: list[float] = []
-    score = 0.0 if n_t else 1.0
+    score = 2 * inter / (size + n_t) if size + n_t else 1.0
     while score < target and len(curve) < max_clicks:
         best, choice = score, None
         for k in range(len(flat)):
@@ -76,22 +79,26 @@ def _greedy_binary(regions: np.ndarray, truth: np.ndarray, target: float, max_cl
 
 
 def simulate_region_clicks(regions: np.ndarray, truth: np.ndarray, *, target: float = 0.9,
-                           max_clicks: int = 500) -> ClickResult:
+                           max_clicks: int = 500, start: np.ndarray | None = None) -> ClickResult:
     """Build ``truth`` (spatial integer label map) from ``regions`` (``(L, *spatial)``) by greedy clicks, one
-    foreground class after another (a person labels one structure at a time)."""
+    foreground class after another (a person labels one structure at a time). ``start``: a label map the
+    person begins from (a label-free pre-label): a class already at ``target`` costs no click."""
     truth = np.asarray(truth)
-    if truth.shape != regions.shape[1:]:
-        raise DataError(None, f"truth of shape {truth.shape} on regions of shape {regions.shape[1:]}",
-                        "compare masks on the grid the regions were computed on")
+    if truth.shape != regions.shape[1:] or (start is not None and np.shape(start) != truth.shape):
+        raise DataError(None, f"truth of shape {truth.shape} (start {None if start is None else np.shape(start)}) "
+                        f"on regions of shape {regions.shape[1:]}", "compare masks on the grid the regions were "
+                        "computed on")
     classes = [int(c) for c in np.unique(truth) if c != 0]
     mask = np.zeros(truth.shape, np.int64)
     curves: dict[int, list[float]] = {}
     reached = True
     for c in classes:
-        m, curve = _greedy_binary(regions, truth == c, target, max_clicks)
+        init = None if start is None else np.asarray(start) == c
+        m, curve = _greedy_binary(regions, truth == c, target, max_clicks, init)
         mask[m] = c
         curves[c] = curve
-        reached &= bool(curve) and curve[-1] >= target
+        at_start = float(dice(init, truth == c)) if init is not None else 0.0
+        reached &= (curve[-1] if curve else at_start) >= target
     n_classes = max(classes, default=0) + 1
     return ClickResult(clicks=sum(len(v) for v in curves.values()), dice=dice(mask, truth, n_classes=n_classes),
                        reached=reached, curves=curves, mask=mask)

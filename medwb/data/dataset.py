@@ -323,10 +323,14 @@ class Dataset:
         """Model inputs (float32 (N,C,H,W[,D]) in [0,1], common channels, resized to ``size``) of ``case_ids``:
         one way for a split (:meth:`arrays`) and a pool's shard (``medwb.compute``), so both see the same numbers."""
         ids = [str(c) for c in case_ids]
-        xs = [self.scale(self.load_raw(c)) for c in tqdm(ids, desc=f"{self.name}: loading {what}", leave=False,
-                                                          disable=not self._progress or len(ids) < 200)]
+        # each case resized as soon as it is read (per channel, so before the grey -> RGB repeat gives the same
+        # numbers): memory holds the cases at the model's size, never the whole list at the stored size
+        xs = [x if size is None else resize(x, size, "image")
+              for x in (self.scale(self.load_raw(c)) for c in tqdm(ids, desc=f"{self.name}: loading {what}",
+                                                                   leave=False, disable=not self._progress
+                                                                   or len(ids) < 200))]
         channels = self.common_channels({cid: x.shape[0] for cid, x in zip(ids, xs)})
-        xs = [x if size is None else resize(x, size, "image") for x in (self.to_channels(x, channels) for x in xs)]
+        xs = [self.to_channels(x, channels) for x in xs]
         if len(shapes := sorted({x.shape for x in xs})) > 1:
             raise DataError(self.path, f"cases in {what} of {self.name} have different image sizes ({shapes[:3]}"
                             "...)", "pass size=(H, W[, D]) to arrays() to resize them")

@@ -55,8 +55,9 @@ def write_region_image(regions: np.ndarray, affine: np.ndarray, path: Path) -> N
 
 
 def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target: float, step: float,
-                  max_clicks: int) -> dict[str, float] | None:
-    """The simulated annotator on one case (None when the case has no mask)."""
+                  max_clicks: int, start: np.ndarray | None = None) -> dict[str, float] | None:
+    """The simulated annotator on one case (None when the case has no mask); with ``start`` (a label-free
+    pre-label, class 1) also the clicks it needs when it begins from that mask instead of an empty one."""
     mask = dataset.load_mask(case_id)
     if mask is None:
         return None
@@ -65,6 +66,12 @@ def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target
     outline = outline_actions(truth, step=step)
     row: dict[str, float] = {"clicks": res.clicks, "dice": res.dice, "reached": float(res.reached),
                              "outline_actions": outline, "click_ratio": res.clicks / max(outline, 1)}
+    if start is not None:
+        corrected = simulate_region_clicks(regions, truth, target=target, max_clicks=max_clicks,
+                                           start=start.astype(np.int64))
+        row.update(clicks_from_prelabel=corrected.clicks, dice_from_prelabel=corrected.dice,
+                   reached_from_prelabel=float(corrected.reached),
+                   prelabel_click_ratio=corrected.clicks / max(outline, 1))
     second = dataset.load_mask(case_id, observer=2) if "mask2" in dataset.records else None
     if second is not None:
         agreement = dice(second[0], truth, n_classes=len(dataset.classes))
@@ -95,31 +102,43 @@ def run_prelabels(dataset: Dataset, out: Path, *, kind: str = "ellipse", ids: li
                   seed: int = 0, progress: bool = True) -> dict[str, float]:
     """Label-free pre-label masks of ``ids`` (default every case) in ``out/prelabels/``, each scored against the
     case's mask when it has one (masks are read only for that score); returns the summary."""
-    from PIL import Image
     from tqdm.auto import tqdm
+
+    check_prelabel(kind, dataset)
+    rows = [prelabel_case(dataset, cid, out, kind=kind, seed=seed)[1]
+            for cid in tqdm(dataset.case_ids() if ids is None else ids, desc="pre-labels", disable=not progress)]
+    return write_prelabel_manifest(rows, out)
+
+
+def prelabel_case(dataset: Dataset, case_id: str, out: Path, *, kind: str = "ellipse",
+                  seed: int = 0) -> tuple[np.ndarray, dict[str, object]]:
+    """One case's label-free pre-label, written to ``out/prelabels/`` (PNG 0/255); (mask, manifest row)."""
+    from PIL import Image
 
     from medwb.al.shape_prior import ellipse_prelabel
 
-    check_prelabel(kind, dataset)
     folder = out / "prelabels"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for cid in tqdm(dataset.case_ids() if ids is None else ids, desc="pre-labels", disable=not progress):
-        image = dataset.load_image(cid)
-        t0, c0 = time.perf_counter(), time.process_time()
-        pre = ellipse_prelabel(image, spacing=spacing_of(dataset, cid), random_state=seed)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        name = f"{safe_name(cid)}.png"
-        png = Image.fromarray(pre.astype(np.uint8) * 255)
-        atomic_write(folder / name, lambda f, im=png: im.save(f, format="PNG"))
-        row: dict[str, object] = {"case_id": cid, "file": name, "found": bool(pre.any()), "seconds": seconds,
-                                  "cpu_seconds": cpu}
-        mask = dataset.load_mask(cid)
-        if mask is not None:
-            row["dice"] = dice(pre, mask[0] != 0)
-        rows.append(row)
+    image = dataset.load_image(case_id)
+    t0, c0 = time.perf_counter(), time.process_time()
+    pre = ellipse_prelabel(image, spacing=spacing_of(dataset, case_id), random_state=seed)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    name = f"{safe_name(case_id)}.png"
+    png = Image.fromarray(pre.astype(np.uint8) * 255)
+    atomic_write(folder / name, lambda f, im=png: im.save(f, format="PNG"))
+    row: dict[str, object] = {"case_id": case_id, "file": name, "found": bool(pre.any()), "seconds": seconds,
+                              "cpu_seconds": cpu}
+    mask = dataset.load_mask(case_id)
+    if mask is not None:
+        row["dice"] = dice(pre, mask[0] != 0)
+    return pre, row
+
+
+def write_prelabel_manifest(rows: list[dict[str, object]], out: Path) -> dict[str, float]:
+    """``out/prelabels/manifest.csv`` and the pre-labels' summary."""
     table = pd.DataFrame(rows)
-    atomic_write(folder / "manifest.csv", lambda f: f.write(table.to_csv(index=False).encode()))
+    (out / "prelabels").mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "prelabels" / "manifest.csv", lambda f: f.write(table.to_csv(index=False).encode()))
     summary: dict[str, float] = {"prelabel_cases": float(len(table)),
                                  "prelabel_found": float(table["found"].sum()) if len(table) else 0.0,
                                  "prelabel_cpu_seconds": float(table["cpu_seconds"].mean()) if len(table) else 0.0}
@@ -144,10 +163,14 @@ def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionC
     ids = pick_cases(dataset, max_cases, seed)
     folder = out / "regions"
     folder.mkdir(parents=True, exist_ok=True)
-    manifest, rows = [], []
+    manifest, rows, pre_rows = [], [], []
     with Study.open_or_create(study_dir, dataset_path=str(dataset.path), task=dataset.task,
                               classes=dataset.classes, name=dataset.name) as study:
         for cid in tqdm(ids, desc="regions", disable=not progress):
+            pre = None
+            if prelabel is not None:
+                pre, pre_row = prelabel_case(dataset, cid, out, kind=prelabel, seed=seed)
+                pre_rows.append(pre_row)
             t0, c0 = time.perf_counter(), time.process_time()
             regions = study_regions(study, dataset, cid, config=config)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -156,7 +179,7 @@ def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionC
             manifest.append({"case_id": cid, "file": name, "levels": int(regions.shape[0]),
                              "regions": " ".join(str(int(r.max()) + 1) for r in regions),
                              "spacing": " ".join(f"{s:g}" for s in spacing_of(dataset, cid))})
-            row = evaluate_case(dataset, cid, regions, target=target, step=step, max_clicks=max_clicks)
+            row = evaluate_case(dataset, cid, regions, target=target, step=step, max_clicks=max_clicks, start=pre)
             if row is not None:
                 rows.append({"case_id": cid, "seconds": seconds, "cpu_seconds": cpu, **row})
     pd.DataFrame(manifest).to_csv(folder / "manifest.csv", index=False)
@@ -174,8 +197,14 @@ def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionC
                            reached_observer2_share=float(table["reached_observer2"].mean()),
                            clicks_to_observer2_ratio=float(table["clicks_to_observer2"].sum()
                                                            / table["outline_actions"].sum()))
+        if "clicks_from_prelabel" in table:
+            summary.update(median_clicks_from_prelabel=float(table["clicks_from_prelabel"].median()),
+                           prelabel_click_ratio=float(table["clicks_from_prelabel"].sum()
+                                                      / table["outline_actions"].sum()),
+                           reached_from_prelabel_share=float(table["reached_from_prelabel"].mean()),
+                           no_click_share=float((table["clicks_from_prelabel"] == 0).mean()))
     if prelabel is not None:
-        summary.update(run_prelabels(dataset, out, kind=prelabel, ids=ids, seed=seed, progress=progress))
+        summary.update(write_prelabel_manifest(pre_rows, out))
     return summary
 
 
@@ -199,6 +228,11 @@ def format_regions(summary: dict[str, float]) -> str:
             line += (f"; Dice with the masks before any click: mean {summary['prelabel_mean_dice']:.3f}, median "
                      f"{summary['prelabel_median_dice']:.3f} ({int(summary['prelabel_evaluated'])} cases)")
         lines.append(line)
+    if "prelabel_click_ratio" in summary:
+        lines.append(f"region-click from the pre-label: median {summary['median_clicks_from_prelabel']:.0f} clicks "
+                     f"({100 * summary['prelabel_click_ratio']:.1f}% of the outline's actions; no click needed on "
+                     f"{100 * summary['no_click_share']:.0f}% of cases; target reached on "
+                     f"{100 * summary['reached_from_prelabel_share']:.0f}%)")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ import pytest
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
 from medwb.al.regions import (RegionConfig, default_region_config, over_segment, region_at, study_regions,
                               toggle_region)
+from medwb.metrics import dice
 from medwb.errors import DataError
 
 
@@ -105,6 +106,23 @@ def test_simulated_annotator_handles_several_classes_and_stops_when_nothing_help
     coarse = np.zeros((1, *truth.shape), np.int32)  # one region: nothing but all-or-nothing
     stuck = simulate_region_clicks(coarse, truth, target=0.99)
     assert not stuck.reached and stuck.clicks <= 2
+
+
+def test_simulated_annotator_starting_from_a_prelabel_only_corrects_it():
+    image, truth = disk_image()
+    regions = over_segment(image, config=RegionConfig(levels=(8, 60, 400)))
+    good = simulate_region_clicks(regions, truth, target=0.9, start=truth.copy())
+    assert good.clicks == 0 and good.reached and good.dice == 1.0  # an exact pre-label needs no click
+    shifted = np.roll(truth, 6, axis=1)  # a pre-label a little off: corrected at its edges
+    at_start = dice(shifted, truth)
+    assert 0.6 < at_start < 0.9
+    fixed = simulate_region_clicks(regions, truth, target=0.9, start=shifted)
+    assert fixed.reached and fixed.dice >= 0.9 and 1 <= fixed.clicks <= 4
+    assert all(np.diff([at_start, *fixed.curves[1]]) > 0)  # each click improves on the start
+    wrong = simulate_region_clicks(regions, truth, target=0.9, start=1 - truth)  # inverted: removals fix it
+    assert wrong.reached and wrong.dice >= 0.9
+    with pytest.raises(DataError, match="start"):
+        simulate_region_clicks(regions, truth, start=truth[:-1])
 
 
 def test_outline_actions_counts_vertices_along_contours():

@@ -27,8 +27,14 @@ def test_structure_cli_writes_ellipse_prelabels_with_dice(tmp_path, samples, cap
         truth = ds.load_mask(row["case_id"])[0] != 0
         pre = png > 0
         assert np.isclose(row["dice"], 2 * (pre & truth).sum() / (pre.sum() + truth.sum()))
-    # the regions are still written beside them (the same cases)
+    # the regions are still written beside them (the same cases), and the annotator is also measured starting
+    # from the pre-label (on some heads correcting a pre-label costs more clicks than starting over, and the
+    # table says so; over both, fewer, and one needs none)
     assert len(pd.read_csv(out / "regions" / "manifest.csv")) == 2
+    ev = pd.read_csv(out / "regions_eval.csv")
+    assert ev["reached_from_prelabel"].all() and ev["clicks_from_prelabel"].sum() < ev["clicks"].sum()
+    assert (ev["clicks_from_prelabel"] == 0).any()
+    assert "region-click from the pre-label" in stdout
 
 
 def test_prelabels_refuse_3d_data_and_unknown_kinds(tmp_path, samples):
