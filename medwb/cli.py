@@ -46,6 +46,7 @@ def _simulation_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         finetune=a.finetune,
         pretrain_config=_pretrain_config(a),
         scoring=a.scoring,
+        stream=a.stream,
     )
 
 
@@ -359,6 +360,9 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                    help="where each round's model scores the pool: memory (default: the pool's arrays in this "
                         "process), shards (in this process, shard by shard from the files), local (a Dask "
                         "LocalCluster of single-thread worker processes) or a scheduler address tcp://HOST:PORT")
+    s.add_argument("--stream", action="store_true",
+                   help="the rounds never hold the pool in memory: cases are read from the files when needed "
+                        "(pretraining and FixMatch batch by batch; scoring shards unless --scoring says otherwise)")
     s.add_argument("--cold-start", default="cold_start", help="strategy of the first, model-free batch")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--pipeline", choices=["medwb", "pretrained", "semi", "scratch"], default="medwb",

@@ -15,12 +15,15 @@ without holding every voxel of every pass. Everything is deterministic for a giv
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medwb.errors import ConfigError, DataError
 from medwb.models.uncertainty import reduce_voxel_scores, score_map
+
+if TYPE_CHECKING:
+    from medwb.data.case_images import Images
 
 Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
 UNCERTAINTY_KINDS = ("least_confidence", "margin", "entropy", "bald", "variance", "mean_std")
@@ -362,13 +365,27 @@ def check_strategy(name: str) -> str:
     return name
 
 
-def pixel_features(X: np.ndarray, *, random_state: int, dim: int = 32) -> np.ndarray:
-    """Label-free features for the cold start (no model exists yet): PCA of the pixels."""
+#: a streamed pool's pixel PCA is fitted on at most this many cases (a seeded sample), then applied chunk by chunk
+PCA_FIT_CASES = 5000
+
+
+def pixel_features(X: Images, *, random_state: int, dim: int = 32) -> np.ndarray:
+    """Label-free features for the cold start (no model exists yet): PCA of the pixels. A streamed pool
+    (:class:`~medwb.data.case_images.CaseImages`) is never held whole: the PCA is fitted on a seeded sample of
+    :data:`PCA_FIT_CASES` cases (all of them in a smaller pool) and projects the pool a chunk at a time."""
     from sklearn.decomposition import PCA
 
-    flat = X.reshape(len(X), -1).astype(np.float32)
-    n = max(1, min(dim, len(flat) - 1, flat.shape[1]))
-    return PCA(n_components=n, random_state=random_state).fit_transform(flat).astype(np.float32)
+    from medwb.data.case_images import is_streamed
+
+    if not is_streamed(X):
+        flat = X.reshape(len(X), -1).astype(np.float32)
+        n = max(1, min(dim, len(flat) - 1, flat.shape[1]))
+        return PCA(n_components=n, random_state=random_state).fit_transform(flat).astype(np.float32)
+    n_fit = min(len(X), PCA_FIT_CASES)
+    fit_idx = np.sort(np.random.default_rng(random_state).choice(len(X), n_fit, replace=False))
+    sample = X[fit_idx].reshape(n_fit, -1)
+    pca = PCA(n_components=max(1, min(dim, n_fit - 1, sample.shape[1])), random_state=random_state).fit(sample)
+    return np.concatenate([pca.transform(part.reshape(len(part), -1)) for part in X.chunks()]).astype(np.float32)
 
 
 def select(name: str, k: int, *, probs: np.ndarray | None = None, mc_probs: np.ndarray | None = None,

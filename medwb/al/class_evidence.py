@@ -65,10 +65,8 @@ def save_round_class_evidence(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
     todo = batch[is_todo]
     if model is None or not len(todo):
         return
-    X, _, ids = loop.arrays("train")
     cids = [str(c) for c in todo["case_id"]]
-    position = {c: i for i, c in enumerate(ids)}
-    Xb = X[[position[c] for c in cids]]
+    Xb = loop.data.rows(cids)
     if mc_batch is None:
         mean, std = mc_class_probabilities(model, Xb, passes=loop.mc_passes, seed=loop.seed)
     else:

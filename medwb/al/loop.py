@@ -31,7 +31,7 @@ from medwb.al.prelabels import prelabel_round
 from medwb.al.structure_round import STRATEGY as STRUCTURE
 from medwb.al.structure_round import structure_prelabels
 from medwb.data.dataset import default_size
-from medwb.data.splits import SplitArrays, carve_splits
+from medwb.data.splits import PoolInputs, carve_splits
 from medwb.errors import StoreError
 from medwb.store.pool import load_splits, save_splits
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from torch import nn
 
+    from medwb.data.case_images import Images
     from medwb.data.dataset import Dataset
     from medwb.models import TrainConfig
     from medwb.models.pretrain import PretrainConfig, PretrainResult
@@ -109,34 +110,20 @@ class ActiveLearningLoop:
 
     ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
     the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).
+    ``stream``: the pool is never held in memory (a pool larger than RAM): its cases are read from the files when
+    a step needs them (the labelled set, a batch, pretraining and FixMatch batch by batch, the cold start's
+    embeddings), and the pool is scored shard by shard (``scoring`` "shards" unless given).
     """
 
     def __init__(
-        self,
-        study: Study,
-        dataset: Dataset,
-        *,
-        strategy: str = "hybrid",
-        batch_size: int = 32,
-        model_fn: Callable[[int], nn.Module] | None = None,
-        train_config: TrainConfig | None = None,
-        seed: int = 0,
-        cold_start: str = "cold_start",
-        mc_passes: int = 20,
-        size: tuple[int, ...] | None = None,
-        evaluate_test: bool = False,
-        auto_accept: bool = False,
-        autolabel_target_error: float = 0.02,
-        progress: bool = True,
-        pool_ids: Iterable[str] | None = None,
-        max_pool: int | None = None,
-        voxel_reduce: str = "topk",
-        pretrain: bool = True,
-        pretrain_config: PretrainConfig | None = None,
-        pretrained: PretrainResult | str | Path | None = None,
-        finetune: str = "full",
-        semi: bool | None = None,
-        scoring: str | Client | None = None,
+        self, study: Study, dataset: Dataset, *, strategy: str = "hybrid", batch_size: int = 32,
+        model_fn: Callable[[int], nn.Module] | None = None, train_config: TrainConfig | None = None, seed: int = 0,
+        cold_start: str = "cold_start", mc_passes: int = 20, size: tuple[int, ...] | None = None,
+        evaluate_test: bool = False, auto_accept: bool = False, autolabel_target_error: float = 0.02,
+        progress: bool = True, pool_ids: Iterable[str] | None = None, max_pool: int | None = None,
+        voxel_reduce: str = "topk", pretrain: bool = True, pretrain_config: PretrainConfig | None = None,
+        pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
+        scoring: str | Client | None = None, stream: bool = False,
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -152,7 +139,8 @@ class ActiveLearningLoop:
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.mc_passes, self.evaluate_test = int(mc_passes), evaluate_test
         self.auto_accept, self.autolabel_target_error = auto_accept, autolabel_target_error
-        self.progress, self.voxel_reduce, self.scoring = progress, voxel_reduce, scoring
+        self.progress, self.voxel_reduce = progress, voxel_reduce
+        self.scoring = "shards" if stream and scoring is None else scoring  # a streamed pool is scored from files
         self.num_classes = num_classes_of(dataset)
         self.size = tuple(size) if size is not None else default_size(dataset)
         self.model_fn = model_fn or partial(build_for_dataset, dataset)
@@ -164,7 +152,8 @@ class ActiveLearningLoop:
         self.pretrain, self._pretrained = bool(pretrain or pretrained is not None), pretrained
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
-        self.data = SplitArrays(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size)
+        self.data = PoolInputs(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size,
+                               stream=stream)
 
     # ------------------------------------------------------------------ state, read from the store
     def split_ids(self) -> dict[str, list[str]]:
@@ -172,10 +161,11 @@ class ActiveLearningLoop:
         return {k: list(v) for k, v in self.data.splits.items()}
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(X, y, case_ids) of a split at the loop's size (see :class:`medwb.data.splits.SplitArrays`)."""
+        """(X, y, case_ids) of a split at the loop's size (:class:`medwb.data.splits.PoolInputs`; with ``stream``
+        the pool's whole arrays are read only when asked for here: the loop itself reads its cases as needed)."""
         return self.data[split]
 
-    pool_size = property(lambda self: len(self.arrays("train")[2]), doc="Number of pool (train split) cases.")
+    pool_size = property(lambda self: len(self.data.pool_ids()), doc="Number of pool (train split) cases.")
 
     @property
     def round(self) -> int | None:
@@ -185,15 +175,15 @@ class ActiveLearningLoop:
     def labeled(self) -> pd.DataFrame:
         """Current label of each labelled pool case, contested reads left out (the store: the only truth)."""
         lab = self.study.agreed_labels()
-        pool = set(self.arrays("train")[2])
+        pool = set(self.data.pool_ids())
         return lab[lab["case_id"].astype(str).isin(pool)].reset_index(drop=True)
 
     def labelled_arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(case_ids, X, targets) of the labelled pool cases, targets read from the store's labels."""
-        lab, (X, y, ids) = self.labeled(), self.arrays("train")
-        pos = {c: i for i, c in enumerate(ids)}
-        idx = np.array([pos[c] for c in lab["case_id"].astype(str)], dtype=int)
-        return list(lab["case_id"].astype(str)), X[idx], label_targets(lab, self.ds.task, tuple(y.shape[2:]))
+        lab = self.labeled()
+        ids = list(lab["case_id"].astype(str))
+        spatial = self.data.spatial_size() if self.ds.task == "segmentation" else ()
+        return ids, self.data.rows(ids), label_targets(lab, self.ds.task, spatial)
 
     def finished_rounds(self) -> int:
         return int(self.study.last_finished_round())
@@ -225,7 +215,7 @@ class ActiveLearningLoop:
         from medwb.al.acquire import select
         from medwb.al.scoring import selection_inputs, sharded_pool_inputs
 
-        X, _, ids = self.arrays("train")
+        ids = self.data.pool_ids()
         done = set(self.labeled()["case_id"].astype(str))
         unl = np.array([i for i, c in enumerate(ids) if c not in done], dtype=int)
         lab = np.array([i for i, c in enumerate(ids) if c in done], dtype=int)
@@ -241,7 +231,9 @@ class ActiveLearningLoop:
                 passes=self.mc_passes, size=self.size, client=None if self.scoring == "shards" else self.scoring,
                 voxel_reduce=self.voxel_reduce, progress=self.progress)
         else:
-            name, kw = selection_inputs(model, X[unl], X[lab], strategy=self.strategy, cold_start=self.cold_start,
+            name, kw = selection_inputs(model, self.data.images([ids[i] for i in unl]),
+                                        self.data.images([ids[i] for i in lab]), strategy=self.strategy,
+                                        cold_start=self.cold_start,
                                         task=self.ds.task, passes=self.mc_passes, seed=rs,
                                         voxel_reduce=self.voxel_reduce, representation=None if rep is None else
                                         partial(pretrained_embeddings, self.model_fn, self.seed, rep))
@@ -333,7 +325,7 @@ class ActiveLearningLoop:
                     seed=self.seed))
             # size: the spatial size of the arrays the network was trained on, and splits: the case ids, so that
             # a report or an explanation scores the same cases on the same grid from the checkpoint alone
-            size = [int(v) for v in self.arrays("train")[0].shape[2:]]
+            size = list(self.data.spatial_size())
             meta = {"round": number, "seed": self.seed, "metrics": metrics, "size": size, "splits": self.split_ids()}
             path = save_checkpoint(model, self.checkpoint_path(number), meta)
             version = self.study.add_model(number, path, metrics)
@@ -355,18 +347,19 @@ class ActiveLearningLoop:
                          semi=self.semi and fixmatch_still_ahead(self.study), X_unlabelled=X_unlabelled,
                          test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
 
-    def unlabelled_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(X, y) of the pool cases without a label in the store (FixMatch's unlabelled set; y for simulations)."""
-        (X, y, ids), done = self.arrays("train"), set(self.labeled()["case_id"].astype(str))
-        rest = [i for i, c in enumerate(ids) if c not in done]
-        return X[rest], y[rest]
+    def unlabelled_arrays(self) -> tuple[Images, np.ndarray]:
+        """(X, y) of the pool cases without a label in the store (FixMatch's unlabelled set, streamed with
+        ``stream``; y, the ground truth, for simulations)."""
+        done = set(self.labeled()["case_id"].astype(str))
+        rest = [c for c in self.data.pool_ids() if c not in done]
+        return self.data.images(rest), self.data.truth(rest)
 
     def representation(self) -> PretrainResult | str | Path | None:
         """The pretrained trunk the rounds start from (None without ``pretrain``): on first need pretrained on the
         pool and cached in the study (:func:`medwb.al.representation.pretrained_representation`)."""
         if self.pretrain and self._pretrained is None:
             self._pretrained = pretrained_representation(
-                self.study, self.arrays("train")[0], config=self.pretrain_config, progress=self.progress,
+                self.study, self.data.images(), config=self.pretrain_config, progress=self.progress,
                 build_args=pretrain_build_args(self.model_fn, self.pretrain_config))
         return self._pretrained
 

@@ -53,9 +53,7 @@ def _case_view(loop: ActiveLearningLoop, case_id: str) -> tuple[nn.Module, np.nd
     model, _ = loop.current_model()
     if model is None or loop.ds.task != "segmentation":
         return None
-    X, _, ids = loop.arrays("train")
-    i = ids.index(str(case_id))
-    return model, X[i:i + 1], loop.ds.spatial_shape(str(case_id))
+    return model, loop.data.rows([str(case_id)]), loop.ds.spatial_shape(str(case_id))
 
 
 def prelabel_mask(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None:
@@ -82,15 +80,15 @@ def prelabel_round(loop: ActiveLearningLoop, batch: pd.DataFrame) -> pd.DataFram
     from medwb.al.autolabel import prelabel_batch
     from medwb.models.uncertainty import mc_dropout_proba
 
-    X, y, ids = loop.arrays("train")
-    position = {c: i for i, c in enumerate(ids)}
-    pos = np.array([position[str(c)] for c in batch["case_id"]], dtype=int)
+    cids = [str(c) for c in batch["case_id"]]
     done = set(loop.labeled()["case_id"].astype(str))
-    X_lab = X[[i for i, c in enumerate(ids) if c in done]]
+    X_lab = loop.data.rows([c for c in loop.data.pool_ids() if c in done])
+    X_batch = loop.data.rows(cids)
     model = loop.current_model()[0]
-    mc = (mc_dropout_proba(model, X[pos], passes=loop.mc_passes, seed=loop.seed)
-          if model is not None and loop.ds.task == "classification" and len(pos) else None)
-    batch, stats = prelabel_batch(model, batch, X[pos], y[pos], *loop.arrays("val")[:2], X_lab, task=loop.ds.task,
+    mc = (mc_dropout_proba(model, X_batch, passes=loop.mc_passes, seed=loop.seed)
+          if model is not None and loop.ds.task == "classification" and len(cids) else None)
+    batch, stats = prelabel_batch(model, batch, X_batch, loop.data.truth(cids), *loop.arrays("val")[:2], X_lab,
+                                  task=loop.ds.task,
                                   target_error=loop.autolabel_target_error, seed=loop.seed, passes=loop.mc_passes,
                                   mc_batch=mc)
     loop.autolabel_stats = loop.study.save_round_autolabel(loop.round, stats)

@@ -307,16 +307,7 @@ class Dataset:
             raise KeyError(f"{self.name}: split {split!r} has no cases (splits: "
                            f"{sorted(self._records['split'].unique())})")
         ids = subsample(ids, max_cases, seed)
-        X = self.inputs(ids, size, what=f"split {split!r}")
-        if self.task == "classification":
-            lab = self._records.set_index("case_id").loc[ids, "label"]
-            return X, lab.fillna(-1).to_numpy(dtype=np.int64), ids
-        ys = []
-        for cid in ids:
-            m = self.load_mask(cid)
-            m = np.full((1, *self._spatial_shape(self._row(cid))), -1, dtype=np.int64) if m is None else m
-            ys.append(m if size is None else resize(m, size, "mask"))
-        return X, np.stack(ys).astype(np.int64, copy=False), ids
+        return self.inputs(ids, size, what=f"split {split!r}"), case_targets(self, ids, size), ids
 
     def inputs(self, case_ids: Sequence[str], size: Sequence[int] | None = None, *,
                what: str = "the cases asked for") -> np.ndarray:
@@ -357,6 +348,20 @@ class Dataset:
     def __len__(self) -> int:
         return len(self._records)
 
+
+
+def case_targets(dataset: Dataset, case_ids: Sequence[str], size: Sequence[int] | None = None) -> np.ndarray:
+    """Ground truth of ``case_ids`` as :meth:`Dataset.arrays` gives it: int64 classes (N,) (-1: no label), or
+    int64 masks (N, 1, *size) resized nearest (-1 everywhere: no mask)."""
+    ids = [str(c) for c in case_ids]
+    if dataset.task == "classification":
+        return dataset.records.set_index("case_id").loc[ids, "label"].fillna(-1).to_numpy(dtype=np.int64)
+    ys = []
+    for cid in ids:
+        m = dataset.load_mask(cid)
+        m = np.full((1, *dataset.spatial_shape(cid)), -1, dtype=np.int64) if m is None else m
+        ys.append(m if size is None else resize(m, size, "mask"))
+    return np.stack(ys).astype(np.int64, copy=False)
 
 
 def scale_01(raw: np.ndarray, fixed_uint8: bool = True) -> np.ndarray:

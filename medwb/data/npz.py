@@ -43,6 +43,10 @@ READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib
                SyntaxError)
 
 
+#: cases converted and resized at a time by the vectorised ``arrays``
+_CHUNK = 256
+
+
 def _bad(path: Path, problem: str) -> DataError:
     return DataError(path, problem, "re-download or re-copy the file (check its size/MD5 against the "
                      "official release); a MedMNIST npz holds {train,val,test}_images and _labels")
@@ -229,18 +233,26 @@ class NpzDataset(Dataset):
             raise KeyError(f"{self.name}: split {split!r} has no cases")
         ids = subsample(ids, max_cases, seed)
         rec = self._records.set_index("case_id").loc[ids]
-        imgs = self._split_images(str(rec["npz_split"].iloc[0]))[rec["npz_index"].to_numpy()]
-        x = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
-        if x.dtype.kind == "f":
-            bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
-            if bad.any():
-                raise DataError(self.path, f"case {ids[int(np.flatnonzero(bad)[0])]!r} has NaN/Inf pixels",
-                                "replace NaN/Inf or exclude the case")
-            X = np.stack([self.scale(v) for v in x])
-        else:
-            X = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.stack([self.scale(v) for v in x])
-        if size is not None and tuple(X.shape[2:]) != tuple(size):
-            n, c = X.shape[:2]
-            X = resize(X.reshape(n * c, *X.shape[2:]), size, "image").reshape(n, c, *size)
+        src, index = self._split_images(str(rec["npz_split"].iloc[0])), rec["npz_index"].to_numpy()
+        # a chunk of cases at a time: only the result is held at full length (a split of 4000 64³ volumes
+        # converted whole to float32 before resizing to 32³ peaked at 10 GB for a 0.5 GB result)
+        X: np.ndarray | None = None
+        for i0 in range(0, len(index), _CHUNK):
+            imgs = src[index[i0:i0 + _CHUNK]]
+            x = np.moveaxis(imgs, -1, 1) if self._rgb else imgs[:, None]
+            if x.dtype.kind == "f":
+                bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+                if bad.any():
+                    raise DataError(self.path, f"case {ids[i0 + int(np.flatnonzero(bad)[0])]!r} has NaN/Inf "
+                                    "pixels", "replace NaN/Inf or exclude the case")
+                part = np.stack([self.scale(v) for v in x])
+            else:
+                part = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else np.stack([self.scale(v) for v in x])
+            if size is not None and tuple(part.shape[2:]) != tuple(size):
+                n, c = part.shape[:2]
+                part = resize(part.reshape(n * c, *part.shape[2:]), size, "image").reshape(n, c, *size)
+            if X is None:
+                X = np.empty((len(index), *part.shape[1:]), np.float32)
+            X[i0:i0 + len(part)] = part
         y = rec["label"].fillna(-1).to_numpy(dtype=np.int64)
-        return np.ascontiguousarray(X, dtype=np.float32), y, ids
+        return X, y, ids

@@ -15,6 +15,7 @@ import pandas as pd
 from medwb.errors import DataError
 
 if TYPE_CHECKING:
+    from medwb.data.case_images import Images
     from medwb.data.dataset import Dataset
 
 #: seed of the val/test carving: the same held-out cases for every AL seed and strategy
@@ -103,3 +104,71 @@ class SplitArrays:
                 idss.extend(ids[i] for i in sel)
             self._split[split] = (np.concatenate(Xs), np.concatenate(ys), idss)
         return self._split[split]
+
+
+class PoolInputs:
+    """The active-learning loop's view of its splits at one input size: in memory (:class:`SplitArrays`, each
+    dataset split read once and kept) or, with ``stream``, never holding the pool: its cases are read when asked
+    for (:meth:`rows`, :meth:`images`: a :class:`~medwb.data.case_images.CaseImages`), and val / test are read by
+    their own ids (a carved val split does not load the whole train split). ``self[split]`` gives (X, y, ids) in
+    both modes (streamed: read on first use and kept; the pool only when a caller asks for all of it, e.g. the
+    all-labels reference of a simulation)."""
+
+    def __init__(self, dataset: Dataset, splits: Mapping[str, Sequence[str]], size: tuple[int, ...] | None, *,
+                 stream: bool = False) -> None:
+        self.dataset, self.size, self.stream = dataset, size, bool(stream)
+        self.memory = SplitArrays(dataset, splits, size)
+        self.splits = self.memory.splits
+        self._read: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+    def __getitem__(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if not self.stream:
+            return self.memory[split]
+        if split not in self._read:
+            from medwb.data.dataset import case_targets
+
+            ids = self.splits[split]
+            self._read[split] = (self.rows(ids), case_targets(self.dataset, ids, self.size), list(ids))
+        return self._read[split]
+
+    def pool_ids(self) -> list[str]:
+        return list(self.splits["train"])
+
+    def _positions(self, case_ids: Sequence[str]) -> np.ndarray:
+        pos = {c: i for i, c in enumerate(self.memory["train"][2])}
+        return np.array([pos[str(c)] for c in case_ids], dtype=int)
+
+    def rows(self, case_ids: Sequence[str]) -> np.ndarray:
+        """Model inputs (N, C, *size) of these cases (pool or not when streamed; pool cases in memory)."""
+        if self.stream:
+            if not len(case_ids):
+                from medwb.data.case_images import CaseImages
+
+                return np.empty((0, *CaseImages(self.dataset, self.pool_ids()[:1], self.size).shape[1:]), np.float32)
+            return self.dataset.inputs([str(c) for c in case_ids], self.size, what=f"{len(case_ids)} case(s)")
+        return self.memory["train"][0][self._positions(case_ids)]
+
+    def truth(self, case_ids: Sequence[str]) -> np.ndarray:
+        """Ground truth of these pool cases (simulations measure auto-label errors with it)."""
+        if self.stream:
+            from medwb.data.dataset import case_targets
+
+            return case_targets(self.dataset, case_ids, self.size)
+        return self.memory["train"][1][self._positions(case_ids)]
+
+    def images(self, case_ids: Sequence[str] | None = None) -> Images:
+        """These pool cases (default: the whole pool) as pretraining, FixMatch and embeddings take them."""
+        ids = self.pool_ids() if case_ids is None else [str(c) for c in case_ids]
+        if self.stream:
+            from medwb.data.case_images import CaseImages
+
+            return CaseImages(self.dataset, ids, self.size) if ids else self.rows([])
+        X = self.memory["train"][0]
+        return X if case_ids is None else X[self._positions(ids)]
+
+    def spatial_size(self) -> tuple[int, ...]:
+        """The spatial size the network sees."""
+        if self.size is not None:
+            return tuple(int(v) for v in self.size)
+        return tuple(int(v) for v in (self.images(self.pool_ids()[:1]) if self.stream
+                                      else self.memory["train"][0]).shape[2:])

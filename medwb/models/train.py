@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medwb.data.case_images import Images, Stacked, rows
+from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.models.augment import augment_batch, check_augment, default_augment
 from medwb.models.checkpoint import save_checkpoint
@@ -265,6 +265,16 @@ def _as_tensor_x(X: np.ndarray, spatial_dims: int, what: str = "X") -> torch.Ten
         raise DataError(None, f"{what} has shape {X.shape}, expected (N, C, {'H, W' if spatial_dims == 2 else 'H, W, D'})",
                         "pass channel-first arrays as returned by open_dataset(...).arrays(...)")
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+
+
+def _as_images(X: Images, spatial_dims: int) -> torch.Tensor | CaseImages:
+    """:func:`_as_tensor_x`, but a streamed pool stays streamed (read a batch at a time by :func:`rows`)."""
+    if isinstance(X, CaseImages):
+        if X.ndim != spatial_dims + 2:
+            raise DataError(None, f"X has shape {X.shape}, expected a {spatial_dims}D pool",
+                            "stream the cases at the network's dimensionality")
+        return X
+    return _as_tensor_x(X, spatial_dims)
 
 
 def _spatial_dims(model: nn.Module) -> int:
@@ -596,25 +606,26 @@ def device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities in eval mode: (N, K) or (N, K, H, W[, D])."""
+def predict_proba(model: nn.Module, X: Images, *, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities in eval mode: (N, K) or (N, K, H, W[, D]). ``X`` may be streamed."""
     model.eval()
-    Xt = _as_tensor_x(X, _spatial_dims(model))
+    Xt = _as_images(X, _spatial_dims(model))
     dev = device_of(model)
-    out = [torch.softmax(model(Xt[i:i + batch_size].to(dev)), 1).cpu().numpy()
+    out = [torch.softmax(model(rows(Xt, slice(i, i + batch_size)).to(dev)), 1).cpu().numpy()
            for i in range(0, len(Xt), batch_size)]
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
 @torch.no_grad()
-def embed(model: nn.Module, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-    """Penultimate (trunk) features (N, F); segmenters are averaged over space. For core-set/BADGE/cold start."""
+def embed(model: nn.Module, X: Images, *, batch_size: int = 256) -> np.ndarray:
+    """Penultimate (trunk) features (N, F); segmenters are averaged over space. For core-set/BADGE/cold start.
+    ``X`` may be streamed."""
     model.eval()
-    Xt = _as_tensor_x(X, _spatial_dims(model))
+    Xt = _as_images(X, _spatial_dims(model))
     feats = []
     dev = device_of(model)
     for i in range(0, len(Xt), batch_size):
-        f = model.trunk(Xt[i:i + batch_size].to(dev))
+        f = model.trunk(rows(Xt, slice(i, i + batch_size)).to(dev))
         if f.ndim > 2:
             f = f.flatten(2).mean(2)
         feats.append(f.cpu().numpy())

@@ -247,6 +247,7 @@ def run_simulation(
     pretrain_config: PretrainConfig | None = None,
     plaintext: bool = False,
     scoring: str | None = None,
+    stream: bool = False,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -275,6 +276,8 @@ def run_simulation(
 
     ``scoring``: where each round's model scores the pool (the loop's ``scoring``): None / ``"memory"``, ``"shards"``,
     ``"local"`` (one Dask LocalCluster for the whole simulation, stopped after) or a scheduler address.
+    ``stream``: the arms' loops never hold the pool (``ActiveLearningLoop(stream=True)``; pretraining streamed too;
+    scoring "shards" unless given). The all-labels references still train on the whole pool in memory.
     """
     from contextlib import ExitStack
 
@@ -312,7 +315,7 @@ def run_simulation(
     check_finetune(finetune)
     pretrain = any(a.pretrain for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
-                                    progress=progress) if pretrain else None
+                                    progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
     runs = [(a, k) for k in seed_list for a in [*refs, *arms]]
     bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
@@ -335,7 +338,7 @@ def run_simulation(
                                       size=size, evaluate_test=True, progress=False, max_pool=max_pool,
                                       finetune=finetune, pretrain=arm.pretrain, semi=arm.semi,
                                       pretrained=shared if arm.pretrain else None,
-                                      scoring=None if client == "memory" else client)
+                                      scoring=None if client == "memory" else client, stream=stream and arm not in refs)
             pool_size, target_error = loop.pool_size, loop.autolabel_target_error
             if arm in refs:
                 parts.append(_full_reference(loop, folder, seed, ds.task, name=name))
@@ -427,16 +430,16 @@ def output_writer(out: Path, plaintext: bool) -> tuple[Writer, Key | None]:
 
 
 def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,
-                           config: PretrainConfig | None, progress: bool) -> PretrainResult:
+                           config: PretrainConfig | None, progress: bool, stream: bool = False) -> PretrainResult:
     """One pretraining of the simulation's pool (the splits every study carves: a pure function of the cohort),
-    at the loops' input size with the dataset's default network, cached under ``out``."""
+    at the loops' input size with the dataset's default network, cached under ``out`` (streamed: the same key)."""
     from medwb.al.representation import pretrain_build_args, pretrained_representation
     from medwb.data.dataset import default_size
-    from medwb.data.splits import SplitArrays, carve_splits
+    from medwb.data.splits import PoolInputs, carve_splits
     from medwb.models.networks import build_for_dataset
 
     splits = carve_splits(ds.cohort, max_pool=max_pool, name=ds.name)
-    X = SplitArrays(ds, splits, tuple(size) if size is not None else default_size(ds))["train"][0]
+    X = PoolInputs(ds, splits, tuple(size) if size is not None else default_size(ds), stream=stream).images()
     args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), config)
     return pretrained_representation(out, X, build_args=args, config=config, progress=progress)
 
