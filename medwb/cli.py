@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "fine level like 40000)")
     s.add_argument("--compactness", type=float, default=None, help="segmentation: SLIC compactness (default 0.1 "
                                                                    "in 2D, 0.5 in 3D)")
-    s.add_argument("--prelabel", choices=["ellipse"], default=None,
+    s.add_argument("--prelabel", choices=["ellipse"], default=None,  # medwb.al.prelabels.LABEL_FREE
                    help="2D segmentation: also write a label-free pre-label mask per case to OUT/prelabels/ "
                         "(ellipse: the best bright elliptical ring, e.g. a fetal skull), scored where masks exist")
     s.add_argument("--clusters", type=int, default=None, help="number of clusters (default: one per 100 pool cases)")

@@ -27,7 +27,7 @@ from medwb.al.fit import fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
-from medwb.al.prelabels import prelabel_round
+from medwb.al.prelabels import check_prelabel, prelabel_round
 from medwb.al.structure_round import STRATEGY as STRUCTURE
 from medwb.al.structure_round import structure_prelabels
 from medwb.data.dataset import default_size
@@ -113,6 +113,8 @@ class ActiveLearningLoop:
     ``stream``: the pool is never held in memory (a pool larger than RAM): its cases are read from the files when
     a step needs them (the labelled set, a batch, pretraining and FixMatch batch by batch, the cold start's
     embeddings), and the pool is scored shard by shard (``scoring`` "shards" unless given).
+    ``prelabel`` ("ellipse", 2D segmentation): before any model, each proposed case gets that label-free pre-label
+    mask (:mod:`medwb.al.shape_prior`, stored as the round's predicted mask, producer "structure:ellipse").
     """
 
     def __init__(
@@ -123,7 +125,7 @@ class ActiveLearningLoop:
         progress: bool = True, pool_ids: Iterable[str] | None = None, max_pool: int | None = None,
         voxel_reduce: str = "topk", pretrain: bool = True, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
-        scoring: str | Client | None = None, stream: bool = False,
+        scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -152,6 +154,7 @@ class ActiveLearningLoop:
         self.pretrain, self._pretrained = bool(pretrain or pretrained is not None), pretrained
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
+        self.prelabel = None if prelabel is None else check_prelabel(prelabel, dataset)
         self.data = PoolInputs(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size,
                                stream=stream)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.class_evidence import save_round_class_evidence
-from medwb.errors import StoreError
+from medwb.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -106,6 +106,8 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
     (T, N, K) when already computed (classification)."""
     study, number, version = loop.study, loop.round, loop.current_model()[1]
     study.save_proposals(number, batch["case_id"], batch["prelabel"], batch["confidence"], version)
+    if version is None and number is not None and loop.prelabel is not None:
+        return save_label_free_masks(loop, batch)
     if version is None or number is None:
         return
     if loop.ds.task == "classification":
@@ -117,6 +119,34 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
         mask = prelabel_mask(loop, cid)
         if mask is not None:
             study.save_predicted_mask(number, cid, mask, model_version=version)
+
+
+#: label-free pre-labels a loop can give its first round (name -> what it fits), before any model exists
+LABEL_FREE = {"ellipse": "the filled best bright elliptical ring, e.g. a fetal skull (medwb.al.shape_prior)"}
+
+
+def check_prelabel(kind: str, dataset: Dataset) -> str:
+    """``kind`` when it is a known label-free pre-label and the dataset is 2D segmentation, else ConfigError."""
+    if kind not in LABEL_FREE:
+        raise ConfigError(f"pre-label {kind!r} is unknown. Fix: choose one of {', '.join(LABEL_FREE)}")
+    if dataset.task != "segmentation" or dataset.ndim != 2:
+        raise ConfigError(f"pre-label {kind!r} needs a 2D segmentation dataset; {dataset.name} is {dataset.ndim}D "
+                          f"{dataset.task}. Fix: leave it out")
+    return kind
+
+
+def save_label_free_masks(loop: ActiveLearningLoop, batch: pd.DataFrame) -> None:
+    """Before any model: each case's label-free pre-label (:func:`medwb.al.shape_prior.ellipse_prelabel`) stored as
+    the round's predicted mask, producer ``structure:<kind>`` (its provenance, no model version), so a reader's page and
+    :func:`proposed_mask` start from it. Cases that already have one keep it (a reopened round)."""
+    from medwb.al.regions import spacing_of
+    from medwb.al.shape_prior import ellipse_prelabel
+
+    study, number, producer = loop.study, int(loop.round), f"structure:{loop.prelabel}"
+    have = set(study.predicted_masks(number)["case_id"].astype(str))
+    for cid in [str(c) for c in batch["case_id"] if str(c) not in have]:
+        mask = ellipse_prelabel(loop.ds.load_image(cid), spacing=spacing_of(loop.ds, cid), random_state=loop.seed)
+        study.save_predicted_mask(number, cid, mask.astype(np.int64), producer=producer)
 
 
 def proposed_mask(loop: ActiveLearningLoop, case_id: str) -> np.ndarray | None:

@@ -28,16 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medwb.al.prelabels import check_prelabel
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
 from medwb.al.regions import RegionConfig, spacing_of, study_regions
 from medwb.atomic import atomic_write
 from medwb.data.dataset import Dataset
-from medwb.errors import ConfigError
 from medwb.metrics import dice
 from medwb.store.layout import safe_name
 
-#: label-free pre-labels ``medwb structure --prelabel`` can write (name -> what it fits)
-PRELABELS = {"ellipse": "the filled best bright elliptical ring (medwb.al.shape_prior.ellipse_prelabel)"}
 
 
 def region_image_name(case_id: str) -> str:
@@ -87,15 +85,6 @@ def pick_cases(dataset: Dataset, max_cases: int | None, seed: int) -> list[str]:
     if max_cases is not None and len(ids) > max_cases:
         ids = sorted(np.random.default_rng(seed).choice(ids, int(max_cases), replace=False).tolist())
     return ids
-
-
-def check_prelabel(kind: str, dataset: Dataset) -> None:
-    """ConfigError unless ``kind`` is a known pre-label and the dataset is 2D segmentation."""
-    if kind not in PRELABELS:
-        raise ConfigError(f"--prelabel {kind!r}: unknown; choose one of {', '.join(PRELABELS)}")
-    if dataset.task != "segmentation" or dataset.ndim != 2:
-        raise ConfigError(f"--prelabel {kind}: needs a 2D segmentation dataset; {dataset.name} is "
-                          f"{dataset.ndim}D {dataset.task}")
 
 
 def run_prelabels(dataset: Dataset, out: Path, *, kind: str = "ellipse", ids: list[str] | None = None,
@@ -236,4 +225,4 @@ def format_regions(summary: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PRELABELS", "format_regions", "pick_cases", "run_prelabels", "run_regions", "write_region_image"]
+__all__ = ["format_regions", "pick_cases", "run_prelabels", "run_regions", "write_region_image"]

@@ -29,30 +29,38 @@ if TYPE_CHECKING:
 
     from medwb.store.study import Study
 
-COLUMNS = ["round", "case_id", "mask_path", "model_version", "created_at"]
+COLUMNS = ["round", "case_id", "mask_path", "model_version", "producer", "created_at"]
 
 
-def save_predicted_mask(study: Study, round: int, case_id: str, mask: np.ndarray, *, model_version: str) -> Path:
+def save_predicted_mask(study: Study, round: int, case_id: str, mask: np.ndarray, *, model_version: str | None = None,
+                        producer: str = "model") -> Path:
     """Store ``mask`` (the image's own spatial shape, class values) as the predicted mask of ``case_id`` in round
-    ``round`` by the registered model ``model_version``, replacing an earlier one of that round; returns its file."""
+    ``round`` by the registered model ``model_version``, replacing an earlier one of that round; returns its file.
+    A label-free pre-label (before any model) names its ``producer`` ("structure:<kind>") and no model version."""
     cid = str(case_id)
     study.check_case(cid)
-    if study.conn.execute("SELECT 1 FROM models WHERE version = ?", (str(model_version),)).fetchone() is None:
-        raise StoreError(f"model version {model_version!r} is not registered in {study.folder}. Fix: pass the "
-                         "version study.add_model returned for the model that predicted the mask")
+    if producer == "model":
+        if study.conn.execute("SELECT 1 FROM models WHERE version = ?", (str(model_version),)).fetchone() is None:
+            raise StoreError(f"model version {model_version!r} is not registered in {study.folder}. Fix: pass the "
+                             "version study.add_model returned for the model that predicted the mask")
+    elif model_version is not None or not str(producer).startswith("structure:"):
+        raise StoreError(f"producer {producer!r} with model version {model_version!r}. Fix: a model's mask gives its "
+                         "registered version; a label-free one producer='structure:<kind>' and no version")
     m = check_mask_array(study, cid, mask)
     small = m.astype(np.promote_types(np.min_scalar_type(int(m.min(initial=0))), np.min_scalar_type(int(m.max(initial=0)))))
     path = study.layout.predicted_mask(round, cid)
     save_npy(path, small)  # the file first: a crash before the row leaves a file the next proposal overwrites
     with study.transaction() as c:
-        c.execute("INSERT OR REPLACE INTO predicted_masks (round, case_id, mask_path, model_version, created_at) "
-                  "VALUES (?,?,?,?,?)", (int(round), cid, study.rel(path), str(model_version), now()))
+        c.execute("INSERT OR REPLACE INTO predicted_masks (round, case_id, mask_path, model_version, producer, "
+                  "created_at) VALUES (?,?,?,?,?,?)", (int(round), cid, study.rel(path),
+                                                        None if model_version is None else str(model_version),
+                                                        str(producer), now()))
     return path
 
 
 def predicted_masks(study: Study, round: int | None = None) -> pd.DataFrame:
-    """The stored predicted masks (of ``round``, or all): round, case_id, mask_path (absolute), model_version,
-    created_at."""
+    """The stored predicted masks (of ``round``, or all): round, case_id, mask_path (absolute), model_version
+    (None for a label-free pre-label), producer ("model" or "structure:<kind>"), created_at."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM predicted_masks"
     df = study.query(sql + ("" if round is None else " WHERE round = ?") + " ORDER BY round, case_id",
                      () if round is None else (int(round),))

@@ -32,7 +32,7 @@ from medwb.store.layout import StudyLayout
 if TYPE_CHECKING:
     from medwb.privacy.crypto import Key
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 SCHEMA_V1 = """
 CREATE TABLE study (
@@ -212,6 +212,21 @@ def v8_to_v9(conn: sqlite3.Connection) -> None:
                  "created_at TEXT NOT NULL, PRIMARY KEY (round, case_id))")
 
 
+def v9_to_v10(conn: sqlite3.Connection) -> None:
+    """v10: a predicted mask may come from a label-free producer (the structure model's ellipse pre-label of a
+    first round, before any model; medwb.al.prelabels.save_label_free_masks): ``producer`` says what made it
+    ("model", or "structure:<kind>" with no model version). SQLite cannot drop a NOT NULL: the table is rebuilt."""
+    conn.execute("CREATE TABLE predicted_masks_v10 (round INTEGER NOT NULL, "
+                 "case_id TEXT NOT NULL REFERENCES cases(case_id), mask_path TEXT NOT NULL, "
+                 "model_version TEXT REFERENCES models(version), producer TEXT NOT NULL DEFAULT 'model', "
+                 "created_at TEXT NOT NULL, PRIMARY KEY (round, case_id), "
+                 "CHECK ((producer = 'model') = (model_version IS NOT NULL)))")
+    conn.execute("INSERT INTO predicted_masks_v10 (round, case_id, mask_path, model_version, producer, created_at) "
+                 "SELECT round, case_id, mask_path, model_version, 'model', created_at FROM predicted_masks")
+    conn.execute("DROP TABLE predicted_masks")
+    conn.execute("ALTER TABLE predicted_masks_v10 RENAME TO predicted_masks")
+
+
 #: every column (``table.column``) that holds a file's path (relative to the study folder when inside it, else absolute): what an
 #: encryption of a plain study rewrites when it gives the files their pseudonymous names (medwb.store.convert)
 PATH_COLUMNS = ("labels.mask_path", "label_history.from_mask", "label_history.to_mask", "models.checkpoint_path",
@@ -221,7 +236,7 @@ PATH_COLUMNS = ("labels.mask_path", "label_history.from_mask", "label_history.to
 # Migration hook: MIGRATIONS[v] upgrades a database at schema version v to v + 1 (inside one transaction).
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: v1_to_v2, 2: v2_to_v3, 3: v3_to_v4, 4: v4_to_v5,
                                                                 5: v5_to_v6, 6: v6_to_v7, 7: v7_to_v8,
-                                                                8: v8_to_v9}
+                                                                8: v8_to_v9, 9: v9_to_v10}
 
 
 def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:

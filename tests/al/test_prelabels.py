@@ -6,6 +6,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 
 from medwb.al.prelabels import entropy_map, predict_mask, write_masks_nifti, write_truth_nifti
 from medwb.models import build_segmenter, predict_proba
@@ -56,3 +57,49 @@ def test_predicted_mask_and_entropy_come_back_at_the_image_size() -> None:
     ent = entropy_map(net, x, (32, 24), passes=3, seed=0)
     assert ent.shape == (32, 24) and np.isfinite(ent).all() and (ent >= 0).all()
     np.testing.assert_allclose(ent, entropy_map(net, x, (32, 24), passes=3, seed=0))  # seeded
+
+
+def test_first_round_of_a_2d_segmentation_study_gets_label_free_ellipse_masks(hc18, hippocampus, tmp_path) -> None:
+    """``ActiveLearningLoop(prelabel="ellipse")``: before any model, each proposed case's pre-label is the
+    label-free ellipse (stored as the round's predicted mask, producer structure:ellipse), which a reader's page
+    and proposed_mask start from; once a model exists the model's masks take over."""
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import simulated_oracle
+    from medwb.al.prelabels import proposed_mask
+    from medwb.al.regions import spacing_of
+    from medwb.al.shape_prior import ellipse_prelabel
+    from medwb.errors import ConfigError
+    from medwb.models import TrainConfig
+    from medwb.store import Study
+
+    study = Study.create(tmp_path / "s", dataset_path=str(hc18.path), task=hc18.task, classes=hc18.classes)
+    loop = ActiveLearningLoop(study, hc18, strategy="random", batch_size=2, seed=0, progress=False, pretrain=False,
+                              semi=False, prelabel="ellipse", size=(64, 64),
+                              train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=2, seed=0))
+    batch = loop.propose()
+    stored = study.predicted_masks(1)
+    assert sorted(stored["case_id"]) == sorted(batch["case_id"])
+    assert set(stored["producer"]) == {"structure:ellipse"} and stored["model_version"].isna().all()
+    for cid in batch["case_id"]:
+        image = hc18.load_image(cid)
+        expected = ellipse_prelabel(image, spacing=spacing_of(hc18, cid), random_state=0)
+        shown = proposed_mask(loop, cid)
+        assert shown.shape == image.shape[1:] and np.array_equal(shown != 0, expected)
+        assert shown.any()  # a ring found (its Dice over all 253 HC18 heads: benchmarks/structure/README.md)
+    loop.propose()  # a reopened round keeps its masks (no second row per case)
+    assert len(study.predicted_masks(1)) == len(batch)
+    oracle = simulated_oracle(hc18)
+    for cid in batch["case_id"]:
+        loop.save_label(cid, oracle(cid, None))
+    loop.complete()
+    loop.propose()
+    now = study.predicted_masks(2)  # the model's masks once a model exists
+    assert set(now["model_version"]) == {loop.current_model()[1]} and set(now["producer"]) == {"model"}
+    study.close()
+    hippo = Study.create(tmp_path / "h", dataset_path=str(hippocampus.path), task=hippocampus.task,
+                         classes=hippocampus.classes)
+    with pytest.raises(ConfigError, match="2D segmentation"):
+        ActiveLearningLoop(hippo, hippocampus, prelabel="ellipse", pretrain=False, semi=False, progress=False)
+    with pytest.raises(ConfigError, match="unknown"):
+        ActiveLearningLoop(study, hc18, prelabel="circle", pretrain=False, semi=False, progress=False)
+    hippo.close()

@@ -358,7 +358,7 @@ def test_v1_study_is_migrated_on_open(tmp_path: Path, samples: Path) -> None:
     c.commit()
     c.close()
     s = Study.open(folder)
-    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     assert s.cases()["label"].tolist() == [1]
     assert s.conn.execute("SELECT case_id, value FROM current_labels").fetchall() == [("train_00000", 1)]
     s.add_cases(pneumonia_cohort(samples, n=3)[0])
