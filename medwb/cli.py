@@ -242,7 +242,7 @@ def _cmd_review(a: argparse.Namespace) -> int:
 
             with Study.open(a.study) as study:
                 loop = loop_for_study(study, arm=a.strategy, batch_size=a.batch_size, data=a.data,
-                                      progress=not a.quiet)
+                                      progress=not a.quiet, prelabel=a.prelabel)
                 run_rounds(loop, rounds=a.rounds, double_reads=a.double_reads, poll_seconds=a.poll_seconds,
                            say=lambda m: print(f"medwb review: {m}", flush=True))
             print(f"medwb review: all {a.rounds} rounds done; the app keeps serving (adjudication, flagged "
@@ -537,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="hybrid", help="with --rounds: STRATEGY[:PIPELINE] as in simulate "
                                                         "(default hybrid = medwb's default pipeline)")
     s.add_argument("--batch-size", type=int, default=32, help="with --rounds: cases per round (default 32)")
+    s.add_argument("--prelabel", choices=["ellipse"], default=None,  # medwb.al.prelabels.LABEL_FREE
+                   help="with --rounds, 2D segmentation: the first round's readers start from a label-free "
+                        "pre-label mask (ellipse: the best bright elliptical ring, e.g. a fetal skull)")
     s.add_argument("--double-reads", type=int, default=0,
                    help="with --rounds: cases per round read blind by two readers (agreement, adjudication)")
     s.add_argument("--data", default=None, help="with --rounds: the dataset, if it moved since the study was made")

@@ -21,11 +21,12 @@ from medwb.store import Study
 
 
 def loop_for_study(study: Study, *, arm: str = "hybrid", batch_size: int = 32, data: str | Path | None = None,
-                   seed: int = 0, progress: bool = True) -> ActiveLearningLoop:
+                   seed: int = 0, progress: bool = True, prelabel: str | None = None) -> ActiveLearningLoop:
     """The active-learning loop of ``study`` on its own dataset (or ``data``, when the dataset moved).
 
     ``arm`` is ``STRATEGY[:PIPELINE]`` as in ``medwb simulate`` (``hybrid`` = medwb's default pipeline,
-    ``entropy:scratch`` = supervised from scratch, no pretraining)."""
+    ``entropy:scratch`` = supervised from scratch, no pretraining). ``prelabel``: the first round's label-free
+    pre-label masks (2D segmentation, "ellipse")."""
     from medwb.data import open_dataset
     from medwb.pipelines.simulate import parse_arm
 
@@ -36,7 +37,7 @@ def loop_for_study(study: Study, *, arm: str = "hybrid", batch_size: int = 32, d
                           "current location")
     ds = open_dataset(path, progress=progress)
     return ActiveLearningLoop(study, ds, strategy=a.strategy, batch_size=batch_size, seed=seed, progress=progress,
-                              pretrain=a.pretrain, semi=a.semi)
+                              pretrain=a.pretrain, semi=a.semi, prelabel=prelabel)
 
 
 class RoundProgress:

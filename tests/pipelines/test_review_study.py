@@ -88,6 +88,8 @@ def test_loop_for_study_reads_the_study_and_its_arm(samples: Path, tmp_path: Pat
     assert medwb.pretrain is True
     with pytest.raises(ConfigError, match="--data"):
         loop_for_study(study, data=tmp_path / "moved.npz", progress=False)
+    with pytest.raises(ConfigError, match="2D segmentation"):  # medwb review --prelabel ellipse on a classifier
+        loop_for_study(study, prelabel="ellipse", progress=False)
     lines: list[str] = []
     progress = RoundProgress(lines.append)
     progress(study)  # no open round: nothing to say
