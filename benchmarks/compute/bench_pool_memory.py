@@ -13,9 +13,7 @@ is part of what grows with N: its size is printed beside the peak.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,20 +23,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_score import build_pool, peak_rss_mb, warm_up  # noqa: E402
+from bench_score import build_pool, measured_child, open_measured, parse_or_serve_child, peak_rss_mb  # noqa: E402
 
 
 def child(model: str, pool: str) -> dict:
-    import torch
-
     from medwb.compute import score_pool
-    from medwb.data import open_dataset
 
-    torch.set_num_threads(1)
-    warm_up()
-    ds = open_dataset(pool, progress=False)
-    ds.cohort  # noqa: B018 - statistics cached by the parent
-    before = peak_rss_mb()
+    ds, before = open_measured(pool)
     t = time.perf_counter()
     df = score_pool(model, ds, shard_size=1024, mc_samples=20, seed=0, progress=False)
     seconds = time.perf_counter() - t
@@ -52,11 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     ap.add_argument("--out", default=str(HERE / "pool_memory.md"))
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    os.environ.setdefault("MEDWB_OFFLINE", "1")
-    if a.child:
-        print(json.dumps(child(*a.child)))
+    if (a := parse_or_serve_child(ap, child)) is None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="medwb-bench-memory-") as tmp:
@@ -76,12 +63,8 @@ def main() -> None:
                 pool.unlink()
                 pool = packed
             open_dataset(pool, progress=False).cohort  # noqa: B018 - statistics once, outside the measured child
-            r = subprocess.run([sys.executable, __file__, "--child", str(model), str(pool)], capture_output=True,
-                               text=True, check=False)
-            if r.returncode != 0:
-                sys.exit(f"{n} {layout} failed:\n{r.stderr[-3000:]}")
             rows.append({"layout": layout, "file_mb": pool.stat().st_size / 2**20,
-                         **json.loads(r.stdout.strip().splitlines()[-1])})
+                         **measured_child(__file__, str(model), str(pool), what=f"{n} {layout}")})
             print(rows[-1], flush=True)
             pool.unlink()
     lines = ["# Scoring memory from 10k to 100k cases (medwb.compute.score_pool in process, 1 thread)", "",

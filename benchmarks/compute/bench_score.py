@@ -59,6 +59,40 @@ def build_pool(n: int, folder: Path, seed: int = 0) -> Path:
     return path
 
 
+def open_measured(pool: str):
+    """In a measuring child process: one torch thread, imports paid, the pool opened with its statistics (cached
+    by the parent); returns (dataset, VmHWM MB before the measured work)."""
+    import torch
+
+    from medwb.data import open_dataset
+
+    torch.set_num_threads(1)
+    warm_up()
+    ds = open_dataset(pool, progress=False)
+    ds.cohort  # noqa: B018 - statistics cached by the parent
+    return ds, peak_rss_mb()
+
+
+def measured_child(script: str, *args: str, what: str) -> dict:
+    """Run ``script --child ARGS`` in a fresh process (its own peak memory) and return the JSON it printed last."""
+    r = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        sys.exit(f"{what} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def parse_or_serve_child(ap: argparse.ArgumentParser, child) -> argparse.Namespace | None:
+    """The memory benchmarks' entry: offline; with ``--child A B`` run ``child(A, B)``, print its JSON and return
+    None, else the parent's arguments."""
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    os.environ.setdefault("MEDWB_OFFLINE", "1")
+    if a.child:
+        print(json.dumps(child(*a.child)))
+        return None
+    return a
+
+
 def warm_up() -> None:
     """Import on a worker what scoring a shard imports (torch, MONAI, medwb's data and models)."""
     import medwb.compute.shard  # noqa: F401

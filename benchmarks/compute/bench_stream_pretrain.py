@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_score import peak_rss_mb, warm_up  # noqa: E402
+from bench_score import measured_child, open_measured, parse_or_serve_child, peak_rss_mb  # noqa: E402
 
 SIZE = (32, 32, 32)
 
@@ -51,18 +49,11 @@ def build_pool(source: Path, n: int, folder: Path, seed: int = 0) -> Path:
 
 
 def child(pool: str, mode: str) -> dict:
-    import torch
-
-    from medwb.data import open_dataset
     from medwb.data.case_images import CaseImages
     from medwb.models import build_classifier
     from medwb.models.pretrain import PretrainConfig, pretrain
 
-    torch.set_num_threads(1)
-    warm_up()
-    ds = open_dataset(pool, progress=False)
-    ds.cohort  # noqa: B018 - statistics cached by the parent
-    before = peak_rss_mb()
+    ds, before = open_measured(pool)
     t = time.perf_counter()
     ids = ds.case_ids("train")
     X = CaseImages(ds, ids, SIZE) if mode == "streamed" else ds.arrays("train", size=SIZE)[0]
@@ -79,11 +70,7 @@ def main() -> None:
     ap.add_argument("source", nargs="?", help="adrenalmnist3d_64.npz (MedMNIST v2)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 6000])
     ap.add_argument("--out", default=str(HERE / "stream_pretrain.md"))
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    os.environ.setdefault("MEDWB_OFFLINE", "1")
-    if a.child:
-        print(json.dumps(child(*a.child)))
+    if (a := parse_or_serve_child(ap, child)) is None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="medwb-bench-stream-") as tmp:
@@ -95,11 +82,8 @@ def main() -> None:
             pool = build_pool(Path(a.source), n, folder)
             open_dataset(pool, progress=False).cohort  # noqa: B018 - statistics once, outside the measured child
             for mode in ("in memory", "streamed"):
-                r = subprocess.run([sys.executable, __file__, "--child", str(pool), mode], capture_output=True,
-                                   text=True, check=False)
-                if r.returncode != 0:
-                    sys.exit(f"{n} {mode} failed:\n{r.stderr[-3000:]}")
-                rows.append({"file_mb": pool.stat().st_size / 2**20, **json.loads(r.stdout.strip().splitlines()[-1])})
+                rows.append({"file_mb": pool.stat().st_size / 2**20,
+                             **measured_child(__file__, str(pool), mode, what=f"{n} {mode}")})
                 print(rows[-1], flush=True)
             pool.unlink()
     same = all(len({r["weights"] for r in rows if r["n"] == n}) == 1 for n in a.sizes)
