@@ -331,8 +331,10 @@ def sample_grid(ds: Dataset, *, per_class: int = 6, seed: int = 0, cell: float =
     return fig
 
 
-def regions_preview(ds: Dataset, *, shown: int = 3):
-    """The regions of up to ``shown`` cases (those with a mask first), as a static figure."""
+def regions_preview(ds: Dataset, *, shown: int = 3, prelabel: str | None = None, seed: int = 0):
+    """The regions of up to ``shown`` cases (those with a mask first), as a static figure; with ``prelabel``
+    ("ellipse", 2D) also each case's label-free pre-label (:func:`medwb.al.shape_prior.ellipse_prelabel`) and
+    its Dice with the mask."""
     from medwb.al.regions import RegionConfig, over_segment, spacing_of
     from medwb.ui.view import regions_figure
 
@@ -347,21 +349,33 @@ def regions_preview(ds: Dataset, *, shown: int = 3):
     print(f"structure model (regions): each image cut into about {', '.join(map(str, config.levels))} regions "
           "(coarse to fine); the medium level below, yellow, with the mask in red. `medwb structure DATA --out DIR` "
           "writes them for every case, with the clicks a region-click annotator needs")
-    return regions_figure(images, regions, [ds.load_mask(i) for i in ids], titles=ids)
+    masks, pre = [ds.load_mask(i) for i in ids], None
+    if prelabel is not None:
+        from medwb.al.prelabels import check_prelabel
+        from medwb.al.shape_prior import ellipse_prelabel
+        from medwb.metrics import dice
+
+        check_prelabel(prelabel, ds)
+        pre = [ellipse_prelabel(im, spacing=spacing_of(ds, i), random_state=seed) for i, im in zip(ids, images)]
+        scores = [f"{i} {dice(p, m[0] != 0):.2f}" for i, p, m in zip(ids, pre, masks) if m is not None]
+        print(f"label-free pre-labels ({prelabel}), in cyan, before any click; Dice with the mask: "
+              f"{', '.join(scores) or 'no masks'} (`medwb structure DATA --out DIR --prelabel {prelabel}`: every case)")
+    return regions_figure(images, regions, masks, titles=ids, prelabels=pre)
 
 
 def structure_gallery(ds: Dataset, *, max_cases: int | None = 2000, seed: int = 0, shown: int = 8,
-                      regions_shown: int = 3):
+                      regions_shown: int = 3, prelabel: str | None = None):
     """The structure model's first look (issue 13): up to ``max_cases`` cases clustered on pixel features (PCA, so
     the report stays fast; ``medwb structure`` clusters in the SimCLR embedding), one cluster per 100 cases, shown
     as the static cluster gallery. Segmentation: the regions of the first ``regions_shown`` cases with a mask
-    (:func:`medwb.al.regions.over_segment`, the regions a region click adds), their mask outlined."""
+    (:func:`medwb.al.regions.over_segment`, the regions a region click adds), their mask outlined, and with
+    ``prelabel`` their label-free pre-label."""
     from medwb.al.structure import cluster_pool, pixel_embeddings
     from medwb.data.dataset import default_size, resize
     from medwb.ui.widgets.clusters import gallery_figure
 
     if ds.task == "segmentation":
-        return regions_preview(ds, shown=regions_shown)
+        return regions_preview(ds, shown=regions_shown, prelabel=prelabel, seed=seed)
     if ds.task != "classification":
         print(f"structure model: none for task {ds.task!r}")
         return None

@@ -342,12 +342,22 @@ def show_volume(
     return itkwidgets_view(image, mask, spacing=spacing, spatial_dims=spatial_dims)
 
 
+def _outline(mask: np.ndarray, width: int) -> np.ndarray:
+    """The inner boundary of ``mask``, ``width`` pixels thick."""
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import find_boundaries
+
+    edge = find_boundaries(mask, mode="inner")
+    return (binary_dilation(edge, iterations=width - 1) & mask) if width > 1 else edge
+
+
 def regions_figure(images: Sequence[np.ndarray], regions: Sequence[np.ndarray],
                    masks: Sequence[np.ndarray | None] | None = None, *, titles: Sequence[str] | None = None,
-                   level: int = 1, cell_size: float = 3.0):
+                   level: int = 1, cell_size: float = 3.0, prelabels: Sequence[np.ndarray | None] | None = None):
     """Static figure of the structure model's regions (issue 13): each case (a 2D image, or the slice of a volume
     through its mask's centre) with the boundaries of its regions at ``level`` in yellow and, where the case has
-    one, its mask's outline in red: how well regions follow the structure before any click."""
+    one, its mask's outline in red: how well regions follow the structure before any click. ``prelabels``: a
+    label-free pre-label per case (2D), outlined in cyan."""
     from matplotlib.figure import Figure
     from skimage.segmentation import find_boundaries
 
@@ -365,8 +375,11 @@ def regions_figure(images: Sequence[np.ndarray], regions: Sequence[np.ndarray],
             image, reg, msk = image[..., k], reg[..., k], None if msk is None else msk[..., k]
         rgb = to_rgb(image[0] if image.shape[0] == 1 else image)
         rgb[find_boundaries(reg, mode="inner")] = (255, 220, 0)
+        width = max(1, min(reg.shape) // 150)  # outlines stay visible on a large image drawn a few cm wide
         if msk is not None:
-            rgb[find_boundaries(msk > 0, mode="inner")] = (230, 30, 30)
+            rgb[_outline(msk > 0, width)] = (230, 30, 30)
+        if prelabels is not None and prelabels[i] is not None and reg.ndim == 2:
+            rgb[_outline(np.asarray(prelabels[i]).reshape(reg.shape) > 0, width)] = (0, 200, 255)
         axis.imshow(rgb, interpolation="nearest")
         title = (titles[i] if titles else "") + f" ({int(reg.max()) + 1} regions)"
         axis.set_title(title.strip(), fontsize=8)

@@ -24,3 +24,19 @@ def test_segmentation_data_shows_its_regions(samples: Path, capsys) -> None:
     assert len(titles) == 2 and all("regions)" in t for t in titles)
     # the cases shown are ones with a mask, so the figure can outline the structure
     assert all(ds.load_mask(t.split(" (")[0]) is not None for t in titles)
+
+
+def test_2d_segmentation_shows_the_label_free_prelabel(hc18, capsys) -> None:
+    import numpy as np
+    import pytest
+
+    from medwb.errors import ConfigError
+
+    fig = structure_gallery(hc18, regions_shown=2, prelabel="ellipse")
+    out = capsys.readouterr().out
+    assert "label-free pre-labels (ellipse), in cyan" in out and out.count(" 0.") + out.count(" 1.0") >= 2
+    cyan = [(np.asarray(ax.get_images()[0].get_array())[..., :3] == (0, 200, 255)).all(-1).sum() for ax in fig.axes]
+    assert len(cyan) == 2 and all(n > 100 for n in cyan)  # each case's ellipse outlined
+    with pytest.raises(ConfigError, match="2D segmentation"):
+        structure_gallery(open_dataset(hc18.path.parent.parent / "segmentation_3d" / "hippocampus", progress=False),
+                          prelabel="ellipse")
