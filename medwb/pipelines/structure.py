@@ -54,9 +54,10 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
     if ds.task != "classification":
         raise ConfigError(f"{data}: task {ds.task!r} has no structure model; use a classification or "
                           "segmentation dataset")
-    if prelabel is not None:
-        raise ConfigError(f"--prelabel {prelabel}: pre-label masks are for 2D segmentation; {data} is "
-                          f"{ds.task} (its pre-labels come from named clusters)")
+    if prelabel is not None:  # refused before any pretraining (a classifier's pre-labels are named clusters)
+        from medwb.al.prelabels import check_prelabel
+
+        check_prelabel(prelabel, ds)
     with Study.open_or_create(study_dir or out / "study", dataset_path=str(data), task=ds.task,
                               classes=ds.classes, name=ds.name) as study:
         splits = study_splits(study, ds, max_pool=max_pool)
