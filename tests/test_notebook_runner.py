@@ -58,7 +58,7 @@ def test_bundled_notebook_parameters_are_all_seen_by_papermill():
     from medwb.notebook_runner import notebook_path
 
     expected = {"01_explore": {"data_path", "max_cases", "volume_case", "static_views", "near_duplicate_distance",
-                               "seed"},
+                               "seed", "prelabel"},
                 "04_validation_report": {"study", "dataset", "simulation_curves", "explain_dir", "class_sweep", "seed",
                                          "n_bootstrap"}}
     for name, params in expected.items():
