@@ -19,9 +19,18 @@ FIX = ("check the address (tcp://HOST:PORT, as `dask scheduler` prints it) and t
        "or use a local cluster instead (--workers N, client='local')")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (a batch job's or a container's share), not the
+    machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def local_cluster_workers(workers: int | None) -> int:
-    """Worker processes of an embedded LocalCluster: ``workers`` or one per core."""
-    return max(1, int(workers) if workers else (os.cpu_count() or 1))
+    """Worker processes of an embedded LocalCluster: ``workers`` or one per usable core."""
+    return max(1, int(workers) if workers else usable_cores())
 
 
 def reachable(address: str, timeout: float) -> None:

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
-from medwb.al.regions import (RegionConfig, default_region_config, over_segment, region_at, study_regions,
-                              toggle_region)
+from medwb.al.regions import (RegionConfig, consecutive_ids, default_region_config, over_segment, region_at,
+                              study_regions, toggle_region)
 from medwb.metrics import dice
 from medwb.errors import DataError
 
@@ -25,6 +25,22 @@ def test_over_segment_levels_are_nested_in_size_and_contiguous():
     assert counts[0] < counts[1] < counts[2]
     for r in regions:  # ids 0..n-1 with none missing
         assert np.array_equal(np.unique(r), np.arange(r.max() + 1))
+
+
+def test_levels_on_threads_give_the_same_maps_as_one_by_one():
+    image, _ = disk_image(shape=(96, 96), noise=0.1)
+    cfg = RegionConfig(levels=(5, 50, 400))
+    one = over_segment(image, config=cfg, threads=1)
+    assert np.array_equal(over_segment(image, config=cfg, threads=3), one)
+    assert np.array_equal(over_segment(image, config=cfg), one)
+
+
+def test_consecutive_ids_renumber_like_unique_inverse():
+    rng = np.random.default_rng(0)
+    for labels in (rng.integers(0, 50, (20, 30)), rng.choice([3, 7, 40], (5, 6, 7)), np.arange(12).reshape(3, 4)):
+        want = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
+        got = consecutive_ids(labels)
+        assert got.dtype == np.int32 and np.array_equal(got, want)
 
 
 def test_regions_follow_the_object_edge():

@@ -1,0 +1,95 @@
+"""Time one round of medwb's default loop on the whole PneumoniaMNIST pool (issue 12: one round <= 60 s on 2 cores).
+
+    python benchmarks/uncertainty/round_timing_loop.py [--labels 470] [--seed 0] [--out FILE.md]
+
+What a round is here: the loop's own calls, timed from outside. A study on the bundled PneumoniaMNIST (pool 4708,
+validation 524, test 624) with the default pipeline (``ActiveLearningLoop`` defaults: SimCLR trunk pretrained on
+the pool and cached in the study, hybrid acquisition, rounds that train supervised and FixMatch from the trunk
+and keep the better on validation, T = 20 MC-dropout scoring of the whole unlabelled pool, auto-label
+proposals). Round 1 is the cold start: ``--labels`` cases (10% by default) chosen in the pretrained embedding
+and labelled by the simulated oracle. Then, timed:
+
+- **train**: ``complete()`` of round 1 (both candidates trained, validated, the chosen one registered);
+- **propose**: ``propose()`` of round 2 (score the 4.2k unlabelled cases, hybrid selection of the next
+  ``--labels``, auto-label bookkeeping);
+
+round = train + propose, which is what a person waits for between two batches. Pretraining happens once per
+study (reported apart, it is not part of a round). Wall seconds and this process's CPU seconds, with the torch
+threads the machine gives (2 on the target machine).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MEDWB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--labels", type=int, default=470)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    import torch
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import simulated_oracle
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    data = ROOT / "data_samples" / "classification_2d" / "pneumoniamnist.npz"
+    with tempfile.TemporaryDirectory(prefix="medwb-round-timing-") as tmp:
+        os.environ["MEDWB_CACHE"] = str(Path(tmp) / "cache")
+        ds = open_dataset(data, progress=False)
+        study = Study.create(Path(tmp) / "study", dataset_path=str(data), task=ds.task, classes=ds.classes,
+                             name="round timing", key=False)
+        loop = ActiveLearningLoop(study, ds, batch_size=a.labels, seed=a.seed, evaluate_test=True, progress=False)
+        oracle = simulated_oracle(ds)
+        t = {}
+        w, c = clock()
+        loop.representation()
+        t["pretrain"] = clock()
+        batch = loop.commit_auto(loop.propose())
+        t["cold start"] = clock()
+        for row in batch.itertuples(index=False):
+            loop.save_label(str(row.case_id), oracle(str(row.case_id), None))
+        t["labels"] = clock()
+        result = loop.complete()
+        t["train"] = clock()
+        loop.propose()
+        t["propose"] = clock()
+        marks = [("start", (w, c))] + list(t.items())
+        spans = {name: (now[0] - before[0], now[1] - before[1])
+                 for (_, before), (name, now) in zip(marks, marks[1:])}
+    m = result.metrics
+    rows = [("pretraining (once per study)", *spans["pretrain"]), ("cold-start batch", *spans["cold start"]),
+            ("train (round 1's complete)", *spans["train"]), ("score + select (round 2's propose)", *spans["propose"]),
+            ("**round = train + score + select**", spans["train"][0] + spans["propose"][0],
+             spans["train"][1] + spans["propose"][1])]
+    lines = ["# One round of the default loop, PneumoniaMNIST whole pool", "",
+             f"Command: `python benchmarks/uncertainty/round_timing_loop.py --labels {a.labels} --seed {a.seed}`", "",
+             f"torch threads {torch.get_num_threads()}, usable cores {len(os.sched_getaffinity(0))}, "
+             f"load average before {os.getloadavg()[0]:.1f}; pool {loop.pool_size}, {m.get('n_labeled')} labels.", "",
+             "| step | wall s | CPU s |", "|---|---|---|"]
+    lines += [f"| {name} | {wall:.1f} | {cpu:.1f} |" for name, wall, cpu in rows]
+    lines += ["", f"Round 1's model: FixMatch kept = {bool(m.get('semi'))}, validation score supervised "
+              f"{m.get('val_score_supervised', float('nan')):.4f} / FixMatch {m.get('val_score_semi', float('nan')):.4f}, "
+              f"best epoch {m.get('best_epoch')}, train_seconds (both candidates) {m.get('train_seconds', 0):.1f}; "
+              f"test AUC {m.get('test_auc', float('nan')):.4f}, accuracy {m.get('test_accuracy', float('nan')):.4f}."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
