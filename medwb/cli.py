@@ -374,6 +374,9 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--out", required=True)
 
 
+#: the label-free pre-label kinds (medwb.al.prelabels.LABEL_FREE's keys, named here so the parser stays light
+#: to import; tests/test_cli.py checks that they agree)
+PRELABELS = ("ellipse", "vessels")
 PLAINTEXT_HELP = ("encrypted study: write the outputs in clear (an HTML report opens in a browser); they leave the "
                   "protected zone, are registered for medwb purge, and a warning says so (default: encrypted, "
                   "opened with medwb decrypt FILE --out DEST)")
@@ -449,9 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "fine level like 40000)")
     s.add_argument("--compactness", type=float, default=None, help="segmentation: SLIC compactness (default 0.1 "
                                                                    "in 2D, 0.5 in 3D)")
-    s.add_argument("--prelabel", choices=["ellipse"], default=None,  # medwb.al.prelabels.LABEL_FREE
+    s.add_argument("--prelabel", choices=PRELABELS, default=None,
                    help="2D segmentation: also write a label-free pre-label mask per case to OUT/prelabels/ "
-                        "(ellipse: the best bright elliptical ring, e.g. a fetal skull), scored where masks exist")
+                        "(ellipse: the best bright elliptical ring, e.g. a fetal skull; vessels: the dark thin "
+                        "ridges of a fundus photo), scored where masks exist")
     s.add_argument("--clusters", type=int, default=None, help="number of clusters (default: one per 100 pool cases)")
     s.add_argument("--study", default=None, help="study folder whose cached pretraining to use (default: OUT/study)")
     s.add_argument("--max-pool", type=int, default=None, help="pool subset of a new study (as in simulate)")
@@ -537,9 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="hybrid", help="with --rounds: STRATEGY[:PIPELINE] as in simulate "
                                                         "(default hybrid = medwb's default pipeline)")
     s.add_argument("--batch-size", type=int, default=32, help="with --rounds: cases per round (default 32)")
-    s.add_argument("--prelabel", choices=["ellipse"], default=None,  # medwb.al.prelabels.LABEL_FREE
+    s.add_argument("--prelabel", choices=PRELABELS, default=None,
                    help="with --rounds, 2D segmentation: the first round's readers start from a label-free "
-                        "pre-label mask (ellipse: the best bright elliptical ring, e.g. a fetal skull)")
+                        "pre-label mask (ellipse: the best bright elliptical ring, e.g. a fetal skull; vessels: "
+                        "the dark thin ridges of a fundus photo)")
     s.add_argument("--double-reads", type=int, default=0,
                    help="with --rounds: cases per round read blind by two readers (agreement, adjudication)")
     s.add_argument("--data", default=None, help="with --rounds: the dataset, if it moved since the study was made")

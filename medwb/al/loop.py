@@ -113,8 +113,9 @@ class ActiveLearningLoop:
     ``stream``: the pool is never held in memory (a pool larger than RAM): its cases are read from the files when
     a step needs them (the labelled set, a batch, pretraining and FixMatch batch by batch, the cold start's
     embeddings), and the pool is scored shard by shard (``scoring`` "shards" unless given).
-    ``prelabel`` ("ellipse", 2D segmentation): before any model, each proposed case gets that label-free pre-label
-    mask (:mod:`medwb.al.shape_prior`, stored as the round's predicted mask, producer "structure:ellipse").
+    ``prelabel`` ("ellipse" or "vessels", 2D segmentation): before any model, each proposed case gets that
+    label-free pre-label mask (:func:`medwb.al.prelabels.label_free_mask`, stored as the round's predicted mask,
+    producer "structure:<kind>").
     """
 
     def __init__(

@@ -122,7 +122,21 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
 
 
 #: label-free pre-labels a loop can give its first round (name -> what it fits), before any model exists
-LABEL_FREE = {"ellipse": "the filled best bright elliptical ring, e.g. a fetal skull (medwb.al.shape_prior)"}
+LABEL_FREE = {"ellipse": "the filled best bright elliptical ring, e.g. a fetal skull (medwb.al.shape_prior)",
+              "vessels": "the dark thin ridges, e.g. the vessels of a fundus photo (medwb.al.vessel_prior)"}
+
+
+def label_free_mask(kind: str, image: np.ndarray, *, spacing: tuple[float, ...] | None = None,
+                    random_state: int = 0) -> np.ndarray:
+    """bool mask of one 2D image ((H,W) or (C,H,W)) at its own size: the label-free pre-label ``kind`` of
+    :data:`LABEL_FREE` (every kind takes the same arguments; empty where it finds nothing)."""
+    if kind == "ellipse":
+        from medwb.al.shape_prior import ellipse_prelabel as fn
+    elif kind == "vessels":
+        from medwb.al.vessel_prior import vessel_prelabel as fn
+    else:
+        raise ConfigError(f"pre-label {kind!r} is unknown. Fix: choose one of {', '.join(LABEL_FREE)}")
+    return fn(image, spacing=spacing, random_state=random_state)
 
 
 def check_prelabel(kind: str, dataset: Dataset) -> str:
@@ -136,16 +150,16 @@ def check_prelabel(kind: str, dataset: Dataset) -> str:
 
 
 def save_label_free_masks(loop: ActiveLearningLoop, batch: pd.DataFrame) -> None:
-    """Before any model: each case's label-free pre-label (:func:`medwb.al.shape_prior.ellipse_prelabel`) stored as
+    """Before any model: each case's label-free pre-label (:func:`label_free_mask`, the loop's kind) stored as
     the round's predicted mask, producer ``structure:<kind>`` (its provenance, no model version), so a reader's page and
     :func:`proposed_mask` start from it. Cases that already have one keep it (a reopened round)."""
     from medwb.al.regions import spacing_of
-    from medwb.al.shape_prior import ellipse_prelabel
 
     study, number, producer = loop.study, int(loop.round), f"structure:{loop.prelabel}"
     have = set(study.predicted_masks(number)["case_id"].astype(str))
     for cid in [str(c) for c in batch["case_id"] if str(c) not in have]:
-        mask = ellipse_prelabel(loop.ds.load_image(cid), spacing=spacing_of(loop.ds, cid), random_state=loop.seed)
+        mask = label_free_mask(loop.prelabel, loop.ds.load_image(cid), spacing=spacing_of(loop.ds, cid),
+                               random_state=loop.seed)
         study.save_predicted_mask(number, cid, mask.astype(np.int64), producer=producer)
 
 

@@ -333,7 +333,7 @@ def sample_grid(ds: Dataset, *, per_class: int = 6, seed: int = 0, cell: float =
 
 def regions_preview(ds: Dataset, *, shown: int = 3, prelabel: str | None = None, seed: int = 0):
     """The regions of up to ``shown`` cases (those with a mask first), as a static figure; with ``prelabel``
-    ("ellipse", 2D) also each case's label-free pre-label (:func:`medwb.al.shape_prior.ellipse_prelabel`) and
+    ("ellipse" or "vessels", 2D) also each case's label-free pre-label (:func:`medwb.al.prelabels.label_free_mask`) and
     its Dice with the mask."""
     from medwb.al.regions import RegionConfig, over_segment, spacing_of
     from medwb.ui.view import regions_figure
@@ -351,12 +351,11 @@ def regions_preview(ds: Dataset, *, shown: int = 3, prelabel: str | None = None,
           "writes them for every case, with the clicks a region-click annotator needs")
     masks, pre = [ds.load_mask(i) for i in ids], None
     if prelabel is not None:
-        from medwb.al.prelabels import check_prelabel
-        from medwb.al.shape_prior import ellipse_prelabel
+        from medwb.al.prelabels import check_prelabel, label_free_mask
         from medwb.metrics import dice
 
         check_prelabel(prelabel, ds)
-        pre = [ellipse_prelabel(im, spacing=spacing_of(ds, i), random_state=seed) for i, im in zip(ids, images)]
+        pre = [label_free_mask(prelabel, im, spacing=spacing_of(ds, i), random_state=seed) for i, im in zip(ids, images)]
         scores = [f"{i} {dice(p, m[0] != 0):.2f}" for i, p, m in zip(ids, pre, masks) if m is not None]
         print(f"label-free pre-labels ({prelabel}), in cyan, before any click; Dice with the mask: "
               f"{', '.join(scores) or 'no masks'} (`medwb structure DATA --out DIR --prelabel {prelabel}`: every case)")

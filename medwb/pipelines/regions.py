@@ -14,11 +14,12 @@ reads in milliseconds). With a second observer
 (CHASE_DB1) the target is also the second observer's own Dice with the first: clicks to agree with observer 1 as
 well as observer 2 does.
 
-With ``prelabel="ellipse"`` (``medwb structure --prelabel ellipse``, 2D only) it also writes a label-free
-pre-label mask of every case, before any click: :func:`medwb.al.shape_prior.ellipse_prelabel` (a bright elliptical
-ring, such as a fetal skull in HC18), as ``DIR/prelabels/<case>.png`` (0/255, the image's own height and width)
-with ``DIR/prelabels/manifest.csv`` (case id, file, whether a ring was found, CPU seconds, and Dice with the mask
-where the case has one).
+With ``prelabel`` (``medwb structure --prelabel ellipse|vessels``, 2D only) it also writes a label-free pre-label
+mask of every case, before any click (:func:`medwb.al.prelabels.label_free_mask`: ``ellipse``, a bright elliptical
+ring such as a fetal skull in HC18; ``vessels``, the dark thin ridges of a fundus photo), as
+``DIR/prelabels/<case>.png`` (0/255, the image's own height and width) with ``DIR/prelabels/manifest.csv`` (case
+id, file, whether anything was found, CPU seconds, and Dice with the mask where the case has one; with a second
+observer also the pre-label's Dice with that observer and the second observer's with the first).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.al.prelabels import check_prelabel
+from medwb.al.prelabels import check_prelabel, label_free_mask
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
 from medwb.al.regions import RegionConfig, spacing_of, study_regions
 from medwb.atomic import atomic_write
@@ -76,6 +77,11 @@ def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target
         to_obs2 = simulate_region_clicks(regions, truth, target=agreement, max_clicks=max_clicks)
         row.update(observer2_dice=agreement, clicks_to_observer2=to_obs2.clicks, dice_at_observer2=to_obs2.dice,
                    reached_observer2=float(to_obs2.dice >= agreement - 1e-9))
+        if start is not None:  # from the label-free pre-label to the second observer's agreement
+            pre_to_obs2 = simulate_region_clicks(regions, truth, target=agreement, max_clicks=max_clicks,
+                                                 start=start.astype(np.int64))
+            row.update(clicks_prelabel_to_observer2=pre_to_obs2.clicks, dice_prelabel_at_observer2=pre_to_obs2.dice,
+                       reached_prelabel_observer2=float(pre_to_obs2.dice >= agreement - 1e-9))
     return row
 
 
@@ -104,13 +110,11 @@ def prelabel_case(dataset: Dataset, case_id: str, out: Path, *, kind: str = "ell
     """One case's label-free pre-label, written to ``out/prelabels/`` (PNG 0/255); (mask, manifest row)."""
     from PIL import Image
 
-    from medwb.al.shape_prior import ellipse_prelabel
-
     folder = out / "prelabels"
     folder.mkdir(parents=True, exist_ok=True)
     image = dataset.load_image(case_id)
     t0, c0 = time.perf_counter(), time.process_time()
-    pre = ellipse_prelabel(image, spacing=spacing_of(dataset, case_id), random_state=seed)
+    pre = label_free_mask(kind, image, spacing=spacing_of(dataset, case_id), random_state=seed)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     name = f"{safe_name(case_id)}.png"
     png = Image.fromarray(pre.astype(np.uint8) * 255)
@@ -120,6 +124,9 @@ def prelabel_case(dataset: Dataset, case_id: str, out: Path, *, kind: str = "ell
     mask = dataset.load_mask(case_id)
     if mask is not None:
         row["dice"] = dice(pre, mask[0] != 0)
+        second = dataset.load_mask(case_id, observer=2) if "mask2" in dataset.records else None
+        if second is not None:
+            row.update(dice_observer2=dice(pre, second[0] != 0), observer2_dice=dice(second[0] != 0, mask[0] != 0))
     return pre, row
 
 
@@ -135,6 +142,9 @@ def write_prelabel_manifest(rows: list[dict[str, object]], out: Path) -> dict[st
         scored = table["dice"].dropna()
         summary.update(prelabel_evaluated=float(len(scored)), prelabel_mean_dice=float(scored.mean()),
                        prelabel_median_dice=float(scored.median()))
+    if "observer2_dice" in table and table["observer2_dice"].notna().any():
+        summary.update(prelabel_mean_dice_observer2=float(table["dice_observer2"].mean()),
+                       prelabel_observer2_dice=float(table["observer2_dice"].mean()))
     return summary
 
 
@@ -192,6 +202,11 @@ def run_regions(dataset: Dataset, out: Path, study_dir: Path, *, config: RegionC
                                                       / table["outline_actions"].sum()),
                            reached_from_prelabel_share=float(table["reached_from_prelabel"].mean()),
                            no_click_share=float((table["clicks_from_prelabel"] == 0).mean()))
+        if "clicks_prelabel_to_observer2" in table:
+            summary.update(reached_prelabel_observer2_share=float(table["reached_prelabel_observer2"].mean()),
+                           mean_dice_prelabel_at_observer2=float(table["dice_prelabel_at_observer2"].mean()),
+                           prelabel_to_observer2_ratio=float(table["clicks_prelabel_to_observer2"].sum()
+                                                             / table["outline_actions"].sum()))
     if prelabel is not None:
         summary.update(write_prelabel_manifest(pre_rows, out))
     return summary
@@ -212,16 +227,24 @@ def format_regions(summary: dict[str, float]) -> str:
                      f"{100 * summary['clicks_to_observer2_ratio']:.1f}% of the outline's actions")
     if "prelabel_cases" in summary:
         line = (f"label-free pre-labels: {int(summary['prelabel_found'])} of {int(summary['prelabel_cases'])} cases "
-                f"found a ring ({summary['prelabel_cpu_seconds']:.2f} s CPU per case)")
+                f"gave a non-empty mask ({summary['prelabel_cpu_seconds']:.2f} s CPU per case)")
         if "prelabel_mean_dice" in summary:
             line += (f"; Dice with the masks before any click: mean {summary['prelabel_mean_dice']:.3f}, median "
                      f"{summary['prelabel_median_dice']:.3f} ({int(summary['prelabel_evaluated'])} cases)")
+        if "prelabel_observer2_dice" in summary:
+            line += (f"; with the second observer's masks {summary['prelabel_mean_dice_observer2']:.3f} (the second "
+                     f"observer's own Dice with the first: {summary['prelabel_observer2_dice']:.3f})")
         lines.append(line)
     if "prelabel_click_ratio" in summary:
         lines.append(f"region-click from the pre-label: median {summary['median_clicks_from_prelabel']:.0f} clicks "
                      f"({100 * summary['prelabel_click_ratio']:.1f}% of the outline's actions; no click needed on "
                      f"{100 * summary['no_click_share']:.0f}% of cases; target reached on "
                      f"{100 * summary['reached_from_prelabel_share']:.0f}%)")
+    if "reached_prelabel_observer2_share" in summary:
+        lines.append(f"region-click from the pre-label to the second observer's agreement: reached on "
+                     f"{100 * summary['reached_prelabel_observer2_share']:.0f}% of cases (mean Dice "
+                     f"{summary['mean_dice_prelabel_at_observer2']:.3f}) with "
+                     f"{100 * summary['prelabel_to_observer2_ratio']:.1f}% of the outline's actions")
     return "\n".join(lines)
 
 

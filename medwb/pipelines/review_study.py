@@ -26,7 +26,7 @@ def loop_for_study(study: Study, *, arm: str = "hybrid", batch_size: int = 32, d
 
     ``arm`` is ``STRATEGY[:PIPELINE]`` as in ``medwb simulate`` (``hybrid`` = medwb's default pipeline,
     ``entropy:scratch`` = supervised from scratch, no pretraining). ``prelabel``: the first round's label-free
-    pre-label masks (2D segmentation, "ellipse")."""
+    pre-label masks (2D segmentation, "ellipse" or "vessels")."""
     from medwb.data import open_dataset
     from medwb.pipelines.simulate import parse_arm
 

@@ -8,8 +8,8 @@ from its 8 most typical members would give: the share of the pool whose pre-labe
 action per cluster and no case-level label.
 
 Segmentation: the regions of every case (``DIR/regions/``) and, with masks, what region-click annotation costs
-against a manual outline (``DIR/regions_eval.csv``): :mod:`medwb.pipelines.regions`. With ``prelabel="ellipse"``
-(2D), also a label-free pre-label mask of each of those cases (``DIR/prelabels/``), scored where masks exist.
+against a manual outline (``DIR/regions_eval.csv``): :mod:`medwb.pipelines.regions`. With ``prelabel`` ("ellipse" or
+"vessels", 2D), also a label-free pre-label mask of each of those cases (``DIR/prelabels/``), scored where masks exist.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
     """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels).
     ``max_cases`` limits a segmentation dataset to a seeded subset (the regions of every case otherwise);
     ``regions`` sets its levels and compactness (default :func:`medwb.al.regions.default_region_config`);
-    ``prelabel`` (2D segmentation: ``"ellipse"``) also writes label-free pre-label masks."""
+    ``prelabel`` (2D segmentation: ``"ellipse"`` or ``"vessels"``) also writes label-free pre-label masks."""
     from medwb.al.loop import study_splits
     from medwb.al.representation import pretrain_build_args, pretrained_embeddings, pretrained_representation
     from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels

@@ -53,3 +53,31 @@ def test_structure_cli_refuses_prelabel_masks_for_classification(tmp_path, sampl
                "--prelabel", "ellipse", "--quiet"])
     assert rc == 2 and "2D segmentation" in capsys.readouterr().err
     assert not (tmp_path / "o" / "study").exists()  # refused before any pretraining
+
+
+def test_vessel_prelabels_of_a_fundus_photo_are_scored_against_both_observers(tmp_path, samples):
+    """CHASE_DB1 has two observers: the manifest gives the pre-label's Dice with each and the second observer's
+    own Dice with the first (what a label-free pre-label is compared with)."""
+    from medwb.al.regions import RegionConfig, over_segment
+    from medwb.pipelines.regions import evaluate_case
+
+    chase = open_dataset(samples / "segmentation_2d" / "chase_db1", progress=False)
+    cid = chase.case_ids()[0]
+    run_prelabels(chase, tmp_path, kind="vessels", ids=[cid], progress=False)
+    row = pd.read_csv(tmp_path / "prelabels" / "manifest.csv").iloc[0]
+    assert row["found"] and 0.5 < row["dice"] < 1 and 0.5 < row["dice_observer2"] < 1
+    first, second = chase.load_mask(cid)[0] != 0, chase.load_mask(cid, observer=2)[0] != 0
+    assert np.isclose(row["observer2_dice"], 2 * (first & second).sum() / (first.sum() + second.sum()))
+    pre = np.asarray(Image.open(tmp_path / "prelabels" / row["file"])) > 0
+    regions = over_segment(chase.load_image(cid), config=RegionConfig(levels=(20, 200)))
+    ev = evaluate_case(chase, cid, regions, target=0.9, step=5, max_clicks=20, start=pre)
+    # the annotator starting from the pre-label ends at least as close to observer 1 as its clicks allow
+    assert ev["dice_prelabel_at_observer2"] >= row["dice"] - 1e-9
+    assert ev["clicks_prelabel_to_observer2"] <= 20 and ev["reached_prelabel_observer2"] in (0.0, 1.0)
+
+
+def test_the_cli_offers_every_label_free_prelabel():
+    from medwb.al.prelabels import LABEL_FREE
+    from medwb.cli import PRELABELS
+
+    assert set(PRELABELS) == set(LABEL_FREE)
