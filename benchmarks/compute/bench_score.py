@@ -207,10 +207,13 @@ def report(rows: list[dict], scores: dict, a: argparse.Namespace) -> str:
         "classifier (channels 8-16-32-64). Each mode runs in its own process; 'startup' is the LocalCluster's start "
         "and the workers' imports, 'score' is the score_pool call (workers open the npz themselves on their first "
         "shard).", "",
-        f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), **shared with other jobs "
-        f"while this ran** (1-minute load average {a.load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, on "
-        f"{os.cpu_count()} cores): with no idle core a second worker has nothing to run on, and 2 torch threads "
-        "spin against the other jobs, so the timings carry that noise. Workers are single-thread processes (Dask's "
+        f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), " + (
+            f"idle before the run (1-minute load average {a.load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, "
+            "this run's own processes included). " if a.load[0] < 0.5 else
+            f"**shared with other jobs while this ran** (1-minute load average {a.load[0]:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores): with no idle core a second worker has "
+            "nothing to run on, and 2 torch threads spin against the other jobs, so the timings carry that noise. ")
+        + "Workers are single-thread processes (Dask's "
         "nanny sets 1 torch thread); the in-process rows use 2 and 1 torch threads. Peak RSS is each process's "
         "VmHWM; torch + MONAI + Dask imports alone are ~500 MB of it.", "",
         *lines, ""])
