@@ -66,13 +66,14 @@ def main() -> None:
     from medwb.compute.cluster import usable_cores
 
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]
     rows = [measure(Path(a.data_root), *case[:5]) for case in CASES]
     med = lambda v: f"{np.median(v):.2f} / {np.max(v):.2f}"  # noqa: E731
     lines = ["# Over-segmentation time per image (medwb.al.regions.over_segment)", "",
              "Command: `python benchmarks/structure/bench_region_time.py DATA_ROOT`", "",
              (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
              f"Machine: {usable_cores()} usable cores ({os.uname().machine}), load average before the run "
-             f"{os.getloadavg()[0]:.1f}.", "",
+             f"{load:.1f} (its own threads: {os.getloadavg()[0]:.1f} at the end).", "",
              "| images | n | image (C, spatial) | levels | target s | levels one by one: wall s (median / max) | "
              "CPU s | levels on threads: wall s (median / max) | threads | speed-up (median) | same maps |",
              "|" + "---|" * 11]
