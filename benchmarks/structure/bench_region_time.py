@@ -5,7 +5,8 @@
 For each image of CHASE_DB1 (all 28 photos, 999x960 RGB; the default levels and the finer vessel levels the
 region benchmark uses), the first 30 MSD hippocampus crops and the first 30 HC18 images, ``over_segment`` runs
 twice on the image as ``Dataset.load_image`` gives it: one level after the other (``threads=1``, the reference)
-and with its levels on threads (``threads=None``, the default: one per level, at most the usable cores). Both
+and with its levels on threads (``threads=None``, the default: one per level when the process may use two
+cores or more). Both
 must give the same maps (checked on every image). Wall seconds of each, the process CPU seconds of the
 reference, median and max over the images. Run it on an otherwise idle machine: with another job on the cores
 the threaded wall time cannot drop.
@@ -30,8 +31,7 @@ CASES = [  # label, relative path, max images, levels (None: default), compactne
 
 
 def measure(root: Path, label: str, rel: str, limit: int | None, levels, compactness) -> dict[str, object]:
-    from medwb.al.regions import RegionConfig, over_segment, spacing_of
-    from medwb.compute.cluster import usable_cores
+    from medwb.al.regions import RegionConfig, level_threads, over_segment, spacing_of
     from medwb.data import open_dataset
 
     ds = open_dataset(root / rel, progress=False)
@@ -52,7 +52,7 @@ def measure(root: Path, label: str, rel: str, limit: int | None, levels, compact
         same &= bool(np.array_equal(one, many))
     cfg = cfg.resolved(len(shape) - 1)
     return {"label": label, "images": len(ids), "shape": "x".join(map(str, shape)), "levels": cfg.levels,
-            "threads": min(len(cfg.levels), usable_cores()), "serial": serial, "threaded": threaded, "cpu": cpu,
+            "threads": level_threads(len(cfg.levels)), "serial": serial, "threaded": threaded, "cpu": cpu,
             "same": same}
 
 

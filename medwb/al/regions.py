@@ -80,14 +80,12 @@ def over_segment(image: np.ndarray, spacing: Sequence[float] | None = None, *,
     regions round in physical space, not in voxels (anisotropic CT, 2D pixels that are not square).
 
     ``threads``: levels computed at once (scikit-image's SLIC releases the GIL, so the levels of one image run on
-    separate cores); None = one per level, at most the cores this process may use. The maps are the same for
-    any value; on a 999x960 fundus photo 3 levels take ~2.7 s on one core (benchmarks/structure/region_time.md).
+    separate cores); None: :func:`level_threads`. The maps are the same for any value; on a 999x960 fundus photo 3
+    levels take ~2.8 s on one core (benchmarks/structure/region_time.md).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from skimage.segmentation import slic
-
-    from medwb.compute.cluster import usable_cores
 
     image = np.asarray(image)
     cfg = (config or RegionConfig()).resolved(image.ndim - 1)
@@ -117,11 +115,22 @@ def over_segment(image: np.ndarray, spacing: Sequence[float] | None = None, *,
             seg = resample_labels(seg, x.shape[1:])
         return consecutive_ids(seg)
 
-    n_threads = min(len(cfg.levels), usable_cores() if threads is None else max(1, int(threads)))
+    n_threads = level_threads(len(cfg.levels), threads)
     if n_threads == 1:
         return np.stack([level(n) for n in cfg.levels])
     with ThreadPoolExecutor(n_threads) as pool:
         return np.stack(list(pool.map(level, cfg.levels)))
+
+
+def level_threads(levels: int, threads: int | None = None) -> int:
+    """Threads :func:`over_segment` uses for ``levels`` levels: ``threads`` (at most one per level), or by default
+    one per level when this process may use two cores or more, else 1. Three levels on two cores run as three
+    threads the OS shares, so the slowest level does not wait for a free thread."""
+    from medwb.compute.cluster import usable_cores
+
+    if threads is None:
+        return levels if usable_cores() > 1 else 1
+    return max(1, min(int(levels), int(threads)))
 
 
 def consecutive_ids(labels: np.ndarray) -> np.ndarray:
