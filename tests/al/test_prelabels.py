@@ -103,3 +103,26 @@ def test_first_round_of_a_2d_segmentation_study_gets_label_free_ellipse_masks(hc
     with pytest.raises(ConfigError, match="unknown"):
         ActiveLearningLoop(study, hc18, prelabel="circle", pretrain=False, semi=False, progress=False)
     hippo.close()
+
+
+def test_first_round_of_a_fundus_study_gets_label_free_vessel_masks(samples, tmp_path) -> None:
+    """``prelabel="vessels"``: the same first-round path as the ellipse, with the vessel prior's masks (producer
+    structure:vessels) for a fundus set."""
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.prelabels import proposed_mask
+    from medwb.al.vessel_prior import vessel_prelabel
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    chase = open_dataset(samples / "segmentation_2d" / "chase_db1", progress=False)
+    study = Study.create(tmp_path / "c", dataset_path=str(chase.path), task=chase.task, classes=chase.classes)
+    loop = ActiveLearningLoop(study, chase, strategy="random", batch_size=1, seed=0, progress=False, pretrain=False,
+                              semi=False, prelabel="vessels", size=(64, 64))
+    batch = loop.propose()
+    stored = study.predicted_masks(1)
+    assert set(stored["producer"]) == {"structure:vessels"} and stored["model_version"].isna().all()
+    cid = str(batch["case_id"].iloc[0])
+    shown = proposed_mask(loop, cid)
+    assert np.array_equal(shown != 0, vessel_prelabel(chase.load_image(cid)))
+    assert 0.02 < (shown != 0).mean() < 0.3  # thin vessels, not the whole field
+    study.close()
