@@ -47,6 +47,8 @@ def _simulation_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         pretrain_config=_pretrain_config(a),
         scoring=a.scoring,
         stream=a.stream,
+        reference_seeds=a.reference_seeds,
+        workers=a.workers,
     )
 
 
@@ -364,6 +366,11 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                    help="the rounds never hold the pool in memory: cases are read from the files when needed "
                         "(pretraining and FixMatch batch by batch; scoring shards unless --scoring says otherwise)")
     s.add_argument("--cold-start", default="cold_start", help="strategy of the first, model-free batch")
+    s.add_argument("--reference-seeds", type=int, default=None, metavar="N",
+                   help="train the all-labels references for the first N seeds only (default: every seed)")
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run the (arm, seed) units in N processes of one thread each (2 on 2 cores: ~0.65x the "
+                        "time); not with a Dask --scoring")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--pipeline", choices=["medwb", "pretrained", "semi", "scratch"], default="medwb",
                    help="training pipeline of arms given without one: medwb (default: SimCLR pretraining on the "

@@ -9,6 +9,8 @@ goes through the same function, so every curve point and its reference share one
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,16 +33,32 @@ def uses_semi(task: Task, ndim: int, semi: bool | None) -> bool:
     return task == "classification" and (ndim == 2 if semi is None else bool(semi))
 
 
+def check_semi_schedule(config: TrainConfig, schedule: Mapping[str, float] | None) -> dict[str, float]:
+    """``schedule`` as FixMatch overrides, checked now (not rounds later): known :class:`SemiConfig` fields with
+    valid values for a round trained with ``config``."""
+    from medwb.errors import DataError
+    from medwb.models.semi import SemiConfig, semi_config_from
+
+    schedule = dict(schedule or {})
+    unknown = set(schedule) - {f.name for f in fields(SemiConfig)}
+    if unknown:
+        raise DataError(None, f"unknown FixMatch setting(s) {sorted(unknown)}",
+                        f"use SemiConfig fields: {', '.join(f.name for f in fields(SemiConfig))}")
+    semi_config_from(config, **schedule)  # its own checks (e.g. steps_per_epoch >= 1) raise here
+    return schedule
+
+
 def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *,
               task: Task, config: TrainConfig, pretrained: PretrainResult | str | Path | None = None,
               finetune: str = "full", semi: bool = False, X_unlabelled: np.ndarray | None = None,
-              test: tuple[np.ndarray, np.ndarray] | None = None,
-              progress: bool = True) -> tuple[TrunkHeadNet, dict[str, float]]:
+              test: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
+              semi_schedule: Mapping[str, float] | None = None) -> tuple[TrunkHeadNet, dict[str, float]]:
     """Train ``model`` on ``(X, y)`` with early stopping on ``val``; returns (model, metrics).
 
     ``pretrained``: load its trunk first and use ``finetune`` (``full`` or ``head``). ``semi``: when the task is
     classification and at least 2 unlabelled images remain, also train FixMatch with ``X_unlabelled`` from the
-    same start, and keep whichever scores better on validation (:func:`validation_score`). FixMatch is not
+    same start, and keep whichever scores better on validation (:func:`validation_score`); ``semi_schedule``
+    overrides FixMatch's own settings (:func:`check_semi_schedule`). FixMatch is not
     always the better one: on BloodMNIST (8 classes) it lost to supervised training at 240 and 1200 labels
     (test accuracy 0.835 vs 0.846, 0.898 vs 0.920), on PneumoniaMNIST it won at 50 labels (AUC 0.951 vs 0.945;
     benchmarks/active_learning/recipes); the loop stops asking for FixMatch once it lost a round
@@ -65,7 +83,8 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     if config.freeze_trunk:
         for p in other.trunk.parameters():
             p.requires_grad_(False)
-    res = train_semi(other, X, y, X_unlabelled, Xv, yv, config=semi_config_from(config), progress=progress)
+    res = train_semi(other, X, y, X_unlabelled, Xv, yv, config=semi_config_from(config, **(semi_schedule or {})),
+                     progress=progress)
     semi_metrics = {**round_metrics(res, len(y), Xv, yv, test), "semi": 1.0}
     sup_score, semi_score = validation_score(metrics), validation_score(semi_metrics)
     chosen = (res.model, semi_metrics) if semi_score > sup_score else (model, metrics)

@@ -13,7 +13,7 @@ model outputs for the strategies: :mod:`medwb.al.scoring`; pre-labels: :mod:`med
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import fixmatch_still_ahead, uses_semi
+from medwb.al.fit import check_semi_schedule, fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
@@ -107,6 +107,7 @@ class ActiveLearningLoop:
     start in that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head");
     ``semi`` (default: 2D classification) trains rounds with FixMatch on the labels plus the rest of the pool
     (pseudo-labels never reach the store; segmentation trains supervised). ``pretrain=False, semi=False``: the plain baseline.
+    ``semi_schedule``: FixMatch settings beyond ``train_config`` (:class:`~medwb.models.semi.SemiConfig` fields).
 
     ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
     the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).
@@ -127,6 +128,7 @@ class ActiveLearningLoop:
         voxel_reduce: str = "topk", pretrain: bool = True, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
+        semi_schedule: Mapping[str, float] | None = None,
     ) -> None:
         check_strategy(strategy), check_strategy(cold_start)
         if batch_size < 1:
@@ -155,6 +157,7 @@ class ActiveLearningLoop:
         self.pretrain, self._pretrained = bool(pretrain or pretrained is not None), pretrained
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
+        self.semi_schedule = check_semi_schedule(self.train_config, semi_schedule)
         self.prelabel = None if prelabel is None else check_prelabel(prelabel, dataset)
         self.data = PoolInputs(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size,
                                stream=stream)
@@ -349,6 +352,7 @@ class ActiveLearningLoop:
         return fit_round(self.model_fn(self.seed), X, y, self.arrays("val")[:2], task=self.ds.task, config=self.train_config,
                          pretrained=self.representation() if self.pretrain else None, finetune=self.finetune,
                          semi=self.semi and fixmatch_still_ahead(self.study), X_unlabelled=X_unlabelled,
+                         semi_schedule=self.semi_schedule,
                          test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
 
     def unlabelled_arrays(self) -> tuple[Images, np.ndarray]:

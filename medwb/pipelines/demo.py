@@ -50,6 +50,10 @@ class DemoConfig:
     explain_cases: int
     n_bootstrap: int
     pretrain_steps: int | None = None   # SimCLR optimiser steps (None: PretrainConfig's default)
+    reference_seeds: int | None = None  # all-labels references for the first N seeds only (None: every seed)
+    train: dict[str, float] = field(default_factory=dict)          # TrainConfig overrides of the rounds
+    semi_schedule: dict[str, float] = field(default_factory=dict)  # FixMatch overrides (SemiConfig fields)
+    parallel: bool = False              # run the simulation's (arm, seed) units in one process per core
 
     @classmethod
     def for_mode(cls, quick: bool) -> DemoConfig:
@@ -58,11 +62,23 @@ class DemoConfig:
                        epochs=4, max_pool=150, explain_methods="gradcam", explain_cases=4, n_bootstrap=200,
                        pretrain_steps=10)
         # medwb's default pipeline (hybrid: SimCLR on the pool, FixMatch rounds) against random + scratch on a
-        # 1000-case pool, 10% in 4 rounds, 2 seeds; pretraining 400 steps (~2 min) and FixMatch rounds of at
-        # most 10 epochs (~25 s each) keep the whole job within the 10-minute goal on 2 cores
+        # 1000-case pool, 10% in 4 rounds, 2 seeds, in <= 10 minutes on 2 cores. The loop's defaults would take
+        # ~20 minutes here (a round trains >= 32 batches per epoch and FixMatch 16 steps of 100 images per
+        # epoch), so the demo trains shorter rounds, the same for both arms: 10 epochs of >= 16 batches, FixMatch
+        # 8 steps per epoch; SimCLR 300 steps; the all-labels references for one seed; the units in one process
+        # per core (2 single-thread processes do ~1.5x the work of one 2-thread process)
         return cls(explore_max_cases=2000, strategies=("hybrid", "random:scratch"), budget=0.1, rounds=4, seeds=2,
                    epochs=10, max_pool=1000, explain_methods="gradcam,ig", explain_cases=8,
-                   n_bootstrap=1000, pretrain_steps=400)
+                   n_bootstrap=1000, pretrain_steps=300, reference_seeds=1, train={"min_batches_per_epoch": 16},
+                   semi_schedule={"steps_per_epoch": 8}, parallel=True)
+
+
+def simulation_workers(parallel: bool) -> int:
+    """Processes for the simulation's units: one per core this process may use (at most 6: the demo's units)."""
+    if not parallel:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(6, cores))
 
 
 @dataclass
@@ -166,8 +182,10 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
         from medwb.models.pretrain import PretrainConfig
 
         run_simulation(data, strategies=list(cfg.strategies), budget=cfg.budget, rounds=cfg.rounds, seeds=cfg.seeds,
-                       out_dir=sim_dir, epochs=cfg.epochs, max_pool=cfg.max_pool,
-                       pretrain_config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps))
+                       out_dir=sim_dir, epochs=cfg.epochs, max_pool=cfg.max_pool, train=cfg.train,
+                       pretrain_config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps),
+                       reference_seeds=cfg.reference_seeds, semi_schedule=cfg.semi_schedule,
+                       workers=simulation_workers(cfg.parallel))
         write_headline(sim_dir, cfg.strategies)
         outs = [("learning curves (PNG)", sim_dir / "curves.png"), ("curves table (CSV)", sim_dir / "curves.csv"),
                 ("summary table (CSV)", sim_dir / "summary.csv"), ("medwb against random + scratch (text)",
@@ -191,6 +209,7 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
             sdir = out / "structure"
             # the study's own pool and cached SimCLR trunk: clustering it costs an embedding pass, not a pretraining
             res = run_structure(data, sdir, study_dir=structure_study, max_pool=cfg.max_pool, progress=False,
+                                cache_dir=sim_dir,
                                 config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps))
             text = format_structure(res)
             print(text)

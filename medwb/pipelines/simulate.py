@@ -248,6 +248,9 @@ def run_simulation(
     plaintext: bool = False,
     scoring: str | None = None,
     stream: bool = False,
+    reference_seeds: int | None = None,
+    workers: int = 1,
+    semi_schedule: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -278,6 +281,17 @@ def run_simulation(
     ``"local"`` (one Dask LocalCluster for the whole simulation, stopped after) or a scheduler address.
     ``stream``: the arms' loops never hold the pool (``ActiveLearningLoop(stream=True)``; pretraining streamed too;
     scoring "shards" unless given). The all-labels references still train on the whole pool in memory.
+
+    ``reference_seeds``: train the all-labels references for the first N seeds only (None: every seed). The
+    summary compares with the mean of the references' seeds, so one reference seed is enough where time is short
+    (the demo): the reference's seed spread is small next to the arms' (PneumoniaMNIST, 1000-case pool, 3 seeds).
+    ``semi_schedule``: FixMatch settings of the rounds beyond ``train`` (:class:`medwb.models.semi.SemiConfig`
+    fields, e.g. ``{"steps_per_epoch": 8}``).
+    ``workers``: run the (arm, seed) units in this many processes of one thread each (longest units first);
+    with 2 workers on 2 cores the simulation takes ~0.65x its single-process time, since a convolution step
+    gains only ~1.5x from a second thread. The units are the same seeded computations either way (the numbers may
+    differ in the last float digits with the thread count). Not with a Dask ``scoring`` (a client cannot travel
+    to another process).
     """
     from contextlib import ExitStack
 
@@ -286,10 +300,6 @@ def run_simulation(
     from medwb.compute.cluster import dask_client
 
     from medwb.data import open_dataset
-    from medwb.al.loop import ActiveLearningLoop
-    from medwb.al.oracle import simulated_oracle
-    from medwb.models import default_train_config
-    from medwb.store import Study
 
     if not 0 < budget <= 1:
         raise DataError(None, f"budget={budget} is not a fraction in (0, 1]", "pass e.g. --budget 0.1 for 10%")
@@ -309,44 +319,38 @@ def run_simulation(
                             f"pass {ds.ndim} positive numbers (or one for every axis)")
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
-    oracle = simulated_oracle(ds)
-    parts: list[pd.DataFrame] = []
-    auto_parts: list[pd.DataFrame] = []
     check_finetune(finetune)
     pretrain = any(a.pretrain for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
                                     progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
-    runs = [(a, k) for k in seed_list for a in [*refs, *arms]]
-    bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
-    pool_size, target_error, encrypted = None, 0.02, False
+    ref_seeds = seed_list if reference_seeds is None else seed_list[:max(1, int(reference_seeds))]
+    runs = [(a, k) for k in seed_list for a in [*(refs if k in ref_seeds else []), *arms]]
     folders = [out / "studies" / f"{arm.strategy if arm in refs else arm.label}-seed{seed}" for arm, seed in runs]
-    with ExitStack() as stack:  # a Dask cluster (if asked) lives as long as the simulation
-        client = scoring if scoring in (None, "memory", "shards") else stack.enter_context(dask_client(scoring))
-        for arm, seed in bar:
-            bar.set_postfix(arm=arm.label if arm not in refs else arm.strategy, seed=seed)
-            name = arm.strategy if arm in refs else arm.label
-            config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
-                                          **{**(train or {}), "epochs": epochs})
-            folder = out / "studies" / f"{name}-seed{seed}"
-            study = Study.open_or_create(folder, dataset_path=str(data), task=ds.task, classes=ds.classes,
-                                         name=f"{ds.name} {name} seed {seed}")
-            register_simulation(study, out, folders, ds.stats_cache_file)
-            encrypted = encrypted or study.encrypted
-            loop = ActiveLearningLoop(study, ds, strategy="random" if arm in refs else arm.strategy, batch_size=1,
-                                      train_config=config, seed=seed, cold_start=cold_start, mc_passes=mc_passes,
-                                      size=size, evaluate_test=True, progress=False, max_pool=max_pool,
-                                      finetune=finetune, pretrain=arm.pretrain, semi=arm.semi,
-                                      pretrained=shared if arm.pretrain else None,
-                                      scoring=None if client == "memory" else client, stream=stream and arm not in refs)
-            pool_size, target_error = loop.pool_size, loop.autolabel_target_error
-            if arm in refs:
-                parts.append(_full_reference(loop, folder, seed, ds.task, name=name))
-                continue
-            loop.batch_size = max(1, math.ceil(budget * pool_size / rounds))
-            loop.run(rounds, oracle)
-            parts.append(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task))
-            auto_parts.append(autolabel_from_study(study, strategy=name, seed=seed))
+    spec = UnitSpec(data=str(data), out=out, folders=tuple(folders), budget=budget, rounds=rounds, epochs=epochs,
+                    train=dict(train or {}), cold_start=cold_start, mc_passes=mc_passes, max_pool=max_pool,
+                    size=size, finetune=finetune, shared=shared, stream=stream,
+                    semi_schedule=dict(semi_schedule or {}))
+    workers = max(1, int(workers))
+    if workers > 1 and scoring not in (None, "memory", "shards"):
+        raise DataError(data, f"workers={workers} with scoring={scoring!r}",
+                        "pass workers=1 with a Dask scoring (its workers already run in parallel), or scoring "
+                        "'memory' / 'shards' with several workers")
+    results: list[UnitResult] = []
+    if workers == 1:
+        bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
+        with ExitStack() as stack:  # a Dask cluster (if asked) lives as long as the simulation
+            client = scoring if scoring in (None, "memory", "shards") else stack.enter_context(dask_client(scoring))
+            for arm, seed in bar:
+                bar.set_postfix(arm=arm.label if arm in arms else arm.strategy, seed=seed)
+                results.append(simulate_unit(spec, arm, seed, reference=arm in refs, scoring=client, ds=ds))
+    else:
+        results = _run_units_in_processes(spec, runs, refs, scoring, workers, progress, ds.name)
+    parts = [r.curves for r in results]
+    auto_parts = [r.autolabel for r in results if r.autolabel is not None]
+    pool_size = results[-1].pool_size
+    target_error = results[-1].target_error
+    encrypted = any(r.encrypted for r in results)
     auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
     with output_lock(out):  # another run on this --out merges its rows one after the other, never over ours
         curves = merge_rows(out / "curves.csv", pd.concat(parts, ignore_index=True)[CURVE_COLUMNS], write=write)
@@ -371,6 +375,104 @@ def run_simulation(
 
         warn_plaintext("simulation", [out / f for f in OUTPUT_FILES if (out / f).is_file()], folders[-1])
     return summary
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """What every (arm, seed) unit of one simulation shares (picklable: it travels to worker processes)."""
+
+    data: str
+    out: Path
+    folders: tuple[Path, ...]      # every study folder of the simulation (each registers them all for purge)
+    budget: float
+    rounds: int
+    epochs: int | None
+    train: dict[str, Any]
+    cold_start: str
+    mc_passes: int
+    max_pool: int | None
+    size: tuple[int, ...] | None
+    finetune: str
+    shared: PretrainResult | None  # the pretrained representation every pretraining arm starts from
+    stream: bool
+    semi_schedule: dict[str, float]  # FixMatch overrides (ActiveLearningLoop's semi_schedule)
+
+
+@dataclass
+class UnitResult:
+    """One unit's rows: its curve (or all-labels reference) and its auto-label rows, plus the pool facts."""
+
+    curves: pd.DataFrame
+    autolabel: pd.DataFrame | None
+    pool_size: int
+    target_error: float
+    encrypted: bool
+
+
+def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scoring: Any = None,
+                  ds: Dataset | None = None) -> UnitResult:
+    """One arm and seed of :func:`run_simulation`: its study folder, loop and rounds (or the all-labels reference
+    when ``reference``); resumes a study a killed run left. ``scoring``: the loop's (a Dask client in-process)."""
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import simulated_oracle
+    from medwb.data import open_dataset
+    from medwb.models import default_train_config
+    from medwb.store import Study
+
+    ds = ds if ds is not None else open_dataset(spec.data, progress=False)
+    name = arm.strategy if reference else arm.label
+    config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
+                                  **{**spec.train, "epochs": spec.epochs})
+    folder = spec.out / "studies" / f"{name}-seed{seed}"
+    study = Study.open_or_create(folder, dataset_path=spec.data, task=ds.task, classes=ds.classes,
+                                 name=f"{ds.name} {name} seed {seed}")
+    register_simulation(study, spec.out, spec.folders, ds.stats_cache_file)
+    loop = ActiveLearningLoop(study, ds, strategy="random" if reference else arm.strategy, batch_size=1,
+                              train_config=config, seed=seed, cold_start=spec.cold_start, mc_passes=spec.mc_passes,
+                              size=spec.size, evaluate_test=True, progress=False, max_pool=spec.max_pool,
+                              finetune=spec.finetune, pretrain=arm.pretrain, semi=arm.semi,
+                              pretrained=spec.shared if arm.pretrain else None,
+                              scoring=None if scoring == "memory" else scoring, stream=spec.stream and not reference,
+                              semi_schedule=spec.semi_schedule)
+    pool_size, target = loop.pool_size, loop.autolabel_target_error
+    if reference:
+        return UnitResult(_full_reference(loop, folder, seed, ds.task, name=name), None, pool_size, target,
+                          study.encrypted)
+    loop.batch_size = max(1, math.ceil(spec.budget * pool_size / spec.rounds))
+    loop.run(spec.rounds, simulated_oracle(ds))
+    return UnitResult(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task),
+                      autolabel_from_study(study, strategy=name, seed=seed), pool_size, target, study.encrypted)
+
+
+def _one_thread() -> None:
+    """A worker process's initializer: one intra-op thread (two single-thread processes beat one two-thread one)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _unit_cost(arm: Arm, reference: bool) -> int:
+    """Rough order of a unit's cost, to start the longest first: FixMatch arms, then references, then the rest."""
+    return 1 if reference else (0 if arm.pipeline in ("medwb", "semi") else 2)
+
+
+def _run_units_in_processes(spec: UnitSpec, runs: Sequence[tuple[Arm, int]], refs: Sequence[Arm],
+                            scoring: str | None, workers: int, progress: bool, name: str) -> list[UnitResult]:
+    """``runs`` in ``workers`` spawned processes (longest first); results in the order of ``runs``."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(runs)), key=lambda i: (_unit_cost(runs[i][0], runs[i][0] in refs), i))
+    results: dict[int, UnitResult] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as pool:
+        futures = {pool.submit(simulate_unit, spec, runs[i][0], runs[i][1], reference=runs[i][0] in refs,
+                               scoring=scoring): i for i in order}
+        for f in tqdm(as_completed(futures), total=len(futures), desc=f"simulate {name} ({workers} processes)",
+                      disable=not progress):
+            results[futures[f]] = f.result()
+    return [results[i] for i in range(len(runs))]
 
 
 #: what a simulation writes in its output folder (besides the studies and the shared cache)

@@ -29,11 +29,14 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
                   study_dir: str | Path | None = None, max_pool: int | None = None,
                   config: PretrainConfig | None = None, seed: int = 0, shown: int = 8,
                   progress: bool = True, max_cases: int | None = None,
-                  regions: RegionConfig | None = None, prelabel: str | None = None) -> dict[str, float]:
+                  regions: RegionConfig | None = None, prelabel: str | None = None,
+                  cache_dir: str | Path | None = None) -> dict[str, float]:
     """Build and write the structure model of ``data``; returns the summary (and the evaluation with labels).
     ``max_cases`` limits a segmentation dataset to a seeded subset (the regions of every case otherwise);
     ``regions`` sets its levels and compactness (default :func:`medwb.al.regions.default_region_config`);
-    ``prelabel`` (2D segmentation: ``"ellipse"`` or ``"vessels"``) also writes label-free pre-label masks."""
+    ``prelabel`` (2D segmentation: ``"ellipse"`` or ``"vessels"``) also writes label-free pre-label masks.
+    ``cache_dir``: where the SimCLR result is cached (default: the study; a simulation's output folder holds the
+    one its arms shared, so the demo clusters without pretraining again)."""
     from medwb.al.loop import study_splits
     from medwb.al.representation import pretrain_build_args, pretrained_embeddings, pretrained_representation
     from medwb.al.structure import cluster_pool, cluster_summary, name_by_typical_members, structure_prelabels
@@ -65,8 +68,8 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
         model_fn = partial(build_for_dataset, ds)
         # what pretrain_study does, on the pool already loaded here (the same cache key, so `medwb pretrain` and
         # the loop share the result)
-        res = pretrained_representation(study, X, build_args=pretrain_build_args(model_fn, config), config=config,
-                                        progress=progress)
+        res = pretrained_representation(cache_dir or study, X, build_args=pretrain_build_args(model_fn, config),
+                                        config=config, progress=progress)
     emb = pretrained_embeddings(model_fn, seed, res, X)
     model = cluster_pool(emb, ids, n_clusters=n_clusters, random_state=seed)
     model.table().to_csv(out / "clusters.csv", index=False)

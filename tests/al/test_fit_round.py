@@ -50,3 +50,35 @@ def test_fixmatch_is_dropped_once_supervised_training_beat_it(tmp_path, samples)
                                                                         "val_score_supervised": sup})
         s.add_model(rnd, cp, metrics)
         assert fixmatch_still_ahead(s) is ahead
+
+
+def test_semi_schedule_overrides_fixmatch_and_is_checked_up_front(monkeypatch) -> None:
+    """A round's FixMatch settings beyond TrainConfig (the demo's shorter epochs) reach train_semi; an unknown or
+    invalid one is a clear error before any round, naming the fields to use."""
+    import pytest
+
+    import medwb.models.semi as semi_module
+    from medwb.al.fit import check_semi_schedule
+    from medwb.errors import DataError
+
+    cfg = TrainConfig(epochs=2, min_epochs=1, batch_size=8, seed=0)
+    assert check_semi_schedule(cfg, None) == {}
+    assert check_semi_schedule(cfg, {"steps_per_epoch": 4, "mu": 2}) == {"steps_per_epoch": 4, "mu": 2}
+    with pytest.raises(DataError, match="steps_per_epok.*steps_per_epoch"):
+        check_semi_schedule(cfg, {"steps_per_epok": 4})
+    with pytest.raises(DataError, match="mu=0"):
+        check_semi_schedule(cfg, {"mu": 0})
+    seen = []
+    real = semi_module.train_semi
+
+    def spy(*args, config, **kw):
+        seen.append(config)
+        return real(*args, config=config, **kw)
+
+    monkeypatch.setattr(semi_module, "train_semi", spy)
+    rng = np.random.default_rng(1)
+    (X, y), (Xu, _), val = _blobs(16, rng), _blobs(64, rng), _blobs(40, rng)
+    _, m = fit_round(build_classifier(2, 1, 2, channels=(4, 8)), X, y, val, task="classification", config=cfg,
+                     semi=True, X_unlabelled=Xu, progress=False, semi_schedule={"steps_per_epoch": 3, "mu": 2})
+    assert "val_score_semi" in m
+    assert [(c.steps_per_epoch, c.mu, c.epochs, c.seed) for c in seen] == [(3, 2, 2, 0)]  # the rest from cfg
