@@ -73,14 +73,6 @@ class DemoConfig:
                    semi_schedule={"steps_per_epoch": 8}, parallel=True)
 
 
-def simulation_workers(parallel: bool) -> int:
-    """Processes for the simulation's units: one per core this process may use (at most 6: the demo's units)."""
-    if not parallel:
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(6, cores))
-
-
 @dataclass
 class Stage:
     name: str
@@ -179,13 +171,14 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
     def simulate() -> list[tuple[str, Path]]:
         from medwb.pipelines.simulate import run_simulation
 
+        from medwb.compute.cluster import usable_cores
         from medwb.models.pretrain import PretrainConfig
 
         run_simulation(data, strategies=list(cfg.strategies), budget=cfg.budget, rounds=cfg.rounds, seeds=cfg.seeds,
                        out_dir=sim_dir, epochs=cfg.epochs, max_pool=cfg.max_pool, train=cfg.train,
                        pretrain_config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps),
                        reference_seeds=cfg.reference_seeds, semi_schedule=cfg.semi_schedule,
-                       workers=simulation_workers(cfg.parallel))
+                       workers=usable_cores() if cfg.parallel else 1)  # run_simulation caps it at its units
         write_headline(sim_dir, cfg.strategies)
         outs = [("learning curves (PNG)", sim_dir / "curves.png"), ("curves table (CSV)", sim_dir / "curves.csv"),
                 ("summary table (CSV)", sim_dir / "summary.csv"), ("medwb against random + scratch (text)",

@@ -325,13 +325,14 @@ def run_simulation(
                                     progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
     ref_seeds = seed_list if reference_seeds is None else seed_list[:max(1, int(reference_seeds))]
-    runs = [(a, k) for k in seed_list for a in [*(refs if k in ref_seeds else []), *arms]]
-    folders = [out / "studies" / f"{arm.strategy if arm in refs else arm.label}-seed{seed}" for arm, seed in runs]
+    # (arm, seed, is it an all-labels reference)
+    runs = [(a, k, a in refs) for k in seed_list for a in [*(refs if k in ref_seeds else []), *arms]]
+    folders = [study_folder(out, unit_name(arm, ref), seed) for arm, seed, ref in runs]
     spec = UnitSpec(data=str(data), out=out, folders=tuple(folders), budget=budget, rounds=rounds, epochs=epochs,
                     train=dict(train or {}), cold_start=cold_start, mc_passes=mc_passes, max_pool=max_pool,
                     size=size, finetune=finetune, shared=shared, stream=stream,
                     semi_schedule=dict(semi_schedule or {}))
-    workers = max(1, int(workers))
+    workers = max(1, min(int(workers), len(runs)))  # never more processes than units
     if workers > 1 and scoring not in (None, "memory", "shards"):
         raise DataError(data, f"workers={workers} with scoring={scoring!r}",
                         "pass workers=1 with a Dask scoring (its workers already run in parallel), or scoring "
@@ -341,11 +342,11 @@ def run_simulation(
         bar = tqdm(runs, desc=f"simulate {ds.name}", disable=not progress)
         with ExitStack() as stack:  # a Dask cluster (if asked) lives as long as the simulation
             client = scoring if scoring in (None, "memory", "shards") else stack.enter_context(dask_client(scoring))
-            for arm, seed in bar:
-                bar.set_postfix(arm=arm.label if arm in arms else arm.strategy, seed=seed)
-                results.append(simulate_unit(spec, arm, seed, reference=arm in refs, scoring=client, ds=ds))
+            for arm, seed, ref in bar:
+                bar.set_postfix(arm=unit_name(arm, ref), seed=seed)
+                results.append(simulate_unit(spec, arm, seed, reference=ref, scoring=client, ds=ds))
     else:
-        results = _run_units_in_processes(spec, runs, refs, scoring, workers, progress, ds.name)
+        results = _run_units_in_processes(spec, runs, scoring, workers, progress, ds.name)
     parts = [r.curves for r in results]
     auto_parts = [r.autolabel for r in results if r.autolabel is not None]
     pool_size = results[-1].pool_size
@@ -375,6 +376,16 @@ def run_simulation(
 
         warn_plaintext("simulation", [out / f for f in OUTPUT_FILES if (out / f).is_file()], folders[-1])
     return summary
+
+
+def unit_name(arm: Arm, reference: bool) -> str:
+    """A unit's name in the curves and its study folder: the reference's own name, else the arm's label."""
+    return arm.strategy if reference else arm.label
+
+
+def study_folder(out: Path, name: str, seed: int) -> Path:
+    """The study folder of one unit of a simulation writing to ``out``."""
+    return out / "studies" / f"{name}-seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -420,10 +431,10 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
     from medwb.store import Study
 
     ds = ds if ds is not None else open_dataset(spec.data, progress=False)
-    name = arm.strategy if reference else arm.label
+    name = unit_name(arm, reference)
     config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
                                   **{**spec.train, "epochs": spec.epochs})
-    folder = spec.out / "studies" / f"{name}-seed{seed}"
+    folder = study_folder(spec.out, name, seed)
     study = Study.open_or_create(folder, dataset_path=spec.data, task=ds.task, classes=ds.classes,
                                  name=f"{ds.name} {name} seed {seed}")
     register_simulation(study, spec.out, spec.folders, ds.stats_cache_file)
@@ -456,18 +467,18 @@ def _unit_cost(arm: Arm, reference: bool) -> int:
     return 1 if reference else (0 if arm.pipeline in ("medwb", "semi") else 2)
 
 
-def _run_units_in_processes(spec: UnitSpec, runs: Sequence[tuple[Arm, int]], refs: Sequence[Arm],
-                            scoring: str | None, workers: int, progress: bool, name: str) -> list[UnitResult]:
+def _run_units_in_processes(spec: UnitSpec, runs: Sequence[tuple[Arm, int, bool]], scoring: str | None,
+                            workers: int, progress: bool, name: str) -> list[UnitResult]:
     """``runs`` in ``workers`` spawned processes (longest first); results in the order of ``runs``."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
-    order = sorted(range(len(runs)), key=lambda i: (_unit_cost(runs[i][0], runs[i][0] in refs), i))
+    order = sorted(range(len(runs)), key=lambda i: (_unit_cost(runs[i][0], runs[i][2]), i))
     results: dict[int, UnitResult] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as pool:
-        futures = {pool.submit(simulate_unit, spec, runs[i][0], runs[i][1], reference=runs[i][0] in refs,
+        futures = {pool.submit(simulate_unit, spec, runs[i][0], runs[i][1], reference=runs[i][2],
                                scoring=scoring): i for i in order}
         for f in tqdm(as_completed(futures), total=len(futures), desc=f"simulate {name} ({workers} processes)",
                       disable=not progress):
