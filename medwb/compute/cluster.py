@@ -46,6 +46,25 @@ def reachable(address: str, timeout: float) -> None:
 
 
 @contextmanager
+def environment_kept() -> Iterator[None]:
+    """Put ``os.environ`` back as it was on exit. Why: Dask's nanny writes its workers' settings
+    (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``) into this process's
+    environment before it spawns them (and again before a restart), so every later child of this process (a
+    papermill kernel, a CLI subprocess, a simulation's worker) would start with one thread and glibc settings
+    that make torch 4-5x slower; in the test suite such children ran about twice as long after the first
+    local cluster."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+@contextmanager
 def dask_client(client: Any, *, workers: int | None = None, timeout: float = 10.0) -> Iterator[Any]:
     """A ``distributed.Client`` for ``client``: a Client (used as is), ``'local'`` (a LocalCluster of
     ``workers`` single-thread processes on loopback, closed on exit) or a scheduler address (connected within
@@ -56,8 +75,10 @@ def dask_client(client: Any, *, workers: int | None = None, timeout: float = 10.
         yield client
         return
     if client == "local":
-        with LocalCluster(n_workers=local_cluster_workers(workers), threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as c:
+        with environment_kept():
+            cluster = LocalCluster(n_workers=local_cluster_workers(workers), threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
+        with environment_kept(), cluster, Client(cluster) as c:
             yield c
         return
     address = str(client)
