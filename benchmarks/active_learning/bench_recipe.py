@@ -19,6 +19,8 @@ Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entr
   cos, pre+cos, fixmatch+pre+cos, auto+pre+cos
                     the same with the augmentation the dataset's modality gets by default (``default_augment``:
                     shift for PneumoniaMNIST's X-rays, dihedral for BloodMNIST's microscopy): the loop's recipe
+``--semi-schedule JSON --tag /NAME`` trains FixMatch with overrides (the loop's ``semi_schedule``) and names the
+rows RECIPE/NAME, so a cheaper FixMatch can be compared with the default on the same label sets.
 Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
 the end is the mean ± SD over seeds of the test accuracy and AUC, and the seconds of training at 1 thread.
 """
@@ -58,14 +60,14 @@ RECIPES = {
 }
 
 
-def fixmatch_only(model, X, y, X_unlabelled, val, test, config, pretrained):  # noqa: ANN001, ANN201
+def fixmatch_only(model, X, y, X_unlabelled, val, test, config, pretrained, schedule=None):  # noqa: ANN001, ANN201
     """FixMatch alone (what fit_round(semi=True) compares with supervised training)."""
     from medwb.al.representation import with_pretrained
     from medwb.models.semi import semi_config_from, train_semi
     from medwb.models.train import round_metrics
 
     res = train_semi(with_pretrained(model, pretrained), X, y, X_unlabelled, *val,
-                     config=semi_config_from(config), progress=False)
+                     config=semi_config_from(config, **(schedule or {})), progress=False)
     return res.model, round_metrics(res, len(y), *val, test)
 
 
@@ -83,9 +85,14 @@ def main() -> None:
                     help="TrainConfig.min_passes (default: the task's; 0: exactly --epochs, as before session 8)")
     ap.add_argument("--patience", type=int, default=None,
                     help="early-stopping patience (default: TrainConfig's; = --epochs: the whole cosine schedule)")
+    ap.add_argument("--semi-schedule", default=None,
+                    help="FixMatch overrides as JSON (SemiConfig fields, e.g. '{\"mu\": 2}'), as the loop's "
+                         "semi_schedule; the rows' recipe names get --tag")
+    ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
     a = ap.parse_args()
+    schedule = json.loads(a.semi_schedule) if a.semi_schedule else None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(a.data, progress=False)
@@ -103,10 +110,11 @@ def main() -> None:
             lab = (np.arange(len(Xp)) if n >= len(Xp) else
                    np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False)))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)
-            for name in a.recipes:
+            for recipe in a.recipes:
+                name = recipe + a.tag
                 if ((done["recipe"] == name) & (done["labels"] == n) & (done["seed"] == seed)).any():
                     continue
-                r = dict(RECIPES[name])
+                r = dict(RECIPES[recipe])
                 use_pre, semi = r.pop("pretrained", False), r.pop("semi", False)
                 config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
                                               **{"epochs": a.epochs, "patience": a.patience,
@@ -114,15 +122,17 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if semi == "only":
                     _, m = fixmatch_only(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
-                                         (Xt, yt), config, pre)
+                                         (Xt, yt), config, pre, schedule)
                 else:
                     _, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv), task=ds.task,
                                      config=config, pretrained=pre if use_pre else None, semi=bool(semi),
-                                     X_unlabelled=Xp[rest] if semi else None, test=(Xt, yt), progress=False)
+                                     X_unlabelled=Xp[rest] if semi else None, test=(Xt, yt), progress=False,
+                                     semi_schedule=schedule)
                 row = {"recipe": name, "labels": n, "seed": seed, "seconds": time.perf_counter() - t0,
                        "best_epoch": m.get("best_epoch"), "test_auc": m["test_auc"],
                        "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
-                       "fixmatch_kept": m.get("semi")}
+                       "fixmatch_kept": m.get("semi"), "val_score_supervised": m.get("val_score_supervised"),
+                       "val_score_semi": m.get("val_score_semi")}
                 print(json.dumps(row), flush=True)
                 done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
                 done.to_csv(csv, index=False)
