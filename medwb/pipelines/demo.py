@@ -133,12 +133,12 @@ def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
 
 def pick_study(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
     """The study the report describes: the first non-random strategy's seed-0 study (else random's)."""
-    from medwb.pipelines.simulate import parse_arm
+    from medwb.pipelines.simulate import parse_arm, study_folder
 
     labels = [parse_arm(s).label for s in strategies]
     order = [s for s in labels if not s.startswith("random")] + [s for s in labels if s.startswith("random")]
     for s in order:
-        p = sim_dir / "studies" / f"{s}-seed0"
+        p = study_folder(sim_dir, s, 0)
         if is_study(p):
             return p
     raise DemoError(f"{sim_dir}: the simulation wrote no study folder. Fix: check the simulation stage's error")

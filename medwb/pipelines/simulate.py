@@ -437,22 +437,26 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
     folder = study_folder(spec.out, name, seed)
     study = Study.open_or_create(folder, dataset_path=spec.data, task=ds.task, classes=ds.classes,
                                  name=f"{ds.name} {name} seed {seed}")
-    register_simulation(study, spec.out, spec.folders, ds.stats_cache_file)
-    loop = ActiveLearningLoop(study, ds, strategy="random" if reference else arm.strategy, batch_size=1,
-                              train_config=config, seed=seed, cold_start=spec.cold_start, mc_passes=spec.mc_passes,
-                              size=spec.size, evaluate_test=True, progress=False, max_pool=spec.max_pool,
-                              finetune=spec.finetune, pretrain=arm.pretrain, semi=arm.semi,
-                              pretrained=spec.shared if arm.pretrain else None,
-                              scoring=None if scoring == "memory" else scoring, stream=spec.stream and not reference,
-                              semi_schedule=spec.semi_schedule)
-    pool_size, target = loop.pool_size, loop.autolabel_target_error
-    if reference:
-        return UnitResult(_full_reference(loop, folder, seed, ds.task, name=name), None, pool_size, target,
-                          study.encrypted)
-    loop.batch_size = max(1, math.ceil(spec.budget * pool_size / spec.rounds))
-    loop.run(spec.rounds, simulated_oracle(ds))
-    return UnitResult(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task),
-                      autolabel_from_study(study, strategy=name, seed=seed), pool_size, target, study.encrypted)
+    try:
+        register_simulation(study, spec.out, spec.folders, ds.stats_cache_file)
+        loop = ActiveLearningLoop(study, ds, strategy="random" if reference else arm.strategy, batch_size=1,
+                                  train_config=config, seed=seed, cold_start=spec.cold_start, mc_passes=spec.mc_passes,
+                                  size=spec.size, evaluate_test=True, progress=False, max_pool=spec.max_pool,
+                                  finetune=spec.finetune, pretrain=arm.pretrain, semi=arm.semi,
+                                  pretrained=spec.shared if arm.pretrain else None,
+                                  scoring=None if scoring == "memory" else scoring,
+                                  stream=spec.stream and not reference,
+                                  semi_schedule=spec.semi_schedule)
+        pool_size, target = loop.pool_size, loop.autolabel_target_error
+        if reference:
+            return UnitResult(_full_reference(loop, folder, seed, ds.task, name=name), None, pool_size, target,
+                              study.encrypted)
+        loop.batch_size = max(1, math.ceil(spec.budget * pool_size / spec.rounds))
+        loop.run(spec.rounds, simulated_oracle(ds))
+        return UnitResult(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task),
+                          autolabel_from_study(study, strategy=name, seed=seed), pool_size, target, study.encrypted)
+    finally:
+        study.close()  # a worker process runs many units: one sqlite connection each otherwise
 
 
 def _one_thread() -> None:
