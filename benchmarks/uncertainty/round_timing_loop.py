@@ -78,7 +78,9 @@ def main() -> None:
     lines = ["# One round of the default loop, PneumoniaMNIST whole pool", "",
              f"Command: `python benchmarks/uncertainty/round_timing_loop.py --labels {a.labels} --seed {a.seed}`", "",
              f"torch threads {torch.get_num_threads()}, usable cores {len(os.sched_getaffinity(0))}, "
-             f"load average before {os.getloadavg()[0]:.1f}; pool {loop.pool_size}, {m.get('n_labeled')} labels.", "",
+             f"load average before {os.getloadavg()[0]:.1f}; pool {loop.pool_size}, {m.get('n_labeled')} labels; "
+             f"CPU {torch.backends.cpu.get_cpu_capability()} kernels (a shared host's CPU can change between runs, "
+             "and with it the kernels and the floats).", "",
              "| step | wall s | CPU s |", "|---|---|---|"]
     lines += [f"| {name} | {wall:.1f} | {cpu:.1f} |" for name, wall, cpu in rows]
     lines += ["", f"Round 1's model: FixMatch kept = {bool(m.get('semi'))}, validation score supervised "
