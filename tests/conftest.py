@@ -91,12 +91,11 @@ def hc18(samples: Path):
     return open_dataset(samples / "segmentation_2d" / "hc18", progress=False)
 
 
-
 @pytest.fixture(autouse=True)
 def _environment_restored():
-    """Every test leaves os.environ as it found it: a Dask LocalCluster started by a test writes
-    OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_ there, and every later subprocess of the suite (papermill
-    kernels, CLI runs) inherited them and ran about twice as long."""
+    """Every test leaves os.environ as it found it: a Dask LocalCluster a test starts itself writes
+    MALLOC_TRIM_THRESHOLD_ (and OMP/MKL_NUM_THREADS=1 when unset) there, and every later subprocess of the suite
+    (papermill kernels, CLI runs) inherited it and ran about twice as long."""
     from medwb.compute.cluster import environment_kept
 
     with environment_kept():

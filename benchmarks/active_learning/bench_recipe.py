@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.al.fit import fit_round
+from medwb.al.fit import check_semi_schedule, fit_round
 from medwb.al.representation import pretrain_build_args, pretrained_representation
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
@@ -92,10 +92,12 @@ def main() -> None:
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
     a = ap.parse_args()
-    schedule = json.loads(a.semi_schedule) if a.semi_schedule else None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(a.data, progress=False)
+    # checked before any training (a misspelt field fails now, not after the pretraining)
+    schedule = check_semi_schedule(default_train_config(ds.task, modality=ds.modality, spatial_dims=ds.ndim),
+                                   json.loads(a.semi_schedule or "{}"))
     Xp, yp, _ = ds.arrays("train")
     Xv, yv, _ = ds.arrays("val")
     Xt, yt, _ = ds.arrays("test")

@@ -17,7 +17,7 @@ def test_local_cluster_keeps_this_process_environment(monkeypatch) -> None:
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     before = dict(os.environ)
     with dask_client("local", workers=1) as client:
-        assert dict(os.environ) == before  # already while it runs: a papermill kernel started now gets 2 threads
+        assert dict(os.environ) == before  # already while it runs: a subprocess started now gets our settings
         # its workers still get Dask's one thread each
         assert set(client.run(_worker_threads).values()) == {1}
     assert dict(os.environ) == before
