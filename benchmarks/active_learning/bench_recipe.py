@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.al.fit import check_semi_schedule, fit_round
+from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round
 from medwb.al.representation import pretrain_build_args, pretrained_representation
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
@@ -58,17 +58,6 @@ RECIPES = {
     "old3d": dict(augment="shift", lr_schedule="constant", epochs=15, min_batches_per_epoch=8, patience=6,
                   select_on="loss"),
 }
-
-
-def fixmatch_only(model, X, y, X_unlabelled, val, test, config, pretrained, schedule=None):  # noqa: ANN001, ANN201
-    """FixMatch alone (what fit_round(semi=True) compares with supervised training)."""
-    from medwb.al.representation import with_pretrained
-    from medwb.models.semi import semi_config_from, train_semi
-    from medwb.models.train import round_metrics
-
-    res = train_semi(with_pretrained(model, pretrained), X, y, X_unlabelled, *val,
-                     config=semi_config_from(config, **(schedule or {})), progress=False)
-    return res.model, round_metrics(res, len(y), *val, test)
 
 
 def main() -> None:
@@ -123,8 +112,9 @@ def main() -> None:
                                                  "min_passes": a.min_passes, **r})
                 t0 = time.perf_counter()
                 if semi == "only":
-                    _, m = fixmatch_only(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
-                                         (Xt, yt), config, pre, schedule)
+                    _, m = fit_fixmatch(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
+                                        config=config, pretrained=pre, test=(Xt, yt), progress=False,
+                                        semi_schedule=schedule)
                 else:
                     _, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv), task=ds.task,
                                      config=config, pretrained=pre if use_pre else None, semi=bool(semi),

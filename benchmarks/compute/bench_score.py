@@ -119,11 +119,12 @@ def run_mode(mode: str, model: str, pool: str, out: str, mc: int, shard_size: in
         df = score_pool(model, ds, **kw)
         rec["score_s"] = time.perf_counter() - t
     else:
-        from distributed import Client, LocalCluster
+        from medwb.compute.cluster import dask_client
 
         t = time.perf_counter()
-        with LocalCluster(n_workers=int(mode.split()[0]), threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        # medwb's LocalCluster: loopback, single-thread workers, and this process's environment kept (the nanny's
+        # settings would otherwise reach every later subprocess of the benchmark)
+        with dask_client("local", workers=int(mode.split()[0])) as client:
             client.run(warm_up)  # the workers' imports (torch, MONAI, medwb) count as startup, not scoring
             rec["startup_s"] = time.perf_counter() - t
             t = time.perf_counter()

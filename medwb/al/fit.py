@@ -66,7 +66,7 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     (1 = FixMatch kept), val_score_supervised / val_score_semi (when both ran), val_* and, with ``test``,
     test_*.
     """
-    from medwb.models.train import fit_and_evaluate, round_metrics
+    from medwb.models.train import fit_and_evaluate
 
     semi = bool(semi and task == "classification" and X_unlabelled is not None and len(X_unlabelled) >= 2)
     start = copy.deepcopy(model) if semi else None  # the same initial weights for both candidates
@@ -77,20 +77,36 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     metrics = {**metrics, "semi": 0.0}
     if start is None:
         return model, metrics
-    from medwb.models.semi import semi_config_from, train_semi
-
-    other = with_pretrained(start, pretrained) if pretrained is not None else start
-    if config.freeze_trunk:
-        for p in other.trunk.parameters():
-            p.requires_grad_(False)
-    res = train_semi(other, X, y, X_unlabelled, Xv, yv, config=semi_config_from(config, **(semi_schedule or {})),
-                     progress=progress)
-    semi_metrics = {**round_metrics(res, len(y), Xv, yv, test), "semi": 1.0}
+    semi_model, semi_metrics = fit_fixmatch(start, X, y, X_unlabelled, val, config=config, pretrained=pretrained,
+                                            test=test, progress=progress, semi_schedule=semi_schedule)
     sup_score, semi_score = validation_score(metrics), validation_score(semi_metrics)
-    chosen = (res.model, semi_metrics) if semi_score > sup_score else (model, metrics)
+    chosen = (semi_model, semi_metrics) if semi_score > sup_score else (model, metrics)
     # both candidates' cost and validation score travel with the round, so the choice can be audited
     return chosen[0], {**chosen[1], "train_seconds": metrics["train_seconds"] + semi_metrics["train_seconds"],
                        "val_score_supervised": sup_score, "val_score_semi": semi_score}
+
+
+def fit_fixmatch(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: np.ndarray,
+                 val: tuple[np.ndarray, np.ndarray], *, config: TrainConfig,
+                 pretrained: PretrainResult | str | Path | None = None, test: tuple[np.ndarray, np.ndarray] | None = None,
+                 progress: bool = True, semi_schedule: Mapping[str, float] | None = None,
+                 ) -> tuple[TrunkHeadNet, dict[str, float]]:
+    """FixMatch on ``(X, y)`` plus ``X_unlabelled`` from ``model`` (its pretrained trunk loaded first), with the
+    round's schedule (:func:`medwb.models.semi.semi_config_from` of ``config`` and ``semi_schedule``): the
+    candidate :func:`fit_round` sets against supervised training, and what benchmarks train alone. Metrics as
+    :func:`fit_round`'s, ``semi`` 1."""
+    from medwb.models.semi import semi_config_from, train_semi
+    from medwb.models.train import round_metrics
+
+    if pretrained is not None:
+        model = with_pretrained(model, pretrained)
+    if config.freeze_trunk:
+        for p in model.trunk.parameters():
+            p.requires_grad_(False)
+    Xv, yv = val
+    res = train_semi(model, X, y, X_unlabelled, Xv, yv, config=semi_config_from(config, **(semi_schedule or {})),
+                     progress=progress)
+    return res.model, {**round_metrics(res, len(y), Xv, yv, test), "semi": 1.0}
 
 
 #: how much lower FixMatch's validation score (mean of AUC and balanced accuracy) may be and still be tried again

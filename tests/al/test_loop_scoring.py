@@ -13,10 +13,10 @@ import pytest
 @pytest.mark.parametrize("strategy", ["hybrid", "badge"])
 def test_sharded_and_dask_scoring_pick_the_same_batch(samples: Path, tmp_path: Path, strategy: str) -> None:
     from _fixtures import tiny_pneumonia_loop
-    from distributed import Client, LocalCluster
 
     from medwb.al.oracle import simulated_oracle
     from medwb.compute import score_pool
+    from medwb.compute.cluster import dask_client
     from medwb.models import TrainConfig
 
     study, ds, loop = tiny_pneumonia_loop(samples, tmp_path, n_train=40, batch_size=4, strategy=strategy)
@@ -28,8 +28,7 @@ def test_sharded_and_dask_scoring_pick_the_same_batch(samples: Path, tmp_path: P
     loop.scoring = "shards"
     ids_shards, scores_shards, name, params = loop._select(2)
     assert name == strategy and params["scoring"] == "shards" and len(ids_shards) == 4
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with dask_client("local", workers=2) as client:
         loop.scoring = client
         ids_dask, scores_dask, _, params_dask = loop._select(2)
     assert params_dask["scoring"] == "local"  # a LocalCluster's Client: said as such, not "dask"

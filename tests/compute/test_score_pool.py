@@ -55,13 +55,11 @@ def test_seed_and_shard_index_decide_the_samples(checkpoint, small_pool, ids, in
 
 
 def test_local_cluster_of_two_workers_gives_the_in_process_rows(checkpoint, small_pool, ids, in_process) -> None:
-    from distributed import Client, LocalCluster
-
     from medwb.compute import score_pool
+    from medwb.compute.cluster import dask_client
     from medwb.compute.worker import undo_malloc_trim, worker_dataset
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with dask_client("local", workers=2) as client:  # medwb's own LocalCluster (loopback, this env kept)
         on_dask = score_pool(checkpoint, small_pool, ids, client=client, **SETTINGS)
         opened = client.run(lambda: worker_dataset.cache_info()._asdict())
         tuned = client.run(undo_malloc_trim)

@@ -112,9 +112,11 @@ def test_unlabelled_pool_on_pneumonia(pneu):
     alone (default_train_config), scored on the 524 validation images.
 
     Measured (2 threads, this label draw, Dec 2026): train() AUC 0.973, balanced accuracy 0.923 (best epoch 7);
-    FixMatch AUC 0.976, balanced accuracy 0.915 (best epoch 8, ~18 s). With SemiConfig's own default
-    (select_on="loss") FixMatch stops at epoch 2 with 0.968 / 0.897: the class-balanced validation loss prefers an
-    early, less separated epoch, so the two trainers must be compared on one criterion. Earlier measurements
+    FixMatch AUC 0.979, balanced accuracy 0.913 (best epoch 12, ~17 s; session 15's mu 2, 12 steps per epoch; the
+    earlier mu 3, 16 steps gave 0.976 / 0.915 at epoch 8). With SemiConfig's own default (select_on="loss")
+    FixMatch stops at epoch 3 with 0.956 / 0.868 (mu 3, 16 steps: epoch 2, 0.968 / 0.897): the class-balanced
+    validation loss prefers an early, less separated epoch, so the two trainers must be compared on one
+    criterion. Earlier measurements
     (train() before its >= 80 passes: 0.972/0.914 against FixMatch 0.968/0.912) agree that this is a
     NON-INFERIORITY check, not a usefulness one: from scratch at 60 labels FixMatch does not beat supervised
     training here. See benchmarks/semi/results.txt for the test-set comparison at 1/5/10% labels with and without
