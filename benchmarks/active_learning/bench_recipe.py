@@ -19,6 +19,9 @@ Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entr
   cos, pre+cos, fixmatch+pre+cos, auto+pre+cos
                     the same with the augmentation the dataset's modality gets by default (``default_augment``:
                     shift for PneumoniaMNIST's X-rays, dihedral for BloodMNIST's microscopy): the loop's recipe
+``--first-batch cold_start`` draws the labelled subset as the loop's first round does (TypiClust in the SimCLR
+embedding of the pool, ``random_state = seed * 1000 + 1``) instead of at random: the cold start's own worth, the
+question of "Making Your First Choice" (arXiv 2210.02442), with the training recipe held fixed.
 ``--semi-schedule JSON --tag /NAME`` trains FixMatch with overrides (the loop's ``semi_schedule``) and names the
 rows RECIPE/NAME, so a cheaper FixMatch can be compared with the default on the same label sets.
 Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
@@ -34,8 +37,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medwb.al.acquire import select
 from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round
-from medwb.al.representation import pretrain_build_args, pretrained_representation
+from medwb.al.representation import (
+    pretrain_build_args,
+    pretrained_embeddings,
+    pretrained_representation,
+)
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
 from medwb.models.train import default_train_config
@@ -77,6 +85,9 @@ def main() -> None:
     ap.add_argument("--semi-schedule", default=None,
                     help="FixMatch overrides as JSON (SemiConfig fields, e.g. '{\"mu\": 2}'), as the loop's "
                          "semi_schedule; the rows' recipe names get --tag")
+    ap.add_argument("--first-batch", choices=["random", "cold_start"], default="random",
+                    help="how the labelled subset is drawn: at random (default) or by the loop's cold start in "
+                         "the pretrained embedding (needs a pretrained recipe's trunk; name the rows with --tag)")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
@@ -93,13 +104,18 @@ def main() -> None:
     csv = out / "recipes.csv"
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["recipe", "labels", "seed"])
     pre = None
-    if any(RECIPES[r].get("pretrained") for r in a.recipes):
+    if any(RECIPES[r].get("pretrained") for r in a.recipes) or a.first_batch == "cold_start":
         args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
         pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, config=None, progress=False)
     for n in a.labels:
         for seed in a.seeds:
-            lab = (np.arange(len(Xp)) if n >= len(Xp) else
-                   np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False)))
+            if n >= len(Xp):
+                lab = np.arange(len(Xp))
+            elif a.first_batch == "cold_start":  # the loop's round 1: its seed, round number 1
+                emb = pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, pre, Xp)
+                lab = np.sort(select("cold_start", n, embeddings=emb, random_state=seed * 1000 + 1)[0])
+            else:
+                lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)
             for recipe in a.recipes:
                 name = recipe + a.tag
@@ -121,11 +137,15 @@ def main() -> None:
                                      X_unlabelled=Xp[rest] if semi else None, test=(Xt, yt), progress=False,
                                      semi_schedule=schedule)
                 row = {"recipe": name, "labels": n, "seed": seed, "seconds": time.perf_counter() - t0,
+                       "first_batch": a.first_batch, "classes_in_batch": int(len(np.unique(yp[lab]))),
                        "best_epoch": m.get("best_epoch"), "test_auc": m["test_auc"],
                        "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
                        "fixmatch_kept": m.get("semi"), "val_score_supervised": m.get("val_score_supervised"),
                        "val_score_semi": m.get("val_score_semi")}
                 print(json.dumps(row), flush=True)
+                # re-read before writing: another run on the same OUT (another recipe, side by side) may have
+                # added rows since this one started, and rewriting its own copy would drop them
+                done = pd.read_csv(csv) if csv.is_file() else done.iloc[:0]
                 done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
                 done.to_csv(csv, index=False)
     g = done.groupby(["labels", "recipe"], sort=False)
