@@ -20,7 +20,8 @@ Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entr
                     the same with the augmentation the dataset's modality gets by default (``default_augment``:
                     shift for PneumoniaMNIST's X-rays, dihedral for BloodMNIST's microscopy): the loop's recipe
 ``--first-batch cold_start`` draws the labelled subset as the loop's first round does (TypiClust in the SimCLR
-embedding of the pool, ``random_state = seed * 1000 + 1``) instead of at random: the cold start's own worth, the
+embedding of the pool, ``random_state = seed * 1000 + 1``; ``cold_start_pixels``: on a PCA of the pixels, the
+loop's round 1 without pretraining) instead of at random: the cold start's own worth, the
 question of "Making Your First Choice" (arXiv 2210.02442), with the training recipe held fixed.
 ``--semi-schedule JSON --tag /NAME`` trains FixMatch with overrides (the loop's ``semi_schedule``) and names the
 rows RECIPE/NAME, so a cheaper FixMatch can be compared with the default on the same label sets.
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.al.acquire import select
+from medwb.al.acquire import pixel_features, select
 from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round
 from medwb.al.representation import (
     pretrain_build_args,
@@ -85,7 +86,7 @@ def main() -> None:
     ap.add_argument("--semi-schedule", default=None,
                     help="FixMatch overrides as JSON (SemiConfig fields, e.g. '{\"mu\": 2}'), as the loop's "
                          "semi_schedule; the rows' recipe names get --tag")
-    ap.add_argument("--first-batch", choices=["random", "cold_start"], default="random",
+    ap.add_argument("--first-batch", choices=["random", "cold_start", "cold_start_pixels"], default="random",
                     help="how the labelled subset is drawn: at random (default) or by the loop's cold start in "
                          "the pretrained embedding (needs a pretrained recipe's trunk; name the rows with --tag)")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
@@ -111,8 +112,9 @@ def main() -> None:
         for seed in a.seeds:
             if n >= len(Xp):
                 lab = np.arange(len(Xp))
-            elif a.first_batch == "cold_start":  # the loop's round 1: its seed, round number 1
-                emb = pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, pre, Xp)
+            elif a.first_batch.startswith("cold_start"):  # the loop's round 1: its seed, round number 1
+                emb = (pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, pre, Xp)
+                       if a.first_batch == "cold_start" else pixel_features(Xp, random_state=seed * 1000 + 1))
                 lab = np.sort(select("cold_start", n, embeddings=emb, random_state=seed * 1000 + 1)[0])
             else:
                 lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))

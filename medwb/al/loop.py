@@ -26,6 +26,7 @@ from medwb.al.acquire import check_strategy
 from medwb.al.fit import check_semi_schedule, fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
+from medwb.al.scoring import first_batch_strategy
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
 from medwb.al.prelabels import check_prelabel, prelabel_round
 from medwb.al.structure_round import STRATEGY as STRUCTURE
@@ -99,8 +100,8 @@ class ActiveLearningLoop:
     carved by :func:`medwb.data.splits.carve_splits` (pool = ``train``, or ``pool_ids``; ``max_pool`` a fixed
     seeded subset) and saved. ``val`` serves early stopping and auto-label calibration; ``test`` is evaluated
     only with ``evaluate_test``. The first batch, when no model exists yet, comes from the label-free
-    ``cold_start`` strategy on pixel features (the random strategy stays random throughout, as the honest
-    baseline).
+    ``cold_start`` strategy on pixel features; ``"auto"``: random for 3D classification (``first_batch_strategy``);
+    the random strategy stays random throughout, as the honest baseline.
 
     The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained``
     result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold
@@ -122,7 +123,7 @@ class ActiveLearningLoop:
     def __init__(
         self, study: Study, dataset: Dataset, *, strategy: str = "hybrid", batch_size: int = 32,
         model_fn: Callable[[int], nn.Module] | None = None, train_config: TrainConfig | None = None, seed: int = 0,
-        cold_start: str = "cold_start", mc_passes: int = 20, size: tuple[int, ...] | None = None,
+        cold_start: str = "auto", mc_passes: int = 20, size: tuple[int, ...] | None = None,
         evaluate_test: bool = False, auto_accept: bool = False, autolabel_target_error: float = 0.02,
         progress: bool = True, pool_ids: Iterable[str] | None = None, max_pool: int | None = None,
         voxel_reduce: str = "topk", pretrain: bool = True, pretrain_config: PretrainConfig | None = None,
@@ -130,7 +131,7 @@ class ActiveLearningLoop:
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
         semi_schedule: Mapping[str, float] | None = None,
     ) -> None:
-        check_strategy(strategy), check_strategy(cold_start)
+        check_strategy(strategy)
         if batch_size < 1:
             raise StoreError(f"batch_size must be >= 1, got {batch_size}. Fix: pass a positive batch size")
         if study.task != dataset.task:
@@ -140,7 +141,7 @@ class ActiveLearningLoop:
         from medwb.models.networks import build_for_dataset, num_classes_of
 
         self.study, self.ds = study, dataset
-        self.strategy, self.cold_start = strategy, cold_start
+        self.strategy, self.cold_start = strategy, first_batch_strategy(cold_start, dataset.task, dataset.ndim)
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.mc_passes, self.evaluate_test = int(mc_passes), evaluate_test
         self.auto_accept, self.autolabel_target_error = auto_accept, autolabel_target_error
