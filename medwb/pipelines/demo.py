@@ -64,9 +64,9 @@ class DemoConfig:
         # medwb's default pipeline (hybrid: SimCLR on the pool, FixMatch rounds) against random + scratch on a
         # 1000-case pool, 10% in 4 rounds, 2 seeds, in <= 10 minutes on 2 cores. The loop's defaults took ~20
         # minutes here (session 8: a round trains >= 32 batches per epoch, FixMatch then 16 steps of 4x its
-        # labelled batch per epoch), so the demo trains shorter rounds, the same for both arms: 10 epochs of >= 16 batches, FixMatch
-        # 8 steps per epoch; SimCLR 300 steps; the all-labels references for one seed; the units in one process
-        # per core (2 single-thread processes do ~1.5x the work of one 2-thread process)
+        # labelled batch per epoch), so the demo trains shorter rounds, the same for both arms: 10 epochs of
+        # >= 16 batches, FixMatch 8 steps per epoch; SimCLR 300 steps; the all-labels references for one seed;
+        # the units in one process per core (2 single-thread processes do ~1.5x the work of one 2-thread process)
         return cls(explore_max_cases=2000, strategies=("hybrid", "random:scratch"), budget=0.1, rounds=4, seeds=2,
                    epochs=10, max_pool=1000, explain_methods="gradcam,ig", explain_cases=8,
                    n_bootstrap=1000, pretrain_steps=300, reference_seeds=1, train={"min_batches_per_epoch": 16},
