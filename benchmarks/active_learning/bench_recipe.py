@@ -87,8 +87,9 @@ def main() -> None:
                     help="FixMatch overrides as JSON (SemiConfig fields, e.g. '{\"mu\": 2}'), as the loop's "
                          "semi_schedule; the rows' recipe names get --tag")
     ap.add_argument("--first-batch", choices=["random", "cold_start", "cold_start_pixels"], default="random",
-                    help="how the labelled subset is drawn: at random (default) or by the loop's cold start in "
-                         "the pretrained embedding (needs a pretrained recipe's trunk; name the rows with --tag)")
+                    help="how the labelled subset is drawn: at random (default), by the loop's cold start in "
+                         "the pretrained embedding (cold_start) or on a pixel PCA (cold_start_pixels); name the "
+                         "rows with --tag")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
@@ -108,14 +109,22 @@ def main() -> None:
     if any(RECIPES[r].get("pretrained") for r in a.recipes) or a.first_batch == "cold_start":
         args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
         pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, config=None, progress=False)
+    embeddings: dict[int, np.ndarray] = {}  # the cold start's features per seed: the same for every label count
+
+    def first_batch_features(seed: int) -> np.ndarray:
+        if seed not in embeddings:
+            embeddings[seed] = (pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, pre, Xp)
+                                if a.first_batch == "cold_start" else
+                                pixel_features(Xp, random_state=seed * 1000 + 1))
+        return embeddings[seed]
+
     for n in a.labels:
         for seed in a.seeds:
             if n >= len(Xp):
                 lab = np.arange(len(Xp))
             elif a.first_batch.startswith("cold_start"):  # the loop's round 1: its seed, round number 1
-                emb = (pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, pre, Xp)
-                       if a.first_batch == "cold_start" else pixel_features(Xp, random_state=seed * 1000 + 1))
-                lab = np.sort(select("cold_start", n, embeddings=emb, random_state=seed * 1000 + 1)[0])
+                lab = np.sort(select("cold_start", n, embeddings=first_batch_features(seed),
+                                     random_state=seed * 1000 + 1)[0])
             else:
                 lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medwb.al.acquire import image_scores_from_mc
+from medwb.al.acquire import check_strategy, image_scores_from_mc
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -30,8 +30,6 @@ def first_batch_strategy(cold_start: str, task: str, ndim: int) -> str:
     0.836 on a pixel PCA, random ahead on 6 of 6 draws; the 3D embedding's 20-NN test AUC is 0.75, no better than
     the pixels' (benchmarks/active_learning/recipes/adrenalmnist3d_first_batch). On BloodMNIST the cold start won
     (0.952 against 0.938 at 60 labels, bloodmnist_first_batch)."""
-    from medwb.al.acquire import check_strategy
-
     if cold_start != "auto":
         return check_strategy(cold_start)
     return "random" if task == "classification" and int(ndim) == 3 else "cold_start"
