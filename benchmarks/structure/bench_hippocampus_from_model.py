@@ -8,10 +8,13 @@ volumes (10% of the 260 by default) and ``--val`` validation volumes, its predic
 size, :func:`medwb.al.prelabels.predict_mask`) on ``--cases`` other volumes, then the simulated region-click
 annotator (:mod:`medwb.al.region_oracle`) from an empty mask and from that pre-label, to Dice 0.90 (both
 classes), against a manual outline's vertices (one every 5 px, slice by slice). Regions: the default levels
-(30/300/3000) and, with ``--fine``, a fourth level of 12 000 supervoxels.
+(30/300/3000) and, with ``--fine``, a fourth level of 12 000 supervoxels. ``--bands``: from the pre-label the
+annotator also has the review's edge bands (:func:`medwb.al.regions.with_edge_bands`: thin regions along the
+pre-label's edges), and with ``--bands unsure`` those cut where the model's MC-dropout entropy map (20 passes,
+what the notebook's review shows) exceeds 0.3 nats.
 
     OMP_NUM_THREADS=1 python benchmarks/structure/bench_hippocampus_from_model.py DATA_ROOT benchmarks/structure/regions \
-        [--labels 26 --val 26 --cases 60 --seed 0 --fine]
+        [--labels 26 --val 26 --cases 60 --seed 0 --fine --bands {edges,unsure}]
 """
 from __future__ import annotations
 
@@ -33,11 +36,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fine", action="store_true")
     ap.add_argument("--max-clicks", type=int, default=3000)
+    ap.add_argument("--bands", choices=["edges", "unsure"], default=None)
     a = ap.parse_args()
 
-    from medwb.al.prelabels import predict_mask
+    from medwb.al.prelabels import entropy_map, predict_mask
     from medwb.al.region_oracle import outline_actions, simulate_region_clicks
-    from medwb.al.regions import RegionConfig, over_segment, spacing_of
+    from medwb.al.regions import RegionConfig, over_segment, spacing_of, with_edge_bands
     from medwb.data import open_dataset
     from medwb.data.dataset import case_targets, default_size
     from medwb.metrics import dice
@@ -62,10 +66,16 @@ def main() -> None:
     rows = []
     for cid in eval_ids:
         truth = ds.load_mask(cid)[0]
-        pre = predict_mask(res.model, ds.inputs([cid], size), tuple(truth.shape))
+        x = ds.inputs([cid], size)
+        pre = predict_mask(res.model, x, tuple(truth.shape))
         regions = over_segment(ds.load_image(cid), spacing_of(ds, cid), config=config_r)
         empty = simulate_region_clicks(regions, truth, target=0.9, max_clicks=a.max_clicks)
-        fixed = simulate_region_clicks(regions, truth, target=0.9, max_clicks=a.max_clicks, start=pre)
+        from_pre = regions
+        if a.bands:
+            unsure = entropy_map(res.model, x, tuple(truth.shape), passes=20, seed=a.seed) if a.bands == "unsure" \
+                else None
+            from_pre, _ = with_edge_bands(regions, pre, spacing=spacing_of(ds, cid), uncertainty=unsure)
+        fixed = simulate_region_clicks(from_pre, truth, target=0.9, max_clicks=a.max_clicks, start=pre)
         outline = outline_actions(truth, step=5)
         rows.append({"case_id": cid, "prelabel_dice": dice(pre, truth, n_classes=n_classes), "outline_actions": outline,
                      "clicks_empty": empty.clicks, "dice_empty": empty.dice, "reached_empty": empty.reached,
@@ -73,13 +83,15 @@ def main() -> None:
                      "reached_from_prelabel": fixed.reached})
         print(rows[-1], flush=True)
     t = pd.DataFrame(rows)
-    name = f"hippocampus_from_model_{'fine' if a.fine else 'default'}"
+    name = f"hippocampus_from_model_{'fine' if a.fine else 'default'}" + (f"_bands_{a.bands}" if a.bands else "")
     results = Path(a.results)
     t.to_csv(results / f"{name}_eval.csv", index=False)
     cmd = (f"OMP_NUM_THREADS=1 python benchmarks/structure/bench_hippocampus_from_model.py DATA_ROOT "
            f"benchmarks/structure/regions --labels {a.labels} --val {a.val} --cases {a.cases} --seed {a.seed}"
-           + (" --fine" if a.fine else ""))
-    lines = [f"# Hippocampus: region-click from a model's pre-label (levels {'/'.join(map(str, levels))})", "",
+           + (" --fine" if a.fine else "") + (f" --bands {a.bands}" if a.bands else ""))
+    bands = {None: "", "edges": "; from the pre-label also its edge bands",
+             "unsure": "; from the pre-label also its edge bands, and those cut where MC-dropout entropy > 0.3"}[a.bands]
+    lines = [f"# Hippocampus: region-click from a model's pre-label (levels {'/'.join(map(str, levels))}{bands})", "",
              f"Command: `{cmd}`", "",
              f"3D UNet trained on {a.labels} labelled volumes (validation {a.val}; {train_s:.0f} s, best epoch "
              f"{res.best_epoch}), evaluated on {len(t)} other volumes. Target: Dice 0.90 on both classes.", "",

@@ -8,6 +8,9 @@ outlining it point by point; the result is stored as an ordinary mask label.
 
 - :class:`RegionConfig`: the scales (regions per image at each level, coarse to fine) and SLIC's compactness.
 - :func:`over_segment`: ``(L, *spatial)`` int32 region maps of one image, level 0 coarsest, ids ``0..n-1``.
+- :func:`with_edge_bands`: when a case has a pre-label, extra levels of thin regions along its edges (distance
+  shells cut by each level's regions, and cut again where the model is unsure): a click there moves the pre-label's
+  edge by a voxel over a patch, where a model's errors lie.
 - :func:`toggle_region`: the one edit a click makes: add (or remove) the region under a voxel to (from) a mask.
 - :func:`study_regions`: :func:`over_segment` computed lazily per case and cached in the study
   (``cache/regions/<config key>/``), so an annotator's page opens a case without waiting twice.
@@ -149,6 +152,96 @@ def resample_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     idx = np.ix_(*[np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1)
                    for n, m in zip(shape, labels.shape)])
     return labels[idx]
+
+
+def level_names(n: int) -> list[str]:
+    """Names of ``n`` region levels, coarse to fine, as the editor's buttons show them."""
+    return {1: ["regions"], 2: ["coarse", "fine"], 3: ["coarse", "medium", "fine"]}.get(
+        n, [f"level {i}" for i in range(n)])
+
+
+#: how far from a pre-label's edge :func:`edge_bands` cuts shells, in voxels of the smallest spacing: a model's
+#: mask errs in the edge's first two voxels (hippocampus, 40 volumes: 66% of wrong voxels touch the predicted
+#: edge, 32% one voxel further, 1% beyond)
+EDGE_BAND_WIDTH = 3
+
+#: predictive entropy (nats) above which a voxel counts as uncertain when :func:`with_edge_bands` cuts bands by
+#: the model's uncertainty map. Chosen on 10 hippocampus volumes with the entropy of the mean softmax: 0.3 -> 23.9%
+#: of an outline's actions, 0.5 -> 25.0%, 0.7 -> 29.6%, without the cut 30.1%; with the review's MC-dropout map
+#: (20 passes) on 40 volumes 0.3 gave 32.7% against 36.2% without (benchmarks/structure/README.md)
+UNCERTAIN_ENTROPY = 0.3
+
+
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """Voxels of a label map with a face neighbour of another label (both sides of every edge)."""
+    labels = np.asarray(labels)
+    edge = np.zeros(labels.shape, bool)
+    for ax in range(labels.ndim):
+        d = np.diff(labels, axis=ax) != 0
+        lo, hi = [slice(None)] * labels.ndim, [slice(None)] * labels.ndim
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        edge[tuple(lo)] |= d
+        edge[tuple(hi)] |= d
+    return edge
+
+
+def edge_bands(labels: np.ndarray, base: np.ndarray, *, spacing: Sequence[float] | None = None,
+               width: int = EDGE_BAND_WIDTH, split: np.ndarray | None = None) -> np.ndarray:
+    """One region map of thin regions along the edges of ``labels`` (a pre-label's label map): voxels closer than
+    ``width`` voxels (of the smallest ``spacing``, distances in millimetres) to an edge are cut into one-voxel
+    shells by that distance and into pieces by ``base`` (a region map of the same grid); farther voxels keep their
+    ``base`` region. ``split`` (a boolean map, e.g. where the model is uncertain) cuts every region in two more.
+
+    Why: a model's mask is wrong in a thin layer along its edge, where supervoxels that follow intensity edges mix
+    right and wrong voxels (on the hippocampus, whose anterior / posterior boundary has no intensity edge, the
+    finest level still needed 57% of an outline's actions from a model's pre-label). A shell piece is inside and
+    outside voxels at the same distance from the edge: clicking it in moves the edge out by a voxel over that
+    patch, clicking it out moves it in. Ids ``0..n-1``."""
+    from scipy.ndimage import distance_transform_edt
+
+    labels, base = np.asarray(labels), np.asarray(base)
+    if labels.shape != base.shape or (split is not None and np.shape(split) != base.shape):
+        raise DataError(None, f"a pre-label of shape {labels.shape} (split {None if split is None else np.shape(split)}) "
+                        f"on regions of shape {base.shape}", "compute both on the case's own grid")
+    sp = np.ones(labels.ndim) if spacing is None else np.asarray(spacing, float)
+    edge = label_edges(labels)
+    shell = np.full(labels.shape, int(width), np.int64)
+    if edge.any():
+        dist = distance_transform_edt(~edge, sampling=sp) / float(sp.min())
+        shell = np.minimum(np.floor(dist + 1e-6).astype(np.int64), int(width))  # 0: the edge's own voxels
+    ids = (base.astype(np.int64) * (int(width) + 1) + shell) * 2
+    if split is not None:
+        ids += np.asarray(split, bool)
+    return consecutive_ids(ids)
+
+
+def with_edge_bands(regions: np.ndarray, prelabel: np.ndarray, *, spacing: Sequence[float] | None = None,
+                    uncertainty: np.ndarray | None = None,
+                    uncertain_above: float = UNCERTAIN_ENTROPY) -> tuple[np.ndarray, list[str]]:
+    """``regions`` ``(L, *spatial)`` with :func:`edge_bands` levels of ``prelabel`` appended, and the names of all
+    levels: one band level per level of ``regions`` ("edge bands" + its name), and with an ``uncertainty`` map
+    (predictive entropy in nats, the review's MC-dropout map) the same bands cut where it exceeds
+    ``uncertain_above`` ("unsure edge"): the model's doubtful voxels of a patch go in or out together.
+
+    Measured (hippocampus, a UNet's pre-labels on 40 volumes, simulated annotator to Dice 0.90): 57.2% of a
+    manual outline's actions with the supervoxels alone, 36.2% with the bands, 32.7% with the unsure cut of a
+    20-pass MC-dropout entropy map (benchmarks/structure/README.md)."""
+    regions, prelabel = np.asarray(regions), np.asarray(prelabel)
+    if prelabel.shape != regions.shape[1:]:
+        raise DataError(None, f"a pre-label of shape {prelabel.shape} on regions of shape {regions.shape[1:]}",
+                        "pass the pre-label at the image's own size")
+    names = level_names(len(regions))
+    bands = [edge_bands(prelabel, r, spacing=spacing) for r in regions]
+    out, out_names = [*regions, *bands], [*names, *(f"edge bands ({n})" for n in names)]
+    if uncertainty is not None:
+        u = np.asarray(uncertainty, float)
+        if u.shape != prelabel.shape:
+            raise DataError(None, f"an uncertainty map of shape {u.shape} on regions of shape {prelabel.shape}",
+                            "pass the map at the image's own size")
+        unsure = u > float(uncertain_above)
+        out += [edge_bands(prelabel, r, spacing=spacing, split=unsure) for r in regions]
+        out_names += [f"unsure edge ({n})" for n in names]
+    return np.stack(out).astype(np.int32), out_names
 
 
 def region_at(regions: np.ndarray, level: int, voxel: Sequence[int]) -> int:

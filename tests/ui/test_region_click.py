@@ -147,6 +147,37 @@ def test_3d_click_on_a_slice_adds_the_supervoxel_in_every_slice(tmp_path: Path, 
     s.close()
 
 
+def test_a_prelabel_brings_edge_band_levels_that_move_its_edge_by_a_voxel(tmp_path: Path, hippocampus) -> None:
+    """With a pre-label the editor also offers thin regions along its edges (``with_edge_bands``); clicking one
+    just outside the pre-label moves its edge out by one voxel there and nowhere else. With the model's
+    uncertainty map the bands come cut where it is unsure too; without a pre-label only the supervoxels."""
+    from medwb.al.regions import label_edges
+
+    s = make_study(tmp_path / "h", hippocampus)
+    a, b = labelled(hippocampus, 2)
+    pre = (hippocampus.load_mask(a)[0] > 0).astype(np.int64)  # one class: the whole hippocampus as "Anterior"
+    unsure = {a: label_edges(pre).astype(float)}
+    q = SegmentationReviewQueue(s, hippocampus, [a, b], [pre, None], annotator="dr_b", min_view_seconds=0,
+                                uncertainty=unsure.get)
+    e = q.editor
+    names = [n for n, _ in e.level.options]
+    assert names == ["coarse", "medium", "fine", "edge bands (coarse)", "edge bands (medium)", "edge bands (fine)",
+                     "unsure edge (coarse)", "unsure edge (medium)", "unsure edge (fine)"]
+    e.level.value = 5
+    edge_out = label_edges(pre) & (pre == 0)
+    k = int(np.argmax(edge_out.sum(axis=(0, 1))))  # the slice with most of the outer edge
+    e.slice.value = k
+    r, c = np.argwhere(edge_out[..., k])[0]
+    e.label.value = 1
+    send_click(e.canvas, int(r), int(c))
+    added = (e.mask > 0) & (pre == 0)
+    assert added[r, c, k] and added.sum() > 0 and (added <= edge_out).all()  # only voxels touching the edge
+    assert ((e.mask > 0) | ~(pre > 0)).all()  # nothing of the pre-label was lost
+    q.save()
+    assert q.current == b and [n for n, _ in e.level.options] == ["coarse", "medium", "fine"]
+    s.close()
+
+
 def test_save_writes_labels_with_provenance(tmp_path: Path, hc18) -> None:
     """Save goes through the study's label writer: a pre-label saved as is is ``human``, a changed one
     ``corrected``, no pre-label ``human``; round, annotator and the note with the clicks used; the stored mask

@@ -24,7 +24,7 @@ import ipywidgets as W
 import numpy as np
 import traitlets
 
-from medwb.al.regions import region_at, toggle_region
+from medwb.al.regions import level_names, region_at, toggle_region
 from medwb.errors import DataError
 from medwb.store.masks import spatial
 from medwb.ui.view import focus_index, overlay_mask, png_bytes, to_rgb
@@ -98,12 +98,6 @@ class ClickImage(anywidget.AnyWidget):
     def show_png(self, png: bytes, rows: int, cols: int, width_px: int) -> None:
         self.rows, self.cols, self.width_px = int(rows), int(cols), int(width_px)
         self.src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def level_names(n: int) -> list[str]:
-    """Names of the region levels, coarse to fine, as the buttons show them."""
-    return {1: ["regions"], 2: ["coarse", "fine"], 3: ["coarse", "medium", "fine"]}.get(
-        n, [f"level {i}" for i in range(n)])
 
 
 def region_edges(reg2d: np.ndarray) -> np.ndarray:
@@ -200,9 +194,10 @@ class RegionClickEditor:
 
     # ------------------------------------------------------------------ a case
     def load(self, image: np.ndarray, regions: np.ndarray, prelabel: np.ndarray | None = None, *,
-             uncertainty: np.ndarray | None = None) -> None:
+             uncertainty: np.ndarray | None = None, names: list[str] | None = None) -> None:
         """Show a case: ``image`` (C,H,W[,D]) as loaded, its ``regions`` (L,H,W[,D]) and an optional pre-label
-        mask to start from (any channel axis of 1 dropped); the slice shown first goes through the pre-label."""
+        mask to start from (any channel axis of 1 dropped); the slice shown first goes through the pre-label.
+        ``names``: the levels' button names (default :func:`~medwb.al.regions.level_names`)."""
         img, reg = np.asarray(image), np.asarray(regions)
         grid = tuple(img.shape[-self.spatial_dims:])
         if reg.ndim != self.spatial_dims + 1 or tuple(reg.shape[1:]) != grid:
@@ -217,7 +212,9 @@ class RegionClickEditor:
         self.history, self.clicks, self.info.value = [], 0, ""
         finite = img[np.isfinite(img)].astype(np.float64)
         self.window = tuple(np.percentile(finite, [1, 99])) if finite.size else (0.0, 1.0)
-        names = level_names(len(reg))
+        names = list(names) if names is not None else level_names(len(reg))
+        if len(names) != len(reg):
+            raise DataError(None, f"{len(names)} level names for {len(reg)} region levels", "name every level once")
         level = min(self.level.value, len(reg) - 1) if self.level.options else 0
         self.level.options = list(zip(names, range(len(reg))))
         self.level.value = level

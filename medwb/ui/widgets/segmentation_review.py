@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 import numpy as np
 
-from medwb.al.regions import RegionConfig, study_regions
+from medwb.al.regions import RegionConfig, spacing_of, study_regions, with_edge_bands
 from medwb.errors import StoreError
 from medwb.store import Study
+from medwb.store.masks import spatial
 from medwb.ui.widgets.region_click import RegionClickEditor
 from medwb.ui.widgets.review import CaseSource, ReviewQueue
 from medwb.ui.widgets.review_text import error_html
@@ -139,8 +140,13 @@ class SegmentationReviewQueue:
         self.title.value = (f"case {i + 1}/{len(q.case_ids)}: <code>{html.escape(cid)}</code> - {start}"
                             f"{q.source.note(cid)}")
         u = None if self.uncertainty is None else self.uncertainty(cid)
-        self.editor.load(self.dataset.load_image(cid), self.regions(cid), None if prop is None else np.asarray(prop),
-                         uncertainty=u)
+        regions, names = self.regions(cid), None
+        if prop is not None:  # thin regions along the pre-label's edges (cut where the model is unsure)
+            regions, names = with_edge_bands(regions, spatial(prop, self.dataset.ndim),
+                                             spacing=spacing_of(self.dataset, cid),
+                                             uncertainty=None if u is None else spatial(u, self.dataset.ndim))
+        self.editor.load(self.dataset.load_image(cid), regions, None if prop is None else np.asarray(prop),
+                         uncertainty=u, names=names)
         if self.b_3d.value:  # the 3D view follows the case on screen
             self.show_3d()
 
