@@ -100,7 +100,7 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
                          mc_batch: np.ndarray | None = None) -> None:
     """Store the open round's pre-labelled ``batch`` for the readers' pages: its proposals (class, confidence,
     model version) and, in a round with a model, each case's predicted mask at the image's own size (segmentation,
-    :mod:`medwb.store.predicted_masks`) or its MC-dropout class probabilities and saliency map (classification,
+    :mod:`medwb.store.predicted_masks`, with its MC-dropout entropy map) or its MC-dropout class probabilities and saliency map (classification,
     :func:`medwb.al.class_evidence.save_round_class_evidence`), with the round and model version. A reopened round
     keeps what it has (same model) and writes only the missing ones. ``mc_batch``: the batch's MC-dropout samples
     (T, N, K) when already computed (classification)."""
@@ -117,8 +117,8 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
             if v == version and Path(p).is_file()}
     for cid in [str(c) for c in batch["case_id"] if str(c) not in kept]:
         mask = prelabel_mask(loop, cid)
-        if mask is not None:
-            study.save_predicted_mask(number, cid, mask, model_version=version)
+        if mask is not None:  # with the entropy map the reader's page shows and cuts the edge bands by
+            study.save_predicted_mask(number, cid, mask, model_version=version, uncertainty=uncertainty_map(loop, cid))
 
 
 #: label-free pre-labels a loop can give its first round (name -> what it fits), before any model exists

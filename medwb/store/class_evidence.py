@@ -116,14 +116,15 @@ def class_evidence(study: Study, round: int | None = None) -> pd.DataFrame:
     return df.reindex(columns=COLUMNS)
 
 
-def read_map(path: Path) -> np.ndarray:
-    """A stored saliency map as float32 (decrypted in memory in an encrypted study); DataError naming the file."""
+def read_map(path: Path, what: str = "saliency map") -> np.ndarray:
+    """A stored map (``what``: saliency, uncertainty) as float32 (decrypted in memory in an encrypted study);
+    DataError naming the file."""
     try:
         return np.load(io.BytesIO(files.read_bytes(path)), allow_pickle=False).astype(np.float32)
     except MedwbError:
         raise
     except Exception as e:  # a damaged file
-        raise DataError(path, f"cannot read the saliency map ({type(e).__name__}: {e})",
+        raise DataError(path, f"cannot read the {what} ({type(e).__name__}: {e})",
                         "let the researcher propose the round again (loop.propose() rewrites it)") from e
 
 

@@ -21,6 +21,8 @@ database name.
     maps/               explanation and uncertainty maps
     maps/saliency/      the model's Grad-CAM of a classification round's proposed cases (shown beside the image on
                         the readers' pages; medwb.store.class_evidence)
+    maps/uncertainty/   the model's entropy map of a segmentation round's proposed cases, kept with its predicted
+                        mask (shown beside the case, cuts the editor's edge bands; medwb.store.predicted_masks)
     masks/              label masks written by the store (add_label(mask=...), save_mask, import_masks)
     masks/prelabels/    the model's predicted masks of a segmentation round's proposed cases (the readers'
                         editor starts from them; medwb.store.predicted_masks)
@@ -56,6 +58,7 @@ REGIONS = "regions"  # sub-folder of cache/ holding the structure model's region
 PRELABELS = "prelabels"  # sub-folder of masks/ holding the model's predicted masks of proposed cases
 EXPLAIN = "explain"  # sub-folder of exports/ holding `medwb explain` outputs (index.csv, maps, overlays)
 SALIENCY = "saliency"  # sub-folder of maps/ holding the model's saliency maps of proposed classification cases
+UNCERTAINTY = "uncertainty"  # sub-folder of maps/ holding the entropy maps of proposed segmentation cases
 
 
 def safe_name(case_id: str) -> str:
@@ -236,6 +239,11 @@ class StudyLayout:
         """Where the model's saliency map (Grad-CAM) of a classification case proposed in round ``round`` is kept:
         ``maps/saliency/<case>__r<round>__<8 hex>.npy`` (:meth:`round_case_name`)."""
         return self.maps / SALIENCY / self.round_case_name(round, case_id)
+
+    def uncertainty_map(self, round: int, case_id: str) -> Path:
+        """Where the model's entropy map of a segmentation case proposed in round ``round`` is kept (with its
+        predicted mask): ``maps/uncertainty/<case>__r<round>__<8 hex>.npy`` (:meth:`round_case_name`)."""
+        return self.maps / UNCERTAINTY / self.round_case_name(round, case_id)
 
     def tagged_mask(self, case_id: str, tag: str) -> Path:
         """The older, caller-tagged mask name of :meth:`medwb.store.Study.save_mask`: ``masks/<case>__<tag>.npy``."""

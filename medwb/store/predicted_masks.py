@@ -7,6 +7,11 @@ mask. When the loop proposes a segmentation round it writes each proposed case's
 (:class:`medwb.ui.widgets.reader.LeasedCases`). Saving it unchanged stores it as the reader's label, source
 ``human`` (an accepted pre-label); an edited one is ``corrected`` (docs/store.md, "Provenance rules").
 
+With the mask the loop also stores the model's voxel-wise uncertainty (MC-dropout predictive entropy, nats) when
+it has one: a float16 file (``maps/uncertainty/``, :meth:`~medwb.store.layout.StudyLayout.uncertainty_map`), which
+the reader's page draws beside the case
+and cuts the editor's edge bands with (:func:`medwb.al.regions.with_edge_bands`), as the notebook's review does.
+
 The file is written with the store's mask writer (:func:`medwb.store.masks.save_npy`: atomic, encrypted in an
 encrypted study) under ``masks/prelabels/`` (:meth:`medwb.store.layout.StudyLayout.predicted_mask`), in the
 smallest integer type that holds the classes (a 3D or large 2D mask in int64 is 8 bytes a voxel, and the loop
@@ -33,10 +38,12 @@ COLUMNS = ["round", "case_id", "mask_path", "model_version", "producer", "create
 
 
 def save_predicted_mask(study: Study, round: int, case_id: str, mask: np.ndarray, *, model_version: str | None = None,
-                        producer: str = "model") -> Path:
+                        producer: str = "model", uncertainty: np.ndarray | None = None) -> Path:
     """Store ``mask`` (the image's own spatial shape, class values) as the predicted mask of ``case_id`` in round
     ``round`` by the registered model ``model_version``, replacing an earlier one of that round; returns its file.
-    A label-free pre-label (before any model) names its ``producer`` ("structure:<kind>") and no model version."""
+    A label-free pre-label (before any model) names its ``producer`` ("structure:<kind>") and no model version.
+    ``uncertainty``: the model's entropy map of the case (the mask's shape, finite), kept beside the mask in
+    float16; without one an earlier map of the case and round is removed (it belonged to another mask)."""
     cid = str(case_id)
     study.check_case(cid)
     if producer == "model":
@@ -48,8 +55,19 @@ def save_predicted_mask(study: Study, round: int, case_id: str, mask: np.ndarray
                          "registered version; a label-free one producer='structure:<kind>' and no version")
     m = check_mask_array(study, cid, mask)
     small = m.astype(np.promote_types(np.min_scalar_type(int(m.min(initial=0))), np.min_scalar_type(int(m.max(initial=0)))))
+    u = None
+    if uncertainty is not None:
+        u = np.asarray(uncertainty, dtype=np.float64)
+        if u.shape != m.shape or not np.isfinite(u).all():
+            raise DataError(None, f"uncertainty map of case {cid!r} with shape {u.shape} (mask {m.shape}) or "
+                            "non-finite values", "pass the model's entropy map at the mask's own size")
     path = study.layout.predicted_mask(round, cid)
     save_npy(path, small)  # the file first: a crash before the row leaves a file the next proposal overwrites
+    umap = study.layout.uncertainty_map(round, cid)
+    if u is not None:
+        save_npy(umap, u.astype(np.float16))
+    else:
+        umap.unlink(missing_ok=True)
     with study.transaction() as c:
         c.execute("INSERT OR REPLACE INTO predicted_masks (round, case_id, mask_path, model_version, producer, "
                   "created_at) VALUES (?,?,?,?,?,?)", (int(round), cid, study.rel(path),
@@ -81,3 +99,16 @@ def predicted_mask(study: Study, round: int, case_id: str) -> np.ndarray | None:
                         "restore the study's masks folder from a backup, or let the researcher propose the round "
                         "again (loop.propose() writes the missing masks)")
     return read_mask(p)
+
+
+def predicted_uncertainty(study: Study, round: int, case_id: str) -> np.ndarray | None:
+    """The uncertainty map (float32, the mask's shape) stored with the predicted mask of ``case_id`` in round
+    ``round``; None when none was stored (no mask, a label-free pre-label, a study made before maps were kept)."""
+    from medwb.store.class_evidence import read_map
+
+    row = study.conn.execute("SELECT 1 FROM predicted_masks WHERE round = ? AND case_id = ?",
+                             (int(round), str(case_id))).fetchone()
+    path = study.layout.uncertainty_map(round, str(case_id))
+    if row is None or not path.is_file():
+        return None
+    return read_map(path, "uncertainty map")

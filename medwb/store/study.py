@@ -240,6 +240,7 @@ class Study:
     save_predicted_mask = predicted_mask_store.save_predicted_mask
     predicted_masks = predicted_mask_store.predicted_masks
     predicted_mask = predicted_mask_store.predicted_mask
+    predicted_uncertainty = predicted_mask_store.predicted_uncertainty
 
     # the model's class probabilities and saliency maps of proposed classification cases (class_evidence.py)
     save_class_evidence = evidence_store.save_class_evidence

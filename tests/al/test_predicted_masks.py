@@ -23,7 +23,7 @@ def _seg_loop(study: Study, ds, batch_size: int):
 def test_a_segmentation_round_stores_its_predicted_masks_and_the_reader_starts_from_them(
         tmp_path: Path, hc18) -> None:
     from medwb.al.oracle import simulated_oracle
-    from medwb.al.prelabels import prelabel_mask
+    from medwb.al.prelabels import prelabel_mask, uncertainty_map
     from medwb.ui.widgets.reader import reader_queue
     from medwb.ui.widgets.segmentation_review import SegmentationReviewQueue
 
@@ -41,6 +41,8 @@ def test_a_segmentation_round_stores_its_predicted_masks_and_the_reader_starts_f
         assert Path(path) == study.layout.predicted_mask(2, cid) and np.load(path).dtype == np.uint8  # compact
         assert np.array_equal(study.predicted_mask(2, cid), prelabel_mask(loop, cid))
         assert study.predicted_mask(2, cid).shape == hc18.load_image(cid).shape[1:]  # the image's own grid
+        # with the model's MC-dropout entropy map, as the notebook's review computes it
+        assert np.allclose(study.predicted_uncertainty(2, cid), uncertainty_map(loop, cid), atol=2e-3)
     when = stored["created_at"].tolist()
     loop.propose()  # a reopened round keeps its masks
     assert study.predicted_masks(2)["created_at"].tolist() == when
@@ -59,6 +61,9 @@ def test_a_segmentation_round_stores_its_predicted_masks_and_the_reader_starts_f
         else:
             pred = study.predicted_mask(2, cid)
             assert pred.any() and np.array_equal(shown, pred)  # the model's mask, not an empty start
+            # the stored entropy map is drawn beside the case and cuts the editor's edge bands
+            assert ana.editor.uncertainty is not None and ana.editor.umap_box.layout.display is None
+            assert [n for n, _ in ana.editor.level.options][-1] == "unsure edge (fine)"
             assert f"pre-label</b> of model <code>{version}</code>" in ana.title.value
             if accepted is None:  # saved as is
                 accepted = cid

@@ -52,7 +52,7 @@ def _plain_study(folder: Path) -> None:
         st.add_label(OTHER, mask=ring, annotator=ALICE, note="second thoughts")  # supersedes: history rows
         torch_model = build_classifier(2, 1, 2, channels=(4, 8, 8, 8))
         version = st.add_model(1, save_checkpoint(torch_model, st.checkpoint_path(1)), {"dice": 0.5})
-        st.save_predicted_mask(1, CASE, eye, model_version=version)
+        st.save_predicted_mask(1, CASE, eye, model_version=version, uncertainty=np.full((4, 4), 0.25))
         st.save_mask(OTHER, eye, tag="gt")
         files.write_bytes(st.layout.regions("cfg", CASE), b"region maps of the case")
         st.export_masks_nifti(st.layout.exports / "nifti")
@@ -71,11 +71,12 @@ def _snapshot(folder: Path, key: Any = None) -> dict[str, Any]:
         net = load_checkpoint(models["checkpoint_path"][0])[0]
         weights = {k: v.numpy().tolist() for k, v in net.state_dict().items()}
         pred = st.predicted_mask(1, CASE).tolist()
+        umap = st.predicted_uncertainty(1, CASE).tolist()
         tagged = read_mask(st.layout.tagged_mask(OTHER, "gt")).tolist()
         regions = files.read_bytes(st.layout.regions("cfg", CASE))
         csv = files.read_bytes(st.layout.exports / "labels.csv")
         return {"labels": _rows(labels.drop(columns=["mask_path"])), "masks": masks, "history": _rows(history),
-                "models": _rows(models.drop(columns=["checkpoint_path"])), "weights": weights, "pred": pred,
+                "models": _rows(models.drop(columns=["checkpoint_path"])), "weights": weights, "pred": pred, "umap": umap,
                 "tagged": tagged, "regions": regions, "csv": csv, "cases": _rows(st.cases()),
                 "version": st.conn.execute("PRAGMA user_version").fetchone()[0]}
 
@@ -94,8 +95,8 @@ def _assert_encrypted_like_a_new_study(folder: Path, key_file: Path, before: dic
     leaked = [n for n in names for s in SECRETS if s in n]
     assert not leaked, leaked  # (b) no case id, patient id or annotator in any file or folder name
     assert not any(n.endswith((".sealing", ".tmp", ".plain", ".encrypting")) or "encrypting.json" in n for n in names)
-    data = [p for s in ("masks", "models", "cache", "exports") for p in (folder / s).rglob("*") if p.is_file()]
-    assert len(data) >= 10 and all(p.read_bytes().startswith(MAGIC) for p in data)
+    data = [p for s in ("masks", "models", "cache", "exports", "maps") for p in (folder / s).rglob("*") if p.is_file()]
+    assert len(data) >= 11 and all(p.read_bytes().startswith(MAGIC) for p in data)
     raw = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
     assert not any(s.encode() in raw for s in SECRETS)  # nothing in clear in any byte either
     key = load_key(key_file)
@@ -107,6 +108,7 @@ def _assert_encrypted_like_a_new_study(folder: Path, key_file: Path, before: dic
             row = st.conn.execute("SELECT source, round FROM labels WHERE id = ?", (r["label_id"],)).fetchone()
             assert Path(r["mask_path"]) == st.layout.label_mask(r["case_id"], r["annotator"], *row, r["label_id"])
         assert Path(st.predicted_masks()["mask_path"][0]) == st.layout.predicted_mask(1, CASE)
+        assert st.layout.uncertainty_map(1, CASE).is_file()  # the entropy map under its keyed name too
         assert st.layout.tagged_mask(OTHER, "gt").is_file() and st.layout.regions("cfg", CASE).is_file()
         st.add_label(OTHER, mask=np.eye(4, dtype=np.int64), annotator="carol")  # the store carries on
         got = st.import_masks(st.layout.exports / "nifti", annotator="dave")  # the rewritten, encrypted manifest

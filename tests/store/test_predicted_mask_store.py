@@ -30,6 +30,19 @@ def test_predicted_masks_are_written_by_the_store_encrypted_when_the_study_is(
     assert np.array_equal(study.predicted_mask(2, cid), pred) and study.predicted_mask(3, cid) is None
     row = study.predicted_masks().iloc[0]
     assert (row["round"], row["case_id"], row["model_version"]) == (2, cid, version)
+    assert study.predicted_uncertainty(2, cid) is None  # no map given: none
+    ent = np.linspace(0, 0.7, pred.size).reshape(pred.shape)
+    study.save_predicted_mask(2, cid, pred, model_version=version, uncertainty=ent)  # with the model's entropy map
+    umap = study.layout.uncertainty_map(2, cid)
+    assert umap.parent == study.layout.maps / "uncertainty" and (cid in umap.name) == (study_encryption == "plain")
+    assert is_encrypted(umap.read_bytes()) == (study_encryption == "encrypted")
+    got = study.predicted_uncertainty(2, cid)
+    assert got.dtype == np.float32 and got.shape == pred.shape and np.allclose(got, ent, atol=1e-3)
+    assert study.predicted_uncertainty(3, cid) is None
+    with pytest.raises(DataError, match="uncertainty map.*Fix: pass the model's entropy map"):
+        study.save_predicted_mask(2, cid, pred, model_version=version, uncertainty=ent[:-1])
+    study.save_predicted_mask(2, cid, pred, model_version=version)  # a mask without a map: the old map goes
+    assert not umap.exists() and study.predicted_uncertainty(2, cid) is None
 
     with pytest.raises(StoreError, match="not registered.*Fix"):
         study.save_predicted_mask(2, cid, pred, model_version="r9-v9")

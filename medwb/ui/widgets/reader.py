@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import ipywidgets as W
+import numpy as np
 import pandas as pd
 
 from medwb.al.structure_round import round_origin
@@ -122,6 +123,15 @@ class LeasedCases:
     def evidence(self, case_id: str) -> MapPanel | None:
         return class_evidence_panel(self.study, self.rounds.get(case_id), case_id)
 
+    def uncertainty(self, case_id: str) -> np.ndarray | None:
+        """The model's entropy map stored with a segmentation case's predicted mask (None: none, or unreadable:
+        the editor then shows no map and uncut edge bands, the case stays workable)."""
+        r = self.rounds.get(case_id)
+        try:
+            return None if r is None else self.study.predicted_uncertainty(r, case_id)
+        except MedwbError:
+            return None
+
 
 def round_progress(study: Study, status: pd.DataFrame | None = None) -> str:
     """One line on the latest proposed round: cases decided, double reads waiting, disagreements, who reads now."""
@@ -168,7 +178,7 @@ def reader_queue(study: Study, reader: str, *, ttl: float = DEFAULT_TTL, min_vie
     source = LeasedCases(study, reader, ttl=ttl, clock=clock)
     if study.task == "segmentation":
         seg = SegmentationReviewQueue(study, ds, [], annotator=reader, min_view_seconds=min_view_seconds,
-                                      source=source)
+                                      source=source, uncertainty=source.uncertainty)
         seg.queue.annotator.disabled = True  # the link names the reader; nobody types another reader's name
         return seg
     q = ReviewQueue(study, [], [], ds.load_image, confidence=[], uncertainty=source.evidence, annotator=reader,
