@@ -56,6 +56,13 @@ pneumonia-medwb)
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} medwb simulate data_samples/classification_2d/pneumoniamnist.npz \
     --strategy hybrid --strategy random --strategy random:scratch \
     --budget 0.1 --rounds 5 --seeds 3 --out $B/pneumonia_medwb 2>&1 | tee $B/pneumonia_medwb.log ;;
+adrenal-medwb)
+  # Issue 12's 3D target: medwb's default pipeline (3D SimCLR, random first batch in 3D, hybrid, fine-tuning from
+  # the trunk) against random on the same pipeline and random + scratch; whole pool, 10% in 5 rounds, 3 seeds,
+  # all-labels references on seed 0 only (about 75 min at 1 thread).
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} medwb simulate data_samples/classification_3d/adrenalmnist3d.npz \
+    --strategy hybrid --strategy random --strategy random:scratch --budget 0.1 --rounds 5 --seeds 3 \
+    --reference-seeds 1 --quiet --out $B/adrenalmnist3d_medwb 2>&1 | tee $B/adrenalmnist3d_medwb.log ;;
 blood-classes)
   # Issue 12: labels needed vs number of classes on BloodMNIST (8 classes; not bundled: MEDWB_BLOODMNIST, default
   # the shared data folder): nested subsets of 2/4/6/8 classes, each a 1000-case pool, 10% in 5 rounds, 1 seed;
