@@ -63,6 +63,14 @@ adrenal-medwb)
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} medwb simulate data_samples/classification_3d/adrenalmnist3d.npz \
     --strategy hybrid --strategy random --strategy random:scratch --budget 0.1 --rounds 5 --seeds 3 \
     --reference-seeds 1 --quiet --out $B/adrenalmnist3d_medwb 2>&1 | tee $B/adrenalmnist3d_medwb.log ;;
+hippocampus-medwb)
+  # Issue 12's hippocampus target, first look: the 10% point only (one round: the first batch of 17 volumes),
+  # medwb's default (UNet trunk pretrained with SimCLR on the pool, cold start in its embedding) against a random
+  # first batch on the same pipeline and random + scratch; 3 seeds, references on seed 0 (~70 min at 1 thread).
+  H=${MEDWB_HIPPOCAMPUS:-../shared/data/seg3d/msd_task04_hippocampus}
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} medwb simulate "$H" --strategy hybrid --strategy random \
+    --strategy random:scratch --budget 0.1 --rounds 1 --seeds 3 --reference-seeds 1 --size 32x48x32 --quiet \
+    --out $B/hippocampus_medwb 2>&1 | tee $B/hippocampus_medwb.log ;;
 blood-classes)
   # Issue 12: labels needed vs number of classes on BloodMNIST (8 classes; not bundled: MEDWB_BLOODMNIST, default
   # the shared data folder): nested subsets of 2/4/6/8 classes, each a 1000-case pool, 10% in 5 rounds, 1 seed;
