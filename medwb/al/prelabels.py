@@ -99,9 +99,10 @@ def prelabel_round(loop: ActiveLearningLoop, batch: pd.DataFrame) -> pd.DataFram
 def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
                          mc_batch: np.ndarray | None = None) -> None:
     """Store the open round's pre-labelled ``batch`` for the readers' pages: its proposals (class, confidence,
-    model version) and, in a round with a model, each case's predicted mask at the image's own size (segmentation,
-    :mod:`medwb.store.predicted_masks`, with its MC-dropout entropy map) or its MC-dropout class probabilities and saliency map (classification,
-    :func:`medwb.al.class_evidence.save_round_class_evidence`), with the round and model version. A reopened round
+    model version) and, in a round with a model, each case's predicted mask at the image's own size with its
+    MC-dropout entropy map (segmentation, :mod:`medwb.store.predicted_masks`) or its MC-dropout class probabilities
+    and saliency map (classification, :func:`medwb.al.class_evidence.save_round_class_evidence`), with the round
+    and model version. A reopened round
     keeps what it has (same model) and writes only the missing ones. ``mc_batch``: the batch's MC-dropout samples
     (T, N, K) when already computed (classification)."""
     study, number, version = loop.study, loop.round, loop.current_model()[1]
