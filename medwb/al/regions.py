@@ -172,31 +172,19 @@ EDGE_BAND_WIDTH = 3
 UNCERTAIN_ENTROPY = 0.3
 
 
-def label_edges(labels: np.ndarray) -> np.ndarray:
-    """Voxels of a label map with a face neighbour of another label (both sides of every edge)."""
-    labels = np.asarray(labels)
-    edge = np.zeros(labels.shape, bool)
-    for ax in range(labels.ndim):
-        d = np.diff(labels, axis=ax) != 0
-        lo, hi = [slice(None)] * labels.ndim, [slice(None)] * labels.ndim
-        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
-        edge[tuple(lo)] |= d
-        edge[tuple(hi)] |= d
-    return edge
-
-
 def edge_shells(labels: np.ndarray, *, spacing: Sequence[float] | None = None,
                 width: int = EDGE_BAND_WIDTH) -> np.ndarray:
     """Each voxel's distance to the nearest edge of ``labels``, in whole voxels of the smallest ``spacing`` (0: the
     edge's own voxels, on both sides), capped at ``width`` (farther, or no edge at all)."""
     from scipy.ndimage import distance_transform_edt
+    from skimage.segmentation import find_boundaries
 
     labels = np.asarray(labels)
     sp = np.ones(labels.ndim) if spacing is None else np.asarray(spacing, float)
     if len(sp) != labels.ndim or not np.all(sp > 0):
         raise DataError(None, f"spacing {tuple(sp)} for a pre-label with {labels.ndim} axes",
                         "give one positive spacing (mm) per spatial axis")
-    edge = label_edges(labels)
+    edge = find_boundaries(labels, connectivity=1, mode="thick")  # both sides of every edge
     if not edge.any():
         return np.full(labels.shape, int(width), np.int64)
     dist = distance_transform_edt(~edge, sampling=sp) / float(sp.min())

@@ -1,10 +1,11 @@
 """Regions of the structure model and the simulated region-click annotator (issue 13)."""
 import numpy as np
 import pytest
+from skimage.segmentation import find_boundaries
 
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
-from medwb.al.regions import (RegionConfig, consecutive_ids, default_region_config, edge_bands, label_edges,
-                              over_segment, region_at, study_regions, toggle_region, with_edge_bands)
+from medwb.al.regions import (RegionConfig, consecutive_ids, default_region_config, edge_bands, over_segment,
+                              region_at, study_regions, toggle_region, with_edge_bands)
 from medwb.metrics import dice
 from medwb.errors import DataError
 
@@ -147,7 +148,7 @@ def test_edge_bands_are_one_voxel_shells_cut_by_the_base_regions():
     bands = edge_bands(pre, base, width=3)
     assert bands.shape == pre.shape and bands.dtype == np.int32
     assert np.array_equal(np.unique(bands), np.arange(bands.max() + 1))  # ids 0..n-1
-    edge = label_edges(pre)
+    edge = find_boundaries(pre, connectivity=1, mode="thick")
     assert edge.sum() > 0 and (pre[edge] == 1).any() and (pre[edge] == 0).any()  # both sides of the edge
     for rid in np.unique(bands):
         piece = bands == rid
@@ -182,7 +183,7 @@ def test_edge_bands_correct_a_model_mask_where_the_image_has_no_edge():
     assert banded.shape == (6, 64, 80) and np.array_equal(banded[:3], regions)
     fixed = simulate_region_clicks(banded, truth, target=0.95, start=pre)
     assert fixed.reached and fixed.clicks < plain.clicks
-    unsure = np.where(label_edges(pre), 1.0, 0.0)
+    unsure = np.where(find_boundaries(pre, connectivity=1, mode="thick"), 1.0, 0.0)
     with_unsure, names = with_edge_bands(regions, pre, uncertainty=unsure)
     assert len(with_unsure) == 9 and names[-1] == "unsure edge (fine)"
     with pytest.raises(DataError, match="uncertainty"):

@@ -151,12 +151,12 @@ def test_a_prelabel_brings_edge_band_levels_that_move_its_edge_by_a_voxel(tmp_pa
     """With a pre-label the editor also offers thin regions along its edges (``with_edge_bands``); clicking one
     just outside the pre-label moves its edge out by one voxel there and nowhere else. With the model's
     uncertainty map the bands come cut where it is unsure too; without a pre-label only the supervoxels."""
-    from medwb.al.regions import label_edges
+    from skimage.segmentation import find_boundaries
 
     s = make_study(tmp_path / "h", hippocampus)
     a, b = labelled(hippocampus, 2)
     pre = (hippocampus.load_mask(a)[0] > 0).astype(np.int64)  # one class: the whole hippocampus as "Anterior"
-    unsure = {a: label_edges(pre).astype(float)}
+    unsure = {a: find_boundaries(pre, connectivity=1, mode="thick").astype(float)}
     q = SegmentationReviewQueue(s, hippocampus, [a, b], [pre, None], annotator="dr_b", min_view_seconds=0,
                                 uncertainty=unsure.get)
     e = q.editor
@@ -164,7 +164,7 @@ def test_a_prelabel_brings_edge_band_levels_that_move_its_edge_by_a_voxel(tmp_pa
     assert names == ["coarse", "medium", "fine", "edge bands (coarse)", "edge bands (medium)", "edge bands (fine)",
                      "unsure edge (coarse)", "unsure edge (medium)", "unsure edge (fine)"]
     e.level.value = 5
-    edge_out = label_edges(pre) & (pre == 0)
+    edge_out = find_boundaries(pre, connectivity=1, mode="thick") & (pre == 0)
     k = int(np.argmax(edge_out.sum(axis=(0, 1))))  # the slice with most of the outer edge
     e.slice.value = k
     r, c = np.argwhere(edge_out[..., k])[0]
