@@ -102,8 +102,7 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
     model version) and, in a round with a model, each case's predicted mask at the image's own size with its
     MC-dropout entropy map (segmentation, :mod:`medwb.store.predicted_masks`) or its MC-dropout class probabilities
     and saliency map (classification, :func:`medwb.al.class_evidence.save_round_class_evidence`), with the round
-    and model version. A reopened round
-    keeps what it has (same model) and writes only the missing ones. ``mc_batch``: the batch's MC-dropout samples
+    and model version. A reopened round keeps what it has (same model) and writes only the missing ones. ``mc_batch``: the batch's MC-dropout samples
     (T, N, K) when already computed (classification)."""
     study, number, version = loop.study, loop.round, loop.current_model()[1]
     study.save_proposals(number, batch["case_id"], batch["prelabel"], batch["confidence"], version)
@@ -117,9 +116,10 @@ def save_round_proposals(loop: ActiveLearningLoop, batch: pd.DataFrame, *,
     kept = {c for c, p, v in zip(have["case_id"], have["mask_path"], have["model_version"])
             if v == version and Path(p).is_file()}
     for cid in [str(c) for c in batch["case_id"] if str(c) not in kept]:
-        mask = prelabel_mask(loop, cid)
-        if mask is not None:  # with the entropy map the reader's page shows and cuts the edge bands by
-            study.save_predicted_mask(number, cid, mask, model_version=version, uncertainty=uncertainty_map(loop, cid))
+        view = _case_view(loop, cid)  # the case read once for its mask and its entropy map
+        if view is not None:  # with the entropy map the reader's page shows and cuts the edge bands by
+            study.save_predicted_mask(number, cid, predict_mask(*view), model_version=version,
+                                      uncertainty=entropy_map(*view, passes=loop.mc_passes, seed=loop.seed))
 
 
 #: label-free pre-labels a loop can give its first round (name -> what it fits), before any model exists
