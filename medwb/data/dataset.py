@@ -373,8 +373,15 @@ def scale_01(raw: np.ndarray, fixed_uint8: bool = True) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
+#: how label maps are resized: torch's "nearest" picks source voxel floor(i * scale), half a voxel off the centre
+#: the linear resize of the image uses, so a mask drifted against its image by up to a voxel (hippocampus masks
+#: resized to 32x48x32 and back: Dice 0.729 with the truth; "nearest-exact", centre-aligned: 0.965)
+MASK_RESIZE_MODE = "nearest-exact"
+
+
 def resize(x: np.ndarray, size: Sequence[int], kind: str) -> np.ndarray:
-    """MONAI Resize of one channel-first array; images linear, masks nearest (label values kept)."""
+    """MONAI Resize of one channel-first array; images linear, masks nearest (centre-aligned with the image's
+    resize, :data:`MASK_RESIZE_MODE`; label values kept)."""
     from monai.transforms import Resize
 
     spatial = x.ndim - 1
@@ -382,7 +389,7 @@ def resize(x: np.ndarray, size: Sequence[int], kind: str) -> np.ndarray:
         raise ValueError(f"size {tuple(size)} has {len(size)} dims but the data is {spatial}D")
     if tuple(x.shape[1:]) == tuple(size):
         return x
-    mode = "nearest" if kind == "mask" else ("bilinear" if spatial == 2 else "trilinear")
+    mode = MASK_RESIZE_MODE if kind == "mask" else ("bilinear" if spatial == 2 else "trilinear")
     out = Resize(spatial_size=tuple(size), mode=mode, anti_aliasing=False)(x.astype(np.float32))
     out = np.asarray(out)
     return out.round().astype(np.int64) if kind == "mask" else out.astype(np.float32)

@@ -35,10 +35,12 @@ def monai_transform(ds: Dataset, size: Sequence[int] | None = None) -> Compose:
     """MONAI Compose: load via the dataset, scale to [0,1], optional resize, to tensors."""
     from monai.transforms import Compose, EnsureTyped, Resized
 
+    from medwb.data.dataset import MASK_RESIZE_MODE
+
     steps: list[Any] = [LoadCased(ds)]
     keys = ["image", "label"] if ds.task == "segmentation" else ["image"]
     if size is not None:
-        modes = ["bilinear" if ds.ndim == 2 else "trilinear", "nearest"][: len(keys)]
+        modes = ["bilinear" if ds.ndim == 2 else "trilinear", MASK_RESIZE_MODE][: len(keys)]
         steps.append(Resized(keys=keys, spatial_size=tuple(size), mode=modes, allow_missing_keys=True))
     steps.append(EnsureTyped(keys=keys, allow_missing_keys=True))
     return Compose(steps)

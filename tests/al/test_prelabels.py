@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from medwb.al.prelabels import entropy_map, predict_mask, write_masks_nifti, write_truth_nifti
+from medwb.data.dataset import resize
 from medwb.models import build_segmenter, predict_proba
 
 
@@ -53,7 +54,10 @@ def test_predicted_mask_and_entropy_come_back_at_the_image_size() -> None:
     same = predict_mask(net, x, (16, 16))
     assert np.array_equal(same, predict_proba(net, x).argmax(1)[0])
     big = predict_mask(net, x, (32, 24))
-    assert big.shape == (32, 24) and big.dtype == np.int64 and set(np.unique(big)) <= set(np.unique(same))
+    assert big.shape == (32, 24) and big.dtype == np.int64 and set(np.unique(big)) <= {0, 1}
+    # the most likely class of the probabilities resized to the image's size (not a resized label map)
+    prob = resize(predict_proba(net, x)[0], (32, 24), "image")
+    assert np.array_equal(big, prob.argmax(0))
     ent = entropy_map(net, x, (32, 24), passes=3, seed=0)
     assert ent.shape == (32, 24) and np.isfinite(ent).all() and (ent >= 0).all()
     np.testing.assert_allclose(ent, entropy_map(net, x, (32, 24), passes=3, seed=0))  # seeded
