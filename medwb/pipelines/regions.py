@@ -19,7 +19,8 @@ mask of every case, before any click (:func:`medwb.al.prelabels.label_free_mask`
 ring such as a fetal skull in HC18; ``vessels``, the dark thin ridges of a fundus photo), as
 ``DIR/prelabels/<case>.png`` (0/255, the image's own height and width) with ``DIR/prelabels/manifest.csv`` (case
 id, file, whether anything was found, CPU seconds, and Dice with the mask where the case has one; with a second
-observer also the pre-label's Dice with that observer and the second observer's with the first).
+observer also the pre-label's Dice with that observer and the second observer's with the first). The annotator
+starting from the pre-label has what the review's editor offers then: the regions and the pre-label's edge bands.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import pandas as pd
 
 from medwb.al.prelabels import check_prelabel, label_free_mask
 from medwb.al.region_oracle import outline_actions, simulate_region_clicks
-from medwb.al.regions import RegionConfig, spacing_of, study_regions
+from medwb.al.regions import RegionConfig, spacing_of, study_regions, with_edge_bands
 from medwb.atomic import atomic_write
 from medwb.data.dataset import Dataset
 from medwb.metrics import dice
@@ -56,17 +57,21 @@ def write_region_image(regions: np.ndarray, affine: np.ndarray, path: Path) -> N
 def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target: float, step: float,
                   max_clicks: int, start: np.ndarray | None = None) -> dict[str, float] | None:
     """The simulated annotator on one case (None when the case has no mask); with ``start`` (a label-free
-    pre-label, class 1) also the clicks it needs when it begins from that mask instead of an empty one."""
+    pre-label, class 1) also the clicks it needs when it begins from that mask instead of an empty one, with the
+    regions the review's editor then offers: ``regions`` and the pre-label's edge bands
+    (:func:`medwb.al.regions.with_edge_bands`)."""
     mask = dataset.load_mask(case_id)
     if mask is None:
         return None
     truth = mask[0]
+    banded = None if start is None else with_edge_bands(regions, np.asarray(start).astype(np.int64),
+                                                        spacing=spacing_of(dataset, case_id))[0]
     res = simulate_region_clicks(regions, truth, target=target, max_clicks=max_clicks)
     outline = outline_actions(truth, step=step)
     row: dict[str, float] = {"clicks": res.clicks, "dice": res.dice, "reached": float(res.reached),
                              "outline_actions": outline, "click_ratio": res.clicks / max(outline, 1)}
     if start is not None:
-        corrected = simulate_region_clicks(regions, truth, target=target, max_clicks=max_clicks,
+        corrected = simulate_region_clicks(banded, truth, target=target, max_clicks=max_clicks,
                                            start=start.astype(np.int64))
         row.update(clicks_from_prelabel=corrected.clicks, dice_from_prelabel=corrected.dice,
                    reached_from_prelabel=float(corrected.reached),
@@ -78,7 +83,7 @@ def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target
         row.update(observer2_dice=agreement, clicks_to_observer2=to_obs2.clicks, dice_at_observer2=to_obs2.dice,
                    reached_observer2=float(to_obs2.dice >= agreement - 1e-9))
         if start is not None:  # from the label-free pre-label to the second observer's agreement
-            pre_to_obs2 = simulate_region_clicks(regions, truth, target=agreement, max_clicks=max_clicks,
+            pre_to_obs2 = simulate_region_clicks(banded, truth, target=agreement, max_clicks=max_clicks,
                                                  start=start.astype(np.int64))
             row.update(clicks_prelabel_to_observer2=pre_to_obs2.clicks, dice_prelabel_at_observer2=pre_to_obs2.dice,
                        reached_prelabel_observer2=float(pre_to_obs2.dice >= agreement - 1e-9))
