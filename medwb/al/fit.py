@@ -64,7 +64,7 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     benchmarks/active_learning/recipes); the loop stops asking for FixMatch once it lost a round
     (:func:`fixmatch_still_ahead`). Metrics: n_labeled, best_epoch, train_seconds (both candidates), semi
     (1 = FixMatch kept), val_score_supervised / val_score_semi (when both ran), val_* and, with ``test``,
-    test_*.
+    test_* (and, when both ran, each candidate's as test_*_supervised / test_*_semi).
     """
     from medwb.models.train import fit_and_evaluate
 
@@ -81,9 +81,13 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
                                             test=test, progress=progress, semi_schedule=semi_schedule)
     sup_score, semi_score = validation_score(metrics), validation_score(semi_metrics)
     chosen = (semi_model, semi_metrics) if semi_score > sup_score else (model, metrics)
-    # both candidates' cost and validation score travel with the round, so the choice can be audited
+    # both candidates' cost and validation score travel with the round, so the choice can be audited; in a
+    # simulation (``test`` given) also both candidates' test metrics, so whether validation chose the better one
+    # on the test split can be counted afterwards
+    audit = {f"{k}_{name}": v for name, m in (("supervised", metrics), ("semi", semi_metrics))
+             for k, v in m.items() if k.startswith("test_")}
     return chosen[0], {**chosen[1], "train_seconds": metrics["train_seconds"] + semi_metrics["train_seconds"],
-                       "val_score_supervised": sup_score, "val_score_semi": semi_score}
+                       "val_score_supervised": sup_score, "val_score_semi": semi_score, **audit}
 
 
 def fit_fixmatch(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: np.ndarray,

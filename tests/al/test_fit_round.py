@@ -24,6 +24,9 @@ def test_semi_round_trains_both_and_keeps_the_better_on_validation() -> None:
     kept_semi = m["val_score_semi"] > m["val_score_supervised"]
     assert m["semi"] == float(kept_semi)
     assert validation_score(m) == max(m["val_score_semi"], m["val_score_supervised"])  # the kept one's metrics
+    # a simulation's audit: both candidates' test metrics, the kept one's equal to the round's own
+    kept = "semi" if kept_semi else "supervised"
+    assert {"test_auc_supervised", "test_auc_semi"} <= set(m) and m[f"test_auc_{kept}"] == m["test_auc"]
     sup, m_sup = fit_round(build_classifier(2, 1, 2, channels=(4, 8)), X, y, val, task="classification",
                            config=cfg, semi=False, progress=False)
     assert m_sup["semi"] == 0.0 and "val_score_semi" not in m_sup
