@@ -111,9 +111,10 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
 
 
 def tiny_pneumonia_loop(samples: Path, folder: Path, *, n_train: int = 30, batch_size: int = 4,
-                        strategy: str = "entropy"):
+                        strategy: str = "entropy", train_config=None):
     """(study, dataset, loop) on a tiny real PneumoniaMNIST pool in ``folder``: the plain baseline pipeline
-    (no pretraining, no FixMatch), so a round trains in seconds. The caller closes the study."""
+    (no pretraining, no FixMatch), so a round trains in seconds; ``train_config``: the loop's (default: the
+    product's schedule). The caller closes the study."""
     from medwb.al.loop import ActiveLearningLoop
     from medwb.data import open_dataset
     from medwb.store import Study
@@ -122,5 +123,5 @@ def tiny_pneumonia_loop(samples: Path, folder: Path, *, n_train: int = 30, batch
     ds = open_dataset(path, progress=False)
     study = Study.create(folder / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
     loop = ActiveLearningLoop(study, ds, strategy=strategy, batch_size=batch_size, seed=0, progress=False,
-                              pretrain=False, semi=False)
+                              pretrain=False, semi=False, train_config=train_config)
     return study, ds, loop
