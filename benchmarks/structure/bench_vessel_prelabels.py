@@ -8,7 +8,9 @@ For each of the 28 photos (the shared data folder's seg2d/chase_db1, both observ
 - the simulated region-click annotator of :mod:`medwb.al.region_oracle` starting from that pre-label, on the
   regions the region benchmark uses for vessels (levels 300/3000/40000, compactness 2), clicking until its mask
   agrees with observer 1 as well as observer 2 does (at most 3000 clicks), against the vertices of a manual
-  outline (one every 5 px). The same annotator from an empty mask is in ``regions/chase_db1_eval.csv``.
+  outline (one every 5 px). From the pre-label it also has the pre-label's edge bands
+  (:func:`medwb.al.regions.with_edge_bands`), as the review's editor offers (``--no-bands``: regions only, session
+  11's table). The same annotator from an empty mask is in ``regions/chase_db1_eval.csv``.
 
 Usage (repository root, venv active; about 1 s of pre-label and 2 s of regions per photo on one core, plus the
 clicks):
@@ -30,10 +32,12 @@ def main() -> None:
     ap.add_argument("data_root")
     ap.add_argument("results")
     ap.add_argument("--max-clicks", type=int, default=3000)
+    ap.add_argument("--no-bands", action="store_true",
+                    help="regions only, without the pre-label's edge bands (session 11's table)")
     a = ap.parse_args()
 
     from medwb.al.region_oracle import outline_actions, simulate_region_clicks
-    from medwb.al.regions import RegionConfig, over_segment, spacing_of
+    from medwb.al.regions import RegionConfig, over_segment, spacing_of, with_edge_bands
     from medwb.al.vessel_prior import vessel_prelabel
     from medwb.data import open_dataset
     from medwb.metrics import dice
@@ -49,6 +53,8 @@ def main() -> None:
         cpu = time.process_time() - c0
         agreement = dice(second, first)
         regions = over_segment(image, spacing, config=config)
+        if not a.no_bands:  # what the review's editor offers from a pre-label
+            regions = with_edge_bands(regions, pre.astype(np.int64), spacing=spacing)[0]
         res = simulate_region_clicks(regions, first.astype(np.int64), target=agreement, max_clicks=a.max_clicks,
                                      start=pre.astype(np.int64))
         outline = outline_actions(first.astype(np.int64), step=5)
@@ -67,7 +73,7 @@ def main() -> None:
         "`medwb structure DATA --out DIR --prelabel vessels` (`medwb.al.vessel_prior.vessel_prelabel`), all 28 "
         "photos; masks read only to score. Settings chosen on these photos (CLAHE clip, ridge scales, field margin).",
         "Command: `OMP_NUM_THREADS=1 python benchmarks/structure/bench_vessel_prelabels.py DATA_ROOT "
-        "benchmarks/structure/regions`", "",
+        "benchmarks/structure/regions" + (" --no-bands" if a.no_bands else "") + "`", "",
         "| | mean | median | min | max |", "|---|---|---|---|---|"]
     for col, name in [("prelabel_dice_observer1", "pre-label Dice with observer 1"),
                       ("prelabel_dice_observer2", "pre-label Dice with observer 2"),
@@ -75,7 +81,8 @@ def main() -> None:
                       ("prelabel_cpu_seconds", "pre-label CPU s per photo")]:
         v = t[col]
         lines.append(f"| {name} | {v.mean():.3f} | {v.median():.3f} | {v.min():.3f} | {v.max():.3f} |")
-    lines += ["", "Region-click (levels 300/3000/40000, compactness 2) until the mask agrees with observer 1 as well "
+    lines += ["", "Region-click (levels 300/3000/40000, compactness 2" + ("" if a.no_bands else "; from the pre-label "
+              "also its edge bands, as the review's editor offers") + ") until the mask agrees with observer 1 as well "
               "as observer 2 does:", "",
               "| start | photos reaching observer 2's agreement | mean Dice with observer 1 at the end | clicks "
               "(median) | clicks / outline vertices (sum) |", "|---|---|---|---|---|"]

@@ -168,7 +168,9 @@ EDGE_BAND_WIDTH = 3
 #: predictive entropy (nats) above which a voxel counts as uncertain when :func:`with_edge_bands` cuts bands by
 #: the model's uncertainty map. Chosen on 10 hippocampus volumes with the entropy of the mean softmax: 0.3 -> 23.9%
 #: of an outline's actions, 0.5 -> 25.0%, 0.7 -> 29.6%, without the cut 30.1%; with the review's MC-dropout map
-#: (20 passes) on 40 volumes 0.3 gave 32.7% against 36.2% without (benchmarks/structure/README.md)
+#: (20 passes) on 40 volumes 0.3 gave 32.7% against 36.2% without (a pre-label of Dice 0.706; with masks resized
+#: centre-aligned since, the same model's pre-labels reach 0.830 and the cut bands need 11.0%:
+#: benchmarks/structure/README.md)
 UNCERTAIN_ENTROPY = 0.3
 
 
@@ -226,7 +228,9 @@ def with_edge_bands(regions: np.ndarray, prelabel: np.ndarray, *, spacing: Seque
 
     Measured (hippocampus, a UNet's pre-labels on 40 volumes, simulated annotator to Dice 0.90): 57.2% of a
     manual outline's actions with the supervoxels alone, 36.2% with the bands, 32.7% with the unsure cut of a
-    20-pass MC-dropout entropy map (benchmarks/structure/README.md)."""
+    20-pass MC-dropout entropy map; 11.0% with that cut once the UNet learnt from masks resized centre-aligned
+    (pre-label Dice 0.706 -> 0.830). CHASE_DB1 vessels from the label-free vessel pre-label: see
+    benchmarks/structure/README.md."""
     regions, prelabel = np.asarray(regions), np.asarray(prelabel)
     if prelabel.shape != regions.shape[1:]:
         raise DataError(None, f"a pre-label of shape {prelabel.shape} on regions of shape {regions.shape[1:]}",
