@@ -255,7 +255,7 @@ def run_simulation(
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
     ``strategies``: arms ``STRATEGY[:PIPELINE]`` (:func:`parse_arm`); without ``:PIPELINE`` an arm trains with
-    ``pipeline``: ``medwb`` (the loop's default: SimCLR-pretrained trunk, rounds with FixMatch on the pool or supervised, the better on validation),
+    ``pipeline``: ``medwb`` (the loop's default: SimCLR-pretrained trunk, rounds with FixMatch on the pool or supervised, FixMatch unless supervised validates clearly better),
     ``pretrained``, ``semi`` or ``scratch`` (supervised from random init on the labels only: what users do
     without medwb). ``random:scratch`` beside ``hybrid`` compares medwb with today's practice; ``random`` beside
     ``hybrid`` measures the acquisition gain on the same pipeline.

@@ -92,15 +92,16 @@ def test_simulate_default_pipeline_beside_scratch(samples: Path, tmp_path: Path)
     text = (out / "table.txt").read_text()
     assert "pretrained representation" in text and "random-scratch (random, scratch)" in text
 
+    from medwb.al.fit import keeps_fixmatch
     from medwb.store import Study
 
     with Study.open(out / "studies" / "hybrid-seed1") as st:
         assert all(p["pretrained"] and p["semi"] for p in st.rounds()["params"])
         metrics = list(st.models()["metrics"])
         assert "val_score_semi" in metrics[0]  # the first round trained FixMatch beside supervised training
-        for m in metrics:  # ... and each round kept the one that validated better
+        for m in metrics:  # ... and each round kept FixMatch unless supervised training validated clearly better
             if "val_score_semi" in m:
-                assert m["semi"] == float(m["val_score_semi"] > m["val_score_supervised"])
+                assert m["semi"] == float(keeps_fixmatch(m["val_score_semi"], m["val_score_supervised"]))
         # pseudo-labels are training signal only: the store holds exactly the oracle's labels
         assert len(st.labels()) == 12 and set(st.labels()["source"]) <= {"human", "corrected"}
     with Study.open(out / "studies" / "random-scratch-seed0") as st:
