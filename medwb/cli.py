@@ -375,7 +375,7 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--pipeline", choices=["medwb", "pretrained", "semi", "scratch"], default="medwb",
                    help="training pipeline of arms given without one: medwb (default: SimCLR pretraining on the "
-                        "pool once, shared by every arm, then rounds from the pretrained trunk with FixMatch or supervised training, whichever validates better), "
+                        "pool once, shared by every arm, then rounds from the pretrained trunk with FixMatch unless supervised training validates clearly better), "
                         "pretrained (supervised rounds from it), semi (FixMatch from scratch), scratch (supervised "
                         "from random init); a pretrained arm adds the full-pretrained reference")
     _pretrain_args(s)

@@ -110,7 +110,7 @@ def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
     summary = pd.read_csv(sim_dir / "summary.csv")
     cmp = compare_arms(summary, arm, baseline)
     cmp.to_csv(sim_dir / "headline.csv", index=False)
-    lines = [f"medwb's default pipeline ({arm}: SimCLR-pretrained trunk, rounds with FixMatch or supervised training, whichever validates better, {arm} acquisition) "
+    lines = [f"medwb's default pipeline ({arm}: SimCLR-pretrained trunk, rounds with FixMatch unless supervised training validates clearly better, {arm} acquisition) "
              f"against {baseline} (random picking, supervised from scratch: what users do without medwb)",
              format_comparison(cmp)]
     auto_csv = sim_dir / "autolabel.csv"
