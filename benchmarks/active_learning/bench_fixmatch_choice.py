@@ -10,7 +10,7 @@ of >= 16 batches, FixMatch 8 steps per epoch, SimCLR 300 steps), hybrid arm only
 ``OUT/pairs.csv`` (one row per round that trained both) and ``OUT/README.md`` (the table). Re-running reads the
 finished studies back (nothing is retrained).
 
-    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_fixmatch_choice.py OUT [--seeds 4]
+    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_fixmatch_choice.py OUT [--seeds 4 --first-seed 0 --data NPZ]
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--data", default="data_samples/classification_2d/pneumoniamnist.npz")
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     a = ap.parse_args()
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
 
     from medwb.al.fit import FIXMATCH_MARGIN
     from medwb.models.pretrain import PretrainConfig
@@ -34,11 +36,11 @@ def main() -> None:
 
     out = Path(a.out)
     sim = out / "sim"
-    run_simulation(a.data, strategies=["hybrid"], budget=0.1, rounds=4, seeds=a.seeds, out_dir=sim, epochs=10,
+    run_simulation(a.data, strategies=["hybrid"], budget=0.1, rounds=4, seeds=seeds, out_dir=sim, epochs=10,
                    max_pool=1000, train={"min_batches_per_epoch": 16}, pretrain_config=PretrainConfig(steps=300),
                    reference_seeds=0, semi_schedule={"steps_per_epoch": 8}, workers=1, progress=False)
     rows = []
-    for seed in range(a.seeds):
+    for seed in seeds:
         with Study.open(sim / "studies" / f"hybrid-seed{seed}") as study:
             for _, r in study.models().iterrows():
                 m = r["metrics"]
