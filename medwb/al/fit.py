@@ -130,18 +130,17 @@ def keeps_fixmatch(semi_score: float, supervised_score: float) -> bool:
 
 
 def fixmatch_still_ahead(study: Study) -> bool:
-    """Whether a round should still train FixMatch beside supervised training: yes until the last registered
-    model's round had both and supervised scored clearly better on validation (by :data:`FIXMATCH_MARGIN` or
-    more). Labels only grow, and FixMatch's edge shrinks with them: on BloodMNIST it lost every round of both arms
-    that tried it (5 of 5 and 4 of 4, by 0.02-0.05), which doubled the round's training time for nothing; on
-    PneumoniaMNIST it won most draws, and where validation preferred supervised training the test split did not
-    (benchmarks/active_learning/recipes), so a close loss keeps it."""
+    """Whether a round should still train FixMatch beside supervised training: yes until the last round that
+    trained both had supervised training score clearly better on validation (not :func:`keeps_fixmatch`); from
+    then on no more. Labels only grow, and FixMatch's edge shrinks with them: on BloodMNIST it lost every round of
+    both arms that tried it (5 of 5 and 4 of 4, by 0.02-0.05), which doubled the round's training time for nothing;
+    on PneumoniaMNIST it won most draws, and where validation preferred supervised training the test split did
+    not (benchmarks/active_learning/recipes), so a close loss keeps it. (Until session 17 only the last model was
+    read, so a round without FixMatch made the next one try it again: every other BloodMNIST round.)"""
     models = study.models()
-    if models.empty:
-        return True
-    last = models.iloc[-1]["metrics"]
-    semi, sup = last.get("val_score_semi"), last.get("val_score_supervised")
-    return semi is None or sup is None or keeps_fixmatch(semi, sup)
+    both = [m for m in models["metrics"] if m.get("val_score_semi") is not None
+            and m.get("val_score_supervised") is not None] if len(models) else []
+    return not both or keeps_fixmatch(both[-1]["val_score_semi"], both[-1]["val_score_supervised"])
 
 
 def validation_score(metrics: dict[str, float]) -> float:

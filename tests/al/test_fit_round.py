@@ -48,8 +48,9 @@ def test_fixmatch_is_dropped_once_supervised_training_beat_it(tmp_path, samples)
     assert fixmatch_still_ahead(s)  # no model yet
     cp = tmp_path / "m.pt"
     torch.save({}, cp)
+    # a round without FixMatch (after the clear loss) does not bring it back: the last round that trained both decides
     for rnd, (semi, sup, ahead) in enumerate([(None, None, True), (0.92, 0.90, True), (0.90, 0.905, True),
-                                                      (0.90, 0.93, False)], 1):
+                                              (0.90, 0.93, False), (None, None, False), (None, None, False)], 1):
         s.start_round(rnd, "random", {}, [], [])
         metrics = {"n_labeled": 10.0 * rnd} | ({} if semi is None else {"val_score_semi": semi,
                                                                         "val_score_supervised": sup})
