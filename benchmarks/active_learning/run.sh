@@ -86,4 +86,13 @@ blood-medwb)
   BLOOD=${MEDWB_BLOODMNIST:-../shared/data/medmnist/bloodmnist.npz}
   OMP_NUM_THREADS=1 medwb simulate "$BLOOD" --strategy hybrid --strategy random:scratch --budget 0.1 --rounds 5 \
     --seeds 1 --out $B/bloodmnist_medwb 2>&1 | tee $B/bloodmnist_medwb.log ;;
+fixmatch-choice)
+  # Issue 12, session 17: does validation keep the better of a round's two candidates? The demo's configuration,
+  # hybrid arm, 4 seeds, both candidates' test metrics per round (fixmatch_choice/README.md; ~15 min at 1 thread).
+  # Outputs go to /tmp: the README's tables were copied from pairs.csv / table.md / sim/table.txt by hand.
+  python $B/bench_fixmatch_choice.py /tmp/fixmatch_choice_pneumonia --seeds 4
+  BLOOD=${MEDWB_BLOODMNIST:-../shared/data/medmnist/bloodmnist.npz}
+  python $B/bench_fixmatch_choice.py /tmp/fixmatch_choice_blood0 --data "$BLOOD" --seeds 2 --first-seed 0 &
+  python $B/bench_fixmatch_choice.py /tmp/fixmatch_choice_blood2 --data "$BLOOD" --seeds 2 --first-seed 2
+  wait ;;
 esac
