@@ -64,15 +64,16 @@ def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target
     if mask is None:
         return None
     truth = mask[0]
-    banded = None if start is None else with_edge_bands(regions, np.asarray(start).astype(np.int64),
-                                                        spacing=spacing_of(dataset, case_id))[0]
+    if start is not None:  # the pre-label as a label map, and the regions the editor offers from it
+        start = np.asarray(start).astype(np.int64)
+        banded = with_edge_bands(regions, start, spacing=spacing_of(dataset, case_id))[0]
     res = simulate_region_clicks(regions, truth, target=target, max_clicks=max_clicks)
     outline = outline_actions(truth, step=step)
     row: dict[str, float] = {"clicks": res.clicks, "dice": res.dice, "reached": float(res.reached),
                              "outline_actions": outline, "click_ratio": res.clicks / max(outline, 1)}
     if start is not None:
         corrected = simulate_region_clicks(banded, truth, target=target, max_clicks=max_clicks,
-                                           start=start.astype(np.int64))
+                                           start=start)
         row.update(clicks_from_prelabel=corrected.clicks, dice_from_prelabel=corrected.dice,
                    reached_from_prelabel=float(corrected.reached),
                    prelabel_click_ratio=corrected.clicks / max(outline, 1))
@@ -84,7 +85,7 @@ def evaluate_case(dataset: Dataset, case_id: str, regions: np.ndarray, *, target
                    reached_observer2=float(to_obs2.dice >= agreement - 1e-9))
         if start is not None:  # from the label-free pre-label to the second observer's agreement
             pre_to_obs2 = simulate_region_clicks(banded, truth, target=agreement, max_clicks=max_clicks,
-                                                 start=start.astype(np.int64))
+                                                 start=start)
             row.update(clicks_prelabel_to_observer2=pre_to_obs2.clicks, dice_prelabel_at_observer2=pre_to_obs2.dice,
                        reached_prelabel_observer2=float(pre_to_obs2.dice >= agreement - 1e-9))
     return row
