@@ -1,0 +1,97 @@
+"""Does the unlabelled pool help a segmentation round? Supervised vs mean-teacher training on fixed label sets.
+
+Issue 12 ("consistency or confident pseudo-labels for segmentation"; the hippocampus 10% target). The label set
+is held fixed (a seeded random subset of the pool per seed, as a random first batch) and only the round's
+training varies:
+
+  supervised   medwb.models.train.train with the loop's segmentation schedule (what rounds trained until now)
+  mean-teacher medwb.models.semi_seg.train_semi_segmentation from the same init, the rest of the pool unlabelled
+  auto         medwb.al.fit.fit_round(semi=True): both trained, the better validation Dice kept (the loop's rule)
+
+    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py HIPPOCAMPUS_DIR OUT \
+        --size 32x48x32 --labels 17 --seeds 0 1 2
+
+Splits: the simulation's (``carve_splits`` of the cohort: hippocampus pool 169 / val 39 / test 52), so the test
+Dice is comparable with ``hippocampus_medwb/``. Each run appends a row to OUT/seg_semi.csv (resumable); the
+table printed at the end (and OUT/table.txt) is mean ± SD over seeds of the test Dice and the training seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medwb.al.fit import fit_round
+from medwb.data import open_dataset
+from medwb.data.splits import PoolInputs, carve_splits
+from medwb.models.networks import build_for_dataset
+from medwb.models.semi_seg import semi_seg_config_from, train_semi_segmentation
+from medwb.models.train import default_train_config, evaluate
+
+RECIPES = ("supervised", "mean-teacher", "auto")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--size", default="32x48x32", help="training grid, e.g. 32x48x32")
+    ap.add_argument("--labels", type=int, nargs="+", default=[17])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--recipes", nargs="+", default=["supervised", "mean-teacher"], choices=RECIPES)
+    ap.add_argument("--semi-schedule", default=None, help="SemiSegConfig overrides as JSON; name rows with --tag")
+    ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(a.data, progress=False)
+    size = tuple(int(v) for v in a.size.split("x"))
+    inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), size)
+    (Xp, yp, _), val, test = inputs["train"], inputs["val"][:2], inputs["test"][:2]
+    overrides = json.loads(a.semi_schedule or "{}")
+    csv = out / "seg_semi.csv"
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["recipe", "labels", "seed"])
+    for n in a.labels:
+        for seed in a.seeds:
+            lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
+            rest = np.setdiff1d(np.arange(len(Xp)), lab)
+            for recipe in a.recipes:
+                name = recipe + a.tag
+                if ((done["recipe"] == name) & (done["labels"] == n) & (done["seed"] == seed)).any():
+                    continue
+                config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim)
+                model = build_for_dataset(ds, seed=seed)
+                t0 = time.perf_counter()
+                extra: dict[str, float] = {}
+                if recipe == "mean-teacher":
+                    res = train_semi_segmentation(model, Xp[lab], yp[lab], Xp[rest], *val,
+                                                  config=semi_seg_config_from(config, **overrides), progress=False)
+                    m = {"best_epoch": res.best_epoch, "val_dice": res.val_metric,
+                         **{f"test_{k}": v for k, v in evaluate(res.model, *test).items()}}
+                    extra = {"mask_rate_last": res.history[-1]["mask_rate"],
+                             "pseudo_foreground_last": res.history[-1]["pseudo_foreground"]}
+                else:
+                    _, m = fit_round(model, Xp[lab], yp[lab], val, task=ds.task, config=config,
+                                     semi=recipe == "auto", X_unlabelled=Xp[rest], test=test, progress=False,
+                                     semi_schedule=overrides or None)
+                row = {"recipe": name, "labels": n, "seed": seed, "seconds": time.perf_counter() - t0,
+                       "best_epoch": m.get("best_epoch"), "val_dice": m.get("val_dice"),
+                       "test_dice": m["test_dice"], "semi_kept": m.get("semi"), **extra}
+                print(json.dumps(row), flush=True)
+                done = pd.read_csv(csv) if csv.is_file() else done.iloc[:0]  # another run may have added rows
+                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                done.to_csv(csv, index=False)
+    table = (done.groupby(["labels", "recipe"], sort=False)
+             .agg(seeds=("seed", "nunique"), test_dice=("test_dice", "mean"), test_dice_sd=("test_dice", "std"),
+                  val_dice=("val_dice", "mean"), seconds=("seconds", "mean")).reset_index())
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    (out / "table.txt").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
