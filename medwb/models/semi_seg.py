@@ -22,6 +22,9 @@ One optimiser step (:func:`train_semi_segmentation`):
   ``rampup_epochs`` (the teacher of the first epochs is a random network);
 - loss = labelled loss + ``lambda_u`` * ramp * unlabelled loss.
 
+Options measured against the defaults: ``cutmix`` pastes a box of another pool volume into the strong view with
+its pseudo-labels (French et al. 2020), ``balance_pseudo=False`` uses plain masked voxel cross-entropy.
+
 Pseudo-labels are training signal only: they live for one step and nothing is written anywhere. Validation,
 model selection (best validation Dice, early stopping) and the returned model use the teacher; BatchNorm
 statistics are recomputed on clean labelled + pool volumes at the end and kept if validation agrees.
@@ -65,6 +68,8 @@ class SemiSegConfig:
     lambda_u: float = 1.0         # weight of the unlabelled loss at full ramp
     rampup_epochs: int = 5        # sigmoid ramp of the unlabelled weight (0: full weight from the start)
     ema_decay: float = 0.99       # the teacher: exponential moving average of the student's weights
+    balance_pseudo: bool = True   # each pseudo-labelled class weighs the same (False: plain voxel cross-entropy)
+    cutmix: bool = False          # strong view: a box of another pool volume pasted in (with its pseudo-labels)
     lr: float = 2e-3              # AdamW, like train()
     weight_decay: float = 1e-4
     patience: int = 8             # epochs without validation improvement before stopping
@@ -124,6 +129,22 @@ def intensity_perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     out = (out - mean) * contrast + mean + bright * std
     sigma = torch.empty(n).uniform_(0.0, 0.05, generator=g).view(shape) * std
     return out + sigma * torch.randn(out.shape, generator=g)
+
+
+def cutmix_boxes(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """One box per volume of a batch (N, C, *spatial) as a boolean mask (N, *spatial): 20-60% of the volume,
+    the same share along every axis, at a random place (CutMix for segmentation, French et al. 2020)."""
+    n, spatial = shape[0], shape[2:]
+    m = torch.zeros((n, *spatial), dtype=torch.bool)
+    share = torch.empty(n).uniform_(0.2, 0.6, generator=g) ** (1.0 / len(spatial))
+    for i in range(n):
+        box = []
+        for d in spatial:
+            L = max(1, int(round(float(share[i]) * d)))
+            start = int(torch.randint(0, d - L + 1, (1,), generator=g))
+            box.append(slice(start, start + L))
+        m[(i, *box)] = True
+    return m
 
 
 def balanced_pseudo_label_loss(logits: torch.Tensor, pseudo: torch.Tensor, confident: torch.Tensor,
@@ -241,10 +262,20 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
                     teacher.module.eval()
                     conf, pseudo = torch.softmax(teacher.module(xw), 1).max(1)
                     confident = conf >= config.threshold
+                if config.cutmix and len(xs) >= 2:  # paste a box of the next volume, pseudo-labels and all
+                    box = cutmix_boxes(tuple(xs.shape), g)
+                    nxt = torch.roll(torch.arange(len(xs)), -1)
+                    xs = torch.where(box[:, None], xs[nxt], xs)
+                    pseudo = torch.where(box, pseudo[nxt], pseudo)
+                    confident = torch.where(box, confident[nxt], confident)
                 model.train()
                 logits = model(torch.cat([xl, xs]))
                 loss_l = loss_fn(logits[:len(xl)], ylb)
-                loss_u = balanced_pseudo_label_loss(logits[len(xl):], pseudo, confident, k)
+                if config.balance_pseudo:
+                    loss_u = balanced_pseudo_label_loss(logits[len(xl):], pseudo, confident, k)
+                else:
+                    ce = F.cross_entropy(logits[len(xl):], pseudo, reduction="none")
+                    loss_u = (ce * confident.float()).mean()
                 loss = loss_l + config.lambda_u * ramp * loss_u
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -293,5 +324,5 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
                        metric_name="dice", seconds=time.perf_counter() - t0)
 
 
-__all__ = ["SemiSegConfig", "balanced_pseudo_label_loss", "intensity_perturb", "semi_seg_config_from",
-           "train_semi_segmentation"]
+__all__ = ["SemiSegConfig", "balanced_pseudo_label_loss", "cutmix_boxes", "intensity_perturb",
+           "semi_seg_config_from", "train_semi_segmentation"]

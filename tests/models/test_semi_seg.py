@@ -10,7 +10,7 @@ import torch
 from medwb.al.fit import check_semi_schedule, fit_round, validation_score
 from medwb.errors import DataError
 from medwb.models import TrainResult, build_classifier, build_segmenter, default_train_config
-from medwb.models.semi_seg import (SemiSegConfig, balanced_pseudo_label_loss, intensity_perturb,
+from medwb.models.semi_seg import (SemiSegConfig, balanced_pseudo_label_loss, cutmix_boxes, intensity_perturb,
                                    semi_seg_config_from, train_semi_segmentation)
 from medwb.models.train import evaluate
 
@@ -148,3 +148,18 @@ def test_schedule_checked_for_the_task():
         check_semi_schedule(cfg, {"distribution_alignment": True}, "segmentation")
     with pytest.raises(DataError, match="mu=0"):
         check_semi_schedule(cfg, {"mu": 0}, "segmentation")
+
+
+def test_cutmix_boxes_and_training(data):
+    m = cutmix_boxes((4, 1, 8, 12, 16), torch.Generator().manual_seed(0))
+    assert m.shape == (4, 8, 12, 16) and m.dtype == torch.bool
+    share = m.float().mean((1, 2, 3))
+    assert bool(((share > 0.1) & (share < 0.7)).all())
+    for i in range(4):  # one box: its extent along each axis is filled completely
+        idx = m[i].nonzero()
+        lo, hi = idx.min(0).values, idx.max(0).values
+        assert int(m[i, lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1].sum()) == len(idx)
+    X, Y, Xu, Xv, Yv = data
+    res = train_semi_segmentation(build_segmenter(2, 1, 2, channels=SMALL), X, Y, Xu, Xv, Yv,
+                                  config=_tiny(cutmix=True), progress=False)
+    assert np.isfinite(res.history[-1]["loss_u"])
