@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--recipes", nargs="+", default=["supervised", "mean-teacher"], choices=RECIPES)
     ap.add_argument("--semi-schedule", default=None, help="SemiSegConfig overrides as JSON; name rows with --tag")
+    ap.add_argument("--train-config", default=None,
+                    help="TrainConfig overrides as JSON for every recipe (e.g. {\"augment\": \"intensity\"})")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -53,6 +55,7 @@ def main() -> None:
     inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), size)
     (Xp, yp, _), val, test = inputs["train"], inputs["val"][:2], inputs["test"][:2]
     overrides = json.loads(a.semi_schedule or "{}")
+    train_overrides = json.loads(a.train_config or "{}")
     csv = out / "seg_semi.csv"
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["recipe", "labels", "seed"])
     for n in a.labels:
@@ -63,7 +66,8 @@ def main() -> None:
                 name = recipe + a.tag
                 if ((done["recipe"] == name) & (done["labels"] == n) & (done["seed"] == seed)).any():
                     continue
-                config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim)
+                config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
+                                              **train_overrides)
                 model = build_for_dataset(ds, seed=seed)
                 t0 = time.perf_counter()
                 extra: dict[str, float] = {}

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
-from medwb.models.augment import augment_batch, check_augment
+from medwb.models.augment import augment_batch, check_augment, intensity_perturb
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, _validate, lr_schedule,
                                 recalibrate_batchnorm)
@@ -110,25 +110,6 @@ def semi_seg_config_from(config: TrainConfig, **overrides: Any) -> SemiSegConfig
             "patience": config.patience, "min_epochs": config.min_epochs, "augment": config.augment,
             "lr_schedule": config.lr_schedule, "seed": config.seed, "max_seconds": config.max_seconds}
     return SemiSegConfig(**{**base, **overrides})
-
-
-def intensity_perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """The strong view of a batch (N, C, *spatial): per volume a gamma in [0.7, 1.5] on its own min-max range,
-    contrast x[0.85, 1.15] and brightness +-0.1 of its standard deviation around its mean, then Gaussian noise
-    of 0-0.05 of its standard deviation. Intensities only: every voxel stays where it was."""
-    n = x.shape[0]
-    shape = (n,) + (1,) * (x.ndim - 1)
-    flat = x.reshape(n, -1)
-    lo, hi = flat.min(1).values.view(shape), flat.max(1).values.view(shape)
-    span = (hi - lo).clamp_min(1e-6)
-    gamma = torch.exp(torch.empty(n).uniform_(math.log(0.7), math.log(1.5), generator=g)).view(shape)
-    out = ((x - lo) / span).clamp(0, 1) ** gamma * span + lo
-    mean, std = out.reshape(n, -1).mean(1).view(shape), out.reshape(n, -1).std(1).view(shape).clamp_min(1e-6)
-    contrast = torch.empty(n).uniform_(0.85, 1.15, generator=g).view(shape)
-    bright = torch.empty(n).uniform_(-0.1, 0.1, generator=g).view(shape)
-    out = (out - mean) * contrast + mean + bright * std
-    sigma = torch.empty(n).uniform_(0.0, 0.05, generator=g).view(shape) * std
-    return out + sigma * torch.randn(out.shape, generator=g)
 
 
 def cutmix_boxes(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
@@ -324,5 +305,5 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
                        metric_name="dice", seconds=time.perf_counter() - t0)
 
 
-__all__ = ["SemiSegConfig", "balanced_pseudo_label_loss", "cutmix_boxes", "intensity_perturb",
+__all__ = ["SemiSegConfig", "balanced_pseudo_label_loss", "cutmix_boxes",
            "semi_seg_config_from", "train_semi_segmentation"]

@@ -1,6 +1,8 @@
 """Label-safe augmentation (medwb.models.augment) and the cosine schedule of train()."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -49,6 +51,21 @@ def test_flip_leaves_class_labels_and_none_leaves_everything() -> None:
     assert augment_batch(x3, None, g, "dihedral")[0].shape == x3.shape
     xr = torch.rand(4, 1, 6, 8)  # not square: no transpose, shape kept
     assert augment_batch(xr, None, g, "dihedral")[0].shape == xr.shape
+
+
+def test_intensity_moves_the_mask_with_the_shift_only() -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 1, 6, 8, 8)
+    y = (torch.rand(4, 1, 6, 8, 8) > 0.5).long()
+    xa, ya = augment_batch(x, y, g, "intensity")
+    shifts = [s for s in itertools.product(range(-2, 3), repeat=3)
+              if torch.equal(torch.roll(y, s, (2, 3, 4)), ya)]
+    assert shifts, "the mask is the shifted mask, nothing else"
+    xs = torch.roll(x, shifts[0], (2, 3, 4))
+    assert xa.shape == x.shape and not torch.allclose(xa, xs)  # intensities changed
+    for i in range(4):  # a monotone-ish change of the same voxels: strongly correlated with the shifted image
+        r = torch.corrcoef(torch.stack([xa[i].flatten(), xs[i].flatten()]))[0, 1]
+        assert float(r) > 0.8
 
 
 def test_check_and_default_augment() -> None:

@@ -10,7 +10,8 @@ import torch
 from medwb.al.fit import check_semi_schedule, fit_round, validation_score
 from medwb.errors import DataError
 from medwb.models import TrainResult, build_classifier, build_segmenter, default_train_config
-from medwb.models.semi_seg import (SemiSegConfig, balanced_pseudo_label_loss, cutmix_boxes, intensity_perturb,
+from medwb.models.augment import intensity_perturb
+from medwb.models.semi_seg import (SemiSegConfig, balanced_pseudo_label_loss, cutmix_boxes,
                                    semi_seg_config_from, train_semi_segmentation)
 from medwb.models.train import evaluate
 
