@@ -100,7 +100,7 @@ class ActiveLearningLoop:
     carved by :func:`medwb.data.splits.carve_splits` (pool = ``train``, or ``pool_ids``; ``max_pool`` a fixed
     seeded subset) and saved. ``val`` serves early stopping and auto-label calibration; ``test`` is evaluated
     only with ``evaluate_test``. The first batch, when no model exists yet, comes from the label-free
-    ``cold_start`` strategy on pixel features; ``"auto"``: random for 3D classification (``first_batch_strategy``);
+    ``cold_start`` strategy on pixel features; ``"auto"``: random in 3D (``first_batch_strategy``);
     the random strategy stays random throughout, as the honest baseline.
 
     The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained``

@@ -1,5 +1,5 @@
-"""The first, model-free batch: the label-free cold start, except on 3D classification, where a random batch
-trained better first models (benchmarks/active_learning/recipes/adrenalmnist3d_first_batch)."""
+"""The first, model-free batch: the label-free cold start in 2D, a random batch in 3D, where random batches
+trained better first models (benchmarks/active_learning/recipes/adrenalmnist3d_first_batch, hippocampus_medwb)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +10,9 @@ from medwb.al.scoring import first_batch_strategy
 from medwb.errors import ConfigError
 
 
-def test_auto_is_the_cold_start_but_random_for_3d_classification() -> None:
+def test_auto_is_the_cold_start_in_2d_and_random_in_3d() -> None:
     assert first_batch_strategy("auto", "classification", 2) == "cold_start"
-    assert first_batch_strategy("auto", "segmentation", 3) == "cold_start"
+    assert first_batch_strategy("auto", "segmentation", 3) == "random"
     assert first_batch_strategy("auto", "segmentation", 2) == "cold_start"
     assert first_batch_strategy("auto", "classification", 3) == "random"
     assert first_batch_strategy("cold_start", "classification", 3) == "cold_start"  # asked for: kept
