@@ -142,7 +142,7 @@ def test_segmentation_rounds_and_nifti_round_trip(samples: Path, tmp_path: Path)
     assert not (set(splits["train"]) & set(splits["val"])) and not (set(splits["val"]) & set(splits["test"]))
     loop.run(2, simulated_oracle(ds))
     rounds = study.rounds()
-    assert list(rounds["strategy"]) == ["cold_start", "hybrid"]
+    assert list(rounds["strategy"]) == ["random", "hybrid"]  # 3D: a random first batch (first_batch_strategy)
     assert rounds.iloc[1]["params"]["voxel_reduce"] == "topk"
     labels = study.labels()
     assert len(labels) == 6 and labels["mask_path"].map(lambda p: Path(p).is_file()).all()
