@@ -71,6 +71,24 @@ hippocampus-medwb)
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} medwb simulate "$H" --strategy hybrid --strategy random \
     --strategy random:scratch --budget 0.1 --rounds 1 --seeds 3 --reference-seeds 1 --size 32x48x32 --quiet \
     --out $B/hippocampus_medwb 2>&1 | tee $B/hippocampus_medwb.log ;;
+hippocampus-semi)
+  # Issue 12, segmentation's semi-supervised candidate: supervised vs mean-teacher training on fixed random label
+  # sets of 17 hippocampus volumes (10% of the pool), 3 seeds, then the variants of the session-19 README
+  # (~3 min per supervised run, 6-9 min per mean-teacher run at 1 thread).
+  H=${MEDWB_HIPPOCAMPUS:-../shared/data/seg3d/msd_task04_hippocampus}
+  OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py "$H" $B/hippocampus_semi --seeds 0 1 2 \
+    --recipes supervised mean-teacher
+  OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py "$H" $B/hippocampus_semi --seeds 0 1 2 \
+    --recipes supervised --train-config '{"augment": "intensity"}' --tag /intensity
+  for v in 'plainCE {"balance_pseudo": false}' 'plainCE+l0.3+t0.95 {"balance_pseudo": false, "lambda_u": 0.3, "threshold": 0.95}' \
+           'ema97+cutmix+full {"ema_decay": 0.97, "cutmix": true, "patience": 40}' \
+           'ema97+cutmix+full+plainCE {"ema_decay": 0.97, "cutmix": true, "patience": 40, "balance_pseudo": false}'; do
+    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py "$H" $B/hippocampus_semi --seeds 0 \
+      --recipes mean-teacher --semi-schedule "${v#* }" --tag "/${v%% *}"
+  done
+  OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py "$H" $B/hippocampus_semi --seeds 0 \
+    --recipes mean-teacher --train-config '{"augment": "intensity"}' --semi-schedule '{"balance_pseudo": false}' \
+    --tag /intensity+plainCE ;;
 blood-classes)
   # Issue 12: labels needed vs number of classes on BloodMNIST (8 classes; not bundled: MEDWB_BLOODMNIST, default
   # the shared data folder): nested subsets of 2/4/6/8 classes, each a 1000-case pool, 10% in 5 rounds, 1 seed;
