@@ -366,9 +366,8 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
             history.append(row)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", mask=f"{row['mask_rate']:.2f}",
                             **({"val_loss": f"{row['val_loss']:.3f}"} if has_val else {}))
-            if has_val and best.should_stop(epoch, config.min_epochs, config.patience):
-                break
-            if config.max_seconds is not None and row["seconds"] > config.max_seconds:
+            if best.ends_training(epoch, row["seconds"], has_val=has_val, min_epochs=config.min_epochs,
+                                  patience=config.patience, max_seconds=config.max_seconds):
                 break
         bar.close()
     best.restore(model)

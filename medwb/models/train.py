@@ -161,6 +161,14 @@ class BestEpoch:
     def should_stop(self, epoch: int, min_epochs: int, patience: int) -> bool:
         return epoch >= min_epochs and self.stale >= patience
 
+    def ends_training(self, epoch: int, seconds: float, *, has_val: bool, min_epochs: int, patience: int,
+                      max_seconds: float | None) -> bool:
+        """Whether a run stops after ``epoch``: ``patience`` epochs without a better validation key (only with
+        a validation set), or ``seconds`` since its start past the wall-clock cap ``max_seconds``."""
+        if has_val and self.should_stop(epoch, min_epochs, patience):
+            return True
+        return max_seconds is not None and seconds > max_seconds
+
     def restore(self, model: nn.Module) -> None:
         """Load the kept weights (a no-op without validation)."""
         if self.state is not None:
@@ -464,9 +472,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-            if has_val and best.should_stop(epoch, config.min_epochs, patience):
-                break
-            if config.max_seconds is not None and row["seconds"] > config.max_seconds:
+            if best.ends_training(epoch, row["seconds"], has_val=has_val, min_epochs=config.min_epochs,
+                                  patience=patience, max_seconds=config.max_seconds):
                 break
     best.restore(model)
     if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
