@@ -78,8 +78,8 @@ from medwb.errors import DataError
 from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
-from medwb.models.train import (BestEpoch, TrainConfig, TrainResult, choose_decision, predict_proba,
-                                LR_SCHEDULES, lr_schedule, recalibrate_batchnorm)
+from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, choose_decision, log_epoch,
+                                lr_schedule, predict_proba, recalibrate_batchnorm)
 from medwb.models.augment import augment_batch, check_augment
 
 
@@ -362,11 +362,8 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
                 best_row = row
                 if ema is not None:
                     model.load_state_dict(ema.module.state_dict())
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", mask=f"{row['mask_rate']:.2f}",
-                            **({"val_loss": f"{row['val_loss']:.3f}"} if has_val else {}))
-            if best.ends_training(epoch, row["seconds"], has_val=has_val, min_epochs=config.min_epochs,
+            seconds = log_epoch(row, history, bar, t0, ("train_loss", "mask_rate", "val_loss"))
+            if best.ends_training(epoch, seconds, has_val=has_val, min_epochs=config.min_epochs,
                                   patience=config.patience, max_seconds=config.max_seconds):
                 break
         bar.close()

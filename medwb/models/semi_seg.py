@@ -50,8 +50,8 @@ from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.models.augment import augment_batch, check_augment, intensity_perturb
 from medwb.models.networks import TrunkHeadNet
-from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, _validate, lr_schedule,
-                                recalibrate_batchnorm)
+from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, _validate, log_epoch,
+                                lr_schedule, recalibrate_batchnorm)
 
 
 @dataclass
@@ -134,7 +134,8 @@ def balanced_pseudo_label_loss(logits: torch.Tensor, pseudo: torch.Tensor, confi
     voxels, each class's confident voxels averaged on their own and the classes present averaged (0 when no
     voxel is confident)."""
     ce = F.cross_entropy(logits, pseudo, reduction="none")
-    terms = [ce[confident & (pseudo == c)].mean() for c in range(num_classes) if bool((confident & (pseudo == c)).any())]
+    masks = [confident & (pseudo == c) for c in range(num_classes)]
+    terms = [ce[m].mean() for m in masks if bool(m.any())]
     return torch.stack(terms).mean() if terms else logits.sum() * 0.0
 
 
@@ -279,11 +280,8 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
                     best_dice = row["val_dice"]
             else:
                 best.take_last(epoch)
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", mask=f"{row['mask_rate']:.2f}",
-                            **({"val_dice": f"{row['val_dice']:.3f}"} if has_val else {}))
-            if best.ends_training(epoch, row["seconds"], has_val=has_val, min_epochs=config.min_epochs,
+            seconds = log_epoch(row, history, bar, t0, ("train_loss", "mask_rate", "val_dice"))
+            if best.ends_training(epoch, seconds, has_val=has_val, min_epochs=config.min_epochs,
                                   patience=config.patience, max_seconds=config.max_seconds):
                 break
         bar.close()

@@ -175,6 +175,17 @@ class BestEpoch:
             model.load_state_dict(self.state)
 
 
+def log_epoch(row: dict[str, float], history: list[dict[str, float]], bar: tqdm, t0: float,
+              shown: tuple[str, ...] | None = None) -> float:
+    """Stamp an epoch's ``row`` with the seconds since ``t0``, keep it in ``history`` and show its ``shown``
+    values (every value but epoch and seconds when None) on the progress ``bar``. Returns the seconds."""
+    row["seconds"] = time.perf_counter() - t0
+    history.append(row)
+    keys = [k for k in row if k not in ("epoch", "seconds")] if shown is None else [k for k in shown if k in row]
+    bar.set_postfix({k: f"{row[k]:.3f}" for k in keys})
+    return row["seconds"]
+
+
 def resolve_select_on(select_on: str, task: Task) -> str:
     """The model-selection criterion ``train`` uses: "auto" is "balanced" for classification (a one-class
     predictor scores chance; validation AUC, the old default, ignores a shift of every logit and so can keep an
@@ -469,10 +480,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                     best_metric = m
             else:
                 best.take_last(epoch)
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("epoch", "seconds")})
-            if best.ends_training(epoch, row["seconds"], has_val=has_val, min_epochs=config.min_epochs,
+            seconds = log_epoch(row, history, bar, t0)
+            if best.ends_training(epoch, seconds, has_val=has_val, min_epochs=config.min_epochs,
                                   patience=patience, max_seconds=config.max_seconds):
                 break
     best.restore(model)
