@@ -88,7 +88,9 @@ hippocampus-semi)
   done
   OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py "$H" $B/hippocampus_semi --seeds 0 \
     --recipes mean-teacher --train-config '{"augment": "intensity"}' --semi-schedule '{"balance_pseudo": false}' \
-    --tag /intensity+plainCE ;;
+    --tag /intensity+plainCE
+  OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py "$H" $B/hippocampus_semi --seeds 0 1 2 \
+    --recipes supervised --train-config '{"epochs": 80, "patience": 16}' --tag /80ep+p16 ;;
 blood-classes)
   # Issue 12: labels needed vs number of classes on BloodMNIST (8 classes; not bundled: MEDWB_BLOODMNIST, default
   # the shared data folder): nested subsets of 2/4/6/8 classes, each a 1000-case pool, 10% in 5 rounds, 1 seed;
