@@ -106,11 +106,9 @@ class ActiveLearningLoop:
     The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained``
     result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold
     start in that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head");
-    ``semi`` (default: 2D classification) trains rounds with FixMatch on the labels plus the rest of the pool
-    (pseudo-labels never reach the store; segmentation: supervised unless ``semi=True`` asks for the mean
-    teacher, :data:`medwb.al.fit.SEGMENTATION_SEMI_DEFAULT`). ``pretrain=False, semi=False``: the plain baseline.
-    ``semi_schedule``: the semi-supervised candidate's settings beyond ``train_config`` (FixMatch:
-    :class:`~medwb.models.semi.SemiConfig` fields; segmentation: :class:`~medwb.models.semi_seg.SemiSegConfig`).
+    ``semi`` (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest
+    of the pool, pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig /
+    SemiSegConfig fields). ``pretrain=False, semi=False``: the plain baseline.
 
     ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
     the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).

@@ -185,7 +185,7 @@ def _trunk_frozen(model: TrunkHeadNet) -> bool:
     return bool(params) and not any(p.requires_grad for p in params)
 
 
-def _ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """EMA update with the usual warm-up (TensorFlow's ExponentialMovingAverage): after n updates the decay is
     min(decay, (1 + n) / (10 + n)), so the average follows a network that is still moving fast."""
     def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -200,7 +200,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), 7]).generate_state(1)[0])
 
 
-class _Cycler:
+class Cycler:
     """Endless batches of indices 0..n-1: reshuffled passes (from ``g``), batches never span two passes."""
 
     def __init__(self, n: int, batch: int, g: torch.Generator) -> None:
@@ -298,11 +298,11 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         g = torch.Generator().manual_seed(config.seed)
-        lab, unl = _Cycler(len(Xl), bs, g), _Cycler(len(Xu), bu, g)
+        lab, unl = Cycler(len(Xl), bs, g), Cycler(len(Xu), bu, g)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = lr_schedule(opt, config.lr_schedule, config.epochs * config.steps_per_epoch)
         ema = (None if config.ema_decay is None else
-               AveragedModel(model, avg_fn=_ema_with_warmup(float(config.ema_decay)), use_buffers=True))
+               AveragedModel(model, avg_fn=ema_with_warmup(float(config.ema_decay)), use_buffers=True))
         judged = model if ema is None else ema.module
         bar = tqdm(range(1, config.epochs + 1), desc="train semi (FixMatch)", disable=not progress, leave=False)
         for epoch in bar:

@@ -50,8 +50,8 @@ from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.models.augment import augment_batch, check_augment, intensity_perturb
 from medwb.models.networks import TrunkHeadNet
-from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, _validate, log_epoch,
-                                lr_schedule, recalibrate_batchnorm)
+from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, log_epoch,
+                                lr_schedule, recalibrate_batchnorm, validate_epoch)
 
 
 @dataclass
@@ -222,15 +222,15 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
     best = BestEpoch.start(model, 3)
     best_dice = float("nan")
     t0 = time.perf_counter()
-    from medwb.models.semi import _Cycler, _ema_with_warmup
+    from medwb.models.semi import Cycler, ema_with_warmup
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         g = torch.Generator().manual_seed(config.seed)
-        lab, unl = _Cycler(len(Xl), bs, g), _Cycler(len(Xu), bu, g)
+        lab, unl = Cycler(len(Xl), bs, g), Cycler(len(Xu), bu, g)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = lr_schedule(opt, config.lr_schedule, config.epochs * config.steps_per_epoch)
-        teacher = AveragedModel(model, avg_fn=_ema_with_warmup(float(config.ema_decay)), use_buffers=True)
+        teacher = AveragedModel(model, avg_fn=ema_with_warmup(float(config.ema_decay)), use_buffers=True)
         bar = tqdm(range(1, config.epochs + 1), desc="train semi (mean teacher)", disable=not progress, leave=False)
         for epoch in bar:
             ramp = _ramp(epoch, int(config.rampup_epochs))
@@ -275,7 +275,7 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
                                      "loss_u": tot["u"] / n, "ramp": ramp, "mask_rate": tot["mask"] / n,
                                      "pseudo_foreground": tot["fg"] / n}
             if has_val:
-                row.update(_validate(teacher.module, Xv_np, yv, "segmentation", loss_fn, sd))
+                row.update(validate_epoch(teacher.module, Xv_np, yv, "segmentation", loss_fn, sd))
                 if best.offer((row["val_dice"], -row["val_loss"], 0.0), epoch, teacher.module):
                     best_dice = row["val_dice"]
             else:
@@ -291,7 +291,7 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
         model.load_state_dict(teacher.module.state_dict())
     if config.recalibrate_bn and recalibrate_batchnorm(model, Stacked(Xl, Xu), batch_size=16) and has_val:
         # exact statistics on clean volumes; kept only if validation agrees they are at least as good
-        row = _validate(model, Xv_np, yv, "segmentation", loss_fn, sd)
+        row = validate_epoch(model, Xv_np, yv, "segmentation", loss_fn, sd)
         if (row["val_dice"], -row["val_loss"], 0.0) >= best.key:
             best_dice = row["val_dice"]
         else:

@@ -474,7 +474,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             if has_val:
                 if exact_bn:  # validate what the returned model would be (changes eval-mode statistics only)
                     recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64))
-                row.update(_validate(model, X_val, y_val, task, loss_fn, sd))
+                row.update(validate_epoch(model, X_val, y_val, task, loss_fn, sd))
                 key, metric_name, m = _selection_key(row, task, select_on)
                 if best.offer(key, epoch, model):
                     best_metric = m
@@ -487,7 +487,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     best.restore(model)
     if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
         # keep the exact statistics only if validation agrees they are at least as good
-        row = _validate(model, X_val, y_val, task, loss_fn, sd)
+        row = validate_epoch(model, X_val, y_val, task, loss_fn, sd)
         key, _, m = _selection_key(row, task, select_on)
         if key >= best.key:
             best_metric = m
@@ -588,7 +588,7 @@ def _trunk_features(model: TrunkHeadNet, X: torch.Tensor, batch_size: int = 256)
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task, loss_fn: nn.Module,
+def validate_epoch(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task, loss_fn: nn.Module,
               sd: int) -> dict[str, float]:
     model.eval()
     Xv = _as_tensor_x(X_val, sd, "X_val")
