@@ -92,7 +92,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor | None, g: torch.Generator,
 
 
 def intensity_perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """The strong view of a batch (N, C, *spatial): per volume a gamma in [0.7, 1.5] on its own min-max range,
+    """Scanner-like intensity change of a batch (N, C, *spatial): per volume a gamma in [0.7, 1.5] on its own min-max range,
     contrast x[0.85, 1.15] and brightness +-0.1 of its standard deviation around its mean, then Gaussian noise
     of 0-0.05 of its standard deviation. Intensities only: every voxel stays where it was."""
     n = x.shape[0]

@@ -50,6 +50,7 @@ from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.models.augment import augment_batch, check_augment, intensity_perturb
 from medwb.models.networks import TrunkHeadNet
+from medwb.models.semi import Cycler, ema_with_warmup
 from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, log_epoch,
                                 lr_schedule, recalibrate_batchnorm, validate_epoch)
 
@@ -222,8 +223,6 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
     best = BestEpoch.start(model, 3)
     best_dice = float("nan")
     t0 = time.perf_counter()
-    from medwb.models.semi import Cycler, ema_with_warmup
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         g = torch.Generator().manual_seed(config.seed)

@@ -158,14 +158,11 @@ class BestEpoch:
         """Without a validation set the last epoch is kept as trained (no weights to restore)."""
         self.epoch, self.state = epoch, None
 
-    def should_stop(self, epoch: int, min_epochs: int, patience: int) -> bool:
-        return epoch >= min_epochs and self.stale >= patience
-
     def ends_training(self, epoch: int, seconds: float, *, has_val: bool, min_epochs: int, patience: int,
                       max_seconds: float | None) -> bool:
         """Whether a run stops after ``epoch``: ``patience`` epochs without a better validation key (only with
-        a validation set), or ``seconds`` since its start past the wall-clock cap ``max_seconds``."""
-        if has_val and self.should_stop(epoch, min_epochs, patience):
+        a validation set, and not before ``min_epochs``), or ``seconds`` since its start past ``max_seconds``."""
+        if has_val and epoch >= min_epochs and self.stale >= patience:
             return True
         return max_seconds is not None and seconds > max_seconds
 
@@ -589,7 +586,7 @@ def _trunk_features(model: TrunkHeadNet, X: torch.Tensor, batch_size: int = 256)
 
 @torch.no_grad()
 def validate_epoch(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task, loss_fn: nn.Module,
-              sd: int) -> dict[str, float]:
+                   sd: int) -> dict[str, float]:
     model.eval()
     Xv = _as_tensor_x(X_val, sd, "X_val")
     yv = np.asarray(y_val).astype(np.int64)
