@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from results_csv import append_result, has_result, read_results
 
 from medwb.al.acquire import pixel_features, select
 from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round
@@ -104,7 +104,7 @@ def main() -> None:
     Xv, yv, _ = ds.arrays("val")
     Xt, yt, _ = ds.arrays("test")
     csv = out / "recipes.csv"
-    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["recipe", "labels", "seed"])
+    done = read_results(csv)
     pre = None
     if any(RECIPES[r].get("pretrained") for r in a.recipes) or a.first_batch == "cold_start":
         args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
@@ -130,7 +130,7 @@ def main() -> None:
             rest = np.setdiff1d(np.arange(len(Xp)), lab)
             for recipe in a.recipes:
                 name = recipe + a.tag
-                if ((done["recipe"] == name) & (done["labels"] == n) & (done["seed"] == seed)).any():
+                if has_result(done, name, n, seed):
                     continue
                 r = dict(RECIPES[recipe])
                 use_pre, semi = r.pop("pretrained", False), r.pop("semi", False)
@@ -154,11 +154,7 @@ def main() -> None:
                        "fixmatch_kept": m.get("semi"), "val_score_supervised": m.get("val_score_supervised"),
                        "val_score_semi": m.get("val_score_semi")}
                 print(json.dumps(row), flush=True)
-                # re-read before writing: another run on the same OUT (another recipe, side by side) may have
-                # added rows since this one started, and rewriting its own copy would drop them
-                done = pd.read_csv(csv) if csv.is_file() else done.iloc[:0]
-                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-                done.to_csv(csv, index=False)
+                done = append_result(csv, row)
     g = done.groupby(["labels", "recipe"], sort=False)
     table = g.agg(seeds=("seed", "nunique"), auc=("test_auc", "mean"), auc_sd=("test_auc", "std"),
                   accuracy=("test_accuracy", "mean"), accuracy_sd=("test_accuracy", "std"),

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_round
 from medwb.data import open_dataset
@@ -57,14 +57,14 @@ def main() -> None:
     overrides = json.loads(a.semi_schedule or "{}")
     train_overrides = json.loads(a.train_config or "{}")
     csv = out / "seg_semi.csv"
-    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["recipe", "labels", "seed"])
+    done = read_results(csv)
     for n in a.labels:
         for seed in a.seeds:
             lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)
             for recipe in a.recipes:
                 name = recipe + a.tag
-                if ((done["recipe"] == name) & (done["labels"] == n) & (done["seed"] == seed)).any():
+                if has_result(done, name, n, seed):
                     continue
                 config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim,
                                               **train_overrides)
@@ -86,9 +86,7 @@ def main() -> None:
                        "best_epoch": m.get("best_epoch"), "val_dice": m.get("val_dice"),
                        "test_dice": m["test_dice"], "semi_kept": m.get("semi"), **extra}
                 print(json.dumps(row), flush=True)
-                done = pd.read_csv(csv) if csv.is_file() else done.iloc[:0]  # another run may have added rows
-                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-                done.to_csv(csv, index=False)
+                done = append_result(csv, row)
     table = (done.groupby(["labels", "recipe"], sort=False)
              .agg(seeds=("seed", "nunique"), test_dice=("test_dice", "mean"), test_dice_sd=("test_dice", "std"),
                   val_dice=("val_dice", "mean"), seconds=("seconds", "mean")).reset_index())
