@@ -342,6 +342,31 @@ def hybrid(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embedd
     return idx[order], u[idx][order]
 
 
+#: labelled cases per class below which :func:`typiclust_then_hybrid` still picks typical cases (see its docstring)
+TYPICAL_PER_CLASS = 50
+
+
+def typiclust_then_hybrid(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
+                          grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """TypiClust (:func:`cold_start`) while labels are few, :func:`hybrid` uncertainty once there are enough.
+
+    Why: with few labels, uncertainty picks hard, class-skewed cases that train worse models than random ones,
+    while typical and diverse cases train better ones; with many labels it is the other way round (Hacohen et
+    al. 2022, "Active learning on a budget"; the TypiClust-then-Margin switch of Doucet et al. 2024). The switch
+    comes when the labelled set holds ``typical_per_class`` (default :data:`TYPICAL_PER_CLASS`) cases per class:
+    classes counted from ``probs``, else ``n_classes`` (default 2, the segmentation case: object and background).
+    Scores: the chosen strategy's. Opt-in, not the default: on PneumoniaMNIST (1000-case pool, 5 seeds) it gives
+    test AUC 0.949 +- 0.004 at 100 labels against hybrid's 0.940 +- 0.015, but on BloodMNIST (8 classes) TypiClust
+    batches after the first are behind hybrid's (benchmarks/active_learning/pneumonia_typiclust, bloodmnist_typiclust).
+    """
+    n_lab = 0 if labeled_embeddings is None else len(labeled_embeddings)
+    n_classes = int(np.shape(probs)[1]) if probs is not None else int(opts.get("n_classes", 2))
+    per_class = float(opts.get("typical_per_class", TYPICAL_PER_CLASS))
+    fn = cold_start if n_lab < per_class * n_classes else hybrid
+    return fn(k, probs=probs, mc_probs=mc_probs, embeddings=embeddings, labeled_embeddings=labeled_embeddings,
+              grad_embeddings=grad_embeddings, random_state=random_state, **opts)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "random": random,
     "least_confidence": least_confidence,
@@ -354,6 +379,7 @@ STRATEGIES: dict[str, Strategy] = {
     "badge": badge,
     "cold_start": cold_start,
     "hybrid": hybrid,
+    "typiclust_then_hybrid": typiclust_then_hybrid,
 }
 
 

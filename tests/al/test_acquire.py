@@ -130,6 +130,18 @@ def test_cold_start_needs_no_labels_and_spreads_over_clusters(pool):
         assert members[np.argmin(knn)] == i
 
 
+def test_typiclust_then_hybrid_switches_at_the_labels_per_class(pool):
+    inp = pool["inputs"]  # 100 labelled cases, 2 classes
+    few = select("typiclust_then_hybrid", K, typical_per_class=51, **inp)  # 100 < 2 x 51: still typical cases
+    assert np.array_equal(few[0], select("cold_start", K, **inp)[0])
+    enough = select("typiclust_then_hybrid", K, typical_per_class=50, **inp)  # 100 >= 2 x 50: uncertainty
+    assert np.array_equal(enough[0], select("hybrid", K, **inp)[0])
+    assert np.array_equal(enough[1], select("hybrid", K, **inp)[1])
+    # no labelled set yet (and no class probabilities: n_classes says how many): the typical cases
+    first = select("typiclust_then_hybrid", K, embeddings=inp["embeddings"], n_classes=3)
+    assert np.array_equal(first[0], select("cold_start", K, embeddings=inp["embeddings"])[0])
+
+
 def test_select_errors_and_limits(pool):
     inp = pool["inputs"]
     with pytest.raises(ConfigError, match=r"unknown acquisition strategy 'magic'\. Fix: use one of .*hybrid"):
