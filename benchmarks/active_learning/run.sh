@@ -93,11 +93,12 @@ hippocampus-semi)
     --recipes supervised --train-config '{"epochs": 80, "patience": 16}' --tag /80ep+p16 ;;
 blood-classes)
   # Issue 12: labels needed vs number of classes on BloodMNIST (8 classes; not bundled: MEDWB_BLOODMNIST, default
-  # the shared data folder): nested subsets of 2/4/6/8 classes, each a 1000-case pool, 10% in 5 rounds, 1 seed;
-  # pretraining 43 epochs (~300 steps) and FixMatch rounds of at most 10 epochs, to fit one session's CPU time.
+  # the shared data folder): nested subsets of 2/4/6/8 classes, each a 1000-case pool, 10% in 5 rounds, 3 seeds
+  # (1 for the all-labels references); pretraining 43 epochs (~300 steps) and FixMatch rounds of at most 10 epochs;
+  # about 40 min with 2 workers of 1 thread.
   BLOOD=${MEDWB_BLOODMNIST:-../shared/data/medmnist/bloodmnist.npz}
   OMP_NUM_THREADS=1 medwb class-sweep "$BLOOD" --classes 2,4,6,8 --strategy hybrid --strategy random:scratch \
-    --budget 0.1 --rounds 5 --seeds 1 --max-pool 1000 --epochs 10 --pretrain-epochs 43 \
+    --budget 0.1 --rounds 5 --seeds 3 --reference-seeds 1 --workers 2 --max-pool 1000 --epochs 10 --pretrain-epochs 43 \
     --out $B/bloodmnist_classes 2>&1 | tee $B/bloodmnist_classes.log ;;
 blood-medwb)
   # Issue 12: medwb's default pipeline against random + scratch on the whole BloodMNIST pool (11 959 cases, 8
