@@ -221,8 +221,30 @@ def _normalize_per_sample(a: torch.Tensor) -> torch.Tensor:
     return (flat / mx[:, None]).view_as(a)
 
 
+def member_target_layers(model: nn.Module) -> list[str]:
+    """Grad-CAM's default layer in each member of an ensemble (``medwb.models.build_ensemble``): the last
+    convolution of each member's trunk; empty for any other network."""
+    trunks = getattr(getattr(model, "trunk", None), "members", None)
+    if getattr(model, "build_args", {}).get("kind") != "ensemble" or trunks is None:
+        return []
+    names = []
+    for i, t in enumerate(trunks):
+        convs = [n for n, m in _conv_modules(t, f"trunk.members.{i}.")
+                 if not isinstance(m, nn.modules.conv._ConvTransposeNd)]
+        if convs:
+            names.append(_lift_to_block(model, convs[-1]))
+    return names
+
+
 def _cam(model: nn.Module, X: np.ndarray | torch.Tensor, target=None, *, plus: bool, batch_size: int,
          progress: bool, layer: str | None) -> np.ndarray:
+    """Grad-CAM(++) maps at ``layer``; an ensemble without a ``layer`` gets the mean of its members' maps (each at
+    its own trunk's last convolution, each normalised per sample), so every member's evidence is shown."""
+    members = [] if layer is not None else member_target_layers(model)
+    if len(members) > 1:
+        maps = [_cam(model, X, target, plus=plus, batch_size=batch_size, progress=progress, layer=name)
+                for name in members]
+        return _normalize_per_sample(torch.from_numpy(np.mean(maps, axis=0))).numpy().astype(np.float32)
     from monai.visualize import GradCAM, GradCAMpp
     from monai.visualize.class_activation_maps import ModelWithHooks
 

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from medwb.data.case_images import CaseImages, Images, batches, fingerprint, is_streamed
 from medwb.errors import ConfigError, DataError, MedwbError
-from medwb.models.networks import TrunkHeadNet, build_from_args
+from medwb.models.networks import TrunkHeadNet, build_from_args, feature_width
 from medwb.models.train import recalibrate_batchnorm
 from medwb.store import files
 
@@ -460,8 +460,7 @@ def _resolve_model(model_or_build_args: TrunkHeadNet | Mapping[str, Any]) -> Tru
 
 
 def _feat_dim(model: TrunkHeadNet) -> int:
-    a = model.build_args
-    return int(a["features"]) if a["kind"] == "segmenter" else int(a["channels"][-1])
+    return feature_width(model.build_args)
 
 
 def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:

@@ -301,6 +301,15 @@ def evaluate_final_model(study: Study, ds: Dataset, *, split: str = "test") -> E
                       {k: [str(i) for i in v] for k, v in splits.items()})
 
 
+def architecture_text(build_args: dict) -> str:
+    """A network's builder arguments as one line; an ensemble as its members' lines (the mean of their
+    probabilities is what it predicts)."""
+    if build_args.get("kind") == "ensemble":
+        members = build_args.get("members", [])
+        return f"ensemble of {len(members)} (mean probability): " + "; ".join(architecture_text(m) for m in members)
+    return ", ".join(f"{k}={v}" for k, v in sorted(build_args.items())) or "not recorded"
+
+
 def model_details(study: Study, ev: Evaluation) -> pd.DataFrame:
     """Architecture and training facts of the evaluated model."""
     ba = ev.meta.get("build_args", {})
@@ -309,7 +318,7 @@ def model_details(study: Study, ev: Evaluation) -> pd.DataFrame:
     metrics = final_model_row(study)["metrics"]
     metrics = metrics if isinstance(metrics, dict) else json.loads(metrics)
     rows = [("model version", ev.model_version), ("round", ev.round), ("checkpoint", ev.checkpoint.name),
-            ("architecture", ", ".join(f"{k}={v}" for k, v in sorted(ba.items())) or "not recorded"),
+            ("architecture", architecture_text(ba)),
             ("input size", "native" if ev.size is None else "x".join(map(str, ev.size))),
             ("labelled cases used", int(metrics.get("n_labeled", 0))),
             ("best epoch (early stopping on val)", metrics.get("best_epoch", "n/a")),

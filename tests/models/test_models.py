@@ -181,3 +181,37 @@ def test_segmenters_on_hippocampus(samples):
     m2 = build_segmenter(2, 1, 3)
     assert any(isinstance(x, torch.nn.Dropout2d) for x in m2.head.modules())
     assert predict_proba(m2, X[:2, :, :, :, 16]).shape == (2, 3, 32, 32)
+
+
+def test_ensemble_predicts_the_members_mean_probability_and_round_trips(pneu, tmp_path):
+    from medwb.explain.attributions import attribute, member_target_layers
+    from medwb.models import build_ensemble
+    from medwb.models.uncertainty import mc_dropout_proba
+
+    X, y, Xv, yv = pneu
+    a, b = (train(build_classifier(2, 1, 2, seed=s), X[:64], y[:64], task="classification",
+                  config=TrainConfig(epochs=1, seed=s), progress=False).model for s in (0, 1))
+    ens = build_ensemble([a, b])
+    assert ens.task == "classification" and ens.build_args["num_classes"] == 2
+    pa, pb, pe = predict_proba(a, Xv[:20]), predict_proba(b, Xv[:20]), predict_proba(ens, Xv[:20])
+    assert np.allclose(pe, (pa + pb) / 2, atol=1e-6)
+    # embeddings: both trunks' features side by side (core-set / hybrid distances see every member)
+    assert embed(ens, Xv[:5]).shape[1] == embed(a, Xv[:5]).shape[1] + embed(b, Xv[:5]).shape[1]
+    # MC dropout samples every member's head; the mean over passes stays near the deterministic prediction
+    mc = mc_dropout_proba(ens, Xv[:20], passes=8, seed=0)
+    assert mc.shape[-1] == 2 and np.abs(mc.mean(0) - pe).mean() < 0.1
+    ens.decision = {"threshold": 0.4}
+    save_checkpoint(ens, tmp_path / "ens.pt")
+    back, meta = load_checkpoint(tmp_path / "ens.pt")
+    assert meta["build_args"]["kind"] == "ensemble" and back.decision == {"threshold": 0.4}
+    assert np.array_equal(predict_proba(back, Xv[:20]), pe)
+    # Grad-CAM of an ensemble: the mean of each member's map at its own trunk's last block
+    layers = member_target_layers(ens)
+    assert len(layers) == 2 and layers[0].startswith("trunk.members.0.") and layers[1].startswith("trunk.members.1.")
+    maps = attribute(ens, Xv[:3], method="gradcam", progress=False)
+    one = attribute(ens, Xv[:3], method="gradcam", layer=layers[1], progress=False)
+    assert maps.shape == one.shape and np.isfinite(maps).all() and not np.allclose(maps, one)
+    with pytest.raises(DataError, match="ensemble"):
+        build_ensemble([a, build_classifier(2, 1, 3)])
+    with pytest.raises(DataError, match="two or more"):
+        build_ensemble([a])
