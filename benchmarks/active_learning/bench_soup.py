@@ -31,7 +31,7 @@ from medwb.al.representation import pretrain_build_args, pretrained_representati
 from medwb.data import open_dataset
 from medwb.data.case_images import Stacked
 from medwb.metrics import class_metrics
-from medwb.models.networks import build_for_dataset
+from medwb.models.networks import build_ensemble, build_for_dataset
 from medwb.models.train import (choose_decision, decide, default_train_config, fit_and_evaluate, predict_proba,
                                 recalibrate_batchnorm)
 
@@ -90,7 +90,8 @@ def main() -> None:
             soup.eval()
             probs = {name: (predict_proba(m, Xv), predict_proba(m, Xt))
                      for name, m in (("supervised", sup), ("fixmatch", semi), ("soup", soup))}
-            probs["ensemble"] = tuple((probs["supervised"][i] + probs["fixmatch"][i]) / 2 for i in range(2))
+            ensemble = build_ensemble([sup, semi]).eval()  # the mean of the two candidates' probabilities
+            probs["ensemble"] = (predict_proba(ensemble, Xv), predict_proba(ensemble, Xt))
             chosen = "fixmatch" if keeps_fixmatch(validation_score(msemi), validation_score(msup)) else "supervised"
             probs["loop_choice"] = probs[chosen]
             for name, (pv, pt) in probs.items():

@@ -68,8 +68,7 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
               task: Task, config: TrainConfig, pretrained: PretrainResult | str | Path | None = None,
               finetune: str = "full", semi: bool = False, X_unlabelled: np.ndarray | None = None,
               test: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
-              semi_schedule: Mapping[str, float] | None = None,
-              ensemble: bool = True) -> tuple[TrunkHeadNet, dict[str, float]]:
+              semi_schedule: Mapping[str, float] | None = None) -> tuple[TrunkHeadNet, dict[str, float]]:
     """Train ``model`` on ``(X, y)`` with early stopping on ``val``; returns (model, metrics).
 
     ``pretrained``: load its trunk first and use ``finetune`` (``full`` or ``head``). ``semi``: when at least 2
@@ -81,12 +80,9 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     always the better one: on BloodMNIST (8 classes) it lost to supervised training at 240 and 1200 labels
     (test accuracy 0.835 vs 0.846, 0.898 vs 0.920), on PneumoniaMNIST it won at 50 labels (AUC 0.951 vs 0.945;
     benchmarks/active_learning/recipes); the loop stops asking for FixMatch once it lost a round
-    (:func:`fixmatch_still_ahead`). ``ensemble`` (classification, when both candidates ran): their mean
-    probability is a third candidate at no training cost (:func:`ensemble_candidate`), kept when it validates at
-    least as well as the candidate kept so far. Metrics: n_labeled, best_epoch, train_seconds (both candidates),
-    semi (1 = FixMatch kept, alone or in the ensemble), ensemble (1 = the ensemble kept), val_score_supervised /
-    val_score_semi / val_score_ensemble (when they ran), val_* and, with ``test``, test_* (and, when both ran,
-    each candidate's as test_*_supervised / test_*_semi / test_*_ensemble).
+    (:func:`fixmatch_still_ahead`). Metrics: n_labeled, best_epoch, train_seconds (both candidates), semi
+    (1 = FixMatch kept), val_score_supervised / val_score_semi (when both ran), val_* and, with ``test``,
+    test_* (and, when both ran, each candidate's as test_*_supervised / test_*_semi).
     """
     from medwb.models.train import fit_and_evaluate
 
@@ -107,38 +103,10 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     # both candidates' cost and validation score travel with the round, so the choice can be audited; in a
     # simulation (``test`` given) also both candidates' test metrics, so whether validation chose the better one
     # on the test split can be counted afterwards
-    candidates = [("supervised", metrics), ("semi", semi_metrics)]
-    scores = {"val_score_supervised": sup_score, "val_score_semi": semi_score}
-    if ensemble and task == "classification":
-        ens, ens_metrics = ensemble_candidate(model, semi_model, val, test, tune_decision=config.tune_decision)
-        candidates.append(("ensemble", ens_metrics))
-        scores["val_score_ensemble"] = validation_score(ens_metrics)
-        if scores["val_score_ensemble"] >= validation_score(chosen[1]):
-            chosen = (ens, {**chosen[1], **ens_metrics, "semi": 1.0, "ensemble": 1.0})
-    audit = {f"{k}_{name}": v for name, m in candidates for k, v in m.items() if k.startswith("test_")}
-    return chosen[0], {"ensemble": 0.0, **chosen[1],
-                       "train_seconds": metrics["train_seconds"] + semi_metrics["train_seconds"], **scores, **audit}
-
-
-def ensemble_candidate(supervised: TrunkHeadNet, semi_model: TrunkHeadNet, val: tuple[np.ndarray, np.ndarray],
-                       test: tuple[np.ndarray, np.ndarray] | None = None, *,
-                       tune_decision: bool = True) -> tuple[TrunkHeadNet, dict[str, float]]:
-    """The mean probability of a round's two candidates as one network (:func:`medwb.models.build_ensemble`),
-    its decision rule chosen on validation as :func:`medwb.models.train.train` does, and its val_* (and test_*)
-    metrics. Why: both candidates start from the same pretrained trunk and err differently; on PneumoniaMNIST
-    (5 fixed 100-label sets) the average beat the loop's pick (test AUC 0.953 ± 0.005 against 0.951 ± 0.009,
-    balanced accuracy 0.871 against 0.856) and was never far behind the better one
-    (benchmarks/active_learning/soup/)."""
-    from medwb.models.networks import build_ensemble
-    from medwb.models.train import choose_decision, evaluate, predict_proba
-
-    Xv, yv = val
-    ens = build_ensemble([supervised, semi_model]).eval()
-    ens.decision = choose_decision(predict_proba(ens, Xv), np.asarray(yv).reshape(-1)) if tune_decision else {}
-    m = {f"val_{k}": float(v) for k, v in evaluate(ens, Xv, yv).items()}
-    if test is not None:
-        m.update({f"test_{k}": float(v) for k, v in evaluate(ens, *test).items()})
-    return ens, m
+    audit = {f"{k}_{name}": v for name, m in (("supervised", metrics), ("semi", semi_metrics))
+             for k, v in m.items() if k.startswith("test_")}
+    return chosen[0], {**chosen[1], "train_seconds": metrics["train_seconds"] + semi_metrics["train_seconds"],
+                       "val_score_supervised": sup_score, "val_score_semi": semi_score, **audit}
 
 
 def fit_fixmatch(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: np.ndarray,

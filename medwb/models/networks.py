@@ -158,11 +158,11 @@ class MeanProbabilityHead(nn.Module):
 
 def build_ensemble(members: list[TrunkHeadNet]) -> TrunkHeadNet:
     """One network whose prediction is the mean probability of ``members`` (copied; same task, dimensions and
-    classes). Why: a round trains a supervised and a FixMatch candidate from the same pretrained start, and
-    averaging the two was better than keeping either on PneumoniaMNIST (5 fixed 100-label sets: test AUC 0.953
-    ± 0.005 against 0.951 ± 0.009, balanced accuracy 0.871 against 0.856;
-    benchmarks/active_learning/soup/). Its ``build_args`` are the first member's with ``kind="ensemble"`` and
-    ``members`` (every member's), so checkpoints rebuild it with :func:`build_from_args`."""
+    classes), so every medwb consumer (scoring, MC dropout, embeddings, checkpoints, explanations) takes an
+    ensemble of checkpoints as it takes one network. Its ``build_args`` are the first member's with
+    ``kind="ensemble"`` and ``members`` (every member's), so checkpoints rebuild it with :func:`build_from_args`.
+    Measured as a round's model (supervised + FixMatch candidates): no better than FixMatch alone inside the loop
+    (benchmarks/active_learning/pneumonia_ensemble/), so rounds do not use it."""
     if len(members) < 2:
         raise DataError(None, f"an ensemble of {len(members)} network(s)", "pass two or more networks")
     first = members[0].build_args

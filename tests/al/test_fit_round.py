@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medwb.al.fit import FIXMATCH_MARGIN, ensemble_candidate, fit_round, keeps_fixmatch, validation_score
+from medwb.al.fit import FIXMATCH_MARGIN, fit_round, keeps_fixmatch, validation_score
 from medwb.models import TrainConfig, build_classifier
 
 
@@ -19,8 +19,8 @@ def test_semi_round_trains_both_and_keeps_the_better_on_validation() -> None:
     (X, y), (Xu, _), val, test = _blobs(16, rng), _blobs(64, rng), _blobs(40, rng), _blobs(40, rng)
     cfg = TrainConfig(epochs=3, min_epochs=1, batch_size=8, seed=0)
     model, m = fit_round(build_classifier(2, 1, 2, channels=(4, 8)), X, y, val, task="classification",
-                         config=cfg, semi=True, X_unlabelled=Xu, test=test, progress=False, ensemble=False)
-    assert {"val_score_supervised", "val_score_semi"} <= set(m) and m["ensemble"] == 0.0
+                         config=cfg, semi=True, X_unlabelled=Xu, test=test, progress=False)
+    assert {"val_score_supervised", "val_score_semi"} <= set(m)
     kept_semi = m["val_score_semi"] > m["val_score_supervised"] - FIXMATCH_MARGIN  # a close call goes to FixMatch
     assert m["semi"] == float(kept_semi)
     assert validation_score(m) == m["val_score_semi" if kept_semi else "val_score_supervised"]  # the kept one's
@@ -35,30 +35,6 @@ def test_semi_round_trains_both_and_keeps_the_better_on_validation() -> None:
     assert validation_score({"val_auc": float("nan"), "val_balanced_accuracy": 0.5}) == 0.5
     # supervised training must lead clearly to be kept; within the margin FixMatch stays
     assert keeps_fixmatch(0.95, 0.955) and keeps_fixmatch(0.96, 0.95) and not keeps_fixmatch(0.94, 0.95)
-
-
-def test_the_two_candidates_mean_probability_is_a_third_candidate_kept_when_it_validates_as_well() -> None:
-    rng = np.random.default_rng(1)
-    (X, y), (Xu, _), val, test = _blobs(16, rng), _blobs(64, rng), _blobs(40, rng), _blobs(40, rng)
-    cfg = TrainConfig(epochs=3, min_epochs=1, batch_size=8, seed=0)
-    model, m = fit_round(build_classifier(2, 1, 2, channels=(4, 8)), X, y, val, task="classification",
-                         config=cfg, semi=True, X_unlabelled=Xu, test=test, progress=False)
-    assert {"val_score_supervised", "val_score_semi", "val_score_ensemble", "test_auc_ensemble"} <= set(m)
-    single = m["val_score_semi"] if keeps_fixmatch(m["val_score_semi"], m["val_score_supervised"]) \
-        else m["val_score_supervised"]
-    assert m["ensemble"] == float(m["val_score_ensemble"] >= single)
-    if m["ensemble"]:
-        assert model.build_args["kind"] == "ensemble" and m["semi"] == 1.0
-        assert validation_score(m) == m["val_score_ensemble"] and m["test_auc"] == m["test_auc_ensemble"]
-    else:
-        assert model.build_args["kind"] == "classifier"
-    # the ensemble's own decision rule is chosen on validation, as train() does for one network
-    ens, me = ensemble_candidate(build_classifier(2, 1, 2, channels=(4, 8), seed=0),
-                                 build_classifier(2, 1, 2, channels=(4, 8), seed=1), val, test)
-    assert "threshold" in ens.decision and {"val_auc", "test_auc", "test_balanced_accuracy"} <= set(me)
-    ens, _ = ensemble_candidate(build_classifier(2, 1, 2, channels=(4, 8), seed=0),
-                                build_classifier(2, 1, 2, channels=(4, 8), seed=1), val, tune_decision=False)
-    assert ens.decision == {}
 
 
 def test_fixmatch_is_dropped_once_supervised_training_beat_it(tmp_path, samples) -> None:
