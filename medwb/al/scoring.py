@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from medwb.data.dataset import Dataset
 
 #: strategies that use embeddings (the others skip the extra trunk pass over the pool).
-NEEDS_EMBEDDINGS = frozenset({"coreset", "badge", "hybrid", "cold_start", "typiclust_then_hybrid"})
+NEEDS_EMBEDDINGS = frozenset({"coreset", "badge", "hybrid", "cold_start", "typiclust_then_hybrid", "hybrid_random"})
 
 
 def first_batch_strategy(cold_start: str, task: str, ndim: int) -> str:

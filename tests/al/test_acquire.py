@@ -142,6 +142,23 @@ def test_typiclust_then_hybrid_switches_at_the_labels_per_class(pool):
     assert np.array_equal(first[0], select("cold_start", K, embeddings=inp["embeddings"])[0])
 
 
+def test_hybrid_random_is_hybrid_for_part_of_the_batch_and_uniform_for_the_rest(pool):
+    inp = pool["inputs"]
+    idx, scores = select("hybrid_random", K, random_state=4, **inp)
+    half = K - round(K * 0.5)
+    assert len(idx) == K == len(set(idx.tolist())) and len(scores) == K
+    assert sorted(idx[:half]) == sorted(select("hybrid", half, random_state=4, **inp)[0])
+    # the random part: from the rest of the pool, seeded, not the next most uncertain cases
+    assert np.array_equal(idx, select("hybrid_random", K, random_state=4, **inp)[0])
+    assert not np.array_equal(idx[half:], select("hybrid", K, random_state=4, **inp)[0][half:])
+    all_random = select("hybrid_random", K, random_share=1.0, **inp)[0]
+    assert len(set(all_random.tolist())) == K
+    assert np.array_equal(select("hybrid_random", K, random_share=0.0, random_state=4, **inp)[0],
+                          select("hybrid", K, random_state=4, **inp)[0])
+    with pytest.raises(ConfigError, match="random_share"):
+        select("hybrid_random", K, random_share=1.5, **inp)
+
+
 def test_select_errors_and_limits(pool):
     inp = pool["inputs"]
     with pytest.raises(ConfigError, match=r"unknown acquisition strategy 'magic'\. Fix: use one of .*hybrid"):
