@@ -1,25 +1,31 @@
-"""Session-21 probe (see README.md here): run as its README says; numbers there."""
-import glob, sys, numpy as np, torch
+"""Session-21 probe (README.md here): test and validation Dice of saved probabilities (save_probs.py) with MONAI's
+KeepLargestConnectedComponent over the foreground union, per class, or both.
+
+    python postprocess_dice.py OUT
+"""
+import glob
+import sys
+
+import numpy as np
+import torch
 from monai.transforms import KeepLargestConnectedComponent
-from medwb.metrics import dice
-def masks(p): return p.astype(np.float32).argmax(1)
-def pp(m, mode):
-    if mode == "none": return m
+from probe_round import mean_dice
+
+MODES = {"union": [False], "perclass": [True], "union+per": [False, True]}
+
+
+def postprocess(masks: np.ndarray, mode: str) -> np.ndarray:
     out = []
-    for x in m:
+    for x in masks:
         t = torch.from_numpy(x[None].astype(np.int64))
-        if mode == "union": k = KeepLargestConnectedComponent(applied_labels=[1, 2], independent=False, connectivity=3)
-        elif mode == "perclass": k = KeepLargestConnectedComponent(applied_labels=[1, 2], independent=True, connectivity=3)
-        elif mode == "union+per": 
-            t = KeepLargestConnectedComponent(applied_labels=[1, 2], independent=False, connectivity=3)(t)
-            k = KeepLargestConnectedComponent(applied_labels=[1, 2], independent=True, connectivity=3)
-        out.append(np.asarray(k(t))[0])
+        for independent in MODES.get(mode, []):
+            t = KeepLargestConnectedComponent(applied_labels=[1, 2], independent=independent, connectivity=3)(t)
+        out.append(np.asarray(t)[0])
     return np.stack(out)
-def D(a, y): return np.mean([dice(a[i], y[i, 0], n_classes=3) for i in range(len(a))])
+
+
 for f in sorted(glob.glob(sys.argv[1] + "/probs_*.npz")):
     z = np.load(f)
-    r = {}
-    for split in ("val", "test"):
-        m = masks(z[split]); y = z["y" + split]
-        r[split] = {mode: round(D(pp(m, mode), y), 4) for mode in ("none", "union", "perclass", "union+per")}
+    r = {split: {mode: round(mean_dice(postprocess(z[split].astype(np.float32).argmax(1), mode), z["y" + split]), 4)
+                 for mode in ("none", *MODES)} for split in ("val", "test")}
     print(f.split("/")[-1], r)
