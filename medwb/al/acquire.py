@@ -312,13 +312,19 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
     return np.asarray(picked, dtype=np.int64), np.asarray(scores)
 
 
+def hybrid_base(mc_probs: np.ndarray | None, opts: dict[str, Any]) -> str:
+    """The uncertainty :func:`hybrid` ranks by: ``opts["base"]``, else BALD when MC samples (or precomputed BALD
+    scores) are given, else entropy."""
+    return opts.get("base") or ("bald" if mc_probs is not None or "score_bald" in opts else "entropy")
+
+
 def hybrid(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_embeddings=None,
            grad_embeddings=None, random_state: int = 0, **opts: Any) -> tuple[np.ndarray, np.ndarray]:
     """Uncertainty, then diversity: keep the top ``candidates_factor`` x k most uncertain cases (BALD when
     MC samples are given, else entropy; ``base=`` overrides), cluster their embeddings into k groups
     (k-means weighted by uncertainty) and take the most uncertain case of each group. Avoids the
     near-duplicate batches that pure top-k uncertainty picks. Scores: the base uncertainty."""
-    base = opts.get("base") or ("bald" if mc_probs is not None or "score_bald" in opts else "entropy")
+    base = hybrid_base(mc_probs, opts)
     u = _pool_uncertainty(base, probs, mc_probs, opts)
     n = len(u)
     k = min(k, n)
@@ -386,14 +392,16 @@ def hybrid_random(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled
     if not 0.0 <= share <= 1.0:
         raise ConfigError(f"random_share={share} is not a share. Fix: use a number from 0 to 1")
     k_random = int(round(k * share))
+    base = hybrid_base(mc_probs, opts)
+    u = _pool_uncertainty(base, probs, mc_probs, opts)  # once: hybrid reads it back as its precomputed scores
     picked, _ = hybrid(k - k_random, probs=probs, mc_probs=mc_probs, embeddings=embeddings,
                        labeled_embeddings=labeled_embeddings, grad_embeddings=grad_embeddings,
-                       random_state=random_state, **opts) if k > k_random else (np.empty(0, np.int64), None)
+                       random_state=random_state, **{**opts, "base": base, f"score_{base}": u}
+                       ) if k > k_random else (np.empty(0, np.int64), None)
     rest = np.setdiff1d(np.arange(n), picked)
     extra = np.random.default_rng(random_state).choice(rest, k_random, replace=False)
     idx = np.concatenate([np.asarray(picked, dtype=np.int64), extra.astype(np.int64)])
-    base = opts.get("base") or ("bald" if mc_probs is not None or "score_bald" in opts else "entropy")
-    return idx, _pool_uncertainty(base, probs, mc_probs, opts)[idx]
+    return idx, u[idx]
 
 
 STRATEGIES: dict[str, Strategy] = {

@@ -203,15 +203,19 @@ def default_target_layer(model: nn.Module, X: np.ndarray | torch.Tensor | None =
         name = [n for n, _ in convs if sizes.get(n) == smallest][-1]
         return _lift_to_block(model, name)
     trunk = getattr(model, "trunk", None)
-    if isinstance(trunk, nn.Module):
-        convs = _conv_modules(trunk, "trunk.")
-    else:
-        convs = _conv_modules(model)
-    convs = [(n, m) for n, m in convs if not isinstance(m, nn.modules.conv._ConvTransposeNd)]
-    if not convs:
+    name = (_last_conv_block(model, trunk, "trunk.") if isinstance(trunk, nn.Module)
+            else _last_conv_block(model, model, ""))
+    if name is None:
         raise DataError(None, f"{type(model).__name__} has no convolution layer for Grad-CAM",
                         "use method='ig', 'occlusion' or 'saliency', or pass layer=NAME")
-    return _lift_to_block(model, convs[-1][0])
+    return name
+
+
+def _last_conv_block(model: nn.Module, part: nn.Module, prefix: str) -> str | None:
+    """The block (:func:`_lift_to_block`) around the last non-transposed convolution of ``part`` (named
+    ``prefix`` inside ``model``); None when it has none."""
+    convs = [n for n, m in _conv_modules(part, prefix) if not isinstance(m, nn.modules.conv._ConvTransposeNd)]
+    return _lift_to_block(model, convs[-1]) if convs else None
 
 
 # ------------------------------------------------------------------------------------------------------ methods
@@ -227,13 +231,8 @@ def member_target_layers(model: nn.Module) -> list[str]:
     trunks = getattr(getattr(model, "trunk", None), "members", None)
     if getattr(model, "build_args", {}).get("kind") != "ensemble" or trunks is None:
         return []
-    names = []
-    for i, t in enumerate(trunks):
-        convs = [n for n, m in _conv_modules(t, f"trunk.members.{i}.")
-                 if not isinstance(m, nn.modules.conv._ConvTransposeNd)]
-        if convs:
-            names.append(_lift_to_block(model, convs[-1]))
-    return names
+    names = [_last_conv_block(model, t, f"trunk.members.{i}.") for i, t in enumerate(trunks)]
+    return [n for n in names if n is not None]
 
 
 def _cam(model: nn.Module, X: np.ndarray | torch.Tensor, target=None, *, plus: bool, batch_size: int,

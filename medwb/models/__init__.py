@@ -16,7 +16,7 @@ from medwb.models.train import (TrainConfig, TrainResult, choose_decision, class
                                 predict_proba, recalibrate_batchnorm, train)
 
 __all__ = ["PretrainConfig", "PretrainResult", "Task", "TrainConfig", "TrainResult", "TrunkHeadNet",
-           "build_classifier", "build_ensemble", "build_from_args", "build_segmenter", "choose_decision", "class_weights", "decide",
-           "decision_of", "default_train_config", "device_of", "dice_score", "embed", "evaluate",
+           "build_classifier", "build_ensemble", "build_from_args", "build_segmenter", "choose_decision",
+           "class_weights", "decide", "decision_of", "default_train_config", "device_of", "dice_score", "embed", "evaluate",
            "init_from_pretrained", "load_checkpoint", "load_pretrained", "predict_labels", "predict_proba",
            "recalibrate_batchnorm", "save_checkpoint", "save_pretrained", "train"]
