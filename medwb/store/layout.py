@@ -121,6 +121,11 @@ class StudyLayout:
         return self.folder / f".{DB_NAME}.encrypting"
 
     @property
+    def create_lock(self) -> Path:
+        """The lock file Study.create holds while it checks for and links in the database (one creator at a time)."""
+        return self.folder / f".{DB_NAME}.create.lock"
+
+    @property
     def plain_db_link(self) -> Path:
         """The plain database's second name while an encryption swaps the encrypted copy in (then shredded)."""
         return self.folder / f".{DB_NAME}.plain"

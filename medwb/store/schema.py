@@ -14,6 +14,7 @@ older database on open. A new study is built as v1 and migrated up, so every mig
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -342,56 +343,76 @@ def remove_stale_creations(layout: StudyLayout) -> None:
                 q.unlink(missing_ok=True)
 
 
+@contextmanager
+def _creating(layout: StudyLayout) -> Iterator[None]:
+    """Hold the study folder's create lock (flock: the kernel releases it when a killed creator's file closes)."""
+    fd = os.open(layout.create_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build(tmp: Path, study_row: Sequence[Any], key: Key | None, db: Path) -> None:
+    """Write the complete new database into ``tmp`` (rollback journal, no WAL sidecars) and fsync it."""
+    conn = cipher.connect(tmp, key)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("BEGIN IMMEDIATE")
+        for stmt in SCHEMA_V1.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute(
+            "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
+            "VALUES (1, ?, ?, ?, ?, ?, ?, ?)", (*study_row, 1))
+        conn.execute("PRAGMA user_version=1")
+        migrate(conn, 1, db)
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | None = None) -> sqlite3.Connection:
     """Build a new database atomically and return the store's connection to it.
 
     ``study_row``: (name, dataset_path, task, classes JSON, created_at, medwb_version) of the one ``study`` row.
     The database is built completely in a temporary file beside it (rollback journal, no WAL sidecars), fsynced,
     and only then linked into place. A kill at any point leaves no database or a complete one; os.link refuses to
-    overwrite a study that another process created meanwhile. The caller checked that no study is there.
+    overwrite a study that another process created meanwhile. Creators of one folder take turns (its create lock),
+    so one never removes a database another has just linked in as if it were a killed create's leftover.
     ``key``: the study is encrypted (SQLCipher) from its first byte; the caller wrote its marker."""
     folder, db = layout.folder, layout.db
-    remove_stale_creations(layout)
-    if db.exists():  # a half-created database from a killed create of an older medwb: it holds no data
-        for p in layout.db_files():
-            p.unlink(missing_ok=True)
-    tmp = layout.creating_db(os.getpid(), os.urandom(4).hex())
-    try:
-        conn = cipher.connect(tmp, key)
+    with _creating(layout):  # creators take turns: none may delete or shadow a database another just linked
+        remove_stale_creations(layout)
+        if db.exists():
+            if not half_created(db, key):
+                raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})")
+            for p in layout.db_files():  # a half-created database from a killed create of an older medwb: no data
+                p.unlink(missing_ok=True)
+        tmp = layout.creating_db(os.getpid(), os.urandom(4).hex())
         try:
-            conn.execute("PRAGMA journal_mode=DELETE")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in SCHEMA_V1.split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            conn.execute(
-                "INSERT INTO study (id, name, dataset_path, task, classes, created_at, medwb_version, schema_version) "
-                "VALUES (1, ?, ?, ?, ?, ?, ?, ?)", (*study_row, 1))
-            conn.execute("PRAGMA user_version=1")
-            migrate(conn, 1, db)
-            conn.execute("COMMIT")
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            conn.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, db)  # atomic and never clobbers an existing study
-        except FileExistsError:
-            raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
-        except OSError:  # a file system without hard links
-            if db.exists():
+            _build(tmp, study_row, key, db)
+            try:
+                os.link(tmp, db)  # atomic and never clobbers an existing study
+            except FileExistsError:
                 raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
-            os.replace(tmp, db)
-        fsync_dir(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
+            except OSError:  # a file system without hard links
+                if db.exists():
+                    raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+                os.replace(tmp, db)
+            fsync_dir(folder)
+        finally:
+            tmp.unlink(missing_ok=True)
     return connect(db, key)
 
 

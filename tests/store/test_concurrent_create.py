@@ -1,0 +1,37 @@
+"""Several creators of one study at the same moment (CI run of stop 34: two `medwb simulate` runs on one --out both
+made the shared all-labels study; one deleted the other's freshly linked database and both failed). Every caller of
+Study.open_or_create gets the one study, and no database is lost. Threads on a barrier (flock serialises separate
+open file descriptions, so threads race like processes here)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from medwb.store import Study
+
+
+def test_open_or_create_at_once_gives_everyone_the_same_study(tmp_path: Path) -> None:
+    for trial in range(15):
+        folder = tmp_path / f"s{trial}"
+        barrier = threading.Barrier(6)
+        outcomes: list[str] = []
+
+        def make(who: int) -> None:
+            barrier.wait(timeout=30)
+            try:
+                st = Study.open_or_create(folder, dataset_path="/data", task="classification", classes=["a", "b"],
+                                          name=f"by-{who}", key=False)
+                outcomes.append(st.name)
+                st.close()
+            except Exception as e:  # the assertion below names it
+                outcomes.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=make, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(outcomes) == 6 and all(o.startswith("by-") for o in outcomes), outcomes
+        assert len(set(outcomes)) == 1, outcomes  # one creator won; everyone else opened its study
+        with Study.open(folder) as st:
+            assert st.name == outcomes[0]
