@@ -390,7 +390,7 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | No
     and only then linked into place. A kill at any point leaves no database or a complete one; os.link refuses to
     overwrite a study that another process created meanwhile. Creators of one folder take turns (its create lock),
     so one never removes a database another has just linked in as if it were a killed create's leftover.
-    ``key``: the study is encrypted (SQLCipher) from its first byte; the caller wrote its marker."""
+    ``key``: the study is encrypted (SQLCipher) from its first byte; its marker is written before the database."""
     folder, db = layout.folder, layout.db
     with _creating(layout):  # creators take turns: none may delete or shadow a database another just linked
         remove_stale_creations(layout)
@@ -399,6 +399,10 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | No
                 raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})")
             for p in layout.db_files():  # a half-created database from a killed create of an older medwb: no data
                 p.unlink(missing_ok=True)
+        if key is not None:  # the marker first: a database without it would be unreadable to every reader
+            cipher.write_marker(layout, key)
+        else:  # a marker left by a create killed before its database existed must not claim this study
+            layout.encryption_marker.unlink(missing_ok=True)
         tmp = layout.creating_db(os.getpid(), os.urandom(4).hex())
         try:
             _build(tmp, study_row, key, db)

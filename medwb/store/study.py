@@ -111,10 +111,6 @@ class Study:
         if k is not None:
             refuse_key_inside(k, folder, "study folder")
         layout.make_folders()
-        if k is not None:  # the marker first: a database without it would be unreadable to every reader
-            cipher.write_marker(layout, k)
-        else:  # a marker left by a create killed before its database existed must not claim this study
-            layout.encryption_marker.unlink(missing_ok=True)
         conn = schema.create_database(layout, (name or folder.name, str(dataset_path), task,
                                                json.dumps({str(c): v for c, v in cls_map.items()}), now(),
                                                medwb.__version__), k)

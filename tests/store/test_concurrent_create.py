@@ -1,6 +1,6 @@
 """Several creators of one study at the same moment (CI run of stop 34: two `medwb simulate` runs on one --out both
 made the shared all-labels study; one deleted the other's freshly linked database and both failed). Every caller of
-Study.open_or_create gets the one study, and no database is lost. Threads on a barrier (flock serialises separate
+Study.open_or_create gets the one study, and no database is lost. On a plain and on an encrypted study; threads on a barrier (flock serialises separate
 open file descriptions, so threads race like processes here)."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from medwb.store import Study
 
 
-def test_open_or_create_at_once_gives_everyone_the_same_study(tmp_path: Path) -> None:
-    for trial in range(15):
+def test_open_or_create_at_once_gives_everyone_the_same_study(tmp_path: Path, study_encryption: str) -> None:
+    for trial in range(10):
         folder = tmp_path / f"s{trial}"
         barrier = threading.Barrier(6)
         outcomes: list[str] = []
