@@ -66,7 +66,9 @@ adrenal-medwb)
 hippocampus-medwb)
   # Issue 12's hippocampus target, first look: the 10% point only (one round: the first batch of 17 volumes),
   # medwb's default (UNet trunk pretrained with SimCLR on the pool, cold start in its embedding) against a random
-  # first batch on the same pipeline and random + scratch; 3 seeds, references on seed 0 (~70 min at 1 thread).
+  # first batch on the same pipeline and random + scratch; 3 seeds, references on seed 0. Committed twice:
+  # hippocampus_medwb/ (narrow UNet 8-16-32-64, ~70 min at 1 thread) and hippocampus_medwb_wide/ (the default
+  # 16-32-64-128 since session 21, arms hybrid and random:scratch, --workers 2: ~33 min on 2 cores).
   H=${MEDWB_HIPPOCAMPUS:-../shared/data/seg3d/msd_task04_hippocampus}
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} medwb simulate "$H" --strategy hybrid --strategy random \
     --strategy random:scratch --budget 0.1 --rounds 1 --seeds 3 --reference-seeds 1 --size 32x48x32 --quiet \

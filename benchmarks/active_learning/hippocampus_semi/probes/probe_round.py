@@ -14,10 +14,11 @@ from medwb.models.train import default_train_config
 SIZE = (32, 48, 32)
 
 
-def train_round(data: str, seed: int, n: int, model: TrunkHeadNet | None = None):
-    """(model, metrics, val, test) of one supervised round on ``n`` random pool volumes (all when n >= pool)."""
+def train_round(data: str, seed: int, n: int, model: TrunkHeadNet | None = None, size: tuple[int, ...] = SIZE):
+    """(model, metrics, val, test) of one supervised round on ``n`` random pool volumes (all when n >= pool), on
+    volumes resized to ``size``."""
     ds = open_dataset(data, progress=False)
-    inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), SIZE)
+    inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), size)
     (Xp, yp, _), val, test = inputs["train"], inputs["val"][:2], inputs["test"][:2]
     lab = (np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False)) if n < len(Xp)
            else np.arange(len(Xp)))
