@@ -1,0 +1,54 @@
+"""Is hybrid's PneumoniaMNIST dip below random a selection failure or the test split's shift? (issue 12)
+
+A `medwb simulate --max-pool N` run uses N of the 4 708 training cases as its pool; the other training cases are
+drawn from the same distribution as the pool and validation split and were never seen by any round. This script
+re-scores every round checkpoint of the given simulation studies on those held-out training cases ("in-dist") and
+on the official test split (a shifted, differently balanced set: what the curves report), with each model's own
+validation-chosen decision rule, and prints one row per (arm, round): mean and SD over seeds.
+
+    python eval_held_out.py DATA.npz MAX_POOL OUT.csv STUDIES_DIR [STUDIES_DIR ...]
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medwb.data import open_dataset
+from medwb.data.splits import PoolInputs, carve_splits
+from medwb.metrics import class_metrics
+from medwb.models import decide, decision_of, load_checkpoint, predict_proba
+
+
+def main(data: str, max_pool: int, out_csv: str, folders: list[str]) -> None:
+    ds = open_dataset(data, progress=False)
+    everything = carve_splits(ds.cohort, name=ds.name)
+    pool = set(carve_splits(ds.cohort, max_pool=max_pool, name=ds.name)["train"])
+    held_out = [i for i in everything["train"] if i not in pool]
+    inputs = PoolInputs(ds, {"train": held_out, "val": everything["val"], "test": everything["test"]}, None)
+    sets = {"in-dist": inputs["train"][:2], "test": inputs["test"][:2]}
+    print(f"pool {len(pool)}, held-out training cases {len(held_out)} (class 1 share "
+          f"{sets['in-dist'][1].mean():.2f}), test {len(sets['test'][1])} (class 1 share {sets['test'][1].mean():.2f})")
+    rows = []
+    for folder in folders:
+        run = Path(folder).parent.name if Path(folder).name == "studies" else Path(folder).name
+        for study in sorted(Path(folder).glob("*-seed*")):
+            arm, seed = re.fullmatch(r"(.+)-seed(\d+)", study.name).groups()
+            for cp in sorted((study / "models").glob("round_*.pt")):
+                model, _ = load_checkpoint(cp)
+                for name, (X, y) in sets.items():
+                    p = predict_proba(model, X)
+                    m = class_metrics(p, y, pred=decide(p, decision_of(model)))
+                    rows.append({"run": run, "arm": arm, "seed": int(seed),
+                                 "round": int(cp.stem.split("_")[1]), "set": name, **m})
+    df = pd.DataFrame(rows)
+    df.to_csv(out_csv, index=False)
+    table = df.groupby(["run", "arm", "round", "set"])[["auc", "balanced_accuracy"]].agg(["mean", "std", "count"])
+    print(table.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:])
