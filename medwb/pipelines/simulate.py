@@ -5,9 +5,10 @@ simulation resumes where it stopped and every curve point can be traced to a sto
 reference ("full") trains the same network with the same schedule on every pool label, once per seed.
 
 Outputs: ``curves.csv`` (strategy, seed, round, n_labeled, fraction_labeled, metric, value; test split),
-``summary.csv``, ``curves.png`` (mean over seeds with a min-max band) and the printed table (``table.txt``).
-Several simulations may share one ``--out`` (other strategies, other seeds, in parallel): ``curves.csv`` and
-``autolabel.csv`` keep the rows of every (strategy, seed) another run wrote, merged under a lock
+``summary.csv``, ``curves.png`` (mean over seeds with a min-max band) and the printed table (``table.txt``); with
+``max_pool``, ``held_out.csv``: the same rows on the training cases the pool left out (:func:`held_out_arrays`).
+Several simulations may share one ``--out`` (other strategies, other seeds, in parallel): ``curves.csv``,
+``autolabel.csv`` and ``held_out.csv`` keep the rows of every (strategy, seed) another run wrote, merged under a lock
 (``OUT/.simulate.lock``), and the summary covers them all. Every output, sibling study and cache is registered in
 each study (:mod:`medwb.store.artifacts`), so ``medwb purge`` of any of them removes the whole simulation.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
@@ -227,6 +229,58 @@ def curves_from_study(study: Study, *, strategy: str, seed: int, pool_size: int,
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
+#: at most this many of the training cases left out of a ``max_pool`` pool are re-scored (a seeded subset past it)
+HELD_OUT_CAP = 2000
+
+
+def held_out_arrays(loop: ActiveLearningLoop) -> tuple[np.ndarray, np.ndarray] | None:
+    """(X, y) of the training cases ``loop``'s pool left out (``max_pool``; at most :data:`HELD_OUT_CAP`, seeded),
+    at the loop's size; None when the pool is the whole training split. They come from the pool's own
+    distribution and no round trains on them, so scores on them say whether the picks helped where they were
+    made, apart from a shift of the test split (on PneumoniaMNIST hybrid beat random there on every seed while
+    trailing it on the test split, session 22)."""
+    from medwb.data.splits import PoolInputs, carve_splits, seeded_subset
+
+    ds, pool = loop.ds, set(loop.data.pool_ids())
+    rest = [i for i in carve_splits(ds.cohort, name=ds.name)["train"] if i not in pool]
+    if not rest:
+        return None
+    ids = seeded_subset(rest, HELD_OUT_CAP, 0) if len(rest) > HELD_OUT_CAP else rest
+    X, y, _ = PoolInputs(ds, {"train": ids, "val": ids[:1], "test": ids[:1]}, loop.size)["train"]
+    return X, y
+
+
+def held_out_curves(loop: ActiveLearningLoop, *, strategy: str, seed: int) -> pd.DataFrame:
+    """Curve rows (:data:`CURVE_COLUMNS`) of every round model of ``loop``'s study re-scored on
+    :func:`held_out_arrays`, each with its own validation-chosen decision rule as on the test split."""
+    from medwb.models import evaluate, load_checkpoint
+
+    held = held_out_arrays(loop)
+    rows = []
+    for m in (loop.study.models().sort_values("round").itertuples(index=False) if held is not None else ()):
+        metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
+        model, _ = load_checkpoint(m.checkpoint_path)
+        scores, n = evaluate(model, *held), int(metrics["n_labeled"])
+        for metric in metrics_for(loop.ds.task):
+            rows.append((strategy, seed, int(m.round), n, n / loop.pool_size, metric, metric_value(scores.get(metric))))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def format_held_out(held: pd.DataFrame, curves: pd.DataFrame, n_cases: int) -> str:
+    """The table's in-distribution section: each arm's last round, mean ± SD over seeds, held-out vs test."""
+    last = held.groupby(["strategy", "seed"])["round"].transform("max") == held["round"]
+    key = ["strategy", "seed", "round", "metric"]
+    both = held[last].merge(curves[key + ["value"]], on=key, suffixes=("_held", "_test"))
+    lines = [f"in distribution: the last round's model on {n_cases} training cases outside the pool (held_out.csv; "
+             "the pool's own distribution, never trained on) against the test split",
+             f"{'strategy':<16}{'metric':<20}{'labels':>7}{'held-out':>16}{'test':>16}"]
+    for (strategy, metric), g in both.groupby(["strategy", "metric"], sort=False):
+        cell = {c: f"{g[c].mean():.3f}±{(g[c].std() if len(g) > 1 else 0):.3f}" for c in ("value_held", "value_test")}
+        lines.append(f"{strategy:<16}{metric:<20}{g['n_labeled'].max():>7}{cell['value_held']:>16}"
+                     f"{cell['value_test']:>16}")
+    return "\n".join(lines)
+
+
 def run_simulation(
     data: str | Path,
     *,
@@ -354,9 +408,12 @@ def run_simulation(
     target_error = results[-1].target_error
     encrypted = any(r.encrypted for r in results)
     auto = pd.concat(auto_parts, ignore_index=True) if auto_parts else pd.DataFrame(columns=AUTOLABEL_COLUMNS)
+    held_parts = [r.held_out for r in results if r.held_out is not None and len(r.held_out)]
     with output_lock(out):  # another run on this --out merges its rows one after the other, never over ours
         curves = merge_rows(out / "curves.csv", pd.concat(parts, ignore_index=True)[CURVE_COLUMNS], write=write)
         auto = merge_rows(out / "autolabel.csv", auto, write=write)
+        held = (merge_rows(out / "held_out.csv", pd.concat(held_parts, ignore_index=True), write=write)
+                if held_parts else None)
     summary = summarize(curves, budget)
     write(out / "summary.csv", summary.to_csv(index=False).encode())
     n_seeds = curves["seed"].nunique()
@@ -370,6 +427,11 @@ def run_simulation(
     text += f"\n{format_table(summary, budget)}"
     if len(auto):
         text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
+    if held is not None:
+        from medwb.data.splits import carve_splits
+
+        n_held = min(HELD_OUT_CAP, len(carve_splits(ds.cohort, name=ds.name)["train"]) - pool_size)
+        text += "\n\n" + format_held_out(held, curves, n_held)
     write(out / "table.txt", (text + "\n").encode())
     print(text)
     if plaintext and encrypted:
@@ -416,6 +478,7 @@ class UnitResult:
 
     curves: pd.DataFrame
     autolabel: pd.DataFrame | None
+    held_out: pd.DataFrame | None  # the round models on the training cases a max_pool pool left out
     pool_size: int
     target_error: float
     encrypted: bool
@@ -450,12 +513,14 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   semi_schedule=spec.semi_schedule)
         pool_size, target = loop.pool_size, loop.autolabel_target_error
         if reference:
-            return UnitResult(_full_reference(loop, folder, seed, ds.task, name=name), None, pool_size, target,
-                              study.encrypted)
+            ref, held = _full_reference(loop, folder, seed, ds.task, name=name, held_out=spec.max_pool is not None)
+            return UnitResult(ref, None, held, pool_size, target, study.encrypted)
         loop.batch_size = max(1, math.ceil(spec.budget * pool_size / spec.rounds))
         loop.run(spec.rounds, simulated_oracle(ds))
         return UnitResult(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task),
-                          autolabel_from_study(study, strategy=name, seed=seed), pool_size, target, study.encrypted)
+                          autolabel_from_study(study, strategy=name, seed=seed),
+                          held_out_curves(loop, strategy=name, seed=seed) if spec.max_pool is not None else None,
+                          pool_size, target, study.encrypted)
     finally:
         study.close()  # a worker process runs many units: one sqlite connection each otherwise
 
@@ -492,7 +557,7 @@ def _run_units_in_processes(spec: UnitSpec, runs: Sequence[tuple[Arm, int, bool]
 
 
 #: what a simulation writes in its output folder (besides the studies and the shared cache)
-OUTPUT_FILES = ("curves.csv", "summary.csv", "curves.png", "table.txt", "autolabel.csv")
+OUTPUT_FILES = ("curves.csv", "summary.csv", "curves.png", "table.txt", "autolabel.csv", "held_out.csv")
 
 
 def register_simulation(study: Study, out: Path, folders: Sequence[Path], stats_cache: Path) -> None:
@@ -562,17 +627,28 @@ def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size
     return pretrained_representation(out, X, build_args=args, config=config, progress=progress)
 
 
-def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str, name: str = FULL) -> pd.DataFrame:
-    """Train on every pool label once per seed (cached in the study folder as full.json)."""
+def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str, name: str = FULL, *,
+                    held_out: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Train on every pool label once per seed (cached in the study folder as full.json): its curve row and, with
+    ``held_out``, its row on :func:`held_out_arrays` (None when there are none, or for a cache written before)."""
+    from medwb.models import evaluate
+
     cache = folder / "full.json"
     if cache.is_file():
         metrics = json.loads(files.read_bytes(cache))
     else:
         X, y, _ = loop.arrays("train")
-        _, metrics = loop.fit(X, y)
+        model, metrics = loop.fit(X, y)
+        held = held_out_arrays(loop) if held_out else None
+        if held is not None:
+            metrics.update({f"held_out_{k}": v for k, v in evaluate(model, *held).items()})
         # atomic (two runs on one --out may both train this reference); encrypted in an encrypted study
         files.write_bytes(cache, json.dumps(metrics).encode())
     n = loop.pool_size
-    return pd.DataFrame([(name, seed, 0, n, 1.0, m, metric_value(metrics.get(f"test_{m}")))
-                         for m in metrics_for(task)],
-                        columns=CURVE_COLUMNS)
+
+    def rows(prefix: str) -> pd.DataFrame:
+        return pd.DataFrame([(name, seed, 0, n, 1.0, m, metric_value(metrics.get(f"{prefix}_{m}")))
+                             for m in metrics_for(task)], columns=CURVE_COLUMNS)
+
+    has_held = held_out and any(f"held_out_{m}" in metrics for m in metrics_for(task))
+    return rows("test"), rows("held_out") if has_held else None

@@ -58,6 +58,32 @@ def test_simulate_cli_max_pool_and_size(samples: Path, tmp_path: Path) -> None:
     with Study.open(out / "studies" / "entropy-scratch-seed0") as st:
         assert int(st.rounds().iloc[0]["params"]["pool_size"]) == 50
         assert len(st.labels()) == 20
+        checkpoint = st.models().iloc[0]["checkpoint_path"]
+
+    # the 150 training cases the pool left out: the round model re-scored on them (held_out.csv, the table's
+    # in-distribution section); the same re-scoring on the test split gives the curve's own test numbers
+    held = pd.read_csv(out / "held_out.csv")
+    assert list(held.columns) == CURVE_COLUMNS
+    assert set(held["strategy"]) == {"entropy-scratch", "full"} and held["value"].between(0, 1).all()
+    assert set(held["metric"]) == {"auc", "accuracy", "balanced_accuracy"}
+    assert (held.loc[held["strategy"] == "full", "n_labeled"] == 50).all()  # the reference too, on all 50 labels
+    held = held[held["strategy"] == "entropy-scratch"]
+    assert list(held["round"].unique()) == [1] and (held["n_labeled"] == 20).all()
+    assert "on 150 training cases outside the pool" in (out / "table.txt").read_text()
+    from medwb.data import open_dataset
+    from medwb.data.splits import PoolInputs, carve_splits
+    from medwb.models import evaluate, load_checkpoint
+
+    ds = open_dataset(data, progress=False)
+    splits = carve_splits(ds.cohort)
+    pool = set(carve_splits(ds.cohort, max_pool=50)["train"])
+    rest = [i for i in splits["train"] if i not in pool]
+    inputs = PoolInputs(ds, {"train": rest, "val": splits["val"], "test": splits["test"]}, (16, 16))
+    model, _ = load_checkpoint(checkpoint)
+    on_test, on_rest = evaluate(model, *inputs["test"][:2]), evaluate(model, *inputs["train"][:2])
+    for metric in ("auc", "balanced_accuracy"):
+        assert ent.loc[ent["metric"] == metric, "value"].item() == pytest.approx(on_test[metric])
+        assert held.loc[held["metric"] == metric, "value"].item() == pytest.approx(on_rest[metric])
 
 
 def test_simulate_cli_rejects_bad_size(samples: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,9 +32,12 @@ def test_two_simulations_on_one_out_keep_both_curves(samples: Path, tmp_path: Pa
     assert not curves.duplicated(["strategy", "seed", "round", "metric"]).any()
     assert {"entropy-scratch", "random-scratch"} <= set(pd.read_csv(out / "autolabel.csv")["strategy"])
     assert {"entropy-scratch", "random-scratch"} <= set(pd.read_csv(out / "summary.csv")["strategy"])
+    held = pd.read_csv(out / "held_out.csv")  # --max-pool 40 leaves 80 training cases out: both arms re-scored there
+    assert {"entropy-scratch", "random-scratch", "full"} <= set(held["strategy"])
+    assert not held.duplicated(["strategy", "seed", "round", "metric"]).any()
     # every study of the simulation knows every output and sibling, so purging one removes the whole simulation
     from medwb.store import Study
 
     with Study.open(out / "studies" / "entropy-scratch-seed0") as st:
         registered = set(st.artifacts()["path"])
-    assert {str(out / "curves.csv"), str(out / "studies" / "full-seed0")} <= registered
+    assert {str(out / "curves.csv"), str(out / "held_out.csv"), str(out / "studies" / "full-seed0")} <= registered

@@ -7,6 +7,9 @@ on the official test split (a shifted, differently balanced set: what the curves
 validation-chosen decision rule, and prints one row per (arm, round): mean and SD over seeds.
 
     python eval_held_out.py DATA.npz MAX_POOL OUT.csv STUDIES_DIR [STUDIES_DIR ...]
+
+For studies made before it: since session 22 `medwb simulate --max-pool` writes the same re-scoring itself
+(`OUT/held_out.csv`, `medwb.pipelines.simulate.held_out_curves`, capped at 2 000 held-out cases).
 """
 from __future__ import annotations
 
