@@ -94,6 +94,7 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
     head = (out / "simulation" / "headline.txt").read_text()
     assert "hybrid" in head and "random-scratch" in head and "labels to 98% of all labels" in head
     assert "auto-labels, hybrid" in head
+    assert "in the pool's own distribution" in head  # the demo's --max-pool leaves training cases out
     assert "Headline: medwb against random + scratch" in (out / "index.html").read_text()
     lc = pd.read_csv(v / "tables" / "learning_curves.csv")
     assert {"random-scratch", "hybrid", "full"} <= set(lc["strategy"])  # the report shows medwb against random + scratch
