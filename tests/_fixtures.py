@@ -98,6 +98,8 @@ def check_demo_outputs(out: Path, stdout: str) -> None:
     assert "Headline: medwb against random + scratch" in (out / "index.html").read_text()
     lc = pd.read_csv(v / "tables" / "learning_curves.csv")
     assert {"random-scratch", "hybrid", "full"} <= set(lc["strategy"])  # the report shows medwb against random + scratch
+    held = pd.read_csv(v / "tables" / "learning_curves_in_distribution.csv")  # the pool's own distribution too
+    assert {"random-scratch", "hybrid", "full"} <= set(held["strategy"])
     m = pd.read_csv(v / "tables" / "metrics.csv")
     auc = m[m["metric"] == "auc"]["estimate"].item()
     # the report evaluates the hybrid study's last model on the whole test split: the same AUC the loop recorded

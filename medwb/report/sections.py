@@ -439,6 +439,18 @@ def learning_curves(study: Study, curves_csv: str | Path | None) -> tuple[pd.Dat
     return mc[["strategy", "seed", "round", "n_labeled", "metric", "value"]], "this study's rounds (validation split)"
 
 
+def held_out_curves(curves_csv: str | Path | None) -> pd.DataFrame | None:
+    """The simulation's ``held_out.csv`` beside its ``curves.csv`` (``medwb simulate --max-pool``: every round
+    model on training cases the pool left out, the pool's own distribution), or None when there is none."""
+    if not curves_csv:
+        return None
+    path = Path(curves_csv).with_name("held_out.csv")
+    if not path.is_file():
+        return None
+    held = pd.read_csv(io.BytesIO(read_bytes(path)))
+    return held if len(held) else None
+
+
 def labels_to_reach(curves: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
     """(budget, table) of the simulation's own comparison at its label budget, or None without ``full`` rows.
 

@@ -122,7 +122,7 @@ def test_classification_sections_match_the_metrics(samples: Path) -> None:
     assert C.subgroup_headline(sub, mt) == ("auc", float(mt.loc[mt["metric"] == "auc", "estimate"].iloc[0]))
 
 
-def test_xai_learning_curve_and_checklist_sections(samples: Path) -> None:
+def test_xai_learning_curve_and_checklist_sections(samples: Path, tmp_path: Path) -> None:
     checks = pd.DataFrame({"method": ["gradcam", "gradcam", "saliency"], "check": ["randomization", "deletion",
                            "randomization"], "passed": [True, False, "true"], "status": ["pass", "FAIL", "pass"],
                            "extra": [1, 2, 3]})
@@ -135,6 +135,16 @@ def test_xai_learning_curve_and_checklist_sections(samples: Path) -> None:
     budget, reach = C.labels_to_reach(curves)
     assert budget == 0.2 and len(reach)
     assert C.labels_to_reach(curves[curves["strategy"] != "full"]) is None
+    # held_out.csv beside the simulation's curves.csv (a --max-pool run): read back; absent or empty: None
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    curves.to_csv(sim / "curves.csv", index=False)
+    assert C.held_out_curves(sim / "curves.csv") is None and C.held_out_curves(None) is None
+    curves.iloc[:0].to_csv(sim / "held_out.csv", index=False)
+    assert C.held_out_curves(sim / "curves.csv") is None
+    curves.assign(value=[0.8, 0.9, 0.95]).to_csv(sim / "held_out.csv", index=False)
+    held = C.held_out_curves(sim / "curves.csv")
+    assert held["value"].tolist() == [0.8, 0.9, 0.95] and C.labels_to_reach(held) is not None
     ds = open_dataset(samples / PNEUMONIA, progress=False)
     agree = pd.DataFrame({"estimate": [np.nan]})
     cl = C.report_checklist(ds, agreement=agree, checks=checks, overlays=[], verdicts=pd.DataFrame(),
