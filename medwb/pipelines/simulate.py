@@ -231,11 +231,13 @@ def curves_from_study(study: Study, *, strategy: str, seed: int, pool_size: int,
 
 #: at most this many of the training cases left out of a ``max_pool`` pool are re-scored (a seeded subset past it)
 HELD_OUT_CAP = 2000
+#: and at most this many voxels (or pixels) of them in all, so large volumes stay in a few hundred MB (64^3: 244)
+HELD_OUT_VOXELS = 64_000_000
 
 
 def held_out_arrays(loop: ActiveLearningLoop) -> tuple[np.ndarray, np.ndarray] | None:
-    """(X, y) of the training cases ``loop``'s pool left out (``max_pool``; at most :data:`HELD_OUT_CAP`, seeded),
-    at the loop's size; None when the pool is the whole training split. They come from the pool's own
+    """(X, y) of the training cases ``loop``'s pool left out (``max_pool``; a seeded subset of at most
+    :data:`HELD_OUT_CAP` cases and :data:`HELD_OUT_VOXELS` voxels), at the loop's size; None when the pool is the whole training split. They come from the pool's own
     distribution and no round trains on them, so scores on them say whether the picks helped where they were
     made, apart from a shift of the test split (on PneumoniaMNIST hybrid beat random there on every seed while
     trailing it on the test split, session 22)."""
@@ -245,9 +247,19 @@ def held_out_arrays(loop: ActiveLearningLoop) -> tuple[np.ndarray, np.ndarray] |
     rest = [i for i in carve_splits(ds.cohort, name=ds.name)["train"] if i not in pool]
     if not rest:
         return None
-    ids = seeded_subset(rest, HELD_OUT_CAP, 0) if len(rest) > HELD_OUT_CAP else rest
+    cap = held_out_cap(ds, loop.size)
+    ids = seeded_subset(rest, cap, 0) if len(rest) > cap else rest
     X, y, _ = PoolInputs(ds, {"train": ids, "val": ids[:1], "test": ids[:1]}, loop.size)["train"]
     return X, y
+
+
+def held_out_cap(ds: Dataset, size: Sequence[int] | None) -> int:
+    """How many held-out cases are re-scored at ``size`` (None: the dataset's fixed native size):
+    :data:`HELD_OUT_CAP`, fewer for large volumes."""
+    if size is None:
+        shape = ds.cohort["shape"].dropna().astype(str)
+        size = [int(float(v)) for v in shape.iloc[0].split("x")] if len(shape) else [1]
+    return max(1, min(HELD_OUT_CAP, HELD_OUT_VOXELS // max(1, math.prod(int(v) for v in size))))
 
 
 def held_out_curves(loop: ActiveLearningLoop, *, strategy: str, seed: int) -> pd.DataFrame:
@@ -428,9 +440,11 @@ def run_simulation(
     if len(auto):
         text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
     if held is not None:
+        from medwb.data.dataset import default_size
         from medwb.data.splits import carve_splits
 
-        n_held = min(HELD_OUT_CAP, len(carve_splits(ds.cohort, name=ds.name)["train"]) - pool_size)
+        n_held = min(held_out_cap(ds, size or default_size(ds)),
+                     len(carve_splits(ds.cohort, name=ds.name)["train"]) - pool_size)
         text += "\n\n" + format_held_out(held, curves, n_held)
     write(out / "table.txt", (text + "\n").encode())
     print(text)

@@ -136,3 +136,13 @@ def test_simulate_workers_match_one_process_and_reference_seeds(samples: Path, t
             assert sorted(a.labels()["case_id"]) == sorted(b.labels()["case_id"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--workers", "two"])
+
+
+def test_held_out_cap_keeps_large_volumes_small(samples: Path) -> None:
+    """held_out.csv re-scores at most 2000 cases, and at most 64 M voxels of them (64^3 volumes: 244 cases)."""
+    from medwb.data import open_dataset
+    from medwb.pipelines.simulate import HELD_OUT_CAP, held_out_cap
+
+    ds = open_dataset(samples / PNEUMONIA, progress=False)
+    assert held_out_cap(ds, None) == held_out_cap(ds, (28, 28)) == HELD_OUT_CAP  # native 28x28
+    assert held_out_cap(ds, (64, 64, 64)) == 244 and held_out_cap(ds, (4096, 4096, 4096)) == 1
