@@ -96,15 +96,15 @@ def _run(stage: Stage, fn: Callable[[], list[tuple[str, Path]]]) -> Stage:
     return stage
 
 
-def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
+def write_headline(sim_dir: Path, strategies: tuple[str, ...], budget: float) -> Path:
     """``SIM/headline.txt``: medwb's default pipeline (the first arm) against what users do without it (the
     last arm, random + scratch): metric at the budget, labels to 98% of all labels and their ratio
     (:func:`medwb.al.curves.compare_arms`), and the auto-labels each arm's models would have accepted at the
-    target error with the errors measured against the truth; with a ``max_pool`` simulation, both arms on the
-    training cases outside the pool (``held_out.csv``), apart from the test split's shift."""
+    target error with the errors measured against the truth; with a ``max_pool`` simulation, both arms at the
+    ``budget`` on the training cases outside the pool (``held_out.csv``), apart from the test split's shift."""
     import pandas as pd
 
-    from medwb.al.curves import compare_arms, format_comparison
+    from medwb.al.curves import compare_arms, format_comparison, summarize
     from medwb.pipelines.simulate import metrics_for, parse_arm, summarize_autolabel
 
     arm, baseline = parse_arm(strategies[0]).label, parse_arm(strategies[-1]).label
@@ -129,11 +129,11 @@ def write_headline(sim_dir: Path, strategies: tuple[str, ...]) -> Path:
     held_csv = sim_dir / "held_out.csv"
     held = pd.read_csv(held_csv) if held_csv.is_file() else pd.DataFrame()
     if len(held):  # the pool left training cases out: what the picks are worth in the pool's own distribution
-        last = held[held.groupby(["strategy", "seed"])["round"].transform("max") == held["round"]]
+        held_summary = summarize(held, budget).set_index(["strategy", "metric"])["value_at_budget"]
 
         def at_budget(name: str) -> str:
-            g = last[last["strategy"] == name].groupby("metric")["value"].mean()
-            return ", ".join(f"{m.replace('_', ' ')} {g[m]:.3f}" for m in metrics_for("classification") if m in g)
+            return ", ".join(f"{m.replace('_', ' ')} {held_summary[(name, m)]:.3f}"
+                             for m in metrics_for("classification") if (name, m) in held_summary.index)
 
         lines.append(f"in the pool's own distribution (training cases outside the pool, never trained on; "
                      f"held_out.csv), at the budget: {arm} {at_budget(arm)}; {baseline} {at_budget(baseline)}")
@@ -191,7 +191,7 @@ def run_demo(out_dir: str | Path = "reports", data: str | Path | None = None, qu
                        pretrain_config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps),
                        reference_seeds=cfg.reference_seeds, semi_schedule=cfg.semi_schedule,
                        workers=usable_cores() if cfg.parallel else 1)  # run_simulation caps it at its units
-        write_headline(sim_dir, cfg.strategies)
+        write_headline(sim_dir, cfg.strategies, cfg.budget)
         outs = [("learning curves (PNG)", sim_dir / "curves.png"), ("curves table (CSV)", sim_dir / "curves.csv"),
                 ("summary table (CSV)", sim_dir / "summary.csv"), ("medwb against random + scratch (text)",
                                                                     sim_dir / "headline.txt")]

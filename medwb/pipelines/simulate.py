@@ -262,14 +262,14 @@ def held_out_cap(ds: Dataset, size: Sequence[int] | None) -> int:
     return max(1, min(HELD_OUT_CAP, HELD_OUT_VOXELS // max(1, math.prod(int(v) for v in size))))
 
 
-def held_out_curves(loop: ActiveLearningLoop, *, strategy: str, seed: int) -> pd.DataFrame:
-    """Curve rows (:data:`CURVE_COLUMNS`) of every round model of ``loop``'s study re-scored on
-    :func:`held_out_arrays`, each with its own validation-chosen decision rule as on the test split."""
+def held_out_curves(loop: ActiveLearningLoop, held: tuple[np.ndarray, np.ndarray], *, strategy: str,
+                    seed: int) -> pd.DataFrame:
+    """Curve rows (:data:`CURVE_COLUMNS`) of every round model of ``loop``'s study re-scored on ``held``
+    (:func:`held_out_arrays`), each with its own validation-chosen decision rule as on the test split."""
     from medwb.models import evaluate, load_checkpoint
 
-    held = held_out_arrays(loop)
     rows = []
-    for m in (loop.study.models().sort_values("round").itertuples(index=False) if held is not None else ()):
+    for m in loop.study.models().sort_values("round").itertuples(index=False):
         metrics = m.metrics if isinstance(m.metrics, dict) else json.loads(m.metrics)
         model, _ = load_checkpoint(m.checkpoint_path)
         scores, n = evaluate(model, *held), int(metrics["n_labeled"])
@@ -278,18 +278,22 @@ def held_out_curves(loop: ActiveLearningLoop, *, strategy: str, seed: int) -> pd
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
-def format_held_out(held: pd.DataFrame, curves: pd.DataFrame, n_cases: int) -> str:
-    """The table's in-distribution section: each arm's last round, mean ± SD over seeds, held-out vs test."""
-    last = held.groupby(["strategy", "seed"])["round"].transform("max") == held["round"]
-    key = ["strategy", "seed", "round", "metric"]
-    both = held[last].merge(curves[key + ["value"]], on=key, suffixes=("_held", "_test"))
-    lines = [f"in distribution: the last round's model on {n_cases} training cases outside the pool (held_out.csv; "
+def format_held_out(held: pd.DataFrame, summary: pd.DataFrame, budget: float, n_cases: int) -> str:
+    """The table's in-distribution section: per arm and metric the value at the budget (mean ± SD over seeds) and
+    the all-labels value, on the held-out cases (:func:`medwb.al.curves.summarize` of ``held``) against the test
+    split's (``summary``)."""
+    key = ["strategy", "metric"]
+    cols = [*key, "value_at_budget", "std_at_budget", "full_value"]
+    both = summarize(held, budget)[[*cols, "n_labeled_at_budget"]].merge(summary[cols], on=key,
+                                                                         suffixes=("_held", "_test"))
+    lines = [f"in distribution: each arm at the budget on {n_cases} training cases outside the pool (held_out.csv; "
              "the pool's own distribution, never trained on) against the test split",
-             f"{'strategy':<16}{'metric':<20}{'labels':>7}{'held-out':>16}{'test':>16}"]
-    for (strategy, metric), g in both.groupby(["strategy", "metric"], sort=False):
-        cell = {c: f"{g[c].mean():.3f}±{(g[c].std() if len(g) > 1 else 0):.3f}" for c in ("value_held", "value_test")}
-        lines.append(f"{strategy:<16}{metric:<20}{g['n_labeled'].max():>7}{cell['value_held']:>16}"
-                     f"{cell['value_test']:>16}")
+             f"{'strategy':<16}{'metric':<20}{'labels':>7}{'held-out':>16}{'all labels':>12}{'test':>16}"
+             f"{'all labels':>12}"]
+    for r in both.itertuples(index=False):
+        lines.append(f"{r.strategy:<16}{r.metric:<20}{r.n_labeled_at_budget:>7}"
+                     f"{f'{r.value_at_budget_held:.3f}±{r.std_at_budget_held:.3f}':>16}{r.full_value_held:>12.3f}"
+                     f"{f'{r.value_at_budget_test:.3f}±{r.std_at_budget_test:.3f}':>16}{r.full_value_test:>12.3f}")
     return "\n".join(lines)
 
 
@@ -440,12 +444,7 @@ def run_simulation(
     if len(auto):
         text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)
     if held is not None:
-        from medwb.data.dataset import default_size
-        from medwb.data.splits import carve_splits
-
-        n_held = min(held_out_cap(ds, size or default_size(ds)),
-                     len(carve_splits(ds.cohort, name=ds.name)["train"]) - pool_size)
-        text += "\n\n" + format_held_out(held, curves, n_held)
+        text += "\n\n" + format_held_out(held, summary, budget, max(r.held_out_cases for r in results))
     write(out / "table.txt", (text + "\n").encode())
     print(text)
     if plaintext and encrypted:
@@ -496,6 +495,7 @@ class UnitResult:
     pool_size: int
     target_error: float
     encrypted: bool
+    held_out_cases: int = 0  # how many held-out cases those rows were scored on (0: none scored here)
 
 
 def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scoring: Any = None,
@@ -527,14 +527,16 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   semi_schedule=spec.semi_schedule)
         pool_size, target = loop.pool_size, loop.autolabel_target_error
         if reference:
-            ref, held = _full_reference(loop, folder, seed, ds.task, name=name, held_out=spec.max_pool is not None)
-            return UnitResult(ref, None, held, pool_size, target, study.encrypted)
+            ref, held_rows, n_held = _full_reference(loop, folder, seed, ds.task, name=name,
+                                                     held_out=spec.max_pool is not None)
+            return UnitResult(ref, None, held_rows, pool_size, target, study.encrypted, n_held)
         loop.batch_size = max(1, math.ceil(spec.budget * pool_size / spec.rounds))
         loop.run(spec.rounds, simulated_oracle(ds))
+        held = held_out_arrays(loop) if spec.max_pool is not None else None
         return UnitResult(curves_from_study(study, strategy=name, seed=seed, pool_size=pool_size, task=ds.task),
                           autolabel_from_study(study, strategy=name, seed=seed),
-                          held_out_curves(loop, strategy=name, seed=seed) if spec.max_pool is not None else None,
-                          pool_size, target, study.encrypted)
+                          None if held is None else held_out_curves(loop, held, strategy=name, seed=seed),
+                          pool_size, target, study.encrypted, 0 if held is None else len(held[1]))
     finally:
         study.close()  # a worker process runs many units: one sqlite connection each otherwise
 
@@ -642,12 +644,13 @@ def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size
 
 
 def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str, name: str = FULL, *,
-                    held_out: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+                    held_out: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
     """Train on every pool label once per seed (cached in the study folder as full.json): its curve row and, with
-    ``held_out``, its row on :func:`held_out_arrays` (None when there are none, or for a cache written before)."""
+    ``held_out``, its row on :func:`held_out_arrays` (None when there are none, or for a cache written before)
+    and how many cases this call scored there (0 when it read the cache)."""
     from medwb.models import evaluate
 
-    cache = folder / "full.json"
+    cache, n_held = folder / "full.json", 0
     if cache.is_file():
         metrics = json.loads(files.read_bytes(cache))
     else:
@@ -656,6 +659,7 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
         held = held_out_arrays(loop) if held_out else None
         if held is not None:
             metrics.update({f"held_out_{k}": v for k, v in evaluate(model, *held).items()})
+            n_held = len(held[1])
         # atomic (two runs on one --out may both train this reference); encrypted in an encrypted study
         files.write_bytes(cache, json.dumps(metrics).encode())
     n = loop.pool_size
@@ -665,4 +669,4 @@ def _full_reference(loop: ActiveLearningLoop, folder: Path, seed: int, task: str
                              for m in metrics_for(task)], columns=CURVE_COLUMNS)
 
     has_held = held_out and any(f"held_out_{m}" in metrics for m in metrics_for(task))
-    return rows("test"), rows("held_out") if has_held else None
+    return rows("test"), rows("held_out") if has_held else None, n_held
