@@ -1,4 +1,5 @@
 """Crash-safe file writes: a kill at any moment leaves the old file or the new one, never half of one.
+Also the one exclusive lock file (:func:`exclusive_lock`) that lets processes take turns at such writes.
 
 Labels, checkpoints, encrypted exports and caches are all written this way (temporary file in the same folder,
 fsync, ``os.replace``, fsync of the folder), so the pattern lives here once; and an output folder is proven
@@ -7,9 +8,11 @@ writable (:func:`ensure_output_dir`) before the work whose results it will hold.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -90,3 +93,15 @@ def atomic_write(path: str | Path, writer: Callable[[BinaryIO], object], *, mode
 def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None) -> Path:
     """:func:`atomic_write` of a bytes payload."""
     return atomic_write(path, lambda f: f.write(data), mode=mode)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[int]:
+    """Hold an exclusive flock on the lock file ``path`` (created when missing) and yield its descriptor; the
+    kernel releases it when the holder's process dies, so a killed holder never leaves a stale lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)

@@ -14,7 +14,6 @@ each study (:mod:`medwb.store.artifacts`), so ``medwb purge`` of any of them rem
 """
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import math
@@ -30,7 +29,7 @@ import pandas as pd
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
 from medwb.al.representation import check_finetune
-from medwb.atomic import atomic_write_bytes, ensure_output_dir
+from medwb.atomic import atomic_write_bytes, ensure_output_dir, exclusive_lock
 from medwb.errors import DataError
 from medwb.metrics import format_metric, metric_value
 from medwb.privacy.outputs import protect_output
@@ -590,15 +589,10 @@ def register_simulation(study: Study, out: Path, folders: Sequence[Path], stats_
 def output_lock(out: Path) -> Iterator[None]:
     """An exclusive lock on the output folder (``OUT/.simulate.lock``, flock: released by the kernel when its
     process dies, so a killed run never leaves a stale lock)."""
-    with open(out / ".simulate.lock", "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n".encode())  # who holds it, for a person looking at a waiting run
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    with exclusive_lock(out / ".simulate.lock") as fd:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for a person looking at a waiting run
+        yield
 
 
 def merge_rows(path: Path, new: pd.DataFrame, *, write: Writer = files.write_bytes) -> pd.DataFrame:

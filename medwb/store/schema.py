@@ -14,7 +14,6 @@ older database on open. A new study is built as v1 and migrated up, so every mig
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from medwb.atomic import fsync_dir
+from medwb.atomic import exclusive_lock, fsync_dir
 from medwb.errors import MedwbError, StoreError
 from medwb.store import cipher
 from medwb.store.cipher import DB_ERRORS
@@ -343,17 +342,6 @@ def remove_stale_creations(layout: StudyLayout) -> None:
                 q.unlink(missing_ok=True)
 
 
-@contextmanager
-def _creating(layout: StudyLayout) -> Iterator[None]:
-    """Hold the study folder's create lock (flock: the kernel releases it when a killed creator's file closes)."""
-    fd = os.open(layout.create_lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _build(tmp: Path, study_row: Sequence[Any], key: Key | None, db: Path) -> None:
     """Write the complete new database into ``tmp`` (rollback journal, no WAL sidecars) and fsync it."""
     conn = cipher.connect(tmp, key)
@@ -392,7 +380,7 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | No
     so one never removes a database another has just linked in as if it were a killed create's leftover.
     ``key``: the study is encrypted (SQLCipher) from its first byte; its marker is written before the database."""
     folder, db = layout.folder, layout.db
-    with _creating(layout):  # creators take turns: none may delete or shadow a database another just linked
+    with exclusive_lock(layout.create_lock):  # creators take turns: none may delete or shadow a database another just linked
         remove_stale_creations(layout)
         if db.exists():
             if not half_created(db, key):
