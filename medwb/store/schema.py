@@ -380,11 +380,12 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | No
     so one never removes a database another has just linked in as if it were a killed create's leftover.
     ``key``: the study is encrypted (SQLCipher) from its first byte; its marker is written before the database."""
     folder, db = layout.folder, layout.db
+    meanwhile = StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})")
     with exclusive_lock(layout.create_lock):  # creators take turns: none may delete or shadow a database another just linked
         remove_stale_creations(layout)
         if db.exists():
             if not half_created(db, key):
-                raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})")
+                raise meanwhile
             for p in layout.db_files():  # a half-created database from a killed create of an older medwb: no data
                 p.unlink(missing_ok=True)
         if key is not None:  # the marker first: a database without it would be unreadable to every reader
@@ -397,10 +398,10 @@ def create_database(layout: StudyLayout, study_row: Sequence[Any], key: Key | No
             try:
                 os.link(tmp, db)  # atomic and never clobbers an existing study
             except FileExistsError:
-                raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+                raise meanwhile from None
             except OSError:  # a file system without hard links
                 if db.exists():
-                    raise StoreError(f"{db}: a study was created here meanwhile. Fix: use Study.open({str(folder)!r})") from None
+                    raise meanwhile from None
                 os.replace(tmp, db)
             fsync_dir(folder)
         finally:
