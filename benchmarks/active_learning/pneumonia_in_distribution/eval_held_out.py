@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medwb.data import open_dataset
@@ -25,14 +26,21 @@ from medwb.metrics import class_metrics
 from medwb.models import decide, decision_of, load_checkpoint, predict_proba
 
 
-def main(data: str, max_pool: int, out_csv: str, folders: list[str]) -> None:
+def held_out_sets(data: str, max_pool: int) -> tuple[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(pool size, {"val", "in-dist", "test": (X, y)}): every training case outside the simulation's pool (no cap,
+    unlike `medwb simulate`'s held_out.csv) and the official validation and test splits, at native size."""
     ds = open_dataset(data, progress=False)
     everything = carve_splits(ds.cohort, name=ds.name)
     pool = set(carve_splits(ds.cohort, max_pool=max_pool, name=ds.name)["train"])
     held_out = [i for i in everything["train"] if i not in pool]
     inputs = PoolInputs(ds, {"train": held_out, "val": everything["val"], "test": everything["test"]}, None)
-    sets = {"in-dist": inputs["train"][:2], "test": inputs["test"][:2]}
-    print(f"pool {len(pool)}, held-out training cases {len(held_out)} (class 1 share "
+    return len(pool), {"val": inputs["val"][:2], "in-dist": inputs["train"][:2], "test": inputs["test"][:2]}
+
+
+def main(data: str, max_pool: int, out_csv: str, folders: list[str]) -> None:
+    n_pool, split_sets = held_out_sets(data, max_pool)
+    sets = {k: split_sets[k] for k in ("in-dist", "test")}
+    print(f"pool {n_pool}, held-out training cases {len(sets['in-dist'][1])} (class 1 share "
           f"{sets['in-dist'][1].mean():.2f}), test {len(sets['test'][1])} (class 1 share {sets['test'][1].mean():.2f})")
     rows = []
     for folder in folders:

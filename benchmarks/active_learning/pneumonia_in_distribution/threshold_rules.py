@@ -14,17 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medwb.data import open_dataset
-from medwb.data.splits import PoolInputs, carve_splits
+from eval_held_out import held_out_sets
+
 from medwb.metrics import balanced_accuracy
 from medwb.models import load_checkpoint, predict_proba
 
-ds = open_dataset(sys.argv[1], progress=False)
-every = carve_splits(ds.cohort, name=ds.name)
-pool = set(carve_splits(ds.cohort, max_pool=int(sys.argv[2]), name=ds.name)["train"])
-held = [i for i in every["train"] if i not in pool]
-inp = PoolInputs(ds, {"train": held, "val": every["val"], "test": every["test"]}, None)
-sets = {"val": inp["val"][:2], "in": inp["train"][:2], "test": inp["test"][:2]}
+_, split_sets = held_out_sets(sys.argv[1], int(sys.argv[2]))
+sets = {"val": split_sets["val"], "in": split_sets["in-dist"], "test": split_sets["test"]}
 
 def rule(s: np.ndarray, y: np.ndarray, tol: float) -> tuple[float, float]:
     u = np.unique(s); cand = np.unique(np.concatenate([[0.5], (u[1:] + u[:-1]) / 2]))
