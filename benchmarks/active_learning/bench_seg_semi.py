@@ -26,13 +26,30 @@ import numpy as np
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_round
-from medwb.data import open_dataset
+from medwb.data import Dataset, open_dataset
 from medwb.data.splits import PoolInputs, carve_splits
 from medwb.models.networks import build_for_dataset
 from medwb.models.semi_seg import semi_seg_config_from, train_semi_segmentation
 from medwb.models.train import default_train_config, evaluate
 
 RECIPES = ("supervised", "mean-teacher", "auto")
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+def fixed_set_inputs(data: str, size: tuple[int, ...]) -> tuple[Dataset, Arrays, Arrays, Arrays]:
+    """(dataset, pool, val, test) arrays at ``size`` on the simulation's splits (``carve_splits``), so test Dice
+    here compares with ``hippocampus_medwb/``; shared with ``hippocampus_semi/probes/``."""
+    ds = open_dataset(data, progress=False)
+    inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), size)
+    return ds, inputs["train"][:2], inputs["val"][:2], inputs["test"][:2]
+
+
+def random_label_set(seed: int, n: int, n_pool: int) -> np.ndarray:
+    """Sorted pool indices of the seed's fixed label set: a seeded random ``n`` of ``n_pool`` (all when n >=
+    n_pool), as a random first batch."""
+    if n >= n_pool:
+        return np.arange(n_pool)
+    return np.sort(np.random.default_rng(seed).choice(n_pool, n, replace=False))
 
 
 def main() -> None:
@@ -50,17 +67,14 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = open_dataset(a.data, progress=False)
-    size = tuple(int(v) for v in a.size.split("x"))
-    inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), size)
-    (Xp, yp, _), val, test = inputs["train"], inputs["val"][:2], inputs["test"][:2]
+    ds, (Xp, yp), val, test = fixed_set_inputs(a.data, tuple(int(v) for v in a.size.split("x")))
     overrides = json.loads(a.semi_schedule or "{}")
     train_overrides = json.loads(a.train_config or "{}")
     csv = out / "seg_semi.csv"
     done = read_results(csv)
     for n in a.labels:
         for seed in a.seeds:
-            lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
+            lab = random_label_set(seed, n, len(Xp))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)
             for recipe in a.recipes:
                 name = recipe + a.tag

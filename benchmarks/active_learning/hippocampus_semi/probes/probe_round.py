@@ -1,15 +1,19 @@
-"""What every session-21 hippocampus probe shares: the simulation's splits at 32x48x32, a seeded random label set
-(as ``../../bench_seg_semi.py``), the loop's supervised segmentation round, and the test Dice of given masks."""
+"""What every hippocampus probe shares: the fixed label sets and splits of ``../../bench_seg_semi.py`` (imported from
+there), the loop's supervised segmentation round, and the test Dice of given masks."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from medwb.al.fit import fit_round
-from medwb.data import open_dataset
-from medwb.data.splits import PoolInputs, carve_splits
-from medwb.metrics import dice
-from medwb.models.networks import TrunkHeadNet, build_for_dataset
-from medwb.models.train import default_train_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/active_learning: bench_seg_semi
+from bench_seg_semi import fixed_set_inputs, random_label_set  # noqa: E402
+
+from medwb.al.fit import fit_round  # noqa: E402
+from medwb.metrics import dice  # noqa: E402
+from medwb.models.networks import TrunkHeadNet, build_for_dataset  # noqa: E402
+from medwb.models.train import default_train_config  # noqa: E402
 
 SIZE = (32, 48, 32)
 
@@ -17,11 +21,8 @@ SIZE = (32, 48, 32)
 def train_round(data: str, seed: int, n: int, model: TrunkHeadNet | None = None, size: tuple[int, ...] = SIZE):
     """(model, metrics, val, test) of one supervised round on ``n`` random pool volumes (all when n >= pool), on
     volumes resized to ``size``."""
-    ds = open_dataset(data, progress=False)
-    inputs = PoolInputs(ds, carve_splits(ds.cohort, name=ds.name), size)
-    (Xp, yp, _), val, test = inputs["train"], inputs["val"][:2], inputs["test"][:2]
-    lab = (np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False)) if n < len(Xp)
-           else np.arange(len(Xp)))
+    ds, (Xp, yp), val, test = fixed_set_inputs(data, size)
+    lab = random_label_set(seed, n, len(Xp))
     config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim)
     model = model if model is not None else build_for_dataset(ds, seed=seed)
     model, m = fit_round(model, Xp[lab], yp[lab], val, task=ds.task, config=config, semi=False, test=test,
