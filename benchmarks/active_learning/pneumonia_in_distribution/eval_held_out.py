@@ -9,7 +9,8 @@ validation-chosen decision rule, and prints one row per (arm, round): mean and S
     python eval_held_out.py DATA.npz MAX_POOL OUT.csv STUDIES_DIR [STUDIES_DIR ...]
 
 For studies made before it: since session 22 `medwb simulate --max-pool` writes the same re-scoring itself
-(`OUT/held_out.csv`, `medwb.pipelines.simulate.held_out_curves`, capped at 2 000 held-out cases).
+(`OUT/held_out.csv`, `medwb.pipelines.simulate.held_out_curves`, capped at 2 000 held-out cases); both score with
+`medwb.models.evaluate`. This script stays for studies without that file: it needs only the round checkpoints.
 """
 from __future__ import annotations
 
@@ -22,8 +23,7 @@ import pandas as pd
 
 from medwb.data import open_dataset
 from medwb.data.splits import PoolInputs, carve_splits
-from medwb.metrics import class_metrics
-from medwb.models import decide, decision_of, load_checkpoint, predict_proba
+from medwb.models import evaluate, load_checkpoint
 
 
 def held_out_sets(data: str, max_pool: int) -> tuple[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -49,11 +49,9 @@ def main(data: str, max_pool: int, out_csv: str, folders: list[str]) -> None:
             arm, seed = re.fullmatch(r"(.+)-seed(\d+)", study.name).groups()
             for cp in sorted((study / "models").glob("round_*.pt")):
                 model, _ = load_checkpoint(cp)
-                for name, (X, y) in sets.items():
-                    p = predict_proba(model, X)
-                    m = class_metrics(p, y, pred=decide(p, decision_of(model)))
+                for name, (X, y) in sets.items():  # each model's own validation-chosen rule, as simulate's
                     rows.append({"run": run, "arm": arm, "seed": int(seed),
-                                 "round": int(cp.stem.split("_")[1]), "set": name, **m})
+                                 "round": int(cp.stem.split("_")[1]), "set": name, **evaluate(model, X, y)})
     df = pd.DataFrame(rows)
     df.to_csv(out_csv, index=False)
     table = df.groupby(["run", "arm", "round", "set"])[["auc", "balanced_accuracy"]].agg(["mean", "std", "count"])
