@@ -23,6 +23,8 @@ Recipes (every one: medwb's default classifier, AdamW, class-weighted cross-entr
 embedding of the pool, ``random_state = seed * 1000 + 1``; ``cold_start_pixels``: on a PCA of the pixels, the
 loop's round 1 without pretraining) instead of at random: the cold start's own worth, the
 question of "Making Your First Choice" (arXiv 2210.02442), with the training recipe held fixed.
+``--first-batch hard_to_contrast``: the same clusters, but each cluster's hardest-to-contrast case instead of its
+most typical (``medwb.models.pretrain.contrast_confidence`` of the pool: that paper's pick).
 ``--semi-schedule JSON --tag /NAME`` trains FixMatch with overrides (the loop's ``semi_schedule``) and names the
 rows RECIPE/NAME, so a cheaper FixMatch can be compared with the default on the same label sets.
 Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
@@ -47,6 +49,7 @@ from medwb.al.representation import (
 )
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
+from medwb.models.pretrain import contrast_confidence
 from medwb.models.train import default_train_config
 
 RECIPES = {
@@ -86,9 +89,11 @@ def main() -> None:
     ap.add_argument("--semi-schedule", default=None,
                     help="FixMatch overrides as JSON (SemiConfig fields, e.g. '{\"mu\": 2}'), as the loop's "
                          "semi_schedule; the rows' recipe names get --tag")
-    ap.add_argument("--first-batch", choices=["random", "cold_start", "cold_start_pixels"], default="random",
+    ap.add_argument("--first-batch", choices=["random", "cold_start", "cold_start_pixels", "hard_to_contrast"],
+                    default="random",
                     help="how the labelled subset is drawn: at random (default), by the loop's cold start in "
-                         "the pretrained embedding (cold_start) or on a pixel PCA (cold_start_pixels); name the "
+                         "the pretrained embedding (cold_start; hard_to_contrast: its clusters' hardest-to-contrast "
+                         "cases) or on a pixel PCA (cold_start_pixels); name the "
                          "rows with --tag")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
@@ -106,15 +111,17 @@ def main() -> None:
     csv = out / "recipes.csv"
     done = read_results(csv)
     pre = None
-    if any(RECIPES[r].get("pretrained") for r in a.recipes) or a.first_batch == "cold_start":
+    in_embedding = a.first_batch in ("cold_start", "hard_to_contrast")
+    if any(RECIPES[r].get("pretrained") for r in a.recipes) or in_embedding:
         args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
         pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, config=None, progress=False)
     embeddings: dict[int, np.ndarray] = {}  # the cold start's features per seed: the same for every label count
+    confidence = None  # hard_to_contrast: the pool's contrast confidence (one per pool, not per seed)
 
     def first_batch_features(seed: int) -> np.ndarray:
         if seed not in embeddings:
             embeddings[seed] = (pretrained_embeddings(lambda s: build_for_dataset(ds, seed=s), seed, pre, Xp)
-                                if a.first_batch == "cold_start" else
+                                if in_embedding else
                                 pixel_features(Xp, random_state=seed * 1000 + 1))
         return embeddings[seed]
 
@@ -122,9 +129,13 @@ def main() -> None:
         for seed in a.seeds:
             if n >= len(Xp):
                 lab = np.arange(len(Xp))
-            elif a.first_batch.startswith("cold_start"):  # the loop's round 1: its seed, round number 1
+            elif a.first_batch != "random":  # the loop's round 1: its seed, round number 1
+                if a.first_batch == "hard_to_contrast" and confidence is None:
+                    confidence = contrast_confidence(pre, Xp)
                 lab = np.sort(select("cold_start", n, embeddings=first_batch_features(seed),
-                                     random_state=seed * 1000 + 1)[0])
+                                     random_state=seed * 1000 + 1,
+                                     contrast_confidence=confidence if a.first_batch == "hard_to_contrast" else None
+                                     )[0])
             else:
                 lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)

@@ -273,6 +273,8 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
     fewest labelled/picked points and pick its most *typical* point (densest neighbourhood); clusters under
     ``min_cluster_size`` (5) points are outliers and used last. Works with
     self-supervised or even pixel features for round 0. Scores: the picked point's typicality.
+    ``contrast_confidence`` (N,) (:func:`medwb.models.pretrain.contrast_confidence`): pick each cluster's *hardest
+    to contrast* point instead of its most typical (Chen et al. 2022); scores are then 1 - that confidence.
     """
     emb = _need(embeddings, "embeddings", "cold_start")
     n = len(emb)
@@ -288,6 +290,12 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
     taken = np.zeros(n, dtype=bool)
     free = sizes.copy()
     min_size = int(opts.get("min_cluster_size", 5))
+    hard = opts.get("contrast_confidence")
+    if hard is not None:
+        hard = 1.0 - np.asarray(hard, dtype=np.float64)
+        if hard.shape != (n,):
+            raise ValueError(f"contrast_confidence has shape {hard.shape}; cold_start needs one value per pool case "
+                             f"({n},)")
     typ_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picked, scores = [], []
     while len(picked) < k:
@@ -299,7 +307,7 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
         c = int(next(c for c in order if ok[c]))
         if c not in typ_cache:
             members = np.flatnonzero(labels == c)
-            typ_cache[c] = (members, typicality(emb[members]))
+            typ_cache[c] = (members, typicality(emb[members]) if hard is None else hard[members])
         members, typ = typ_cache[c]
         avail = ~taken[members]
         j = int(np.argmax(np.where(avail, typ, -np.inf)))

@@ -197,3 +197,20 @@ def test_segmentation_voxel_reduction_on_hippocampus(samples):
     idx, s = select("bald", 2, **scores)
     assert set(idx) == set(np.argsort(-scores["score_bald"])[:2])
     assert np.array_equal(select("entropy", 2, mc_probs=mc, reduce="topk")[0], select("entropy", 2, **scores)[0])
+
+
+def test_cold_start_can_pick_each_clusters_hardest_to_contrast_case():
+    """``contrast_confidence`` swaps the within-cluster pick (most typical) for the least confident case."""
+    rng = np.random.default_rng(0)
+    emb = np.concatenate([rng.normal(c, 0.05, size=(40, 2)) for c in (0.0, 5.0, 10.0)])
+    conf = rng.uniform(0.2, 0.9, size=len(emb))
+    idx, scores = select("cold_start", 3, embeddings=emb, random_state=0, contrast_confidence=conf)
+    assert sorted(i // 40 for i in idx) == [0, 1, 2]  # one per cluster
+    for i in idx:
+        block = np.arange(i // 40 * 40, i // 40 * 40 + 40)
+        assert i == block[np.argmin(conf[block])]
+    np.testing.assert_allclose(scores, 1 - conf[idx])
+    typical, _ = select("cold_start", 3, embeddings=emb, random_state=0)
+    assert set(typical) != set(idx)
+    with pytest.raises(ValueError, match="one value per pool case"):
+        select("cold_start", 3, embeddings=emb, contrast_confidence=conf[:-1])

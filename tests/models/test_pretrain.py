@@ -2,6 +2,7 @@
 AdrenalMNIST3D (3D), resume, determinism, bad input, and a linear-probe check that it helps."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -14,6 +15,7 @@ from medwb.models.pretrain import (
     PretrainConfig,
     batch_adjust_contrast,
     batch_gaussian_smooth,
+    contrast_confidence,
     init_from_pretrained,
     load_pretrained,
     make_augment,
@@ -250,3 +252,24 @@ def test_pretrained_trunk_beats_random_init_on_a_linear_probe(pneu):
     auc_pre = np.mean([_probe_auc(pre, pneu, 50, s) for s in range(3)])
     auc_rnd = np.mean([_probe_auc(rnd, pneu, 50, s) for s in range(3)])
     assert auc_pre > 0.92 and auc_pre > auc_rnd + 0.04, (auc_pre, auc_rnd)
+
+
+
+def test_contrast_confidence_finds_the_partner_view_and_splits_it_among_copies(pneu):
+    """With identity views (no augmentation) each image's partner is its exact copy, the most similar of all, so
+    a distinct image gets more than chance, 1 / (2B - 1); k exact copies of one image share that top similarity,
+    so each gets less than 1 / (2k - 1). Seeded, one value per image; too few images is a clear error."""
+    X = pneu["X"][:64].copy()
+    X[:16] = X[0]  # 16 copies of one image and 48 distinct ones, one batch of 64
+    res = pretrain(build_classifier(2, 1, 2, channels=SMALL, seed=0), X,
+                   config=PretrainConfig(steps=5, batch_size=64), progress=False)
+    identity = PretrainConfig(batch_size=64, rotate_degrees=0.0, scale=0.0, translate=0.0, flip=False,
+                              gamma=(1.0, 1.0), intensity_scale=0.0, blur_sigma=(0.0, 0.0), noise_std=0.0)
+    c = contrast_confidence(dataclasses.replace(res, config=identity), X, draws=1)
+    assert c.shape == (64,) and ((c > 0) & (c < 1)).all()
+    assert (c[16:] > 1 / 127).all() and (c[:16] < 1 / 31).all()
+    augmented = contrast_confidence(res, X, draws=2, seed=3)
+    np.testing.assert_array_equal(augmented, contrast_confidence(res, X, draws=2, seed=3))
+    assert ((augmented > 0) & (augmented < 1)).all()
+    with pytest.raises(DataError, match="at least 2"):
+        contrast_confidence(res, X[:1])
