@@ -133,9 +133,7 @@ def main() -> None:
                 if a.first_batch == "hard_to_contrast" and confidence is None:
                     confidence = contrast_confidence(pre, Xp)
                 lab = np.sort(select("cold_start", n, embeddings=first_batch_features(seed),
-                                     random_state=seed * 1000 + 1,
-                                     contrast_confidence=confidence if a.first_batch == "hard_to_contrast" else None
-                                     )[0])
+                                     random_state=seed * 1000 + 1, contrast_confidence=confidence)[0])
             else:
                 lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)

@@ -166,15 +166,25 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
     Each of the 2B embeddings must pick its partner among the other 2B-1 (cosine similarity / temperature).
     Returns (mean loss, fraction of embeddings whose nearest other embedding is their partner).
     """
-    b = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    sim = (z @ z.T) / temperature
-    self_mask = torch.eye(2 * b, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, -1e9)
-    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    sim, target = _partner_logits(z1, z2, temperature)
     loss = F.cross_entropy(sim, target)
     acc = (sim.argmax(1) == target).float().mean()
     return loss, acc
+
+
+def _partner_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent's logits (2B, 2B): cosine similarities / temperature of the 2B views, each view's own entry masked
+    out; and each row's partner (the other view of the same image): view i of z1 pairs with view i of z2."""
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), -1e9)
+    return sim, torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+
+
+def _pooled(f: torch.Tensor) -> torch.Tensor:
+    """A trunk's output as one feature vector per image (N, F): spatial maps averaged."""
+    return f.flatten(2).mean(2) if f.ndim > 2 else f
 
 
 class _Encoder(nn.Module):
@@ -187,8 +197,7 @@ class _Encoder(nn.Module):
                                        nn.Linear(hidden, out))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.trunk(x)
-        return f.flatten(2).mean(2) if f.ndim > 2 else f
+        return _pooled(self.trunk(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.features(x))
@@ -675,7 +684,6 @@ def init_from_pretrained(model: TrunkHeadNet, pretrained: PretrainResult | Mappi
     return model
 
 
-
 def contrast_confidence(result: PretrainResult, X: Images, *, draws: int = 4, seed: int = 0) -> np.ndarray:
     """Per image of ``X``: how surely the pretrained trunk tells its two augmented views apart from the other
     images, as NT-Xent's softmax probability of the partner view in a random batch (training's batch size,
@@ -702,11 +710,8 @@ def contrast_confidence(result: PretrainResult, X: Images, *, draws: int = 4, se
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(s_perm))
             index = list(torch.tensor_split(perm, n_batches))  # near-equal sizes: as many negatives for everyone
             for idx, xb in zip(index, batches(Xt, index)):
-                f = trunk(_views(xb, aug))
-                z = F.normalize(f.flatten(2).mean(2) if f.ndim > 2 else f, dim=1)
-                b = len(idx)
-                sim = (z @ z.T / config.temperature).fill_diagonal_(-1e9)
-                partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)])
+                z, b = _pooled(trunk(_views(xb, aug))), len(idx)
+                sim, partner = _partner_logits(z[:b], z[b:], config.temperature)
                 p = sim.softmax(1)[torch.arange(2 * b), partner].double()
                 total[idx.numpy()] += ((p[:b] + p[b:]) / 2).numpy()
     return total / int(draws)
@@ -714,4 +719,5 @@ def contrast_confidence(result: PretrainResult, X: Images, *, draws: int = 4, se
 
 __all__ = ["Augment", "PretrainConfig", "PretrainResult", "RandAffineBatch", "RandIntensityBatch",
            "batch_adjust_contrast", "batch_gaussian_smooth", "contrast_confidence", "data_fingerprint",
-           "init_from_pretrained", "load_pretrained", "make_augment", "nt_xent", "pretrain", "pretrain_key", "save_pretrained"]
+           "init_from_pretrained", "load_pretrained", "make_augment", "nt_xent", "pretrain", "pretrain_key",
+           "save_pretrained"]
