@@ -296,7 +296,8 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
         if hard.shape != (n,):
             raise ValueError(f"contrast_confidence has shape {hard.shape}; cold_start needs one value per pool case "
                              f"({n},)")
-    typ_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    # per cluster: its members and the score a pick maximises (typicality, or hardness to contrast)
+    pick_score: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picked, scores = [], []
     while len(picked) < k:
         ok = free > 0
@@ -305,15 +306,15 @@ def cold_start(k: int, *, probs=None, mc_probs=None, embeddings=None, labeled_em
         tiny = sizes < min_size
         order = np.lexsort((np.arange(n_clusters), -sizes, covered, tiny))
         c = int(next(c for c in order if ok[c]))
-        if c not in typ_cache:
+        if c not in pick_score:
             members = np.flatnonzero(labels == c)
-            typ_cache[c] = (members, typicality(emb[members]) if hard is None else hard[members])
-        members, typ = typ_cache[c]
+            pick_score[c] = (members, typicality(emb[members]) if hard is None else hard[members])
+        members, score = pick_score[c]
         avail = ~taken[members]
-        j = int(np.argmax(np.where(avail, typ, -np.inf)))
+        j = int(np.argmax(np.where(avail, score, -np.inf)))
         i = int(members[j])
         picked.append(i)
-        scores.append(float(typ[j]))
+        scores.append(float(score[j]))
         taken[i] = True
         free[c] -= 1
         covered[c] += 1
