@@ -25,6 +25,9 @@ loop's round 1 without pretraining) instead of at random: the cold start's own w
 question of "Making Your First Choice" (arXiv 2210.02442), with the training recipe held fixed.
 ``--first-batch hard_to_contrast``: the same clusters, but each cluster's hardest-to-contrast case instead of its
 most typical (``medwb.models.pretrain.contrast_confidence`` of the pool: that paper's pick).
+``warm+pre+cos``: FixMatch started from the trained ``pre+cos`` model (its row is written too) instead of from the
+trunk: does the pool add anything once supervised training has converged? ``--pretrain-steps N``: a longer (or
+shorter) SimCLR run of the trunk than ``PretrainConfig``'s default, cached under its own key.
 ``--semi-schedule JSON --tag /NAME`` trains FixMatch with overrides (the loop's ``semi_schedule``) and names the
 rows RECIPE/NAME, so a cheaper FixMatch can be compared with the default on the same label sets.
 Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
@@ -41,7 +44,7 @@ import numpy as np
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.acquire import pixel_features, select
-from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round
+from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round, validation_score
 from medwb.al.representation import (
     pretrain_build_args,
     pretrained_embeddings,
@@ -49,7 +52,7 @@ from medwb.al.representation import (
 )
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
-from medwb.models.pretrain import contrast_confidence
+from medwb.models.pretrain import PretrainConfig, contrast_confidence
 from medwb.models.train import default_train_config
 
 RECIPES = {
@@ -59,6 +62,9 @@ RECIPES = {
     "pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True),
     "fixmatch+pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True, semi="only"),
     "auto+pre+aug+cos": dict(augment="dihedral", lr_schedule="cosine", pretrained=True, semi=True),
+    # FixMatch started from the trained supervised model (pre+cos) instead of from the trunk; its pre+cos row is
+    # written from the same training
+    "warm+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi="warm"),
     # the same with the augmentation the dataset's modality gets by default (shift for X-ray, dihedral for
     # microscopy): what medwb's loop does on that dataset
     "cos": dict(lr_schedule="cosine"),
@@ -95,6 +101,8 @@ def main() -> None:
                          "the pretrained embedding (cold_start; hard_to_contrast: its clusters' hardest-to-contrast "
                          "cases) or on a pixel PCA (cold_start_pixels); name the "
                          "rows with --tag")
+    ap.add_argument("--pretrain-steps", type=int, default=None,
+                    help="SimCLR optimiser steps of the trunk (default: PretrainConfig's); cached per config")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
@@ -114,7 +122,8 @@ def main() -> None:
     in_embedding = a.first_batch in ("cold_start", "hard_to_contrast")
     if any(RECIPES[r].get("pretrained") for r in a.recipes) or in_embedding:
         args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
-        pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, config=None, progress=False)
+        pconf = None if a.pretrain_steps is None else PretrainConfig(steps=a.pretrain_steps)
+        pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, config=pconf, progress=False)
     embeddings: dict[int, np.ndarray] = {}  # the cold start's features per seed: the same for every label count
     confidence = None  # hard_to_contrast: the pool's contrast confidence (one per pool, not per seed)
 
@@ -137,6 +146,14 @@ def main() -> None:
             else:
                 lab = np.sort(np.random.default_rng(seed).choice(len(Xp), n, replace=False))
             rest = np.setdiff1d(np.arange(len(Xp)), lab)
+
+            def result_row(name: str, m: dict, seconds: float) -> dict:
+                return {"recipe": name, "labels": n, "seed": seed, "seconds": seconds,
+                        "first_batch": a.first_batch, "classes_in_batch": int(len(np.unique(yp[lab]))),
+                        "best_epoch": m.get("best_epoch"), "test_auc": m["test_auc"],
+                        "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
+                        "fixmatch_kept": m.get("semi"), "val_score_supervised": m.get("val_score_supervised"),
+                        "val_score_semi": m.get("val_score_semi")}
             for recipe in a.recipes:
                 name = recipe + a.tag
                 if has_result(done, name, n, seed):
@@ -147,7 +164,16 @@ def main() -> None:
                                               **{"epochs": a.epochs, "patience": a.patience,
                                                  "min_passes": a.min_passes, **r})
                 t0 = time.perf_counter()
-                if semi == "only":
+                if semi == "warm":
+                    sup, m_sup = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv),
+                                           task=ds.task, config=config, pretrained=pre, test=(Xt, yt),
+                                           progress=False)
+                    if not has_result(done, "pre+cos" + a.tag, n, seed):
+                        done = append_result(csv, result_row("pre+cos" + a.tag, m_sup, time.perf_counter() - t0))
+                    _, m = fit_fixmatch(sup, Xp[lab], yp[lab], Xp[rest], (Xv, yv), config=config,
+                                        test=(Xt, yt), progress=False, semi_schedule=schedule)
+                    m = {**m, "val_score_supervised": validation_score(m_sup), "val_score_semi": validation_score(m)}
+                elif semi == "only":
                     _, m = fit_fixmatch(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
                                         config=config, pretrained=pre, test=(Xt, yt), progress=False,
                                         semi_schedule=schedule)
@@ -156,12 +182,7 @@ def main() -> None:
                                      config=config, pretrained=pre if use_pre else None, semi=bool(semi),
                                      X_unlabelled=Xp[rest] if semi else None, test=(Xt, yt), progress=False,
                                      semi_schedule=schedule)
-                row = {"recipe": name, "labels": n, "seed": seed, "seconds": time.perf_counter() - t0,
-                       "first_batch": a.first_batch, "classes_in_batch": int(len(np.unique(yp[lab]))),
-                       "best_epoch": m.get("best_epoch"), "test_auc": m["test_auc"],
-                       "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
-                       "fixmatch_kept": m.get("semi"), "val_score_supervised": m.get("val_score_supervised"),
-                       "val_score_semi": m.get("val_score_semi")}
+                row = result_row(name, m, time.perf_counter() - t0)
                 print(json.dumps(row), flush=True)
                 done = append_result(csv, row)
     g = done.groupby(["labels", "recipe"], sort=False)

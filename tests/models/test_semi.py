@@ -137,3 +137,37 @@ def test_unlabelled_pool_on_pneumonia(pneu):
     assert auc_f >= auc_s - 0.01 and bal_f >= bal_s - 0.03 and bal_f > 0.8, (auc_s, auc_f, bal_s, bal_f)
     assert semi.history[-1]["mask_rate"] > semi.history[0]["mask_rate"]  # the pool was used, more and more
     assert max(semi.history[-1][f"pseudo_class_{c}"] for c in (0, 1)) < 0.9  # pseudo-labels did not collapse
+
+
+def test_separate_bn_keeps_the_labelled_batch_apart_from_the_strong_views(pneu):
+    """With ``separate_bn`` the labelled images are normalised by their own batch: without the unlabelled loss
+    the weights do not depend on what the pool holds (with joint batches they do, through BatchNorm)."""
+    cfg = dict(_tiny().__dict__, lambda_u=0.0, ema_decay=None)
+    X, y = pneu["X"][:12], pneu["y"][:12]
+
+    def weights(pool: np.ndarray, separate: bool) -> dict[str, torch.Tensor]:
+        res = train_semi(build_classifier(2, 1, 2, channels=SMALL), X, y, pool,
+                         config=SemiConfig(**{**cfg, "separate_bn": separate}), progress=False)
+        return dict(res.model.named_parameters())
+
+    pool = pneu["Xu"][:40]
+    other = np.ascontiguousarray(pool[::-1] * 0.5)
+    assert _same(weights(pool, True), weights(other, True))
+    assert not _same(weights(pool, False), weights(other, False))
+
+
+def test_validate_exact_bn_judges_the_model_with_the_labelled_sets_statistics(pneu):
+    """``validate_exact_bn``: each epoch is validated with BatchNorm statistics recomputed on the clean labelled
+    images, as train() does, so the kept model carries exactly those statistics."""
+    from medwb.models.train import recalibrate_batchnorm
+
+    X, y = pneu["X"][:12], pneu["y"][:12]
+    res = train_semi(build_classifier(2, 1, 2, channels=SMALL), X, y, pneu["Xu"][:40], pneu["Xv"][:30],
+                     pneu["yv"][:30], progress=False,
+                     config=SemiConfig(**{**_tiny().__dict__, "ema_decay": None, "recalibrate_bn": False,
+                                          "validate_exact_bn": True}))
+    exact = build_classifier(2, 1, 2, channels=SMALL)
+    exact.load_state_dict(res.model.state_dict())
+    recalibrate_batchnorm(exact, X, batch_size=256)
+    buffers = {k: v for k, v in exact.state_dict().items() if "running" in k}
+    assert buffers and all(torch.allclose(res.model.state_dict()[k], v, atol=1e-6) for k, v in buffers.items())
