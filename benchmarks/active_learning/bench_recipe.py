@@ -69,6 +69,8 @@ RECIPES = {
     # microscopy): what medwb's loop does on that dataset
     "cos": dict(lr_schedule="cosine"),
     "pre+cos": dict(lr_schedule="cosine", pretrained=True),
+    "mixup+pre+cos": dict(lr_schedule="cosine", pretrained=True, mixup=0.2),
+    "mixup1+pre+cos": dict(lr_schedule="cosine", pretrained=True, mixup=1.0),
     "fixmatch+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi="only"),
     "auto+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi=True),
     # AdrenalMNIST3D's committed schedule (run.sh adrenal, before session 8): at most 15 epochs of at least 8

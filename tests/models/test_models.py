@@ -215,3 +215,37 @@ def test_ensemble_predicts_the_members_mean_probability_and_round_trips(pneu, tm
         build_ensemble([a, build_classifier(2, 1, 3)])
     with pytest.raises(DataError, match="two or more"):
         build_ensemble([a])
+
+
+def test_mixup_trains_on_mixed_pairs_seeded_and_still_learns(pneu):
+    """``TrainConfig.mixup``: each batch is blended with a shuffled copy of itself (and the loss with both labels),
+    deterministically for a seed; the network still learns chest X-rays."""
+    X = np.concatenate([np.zeros((16, 1, 28, 28), np.float32), np.ones((16, 1, 28, 28), np.float32)])
+    y = np.repeat([0, 1], 16)
+    seen: list[torch.Tensor] = []
+
+    def inputs(mixup: float) -> np.ndarray:
+        m = build_classifier(2, 1, 2, seed=0)
+        hook = m.trunk.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone())
+                                                 if mod.training else None)
+        seen.clear()
+        train(m, X, y, task="classification", progress=False,
+              config=TrainConfig(epochs=1, seed=0, augment="none", mixup=mixup, min_batches_per_epoch=8,
+                                 validate_exact_bn=False))
+        hook.remove()
+        return torch.cat(seen).numpy()
+
+    assert set(np.unique(inputs(0.0))) <= {0.0, 1.0}
+    mixed = inputs(1.0)  # Beta(1, 1): the blend weight is uniform
+    assert ((mixed > 0.01) & (mixed < 0.99)).any()  # blends of a class-0 and a class-1 image
+
+    Xp, yp, Xv, yv = pneu
+    cfg = TrainConfig(epochs=3, seed=3, patience=10, mixup=0.2)
+    before = torch.random.get_rng_state()
+    r1, r2 = (train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification", config=cfg,
+                    progress=False) for _ in range(2))
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert _same_weights(r1.model, r2.model) and r1.val_metric > 0.85
+    plain = train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification",
+                  config=TrainConfig(epochs=3, seed=3, patience=10), progress=False)
+    assert not _same_weights(r1.model, plain.model)
