@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from results_csv import append_result, has_result, read_results
 
-from medwb.al.fit import fit_fixmatch, keeps_fixmatch, validation_score
+from medwb.al.fit import check_semi_schedule, fit_fixmatch, keeps_fixmatch, validation_score
 from medwb.al.representation import pretrain_build_args, pretrained_representation, with_pretrained
 from medwb.data import open_dataset
 from medwb.data.case_images import Stacked
@@ -58,10 +58,14 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1000, help="cases drawn (seed 0) from the train split as the pool")
     ap.add_argument("--labels", type=int, nargs="+", default=[100])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--semi-schedule", default=None,
+                    help="JSON of FixMatch overrides (the loop's semi_schedule, e.g. SemiConfig fields)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(a.data, progress=False)
+    schedule = check_semi_schedule(default_train_config(ds.task, modality=ds.modality, spatial_dims=ds.ndim),
+                                   json.loads(a.semi_schedule or "{}"))
     Xp, yp, _ = ds.arrays("train")
     if a.pool < len(Xp):
         keep = np.sort(np.random.default_rng(0).choice(len(Xp), a.pool, replace=False))
@@ -84,7 +88,7 @@ def main() -> None:
             sup, msup = fit_and_evaluate(with_pretrained(copy.deepcopy(start), pre), Xp[lab], yp[lab], Xv, yv,
                                          task=ds.task, config=config, progress=False)
             semi, msemi = fit_fixmatch(copy.deepcopy(start), Xp[lab], yp[lab], Xp[rest], (Xv, yv), config=config,
-                                       pretrained=pre, progress=False)
+                                       pretrained=pre, progress=False, semi_schedule=schedule)
             soup = weight_average(sup, semi)
             recalibrate_batchnorm(soup, Stacked(Xp[lab], Xp[rest]), batch_size=256)
             soup.eval()
