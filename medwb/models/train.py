@@ -72,6 +72,8 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise DataError(None, f"unknown learning-rate schedule {self.lr_schedule!r}",
                             f"use lr_schedule in {LR_SCHEDULES}")
+        if not float(self.mixup) >= 0:  # a negative (or NaN) value would switch mixup off without a word
+            raise DataError(None, f"mixup={self.mixup}", "use 0 (off) or a Beta parameter > 0, typically 0.2")
 
 
 def default_train_config(task: Task, *, seed: int = 0, modality: str | None = None, spatial_dims: int = 2,

@@ -249,3 +249,5 @@ def test_mixup_trains_on_mixed_pairs_seeded_and_still_learns(pneu):
     plain = train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification",
                   config=TrainConfig(epochs=3, seed=3, patience=10), progress=False)
     assert not _same_weights(r1.model, plain.model)
+    with pytest.raises(DataError, match="mixup=-0.2"):
+        TrainConfig(mixup=-0.2)
