@@ -28,6 +28,9 @@ most typical (``medwb.models.pretrain.contrast_confidence`` of the pool: that pa
 ``warm+pre+cos``: FixMatch started from the trained ``pre+cos`` model (its row is written too) instead of from the
 trunk: does the pool add anything once supervised training has converged? ``--pretrain-steps N``: a longer (or
 shorter) SimCLR run of the trunk than ``PretrainConfig``'s default, cached under its own key.
+``self+pre+cos`` (session 25): offline self-training, ``medwb.al.fit.fit_self_trained`` (the loop's ``self_train``)
+with ``--self-target-error`` (the auto-label rule's bound; 0: every pool case), ``--self-label-share`` (expert
+labels repeated to this share of the student's cases), ``--self-epochs`` and ``--self-rounds`` (student -> teacher).
 ``--semi-schedule JSON --tag /NAME`` trains FixMatch with overrides (the loop's ``semi_schedule``) and names the
 rows RECIPE/NAME, so a cheaper FixMatch can be compared with the default on the same label sets.
 Each run appends a row to OUT/recipes.csv (resumable: rows already there are skipped); the table printed at
@@ -44,7 +47,15 @@ import numpy as np
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.acquire import pixel_features, select
-from medwb.al.fit import check_semi_schedule, fit_fixmatch, fit_round, validation_score
+from medwb.al.autolabel import Prelabels, fit_temperature, prelabel
+from medwb.al.fit import (
+    check_semi_schedule,
+    fit_fixmatch,
+    fit_round,
+    fit_self_trained,
+    pseudo_label_pool,
+    validation_score,
+)
 from medwb.al.representation import (
     pretrain_build_args,
     pretrained_embeddings,
@@ -53,7 +64,7 @@ from medwb.al.representation import (
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
 from medwb.models.pretrain import PretrainConfig, contrast_confidence
-from medwb.models.train import default_train_config
+from medwb.models.train import default_train_config, predict_proba
 
 RECIPES = {
     "old": dict(augment="shift", lr_schedule="constant", min_batches_per_epoch=0),
@@ -65,6 +76,10 @@ RECIPES = {
     # FixMatch started from the trained supervised model (pre+cos) instead of from the trunk; its pre+cos row is
     # written from the same training
     "warm+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi="warm"),
+    # offline self-training: the trained pre+cos model (its row is written too) pseudo-labels the rest of the pool
+    # with the auto-label rule (temperature and threshold on validation, --self-target-error), and a fresh student
+    # from the pretrained trunk trains on the labels + the accepted pseudo-labels (--self-epochs epochs)
+    "self+pre+cos": dict(lr_schedule="cosine", pretrained=True, semi="self"),
     # the same with the augmentation the dataset's modality gets by default (shift for X-ray, dihedral for
     # microscopy): what medwb's loop does on that dataset
     "cos": dict(lr_schedule="cosine"),
@@ -78,6 +93,16 @@ RECIPES = {
     "old3d": dict(augment="shift", lr_schedule="constant", epochs=15, min_batches_per_epoch=8, patience=6,
                   select_on="loss"),
 }
+
+
+def teacher_pseudo_labels(teacher, X_rest: np.ndarray, val: tuple[np.ndarray, np.ndarray], target_error: float,
+                          seed: int) -> Prelabels:
+    """The teacher's pseudo-labels of the unlabelled rest: medwb's auto-label rule (:func:`pseudo_label_pool`) with
+    ``target_error``, or with 0 every case however unsure (calibrated, accepted at any confidence)."""
+    if target_error > 0:
+        return pseudo_label_pool(teacher, X_rest, val, target_error=target_error, seed=seed)
+    t = fit_temperature(predict_proba(teacher, val[0]), val[1], seed=seed)
+    return prelabel(predict_proba(teacher, X_rest), t, -np.inf)
 
 
 def main() -> None:
@@ -105,6 +130,17 @@ def main() -> None:
                          "rows with --tag")
     ap.add_argument("--pretrain-steps", type=int, default=None,
                     help="SimCLR optimiser steps of the trunk (default: PretrainConfig's); cached per config")
+    ap.add_argument("--self-target-error", type=float, default=0.02,  # session 25's first runs; medwb's default 0.05
+                    help="self+pre+cos: the pseudo-labels' error bound on validation (auto-label rule); 0: every "
+                         "case of the pool, however unsure")
+    ap.add_argument("--self-epochs", type=int, default=12,  # the same
+                    help="self+pre+cos: the student's epochs over labels + pseudo-labels (cosine, run to the end)")
+    ap.add_argument("--self-rounds", type=int, default=1,
+                    help="self+pre+cos: teacher -> student iterations (each student teaches the next; the rows of "
+                         "the earlier ones are named RECIPE@k)")
+    ap.add_argument("--self-label-share", type=float, default=0.0,
+                    help="self+pre+cos: repeat the expert labels until they are this share of the student's "
+                         "cases (0: once each)")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /mu2)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT); "
                     "a medwb simulate --out of the same pool reuses its pretraining")
@@ -155,7 +191,8 @@ def main() -> None:
                         "best_epoch": m.get("best_epoch"), "test_auc": m["test_auc"],
                         "test_accuracy": m["test_accuracy"], "test_balanced_accuracy": m["test_balanced_accuracy"],
                         "fixmatch_kept": m.get("semi"), "val_score_supervised": m.get("val_score_supervised"),
-                        "val_score_semi": m.get("val_score_semi")}
+                        "val_score_semi": m.get("val_score_semi"),
+                        **{k: m[k] for k in ("pseudo_coverage", "pseudo_accuracy", "pseudo_threshold") if k in m}}
             for recipe in a.recipes:
                 name = recipe + a.tag
                 if has_result(done, name, n, seed):
@@ -175,6 +212,27 @@ def main() -> None:
                     _, m = fit_fixmatch(sup, Xp[lab], yp[lab], Xp[rest], (Xv, yv), config=config,
                                         test=(Xt, yt), progress=False, semi_schedule=schedule)
                     m = {**m, "val_score_supervised": validation_score(m_sup), "val_score_semi": validation_score(m)}
+                elif semi == "self":
+                    sup, m_sup = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv),
+                                           task=ds.task, config=config, pretrained=pre, test=(Xt, yt),
+                                           progress=False)
+                    if not has_result(done, "pre+cos" + a.tag, n, seed):
+                        done = append_result(csv, result_row("pre+cos" + a.tag, m_sup, time.perf_counter() - t0))
+                    teacher, m_teacher = sup, m_sup
+                    for it in range(1, a.self_rounds + 1):  # each student teaches the next
+                        pseudo = teacher_pseudo_labels(teacher, Xp[rest], (Xv, yv), a.self_target_error, seed)
+                        ok = pseudo.labels[pseudo.auto_accept] == yp[rest][pseudo.auto_accept]
+                        student, m = fit_self_trained(build_for_dataset(ds, seed=seed), teacher, Xp[lab], yp[lab],
+                                                      Xp[rest], (Xv, yv), config=config, pretrained=pre,
+                                                      test=(Xt, yt), progress=False, pseudo=pseudo,
+                                                      label_share=a.self_label_share, epochs=a.self_epochs)
+                        m = {**m, "pseudo_accuracy": float(ok.mean()) if len(ok) else float("nan"),
+                             "val_score_supervised": validation_score(m_teacher), "val_score_semi": validation_score(m)}
+                        print(json.dumps({"iteration": it, "test_accuracy": m["test_accuracy"],
+                                          **{k: m[k] for k in ("pseudo_coverage", "pseudo_accuracy")}}), flush=True)
+                        if it < a.self_rounds and not has_result(done, f"{name}@{it}", n, seed):
+                            done = append_result(csv, result_row(f"{name}@{it}", m, time.perf_counter() - t0))
+                        teacher, m_teacher = student, m
                 elif semi == "only":
                     _, m = fit_fixmatch(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], Xp[rest], (Xv, yv),
                                         config=config, pretrained=pre, test=(Xt, yt), progress=False,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import check_semi_schedule, fixmatch_still_ahead, uses_semi
+from medwb.al.fit import check_self_train, check_semi_schedule, fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation)
 from medwb.al.scoring import first_batch_strategy
@@ -103,12 +103,12 @@ class ActiveLearningLoop:
     ``cold_start`` strategy on pixel features; ``"auto"``: random in 3D (``first_batch_strategy``);
     the random strategy stays random throughout, as the honest baseline.
 
-    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained``
-    result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold
-    start in that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head");
-    ``semi`` (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest
-    of the pool, pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig /
-    SemiSegConfig fields). ``pretrain=False, semi=False``: the plain baseline.
+    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained`` result /
+    weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in
+    that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
+    (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest of the pool,
+    pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig
+    fields). ``pretrain=False, semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.check_self_train`.
 
     ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
     the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).
@@ -129,7 +129,7 @@ class ActiveLearningLoop:
         voxel_reduce: str = "topk", pretrain: bool = True, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
-        semi_schedule: Mapping[str, float] | None = None,
+        semi_schedule: Mapping[str, float] | None = None, self_train: bool = False,
     ) -> None:
         check_strategy(strategy)
         if batch_size < 1:
@@ -159,6 +159,7 @@ class ActiveLearningLoop:
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
         self.semi_schedule = check_semi_schedule(self.train_config, semi_schedule, dataset.task)
+        self.self_train = check_self_train(self_train, dataset.task, stream)
         self.prelabel = None if prelabel is None else check_prelabel(prelabel, dataset)
         self.data = PoolInputs(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size,
                                stream=stream)
@@ -252,7 +253,7 @@ class ActiveLearningLoop:
         params = {"k": k, "seed": self.seed, "random_state": rs, "mc_passes": self.mc_passes,
                   "requested_strategy": self.strategy, "voxel_reduce": self.voxel_reduce, "model_version": version,
                   "pool_size": len(ids), "n_labeled_before": len(lab), "scoring": scoring_name(self.scoring)}
-        params.update(pretrained=self.pretrain, semi=self.semi)
+        params.update(pretrained=self.pretrain, semi=self.semi, self_train=self.self_train)
         if self.pretrain:
             params["finetune"] = self.finetune
         return [ids[i] for i in unl[idx]], scores, name, params
@@ -343,8 +344,7 @@ class ActiveLearningLoop:
                            int(metrics.get("n_labeled", len(self.labeled()))), metrics, version)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: np.ndarray, y: np.ndarray,
-            X_unlabelled: np.ndarray | None = None) -> tuple[nn.Module, dict[str, float]]:
+    def fit(self, X: np.ndarray, y: np.ndarray, X_unlabelled: Images | None = None) -> tuple[nn.Module, dict[str, float]]:
         """One training run with the loop's model, schedule and pipeline (:func:`medwb.al.fit.fit_round`; also
         the all-labels reference): from the pretrained trunk with ``pretrain``, FixMatch on ``X_unlabelled`` too
         with ``semi``. Metrics: n_labeled, best_epoch, train_seconds, semi, val_* and (``evaluate_test``) test_*."""
@@ -353,7 +353,7 @@ class ActiveLearningLoop:
         return fit_round(self.model_fn(self.seed), X, y, self.arrays("val")[:2], task=self.ds.task, config=self.train_config,
                          pretrained=self.representation() if self.pretrain else None, finetune=self.finetune,
                          semi=self.semi and fixmatch_still_ahead(self.study), X_unlabelled=X_unlabelled,
-                         semi_schedule=self.semi_schedule,
+                         semi_schedule=self.semi_schedule, self_train=self.self_train,
                          test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
 
     def unlabelled_arrays(self) -> tuple[Images, np.ndarray]:

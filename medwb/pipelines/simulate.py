@@ -320,6 +320,7 @@ def run_simulation(
     reference_seeds: int | None = None,
     workers: int = 1,
     semi_schedule: dict[str, float] | None = None,
+    self_train: bool = False,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -357,6 +358,9 @@ def run_simulation(
     (the demo): the reference's seed spread is small next to the arms' (PneumoniaMNIST, 1000-case pool, 3 seeds).
     ``semi_schedule``: FixMatch settings of the rounds beyond ``train`` (:class:`medwb.models.semi.SemiConfig`
     fields, e.g. ``{"steps_per_epoch": 8}``).
+    ``self_train``: the rounds of the ``medwb``-pipeline arms of a classification set also train a self-trained
+    student (the loop's ``self_train``, :func:`medwb.al.fit.fit_self_trained`); the references are unchanged (an
+    all-labels pool has nothing left to pseudo-label).
     ``workers``: run the (arm, seed) units in this many processes of one thread each (longest units first);
     with 2 workers on 2 cores the simulation takes ~0.65x its single-process time, since a convolution step
     gains only ~1.5x from a second thread. The units are the same seeded computations either way (the numbers may
@@ -390,6 +394,9 @@ def run_simulation(
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
+    if self_train and ds.task != "classification":
+        raise DataError(data, f"self_train with a {ds.task} dataset", "pass self_train only for classification "
+                        "(segmentation rounds have the mean teacher: semi)")
     pretrain = any(a.pretrain for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
                                     progress=progress, stream=stream) if pretrain else None
@@ -401,7 +408,7 @@ def run_simulation(
     spec = UnitSpec(data=str(data), out=out, folders=tuple(folders), budget=budget, rounds=rounds, epochs=epochs,
                     train=dict(train or {}), cold_start=cold_start, mc_passes=mc_passes, max_pool=max_pool,
                     size=size, finetune=finetune, shared=shared, stream=stream,
-                    semi_schedule=dict(semi_schedule or {}))
+                    semi_schedule=dict(semi_schedule or {}), self_train=bool(self_train))
     workers = max(1, min(int(workers), len(runs)))  # never more processes than units
     if workers > 1 and scoring not in (None, "memory", "shards"):
         raise DataError(data, f"workers={workers} with scoring={scoring!r}",
@@ -482,6 +489,7 @@ class UnitSpec:
     shared: PretrainResult | None  # the pretrained representation every pretraining arm starts from
     stream: bool
     semi_schedule: dict[str, float]  # FixMatch overrides (ActiveLearningLoop's semi_schedule)
+    self_train: bool = False  # the medwb arms' rounds also train a self-trained student
 
 
 @dataclass
@@ -523,7 +531,8 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   pretrained=spec.shared if arm.pretrain else None,
                                   scoring=None if scoring == "memory" else scoring,
                                   stream=spec.stream and not reference,
-                                  semi_schedule=spec.semi_schedule)
+                                  semi_schedule=spec.semi_schedule,
+                                  self_train=spec.self_train and arm.pipeline == "medwb" and not reference)
         pool_size, target = loop.pool_size, loop.autolabel_target_error
         if reference:
             ref, held_rows, n_held = _full_reference(loop, folder, seed, ds.task, name=name,

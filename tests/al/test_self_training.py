@@ -1,0 +1,119 @@
+"""Self-training: the round's model pseudo-labels the pool with the auto-label rule, a fresh student learns the
+expert labels (repeated to half its cases) plus the accepted pseudo-labels, and validation decides which is kept.
+Pseudo-labels are training signal only: the store holds the expert labels and nothing else."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from medwb.al.fit import fit_round, fit_self_trained, keeps_fixmatch, pseudo_label_pool
+from medwb.errors import DataError
+from medwb.models import TrainConfig, build_classifier, build_segmenter
+
+
+def _blobs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    X = rng.normal(0.3, 0.1, (n, 1, 16, 16)).astype(np.float32)
+    X[y == 1, :, 4:10, 4:10] += 0.5  # class 1: a bright square
+    return X.clip(0, 1), y
+
+
+CFG = TrainConfig(epochs=4, min_epochs=1, batch_size=8, seed=0)
+
+
+def _net():
+    return build_classifier(2, 1, 2, channels=(4, 8))
+
+
+def test_the_student_learns_the_labels_repeated_plus_the_accepted_pseudo_labels(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    (X, y), (Xu, yu), val = _blobs(16, rng), _blobs(120, rng), _blobs(80, rng)
+    teacher, _ = fit_round(_net(), X, y, val, task="classification", config=CFG, progress=False)
+    pseudo = pseudo_label_pool(teacher, Xu, val, target_error=0.1)
+    accepted = pseudo.auto_accept
+    assert accepted.sum() > 20, "an easy task: the rule accepts a good part of the pool"
+    assert (pseudo.labels[accepted] == yu[accepted]).mean() >= 0.9  # what the rule certifies on validation
+    seen = []
+    train_module = importlib.import_module("medwb.models.train")  # the module (medwb.models.train is the function)
+    real = train_module.train
+
+    def spy(model, X_s, y_s, *args, config, **kw):
+        seen.append((len(X_s), np.asarray(y_s).copy(), config))
+        return real(model, X_s, y_s, *args, config=config, **kw)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    student, m = fit_self_trained(_net(), teacher, X, y, Xu, val, config=CFG, progress=False, pseudo=pseudo,
+                                  epochs=3, label_share=0.5)
+    n_acc = int(accepted.sum())
+    reps = max(1, round(n_acc / len(y)))  # label_share 0.5: as many expert-label copies as pseudo-labels
+    (n_s, y_s, cfg), = seen
+    assert n_s == reps * len(y) + n_acc
+    assert np.array_equal(y_s[:reps * len(y)], np.tile(y, reps))  # the expert labels, unchanged
+    assert np.array_equal(y_s[reps * len(y):], pseudo.labels[accepted])
+    assert cfg.epochs == 3 and cfg.patience == 3 and cfg.min_passes == 0  # its own schedule, run to the end
+    assert m["n_labeled"] == len(y)  # expert labels, not pseudo-labels
+    assert m["pseudo_labels"] == n_acc and m["pseudo_coverage"] == pytest.approx(n_acc / len(Xu))
+    assert m["val_auc"] > 0.9
+    # a rule no pseudo-label can meet: a named error, not a student trained on nothing new
+    strict = pseudo_label_pool(teacher, Xu, val, target_error=1e-6)
+    assert not strict.auto_accept.any()
+    with pytest.raises(DataError, match="none meets the auto-label rule"):
+        fit_self_trained(_net(), teacher, X, y, Xu, val, config=CFG, progress=False, pseudo=strict)
+    with pytest.raises(DataError, match="label_share"):
+        fit_self_trained(_net(), teacher, X, y, Xu, val, config=CFG, progress=False, label_share=1.0)
+
+
+def test_a_round_with_self_training_keeps_the_better_on_validation_and_records_both() -> None:
+    rng = np.random.default_rng(1)
+    (X, y), (Xu, _), val, test = _blobs(16, rng), _blobs(120, rng), _blobs(80, rng), _blobs(40, rng)
+    model, m = fit_round(_net(), X, y, val, task="classification", config=CFG, X_unlabelled=Xu, test=test,
+                         self_train=True, progress=False)
+    assert {"val_score_teacher", "val_score_student", "pseudo_labels", "pseudo_coverage"} <= set(m)
+    kept = keeps_fixmatch(m["val_score_student"], m["val_score_teacher"])
+    assert m["self_trained"] == float(kept)
+    who = "student" if kept else "teacher"
+    assert {"test_auc_teacher", "test_auc_student"} <= set(m) and m[f"test_auc_{who}"] == m["test_auc"]
+    # the teacher is the same training as a round without self-training (same start, same seed)
+    _, m_plain = fit_round(_net(), X, y, val, task="classification", config=CFG, test=test, progress=False)
+    assert m_plain["test_auc"] == m["test_auc_teacher"] and "self_trained" not in m_plain
+    # with nothing left in the pool there is nothing to teach: the round's model as it was
+    _, m_all = fit_round(_net(), X, y, val, task="classification", config=CFG, X_unlabelled=Xu[:0],
+                         self_train=True, progress=False)
+    assert m_all["self_trained"] == 0.0 and m_all["pseudo_labels"] == 0.0
+
+
+def test_self_training_is_refused_for_segmentation() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.random((4, 1, 16, 16)).astype(np.float32)
+    y = (X > 0.5).astype(np.int64)
+    with pytest.raises(DataError, match="self-training is for classification"):
+        fit_round(build_segmenter(2, 1, 2, channels=(4, 8)), X, y, (X, y), task="segmentation", config=CFG,
+                  X_unlabelled=X, self_train=True, progress=False)
+
+
+def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_path) -> None:
+    from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.oracle import simulated_oracle
+    from medwb.data import open_dataset
+    from medwb.errors import StoreError
+    from medwb.store import Study
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "tiny.npz", n_train=60, n_val=40, n_test=20)
+    ds = open_dataset(path, progress=False)
+    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    with pytest.raises(StoreError, match="self_train is for classification pools held in memory"):
+        ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, self_train=True, stream=True)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=6, seed=0, progress=False, pretrain=False,
+                              semi=False, self_train=True, train_config=CFG, mc_passes=2)
+    loop.run(2, simulated_oracle(ds))
+    labels = study.labels()
+    asked = {str(c) for ids in study.rounds()["selected_ids"] for c in ids}
+    assert len(labels) == 12 and set(labels["case_id"]) == asked  # 2 rounds of 6: no pseudo-label stored
+    assert set(labels["source"]) <= {"human", "corrected"}  # the oracle's answers (to a pre-label or not)
+    metrics = study.models().iloc[-1]["metrics"]
+    assert "self_trained" in metrics and metrics["n_labeled"] == 12
+    assert study.rounds().iloc[-1]["params"]["self_train"] is True
