@@ -31,6 +31,20 @@ def test_simulate_parser_options() -> None:
     for bad in ("batchsize=8", "batch_size", "patience=soon"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", bad])
+    from medwb.cli import _simulation_kwargs
+
+    a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--self-train"])
+    assert a.self_train and _simulation_kwargs(a)["self_train"] is True  # reaches run_simulation
+    assert _simulation_kwargs(build_parser().parse_args(["simulate", "d.npz", "--out", "o"]))["self_train"] is False
+
+
+def test_simulate_refuses_self_training_for_segmentation(samples: Path, tmp_path: Path) -> None:
+    from medwb.errors import DataError
+    from medwb.pipelines.simulate import run_simulation
+
+    with pytest.raises(DataError, match="self_train with a segmentation dataset"):
+        run_simulation(samples / "segmentation_3d" / "hippocampus", strategies=["random"], budget=0.1, rounds=1,
+                       seeds=1, out_dir=tmp_path / "o", self_train=True, progress=False)
 
 
 @pytest.mark.slow
