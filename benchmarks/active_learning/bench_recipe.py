@@ -203,21 +203,17 @@ def main() -> None:
                                               **{"epochs": a.epochs, "patience": a.patience,
                                                  "min_passes": a.min_passes, **r})
                 t0 = time.perf_counter()
-                if semi == "warm":
+                if semi in ("warm", "self"):  # both start from the trained supervised model; its row too
                     sup, m_sup = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv),
                                            task=ds.task, config=config, pretrained=pre, test=(Xt, yt),
                                            progress=False)
                     if not has_result(done, "pre+cos" + a.tag, n, seed):
                         done = append_result(csv, result_row("pre+cos" + a.tag, m_sup, time.perf_counter() - t0))
+                if semi == "warm":
                     _, m = fit_fixmatch(sup, Xp[lab], yp[lab], Xp[rest], (Xv, yv), config=config,
                                         test=(Xt, yt), progress=False, semi_schedule=schedule)
                     m = {**m, "val_score_supervised": validation_score(m_sup), "val_score_semi": validation_score(m)}
                 elif semi == "self":
-                    sup, m_sup = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], (Xv, yv),
-                                           task=ds.task, config=config, pretrained=pre, test=(Xt, yt),
-                                           progress=False)
-                    if not has_result(done, "pre+cos" + a.tag, n, seed):
-                        done = append_result(csv, result_row("pre+cos" + a.tag, m_sup, time.perf_counter() - t0))
                     teacher, m_teacher = sup, m_sup
                     for it in range(1, a.self_rounds + 1):  # each student teaches the next
                         pseudo = teacher_pseudo_labels(teacher, Xp[rest], (Xv, yv), a.self_target_error, seed)
