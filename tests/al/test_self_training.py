@@ -107,6 +107,13 @@ def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_pa
     study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
     with pytest.raises(StoreError, match="self_train is for classification pools held in memory"):
         ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, self_train=True, stream=True)
+    from medwb.data.case_images import CaseImages
+
+    rng = np.random.default_rng(3)
+    (X, y), val = _blobs(16, rng), _blobs(20, rng)
+    with pytest.raises(DataError, match="this pool is streamed"):  # refused before any training
+        fit_round(_net(), X, y, val, task="classification", config=CFG, self_train=True, progress=False,
+                  X_unlabelled=CaseImages(ds, ds.case_ids("train")[:10]))
     loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=6, seed=0, progress=False, pretrain=False,
                               semi=False, self_train=True, train_config=CFG, mc_passes=2)
     loop.run(2, simulated_oracle(ds))
