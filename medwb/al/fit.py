@@ -252,9 +252,10 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
     repeated until they are ``label_share`` of its cases, plus the accepted pseudo-labels, for ``epochs`` cosine
     epochs run to the end, the best on validation kept. Why: FixMatch's online pseudo-labels did not help
     8-class BloodMNIST at a CPU budget, while a converged teacher's did (600 random labels: test accuracy 0.915 ->
-    0.926; the loop at 5%: 0.928 -> 0.946 = 0.977x full, benchmarks/active_learning/bloodmnist_self_training_loop). Metrics as :func:`fit_round`'s (n_labeled = the expert labels) plus
-    pseudo_coverage (share of the pool accepted), pseudo_threshold and pseudo_labels (how many). ``pseudo``:
-    the teacher's pseudo-labels when already computed."""
+    0.926; the loop at 5%: 0.928 -> 0.946 = 0.977x full, benchmarks/active_learning/bloodmnist_self_training_loop).
+    Metrics as :func:`fit_round`'s (n_labeled = the expert labels) plus pseudo_coverage (share of the pool
+    accepted), pseudo_threshold and pseudo_labels (how many). ``pseudo``: the teacher's pseudo-labels when already
+    computed."""
     from dataclasses import replace
 
     from medwb.models.train import round_metrics, train
