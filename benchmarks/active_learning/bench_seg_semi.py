@@ -7,6 +7,9 @@ training varies:
   supervised   medwb.models.train.train with the loop's segmentation schedule (what rounds trained until now)
   mean-teacher medwb.models.semi_seg.train_semi_segmentation from the same init, the rest of the pool unlabelled
   auto         medwb.al.fit.fit_round(semi=True): both trained, the better validation Dice kept (the loop's rule)
+  self-train   medwb.al.fit.fit_self_trained: the supervised model (the teacher, cached in OUT per seed) gives
+               every pool volume its argmax mask; a fresh network from the same init learns the expert masks,
+               repeated to --self-label-share of its volumes, plus the pseudo-masks, for --self-epochs epochs
 
     OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py HIPPOCAMPUS_DIR OUT \
         --size 32x48x32 --labels 17 --seeds 0 1 2
@@ -25,14 +28,16 @@ from pathlib import Path
 import numpy as np
 from results_csv import append_result, has_result, read_results
 
-from medwb.al.fit import fit_round
+import torch
+
+from medwb.al.fit import SELF_TRAIN_EPOCHS, SELF_TRAIN_LABEL_SHARE, fit_round, fit_self_trained
 from medwb.data import Dataset, open_dataset
 from medwb.data.splits import PoolInputs, carve_splits
 from medwb.models.networks import build_for_dataset
 from medwb.models.semi_seg import semi_seg_config_from, train_semi_segmentation
 from medwb.models.train import default_train_config, evaluate
 
-RECIPES = ("supervised", "mean-teacher", "auto")
+RECIPES = ("supervised", "mean-teacher", "auto", "self-train")
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
@@ -52,6 +57,20 @@ def random_label_set(seed: int, n: int, n_pool: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_pool, n, replace=False))
 
 
+def cached_teacher(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, val: Arrays,
+                   config: object, test: Arrays) -> tuple[torch.nn.Module, dict[str, float]]:
+    """The supervised round model of this label set (the self-trained student's teacher), trained once per
+    (labels, seed) and kept in OUT, so student variants share it."""
+    model = build_for_dataset(ds, seed=seed)
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        model.load_state_dict(saved["state"])
+        return model, saved["metrics"]
+    model, m = fit_round(model, X, y, val, task=ds.task, config=config, test=test, progress=False)
+    torch.save({"state": model.state_dict(), "metrics": m}, path)
+    return model, m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
@@ -63,6 +82,8 @@ def main() -> None:
     ap.add_argument("--semi-schedule", default=None, help="SemiSegConfig overrides as JSON; name rows with --tag")
     ap.add_argument("--train-config", default=None,
                     help="TrainConfig overrides as JSON for every recipe (e.g. {\"augment\": \"intensity\"})")
+    ap.add_argument("--self-label-share", type=float, default=SELF_TRAIN_LABEL_SHARE)
+    ap.add_argument("--self-epochs", type=int, default=SELF_TRAIN_EPOCHS)
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -92,6 +113,13 @@ def main() -> None:
                          **{f"test_{k}": v for k, v in evaluate(res.model, *test).items()}}
                     extra = {"mask_rate_last": res.history[-1]["mask_rate"],
                              "pseudo_foreground_last": res.history[-1]["pseudo_foreground"]}
+                elif recipe == "self-train":
+                    teacher, m_t = cached_teacher(out / f"teacher_{n}_{seed}.pt", ds, seed, Xp[lab], yp[lab], val,
+                                                  config, test)
+                    _, m = fit_self_trained(model, teacher, Xp[lab], yp[lab], Xp[rest], val, task=ds.task,
+                                            config=config, test=test, progress=False,
+                                            label_share=a.self_label_share, epochs=a.self_epochs)
+                    extra = {"teacher_test_dice": m_t["test_dice"], "teacher_val_dice": m_t["val_dice"]}
                 else:
                     _, m = fit_round(model, Xp[lab], yp[lab], val, task=ds.task, config=config,
                                      semi=recipe == "auto", X_unlabelled=Xp[rest], test=test, progress=False,

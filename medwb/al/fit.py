@@ -87,13 +87,13 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     (:func:`fixmatch_still_ahead`). Metrics: n_labeled, best_epoch, train_seconds (both candidates), semi
     (1 = FixMatch kept), val_score_supervised / val_score_semi (when both ran), val_* and, with ``test``,
     test_* (and, when both ran, each candidate's as test_*_supervised / test_*_semi).
-    ``self_train`` (classification): then the kept model teaches a student (:func:`fit_self_trained`) from the
+    ``self_train``: then the kept model teaches a student (:func:`fit_self_trained`) from the
     same start, kept unless the teacher scores better on validation by :data:`FIXMATCH_MARGIN` or more; metrics
     gain self_trained (1 = student kept), val_score_teacher / val_score_student, pseudo_coverage,
     pseudo_threshold, pseudo_labels (and, with ``test``, test_*_teacher / test_*_student).
     """
     if self_train:
-        _check_self_training_inputs(task, X_unlabelled)  # before any training, not after the teacher's
+        _check_self_training_inputs(X_unlabelled)  # before any training, not after the teacher's
     fresh = copy.deepcopy(model) if self_train else None  # the student's start: the round's initial weights
     chosen = _fit_round(model, X, y, val, task=task, config=config, pretrained=pretrained, finetune=finetune,
                         semi=semi, X_unlabelled=X_unlabelled, test=test, progress=progress,
@@ -101,11 +101,12 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     if fresh is None:
         return chosen
     teacher, m_teacher = chosen
-    pseudo = None if X_unlabelled is None or len(X_unlabelled) == 0 else \
-        pseudo_label_pool(teacher, X_unlabelled, val, seed=config.seed)
-    if pseudo is None or not pseudo.auto_accept.any():  # nothing the rule accepts: nothing to teach
-        return teacher, {**m_teacher, "self_trained": 0.0, "pseudo_labels": 0.0}
-    student, m_student = fit_self_trained(fresh, teacher, X, y, X_unlabelled, val, config=config,
+    pseudo = None
+    if X_unlabelled is not None and len(X_unlabelled) and task == "classification":
+        pseudo = pseudo_label_pool(teacher, X_unlabelled, val, seed=config.seed)
+    if X_unlabelled is None or len(X_unlabelled) == 0 or (pseudo is not None and not pseudo.auto_accept.any()):
+        return teacher, {**m_teacher, "self_trained": 0.0, "pseudo_labels": 0.0}  # nothing to teach
+    student, m_student = fit_self_trained(fresh, teacher, X, y, X_unlabelled, val, task=task, config=config,
                                           pretrained=pretrained, finetune=finetune, test=test, progress=progress,
                                           pseudo=pseudo)
     t_score, s_score = validation_score(m_teacher), validation_score(m_student)
@@ -200,28 +201,28 @@ def fit_mean_teacher(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabe
 SELF_TRAIN_TARGET_ERROR = 0.05
 SELF_TRAIN_LABEL_SHARE = 0.5
 SELF_TRAIN_EPOCHS = 8
+#: a segmentation student's epochs (every pool volume with its argmax mask; hippocampus, 17 labelled volumes, 3
+#: seeds: 16 epochs beat 8, benchmarks/active_learning/hippocampus_self_training)
+SELF_TRAIN_SEGMENTATION_EPOCHS = 16
 
 
-def check_self_train(self_train: bool, task: Task, streamed: bool) -> bool:
+def check_self_train(self_train: bool, streamed: bool) -> bool:
     """Whether a loop's rounds also train a self-trained student (off by default): each round's kept model
-    pseudo-labels the rest of the pool with the auto-label rule and a fresh student learns labels +
-    pseudo-labels, kept unless validation prefers the round's model (:func:`fit_self_trained`; pseudo-labels are
-    never stored). Classification only, with the pool in memory (the student holds its accepted cases)."""
+    pseudo-labels the rest of the pool (classification: with the auto-label rule; segmentation: every volume's
+    argmax mask) and a fresh student learns labels + pseudo-labels, kept unless validation prefers the round's
+    model (:func:`fit_self_trained`; pseudo-labels are never stored). The pool must be in memory (the student
+    holds its pseudo-labelled cases)."""
     from medwb.errors import StoreError
 
-    if self_train and (task != "classification" or streamed):
-        raise StoreError("self_train is for classification pools held in memory. Fix: pass self_train=False"
-                         + (" or stream=False" if streamed else " for a segmentation study"))
+    if self_train and streamed:
+        raise StoreError("self_train needs the pool held in memory. Fix: pass self_train=False or stream=False")
     return bool(self_train)
 
 
-def _check_self_training_inputs(task: Task, X_unlabelled: Images | None) -> None:
-    """Self-training's inputs, refused with the fix: a classification round, a pool held in memory."""
+def _check_self_training_inputs(X_unlabelled: Images | None) -> None:
+    """Self-training's inputs, refused with the fix: a pool held in memory."""
     from medwb.data.case_images import is_streamed
 
-    if task != "classification":
-        raise DataError(None, "self-training is for classification rounds",
-                        "train segmentation rounds with self_train=False (the mean teacher is their pool candidate)")
     if X_unlabelled is not None and is_streamed(X_unlabelled):
         raise DataError(None, "self-training keeps the pseudo-labelled pool cases in memory, and this pool is "
                         "streamed", "load the pool in memory (stream=False) or turn self-training off")
@@ -240,17 +241,29 @@ def pseudo_label_pool(teacher: TrunkHeadNet, X_unlabelled: Images, val: tuple[np
     return prelabel(predict_proba(teacher, X_unlabelled), t, choice.threshold)
 
 
+def pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, batch_size: int = 16) -> np.ndarray:
+    """The teacher's voxel labels (argmax) for every pool image, shaped like the expert masks (N, 1, ...): a
+    segmentation student's pseudo-masks. Training signal only: never written to the store."""
+    from medwb.models.train import predict_proba
+
+    out = [predict_proba(teacher, X_unlabelled[i:i + batch_size]).argmax(1)[:, None]
+           for i in range(0, len(X_unlabelled), batch_size)]
+    return np.concatenate(out).astype(np.int64)
+
+
 def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, y: np.ndarray,
-                     X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *, config: TrainConfig,
+                     X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *, task: Task = "classification",
+                     config: TrainConfig,
                      pretrained: PretrainResult | str | Path | None = None, finetune: str = "full",
                      test: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
                      target_error: float = SELF_TRAIN_TARGET_ERROR, label_share: float = SELF_TRAIN_LABEL_SHARE,
-                     epochs: int = SELF_TRAIN_EPOCHS, pseudo: Prelabels | None = None
+                     epochs: int | None = None, pseudo: Prelabels | None = None
                      ) -> tuple[TrunkHeadNet, dict[str, float]]:
-    """Offline self-training: ``teacher`` (the round's trained model) labels ``X_unlabelled``
-    (:func:`pseudo_label_pool`), and ``model`` (its pretrained trunk loaded first) learns the expert labels, each
-    repeated until they are ``label_share`` of its cases, plus the accepted pseudo-labels, for ``epochs`` cosine
-    epochs run to the end, the best on validation kept. Why: FixMatch's online pseudo-labels did not help
+    """Offline self-training: ``teacher`` (the round's trained model) labels ``X_unlabelled`` (classification:
+    :func:`pseudo_label_pool`, the cases its rule accepts; segmentation: :func:`pseudo_masks`, every volume), and
+    ``model`` (its pretrained trunk loaded first) learns the expert labels, each repeated until they are
+    ``label_share`` of its cases, plus the pseudo-labels, for ``epochs`` cosine epochs run to the end (None:
+    :data:`SELF_TRAIN_EPOCHS`, :data:`SELF_TRAIN_SEGMENTATION_EPOCHS`), the best on validation kept. Why: FixMatch's online pseudo-labels did not help
     8-class BloodMNIST at a CPU budget, while a converged teacher's did (600 random labels: test accuracy 0.915 ->
     0.926; the loop at 5%: 0.928 -> 0.946 = 0.977x full, benchmarks/active_learning/bloodmnist_self_training_loop).
     Metrics as :func:`fit_round`'s (n_labeled = the expert labels) plus pseudo_coverage (share of the pool
@@ -260,27 +273,34 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
 
     from medwb.models.train import round_metrics, train
 
-    _check_self_training_inputs("classification", X_unlabelled)
+    _check_self_training_inputs(X_unlabelled)
     if not 0 <= label_share < 1:
         raise DataError(None, f"label_share={label_share}", "use a share in [0, 1), e.g. 0.5")
-    y = np.asarray(y).reshape(-1)
-    if pseudo is None:
-        pseudo = pseudo_label_pool(teacher, X_unlabelled, val, target_error=target_error, seed=config.seed)
-    keep = np.flatnonzero(pseudo.auto_accept)
+    if task == "segmentation":  # every pool image, its argmax mask
+        keep, threshold = np.arange(len(X_unlabelled)), float("nan")
+        y, pseudo_y = np.asarray(y), pseudo_masks(teacher, X_unlabelled)
+    else:
+        y = np.asarray(y).reshape(-1)
+        if pseudo is None:
+            pseudo = pseudo_label_pool(teacher, X_unlabelled, val, target_error=target_error, seed=config.seed)
+        keep, threshold, pseudo_y = np.flatnonzero(pseudo.auto_accept), float(pseudo.threshold), pseudo.labels
+        pseudo_y = pseudo_y[keep]
     if len(keep) == 0:
         raise DataError(None, "the teacher's pseudo-labels: none meets the auto-label rule's error bound",
                         "raise target_error, or train the round without self-training")
     reps = max(1, round(label_share * len(keep) / (1 - label_share) / max(1, len(y))))
     X_s = np.concatenate([np.repeat(np.asarray(X)[None], reps, axis=0).reshape(-1, *np.shape(X)[1:]),
                           np.asarray(X_unlabelled[keep], dtype=np.float32)])
-    y_s = np.concatenate([np.tile(y, reps), pseudo.labels[keep]])
+    y_s = np.concatenate([np.repeat(y[None], reps, axis=0).reshape(-1, *y.shape[1:]), pseudo_y])
     if pretrained is not None:
         model, config = with_pretrained(model, pretrained), finetune_config(config, finetune)
+    if epochs is None:
+        epochs = SELF_TRAIN_SEGMENTATION_EPOCHS if task == "segmentation" else SELF_TRAIN_EPOCHS
     config = replace(config, epochs=int(epochs), patience=int(epochs), min_passes=0)
-    res = train(model, X_s, y_s, *val, task="classification", config=config, progress=progress)
+    res = train(model, X_s, y_s, *val, task=task, config=config, progress=progress)
     return res.model, {**round_metrics(res, len(y), *val, test), "semi": 0.0,
                        "pseudo_coverage": float(len(keep) / max(1, len(X_unlabelled))),
-                       "pseudo_threshold": float(pseudo.threshold), "pseudo_labels": float(len(keep))}
+                       "pseudo_threshold": threshold, "pseudo_labels": float(len(keep))}
 
 
 #: how much lower FixMatch's validation score (mean of AUC and balanced accuracy) may be and still be kept, and

@@ -159,7 +159,7 @@ class ActiveLearningLoop:
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
         self.semi_schedule = check_semi_schedule(self.train_config, semi_schedule, dataset.task)
-        self.self_train = check_self_train(self_train, dataset.task, stream)
+        self.self_train = check_self_train(self_train, stream)
         self.prelabel = None if prelabel is None else check_prelabel(prelabel, dataset)
         self.data = PoolInputs(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size,
                                stream=stream)

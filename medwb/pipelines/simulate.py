@@ -358,7 +358,7 @@ def run_simulation(
     (the demo): the reference's seed spread is small next to the arms' (PneumoniaMNIST, 1000-case pool, 3 seeds).
     ``semi_schedule``: FixMatch settings of the rounds beyond ``train`` (:class:`medwb.models.semi.SemiConfig`
     fields, e.g. ``{"steps_per_epoch": 8}``).
-    ``self_train``: the rounds of the ``medwb``-pipeline arms of a classification set also train a self-trained
+    ``self_train``: the rounds of the ``medwb``-pipeline arms also train a self-trained
     student (the loop's ``self_train``, :func:`medwb.al.fit.fit_self_trained`); the references are unchanged (an
     all-labels pool has nothing left to pseudo-label).
     ``workers``: run the (arm, seed) units in this many processes of one thread each (longest units first);
@@ -394,9 +394,6 @@ def run_simulation(
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
-    if self_train and ds.task != "classification":
-        raise DataError(data, f"self_train with a {ds.task} dataset", "pass self_train only for classification "
-                        "(segmentation rounds have the mean teacher: semi)")
     pretrain = any(a.pretrain for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
                                     progress=progress, stream=stream) if pretrain else None

@@ -8,7 +8,8 @@ import importlib
 import numpy as np
 import pytest
 
-from medwb.al.fit import fit_round, fit_self_trained, keeps_fixmatch, pseudo_label_pool
+from medwb.al.fit import (SELF_TRAIN_SEGMENTATION_EPOCHS, fit_round, fit_self_trained, keeps_fixmatch,
+                          pseudo_label_pool)
 from medwb.errors import DataError
 from medwb.models import TrainConfig, build_classifier, build_segmenter
 
@@ -84,13 +85,51 @@ def test_a_round_with_self_training_keeps_the_better_on_validation_and_records_b
     assert m_all["self_trained"] == 0.0 and m_all["pseudo_labels"] == 0.0
 
 
-def test_self_training_is_refused_for_segmentation() -> None:
+def _squares(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    X = rng.normal(0.2, 0.05, (n, 1, 16, 16)).astype(np.float32)
+    y = np.zeros((n, 1, 16, 16), np.int64)
+    for i, (r, c) in enumerate(rng.integers(2, 9, (n, 2))):
+        X[i, 0, r:r + 5, c:c + 5] += 0.6
+        y[i, 0, r:r + 5, c:c + 5] = 1  # the bright square is the object
+    return X, y
+
+
+def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_image(monkeypatch) -> None:
+    from medwb.al.fit import pseudo_masks
+
     rng = np.random.default_rng(2)
-    X = rng.random((4, 1, 16, 16)).astype(np.float32)
-    y = (X > 0.5).astype(np.int64)
-    with pytest.raises(DataError, match="self-training is for classification"):
-        fit_round(build_segmenter(2, 1, 2, channels=(4, 8)), X, y, (X, y), task="segmentation", config=CFG,
-                  X_unlabelled=X, self_train=True, progress=False)
+    (X, y), (Xu, yu), val, test = _squares(6, rng), _squares(20, rng), _squares(8, rng), _squares(8, rng)
+    seg = lambda: build_segmenter(2, 1, 2, channels=(4, 8))  # noqa: E731
+    teacher, _ = fit_round(seg(), X, y, val, task="segmentation", config=CFG, progress=False)
+    masks = pseudo_masks(teacher, Xu, batch_size=7)  # batched: the same as one pass
+    assert masks.shape == yu.shape and masks.dtype == np.int64
+    assert np.array_equal(masks, pseudo_masks(teacher, Xu, batch_size=64))
+    seen = []
+    train_module = importlib.import_module("medwb.models.train")
+    real = train_module.train
+
+    def spy(model, X_s, y_s, *args, config, task, **kw):
+        seen.append((np.asarray(X_s), np.asarray(y_s).copy(), config, task))
+        return real(model, X_s, y_s, *args, config=config, task=task, **kw)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    student, m = fit_self_trained(seg(), teacher, X, y, Xu, val, task="segmentation", config=CFG, progress=False,
+                                  epochs=2)
+    (X_s, y_s, cfg, task), = seen
+    reps = round(len(Xu) / len(X))  # label_share 0.5: as many expert masks as pseudo-masks
+    assert task == "segmentation" and cfg.epochs == 2 and len(X_s) == reps * len(X) + len(Xu)
+    assert np.array_equal(y_s[:reps * len(X)], np.tile(y, (reps, 1, 1, 1)))  # the expert masks, unchanged
+    assert np.array_equal(y_s[reps * len(X):], masks) and np.array_equal(X_s[reps * len(X):], Xu)
+    assert m["pseudo_labels"] == len(Xu) and m["pseudo_coverage"] == 1.0 and m["n_labeled"] == len(X)
+    assert np.isnan(m["pseudo_threshold"])  # no confidence rule for voxels: every pool image's mask
+    # in a round: both recorded, the better on validation (by the margin) kept; the student's own schedule
+    seen.clear()
+    _, r = fit_round(seg(), X, y, val, task="segmentation", config=CFG, X_unlabelled=Xu, test=test,
+                     self_train=True, progress=False)
+    assert [c.epochs for _, _, c, _ in seen] == [CFG.epochs, SELF_TRAIN_SEGMENTATION_EPOCHS]  # teacher, student
+    assert r["self_trained"] == float(keeps_fixmatch(r["val_score_student"], r["val_score_teacher"]))
+    assert {"test_dice_teacher", "test_dice_student", "val_score_teacher"} <= set(r)
+    assert r["pseudo_labels"] == len(Xu)
 
 
 def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_path) -> None:
@@ -105,7 +144,7 @@ def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_pa
     path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "tiny.npz", n_train=60, n_val=40, n_test=20)
     ds = open_dataset(path, progress=False)
     study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
-    with pytest.raises(StoreError, match="self_train is for classification pools held in memory"):
+    with pytest.raises(StoreError, match="self_train needs the pool held in memory"):
         ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, self_train=True, stream=True)
     from medwb.data.case_images import CaseImages
 

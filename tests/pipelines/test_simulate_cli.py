@@ -38,15 +38,6 @@ def test_simulate_parser_options() -> None:
     assert _simulation_kwargs(build_parser().parse_args(["simulate", "d.npz", "--out", "o"]))["self_train"] is False
 
 
-def test_simulate_refuses_self_training_for_segmentation(samples: Path, tmp_path: Path) -> None:
-    from medwb.errors import DataError
-    from medwb.pipelines.simulate import run_simulation
-
-    with pytest.raises(DataError, match="self_train with a segmentation dataset"):
-        run_simulation(samples / "segmentation_3d" / "hippocampus", strategies=["random"], budget=0.1, rounds=1,
-                       seeds=1, out_dir=tmp_path / "o", self_train=True, progress=False)
-
-
 @pytest.mark.slow
 def test_simulate_cli_max_pool_and_size(samples: Path, tmp_path: Path) -> None:
     data = _subset(samples, tmp_path / "pneumonia_small.npz")
