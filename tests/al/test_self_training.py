@@ -113,8 +113,8 @@ def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_im
         return real(model, X_s, y_s, *args, config=config, task=task, **kw)
 
     monkeypatch.setattr(train_module, "train", spy)
-    student, m = fit_self_trained(seg(), teacher, X, y, Xu, val, task="segmentation", config=CFG, progress=False,
-                                  epochs=2)
+    student, m = fit_self_trained(seg(), teacher, X, y[:, 0], Xu, val, task="segmentation", config=CFG,
+                                  progress=False, epochs=2)  # expert masks without their channel axis: the same
     (X_s, y_s, cfg, task), = seen
     reps = round(len(Xu) / len(X))  # label_share 0.5: as many expert masks as pseudo-masks
     assert task == "segmentation" and cfg.epochs == 2 and len(X_s) == reps * len(X) + len(Xu)
