@@ -30,12 +30,12 @@ from results_csv import append_result, has_result, read_results
 
 import torch
 
-from medwb.al.fit import SELF_TRAIN_EPOCHS, SELF_TRAIN_LABEL_SHARE, fit_round, fit_self_trained
+from medwb.al.fit import SELF_TRAIN_LABEL_SHARE, fit_round, fit_self_trained
 from medwb.data import Dataset, open_dataset
 from medwb.data.splits import PoolInputs, carve_splits
 from medwb.models.networks import build_for_dataset
 from medwb.models.semi_seg import semi_seg_config_from, train_semi_segmentation
-from medwb.models.train import default_train_config, evaluate
+from medwb.models.train import TrainConfig, default_train_config, evaluate
 
 RECIPES = ("supervised", "mean-teacher", "auto", "self-train")
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -58,7 +58,7 @@ def random_label_set(seed: int, n: int, n_pool: int) -> np.ndarray:
 
 
 def cached_teacher(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, val: Arrays,
-                   config: object, test: Arrays) -> tuple[torch.nn.Module, dict[str, float]]:
+                   config: TrainConfig, test: Arrays) -> tuple[torch.nn.Module, dict[str, float]]:
     """The supervised round model of this label set (the self-trained student's teacher), trained once per
     (labels, seed) and kept in OUT, so student variants share it."""
     model = build_for_dataset(ds, seed=seed)
@@ -83,7 +83,9 @@ def main() -> None:
     ap.add_argument("--train-config", default=None,
                     help="TrainConfig overrides as JSON for every recipe (e.g. {\"augment\": \"intensity\"})")
     ap.add_argument("--self-label-share", type=float, default=SELF_TRAIN_LABEL_SHARE)
-    ap.add_argument("--self-epochs", type=int, default=SELF_TRAIN_EPOCHS)
+    ap.add_argument("--self-epochs", type=int, default=None,
+                    help="the student's epochs (default: fit_self_trained's for segmentation, "
+                         "SELF_TRAIN_SEGMENTATION_EPOCHS)")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
     a = ap.parse_args()
     out = Path(a.out)
