@@ -249,7 +249,7 @@ def pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, batch_size: int
 
     out = [predict_proba(teacher, X_unlabelled[i:i + batch_size]).argmax(1)[:, None]
            for i in range(0, len(X_unlabelled), batch_size)]
-    return np.concatenate(out).astype(np.int64)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 1, *np.shape(X_unlabelled)[2:]), np.int64)
 
 
 def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, y: np.ndarray,
@@ -289,6 +289,9 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
             pseudo = pseudo_label_pool(teacher, X_unlabelled, val, target_error=target_error, seed=config.seed)
         keep, threshold, pseudo_y = np.flatnonzero(pseudo.auto_accept), float(pseudo.threshold), pseudo.labels
         pseudo_y = pseudo_y[keep]
+    if len(keep) == 0 and task == "segmentation":
+        raise DataError(None, "self-training: the pool holds no unlabelled image to pseudo-label",
+                        "train the round without self-training once every pool image is labelled")
     if len(keep) == 0:
         raise DataError(None, "the teacher's pseudo-labels: none meets the auto-label rule's error bound",
                         "raise target_error, or train the round without self-training")

@@ -130,6 +130,8 @@ def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_im
     assert r["self_trained"] == float(keeps_fixmatch(r["val_score_student"], r["val_score_teacher"]))
     assert {"test_dice_teacher", "test_dice_student", "val_score_teacher"} <= set(r)
     assert r["pseudo_labels"] == len(Xu)
+    with pytest.raises(DataError, match="no unlabelled image to pseudo-label"):  # not the auto-label rule's words
+        fit_self_trained(seg(), teacher, X, y, Xu[:0], val, task="segmentation", config=CFG, progress=False)
 
 
 def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_path) -> None:
