@@ -231,13 +231,51 @@ def models_table(study: Study) -> pd.DataFrame:
         metrics = r.metrics if isinstance(r.metrics, dict) else json.loads(r.metrics)
         row = {"version": r.version, "round": int(r.round), "n_labeled": int(r.n_labeled)}
         row.update({k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and k != "n_labeled"})
+        row["training"] = training_recipe(metrics, short=True)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-MODEL_SUMMARY_COLUMNS = ["version", "round", "n_labeled", "best_epoch", "val_auc", "val_accuracy", "val_dice",
-                         "test_auc", "test_accuracy", "test_dice", "autolabel_coverage", "autolabel_auto_error",
-                         "train_seconds"]
+def _semi_name(metrics: dict[str, Any]) -> str:
+    return "mean teacher" if "val_dice" in metrics else "FixMatch"
+
+
+def training_recipe(metrics: dict[str, Any], *, short: bool = False) -> str:
+    """How a round's registered model was trained, from its metrics (:func:`medwb.al.fit.fit_round`'s): supervised,
+    the semi-supervised candidate (FixMatch / mean teacher) or a self-trained student, with the validation scores
+    that chose it and the pseudo-labels it learnt from. Why: a paper must say how the reported model was trained,
+    and a self-training run that found nothing to teach must not read as one that did. ``short``: a table cell."""
+    f = lambda key: float(metrics.get(key, float("nan")))  # noqa: E731
+    both = "val_score_semi" in metrics and "val_score_supervised" in metrics
+    if f("semi_teacher" if "semi_teacher" in metrics else "semi") == 1:  # a student's teacher may be FixMatch
+        base = _semi_name(metrics) if short else (
+            f"semi-supervised ({_semi_name(metrics)} on the labels + the unlabelled pool), kept over supervised "
+            f"training (validation score {f('val_score_semi'):.3f} vs {f('val_score_supervised'):.3f})")
+    elif both and not short:
+        base = (f"supervised (its {_semi_name(metrics)} candidate validated {f('val_score_semi'):.3f} vs "
+                f"{f('val_score_supervised'):.3f}: not kept)")
+    else:
+        base = "supervised"
+    if "self_trained" not in metrics:
+        return base
+    n = f("pseudo_labels")
+    if f("self_trained") == 1:
+        if short:
+            return f"self-trained student (+{n:.0f} pseudo-labels)"
+        return (f"self-trained student: the expert labels + {n:.0f} pseudo-labels of its teacher "
+                f"({f('pseudo_coverage'):.0%} of the unlabelled pool), kept over the teacher (validation score "
+                f"{f('val_score_student'):.3f} vs {f('val_score_teacher'):.3f}); the teacher: {base}")
+    if "val_score_student" in metrics:
+        return base if short else (f"{base}; its self-trained student ({n:.0f} pseudo-labels) validated "
+                                   f"{f('val_score_student'):.3f} vs {f('val_score_teacher'):.3f}: not kept")
+    return f"{base} (no pseudo-label)" if short else (
+        f"{base}; self-training had nothing to teach (no pseudo-label met the auto-label rule's error bound on the "
+        "validation split, or no unlabelled case was left)")
+
+
+MODEL_SUMMARY_COLUMNS = ["version", "round", "n_labeled", "training", "best_epoch", "val_auc", "val_accuracy",
+                         "val_dice", "test_auc", "test_accuracy", "test_dice", "autolabel_coverage",
+                         "autolabel_auto_error", "train_seconds"]
 
 
 def models_summary(models: pd.DataFrame) -> pd.DataFrame:
@@ -321,6 +359,7 @@ def model_details(study: Study, ev: Evaluation) -> pd.DataFrame:
             ("architecture", architecture_text(ba)),
             ("input size", "native" if ev.size is None else "x".join(map(str, ev.size))),
             ("labelled cases used", int(metrics.get("n_labeled", 0))),
+            ("training", training_recipe(metrics)),
             ("best epoch (early stopping on val)", metrics.get("best_epoch", "n/a")),
             ("acquisition strategies", strat), ("rounds", len(rounds)),
             ("training seed", ev.meta.get("seed", "n/a"))]

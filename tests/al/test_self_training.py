@@ -83,6 +83,17 @@ def test_a_round_with_self_training_keeps_the_better_on_validation_and_records_b
     _, m_all = fit_round(_net(), X, y, val, task="classification", config=CFG, X_unlabelled=Xu[:0],
                          self_train=True, progress=False)
     assert m_all["self_trained"] == 0.0 and m_all["pseudo_labels"] == 0.0
+    # the report says how each model was trained, from these metrics
+    from medwb.report.sections import training_recipe
+
+    said = training_recipe(m)
+    if kept:
+        assert said.startswith(f"self-trained student: the expert labels + {m['pseudo_labels']:.0f} pseudo-labels")
+        assert training_recipe(m, short=True) == f"self-trained student (+{m['pseudo_labels']:.0f} pseudo-labels)"
+    else:
+        assert said.startswith("supervised; its self-trained student") and "not kept" in said
+    assert f"{m['val_score_student']:.3f} vs {m['val_score_teacher']:.3f}" in said
+    assert "nothing to teach" in training_recipe(m_all) and training_recipe(m_plain) == "supervised"
 
 
 def _squares(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

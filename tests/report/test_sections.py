@@ -157,3 +157,26 @@ def test_xai_learning_curve_and_checklist_sections(samples: Path, tmp_path: Path
     p = C.report_parameters(Path("s"), None, Path("c.csv"), None, 0, 200)
     assert p == {"study": "s", "dataset": None, "simulation_curves": "c.csv", "explain_dir": None,
                  "class_sweep": None, "seed": 0, "n_bootstrap": 200}
+
+
+def test_the_training_recipe_names_the_candidate_kept_and_why() -> None:
+    """What the report says of a round's model, for the metric sets fit_round writes (a self-training round's are
+    exercised on real fits in tests/al/test_self_training.py)."""
+    fixmatch = {"semi": 1.0, "val_score_semi": 0.912, "val_score_supervised": 0.905, "val_auc": 0.95}
+    assert C.training_recipe(fixmatch) == ("semi-supervised (FixMatch on the labels + the unlabelled pool), kept "
+                                           "over supervised training (validation score 0.912 vs 0.905)")
+    lost = {**fixmatch, "semi": 0.0, "val_score_semi": 0.871}
+    assert C.training_recipe(lost) == "supervised (its FixMatch candidate validated 0.871 vs 0.905: not kept)"
+    assert C.training_recipe({"semi": 1.0, "val_score_semi": 0.8, "val_score_supervised": 0.79, "val_dice": 0.8},
+                             short=True) == "mean teacher"
+    # a student whose teacher was the FixMatch candidate (the student's own "semi" is 0)
+    student = {**fixmatch, "semi": 0.0, "semi_teacher": 1.0, "self_trained": 1.0, "pseudo_labels": 812.0,
+               "pseudo_coverage": 0.41, "val_score_student": 0.93, "val_score_teacher": 0.912}
+    said = C.training_recipe(student)
+    assert said.startswith("self-trained student: the expert labels + 812 pseudo-labels of its teacher (41% of")
+    assert said.endswith("the teacher: semi-supervised (FixMatch on the labels + the unlabelled pool), kept over "
+                         "supervised training (validation score 0.912 vs 0.905)")
+    table = C.models_summary(pd.DataFrame([{"version": "v1", "round": 1, "n_labeled": 20,
+                                            "training": C.training_recipe(student, short=True)}]))
+    assert list(table.columns[:4]) == ["version", "round", "n_labeled", "training"]
+    assert table["training"].iloc[0] == "self-trained student (+812 pseudo-labels)"
