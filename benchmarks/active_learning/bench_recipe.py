@@ -96,11 +96,13 @@ RECIPES = {
 
 
 def teacher_pseudo_labels(teacher, X_rest: np.ndarray, val: tuple[np.ndarray, np.ndarray], target_error: float,
-                          seed: int) -> Prelabels:
+                          seed: int, confidence_level: float = 0.95) -> Prelabels:
     """The teacher's pseudo-labels of the unlabelled rest: medwb's auto-label rule (:func:`pseudo_label_pool`) with
-    ``target_error``, or with 0 every case however unsure (calibrated, accepted at any confidence)."""
+    ``target_error`` (its bound at ``confidence_level``), or with 0 every case however unsure (calibrated,
+    accepted at any confidence)."""
     if target_error > 0:
-        return pseudo_label_pool(teacher, X_rest, val, target_error=target_error, seed=seed)
+        return pseudo_label_pool(teacher, X_rest, val, target_error=target_error, seed=seed,
+                                 confidence_level=confidence_level)
     t = fit_temperature(predict_proba(teacher, val[0]), val[1], seed=seed)
     return prelabel(predict_proba(teacher, X_rest), t, -np.inf)
 
@@ -133,6 +135,9 @@ def main() -> None:
     ap.add_argument("--self-target-error", type=float, default=0.02,  # session 25's first runs; medwb's default 0.05
                     help="self+pre+cos: the pseudo-labels' error bound on validation (auto-label rule); 0: every "
                          "case of the pool, however unsure")
+    ap.add_argument("--self-confidence-level", type=float, default=0.95,
+                    help="self+pre+cos: the confidence level of that bound (0.95: the auto-label rule's; 0.5: the "
+                         "error's median estimate, for validation splits too small to certify 5%%)")
     ap.add_argument("--self-epochs", type=int, default=12,  # the same
                     help="self+pre+cos: the student's epochs over labels + pseudo-labels (cosine, run to the end)")
     ap.add_argument("--self-rounds", type=int, default=1,
@@ -216,7 +221,8 @@ def main() -> None:
                 elif semi == "self":
                     teacher, m_teacher = sup, m_sup
                     for it in range(1, a.self_rounds + 1):  # each student teaches the next
-                        pseudo = teacher_pseudo_labels(teacher, Xp[rest], (Xv, yv), a.self_target_error, seed)
+                        pseudo = teacher_pseudo_labels(teacher, Xp[rest], (Xv, yv), a.self_target_error, seed,
+                                                       a.self_confidence_level)
                         ok = pseudo.labels[pseudo.auto_accept] == yp[rest][pseudo.auto_accept]
                         student, m = fit_self_trained(build_for_dataset(ds, seed=seed), teacher, Xp[lab], yp[lab],
                                                       Xp[rest], (Xv, yv), config=config, pretrained=pre,

@@ -89,8 +89,8 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     test_* (and, when both ran, each candidate's as test_*_supervised / test_*_semi).
     ``self_train``: then the kept model teaches a student (:func:`fit_self_trained`) from the
     same start, kept unless the teacher scores better on validation by :data:`FIXMATCH_MARGIN` or more; metrics
-    gain self_trained (1 = student kept), val_score_teacher / val_score_student, pseudo_coverage,
-    pseudo_threshold, pseudo_labels (and, with ``test``, test_*_teacher / test_*_student).
+    gain self_trained (1 = student kept), semi_teacher (the teacher's semi), val_score_teacher / val_score_student,
+    pseudo_coverage, pseudo_threshold, pseudo_labels (and, with ``test``, test_*_teacher / test_*_student).
     """
     if self_train:
         _check_self_training_inputs(X_unlabelled)  # before any training, not after the teacher's
@@ -116,6 +116,7 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
              for k in m_student if k.startswith("test_")}
     extra = {k: m_student[k] for k in ("pseudo_coverage", "pseudo_threshold", "pseudo_labels")}
     return out_model, {**m_teacher, **out, **audit, **extra, "self_trained": float(keep),
+                       "semi_teacher": m_teacher.get("semi", 0.0),  # the student's own "semi" is 0
                        "train_seconds": m_teacher["train_seconds"] + m_student["train_seconds"],
                        "val_score_teacher": t_score, "val_score_student": s_score}
 
@@ -230,15 +231,18 @@ def _check_self_training_inputs(X_unlabelled: Images | None) -> None:
 
 
 def pseudo_label_pool(teacher: TrunkHeadNet, X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *,
-                      target_error: float = SELF_TRAIN_TARGET_ERROR, seed: int = 0) -> Prelabels:
+                      target_error: float = SELF_TRAIN_TARGET_ERROR, seed: int = 0,
+                      confidence_level: float = 0.95) -> Prelabels:
     """The teacher's labels for the unlabelled pool under medwb's auto-label rule (temperature on validation,
-    then the lowest confidence threshold whose accepted validation cases keep the error bound <= ``target_error``;
-    ``auto_accept`` marks the cases a student may learn). Training signal only: never written to the store."""
+    then the lowest confidence threshold whose accepted validation cases keep the error bound, at
+    ``confidence_level``, <= ``target_error``; ``auto_accept`` marks the cases a student may learn). Training
+    signal only: never written to the store."""
     from medwb.al.autolabel import fit_autolabel, prelabel
     from medwb.models.train import predict_proba
 
     Xv, yv = val
-    t, choice = fit_autolabel(predict_proba(teacher, Xv), np.asarray(yv), target_error=target_error, seed=seed)
+    t, choice = fit_autolabel(predict_proba(teacher, Xv), np.asarray(yv), target_error=target_error, seed=seed,
+                              confidence_level=confidence_level)
     return prelabel(predict_proba(teacher, X_unlabelled), t, choice.threshold)
 
 
