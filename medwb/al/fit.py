@@ -12,6 +12,8 @@ point and its reference share one recipe.
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -94,6 +96,10 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     """
     if self_train:
         _check_self_training_inputs(X_unlabelled)  # before any training, not after the teacher's
+        if task == "classification" and len(val[1]) < certifiable_cases():
+            warnings.warn(f"self-training: {len(val[1])} validation cases cannot bound the pseudo-labels' error at "
+                          f"{SELF_TRAIN_TARGET_ERROR:.0%} (that needs at least {certifiable_cases()}), so no round "
+                          "will train a student. Fix: a larger validation split, or self_train=False", stacklevel=2)
     fresh = copy.deepcopy(model) if self_train else None  # the student's start: the round's initial weights
     chosen = _fit_round(model, X, y, val, task=task, config=config, pretrained=pretrained, finetune=finetune,
                         semi=semi, X_unlabelled=X_unlabelled, test=test, progress=progress,
@@ -228,6 +234,13 @@ def _check_self_training_inputs(X_unlabelled: Images | None) -> None:
     if X_unlabelled is not None and is_streamed(X_unlabelled):
         raise DataError(None, "self-training keeps the pseudo-labelled pool cases in memory, and this pool is "
                         "streamed", "load the pool in memory (stream=False) or turn self-training off")
+
+
+def certifiable_cases(target_error: float = SELF_TRAIN_TARGET_ERROR, confidence_level: float = 0.95) -> int:
+    """The fewest validation cases that can bound an error at ``target_error`` (all of them accepted, none wrong:
+    the Clopper-Pearson bound 1 - (1 - level)^(1/n)); 59 for 5% at 95%. A smaller validation split can never
+    accept a pseudo-label under :func:`pseudo_label_pool`'s rule."""
+    return math.ceil(math.log(1 - confidence_level) / math.log(1 - target_error))
 
 
 def pseudo_label_pool(teacher: TrunkHeadNet, X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *,

@@ -4,6 +4,7 @@ Pseudo-labels are training signal only: the store holds the expert labels and no
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,6 +84,12 @@ def test_a_round_with_self_training_keeps_the_better_on_validation_and_records_b
     _, m_all = fit_round(_net(), X, y, val, task="classification", config=CFG, X_unlabelled=Xu[:0],
                          self_train=True, progress=False)
     assert m_all["self_trained"] == 0.0 and m_all["pseudo_labels"] == 0.0
+    # a validation split too small to certify the rule's 5%: said before training, and indeed nothing is taught
+    small = (val[0][:40], val[1][:40])
+    with pytest.warns(UserWarning, match="40 validation cases cannot bound the pseudo-labels' error at 5%"):
+        _, m_small = fit_round(_net(), X, y, small, task="classification", config=CFG, X_unlabelled=Xu,
+                               self_train=True, progress=False)
+    assert m_small["pseudo_labels"] == 0.0 and m_small["self_trained"] == 0.0
     # the report says how each model was trained, from these metrics
     from medwb.report.sections import training_recipe
 
@@ -154,7 +161,8 @@ def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_pa
     from medwb.errors import StoreError
     from medwb.store import Study
 
-    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "tiny.npz", n_train=60, n_val=40, n_test=20)
+    # 200 validation cases: enough to certify the pseudo-labels' 5% (59 at least), so a student is trained
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path / "tiny.npz", n_train=80, n_val=200, n_test=20)
     ds = open_dataset(path, progress=False)
     study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
     with pytest.raises(StoreError, match="self_train needs the pool held in memory"):
@@ -166,13 +174,14 @@ def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_pa
     with pytest.raises(DataError, match="this pool is streamed"):  # refused before any training
         fit_round(_net(), X, y, val, task="classification", config=CFG, self_train=True, progress=False,
                   X_unlabelled=CaseImages(ds, ds.case_ids("train")[:10]))
-    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=6, seed=0, progress=False, pretrain=False,
-                              semi=False, self_train=True, train_config=CFG, mc_passes=2)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=15, seed=0, progress=False, pretrain=False,
+                              semi=False, self_train=True, train_config=replace(CFG, epochs=8), mc_passes=2)
     loop.run(2, simulated_oracle(ds))
+    assert max(m["pseudo_labels"] for m in study.models()["metrics"]) > 0  # a student learnt pseudo-labels ...
     labels = study.labels()
     asked = {str(c) for ids in study.rounds()["selected_ids"] for c in ids}
-    assert len(labels) == 12 and set(labels["case_id"]) == asked  # 2 rounds of 6: no pseudo-label stored
+    assert len(labels) == 30 and set(labels["case_id"]) == asked  # 2 rounds of 15: ... none stored
     assert set(labels["source"]) <= {"human", "corrected"}  # the oracle's answers (to a pre-label or not)
     metrics = study.models().iloc[-1]["metrics"]
-    assert "self_trained" in metrics and metrics["n_labeled"] == 12
+    assert "self_trained" in metrics and metrics["n_labeled"] == 30
     assert study.rounds().iloc[-1]["params"]["self_train"] is True
