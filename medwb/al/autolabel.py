@@ -19,6 +19,7 @@ is >= ``dice_ok`` (default 0.8; two empty masks count as Dice 1).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,12 @@ def error_upper_bound(errors: int, n: int, confidence_level: float = 0.95) -> fl
     if errors >= n:
         return 1.0
     return float(stats.beta.ppf(confidence_level, errors + 1, n - errors))
+
+
+def min_cases_to_certify(target_error: float, confidence_level: float = 0.95) -> int:
+    """The fewest validation cases whose :func:`error_upper_bound` can reach ``target_error``: all accepted, none
+    wrong (the bound is then 1 - (1 - level)^(1/n)); 59 for 5% at 95%. A smaller split never auto-accepts."""
+    return math.ceil(math.log(1 - confidence_level) / math.log(1 - target_error))
 
 
 @dataclass(frozen=True)

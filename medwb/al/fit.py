@@ -12,7 +12,6 @@ point and its reference share one recipe.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import fields
@@ -96,10 +95,13 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     """
     if self_train:
         _check_self_training_inputs(X_unlabelled)  # before any training, not after the teacher's
-        if task == "classification" and len(val[1]) < certifiable_cases():
+        from medwb.al.autolabel import min_cases_to_certify
+
+        need = min_cases_to_certify(SELF_TRAIN_TARGET_ERROR)  # pseudo_label_pool's rule
+        if task == "classification" and len(val[1]) < need:
             warnings.warn(f"self-training: {len(val[1])} validation cases cannot bound the pseudo-labels' error at "
-                          f"{SELF_TRAIN_TARGET_ERROR:.0%} (that needs at least {certifiable_cases()}), so no round "
-                          "will train a student. Fix: a larger validation split, or self_train=False", stacklevel=2)
+                          f"{SELF_TRAIN_TARGET_ERROR:.0%} (that needs at least {need}), so no round will train a "
+                          "student. Fix: a larger validation split, or self_train=False", stacklevel=2)
     fresh = copy.deepcopy(model) if self_train else None  # the student's start: the round's initial weights
     chosen = _fit_round(model, X, y, val, task=task, config=config, pretrained=pretrained, finetune=finetune,
                         semi=semi, X_unlabelled=X_unlabelled, test=test, progress=progress,
@@ -236,13 +238,6 @@ def _check_self_training_inputs(X_unlabelled: Images | None) -> None:
                         "streamed", "load the pool in memory (stream=False) or turn self-training off")
 
 
-def certifiable_cases(target_error: float = SELF_TRAIN_TARGET_ERROR, confidence_level: float = 0.95) -> int:
-    """The fewest validation cases that can bound an error at ``target_error`` (all of them accepted, none wrong:
-    the Clopper-Pearson bound 1 - (1 - level)^(1/n)); 59 for 5% at 95%. A smaller validation split can never
-    accept a pseudo-label under :func:`pseudo_label_pool`'s rule."""
-    return math.ceil(math.log(1 - confidence_level) / math.log(1 - target_error))
-
-
 def pseudo_label_pool(teacher: TrunkHeadNet, X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *,
                       target_error: float = SELF_TRAIN_TARGET_ERROR, seed: int = 0,
                       confidence_level: float = 0.95) -> Prelabels:
@@ -297,6 +292,9 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
     if not 0 <= label_share < 1:
         raise DataError(None, f"label_share={label_share}", "use a share in [0, 1), e.g. 0.5")
     if task == "segmentation":  # every pool image, its argmax mask
+        if len(X_unlabelled) == 0:
+            raise DataError(None, "self-training: the pool holds no unlabelled image to pseudo-label",
+                            "train the round without self-training once every pool image is labelled")
         keep, threshold = np.arange(len(X_unlabelled)), float("nan")
         y, pseudo_y = np.asarray(y), pseudo_masks(teacher, X_unlabelled)
         y = y[:, None] if y.ndim == pseudo_y.ndim - 1 else y  # masks given without their channel axis
@@ -306,10 +304,7 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
             pseudo = pseudo_label_pool(teacher, X_unlabelled, val, target_error=target_error, seed=config.seed)
         keep, threshold, pseudo_y = np.flatnonzero(pseudo.auto_accept), float(pseudo.threshold), pseudo.labels
         pseudo_y = pseudo_y[keep]
-    if len(keep) == 0 and task == "segmentation":
-        raise DataError(None, "self-training: the pool holds no unlabelled image to pseudo-label",
-                        "train the round without self-training once every pool image is labelled")
-    if len(keep) == 0:
+    if len(keep) == 0:  # classification: none accepted
         raise DataError(None, "the teacher's pseudo-labels: none meets the auto-label rule's error bound",
                         "raise target_error, or train the round without self-training")
     reps = max(1, round(label_share * len(keep) / (1 - label_share) / max(1, len(y))))

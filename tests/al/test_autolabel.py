@@ -123,3 +123,12 @@ def test_segmentation_confidence_and_correctness(samples: Path) -> None:
     assert rep["coverage"] == 0.5 and rep["n_auto_errors"] == int(not ok[0])
     t = fit_temperature(probs, np.stack([m1, np.zeros_like(m1)]))
     assert 0.05 <= t <= 20
+
+
+def test_min_cases_to_certify_is_where_the_bound_first_meets_the_target() -> None:
+    from medwb.al.autolabel import error_upper_bound, min_cases_to_certify
+
+    for target, level in ((0.05, 0.95), (0.02, 0.95), (0.05, 0.5)):
+        n = min_cases_to_certify(target, level)
+        assert error_upper_bound(0, n, level) <= target < error_upper_bound(0, n - 1, level)
+    assert min_cases_to_certify(0.05) == 59
