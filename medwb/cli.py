@@ -75,12 +75,20 @@ def _counts(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: pass class counts like 2,4,6,8") from None
 
 
-def _pretrain_config(a: argparse.Namespace) -> Any:
-    """PretrainConfig from --pretrain-epochs / --pretrain-max-seconds (None: the defaults)."""
-    from medwb.models.pretrain import PretrainConfig
+def _pretrain_config(a: argparse.Namespace, dataset: Any = None) -> Any:
+    """The network's default PretrainConfig (``default_pretrain_config``: a 3D or segmentation set has its own
+    batch and crop) with --pretrain-epochs / --pretrain-max-seconds replaced; None without those flags."""
+    import dataclasses
+
+    from medwb.data import open_dataset
+    from medwb.models.networks import build_for_dataset
+    from medwb.models.pretrain import default_pretrain_config
 
     over = {k: v for k, v in (("epochs", a.pretrain_epochs), ("max_seconds", a.pretrain_max_seconds)) if v is not None}
-    return PretrainConfig(**over) if over else None
+    if not over:
+        return None
+    ds = dataset if dataset is not None else open_dataset(a.data, progress=False)
+    return dataclasses.replace(default_pretrain_config(build_for_dataset(ds).build_args), **over)
 
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:
@@ -92,7 +100,7 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
     size = a.size * ds.ndim if a.size is not None and len(a.size) == 1 else a.size
     with Study.open_or_create(a.study, dataset_path=str(a.data), task=ds.task, classes=ds.classes,
                               name=ds.name) as study:
-        res, path = pretrain_study(study, ds, config=_pretrain_config(a), size=size, max_pool=a.max_pool,
+        res, path = pretrain_study(study, ds, config=_pretrain_config(a, ds), size=size, max_pool=a.max_pool,
                                    progress=not a.quiet, stream=a.stream, workers=a.workers)
     print(format_pretrain_summary(res, path))
     return 0

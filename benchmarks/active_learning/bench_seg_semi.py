@@ -11,6 +11,10 @@ training varies:
                every pool volume its argmax mask; a fresh network from the same init learns the expert masks,
                repeated to --self-label-share of its volumes, plus the pseudo-masks, for --self-epochs epochs
 
+``--pretrained FILE`` (a ``save_pretrained`` result, e.g. from benchmarks/pretrain/bench_pretrain_seg2d.py): every
+recipe starts from that SimCLR trunk, as the loop's rounds do (``fit_round(pretrained=...)``); name its rows with
+``--tag``. 2D sets: ``--size 128x128`` (``default_size``'s cap).
+
     OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_semi.py HIPPOCAMPUS_DIR OUT \
         --size 32x48x32 --labels 17 --seeds 0 1 2
 
@@ -31,6 +35,7 @@ from results_csv import append_result, has_result, read_results
 import torch
 
 from medwb.al.fit import SELF_TRAIN_LABEL_SHARE, fit_round, fit_self_trained
+from medwb.al.representation import with_pretrained
 from medwb.data import Dataset, open_dataset
 from medwb.data.splits import PoolInputs, carve_splits
 from medwb.models.networks import build_for_dataset
@@ -58,7 +63,8 @@ def random_label_set(seed: int, n: int, n_pool: int) -> np.ndarray:
 
 
 def cached_teacher(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, val: Arrays,
-                   config: TrainConfig, test: Arrays) -> tuple[torch.nn.Module, dict[str, float]]:
+                   config: TrainConfig, test: Arrays, pretrained: Path | None = None
+                   ) -> tuple[torch.nn.Module, dict[str, float]]:
     """The supervised round model of this label set (the self-trained student's teacher), trained once per
     (labels, seed) and kept in OUT, so student variants share it."""
     model = build_for_dataset(ds, seed=seed)
@@ -66,7 +72,8 @@ def cached_teacher(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndar
         saved = torch.load(path, weights_only=False)
         model.load_state_dict(saved["state"])
         return model, saved["metrics"]
-    model, m = fit_round(model, X, y, val, task=ds.task, config=config, test=test, progress=False)
+    model, m = fit_round(model, X, y, val, task=ds.task, config=config, test=test, progress=False,
+                         pretrained=pretrained)
     torch.save({"state": model.state_dict(), "metrics": m}, path)
     return model, m
 
@@ -86,6 +93,7 @@ def main() -> None:
     ap.add_argument("--self-epochs", type=int, default=None,
                     help="the student's epochs (default: fit_self_trained's for segmentation, "
                          "SELF_TRAIN_SEGMENTATION_EPOCHS)")
+    ap.add_argument("--pretrained", type=Path, default=None, help="start every recipe from this SimCLR trunk")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -109,6 +117,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 extra: dict[str, float] = {}
                 if recipe == "mean-teacher":
+                    if a.pretrained is not None:
+                        model = with_pretrained(model, a.pretrained)
                     res = train_semi_segmentation(model, Xp[lab], yp[lab], Xp[rest], *val,
                                                   config=semi_seg_config_from(config, **overrides), progress=False)
                     m = {"best_epoch": res.best_epoch, "val_dice": res.val_metric,
@@ -116,16 +126,17 @@ def main() -> None:
                     extra = {"mask_rate_last": res.history[-1]["mask_rate"],
                              "pseudo_foreground_last": res.history[-1]["pseudo_foreground"]}
                 elif recipe == "self-train":
-                    teacher, m_t = cached_teacher(out / f"teacher_{n}_{seed}.pt", ds, seed, Xp[lab], yp[lab], val,
-                                                  config, test)
+                    teacher, m_t = cached_teacher(out / f"teacher_{n}_{seed}{a.tag.replace('/', '_')}.pt", ds, seed,
+                                                  Xp[lab], yp[lab], val, config, test, a.pretrained)
                     _, m = fit_self_trained(model, teacher, Xp[lab], yp[lab], Xp[rest], val, task=ds.task,
                                             config=config, test=test, progress=False,
-                                            label_share=a.self_label_share, epochs=a.self_epochs)
+                                            label_share=a.self_label_share, epochs=a.self_epochs,
+                                            pretrained=a.pretrained)
                     extra = {"teacher_test_dice": m_t["test_dice"], "teacher_val_dice": m_t["val_dice"]}
                 else:
                     _, m = fit_round(model, Xp[lab], yp[lab], val, task=ds.task, config=config,
                                      semi=recipe == "auto", X_unlabelled=Xp[rest], test=test, progress=False,
-                                     semi_schedule=overrides or None)
+                                     semi_schedule=overrides or None, pretrained=a.pretrained)
                 row = {"recipe": name, "labels": n, "seed": seed, "seconds": time.perf_counter() - t0,
                        "best_epoch": m.get("best_epoch"), "val_dice": m.get("val_dice"),
                        "test_dice": m["test_dice"], "semi_kept": m.get("semi"), **extra}

@@ -91,6 +91,7 @@ class PretrainConfig:
     blur_sigma: tuple[float, float] = (0.25, 1.0)  # RandGaussianSmooth in voxels (p = 0.5)
     noise_std: float = 0.05       # RandGaussianNoise on [0, 1] images (p = 0.5)
     recalibrate_bn: bool = True   # BatchNorm statistics recomputed on the un-augmented pool at the end
+    crop: int | None = None       # views from one random crop of this many pixels per axis of each image (None: whole)
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap: stops after the epoch that crosses it (result.completed False)
 
@@ -106,6 +107,8 @@ class PretrainConfig:
             problems.append(f"temperature={self.temperature} (use > 0, typically 0.1-0.5)")
         if not self.lr > 0:
             problems.append(f"lr={self.lr} (use > 0)")
+        if self.crop is not None and int(self.crop) < 8:
+            problems.append(f"crop={self.crop} (use >= 8 pixels, or None for whole images)")
         if problems:
             raise ConfigError(f"invalid pretraining setting(s): {'; '.join(problems)}")
         self.gamma = tuple(float(v) for v in self.gamma)  # type: ignore[assignment]
@@ -142,11 +145,15 @@ class PretrainResult:
 
 
 def default_pretrain_config(build_args: Mapping[str, Any]) -> PretrainConfig:
-    """The schedule a network gets when none is given: :class:`PretrainConfig` defaults for 2D; for 3D batches
-    of 32 and 150 steps, since a 3D step of 128 volumes costs ~4 s on 2 cores at 28^3 (600 such steps would
-    take about 40 minutes; benchmarks/pretrain/results_3d.txt)."""
+    """The schedule a network gets when none is given: :class:`PretrainConfig` defaults for 2D classifiers; for
+    3D batches of 32 and 150 steps, since a 3D step of 128 volumes costs ~4 s on 2 cores at 28^3 (600 such steps
+    would take about 40 minutes; benchmarks/pretrain/results_3d.txt); for 2D segmenters batches of 32 crops of
+    64 px: a step of 128 whole 128 px images through the UNet costs ~5 s on 2 cores (600 steps: ~50 minutes),
+    one of 32 crops of 64 px ~0.17 s (benchmarks/pretrain/seg2d/)."""
     if int(build_args.get("spatial_dims", 2)) == 3:
         return PretrainConfig(batch_size=32, steps=150)
+    if build_args.get("kind") == "segmenter":
+        return PretrainConfig(batch_size=32, crop=64)
     return PretrainConfig()
 
 
@@ -378,6 +385,21 @@ def _no_meta() -> Iterator[None]:
         set_track_meta(before)
 
 
+def crop_shape(spatial: tuple[int, ...], crop: int | None) -> tuple[int, ...]:
+    """The views' spatial size for images of ``spatial``: ``crop`` pixels along every longer axis (None: whole)."""
+    return tuple(int(s) if crop is None else min(int(crop), int(s)) for s in spatial)
+
+
+def random_crops(xb: torch.Tensor, shape: tuple[int, ...], rng: np.random.RandomState) -> torch.Tensor:
+    """One crop of spatial ``shape`` per image of ``xb`` (B, C, *spatial), its corner uniform over the positions
+    that fit; both SimCLR views of an image are then drawn from its crop (they share content)."""
+    if tuple(xb.shape[2:]) == tuple(shape):
+        return xb
+    starts = np.stack([rng.randint(0, s - c + 1, len(xb)) for s, c in zip(xb.shape[2:], shape)], axis=1)
+    return torch.stack([xb[(i, slice(None)) + tuple(slice(int(a), int(a) + c) for a, c in zip(corner, shape))]
+                        for i, corner in enumerate(starts)])
+
+
 def _views(xb: torch.Tensor, aug: Augment) -> torch.Tensor:
     """Two augmented views of every image of a batch, as one (2B, C, *spatial) tensor: [view1s; view2s]."""
     return torch.cat([aug(xb), aug(xb)])
@@ -389,6 +411,11 @@ def _epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
     return int(s[0]), int(s[1])
 
 
+def _crop_rng(seed: int, epoch: int) -> np.random.RandomState:
+    """The epoch's crop positions (a stream of its own: whole-image runs keep their shuffles and views)."""
+    return np.random.RandomState(int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), 1]).generate_state(1)[0]))
+
+
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -396,6 +423,8 @@ def _canonical(obj: Any) -> str:
 def _config_for_key(config: PretrainConfig) -> dict[str, Any]:
     d = asdict(config)
     d.pop("max_seconds")  # a cap changes when it stops, not what an epoch does (see PretrainResult.completed)
+    if d["crop"] is None:
+        d.pop("crop")  # whole images: the key of every result made before crops existed
     d["gamma"], d["blur_sigma"] = list(d["gamma"]), list(d["blur_sigma"])
     return d
 
@@ -532,7 +561,9 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
         opt.load_state_dict(blob["optimizer"])
         start_epoch, history, seconds_before = int(blob["epoch"]), list(blob["history"]), float(blob["seconds"])
 
-    aug = make_augment(tuple(Xt.shape[2:]), config)
+    view_shape = crop_shape(tuple(Xt.shape[2:]), config.crop)
+    _check_size((n, 1) + view_shape, build_args)
+    aug = make_augment(view_shape, config)
     log_k = math.log(2 * bs - 1)
     t0 = time.perf_counter()
     epochs_done = start_epoch
@@ -543,6 +574,7 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
         s_perm, s_aug = _epoch_seeds(config.seed, epoch)
         g = torch.Generator().manual_seed(s_perm)
         aug.set_random_state(seed=s_aug)
+        crops = _crop_rng(config.seed, epoch)
         perm = torch.randperm(n, generator=g)
         tot_loss = tot_acc = 0.0
         epoch_batches = [perm[i * bs:(i + 1) * bs] for i in range(steps_per_epoch)]
@@ -551,7 +583,7 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
             lr = _lr_at(step, total_steps, warmup, config.lr)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            z = enc(_views(xb, aug))
+            z = enc(_views(random_crops(xb, view_shape, crops), aug))
             loss, acc = nt_xent(z[:len(xb)], z[len(xb):], config.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -718,6 +750,6 @@ def contrast_confidence(result: PretrainResult, X: Images, *, draws: int = 4, se
 
 
 __all__ = ["Augment", "PretrainConfig", "PretrainResult", "RandAffineBatch", "RandIntensityBatch",
-           "batch_adjust_contrast", "batch_gaussian_smooth", "contrast_confidence", "data_fingerprint",
-           "init_from_pretrained", "load_pretrained", "make_augment", "nt_xent", "pretrain", "pretrain_key",
-           "save_pretrained"]
+           "batch_adjust_contrast", "batch_gaussian_smooth", "contrast_confidence", "crop_shape",
+           "data_fingerprint", "init_from_pretrained", "load_pretrained", "make_augment", "nt_xent", "pretrain",
+           "pretrain_key", "random_crops", "save_pretrained"]

@@ -16,12 +16,15 @@ from medwb.models.pretrain import (
     batch_adjust_contrast,
     batch_gaussian_smooth,
     contrast_confidence,
+    crop_shape,
+    default_pretrain_config,
     init_from_pretrained,
     load_pretrained,
     make_augment,
     nt_xent,
     pretrain,
     pretrain_key,
+    random_crops,
     save_pretrained,
 )
 
@@ -191,9 +194,40 @@ def test_bad_input_names_problem_and_fix(pneu):
         PretrainConfig.from_dict({"epochs": 2, "epoch": 3})
 
 
+def test_segmenters_pretrain_on_crops(pneu, tmp_path):
+    assert crop_shape((28, 28), 16) == (16, 16) and crop_shape((12, 28), 16) == (12, 16)
+    assert crop_shape((28, 28), None) == (28, 28)
+    X = pneu["X"][:6]
+    crops = random_crops(torch.from_numpy(X), (16, 12), np.random.RandomState(0))
+    assert crops.shape == (6, 1, 16, 12)
+    for img, c in zip(X[:, 0], crops[:, 0].numpy()):  # every crop is a window of its own image
+        assert any(np.array_equal(img[i:i + 16, j:j + 12], c) for i in range(13) for j in range(17))
+    # the default for a 2D segmenter: 32 crops of 64 px (a whole 128 px step costs seconds); others whole images
+    assert default_pretrain_config(build_segmenter(2, 1, 2).build_args).crop == 64
+    assert default_pretrain_config(build_segmenter(3, 1, 2).build_args).crop is None
+    assert default_pretrain_config(build_classifier(2, 1, 2).build_args).crop is None
+    seg = build_segmenter(2, 1, 2, channels=(4, 8), features=4)
+    cfg = PretrainConfig(epochs=3, batch_size=8, crop=16, seed=3)
+    full = pretrain(seg, pneu["X"][:16], config=cfg, progress=False)
+    assert full.completed and len(full.history) == 3
+    assert _same(full.trunk_state, pretrain(seg, pneu["X"][:16], config=cfg, progress=False).trunk_state)
+    init_from_pretrained(build_segmenter(2, 1, 3, channels=(4, 8), features=4), full)  # applies to whole images
+    ck = tmp_path / "crop.ckpt"  # crop positions are per-epoch draws: a resumed run ends with the same weights
+    pretrain(seg, pneu["X"][:16], config=dataclasses.replace(cfg, max_seconds=0), progress=False, checkpoint=ck)
+    assert _same(pretrain(seg, pneu["X"][:16], config=cfg, progress=False, checkpoint=ck).trunk_state,
+                 full.trunk_state)
+    with pytest.raises(DataError, match="divisible by 4"):
+        pretrain(build_segmenter(2, 1, 2, channels=(4, 8, 16)), X, config=PretrainConfig(crop=10), progress=False)
+    with pytest.raises(ConfigError, match="crop"):
+        PretrainConfig(crop=4)
+
+
 def test_pretrain_key_is_canonical():
     ba = build_classifier(2, 1, 2).build_args
     k = pretrain_key("abc", ba, PretrainConfig())
+    # whole images (crop None) keep the key of every cached result made before crops existed
+    assert k == "8c39f670c8da4714f23c1129a12aecefd9225db880ad90f3b622f4f523de91be"
+    assert k != pretrain_key("abc", ba, PretrainConfig(crop=16))
     assert len(k) == 64 and k == pretrain_key("abc", dict(reversed(list(ba.items()))), PretrainConfig())
     assert k == pretrain_key("abc", ba | {"channels": tuple(ba["channels"])}, PretrainConfig(max_seconds=5))
     assert k != pretrain_key("abd", ba, PretrainConfig())

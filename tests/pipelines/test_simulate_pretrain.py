@@ -29,6 +29,21 @@ def test_simulate_pretrain_parser_options() -> None:
     assert (a.pretrain_epochs, a.pretrain_max_seconds, a.size, a.max_pool) == (2, 5.0, None, None)
 
 
+def test_pretrain_flags_change_only_what_they_name(samples: Path) -> None:
+    """--pretrain-epochs on a 2D segmentation or 3D set keeps that network's schedule (crops, smaller batches)
+    instead of falling back to the 2D classifier's whole-image batches of 128 (an hour on HC18)."""
+    from medwb.cli import _pretrain_config
+
+    def config(data: Path, *flags: str):
+        return _pretrain_config(build_parser().parse_args(["simulate", str(data), "--out", "o", *flags]))
+
+    assert config(samples / "segmentation_2d" / "hc18") is None
+    seg = config(samples / "segmentation_2d" / "hc18", "--pretrain-epochs", "3")
+    assert (seg.epochs, seg.batch_size, seg.crop, seg.max_seconds) == (3, 32, 64, None)
+    vol = config(samples / "classification_3d" / "adrenalmnist3d.npz", "--pretrain-max-seconds", "9")
+    assert (vol.epochs, vol.batch_size, vol.steps, vol.crop, vol.max_seconds) == (None, 32, 150, None, 9.0)
+
+
 def test_arms_name_strategy_and_pipeline() -> None:
     assert parse_arm("hybrid") == Arm("hybrid", "medwb") and parse_arm("hybrid").label == "hybrid"
     scratch = parse_arm("random:scratch")
