@@ -5,12 +5,16 @@ at full resolution, so a pretraining step of 128 whole images costs seconds on C
 (600 steps of 128 images) took about an hour on HC18. This script pretrains the pool with one or more configs,
 each to completion (or times the first ``--probe-steps`` steps of a config and extrapolates, marked as such),
 saves every finished result next to the table (``<name>.pt``, for ``bench_seg_semi.py --pretrained``), and prints
+(rows of earlier calls with other configs kept, ``results.csv``)
 
     config | steps | batch | view px | seconds (measured or extrapolated) | final loss_norm | positive-pair acc.
+    (SimCLR) | R^2 of the restored views (objective "restore")
 
 Run from the repository root (venv active):
 
     OMP_NUM_THREADS=1 python benchmarks/pretrain/bench_pretrain_seg2d.py DATA_ROOT/seg2d/hc18_subset OUT
+    OMP_NUM_THREADS=1 python benchmarks/pretrain/bench_pretrain_seg2d.py DATA_ROOT/seg2d/hc18_subset OUT --probe \
+        --run 'restore={"batch_size": 32, "crop": 64, "objective": "restore"}'
 
 Splits and size as the simulation's (``carve_splits``, ``default_size``): the pool is the training split only.
 """
@@ -93,7 +97,7 @@ def main() -> None:
         steps = planned_epochs(config, len(X)) * max(1, len(X) // bs)
         rows.append({"config": name, "steps": steps, "batch": bs, "view_px": "x".join(map(str, crop_shape(size, config.crop))),
                      "seconds": per_step * steps, "measured": f"extrapolated from {a.probe_steps} steps ({per_step:.2f} s each)",
-                     "loss_norm": np.nan, "pos_acc": np.nan})
+                     "loss_norm": np.nan, "pos_acc": np.nan, "r2": np.nan})
         print(json.dumps(rows[-1]), flush=True)
     for spec in a.run:
         name, config = config_of(spec)
@@ -105,11 +109,17 @@ def main() -> None:
         rows.append({"config": name, "steps": res.epochs_done * max(1, len(X) // bs), "batch": bs,
                      "view_px": "x".join(map(str, crop_shape(size, config.crop))), "seconds": seconds,
                      "measured": "whole run", "loss_norm": res.history[-1]["loss_norm"],
-                     "pos_acc": res.history[-1]["pos_acc"]})
+                     "pos_acc": res.history[-1].get("pos_acc", np.nan), "r2": res.history[-1].get("r2", np.nan)})
         (out / f"{name}.json").write_text(json.dumps({"config": dataclasses.asdict(config),
                                                       "history": res.history}, indent=1))
         print(json.dumps(rows[-1]), flush=True)
-    text = pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.2f}")
+    csv = out / "results.csv"  # rows of earlier calls (other configs) are kept; a config run again is replaced
+    table = pd.DataFrame(rows)
+    if csv.exists():
+        old = pd.read_csv(csv)
+        table = pd.concat([old[~old["config"].isin(table["config"])], table], ignore_index=True)
+    table.to_csv(csv, index=False)
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.2f}")
     (out / "results.txt").write_text(f"{ds.name}: pool {len(X)} images at {size}, torch threads 1\n{text}\n")
     print(text)
 
