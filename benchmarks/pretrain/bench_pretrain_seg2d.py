@@ -8,11 +8,12 @@ saves every finished result next to the table (``<name>.pt``, for ``bench_seg_se
 (rows of earlier calls with other configs kept, ``results.csv``)
 
     config | steps | batch | view px | seconds (measured or extrapolated) | final loss_norm | positive-pair acc.
-    (SimCLR) | R^2 of the restored views (objective "restore")
+    (SimCLR) | R^2 of the restored views (objective "restore": commit bde42a3 only, measured and removed)
 
 Run from the repository root (venv active):
 
     OMP_NUM_THREADS=1 python benchmarks/pretrain/bench_pretrain_seg2d.py DATA_ROOT/seg2d/hc18_subset OUT
+    # at commit bde42a3 (the restoration objective, removed after this measurement):
     OMP_NUM_THREADS=1 python benchmarks/pretrain/bench_pretrain_seg2d.py DATA_ROOT/seg2d/hc18_subset OUT --probe \
         --run 'restore={"batch_size": 32, "crop": 64, "objective": "restore"}'
 

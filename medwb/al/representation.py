@@ -168,15 +168,12 @@ def format_pretrain_summary(result: PretrainResult, path: Path) -> str:
     """A few lines for the terminal: where it is cached, epochs, time, loss curve."""
     h = result.history
     state = "complete" if result.completed else f"stopped early: {result.epochs_done}/{result.epochs_planned} epochs"
-    restore = result.config.objective == "restore"
     lines = [f"pretrained representation ({state}): {path}",
-             f"{'restoration' if restore else 'SimCLR'}, {result.epochs_done} epoch(s), {result.seconds:.1f} s"]
+             f"SimCLR, {result.epochs_done} epoch(s), {result.seconds:.1f} s"]
     if h:
         loss = " ".join(f"{r['loss']:.2f}" for r in h)
-        acc = (f"R^2 of the restored views {h[0]['r2']:.2f} -> {h[-1]['r2']:.2f}" if restore else
-               f"positive-pair accuracy {h[0]['pos_acc']:.2f} -> {h[-1]['pos_acc']:.2f}")
         lines.append(f"loss by epoch: {loss} (normalised {h[0]['loss_norm']:.2f} -> {h[-1]['loss_norm']:.2f}; "
-                     f"chance 1.00); {acc}")
+                     f"chance 1.00); positive-pair accuracy {h[0]['pos_acc']:.2f} -> {h[-1]['pos_acc']:.2f}")
     else:
         lines.append("loaded from the cache (no epoch ran in this call)")
     return "\n".join(lines)

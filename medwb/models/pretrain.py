@@ -56,7 +56,6 @@ from tqdm.auto import tqdm
 from medwb.data.case_images import CaseImages, Images, batches, fingerprint, is_streamed
 from medwb.errors import ConfigError, DataError, MedwbError
 from medwb.models.networks import TrunkHeadNet, build_from_args, feature_width
-from medwb.models.restore import Corrupt, Restorer, restoration_loss
 from medwb.models.train import recalibrate_batchnorm
 from medwb.store import files
 
@@ -66,8 +65,6 @@ ALGORITHM = "simclr-2"
 _CKPT_FORMAT = "medwb-pretrain-ckpt-1"
 # build_args entries that do not change the trunk's architecture (head-only or init-only)
 _HEAD_ONLY_ARGS = ("num_classes", "dropout", "seed")
-#: pretext tasks: SimCLR on pooled features (any trunk); voxel-wise restoration of corrupted views (segmenters)
-OBJECTIVES = ("simclr", "restore")
 
 
 @dataclass
@@ -94,7 +91,6 @@ class PretrainConfig:
     blur_sigma: tuple[float, float] = (0.25, 1.0)  # RandGaussianSmooth in voxels (p = 0.5)
     noise_std: float = 0.05       # RandGaussianNoise on [0, 1] images (p = 0.5)
     recalibrate_bn: bool = True   # BatchNorm statistics recomputed on the un-augmented pool at the end
-    objective: str = "simclr"     # "restore": Models Genesis restoration, segmenters only (medwb.models.restore)
     crop: int | None = None       # views from one random crop of this many pixels per axis of each image (None: whole)
     seed: int = 0
     max_seconds: float | None = None  # wall-clock cap: stops after the epoch that crosses it (result.completed False)
@@ -111,8 +107,6 @@ class PretrainConfig:
             problems.append(f"temperature={self.temperature} (use > 0, typically 0.1-0.5)")
         if not self.lr > 0:
             problems.append(f"lr={self.lr} (use > 0)")
-        if self.objective not in OBJECTIVES:
-            problems.append(f"objective={self.objective!r} (use one of {', '.join(OBJECTIVES)})")
         if self.crop is not None and int(self.crop) < 8:
             problems.append(f"crop={self.crop} (use >= 8 pixels, or None for whole images)")
         if problems:
@@ -431,8 +425,6 @@ def _config_for_key(config: PretrainConfig) -> dict[str, Any]:
     d.pop("max_seconds")  # a cap changes when it stops, not what an epoch does (see PretrainResult.completed)
     if d["crop"] is None:
         d.pop("crop")  # whole images: the key of every result made before crops existed
-    if d["objective"] == "simclr":
-        d.pop("objective")  # likewise for the objective every result had before restoration existed
     d["gamma"], d["blur_sigma"] = list(d["gamma"]), list(d["blur_sigma"])
     return d
 
@@ -550,15 +542,9 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
     match = {"format": _CKPT_FORMAT, "data": data_hash or data_fingerprint(X),
              "build_args": _build_args_for_key(build_args), "config": _config_for_key(config)}
 
-    restore = config.objective == "restore"
-    if restore and build_args.get("kind") != "segmenter":
-        raise ConfigError(f"objective='restore' needs a segmenter (a voxel-wise output), not a {build_args.get('kind')}; "
-                          "use objective='simclr'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        enc: nn.Module = (Restorer(model.trunk, _feat_dim(model), int(build_args["in_channels"]),
-                                   int(build_args["spatial_dims"])) if restore else
-                          _Encoder(model.trunk, _feat_dim(model), config.proj_hidden, config.proj_dim))
+        enc = _Encoder(model.trunk, _feat_dim(model), config.proj_hidden, config.proj_dim)
     opt = torch.optim.AdamW(enc.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, float]] = []
     start_epoch, seconds_before = 0, 0.0
@@ -578,7 +564,6 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
     view_shape = crop_shape(tuple(Xt.shape[2:]), config.crop)
     _check_size((n, 1) + view_shape, build_args)
     aug = make_augment(view_shape, config)
-    corrupt = Corrupt(view_shape) if restore else None
     log_k = math.log(2 * bs - 1)
     t0 = time.perf_counter()
     epochs_done = start_epoch
@@ -590,8 +575,6 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
         g = torch.Generator().manual_seed(s_perm)
         aug.set_random_state(seed=s_aug)
         crops = _crop_rng(config.seed, epoch)
-        if corrupt is not None:
-            corrupt.set_random_state(int(crops.randint(2**31)))
         perm = torch.randperm(n, generator=g)
         tot_loss = tot_acc = 0.0
         epoch_batches = [perm[i * bs:(i + 1) * bs] for i in range(steps_per_epoch)]
@@ -600,26 +583,19 @@ def pretrain(model_or_build_args: TrunkHeadNet | Mapping[str, Any], X: Images, *
             lr = _lr_at(step, total_steps, warmup, config.lr)
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            xb = random_crops(xb, view_shape, crops)
-            if corrupt is not None:  # the augmented view, restored from a corrupted copy of it
-                view = aug(xb)
-                loss, acc = restoration_loss(enc(corrupt(view)), view)
-            else:
-                z = enc(_views(xb, aug))
-                loss, acc = nt_xent(z[:len(xb)], z[len(xb):], config.temperature)
+            z = enc(_views(random_crops(xb, view_shape, crops), aug))
+            loss, acc = nt_xent(z[:len(xb)], z[len(xb):], config.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             tot_loss += loss.item()
             tot_acc += acc.item()
-        # loss_norm: NT-Xent / its chance value log(2B-1), or the restoration's unexplained variance (1 - R^2)
-        acc_name = "r2" if restore else "pos_acc"
         row = {"epoch": epoch, "loss": tot_loss / steps_per_epoch,
-               "loss_norm": 1 - tot_acc / steps_per_epoch if restore else tot_loss / steps_per_epoch / log_k,
-               acc_name: tot_acc / steps_per_epoch, "lr": lr, "seconds": seconds_before + time.perf_counter() - t0}
+               "loss_norm": tot_loss / steps_per_epoch / log_k, "pos_acc": tot_acc / steps_per_epoch,
+               "lr": lr, "seconds": seconds_before + time.perf_counter() - t0}
         history.append(row)
         epochs_done = epoch
-        bar.set_postfix({"loss": f"{row['loss']:.3f}", acc_name: f"{row[acc_name]:.2f}"})
+        bar.set_postfix(loss=f"{row['loss']:.3f}", pos_acc=f"{row['pos_acc']:.2f}")
         if ckpt is not None:
             _write_ckpt(ckpt, {"format": _CKPT_FORMAT, "match": match, "epoch": epoch,
                                "trunk": enc.trunk.state_dict(), "projector": enc.projector.state_dict(),

@@ -307,35 +307,3 @@ def test_contrast_confidence_finds_the_partner_view_and_splits_it_among_copies(p
     assert ((augmented > 0) & (augmented < 1)).all()
     with pytest.raises(DataError, match="at least 2"):
         contrast_confidence(res, X[:1])
-
-
-def test_restoration_objective_for_segmenters(pneu, adrenal, tmp_path):
-    """Models Genesis restoration (objective='restore'): the UNet learns to undo shuffling and in/out-painting of
-    its augmented views voxel by voxel; same schedule, seeds and resume as SimCLR; classifiers are refused."""
-    from medwb.al.representation import format_pretrain_summary
-    from medwb.models.restore import Corrupt
-
-    views = torch.from_numpy(pneu["X"][:8])
-    a = Corrupt((28, 28)).set_random_state(5)(views)
-    assert a.shape == views.shape and a.dtype == torch.float32 and not torch.equal(a, views)
-    assert torch.equal(a, Corrupt((28, 28)).set_random_state(5)(views))
-    assert Corrupt((12, 12, 12))(torch.from_numpy(adrenal[:2, :, :12, :12, :12])).shape == (2, 1, 12, 12, 12)
-
-    seg = build_segmenter(2, 1, 2, channels=(4, 8), features=4)
-    cfg = PretrainConfig(epochs=6, batch_size=8, crop=16, seed=1, objective="restore")
-    res = pretrain(seg, pneu["X"][:32], config=cfg, progress=False)
-    r2 = [h["r2"] for h in res.history]
-    assert r2[-1] > r2[0] + 0.3 and res.history[-1]["loss"] < res.history[0]["loss"], r2  # it learns to restore
-    assert _same(res.trunk_state, pretrain(seg, pneu["X"][:32], config=cfg, progress=False).trunk_state)
-    ck = tmp_path / "restore.ckpt"
-    pretrain(seg, pneu["X"][:32], config=dataclasses.replace(cfg, max_seconds=0), progress=False, checkpoint=ck)
-    assert _same(pretrain(seg, pneu["X"][:32], config=cfg, progress=False, checkpoint=ck).trunk_state,
-                 res.trunk_state)
-    init_from_pretrained(build_segmenter(2, 1, 3, channels=(4, 8), features=4), res)
-    assert "restoration" in format_pretrain_summary(res, tmp_path / "r.pt")
-    ba = build_classifier(2, 1, 2, channels=SMALL).build_args
-    assert pretrain_key("d", ba, PretrainConfig()) != pretrain_key("d", ba, PretrainConfig(objective="restore"))
-    with pytest.raises(ConfigError, match="needs a segmenter"):
-        pretrain(ba, pneu["X"][:16], config=PretrainConfig(epochs=1, objective="restore"), progress=False)
-    with pytest.raises(ConfigError, match="objective"):
-        PretrainConfig(objective="byol")
