@@ -25,7 +25,7 @@ import pandas as pd
 from medwb.al.acquire import check_strategy
 from medwb.al.fit import check_self_train, check_semi_schedule, fixmatch_still_ahead, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
-                                     pretrained_representation)
+                                     pretrained_representation, uses_pretraining)
 from medwb.al.scoring import first_batch_strategy
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
 from medwb.al.prelabels import check_prelabel, prelabel_round
@@ -103,8 +103,8 @@ class ActiveLearningLoop:
     ``cold_start`` strategy on pixel features; ``"auto"``: random in 3D (``first_batch_strategy``);
     the random strategy stays random throughout, as the honest baseline.
 
-    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain=True`` (or a ``pretrained`` result /
-    weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in
+    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain`` (``None``: every task but 2D
+    segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in
     that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
     (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest of the pool,
     pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig
@@ -126,7 +126,7 @@ class ActiveLearningLoop:
         cold_start: str = "auto", mc_passes: int = 20, size: tuple[int, ...] | None = None,
         evaluate_test: bool = False, auto_accept: bool = False, autolabel_target_error: float = 0.02,
         progress: bool = True, pool_ids: Iterable[str] | None = None, max_pool: int | None = None,
-        voxel_reduce: str = "topk", pretrain: bool = True, pretrain_config: PretrainConfig | None = None,
+        voxel_reduce: str = "topk", pretrain: bool | None = None, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
         semi_schedule: Mapping[str, float] | None = None, self_train: bool = False,
@@ -155,7 +155,8 @@ class ActiveLearningLoop:
         self.autolabel_stats: dict[str, float] = {}  # of the last proposed batch, for the round's metrics
         self._model: nn.Module | None = None  # the last registered model, loaded once (current_model)
         self._model_version: str | None = None
-        self.pretrain, self._pretrained = bool(pretrain or pretrained is not None), pretrained
+        self.pretrain = pretrained is not None or uses_pretraining(dataset.task, dataset.ndim, pretrain)
+        self._pretrained = pretrained
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
         self.semi_schedule = check_semi_schedule(self.train_config, semi_schedule, dataset.task)

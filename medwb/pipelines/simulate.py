@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
-from medwb.al.representation import check_finetune
+from medwb.al.representation import check_finetune, uses_pretraining
 from medwb.atomic import atomic_write_bytes, ensure_output_dir, exclusive_lock
 from medwb.errors import DataError
 from medwb.metrics import format_metric, metric_value
@@ -49,7 +49,8 @@ CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "
 #: how an arm's rounds train: (self-supervised pretraining on the pool, FixMatch on the pool; None = the loop's
 #: default, 2D classification). "medwb" is the loop's default; "scratch" is what users do without medwb:
 #: supervised from random init on the labels only
-PIPELINES: dict[str, tuple[bool, bool | None]] = {"medwb": (True, None), "pretrained": (True, False),
+# (pretrain, semi); None: the task's default (medwb.al.representation.uses_pretraining, medwb.al.fit.uses_semi)
+PIPELINES: dict[str, tuple[bool | None, bool | None]] = {"medwb": (None, None), "pretrained": (True, False),
                                                   "semi": (False, True), "scratch": (False, False)}
 
 
@@ -67,7 +68,7 @@ class Arm:
         return self.strategy if self.pipeline == "medwb" else f"{self.strategy}-{self.pipeline}"
 
     @property
-    def pretrain(self) -> bool:
+    def pretrain(self) -> bool | None:
         return PIPELINES[self.pipeline][0]
 
     @property
@@ -394,7 +395,7 @@ def run_simulation(
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
-    pretrain = any(a.pretrain for a in arms)
+    pretrain = any(uses_pretraining(ds.task, ds.ndim, a.pretrain) for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
                                     progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
@@ -525,7 +526,7 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   train_config=config, seed=seed, cold_start=spec.cold_start, mc_passes=spec.mc_passes,
                                   size=spec.size, evaluate_test=True, progress=False, max_pool=spec.max_pool,
                                   finetune=spec.finetune, pretrain=arm.pretrain, semi=arm.semi,
-                                  pretrained=spec.shared if arm.pretrain else None,
+                                  pretrained=spec.shared if uses_pretraining(ds.task, ds.ndim, arm.pretrain) else None,
                                   scoring=None if scoring == "memory" else scoring,
                                   stream=spec.stream and not reference,
                                   semi_schedule=spec.semi_schedule,

@@ -162,3 +162,24 @@ def test_pretrain_cli_caches_in_the_study(tiny, tmp_path: Path, capsys: pytest.C
         loop = ActiveLearningLoop(st, ds, pretrain=True, pretrain_config=PretrainConfig(epochs=1), progress=False)
         assert _same(loop.representation().trunk_state, load_pretrained(cached[0]).trunk_state)
     assert len(list((study / "cache" / "pretrain").glob("*.pt"))) == 1
+
+
+def test_2d_segmentation_rounds_start_from_scratch_unless_asked(samples: Path, tmp_path: Path) -> None:
+    """The default pipeline pretrains every task but 2D segmentation, where the SimCLR trunk cost test Dice
+    (benchmarks/active_learning/hc18); asking for it still works, and a given trunk is always used."""
+    from medwb.al.loop import ActiveLearningLoop
+    from medwb.al.representation import uses_pretraining
+    from medwb.data import open_dataset
+    from medwb.store import Study
+
+    assert not uses_pretraining("segmentation", 2, None) and uses_pretraining("segmentation", 3, None)
+    assert uses_pretraining("classification", 2, None) and uses_pretraining("classification", 3, None)
+    assert uses_pretraining("segmentation", 2, True) and not uses_pretraining("classification", 2, False)
+    ds = open_dataset(samples / "segmentation_2d" / "hc18", progress=False)
+
+    def loop(folder: str, **kw: object) -> ActiveLearningLoop:
+        study = Study.create(tmp_path / folder, dataset_path=str(ds.path), task=ds.task, classes=ds.classes)
+        return ActiveLearningLoop(study, ds, strategy="random", batch_size=2, seed=0, progress=False, **kw)
+
+    assert not loop("default").pretrain
+    assert loop("asked", pretrain=True).pretrain

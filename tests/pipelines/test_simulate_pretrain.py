@@ -48,6 +48,7 @@ def test_arms_name_strategy_and_pipeline() -> None:
     assert parse_arm("hybrid") == Arm("hybrid", "medwb") and parse_arm("hybrid").label == "hybrid"
     scratch = parse_arm("random:scratch")
     assert (scratch.label, scratch.pretrain, scratch.semi) == ("random-scratch", False, False)
+    assert parse_arm("hybrid").pretrain is None  # the task decides (uses_pretraining: not for 2D segmentation)
     assert parse_arm("entropy", "pretrained").label == "entropy-pretrained"
     assert (parse_arm("random:semi").pretrain, parse_arm("random:semi").semi) == (False, True)
     with pytest.raises(ConfigError, match="not a training pipeline"):
