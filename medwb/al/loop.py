@@ -104,7 +104,8 @@ class ActiveLearningLoop:
     the random strategy stays random throughout, as the honest baseline.
 
     The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain`` (``None``: every task but 2D
-    segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file) runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in
+    segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file)
+    runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in
     that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
     (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest of the pool,
     pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig

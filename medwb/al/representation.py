@@ -41,7 +41,7 @@ def uses_pretraining(task: str, ndim: int, pretrain: bool | None) -> bool:
     its embedding): as asked, and for ``None`` (the default) everywhere but 2D segmentation. There the SimCLR
     trunk made rounds worse: HC18 (128 px), fixed 16-image label sets, test Dice 0.829 against 0.842 from scratch
     (benchmarks/active_learning/hc18_fixed_sets); in the loop (20% in 4 rounds, 3 seeds) random picking on the
-    pretrained trunk ended at 0.885 against random + scratch 0.90 (benchmarks/active_learning/hc18). 3D
+    pretrained trunk ended at 0.885 against random + scratch 0.907 (benchmarks/active_learning/hc18). 3D
     segmentation keeps it: on hippocampus it was level (0.831 against 0.830, hippocampus_medwb_wide)."""
     if pretrain is None:
         return not (task == "segmentation" and int(ndim) == 2)

@@ -46,10 +46,9 @@ if TYPE_CHECKING:
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "n_labeled", "fraction_labeled", "metric", "value"]
 
-#: how an arm's rounds train: (self-supervised pretraining on the pool, FixMatch on the pool; None = the loop's
-#: default, 2D classification). "medwb" is the loop's default; "scratch" is what users do without medwb:
-#: supervised from random init on the labels only
-# (pretrain, semi); None: the task's default (medwb.al.representation.uses_pretraining, medwb.al.fit.uses_semi)
+#: how an arm's rounds train: (self-supervised pretraining on the pool, FixMatch on the pool; None = the task's
+#: default: medwb.al.representation.uses_pretraining, medwb.al.fit.uses_semi). "medwb" is the loop's default;
+#: "scratch" is what users do without medwb: supervised from random init on the labels only
 PIPELINES: dict[str, tuple[bool | None, bool | None]] = {"medwb": (None, None), "pretrained": (True, False),
                                                   "semi": (False, True), "scratch": (False, False)}
 
