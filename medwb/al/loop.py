@@ -100,13 +100,12 @@ class ActiveLearningLoop:
     carved by :func:`medwb.data.splits.carve_splits` (pool = ``train``, or ``pool_ids``; ``max_pool`` a fixed
     seeded subset) and saved. ``val`` serves early stopping and auto-label calibration; ``test`` is evaluated
     only with ``evaluate_test``. The first batch, when no model exists yet, comes from the label-free
-    ``cold_start`` strategy on pixel features; ``"auto"``: random in 3D (``first_batch_strategy``);
-    the random strategy stays random throughout, as the honest baseline.
+    ``cold_start`` strategy (``"auto"``: random in 3D, ``first_batch_strategy``); random stays random throughout.
 
-    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain`` (``None``: every task but 2D
-    segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file)
-    runs SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in
-    that embedding and starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
+    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain`` (``None``: not for 2D
+    segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file) runs
+    SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in that embedding and
+    starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
     (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest of the pool,
     pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig
     fields). ``pretrain=False, semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.check_self_train`.
@@ -156,8 +155,7 @@ class ActiveLearningLoop:
         self.autolabel_stats: dict[str, float] = {}  # of the last proposed batch, for the round's metrics
         self._model: nn.Module | None = None  # the last registered model, loaded once (current_model)
         self._model_version: str | None = None
-        self.pretrain = pretrained is not None or uses_pretraining(dataset.task, dataset.ndim, pretrain)
-        self._pretrained = pretrained
+        self.pretrain, self._pretrained = pretrained is not None or uses_pretraining(dataset.task, dataset.ndim, pretrain), pretrained
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
         self.semi_schedule = check_semi_schedule(self.train_config, semi_schedule, dataset.task)
