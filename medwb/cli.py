@@ -7,9 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medwb.errors import ConfigError, MedwbError
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
+    from medwb.models.pretrain import PretrainConfig
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
@@ -75,7 +79,7 @@ def _counts(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: pass class counts like 2,4,6,8") from None
 
 
-def _pretrain_config(a: argparse.Namespace, dataset: Any = None) -> Any:
+def _pretrain_config(a: argparse.Namespace, dataset: Dataset | None = None) -> PretrainConfig | None:
     """The network's default PretrainConfig (``default_pretrain_config``: a 3D or segmentation set has its own
     batch and crop) with --pretrain-epochs / --pretrain-max-seconds replaced; None without those flags."""
     import dataclasses

@@ -35,41 +35,26 @@ from medwb.data import open_dataset
 from medwb.data.dataset import default_size
 from medwb.data.splits import PoolInputs, carve_splits
 from medwb.models.networks import build_for_dataset
-from medwb.models.pretrain import (PretrainConfig, _Encoder, _views, crop_shape, default_pretrain_config,
-                                   make_augment, nt_xent, planned_epochs, pretrain, random_crops, save_pretrained)
+from medwb.models.pretrain import (PretrainConfig, crop_shape, default_pretrain_config, planned_epochs, pretrain,
+                                   save_pretrained)
 
 torch.set_num_threads(1)
 
 
 def step_seconds(build_args: dict, X: np.ndarray, config: PretrainConfig, steps: int) -> float:
-    """Median wall seconds of one optimiser step of ``config`` (after one warm-up step), on the pool's images."""
-    from medwb.models.networks import build_from_args, feature_width
-
-    enc = _Encoder(build_from_args(dict(build_args)).trunk, feature_width(build_args), config.proj_hidden,
-                   config.proj_dim)
-    opt = torch.optim.AdamW(enc.parameters(), lr=config.lr)
+    """Median wall seconds of one optimiser step of ``config``, timed in :func:`pretrain` itself: ``steps + 1``
+    epochs of one batch each (the first, warm-up, not counted), from each epoch's cumulative ``seconds``."""
     bs = min(config.batch_size, len(X))
-    shape = crop_shape(tuple(X.shape[2:]), config.crop)
-    aug, rng = make_augment(shape, config), np.random.RandomState(0)
-    times = []
-    for i in range(steps + 1):
-        xb = torch.from_numpy(X[rng.choice(len(X), bs, replace=False)])
-        t = time.perf_counter()
-        z = enc(_views(random_crops(xb, shape, rng), aug))
-        loss, _ = nt_xent(z[:bs], z[bs:], config.temperature)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    probe = dataclasses.replace(config, epochs=steps + 1, recalibrate_bn=False)
+    seconds = [h["seconds"] for h in pretrain(build_args, X[:bs], config=probe, progress=False).history]
+    return float(np.median(np.diff(seconds)))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
     ap.add_argument("out")
-    ap.add_argument("--run", nargs="+", default=["default"],
+    ap.add_argument("--run", nargs="*", default=["default"],
                     help="configs to pretrain to completion: 'default' (default_pretrain_config) or NAME=JSON "
                          "PretrainConfig fields")
     ap.add_argument("--probe", nargs="*", default=['whole128={"batch_size": 128}'],

@@ -70,6 +70,11 @@ class Arm:
     def pretrain(self) -> bool | None:
         return PIPELINES[self.pipeline][0]
 
+    def pretrains(self, dataset: Dataset) -> bool:
+        """Whether this arm's rounds start from the pretrained trunk on ``dataset`` (its pipeline, or the task's
+        default: :func:`~medwb.al.representation.uses_pretraining`)."""
+        return uses_pretraining(dataset.task, dataset.ndim, self.pretrain)
+
     @property
     def semi(self) -> bool | None:
         return PIPELINES[self.pipeline][1]
@@ -394,7 +399,7 @@ def run_simulation(
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
-    pretrain = any(uses_pretraining(ds.task, ds.ndim, a.pretrain) for a in arms)
+    pretrain = any(a.pretrains(ds) for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
                                     progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
@@ -525,7 +530,7 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   train_config=config, seed=seed, cold_start=spec.cold_start, mc_passes=spec.mc_passes,
                                   size=spec.size, evaluate_test=True, progress=False, max_pool=spec.max_pool,
                                   finetune=spec.finetune, pretrain=arm.pretrain, semi=arm.semi,
-                                  pretrained=spec.shared if uses_pretraining(ds.task, ds.ndim, arm.pretrain) else None,
+                                  pretrained=spec.shared if arm.pretrains(ds) else None,
                                   scoring=None if scoring == "memory" else scoring,
                                   stream=spec.stream and not reference,
                                   semi_schedule=spec.semi_schedule,
