@@ -382,10 +382,11 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                    "label-free cold start in 2D, random in 3D)")
     s.add_argument("--reference-seeds", type=int, default=None, metavar="N",
                    help="train the all-labels references for the first N seeds only (default: every seed)")
-    s.add_argument("--self-train", action="store_true",
+    s.add_argument("--self-train", action=argparse.BooleanOptionalAction, default=None,
                    help="each round of the medwb arms also trains a student on the labels + the round model's "
                         "pseudo-labels of the pool (classification: the auto-label rule's; segmentation: every "
-                        "volume's mask), kept unless validation prefers the round model; off by default")
+                        "image's mask), kept unless validation prefers the round model; default: segmentation "
+                        "only")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="run the (arm, seed) units in N processes of one thread each (2 on 2 cores: ~0.65x the "
                         "time); not with a Dask --scoring")

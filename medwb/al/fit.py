@@ -5,9 +5,9 @@ Why here: the loop decides *what* to train on (the store's labels, the rest of t
 the labelled cases plus the unlabelled pool (:func:`medwb.models.semi.train_semi`, classification), a mean teacher's
 voxel pseudo-labels on the pool (:func:`medwb.models.semi_seg.train_semi_segmentation`, segmentation), or supervised
 training on the labelled cases only (:func:`medwb.models.train.train`), and optionally a self-trained student
-(:func:`fit_self_trained`: the round's model pseudo-labels the pool with the auto-label rule, a fresh student learns
-labels + pseudo-labels). The all-labels reference of a simulation goes through the same function, so every curve
-point and its reference share one recipe.
+(:func:`fit_self_trained`: the round's model pseudo-labels the pool, a student learns labels + pseudo-labels; on by
+default for segmentation, :func:`uses_self_training`). The all-labels reference of a simulation goes through the
+same function, so every curve point and its reference share one recipe.
 """
 from __future__ import annotations
 
@@ -102,11 +102,12 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
             warnings.warn(f"self-training: {len(val[1])} validation cases cannot bound the pseudo-labels' error at "
                           f"{SELF_TRAIN_TARGET_ERROR:.0%} (that needs at least {need}), so no round will train a "
                           "student. Fix: a larger validation split, or self_train=False", stacklevel=2)
-    fresh = copy.deepcopy(model) if self_train else None  # the student's start: the round's initial weights
+    # the student's start: a classifier's, the round's initial weights; a segmenter's, the teacher (None)
+    fresh = copy.deepcopy(model) if self_train and task == "classification" else None
     chosen = _fit_round(model, X, y, val, task=task, config=config, pretrained=pretrained, finetune=finetune,
                         semi=semi, X_unlabelled=X_unlabelled, test=test, progress=progress,
                         semi_schedule=semi_schedule)
-    if fresh is None:
+    if not self_train:
         return chosen
     teacher, m_teacher = chosen
     pseudo = None
@@ -210,23 +211,31 @@ def fit_mean_teacher(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabe
 SELF_TRAIN_TARGET_ERROR = 0.05
 SELF_TRAIN_LABEL_SHARE = 0.5
 SELF_TRAIN_EPOCHS = 8
-#: a segmentation student's epochs (every pool volume with its argmax mask; hippocampus, 17 labelled volumes, 3
-#: seeds: 8 epochs +0.002 test Dice over the teacher, 16 +0.005 on every seed, 24 no more; the loop at 10%: 0.831 ->
-#: 0.836 = 0.975x full, benchmarks/active_learning/hippocampus_self_training)
-SELF_TRAIN_SEGMENTATION_EPOCHS = 16
+#: a segmentation student's epochs over the expert masks + every pool image's argmax mask, started from the teacher
+#: (fixed random label sets, 3 seeds, benchmarks/active_learning/seg_self_training_start: 8 epochs from it +0.014
+#: test Dice over the teacher on HC18 (16 labels), +0.0045 on hippocampus (17), every seed; a fresh network's 16
+#: epochs +0.017 / +0.005, twice the epochs; 4 from the teacher +0.014 / +0.0024). A classifier's student starts
+#: fresh (SELF_TRAIN_EPOCHS, measured on BloodMNIST).
+SELF_TRAIN_SEGMENTATION_EPOCHS = 8
+#: the share of pool images a segmentation student learns the teacher's masks of, the surest first
+SELF_TRAIN_MASK_SHARE = 1.0
 
 
-def check_self_train(self_train: bool, streamed: bool) -> bool:
-    """Whether a loop's rounds also train a self-trained student (off by default): each round's kept model
-    pseudo-labels the rest of the pool (classification: with the auto-label rule; segmentation: every volume's
-    argmax mask) and a fresh student learns labels + pseudo-labels, kept unless validation prefers the round's
-    model (:func:`fit_self_trained`; pseudo-labels are never stored). The pool must be in memory (the student
-    holds its pseudo-labelled cases)."""
+def uses_self_training(task: Task, self_train: bool | None, streamed: bool) -> bool:
+    """Whether a loop's rounds also train a self-trained student: the round's kept model pseudo-labels the rest
+    of the pool (classification: with the auto-label rule; segmentation: every image's argmax mask) and a student
+    learns labels + pseudo-labels, kept unless validation prefers the round's model (:func:`fit_self_trained`;
+    pseudo-labels are never stored). ``None``: segmentation yes (unless the pool is streamed: the student holds
+    its pseudo-labelled images), classification no. Segmentation, because it is the one use of the pool measured
+    to help masks, on every seed of both sets (HC18 16 labels: +0.014 test Dice; hippocampus: the 10% target
+    met only with it), while pretraining and the mean teacher did not; classification, because it helped only
+    where validation certifies the pseudo-labels and the pool is large (BloodMNIST 5%), and the FixMatch rounds
+    already use the pool. ``True`` on a streamed pool is refused with the fix."""
     from medwb.errors import StoreError
 
     if self_train and streamed:
         raise StoreError("self_train needs the pool held in memory. Fix: pass self_train=False or stream=False")
-    return bool(self_train)
+    return (task == "segmentation" and not streamed) if self_train is None else bool(self_train)
 
 
 def _check_self_training_inputs(X_unlabelled: Images | None) -> None:
@@ -257,24 +266,48 @@ def pseudo_label_pool(teacher: TrunkHeadNet, X_unlabelled: Images, val: tuple[np
 def pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, batch_size: int = 16) -> np.ndarray:
     """The teacher's voxel labels (argmax) for every pool image, shaped like the expert masks (N, 1, ...): a
     segmentation student's pseudo-masks. Training signal only: never written to the store."""
+    return _masks_and_doubt(teacher, X_unlabelled, batch_size)[0]
+
+
+def reliable_pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, share: float,
+                          batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(pool indices, their argmax masks) of the ``share`` of pool images whose masks the teacher is surest of:
+    the lowest top-5% voxel entropy (:func:`medwb.al.acquire.uncertainty_scores`, the acquisition's own
+    reduction, so a mask's doubtful rim counts, not its certain background). Why: ST++ (Yang et al., CVPR 2022)
+    found self-training on the reliable images first better than on all; a wrong mask teaches its mistake."""
+    if not 0 < share <= 1:
+        raise DataError(None, f"pseudo-mask share={share}", "use a share in (0, 1], e.g. 0.5")
+    masks, doubt = _masks_and_doubt(teacher, X_unlabelled, batch_size)
+    keep = np.sort(np.argsort(doubt, kind="stable")[:max(1, round(share * len(doubt)))]) if len(doubt) else doubt
+    keep = keep.astype(np.int64)
+    return keep, masks[keep]
+
+
+def _masks_and_doubt(teacher: TrunkHeadNet, X: Images, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's argmax mask (N, 1, ...) and its top-5% voxel entropy (N,), ``batch_size`` images a pass."""
+    from medwb.al.acquire import uncertainty_scores
     from medwb.models.train import predict_proba
 
-    out = [predict_proba(teacher, X_unlabelled[i:i + batch_size]).argmax(1)[:, None]
-           for i in range(0, len(X_unlabelled), batch_size)]
-    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 1, *np.shape(X_unlabelled)[2:]), np.int64)
+    masks, doubt = [np.zeros((0, 1, *np.shape(X)[2:]), np.int64)], [np.zeros(0)]
+    for i in range(0, len(X), batch_size):
+        p = predict_proba(teacher, X[i:i + batch_size])
+        masks.append(p.argmax(1)[:, None].astype(np.int64))
+        doubt.append(uncertainty_scores("entropy", probs=p, how="topk"))
+    return np.concatenate(masks), np.concatenate(doubt)
 
 
-def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, y: np.ndarray,
+def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.ndarray, y: np.ndarray,
                      X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *, task: Task = "classification",
                      config: TrainConfig,
                      pretrained: PretrainResult | str | Path | None = None, finetune: str = "full",
                      test: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
                      target_error: float = SELF_TRAIN_TARGET_ERROR, label_share: float = SELF_TRAIN_LABEL_SHARE,
-                     epochs: int | None = None, pseudo: Prelabels | None = None
-                     ) -> tuple[TrunkHeadNet, dict[str, float]]:
+                     epochs: int | None = None, pseudo: Prelabels | None = None,
+                     pseudo_share: float = SELF_TRAIN_MASK_SHARE) -> tuple[TrunkHeadNet, dict[str, float]]:
     """Offline self-training: ``teacher`` (the round's trained model) labels ``X_unlabelled`` (classification:
     :func:`pseudo_label_pool`, the cases its rule accepts; segmentation: :func:`pseudo_masks`, every volume), and
-    ``model`` (its pretrained trunk loaded first) learns the expert labels, each repeated until they are
+    ``model`` (its pretrained trunk loaded first; None: a copy of the teacher, as a segmenter's round starts it)
+    learns the expert labels, each repeated until they are
     ``label_share`` of its cases, plus the pseudo-labels, for ``epochs`` cosine epochs run to the end (None:
     :data:`SELF_TRAIN_EPOCHS`, :data:`SELF_TRAIN_SEGMENTATION_EPOCHS`), the best on validation kept. Why: FixMatch's
     online pseudo-labels did not help 8-class BloodMNIST at a CPU budget, while a converged teacher's did (600
@@ -283,7 +316,8 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
     masks, while this did (the loop at 10%: Dice 0.831 -> 0.836 = 0.975x full, .../hippocampus_self_training).
     Metrics as :func:`fit_round`'s (n_labeled = the expert labels) plus pseudo_coverage (share of the pool
     accepted), pseudo_threshold and pseudo_labels (how many). ``pseudo``: the teacher's pseudo-labels when already
-    computed."""
+    computed. ``pseudo_share``: segmentation, the share of pool images whose masks the student learns, the
+    teacher's surest first (:func:`reliable_pseudo_masks`)."""
     from dataclasses import replace
 
     from medwb.models.train import round_metrics, train
@@ -295,8 +329,9 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
         if len(X_unlabelled) == 0:
             raise DataError(None, "self-training: the pool holds no unlabelled image to pseudo-label",
                             "train the round without self-training once every pool image is labelled")
-        keep, threshold = np.arange(len(X_unlabelled)), float("nan")
-        y, pseudo_y = np.asarray(y), pseudo_masks(teacher, X_unlabelled)
+        threshold = float("nan")
+        keep, pseudo_y = reliable_pseudo_masks(teacher, X_unlabelled, share=pseudo_share)
+        y = np.asarray(y)
         y = y[:, None] if y.ndim == pseudo_y.ndim - 1 else y  # masks given without their channel axis
     else:
         y = np.asarray(y).reshape(-1)
@@ -311,10 +346,13 @@ def fit_self_trained(model: TrunkHeadNet, teacher: TrunkHeadNet, X: np.ndarray, 
     X_s = np.concatenate([np.repeat(np.asarray(X)[None], reps, axis=0).reshape(-1, *np.shape(X)[1:]),
                           np.asarray(X_unlabelled[keep], dtype=np.float32)])
     y_s = np.concatenate([np.repeat(y[None], reps, axis=0).reshape(-1, *y.shape[1:]), pseudo_y])
-    if pretrained is not None:
+    if model is None:  # the teacher's weights, its pretrained trunk already in them
+        model = copy.deepcopy(teacher)
+        config = finetune_config(config, finetune) if pretrained is not None else config
+    elif pretrained is not None:
         model, config = with_pretrained(model, pretrained), finetune_config(config, finetune)
-    if epochs is None:
-        epochs = SELF_TRAIN_SEGMENTATION_EPOCHS if task == "segmentation" else SELF_TRAIN_EPOCHS
+    if epochs is None:  # never more than the round's own schedule (a quick run stays quick)
+        epochs = min(SELF_TRAIN_SEGMENTATION_EPOCHS if task == "segmentation" else SELF_TRAIN_EPOCHS, config.epochs)
     config = replace(config, epochs=int(epochs), patience=int(epochs), min_passes=0)
     res = train(model, X_s, y_s, *val, task=task, config=config, progress=progress)
     return res.model, {**round_metrics(res, len(y), *val, test), "semi": 0.0,

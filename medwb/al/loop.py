@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import check_self_train, check_semi_schedule, fixmatch_still_ahead, uses_semi
+from medwb.al.fit import check_semi_schedule, fixmatch_still_ahead, uses_self_training, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation, uses_pretraining)
 from medwb.al.scoring import first_batch_strategy
@@ -108,7 +108,7 @@ class ActiveLearningLoop:
     starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
     (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest of the pool,
     pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig
-    fields). ``pretrain=False, semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.check_self_train`.
+    fields). ``pretrain=False, semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.uses_self_training`.
 
     ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
     the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).
@@ -129,7 +129,7 @@ class ActiveLearningLoop:
         voxel_reduce: str = "topk", pretrain: bool | None = None, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
-        semi_schedule: Mapping[str, float] | None = None, self_train: bool = False,
+        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None,
     ) -> None:
         check_strategy(strategy)
         if batch_size < 1:
@@ -159,7 +159,7 @@ class ActiveLearningLoop:
         self.pretrain_config, self.finetune = pretrain_config, check_finetune(finetune)
         self.semi = uses_semi(dataset.task, dataset.ndim, semi)
         self.semi_schedule = check_semi_schedule(self.train_config, semi_schedule, dataset.task)
-        self.self_train = check_self_train(self_train, stream)
+        self.self_train = uses_self_training(dataset.task, self_train, stream)
         self.prelabel = None if prelabel is None else check_prelabel(prelabel, dataset)
         self.data = PoolInputs(dataset, study_splits(study, dataset, pool_ids=pool_ids, max_pool=max_pool), self.size,
                                stream=stream)

@@ -325,7 +325,7 @@ def run_simulation(
     reference_seeds: int | None = None,
     workers: int = 1,
     semi_schedule: dict[str, float] | None = None,
-    self_train: bool = False,
+    self_train: bool | None = None,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -364,8 +364,8 @@ def run_simulation(
     ``semi_schedule``: FixMatch settings of the rounds beyond ``train`` (:class:`medwb.models.semi.SemiConfig`
     fields, e.g. ``{"steps_per_epoch": 8}``).
     ``self_train``: the rounds of the ``medwb``-pipeline arms also train a self-trained
-    student (the loop's ``self_train``, :func:`medwb.al.fit.fit_self_trained`); the references are unchanged (an
-    all-labels pool has nothing left to pseudo-label).
+    student (the loop's ``self_train``, :func:`medwb.al.fit.uses_self_training`: ``None``, segmentation only); the
+    other arms and the references never do (an all-labels pool has nothing left to pseudo-label).
     ``workers``: run the (arm, seed) units in this many processes of one thread each (longest units first);
     with 2 workers on 2 cores the simulation takes ~0.65x its single-process time, since a convolution step
     gains only ~1.5x from a second thread. The units are the same seeded computations either way (the numbers may
@@ -410,7 +410,8 @@ def run_simulation(
     spec = UnitSpec(data=str(data), out=out, folders=tuple(folders), budget=budget, rounds=rounds, epochs=epochs,
                     train=dict(train or {}), cold_start=cold_start, mc_passes=mc_passes, max_pool=max_pool,
                     size=size, finetune=finetune, shared=shared, stream=stream,
-                    semi_schedule=dict(semi_schedule or {}), self_train=bool(self_train))
+                    semi_schedule=dict(semi_schedule or {}),
+                    self_train=None if self_train is None else bool(self_train))
     workers = max(1, min(int(workers), len(runs)))  # never more processes than units
     if workers > 1 and scoring not in (None, "memory", "shards"):
         raise DataError(data, f"workers={workers} with scoring={scoring!r}",
@@ -491,7 +492,7 @@ class UnitSpec:
     shared: PretrainResult | None  # the pretrained representation every pretraining arm starts from
     stream: bool
     semi_schedule: dict[str, float]  # FixMatch overrides (ActiveLearningLoop's semi_schedule)
-    self_train: bool = False  # the medwb arms' rounds also train a self-trained student
+    self_train: bool | None = None  # the medwb arms' rounds also train a self-trained student (None: the task's default)
 
 
 @dataclass
@@ -534,7 +535,7 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   scoring=None if scoring == "memory" else scoring,
                                   stream=spec.stream and not reference,
                                   semi_schedule=spec.semi_schedule,
-                                  self_train=spec.self_train and arm.pipeline == "medwb" and not reference)
+                                  self_train=spec.self_train if arm.pipeline == "medwb" and not reference else False)
         pool_size, target = loop.pool_size, loop.autolabel_target_error
         if reference:
             ref, held_rows, n_held = _full_reference(loop, folder, seed, ds.task, name=name,

@@ -146,7 +146,11 @@ def test_segmentation_rounds_and_nifti_round_trip(samples: Path, tmp_path: Path)
     assert rounds.iloc[1]["params"]["voxel_reduce"] == "topk"
     labels = study.labels()
     assert len(labels) == 6 and labels["mask_path"].map(lambda p: Path(p).is_file()).all()
-    assert "val_dice" in study.models().iloc[-1]["metrics"]
+    metrics = study.models().iloc[-1]["metrics"]
+    assert "val_dice" in metrics
+    # by default a segmentation round also self-trains: every unlabelled pool volume gets the round model's mask
+    assert rounds.iloc[1]["params"]["self_train"] is True and metrics["pseudo_labels"] == 15 - 6
+    assert metrics["self_trained"] in (0.0, 1.0) and "val_score_student" in metrics
     _, meta = load_checkpoint(study.models().iloc[-1]["checkpoint_path"])
     assert meta["splits"] == splits and meta["size"] == list(loop.size)  # a report needs only the checkpoint
     # round 3: pre-label masks out to NIfTI (image grid + affine) and edited masks back in

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from medwb.al.fit import (SELF_TRAIN_SEGMENTATION_EPOCHS, fit_round, fit_self_trained, keeps_fixmatch,
                           pseudo_label_pool)
@@ -142,14 +143,77 @@ def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_im
     assert np.isnan(m["pseudo_threshold"])  # no confidence rule for voxels: every pool image's mask
     # in a round: both recorded, the better on validation (by the margin) kept; the student's own schedule
     seen.clear()
+    starts, ends = [], []
+
+    def spy_weights(model, *a, **kw):  # the weights each training starts from and ends with
+        starts.append({k: v.clone() for k, v in model.state_dict().items()})
+        res = spy(model, *a, **kw)
+        ends.append({k: v.clone() for k, v in res.model.state_dict().items()})
+        return res
+
+    monkeypatch.setattr(train_module, "train", spy_weights)
     _, r = fit_round(seg(), X, y, val, task="segmentation", config=CFG, X_unlabelled=Xu, test=test,
                      self_train=True, progress=False)
-    assert [c.epochs for _, _, c, _ in seen] == [CFG.epochs, SELF_TRAIN_SEGMENTATION_EPOCHS]  # teacher, student
+    # teacher, student: the student's epochs never exceed the round's own schedule (CFG's 4 < 8)
+    assert [c.epochs for _, _, c, _ in seen] == [CFG.epochs, min(CFG.epochs, SELF_TRAIN_SEGMENTATION_EPOCHS)]
+    teacher_end, student_start = ends[0], starts[1]  # a segmenter's student starts from the trained teacher
+    assert all(torch.equal(teacher_end[k], student_start[k]) for k in teacher_end)
+    assert any(not torch.equal(starts[0][k], student_start[k]) for k in teacher_end)  # not the initial weights
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def config_only(model, X_s, y_s, *args, config, **kw):
+        asked.append(config.epochs)
+        raise Stop
+
+    monkeypatch.setattr(train_module, "train", config_only)
+    for epochs in (2, 40):  # a quick run's schedule, the loop's default one
+        with pytest.raises(Stop):
+            fit_self_trained(None, teacher, X, y, Xu, val, task="segmentation", config=replace(CFG, epochs=epochs),
+                             progress=False)
+    assert asked == [2, SELF_TRAIN_SEGMENTATION_EPOCHS]
     assert r["self_trained"] == float(keeps_fixmatch(r["val_score_student"], r["val_score_teacher"]))
     assert {"test_dice_teacher", "test_dice_student", "val_score_teacher"} <= set(r)
     assert r["pseudo_labels"] == len(Xu)
     with pytest.raises(DataError, match="no unlabelled image to pseudo-label"):  # not the auto-label rule's words
         fit_self_trained(seg(), teacher, X, y, Xu[:0], val, task="segmentation", config=CFG, progress=False)
+
+
+def test_a_segmentation_student_can_learn_only_the_masks_the_teacher_is_surest_of(monkeypatch) -> None:
+    from medwb.al.acquire import uncertainty_scores
+    from medwb.al.fit import pseudo_masks, reliable_pseudo_masks
+    from medwb.models.train import predict_proba
+
+    rng = np.random.default_rng(3)
+    (X, y), (Xu, _), val = _squares(6, rng), _squares(20, rng), _squares(8, rng)
+    Xu[::4] = rng.normal(0.5, 0.3, Xu[::4].shape).astype(np.float32)  # noise images: doubtful masks
+    seg = lambda: build_segmenter(2, 1, 2, channels=(4, 8))  # noqa: E731
+    teacher, _ = fit_round(seg(), X, y, val, task="segmentation", config=CFG, progress=False)
+    keep, masks = reliable_pseudo_masks(teacher, Xu, share=0.5, batch_size=7)
+    doubt = uncertainty_scores("entropy", probs=predict_proba(teacher, Xu), how="topk")
+    assert len(keep) == 10 and np.all(np.diff(keep) > 0)  # pool order kept
+    assert doubt[keep].max() <= np.delete(doubt, keep).min()  # the surest half
+    assert np.array_equal(masks, pseudo_masks(teacher, Xu)[keep])
+    assert np.array_equal(reliable_pseudo_masks(teacher, Xu, share=1.0)[0], np.arange(len(Xu)))
+    for bad in (0.0, 1.5):
+        with pytest.raises(DataError, match="share"):
+            reliable_pseudo_masks(teacher, Xu, share=bad)
+    seen = []
+    train_module = importlib.import_module("medwb.models.train")
+    real = train_module.train
+
+    def spy(model, X_s, y_s, *args, **kw):
+        seen.append((np.asarray(X_s), np.asarray(y_s).copy()))
+        return real(model, X_s, y_s, *args, **kw)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    _, m = fit_self_trained(seg(), teacher, X, y, Xu, val, task="segmentation", config=CFG, progress=False,
+                            epochs=1, pseudo_share=0.5)
+    (X_s, y_s), = seen
+    assert m["pseudo_labels"] == 10 and m["pseudo_coverage"] == 0.5
+    assert np.array_equal(X_s[-10:], Xu[keep]) and np.array_equal(y_s[-10:], masks)
 
 
 def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_path) -> None:
@@ -185,3 +249,16 @@ def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_pa
     metrics = study.models().iloc[-1]["metrics"]
     assert "self_trained" in metrics and metrics["n_labeled"] == 30
     assert study.rounds().iloc[-1]["params"]["self_train"] is True
+
+
+def test_rounds_self_train_by_default_for_segmentation_only() -> None:
+    from medwb.al.fit import uses_self_training
+    from medwb.errors import StoreError
+
+    assert uses_self_training("segmentation", None, streamed=False)
+    assert not uses_self_training("classification", None, streamed=False)
+    assert not uses_self_training("segmentation", None, streamed=True)  # a streamed pool: the default gives way
+    assert uses_self_training("classification", True, streamed=False)
+    assert not uses_self_training("segmentation", False, streamed=False)
+    with pytest.raises(StoreError, match="stream=False"):  # asked for on a streamed pool: refused with the fix
+        uses_self_training("segmentation", True, streamed=True)

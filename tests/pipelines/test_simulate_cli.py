@@ -35,7 +35,10 @@ def test_simulate_parser_options() -> None:
 
     a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--self-train"])
     assert a.self_train and _simulation_kwargs(a)["self_train"] is True  # reaches run_simulation
-    assert _simulation_kwargs(build_parser().parse_args(["simulate", "d.npz", "--out", "o"]))["self_train"] is False
+    # without the flag the task decides (segmentation: on, uses_self_training); --no-self-train turns it off
+    assert _simulation_kwargs(build_parser().parse_args(["simulate", "d.npz", "--out", "o"]))["self_train"] is None
+    off = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--no-self-train"])
+    assert _simulation_kwargs(off)["self_train"] is False
 
 
 @pytest.mark.slow
