@@ -8,9 +8,9 @@ training varies:
   mean-teacher medwb.models.semi_seg.train_semi_segmentation from the same init, the rest of the pool unlabelled
   auto         medwb.al.fit.fit_round(semi=True): both trained, the better validation Dice kept (the loop's rule)
   self-train   medwb.al.fit.fit_self_trained: the supervised model (the teacher, cached in OUT per seed) gives
-               every pool volume its argmax mask; a fresh network from the same init learns the expert masks,
-               repeated to --self-label-share of its volumes, plus the pseudo-masks (of the --self-mask-share of
-               pool volumes the teacher is surest of), for --self-epochs epochs
+               every pool volume its argmax mask; a copy of the teacher (--self-start fresh: a fresh network from
+               the same init) learns the expert masks, repeated to --self-label-share of its volumes, plus the
+               pseudo-masks, for --self-epochs epochs (default: the loop's)
 
 ``--pretrained FILE`` (a ``save_pretrained`` result, e.g. from benchmarks/pretrain/bench_pretrain_seg2d.py): every
 recipe starts from that SimCLR trunk, as the loop's rounds do (``fit_round(pretrained=...)``); name its rows with
@@ -36,7 +36,7 @@ from results_csv import append_result, has_result, read_results
 
 import torch
 
-from medwb.al.fit import SELF_TRAIN_LABEL_SHARE, SELF_TRAIN_MASK_SHARE, fit_round, fit_self_trained
+from medwb.al.fit import SELF_TRAIN_LABEL_SHARE, fit_round, fit_self_trained
 from medwb.al.representation import with_pretrained
 from medwb.data import Dataset, open_dataset
 from medwb.data.splits import PoolInputs, carve_splits
@@ -95,10 +95,9 @@ def main() -> None:
     ap.add_argument("--self-epochs", type=int, default=None,
                     help="the student's epochs (default: fit_self_trained's for segmentation, "
                          "SELF_TRAIN_SEGMENTATION_EPOCHS)")
-    ap.add_argument("--self-mask-share", type=float, default=SELF_TRAIN_MASK_SHARE,
-                    help="the share of pool images whose pseudo-masks the student learns, the teacher's surest first")
-    ap.add_argument("--self-start", choices=("fresh", "teacher"), default="fresh",
-                    help="the student's start: the round's initial weights (fresh) or the trained teacher's")
+    ap.add_argument("--self-start", choices=("fresh", "teacher"), default="teacher",
+                    help="the student's start: the trained teacher's weights (the loop's, for segmentation) or the "
+                         "round's initial weights (fresh: session 26's student)")
     ap.add_argument("--pretrained", type=Path, default=None, help="start every recipe from this SimCLR trunk")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
     a = ap.parse_args()
@@ -139,7 +138,6 @@ def main() -> None:
                     _, m = fit_self_trained(model, teacher, Xp[lab], yp[lab], Xp[rest], val, task=ds.task,
                                             config=config, test=test, progress=False,
                                             label_share=a.self_label_share, epochs=a.self_epochs,
-                                            pseudo_share=a.self_mask_share,
                                             pretrained=None if a.self_start == "teacher" else a.pretrained)
                     extra = {"teacher_test_dice": m_t["test_dice"], "teacher_val_dice": m_t["val_dice"]}
                 else:

@@ -217,8 +217,6 @@ SELF_TRAIN_EPOCHS = 8
 #: epochs +0.017 / +0.005, twice the epochs; 4 from the teacher +0.014 / +0.0024). A classifier's student starts
 #: fresh (SELF_TRAIN_EPOCHS, measured on BloodMNIST).
 SELF_TRAIN_SEGMENTATION_EPOCHS = 8
-#: the share of pool images a segmentation student learns the teacher's masks of, the surest first
-SELF_TRAIN_MASK_SHARE = 1.0
 
 
 def uses_self_training(task: Task, self_train: bool | None, streamed: bool) -> bool:
@@ -266,34 +264,13 @@ def pseudo_label_pool(teacher: TrunkHeadNet, X_unlabelled: Images, val: tuple[np
 def pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, batch_size: int = 16) -> np.ndarray:
     """The teacher's voxel labels (argmax) for every pool image, shaped like the expert masks (N, 1, ...): a
     segmentation student's pseudo-masks. Training signal only: never written to the store."""
-    return _masks_and_doubt(teacher, X_unlabelled, batch_size)[0]
-
-
-def reliable_pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, share: float,
-                          batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(pool indices, their argmax masks) of the ``share`` of pool images whose masks the teacher is surest of:
-    the lowest top-5% voxel entropy (:func:`medwb.al.acquire.uncertainty_scores`, the acquisition's own
-    reduction, so a mask's doubtful rim counts, not its certain background). Why: ST++ (Yang et al., CVPR 2022)
-    found self-training on the reliable images first better than on all; a wrong mask teaches its mistake."""
-    if not 0 < share <= 1:
-        raise DataError(None, f"pseudo-mask share={share}", "use a share in (0, 1], e.g. 0.5")
-    masks, doubt = _masks_and_doubt(teacher, X_unlabelled, batch_size)
-    keep = np.sort(np.argsort(doubt, kind="stable")[:max(1, round(share * len(doubt)))]) if len(doubt) else doubt
-    keep = keep.astype(np.int64)
-    return keep, masks[keep]
-
-
-def _masks_and_doubt(teacher: TrunkHeadNet, X: Images, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's argmax mask (N, 1, ...) and its top-5% voxel entropy (N,), ``batch_size`` images a pass."""
-    from medwb.al.acquire import uncertainty_scores
     from medwb.models.train import predict_proba
 
-    masks, doubt = [np.zeros((0, 1, *np.shape(X)[2:]), np.int64)], [np.zeros(0)]
-    for i in range(0, len(X), batch_size):
-        p = predict_proba(teacher, X[i:i + batch_size])
-        masks.append(p.argmax(1)[:, None].astype(np.int64))
-        doubt.append(uncertainty_scores("entropy", probs=p, how="topk"))
-    return np.concatenate(masks), np.concatenate(doubt)
+    out = [predict_proba(teacher, X_unlabelled[i:i + batch_size]).argmax(1)[:, None]
+           for i in range(0, len(X_unlabelled), batch_size)]
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 1, *np.shape(X_unlabelled)[2:]), np.int64)
+
+
 
 
 def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.ndarray, y: np.ndarray,
@@ -302,8 +279,8 @@ def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.nd
                      pretrained: PretrainResult | str | Path | None = None, finetune: str = "full",
                      test: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
                      target_error: float = SELF_TRAIN_TARGET_ERROR, label_share: float = SELF_TRAIN_LABEL_SHARE,
-                     epochs: int | None = None, pseudo: Prelabels | None = None,
-                     pseudo_share: float = SELF_TRAIN_MASK_SHARE) -> tuple[TrunkHeadNet, dict[str, float]]:
+                     epochs: int | None = None, pseudo: Prelabels | None = None
+                     ) -> tuple[TrunkHeadNet, dict[str, float]]:
     """Offline self-training: ``teacher`` (the round's trained model) labels ``X_unlabelled`` (classification:
     :func:`pseudo_label_pool`, the cases its rule accepts; segmentation: :func:`pseudo_masks`, every volume), and
     ``model`` (its pretrained trunk loaded first; None: a copy of the teacher, as a segmenter's round starts it)
@@ -316,8 +293,7 @@ def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.nd
     masks, while this did (the loop at 10%: Dice 0.831 -> 0.836 = 0.975x full, .../hippocampus_self_training).
     Metrics as :func:`fit_round`'s (n_labeled = the expert labels) plus pseudo_coverage (share of the pool
     accepted), pseudo_threshold and pseudo_labels (how many). ``pseudo``: the teacher's pseudo-labels when already
-    computed. ``pseudo_share``: segmentation, the share of pool images whose masks the student learns, the
-    teacher's surest first (:func:`reliable_pseudo_masks`)."""
+    computed."""
     from dataclasses import replace
 
     from medwb.models.train import round_metrics, train
@@ -329,9 +305,8 @@ def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.nd
         if len(X_unlabelled) == 0:
             raise DataError(None, "self-training: the pool holds no unlabelled image to pseudo-label",
                             "train the round without self-training once every pool image is labelled")
-        threshold = float("nan")
-        keep, pseudo_y = reliable_pseudo_masks(teacher, X_unlabelled, share=pseudo_share)
-        y = np.asarray(y)
+        keep, threshold = np.arange(len(X_unlabelled)), float("nan")
+        y, pseudo_y = np.asarray(y), pseudo_masks(teacher, X_unlabelled)
         y = y[:, None] if y.ndim == pseudo_y.ndim - 1 else y  # masks given without their channel axis
     else:
         y = np.asarray(y).reshape(-1)

@@ -181,41 +181,6 @@ def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_im
         fit_self_trained(seg(), teacher, X, y, Xu[:0], val, task="segmentation", config=CFG, progress=False)
 
 
-def test_a_segmentation_student_can_learn_only_the_masks_the_teacher_is_surest_of(monkeypatch) -> None:
-    from medwb.al.acquire import uncertainty_scores
-    from medwb.al.fit import pseudo_masks, reliable_pseudo_masks
-    from medwb.models.train import predict_proba
-
-    rng = np.random.default_rng(3)
-    (X, y), (Xu, _), val = _squares(6, rng), _squares(20, rng), _squares(8, rng)
-    Xu[::4] = rng.normal(0.5, 0.3, Xu[::4].shape).astype(np.float32)  # noise images: doubtful masks
-    seg = lambda: build_segmenter(2, 1, 2, channels=(4, 8))  # noqa: E731
-    teacher, _ = fit_round(seg(), X, y, val, task="segmentation", config=CFG, progress=False)
-    keep, masks = reliable_pseudo_masks(teacher, Xu, share=0.5, batch_size=7)
-    doubt = uncertainty_scores("entropy", probs=predict_proba(teacher, Xu), how="topk")
-    assert len(keep) == 10 and np.all(np.diff(keep) > 0)  # pool order kept
-    assert doubt[keep].max() <= np.delete(doubt, keep).min()  # the surest half
-    assert np.array_equal(masks, pseudo_masks(teacher, Xu)[keep])
-    assert np.array_equal(reliable_pseudo_masks(teacher, Xu, share=1.0)[0], np.arange(len(Xu)))
-    for bad in (0.0, 1.5):
-        with pytest.raises(DataError, match="share"):
-            reliable_pseudo_masks(teacher, Xu, share=bad)
-    seen = []
-    train_module = importlib.import_module("medwb.models.train")
-    real = train_module.train
-
-    def spy(model, X_s, y_s, *args, **kw):
-        seen.append((np.asarray(X_s), np.asarray(y_s).copy()))
-        return real(model, X_s, y_s, *args, **kw)
-
-    monkeypatch.setattr(train_module, "train", spy)
-    _, m = fit_self_trained(seg(), teacher, X, y, Xu, val, task="segmentation", config=CFG, progress=False,
-                            epochs=1, pseudo_share=0.5)
-    (X_s, y_s), = seen
-    assert m["pseudo_labels"] == 10 and m["pseudo_coverage"] == 0.5
-    assert np.array_equal(X_s[-10:], Xu[keep]) and np.array_equal(y_s[-10:], masks)
-
-
 def test_a_loop_with_self_training_stores_only_the_expert_labels(samples, tmp_path) -> None:
     from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
