@@ -62,8 +62,9 @@ def test_streamed_loop_runs_the_in_memory_rounds_without_loading_the_pool(sample
 
 def test_streamed_segmentation_loop_reads_cases_as_needed(hippocampus, tmp_path: Path) -> None:
     ds = hippocampus
+    # self_train off for both: a streamed pool cannot self-train (uses_self_training), an in-memory one would
     kw = dict(strategy="hybrid", batch_size=3, max_pool=12, mc_passes=3, seed=0, progress=False, pretrain=False,
-              semi=False, train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=4, seed=0))
+              semi=False, self_train=False, train_config=TrainConfig(epochs=1, min_epochs=1, batch_size=4, seed=0))
     runs = {}
     for stream in (False, True):
         study = Study.create(tmp_path / f"h{int(stream)}", dataset_path=str(ds.path), task=ds.task,
