@@ -271,8 +271,6 @@ def pseudo_masks(teacher: TrunkHeadNet, X_unlabelled: Images, *, batch_size: int
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 1, *np.shape(X_unlabelled)[2:]), np.int64)
 
 
-
-
 def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.ndarray, y: np.ndarray,
                      X_unlabelled: Images, val: tuple[np.ndarray, np.ndarray], *, task: Task = "classification",
                      config: TrainConfig,
