@@ -82,17 +82,13 @@ def _counts(text: str) -> list[int]:
 def _pretrain_config(a: argparse.Namespace, dataset: Dataset | None = None) -> PretrainConfig | None:
     """The network's default PretrainConfig (``default_pretrain_config``: a 3D or segmentation set has its own
     batch and crop) with --pretrain-epochs / --pretrain-max-seconds replaced; None without those flags."""
-    import dataclasses
-
     from medwb.data import open_dataset
-    from medwb.models.networks import build_for_dataset
-    from medwb.models.pretrain import default_pretrain_config
+    from medwb.models.pretrain import pretrain_config_for
 
     over = {k: v for k, v in (("epochs", a.pretrain_epochs), ("max_seconds", a.pretrain_max_seconds)) if v is not None}
     if not over:
         return None
-    ds = dataset if dataset is not None else open_dataset(a.data, progress=False)
-    return dataclasses.replace(default_pretrain_config(build_for_dataset(ds).build_args), **over)
+    return pretrain_config_for(dataset if dataset is not None else open_dataset(a.data, progress=False), **over)
 
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:

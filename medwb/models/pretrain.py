@@ -45,7 +45,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from medwb.errors import ConfigError, DataError, MedwbError
 from medwb.models.networks import TrunkHeadNet, build_from_args, feature_width
 from medwb.models.train import recalibrate_batchnorm
 from medwb.store import files
+
+if TYPE_CHECKING:
+    from medwb.data.dataset import Dataset
 
 FORMAT = "medwb-pretrain-1"          # the file format of save_pretrained
 # bump when the algorithm changes results: part of every cache key (2: batched intensity augmentation)
@@ -155,6 +158,16 @@ def default_pretrain_config(build_args: Mapping[str, Any]) -> PretrainConfig:
     if build_args.get("kind") == "segmenter":
         return PretrainConfig(batch_size=32, crop=64)
     return PretrainConfig()
+
+
+def pretrain_config_for(dataset: Dataset, **overrides: Any) -> PretrainConfig:
+    """The schedule of medwb's network for ``dataset`` (:func:`default_pretrain_config`) with ``overrides``
+    (PretrainConfig fields, e.g. ``steps``): what a user's step count replaces, so a 3D or segmentation set keeps
+    its own batch and crop instead of falling back to the 2D classifier's whole-image batches of 128."""
+    from medwb.models.networks import build_for_dataset
+
+    return PretrainConfig.from_dict({**asdict(default_pretrain_config(build_for_dataset(dataset).build_args)),
+                                     **overrides})  # unknown fields: ConfigError naming the known ones
 
 
 def planned_epochs(config: PretrainConfig, n_pool: int) -> int:

@@ -307,3 +307,15 @@ def test_contrast_confidence_finds_the_partner_view_and_splits_it_among_copies(p
     assert ((augmented > 0) & (augmented < 1)).all()
     with pytest.raises(DataError, match="at least 2"):
         contrast_confidence(res, X[:1])
+
+
+def test_a_step_count_replaces_only_the_steps_of_the_networks_own_schedule(hc18, hippocampus) -> None:
+    from medwb.errors import ConfigError
+    from medwb.models.pretrain import pretrain_config_for
+
+    seg2d, seg3d = pretrain_config_for(hc18, steps=7), pretrain_config_for(hippocampus, steps=7)
+    assert (seg2d.steps, seg2d.batch_size, seg2d.crop) == (7, 32, 64)  # a 2D segmenter keeps its 64 px crops
+    assert (seg3d.steps, seg3d.batch_size, seg3d.crop) == (7, 32, None)  # 3D keeps its batches of 32
+    assert pretrain_config_for(hippocampus) == PretrainConfig(batch_size=32, steps=150)
+    with pytest.raises(ConfigError, match="unknown pretraining setting.*stepz"):
+        pretrain_config_for(hc18, stepz=7)
