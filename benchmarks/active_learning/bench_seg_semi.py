@@ -26,7 +26,6 @@ table printed at the end (and OUT/table.txt) is mean ± SD over seeds of the tes
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -133,12 +132,11 @@ def main() -> None:
                 elif recipe == "self-train":
                     teacher, m_t = cached_teacher(out / f"teacher_{n}_{seed}{a.tag.replace('/', '_')}.pt", ds, seed,
                                                   Xp[lab], yp[lab], val, config, test, a.pretrained)
-                    if a.self_start == "teacher":
-                        model = copy.deepcopy(teacher)
-                    _, m = fit_self_trained(model, teacher, Xp[lab], yp[lab], Xp[rest], val, task=ds.task,
+                    start = None if a.self_start == "teacher" else model  # None: fit_self_trained copies the teacher
+                    _, m = fit_self_trained(start, teacher, Xp[lab], yp[lab], Xp[rest], val, task=ds.task,
                                             config=config, test=test, progress=False,
                                             label_share=a.self_label_share, epochs=a.self_epochs,
-                                            pretrained=None if a.self_start == "teacher" else a.pretrained)
+                                            pretrained=a.pretrained)
                     extra = {"teacher_test_dice": m_t["test_dice"], "teacher_val_dice": m_t["val_dice"]}
                 else:
                     _, m = fit_round(model, Xp[lab], yp[lab], val, task=ds.task, config=config,

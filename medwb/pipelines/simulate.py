@@ -410,8 +410,7 @@ def run_simulation(
     spec = UnitSpec(data=str(data), out=out, folders=tuple(folders), budget=budget, rounds=rounds, epochs=epochs,
                     train=dict(train or {}), cold_start=cold_start, mc_passes=mc_passes, max_pool=max_pool,
                     size=size, finetune=finetune, shared=shared, stream=stream,
-                    semi_schedule=dict(semi_schedule or {}),
-                    self_train=None if self_train is None else bool(self_train))
+                    semi_schedule=dict(semi_schedule or {}), self_train=self_train)
     workers = max(1, min(int(workers), len(runs)))  # never more processes than units
     if workers > 1 and scoring not in (None, "memory", "shards"):
         raise DataError(data, f"workers={workers} with scoring={scoring!r}",
