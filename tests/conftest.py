@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 os.environ["MEDWB_OFFLINE"] = "1"  # inherited by papermill kernels and CLI subprocesses
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# torch threads: 2 in one process; 1 per worker when pytest-xdist runs several (scripts/test.sh: 2 workers on 2
+# cores), so the workers do not oversubscribe the cores. xdist sets the count before this file is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else "2")
 # purge audit key and anchors (medwb.privacy.audit): a throw-away folder, never the user's real one
 # and the statistics cache (medwb.data.cache): purge tests delete entries of the datasets they purge, which must
 # never be the user's own cache; both folders go when the session ends
