@@ -18,6 +18,8 @@ differences are the picks' doing (plus the second training's own noise, which ra
     OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_seg_acquire.py HC18_DIR OUT --size 128x128 \
         --start 9 --batch 9 --seeds 0 1 2 3 4 5 --strategies random hybrid coreset bald
 
+``flip`` / ``flip_hybrid`` (this script only) rank by :func:`flip_disagreement` instead of MC dropout.
+
 Rows append to OUT/seg_acquire.csv (resumable, one per strategy and seed; ``results_csv``); the table printed at
 the end (OUT/table.txt) gives each strategy's mean test Dice, its paired difference from random (mean, SD,
 wins) and the seconds of selection and training.
@@ -39,8 +41,13 @@ from medwb.al.acquire import select
 from medwb.al.fit import fit_round, uses_semi, uses_self_training
 from medwb.al.scoring import selection_inputs
 from medwb.data import Dataset
+from medwb.models import embed
 from medwb.models.networks import build_for_dataset
-from medwb.models.train import TrainConfig, default_train_config
+from medwb.models.train import TrainConfig, default_train_config, predict_proba
+
+#: strategies of this script only, on the flip disagreement of :func:`flip_disagreement` (a probe: a strategy that
+#: wins here moves to medwb.al.acquire)
+FLIP_STRATEGIES = ("flip", "flip_hybrid")
 
 
 def train_round(ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, X_unl: np.ndarray,
@@ -65,6 +72,37 @@ def start_model(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray
     model, m = train_round(ds, seed, X, y, X_unl, val, test, config)
     torch.save({"state": model.state_dict(), "metrics": m}, path)
     return model.eval(), m
+
+
+def flip_disagreement(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
+    """Per image, 1 - Dice between the foreground predicted on the image and on each of its flipped copies
+    (flipped back), averaged over the two in-plane flips: where the model's mask moves when the image is
+    mirrored, it has not learnt that image's object, whatever its per-voxel confidence says."""
+    fg = predict_proba(model, X).argmax(1) > 0
+    out = np.zeros(len(X))
+    for axis in (-1, -2):
+        fl = np.flip(predict_proba(model, np.ascontiguousarray(np.flip(X, axis))).argmax(1) > 0, axis)
+        inter = (fg & fl).reshape(len(X), -1).sum(1)
+        total = fg.reshape(len(X), -1).sum(1) + fl.reshape(len(X), -1).sum(1)
+        out += 1.0 - np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
+    return out / 2
+
+
+def pick(strategy: str, model: torch.nn.Module, X_unl: np.ndarray, X_lab: np.ndarray, k: int, *, task: str,
+         rs: int, passes: int, voxel_reduce: str, opts: dict) -> np.ndarray:
+    """Indices into ``X_unl`` of the ``k`` cases ``strategy`` picks, as the loop would (``select`` on
+    ``selection_inputs``), or by this script's flip disagreement (top-k, or hybrid's diversity on it)."""
+    if strategy in FLIP_STRATEGIES:
+        score = flip_disagreement(model, X_unl)
+        if strategy == "flip":
+            return np.argsort(-score, kind="stable")[:k]
+        idx, _ = select("hybrid", k, embeddings=embed(model, X_unl), labeled_embeddings=embed(model, X_lab),
+                        random_state=rs, base="flip", score_flip=score, **opts)
+        return np.asarray(idx, dtype=int)
+    name, kw = selection_inputs(model, X_unl, X_lab, strategy=strategy, cold_start="random", task=task,
+                                passes=passes, seed=rs, voxel_reduce=voxel_reduce)
+    idx, _ = select(name, k, random_state=rs, **kw, **opts)
+    return np.asarray(idx, dtype=int)
 
 
 def paired_table(done: pd.DataFrame) -> pd.DataFrame:
@@ -114,10 +152,8 @@ def main() -> None:
         for strategy in todo:
             t0 = time.perf_counter()
             rs = seed * 1000 + 2  # the loop's random_state of its second round
-            name, kw = selection_inputs(model, Xp[rest], Xp[lab], strategy=strategy, cold_start="random",
-                                        task=ds.task, passes=a.mc_passes, seed=rs, voxel_reduce=a.voxel_reduce)
-            idx, _ = select(name, a.batch, random_state=rs, **kw, **opts)
-            picked = rest[np.asarray(idx, dtype=int)]
+            picked = rest[pick(strategy, model, Xp[rest], Xp[lab], a.batch, task=ds.task, rs=rs,
+                               passes=a.mc_passes, voxel_reduce=a.voxel_reduce, opts=opts)]
             t_sel = time.perf_counter() - t0
             new = np.sort(np.concatenate([lab, picked]))
             unl = np.setdiff1d(np.arange(len(Xp)), new)
