@@ -375,7 +375,7 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                    help="the rounds never hold the pool in memory: cases are read from the files when needed "
                         "(pretraining and FixMatch batch by batch; scoring shards unless --scoring says otherwise)")
     s.add_argument("--cold-start", default="auto", help="strategy of the first, model-free batch (auto: the "
-                   "label-free cold start in 2D, random in 3D)")
+                   "label-free cold start for 2D classification, random in 3D and for segmentation)")
     s.add_argument("--reference-seeds", type=int, default=None, metavar="N",
                    help="train the all-labels references for the first N seeds only (default: every seed)")
     s.add_argument("--self-train", action=argparse.BooleanOptionalAction, default=None,

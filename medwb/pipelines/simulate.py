@@ -336,8 +336,8 @@ def run_simulation(
     ``hybrid`` measures the acquisition gain on the same pipeline.
 
     ``budget`` is the final fraction of the pool labelled after ``rounds`` equal batches (the first one by the
-    label-free ``cold_start`` strategy, random for the random baseline and, with ``cold_start="auto"``, in 3D:
-    :func:`medwb.al.scoring.first_batch_strategy`). ``seeds``: how many (0..K-1), or
+    label-free ``cold_start`` strategy, random for the random baseline and, with ``cold_start="auto"``, in 3D and
+    for segmentation: :func:`medwb.al.scoring.first_batch_strategy`). ``seeds``: how many (0..K-1), or
     an explicit list (to run seeds in parallel processes on one ``out_dir``; a final call with all of them
     only reads the finished studies back). ``epochs`` and ``train`` (other TrainConfig fields, e.g.
     ``{"batch_size": 8, "patience": 10}``) override :func:`medwb.models.default_train_config`; the same

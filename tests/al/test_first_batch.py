@@ -1,5 +1,6 @@
-"""The first, model-free batch: the label-free cold start in 2D, a random batch in 3D, where random batches
-trained better first models (benchmarks/active_learning/recipes/adrenalmnist3d_first_batch, hippocampus_medwb)."""
+"""The first, model-free batch: the label-free cold start for 2D classification, a random batch in 3D and for
+segmentation, where random batches led to better models (benchmarks/active_learning/recipes/
+adrenalmnist3d_first_batch, hippocampus_medwb, hc18_random_first_batch)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,10 @@ from medwb.al.scoring import first_batch_strategy
 from medwb.errors import ConfigError
 
 
-def test_auto_is_the_cold_start_in_2d_and_random_in_3d() -> None:
+def test_auto_is_the_cold_start_for_2d_classes_and_random_in_3d_and_for_masks() -> None:
     assert first_batch_strategy("auto", "classification", 2) == "cold_start"
     assert first_batch_strategy("auto", "segmentation", 3) == "random"
-    assert first_batch_strategy("auto", "segmentation", 2) == "cold_start"
+    assert first_batch_strategy("auto", "segmentation", 2) == "random"
     assert first_batch_strategy("auto", "classification", 3) == "random"
     assert first_batch_strategy("cold_start", "classification", 3) == "cold_start"  # asked for: kept
     with pytest.raises(ConfigError, match="unknown acquisition strategy"):
