@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_seg_semi import fixed_set_inputs, random_label_set
+from bench_seg_semi import random_label_set, run_inputs
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.acquire import select
@@ -134,9 +134,7 @@ def main() -> None:
                                                    "name the rows with --tag")
     ap.add_argument("--tag", default="", help="appended to the strategy names of the rows")
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ds, (Xp, yp), val, test = fixed_set_inputs(a.data, tuple(int(v) for v in a.size.split("x")))
+    out, ds, (Xp, yp), val, test = run_inputs(a.out, a.data, a.size)
     opts = json.loads(a.options or "{}")
     csv = out / "seg_acquire.csv"
     done = read_results(csv)

@@ -55,6 +55,13 @@ def fixed_set_inputs(data: str, size: tuple[int, ...]) -> tuple[Dataset, Arrays,
     return ds, inputs["train"][:2], inputs["val"][:2], inputs["test"][:2]
 
 
+def run_inputs(out: str, data: str, size: str) -> tuple[Path, Dataset, Arrays, Arrays, Arrays]:
+    """OUT (created) and :func:`fixed_set_inputs` at a ``"AxB[xC]"`` size: how each fixed-set script starts."""
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return (path, *fixed_set_inputs(data, tuple(int(v) for v in size.split("x"))))
+
+
 def random_label_set(seed: int, n: int, n_pool: int) -> np.ndarray:
     """Sorted pool indices of the seed's fixed label set: a seeded random ``n`` of ``n_pool`` (all when n >=
     n_pool), as a random first batch."""
@@ -100,9 +107,7 @@ def main() -> None:
     ap.add_argument("--pretrained", type=Path, default=None, help="start every recipe from this SimCLR trunk")
     ap.add_argument("--tag", default="", help="appended to the recipe names of the rows (e.g. /t0.8)")
     a = ap.parse_args()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ds, (Xp, yp), val, test = fixed_set_inputs(a.data, tuple(int(v) for v in a.size.split("x")))
+    out, ds, (Xp, yp), val, test = run_inputs(a.out, a.data, a.size)
     overrides = json.loads(a.semi_schedule or "{}")
     train_overrides = json.loads(a.train_config or "{}")
     csv = out / "seg_semi.csv"
