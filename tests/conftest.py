@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 os.environ["MEDWB_OFFLINE"] = "1"  # inherited by papermill kernels and CLI subprocesses
-# torch threads: 2 in one process; 1 per worker when pytest-xdist runs several (scripts/test.sh: 2 workers on 2
-# cores), so the workers do not oversubscribe the cores. xdist sets the count before this file is imported.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else "2")
+# torch threads, unless the user set them: 2 in one process; 1 per worker when pytest-xdist runs several
+# (scripts/test.sh: 2 workers on 2 cores), so the workers do not oversubscribe the cores. The controller imports
+# this file first and its workers inherit its environment, so the default is marked as ours for a worker to lower
+# (xdist sets the worker count before a worker imports this file).
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"], os.environ["MEDWB_TEST_THREADS_DEFAULT"] = "2", "1"
+if os.environ.get("MEDWB_TEST_THREADS_DEFAULT") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 # purge audit key and anchors (medwb.privacy.audit): a throw-away folder, never the user's real one
 # and the statistics cache (medwb.data.cache): purge tests delete entries of the datasets they purge, which must
 # never be the user's own cache; both folders go when the session ends
