@@ -29,18 +29,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
-from bench_seg_semi import random_label_set, run_inputs
+from bench_seg_semi import cached_model, random_label_set, run_inputs
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.acquire import select
 from medwb.al.fit import fit_round, uses_semi, uses_self_training
 from medwb.al.scoring import selection_inputs
 from medwb.data import Dataset
+from medwb.metrics import dice
 from medwb.models import embed
 from medwb.models.networks import build_for_dataset
 from medwb.models.train import TrainConfig, default_train_config, predict_proba
@@ -50,28 +51,14 @@ from medwb.models.train import TrainConfig, default_train_config, predict_proba
 FLIP_STRATEGIES = ("flip", "flip_hybrid")
 
 
-def train_round(ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, X_unl: np.ndarray,
+def train_round(model: torch.nn.Module, ds: Dataset, X: np.ndarray, y: np.ndarray, X_unl: np.ndarray,
                 val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], config: TrainConfig
                 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """One round's training as the loop does it (2D segmentation: no pretraining, the loop's semi and
+    """One round's training of ``model`` as the loop does it (2D segmentation: no pretraining, the loop's semi and
     self-training defaults)."""
-    return fit_round(build_for_dataset(ds, seed=seed), X, y, val, task=ds.task, config=config,
-                     semi=uses_semi(ds.task, ds.ndim, None), X_unlabelled=X_unl,
-                     self_train=uses_self_training(ds.task, None, streamed=False), test=test, progress=False)
-
-
-def start_model(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, X_unl: np.ndarray,
-                val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], config: TrainConfig
-                ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """The round model of the seed's start set, trained once and kept in OUT so every strategy ranks with it."""
-    if path.exists():
-        saved = torch.load(path, weights_only=False)
-        model = build_for_dataset(ds, seed=seed)
-        model.load_state_dict(saved["state"])
-        return model.eval(), saved["metrics"]
-    model, m = train_round(ds, seed, X, y, X_unl, val, test, config)
-    torch.save({"state": model.state_dict(), "metrics": m}, path)
-    return model.eval(), m
+    return fit_round(model, X, y, val, task=ds.task, config=config, semi=uses_semi(ds.task, ds.ndim, None),
+                     X_unlabelled=X_unl, self_train=uses_self_training(ds.task, None, streamed=False), test=test,
+                     progress=False)
 
 
 def flip_disagreement(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
@@ -82,9 +69,7 @@ def flip_disagreement(model: torch.nn.Module, X: np.ndarray) -> np.ndarray:
     out = np.zeros(len(X))
     for axis in (-1, -2):
         fl = np.flip(predict_proba(model, np.ascontiguousarray(np.flip(X, axis))).argmax(1) > 0, axis)
-        inter = (fg & fl).reshape(len(X), -1).sum(1)
-        total = fg.reshape(len(X), -1).sum(1) + fl.reshape(len(X), -1).sum(1)
-        out += 1.0 - np.where(total > 0, 2.0 * inter / np.maximum(total, 1), 1.0)
+        out += 1.0 - np.array([dice(a, b) for a, b in zip(fg, fl)])
     return out / 2
 
 
@@ -145,8 +130,8 @@ def main() -> None:
         todo = [s for s in a.strategies if not has_result(done, s + a.tag, a.start + a.batch, seed)]
         if not todo:
             continue
-        model, m0 = start_model(out / f"start_{a.start}_{seed}.pt", ds, seed, Xp[lab], yp[lab], Xp[rest], val, test,
-                                config)
+        model, m0 = cached_model(out / f"start_{a.start}_{seed}.pt", ds, seed, partial(
+            train_round, ds=ds, X=Xp[lab], y=yp[lab], X_unl=Xp[rest], val=val, test=test, config=config))
         for strategy in todo:
             t0 = time.perf_counter()
             rs = seed * 1000 + 2  # the loop's random_state of its second round
@@ -155,7 +140,7 @@ def main() -> None:
             t_sel = time.perf_counter() - t0
             new = np.sort(np.concatenate([lab, picked]))
             unl = np.setdiff1d(np.arange(len(Xp)), new)
-            _, m = train_round(ds, seed, Xp[new], yp[new], Xp[unl], val, test, config)
+            _, m = train_round(build_for_dataset(ds, seed=seed), ds, Xp[new], yp[new], Xp[unl], val, test, config)
             fg = [float((yp[i] > 0).mean()) for i in picked]
             row = {"recipe": strategy + a.tag, "labels": len(new), "seed": seed, "select_seconds": t_sel,
                    "train_seconds": m["train_seconds"], "test_dice": m["test_dice"], "val_dice": m["val_dice"],

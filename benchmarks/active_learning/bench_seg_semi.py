@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,20 +71,28 @@ def random_label_set(seed: int, n: int, n_pool: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_pool, n, replace=False))
 
 
-def cached_teacher(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, val: Arrays,
-                   config: TrainConfig, test: Arrays, pretrained: Path | None = None
-                   ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """The supervised round model of this label set (the self-trained student's teacher), trained once per
-    (labels, seed) and kept in OUT, so student variants share it."""
+def cached_model(path: Path, ds: Dataset, seed: int,
+                 train: Callable[[torch.nn.Module], tuple[torch.nn.Module, dict[str, float]]]
+                 ) -> tuple[torch.nn.Module, dict[str, float]]:
+    """``train`` (given the seed's fresh network) run once per ``path`` and kept in OUT with its metrics, so the
+    variants that start from or rank with that model share it; later calls load it."""
     model = build_for_dataset(ds, seed=seed)
     if path.exists():
         saved = torch.load(path, weights_only=False)
         model.load_state_dict(saved["state"])
         return model, saved["metrics"]
-    model, m = fit_round(model, X, y, val, task=ds.task, config=config, test=test, progress=False,
-                         pretrained=pretrained)
+    model, m = train(model)
     torch.save({"state": model.state_dict(), "metrics": m}, path)
     return model, m
+
+
+def cached_teacher(path: Path, ds: Dataset, seed: int, X: np.ndarray, y: np.ndarray, val: Arrays,
+                   config: TrainConfig, test: Arrays, pretrained: Path | None = None
+                   ) -> tuple[torch.nn.Module, dict[str, float]]:
+    """The supervised round model of this label set (the self-trained student's teacher), trained once per
+    (labels, seed) and kept in OUT, so student variants share it."""
+    return cached_model(path, ds, seed, lambda model: fit_round(model, X, y, val, task=ds.task, config=config,
+                                                                test=test, progress=False, pretrained=pretrained))
 
 
 def main() -> None:

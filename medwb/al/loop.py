@@ -100,7 +100,7 @@ class ActiveLearningLoop:
     carved by :func:`medwb.data.splits.carve_splits` (pool = ``train``, or ``pool_ids``; ``max_pool`` a fixed
     seeded subset) and saved. ``val`` serves early stopping and auto-label calibration; ``test`` is evaluated
     only with ``evaluate_test``. The first batch, when no model exists yet, comes from the label-free
-    ``cold_start`` strategy (``"auto"``: random in 3D and for segmentation, ``first_batch_strategy``); random stays random throughout.
+    ``cold_start`` strategy (``"auto"``: the rule of ``first_batch_strategy``); random stays random throughout.
 
     The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain`` (``None``: not for 2D
     segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file) runs
