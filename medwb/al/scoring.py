@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medwb.al.acquire import check_strategy, image_scores_from_mc
+from medwb.al.acquire import UNCERTAINTY_KINDS, check_strategy, image_scores_from_mc
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -41,18 +41,27 @@ def first_batch_strategy(cold_start: str, task: str, ndim: int) -> str:
     return "random" if int(ndim) == 3 or task == "segmentation" else "cold_start"
 
 
+def score_kind(strategy: str) -> str:
+    """The uncertainty a strategy ranks a segmentation pool by: its own when it is one
+    (:data:`medwb.models.uncertainty.SCORE_KINDS`), else BALD (hybrid's base with MC samples). The one kind the
+    round computes, in memory or in shards."""
+    from medwb.models.uncertainty import SCORE_KINDS
+
+    return strategy if strategy in SCORE_KINDS else "bald"
+
+
 def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, seed: int, how: str = "topk",
-                              chunk: int = 16) -> dict[str, np.ndarray]:
+                              chunk: int = 16, kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Per-image uncertainty of a segmentation pool: MC-dropout voxel scores reduced per image (``how``: top-k%
     mean by default, so a small structure is not drowned by the background), ``chunk`` images at a time so
     T x N x K x voxels never sits in memory (chunk at i is seeded ``seed + i``). Returns ``score_<kind>``
-    arrays for :func:`medwb.al.acquire.select`."""
+    arrays for :func:`medwb.al.acquire.select`, for ``kinds`` (None: every kind)."""
     from medwb.models.uncertainty import mc_dropout_proba
 
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(X), chunk):
         mc = mc_dropout_proba(model, X[i:i + chunk], passes=passes, fast=True, seed=seed + i)
-        for key, val in image_scores_from_mc(mc, how=how).items():
+        for key, val in image_scores_from_mc(mc, how=how, kinds=kinds or UNCERTAINTY_KINDS).items():
             parts.setdefault(key, []).append(val)
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -70,7 +79,8 @@ def pool_inputs(model: nn.Module, X_pool: np.ndarray, X_labeled: np.ndarray, *, 
         mc = mc_dropout_proba(model, X_pool, passes=passes, fast=True, seed=seed)
         out["mc_probs"], out["probs"] = mc, mc.mean(0)
     else:
-        out.update(segmentation_image_scores(model, X_pool, passes=passes, seed=seed, how=voxel_reduce))
+        out.update(segmentation_image_scores(model, X_pool, passes=passes, seed=seed, how=voxel_reduce,
+                                             kinds=(score_kind(strategy),)))
     if strategy in NEEDS_EMBEDDINGS:
         out["embeddings"] = embed(model, X_pool)
         out["labeled_embeddings"] = embed(model, X_labeled) if len(X_labeled) else None
@@ -109,9 +119,8 @@ def sharded_pool_inputs(model: nn.Module, dataset: Dataset, pool_ids: Sequence[s
     hybrid, as with MC samples in memory), the mean probabilities (classification, for BADGE) and the embeddings.
     Each shard's MC seed derives from ``seed`` and its index, so every path gives the same batch."""
     from medwb.compute import score_pool
-    from medwb.models.uncertainty import SCORE_KINDS
 
-    kind = strategy if strategy in SCORE_KINDS else "bald"
+    kind = score_kind(strategy)
     common = dict(seed=seed, client=client, size=size, voxel_reduce=voxel_reduce, progress=progress)
     pool = score_pool(model, dataset, [str(c) for c in pool_ids], mc_samples=passes, uncertainty=kind, **common)
     out: dict[str, Any] = {f"score_{kind}": pool["uncertainty"].to_numpy(dtype=np.float64)}

@@ -119,6 +119,24 @@ def test_segmentation_uncertainty_maps(hippo):
     np.testing.assert_allclose(maps["bald"], score_map("bald", mc_probs=mc), atol=1e-5)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_segmenter_head_sampled_without_copies_equals_full_mc(hippo, dims):
+    """A segmenter's dropout + 1x1 conv head is sampled by scaling the conv's weights with each pass's channel
+    mask (no T copies of the feature maps): the very samples of full MC dropout, in 2D and 3D."""
+    from medwb.models.uncertainty import _dropout_conv_head
+
+    X, _ = hippo
+    X = X[:, :, :, :, 16] if dims == 2 else X
+    seg = build_segmenter(dims, 1, 3, dropout=0.3, seed=1)
+    assert _dropout_conv_head(seg.head) is not None
+    fast = mc_dropout_proba(seg, X, passes=7, fast=True, seed=3, batch_size=2)
+    full = mc_dropout_proba(seg, X, passes=7, fast=False, seed=3, batch_size=2)
+    np.testing.assert_allclose(fast, full, atol=1e-5)
+    assert fast.std(0).mean() > 1e-4  # the passes really differ
+    # a head of another shape keeps the general path (the features repeated)
+    assert _dropout_conv_head(nn.Sequential(seg.head[0], nn.Conv2d(16, 3, 3))) is None
+
+
 def test_score_map_kinds_and_errors(trained):
     model, X = trained
     mc = mc_dropout_proba(model, X, passes=10)
