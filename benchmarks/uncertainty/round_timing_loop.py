@@ -1,6 +1,9 @@
-"""Time one round of medwb's default loop on the whole PneumoniaMNIST pool (issue 12: one round <= 60 s on 2 cores).
+"""Time one round of medwb's default loop on a whole pool (issue 12: one round <= 60 s on 2 cores).
 
-    python benchmarks/uncertainty/round_timing_loop.py [--labels 470] [--seed 0] [--out FILE.md]
+    python benchmarks/uncertainty/round_timing_loop.py [--data PATH] [--labels 470] [--seed 0] [--out FILE.md]
+
+``--data``: the bundled PneumoniaMNIST unless given (e.g. the HC18 subset with ``--labels 9``: a 2D segmentation
+round, whose default is no pretraining, hybrid after a random first batch, and a self-trained student).
 
 What a round is here: the loop's own calls, timed from outside. A study on the bundled PneumoniaMNIST (pool 4708,
 validation 524, test 624) with the default pipeline (``ActiveLearningLoop`` defaults: SimCLR trunk pretrained on
@@ -35,6 +38,7 @@ def clock() -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "data_samples" / "classification_2d" / "pneumoniamnist.npz")
     ap.add_argument("--labels", type=int, default=470)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
@@ -46,7 +50,7 @@ def main() -> None:
     from medwb.data import open_dataset
     from medwb.store import Study
 
-    data = ROOT / "data_samples" / "classification_2d" / "pneumoniamnist.npz"
+    data = a.data
     with tempfile.TemporaryDirectory(prefix="medwb-round-timing-") as tmp:
         os.environ["MEDWB_CACHE"] = str(Path(tmp) / "cache")
         ds = open_dataset(data, progress=False)
@@ -75,18 +79,26 @@ def main() -> None:
             ("train (round 1's complete)", *spans["train"]), ("score + select (round 2's propose)", *spans["propose"]),
             ("**round = train + score + select**", spans["train"][0] + spans["propose"][0],
              spans["train"][1] + spans["propose"][1])]
-    lines = ["# One round of the default loop, PneumoniaMNIST whole pool", "",
-             f"Command: `python benchmarks/uncertainty/round_timing_loop.py --labels {a.labels} --seed {a.seed}`", "",
+    data_arg = "" if a.data == ap.get_default("data") else f"--data DATA_ROOT/.../{a.data.name} "
+    lines = [f"# One round of the default loop, {ds.name} whole pool", "",
+             f"Command: `python benchmarks/uncertainty/round_timing_loop.py {data_arg}--labels {a.labels} "
+             f"--seed {a.seed}`", "",
              f"torch threads {torch.get_num_threads()}, usable cores {len(os.sched_getaffinity(0))}, "
              f"load average before {os.getloadavg()[0]:.1f}; pool {loop.pool_size}, {m.get('n_labeled')} labels; "
              f"CPU {torch.backends.cpu.get_cpu_capability()} kernels (a shared host's CPU can change between runs, "
              "and with it the kernels and the floats).", "",
              "| step | wall s | CPU s |", "|---|---|---|"]
     lines += [f"| {name} | {wall:.1f} | {cpu:.1f} |" for name, wall, cpu in rows]
-    lines += ["", f"Round 1's model: FixMatch kept = {bool(m.get('semi'))}, validation score supervised "
-              f"{m.get('val_score_supervised', float('nan')):.4f} / FixMatch {m.get('val_score_semi', float('nan')):.4f}, "
-              f"best epoch {m.get('best_epoch')}, train_seconds (both candidates) {m.get('train_seconds', 0):.1f}; "
-              f"test AUC {m.get('test_auc', float('nan')):.4f}, accuracy {m.get('test_accuracy', float('nan')):.4f}."]
+    if ds.task == "segmentation":
+        lines += ["", f"Round 1's model: self-trained student kept = {bool(m.get('self_trained'))}, best epoch "
+                  f"{m.get('best_epoch')}, train_seconds (teacher + student) {m.get('train_seconds', 0):.1f}; test Dice "
+                  f"{m.get('test_dice', float('nan')):.4f}."]
+    else:
+        lines += ["", f"Round 1's model: FixMatch kept = {bool(m.get('semi'))}, validation score supervised "
+                  f"{m.get('val_score_supervised', float('nan')):.4f} / FixMatch "
+                  f"{m.get('val_score_semi', float('nan')):.4f}, best epoch {m.get('best_epoch')}, train_seconds (both "
+                  f"candidates) {m.get('train_seconds', 0):.1f}; test AUC {m.get('test_auc', float('nan')):.4f}, "
+                  f"accuracy {m.get('test_accuracy', float('nan')):.4f}."]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:

@@ -211,12 +211,14 @@ def fit_mean_teacher(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabe
 SELF_TRAIN_TARGET_ERROR = 0.05
 SELF_TRAIN_LABEL_SHARE = 0.5
 SELF_TRAIN_EPOCHS = 8
-#: a segmentation student's epochs over the expert masks + every pool image's argmax mask, started from the teacher
-#: (fixed random label sets, 3 seeds, benchmarks/active_learning/seg_self_training_start: 8 epochs from it +0.014
-#: test Dice over the teacher on HC18 (16 labels), +0.0045 on hippocampus (17), every seed; a fresh network's 16
-#: epochs +0.017 / +0.005, twice the epochs; 4 from the teacher +0.014 / +0.0024). A classifier's student starts
-#: fresh (SELF_TRAIN_EPOCHS, measured on BloodMNIST).
-SELF_TRAIN_SEGMENTATION_EPOCHS = 8
+#: a segmentation student's epochs over the expert masks + every pool image's argmax mask, started from the teacher,
+#: by spatial dimensions (fixed random label sets, 3 seeds, benchmarks/active_learning/seg_self_training_start: 8
+#: epochs from it +0.014 test Dice over the teacher on HC18 (16 labels), +0.0045 on hippocampus (17), every seed; 4
+#: epochs +0.014 / +0.0024; a fresh network's 16 epochs +0.017 / +0.005). 2D takes 4: as good on HC18 at 9, 16 and
+#: 27 labels (.../seg_self_training_2d_epochs) for half the student's time, which brings an HC18 round under a
+#: minute; 3D keeps 8, where 4 lost half the gain. A classifier's student starts fresh (SELF_TRAIN_EPOCHS,
+#: measured on BloodMNIST).
+SELF_TRAIN_SEGMENTATION_EPOCHS: dict[int, int] = {2: 4, 3: 8}
 
 
 def uses_self_training(task: Task, self_train: bool | None, streamed: bool) -> bool:
@@ -284,7 +286,7 @@ def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.nd
     ``model`` (its pretrained trunk loaded first; None: a copy of the teacher, as a segmenter's round starts it)
     learns the expert labels, each repeated until they are
     ``label_share`` of its cases, plus the pseudo-labels, for ``epochs`` cosine epochs run to the end (None:
-    :data:`SELF_TRAIN_EPOCHS`, :data:`SELF_TRAIN_SEGMENTATION_EPOCHS`), the best on validation kept. Why: FixMatch's
+    :data:`SELF_TRAIN_EPOCHS`, :data:`SELF_TRAIN_SEGMENTATION_EPOCHS` by dimensions), the best on validation kept. Why: FixMatch's
     online pseudo-labels did not help 8-class BloodMNIST at a CPU budget, while a converged teacher's did (600
     random labels: test accuracy 0.915 -> 0.926; the loop at 5%: 0.928 -> 0.946 = 0.977x full,
     benchmarks/active_learning/bloodmnist_self_training_loop); nor did an online mean teacher help hippocampus
@@ -325,7 +327,8 @@ def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.nd
     elif pretrained is not None:
         model, config = with_pretrained(model, pretrained), finetune_config(config, finetune)
     if epochs is None:  # never more than the round's own schedule (a quick run stays quick)
-        epochs = min(SELF_TRAIN_SEGMENTATION_EPOCHS if task == "segmentation" else SELF_TRAIN_EPOCHS, config.epochs)
+        own = SELF_TRAIN_SEGMENTATION_EPOCHS[np.ndim(X) - 2] if task == "segmentation" else SELF_TRAIN_EPOCHS
+        epochs = min(own, config.epochs)
     config = replace(config, epochs=int(epochs), patience=int(epochs), min_passes=0)
     res = train(model, X_s, y_s, *val, task=task, config=config, progress=progress)
     return res.model, {**round_metrics(res, len(y), *val, test), "semi": 0.0,

@@ -154,8 +154,8 @@ def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_im
     monkeypatch.setattr(train_module, "train", spy_weights)
     _, r = fit_round(seg(), X, y, val, task="segmentation", config=CFG, X_unlabelled=Xu, test=test,
                      self_train=True, progress=False)
-    # teacher, student: the student's epochs never exceed the round's own schedule (CFG's 4 < 8)
-    assert [c.epochs for _, _, c, _ in seen] == [CFG.epochs, min(CFG.epochs, SELF_TRAIN_SEGMENTATION_EPOCHS)]
+    # teacher, student: the student's epochs never exceed the round's own schedule
+    assert [c.epochs for _, _, c, _ in seen] == [CFG.epochs, min(CFG.epochs, SELF_TRAIN_SEGMENTATION_EPOCHS[2])]
     teacher_end, student_start = ends[0], starts[1]  # a segmenter's student starts from the trained teacher
     assert all(torch.equal(teacher_end[k], student_start[k]) for k in teacher_end)
     assert any(not torch.equal(starts[0][k], student_start[k]) for k in teacher_end)  # not the initial weights
@@ -173,7 +173,13 @@ def test_a_segmentation_round_self_trains_on_the_teachers_masks_of_every_pool_im
         with pytest.raises(Stop):
             fit_self_trained(None, teacher, X, y, Xu, val, task="segmentation", config=replace(CFG, epochs=epochs),
                              progress=False)
-    assert asked == [2, SELF_TRAIN_SEGMENTATION_EPOCHS]
+    volumes = rng.normal(0.2, 0.05, (5, 1, 8, 8, 8)).astype(np.float32)  # a 3D student: the 3D epochs
+    with pytest.raises(Stop):
+        fit_self_trained(None, build_segmenter(3, 1, 2, channels=(4, 8)), volumes[:2], np.zeros((2, 1, 8, 8, 8), int),
+                         volumes[2:], (volumes[:2], np.zeros((2, 1, 8, 8, 8), int)), task="segmentation",
+                         config=replace(CFG, epochs=40), progress=False)
+    assert asked == [2, SELF_TRAIN_SEGMENTATION_EPOCHS[2], SELF_TRAIN_SEGMENTATION_EPOCHS[3]]
+    assert SELF_TRAIN_SEGMENTATION_EPOCHS[2] < SELF_TRAIN_SEGMENTATION_EPOCHS[3]
     assert r["self_trained"] == float(keeps_fixmatch(r["val_score_student"], r["val_score_teacher"]))
     assert {"test_dice_teacher", "test_dice_student", "val_score_teacher"} <= set(r)
     assert r["pseudo_labels"] == len(Xu)
