@@ -7,13 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medwb.errors import ConfigError, MedwbError
-
-if TYPE_CHECKING:
-    from medwb.data.dataset import Dataset
-    from medwb.models.pretrain import PretrainConfig
 
 
 def _cmd_check(a: argparse.Namespace) -> int:
@@ -79,28 +75,26 @@ def _counts(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: pass class counts like 2,4,6,8") from None
 
 
-def _pretrain_config(a: argparse.Namespace, dataset: Dataset | None = None) -> PretrainConfig | None:
-    """The network's default PretrainConfig (``default_pretrain_config``: a 3D or segmentation set has its own
-    batch and crop) with --pretrain-epochs / --pretrain-max-seconds replaced; None without those flags."""
-    from medwb.data import open_dataset
-    from medwb.models.pretrain import pretrain_config_for
-
+def _pretrain_config(a: argparse.Namespace) -> dict[str, float] | None:
+    """--pretrain-epochs / --pretrain-max-seconds as overrides of the network's own schedule
+    (``medwb.models.pretrain.pretrain_config_on``: a 3D or segmentation set keeps its batch and crop), resolved by
+    the pipeline on the dataset it opens; None without those flags."""
     over = {k: v for k, v in (("epochs", a.pretrain_epochs), ("max_seconds", a.pretrain_max_seconds)) if v is not None}
-    if not over:
-        return None
-    return pretrain_config_for(dataset if dataset is not None else open_dataset(a.data, progress=False), **over)
+    return over or None
 
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:
     from medwb.al.representation import format_pretrain_summary, pretrain_study
     from medwb.data import open_dataset
+    from medwb.models.pretrain import pretrain_config_on
     from medwb.store import Study
 
     ds = open_dataset(a.data, progress=not a.quiet)
     size = a.size * ds.ndim if a.size is not None and len(a.size) == 1 else a.size
     with Study.open_or_create(a.study, dataset_path=str(a.data), task=ds.task, classes=ds.classes,
                               name=ds.name) as study:
-        res, path = pretrain_study(study, ds, config=_pretrain_config(a, ds), size=size, max_pool=a.max_pool,
+        res, path = pretrain_study(study, ds, config=pretrain_config_on(_pretrain_config(a), ds), size=size,
+                                   max_pool=a.max_pool,
                                    progress=not a.quiet, stream=a.stream, workers=a.workers)
     print(format_pretrain_summary(res, path))
     return 0

@@ -170,6 +170,16 @@ def pretrain_config_for(dataset: Dataset, **overrides: Any) -> PretrainConfig:
                                      **overrides})  # unknown fields: ConfigError naming the known ones
 
 
+def pretrain_config_on(config: PretrainConfig | Mapping[str, Any] | None, dataset: Dataset) -> PretrainConfig | None:
+    """A caller's pretraining schedule for ``dataset``: a :class:`PretrainConfig` as it is, a mapping as overrides
+    of the network's own schedule (:func:`pretrain_config_for`), None for the default. A command line passes its
+    ``--pretrain-*`` flags as a mapping, so the pipeline resolves them on the dataset it opens anyway, instead of the
+    command opening the data a second time."""
+    if config is None or isinstance(config, PretrainConfig):
+        return config
+    return pretrain_config_for(dataset, **dict(config))
+
+
 def planned_epochs(config: PretrainConfig, n_pool: int) -> int:
     """Epochs of a run on ``n_pool`` images: ``config.epochs`` when set, else ``ceil(steps / steps per epoch)``
     (a step is one batch of ``min(batch_size, n_pool)`` images; the ragged tail of an epoch is dropped)."""

@@ -18,7 +18,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,7 +318,7 @@ def run_simulation(
     progress: bool = True,
     pipeline: str = "medwb",
     finetune: str = "full",
-    pretrain_config: PretrainConfig | None = None,
+    pretrain_config: PretrainConfig | Mapping[str, float] | None = None,
     plaintext: bool = False,
     scoring: str | None = None,
     stream: bool = False,
@@ -399,8 +399,11 @@ def run_simulation(
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
+    from medwb.models.pretrain import pretrain_config_on
+
     pretrain = any(a.pretrains(ds) for a in arms)
-    shared = _shared_representation(ds, out, max_pool=max_pool, size=size, config=pretrain_config,
+    shared = _shared_representation(ds, out, max_pool=max_pool, size=size,
+                                    config=pretrain_config_on(pretrain_config, ds),
                                     progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
     ref_seeds = seed_list if reference_seeds is None else seed_list[:max(1, int(reference_seeds))]

@@ -14,6 +14,7 @@ against a manual outline (``DIR/regions_eval.csv``): :mod:`medwb.pipelines.regio
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -22,12 +23,12 @@ import pandas as pd
 
 from medwb.al.regions import RegionConfig
 from medwb.errors import ConfigError
-from medwb.models.pretrain import PretrainConfig
+from medwb.models.pretrain import PretrainConfig, pretrain_config_on
 
 
 def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | None = None,
                   study_dir: str | Path | None = None, max_pool: int | None = None,
-                  config: PretrainConfig | None = None, seed: int = 0, shown: int = 8,
+                  config: PretrainConfig | Mapping[str, float] | None = None, seed: int = 0, shown: int = 8,
                   progress: bool = True, max_cases: int | None = None,
                   regions: RegionConfig | None = None, prelabel: str | None = None,
                   cache_dir: str | Path | None = None) -> dict[str, float]:
@@ -47,6 +48,7 @@ def run_structure(data: str | Path, out_dir: str | Path, *, n_clusters: int | No
     from medwb.store import Study
 
     ds = open_dataset(data, progress=progress)
+    config = pretrain_config_on(config, ds)  # --pretrain-* flags: overrides of this network's own schedule
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if ds.task == "segmentation":

@@ -33,11 +33,17 @@ def test_pretrain_flags_change_only_what_they_name(samples: Path) -> None:
     """--pretrain-epochs on a 2D segmentation or 3D set keeps that network's schedule (crops, smaller batches)
     instead of falling back to the 2D classifier's whole-image batches of 128 (an hour on HC18)."""
     from medwb.cli import _pretrain_config
+    from medwb.data import open_dataset
+    from medwb.models.pretrain import PretrainConfig, pretrain_config_on
 
-    def config(data: Path, *flags: str):
-        return _pretrain_config(build_parser().parse_args(["simulate", str(data), "--out", "o", *flags]))
+    def config(data: Path, *flags: str):  # the flags as the command passes them, resolved as the pipeline does
+        over = _pretrain_config(build_parser().parse_args(["simulate", str(data), "--out", "o", *flags]))
+        assert over is None or isinstance(over, dict)  # the command itself opens no dataset for them
+        return pretrain_config_on(over, open_dataset(data, progress=False))
 
     assert config(samples / "segmentation_2d" / "hc18") is None
+    given = PretrainConfig(steps=7)
+    assert pretrain_config_on(given, open_dataset(samples / "segmentation_2d" / "hc18", progress=False)) is given
     seg = config(samples / "segmentation_2d" / "hc18", "--pretrain-epochs", "3")
     assert (seg.epochs, seg.batch_size, seg.crop, seg.max_seconds) == (3, 32, 64, None)
     vol = config(samples / "classification_3d" / "adrenalmnist3d.npz", "--pretrain-max-seconds", "9")
