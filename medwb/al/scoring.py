@@ -51,18 +51,22 @@ def score_kind(strategy: str) -> str:
 
 
 def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, seed: int, how: str = "topk",
-                              chunk: int = 16, kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+                              chunk: int = 16, kinds: tuple[str, ...] | None = None,
+                              embeddings: bool = False) -> dict[str, np.ndarray]:
     """Per-image uncertainty of a segmentation pool: MC-dropout voxel scores reduced per image (``how``: top-k%
     mean by default, so a small structure is not drowned by the background), ``chunk`` images at a time so
     T x N x K x voxels never sits in memory (chunk at i is seeded ``seed + i``). Returns ``score_<kind>``
-    arrays for :func:`medwb.al.acquire.select`, for ``kinds`` (None: every kind)."""
-    from medwb.models.uncertainty import mc_dropout_proba
+    arrays for :func:`medwb.al.acquire.select`, for ``kinds`` (None: every kind), and with ``embeddings`` the
+    pool's ``embeddings`` from the same trunk pass."""
+    from medwb.models.uncertainty import mc_dropout_and_embeddings
 
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(X), chunk):
-        mc = mc_dropout_proba(model, X[i:i + chunk], passes=passes, fast=True, seed=seed + i)
+        mc, emb = mc_dropout_and_embeddings(model, X[i:i + chunk], passes=passes, seed=seed + i)
         for key, val in image_scores_from_mc(mc, how=how, kinds=kinds or UNCERTAINTY_KINDS).items():
             parts.setdefault(key, []).append(val)
+        if embeddings:
+            parts.setdefault("embeddings", []).append(emb)
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -70,19 +74,21 @@ def pool_inputs(model: nn.Module, X_pool: np.ndarray, X_labeled: np.ndarray, *, 
                 passes: int, seed: int, voxel_reduce: str = "topk") -> dict[str, Any]:
     """Keyword inputs of :func:`medwb.al.acquire.select` for the unlabelled ``X_pool``: MC-dropout samples and
     mean probabilities (classification) or per-image ``score_<kind>`` (segmentation), plus pool and labelled
-    embeddings when ``strategy`` uses them."""
-    from medwb.models.uncertainty import mc_dropout_proba
+    embeddings when ``strategy`` uses them (the pool's from the MC pass's own trunk features)."""
     from medwb.models import embed
+    from medwb.models.uncertainty import mc_dropout_and_embeddings
 
     out: dict[str, Any] = {}
+    diverse = strategy in NEEDS_EMBEDDINGS
     if task == "classification":
-        mc = mc_dropout_proba(model, X_pool, passes=passes, fast=True, seed=seed)
+        mc, emb = mc_dropout_and_embeddings(model, X_pool, passes=passes, seed=seed)
         out["mc_probs"], out["probs"] = mc, mc.mean(0)
+        if diverse:
+            out["embeddings"] = emb
     else:
         out.update(segmentation_image_scores(model, X_pool, passes=passes, seed=seed, how=voxel_reduce,
-                                             kinds=(score_kind(strategy),)))
-    if strategy in NEEDS_EMBEDDINGS:
-        out["embeddings"] = embed(model, X_pool)
+                                             kinds=(score_kind(strategy),), embeddings=diverse))
+    if diverse:
         out["labeled_embeddings"] = embed(model, X_labeled) if len(X_labeled) else None
     return out
 

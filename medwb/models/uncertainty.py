@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
-from medwb.models.train import device_of
+from medwb.models.train import device_of, embed
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
@@ -107,8 +107,11 @@ def _sample_conv_head(drop: nn.Module, conv: nn.Module, feats: torch.Tensor, t: 
 
 
 def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, seed: int,
-                     batch_size: int | None, progress: bool) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (start index, probs of shape (T, B, K, ...)) per batch, under one seeded RNG stream."""
+                     batch_size: int | None, progress: bool
+                     ) -> Iterator[tuple[int, torch.Tensor, np.ndarray | None]]:
+    """Yield (start index, probs of shape (T, B, K, ...), the batch's embeddings) per batch, under one seeded RNG
+    stream. Embeddings: the fast path's trunk features averaged over space, as :func:`medwb.models.embed` gives
+    them (None on the full path, which has no separate trunk pass)."""
     X = np.asarray(X)
     if X.ndim < 3:
         raise DataError(None, f"X has shape {X.shape}, expected (N, C, H, W[, D])", "pass channel-first images")
@@ -144,7 +147,8 @@ def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, s
                 else:
                     logits = model(xb.repeat(t, *([1] * (xb.ndim - 1))))
                 outs.append(torch.softmax(logits, 1).reshape(t, b, *logits.shape[1:]))
-            yield i, torch.cat(outs, 0).cpu()
+            emb = None if feats is None else (feats.flatten(2).mean(2) if feats.ndim > 2 else feats).cpu().numpy()
+            yield i, torch.cat(outs, 0).cpu(), emb
 
 
 def mc_dropout_proba(model: nn.Module, X: np.ndarray, *, passes: int = 20, fast: bool = True, seed: int = 0,
@@ -154,8 +158,23 @@ def mc_dropout_proba(model: nn.Module, X: np.ndarray, *, passes: int = 20, fast:
     Deterministic for a given ``seed``, ``batch_size`` and thread count; the global torch RNG is untouched.
     For segmentation pools prefer :func:`mc_uncertainty_maps`, which does not keep all T maps in memory.
     """
-    parts = [p.numpy() for _, p in _iter_mc_batches(model, X, passes, fast, seed, batch_size, progress)]
+    parts = [p.numpy() for _, p, _ in _iter_mc_batches(model, X, passes, fast, seed, batch_size, progress)]
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+
+def mc_dropout_and_embeddings(model: nn.Module, X: np.ndarray, *, passes: int = 20, seed: int = 0,
+                              batch_size: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mc_dropout_proba` (fast path) and the images' embeddings (:func:`medwb.models.embed`: trunk
+    features, averaged over space for a segmenter) from the same trunk pass: a round that ranks by uncertainty and
+    diversity (hybrid, core-set) runs the trunk over its pool once, not twice. A model without the fast path gets
+    its embeddings from :func:`~medwb.models.embed`."""
+    mc, emb = [], []
+    for _, p, e in _iter_mc_batches(model, X, passes, True, seed, batch_size, progress):
+        mc.append(p.numpy())
+        emb.append(e)
+    if any(e is None for e in emb):
+        return np.concatenate(mc, axis=1).astype(np.float32, copy=False), embed(model, X)
+    return np.concatenate(mc, axis=1).astype(np.float32, copy=False), np.concatenate(emb).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- measures
@@ -243,7 +262,7 @@ def mc_uncertainty_maps(model: nn.Module, X: np.ndarray, *, passes: int = 20, fa
     built by ``build_segmenter`` the fast path samples the decoder head's ``Dropout2d/3d`` once per pass.
     """
     out: dict[str, list[np.ndarray]] = {"mean": [], **{k: [] for k in kinds}}
-    for _, p in _iter_mc_batches(model, X, passes, fast, seed, batch_size, progress):
+    for _, p, _ in _iter_mc_batches(model, X, passes, fast, seed, batch_size, progress):
         mc = p.numpy()
         mean = mc.mean(0)
         out["mean"].append(mean.astype(np.float32))

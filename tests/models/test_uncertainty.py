@@ -137,6 +137,21 @@ def test_segmenter_head_sampled_without_copies_equals_full_mc(hippo, dims):
     assert _dropout_conv_head(nn.Sequential(seg.head[0], nn.Conv2d(16, 3, 3))) is None
 
 
+def test_mc_samples_and_embeddings_from_one_trunk_pass(trained, hippo):
+    """What a hybrid round scores its pool with: the MC samples and the embeddings of one trunk pass are those of
+    mc_dropout_proba and embed, for a classifier and for a segmenter (trunk features averaged over space)."""
+    from medwb.models import embed
+    from medwb.models.uncertainty import mc_dropout_and_embeddings
+
+    model, X = trained
+    seg = build_segmenter(3, 1, 3, dropout=0.3, seed=2)
+    for net, images in ((model, X[:60]), (seg, hippo[0])):
+        mc, emb = mc_dropout_and_embeddings(net, images, passes=5, seed=4)
+        np.testing.assert_array_equal(mc, mc_dropout_proba(net, images, passes=5, seed=4))
+        np.testing.assert_allclose(emb, embed(net, images), atol=1e-5)
+        assert emb.shape == (len(images), embed(net, images[:1]).shape[1]) and emb.dtype == np.float32
+
+
 def test_score_map_kinds_and_errors(trained):
     model, X = trained
     mc = mc_dropout_proba(model, X, passes=10)
