@@ -13,7 +13,8 @@ Two ways to sample:
 * ``fast=True`` (default when the model has ``.trunk`` and ``.head``, as ``medwb.models`` builds them): the
   trunk runs once in eval mode, its features are repeated T times and only the head (dropout + linear / 1x1
   conv) is sampled (a segmenter's dropout + 1x1 conv head without the copies: each pass's channel mask scales
-  the conv's weights instead of the feature maps). This is MC dropout over the head's dropout only, i.e. a last-layer Bayesian approximation.
+  the conv's weights instead of the feature maps). This is MC dropout over the head's dropout only, i.e. a
+  last-layer Bayesian approximation.
   When the trunk has no dropout -- how medwb's networks are built -- it is *exactly* full MC dropout (same
   distribution; with the same seed and batch size, the same samples), at ~1x the cost of a plain pass. If a
   trunk does contain dropout, the fast path ignores it (and warns): its samples then show less spread.
