@@ -288,8 +288,8 @@ def fit_self_trained(model: TrunkHeadNet | None, teacher: TrunkHeadNet, X: np.nd
     ``label_share`` of its cases, plus the pseudo-labels, for ``epochs`` cosine epochs run to the end (None:
     :data:`SELF_TRAIN_EPOCHS`, :data:`SELF_TRAIN_SEGMENTATION_EPOCHS` by dimensions), the best on validation
     kept. Why: FixMatch's online pseudo-labels did not help 8-class BloodMNIST at a CPU budget, while a
-    converged teacher's did (600 random labels: test accuracy 0.915 -> 0.926; the loop at 5%: 0.928 -> 0.946 = 0.977x full,
-    benchmarks/active_learning/bloodmnist_self_training_loop); nor did an online mean teacher help hippocampus
+    converged teacher's did (600 random labels: test accuracy 0.915 -> 0.926; the loop at 5%: 0.928 -> 0.946 =
+    0.977x full, benchmarks/active_learning/bloodmnist_self_training_loop); nor did an online mean teacher help hippocampus
     masks, while this did (the loop at 10%: Dice 0.831 -> 0.836 = 0.975x full, .../hippocampus_self_training).
     Metrics as :func:`fit_round`'s (n_labeled = the expert labels) plus pseudo_coverage (share of the pool
     accepted), pseudo_threshold and pseudo_labels (how many). ``pseudo``: the teacher's pseudo-labels when already
