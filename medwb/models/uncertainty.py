@@ -96,8 +96,8 @@ def _sample_conv_head(drop: nn.Module, conv: nn.Module, feats: torch.Tensor, t: 
     same as the head on ``feats`` repeated ``t`` times, dropout masks included (the mask of each (sample,
     channel) is drawn by the dropout layer itself, on a tensor of the same batch and channels), but the mask
     scales the conv's weights (K x C per sample) instead of the features, so the C-channel feature maps are never
-    copied t times (with the round's other savings, hybrid's inputs for HC18's 155 images at 128 x 128 in 4.0 s
-    against 9.7 s: benchmarks/uncertainty/seg_scoring_hc18.md)."""
+    copied t times (with the round's other savings, hybrid's inputs for HC18's 155 images at 128 x 128 in 2.6 s
+    against 9.5 s: benchmarks/uncertainty/seg_scoring_hc18.md)."""
     b, c = feats.shape[:2]
     mask = drop(feats.new_ones(t * b, c, *([1] * (feats.ndim - 2)))).reshape(t, b, 1, c)
     weight = (conv.weight.reshape(1, 1, -1, c) * mask).transpose(0, 1).reshape(b, -1, c)  # (B, t * K, C)
