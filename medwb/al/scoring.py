@@ -43,27 +43,25 @@ def first_batch_strategy(cold_start: str, task: str, ndim: int) -> str:
 
 def score_kind(strategy: str) -> str:
     """The uncertainty a strategy ranks a segmentation pool by: its own when it is one
-    (:data:`medwb.models.uncertainty.SCORE_KINDS`), else BALD (hybrid's base with MC samples). The one kind the
+    (:data:`medwb.al.acquire.UNCERTAINTY_KINDS`), else BALD (hybrid's base with MC samples). The one kind the
     round computes, in memory or in shards."""
-    from medwb.models.uncertainty import SCORE_KINDS
-
-    return strategy if strategy in SCORE_KINDS else "bald"
+    return strategy if strategy in UNCERTAINTY_KINDS else "bald"
 
 
 def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, seed: int, how: str = "topk",
-                              chunk: int = 16, kinds: tuple[str, ...] | None = None,
+                              chunk: int = 16, kinds: tuple[str, ...] = UNCERTAINTY_KINDS,
                               embeddings: bool = False) -> dict[str, np.ndarray]:
     """Per-image uncertainty of a segmentation pool: MC-dropout voxel scores reduced per image (``how``: top-k%
     mean by default, so a small structure is not drowned by the background), ``chunk`` images at a time so
     T x N x K x voxels never sits in memory (chunk at i is seeded ``seed + i``). Returns ``score_<kind>``
-    arrays for :func:`medwb.al.acquire.select`, for ``kinds`` (None: every kind), and with ``embeddings`` the
+    arrays for :func:`medwb.al.acquire.select`, for ``kinds`` (default: every kind), and with ``embeddings`` the
     pool's ``embeddings`` from the same trunk pass."""
     from medwb.models.uncertainty import mc_dropout_and_embeddings
 
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(X), chunk):
         mc, emb = mc_dropout_and_embeddings(model, X[i:i + chunk], passes=passes, seed=seed + i)
-        for key, val in image_scores_from_mc(mc, how=how, kinds=kinds or UNCERTAINTY_KINDS).items():
+        for key, val in image_scores_from_mc(mc, how=how, kinds=kinds).items():
             parts.setdefault(key, []).append(val)
         if embeddings:
             parts.setdefault("embeddings", []).append(emb)

@@ -109,10 +109,10 @@ def _sample_conv_head(drop: nn.Module, conv: nn.Module, feats: torch.Tensor, t: 
 
 def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, seed: int,
                      batch_size: int | None, progress: bool
-                     ) -> Iterator[tuple[int, torch.Tensor, np.ndarray | None]]:
-    """Yield (start index, probs of shape (T, B, K, ...), the batch's embeddings) per batch, under one seeded RNG
-    stream. Embeddings: the fast path's trunk features averaged over space, as :func:`medwb.models.embed` gives
-    them (None on the full path, which has no separate trunk pass)."""
+                     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """Yield (start index, probs of shape (T, B, K, ...), the batch's trunk features) per batch, under one seeded
+    RNG stream. Features: the fast path's trunk output (None on the full path, which has no separate trunk
+    pass), for a caller that also wants the embeddings (:func:`mc_dropout_and_embeddings`)."""
     X = np.asarray(X)
     if X.ndim < 3:
         raise DataError(None, f"X has shape {X.shape}, expected (N, C, H, W[, D])", "pass channel-first images")
@@ -148,8 +148,7 @@ def _iter_mc_batches(model: nn.Module, X: np.ndarray, passes: int, fast: bool, s
                 else:
                     logits = model(xb.repeat(t, *([1] * (xb.ndim - 1))))
                 outs.append(torch.softmax(logits, 1).reshape(t, b, *logits.shape[1:]))
-            emb = None if feats is None else (feats.flatten(2).mean(2) if feats.ndim > 2 else feats).cpu().numpy()
-            yield i, torch.cat(outs, 0).cpu(), emb
+            yield i, torch.cat(outs, 0).cpu(), feats
 
 
 def mc_dropout_proba(model: nn.Module, X: np.ndarray, *, passes: int = 20, fast: bool = True, seed: int = 0,
@@ -170,9 +169,9 @@ def mc_dropout_and_embeddings(model: nn.Module, X: np.ndarray, *, passes: int = 
     diversity (hybrid, core-set) runs the trunk over its pool once, not twice. A model without the fast path gets
     its embeddings from :func:`~medwb.models.embed`."""
     mc, emb = [], []
-    for _, p, e in _iter_mc_batches(model, X, passes, True, seed, batch_size, progress):
+    for _, p, feats in _iter_mc_batches(model, X, passes, True, seed, batch_size, progress):
         mc.append(p.numpy())
-        emb.append(e)
+        emb.append(None if feats is None else (feats.flatten(2).mean(2) if feats.ndim > 2 else feats).cpu().numpy())
     if any(e is None for e in emb):
         return np.concatenate(mc, axis=1).astype(np.float32, copy=False), embed(model, X)
     return np.concatenate(mc, axis=1).astype(np.float32, copy=False), np.concatenate(emb).astype(np.float32)

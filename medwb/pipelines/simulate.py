@@ -379,6 +379,7 @@ def run_simulation(
     from medwb.compute.cluster import dask_client
 
     from medwb.data import open_dataset
+    from medwb.models.pretrain import pretrain_config_on
 
     if not 0 < budget <= 1:
         raise DataError(None, f"budget={budget} is not a fraction in (0, 1]", "pass e.g. --budget 0.1 for 10%")
@@ -399,8 +400,6 @@ def run_simulation(
     if max_pool is not None and max_pool < 1:
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
-    from medwb.models.pretrain import pretrain_config_on
-
     pretrain = any(a.pretrains(ds) for a in arms)
     shared = _shared_representation(ds, out, max_pool=max_pool, size=size,
                                     config=pretrain_config_on(pretrain_config, ds),
