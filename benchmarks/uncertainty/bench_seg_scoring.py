@@ -25,10 +25,10 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from round_timing_loop import emit
 
 from medwb.al.acquire import select
 from medwb.al.fit import fit_round
@@ -112,10 +112,7 @@ def main() -> None:
     lines += ["", f"Same results: max |BALD difference| {bald_diff:.2e}; the same hybrid batch of {a.batch}: "
               f"{bool(np.array_equal(batches['previous'], batches['round']))} "
               f"({batches['round'].tolist()})."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ os.environ.setdefault("MEDWB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def emit(lines: list[str], out: str | None) -> None:
+    """Print a result table's markdown lines and, with ``out``, write them there (this script's and
+    ``bench_seg_scoring.py``'s results)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
@@ -99,10 +108,7 @@ def main() -> None:
                   f"{m.get('val_score_semi', float('nan')):.4f}, best epoch {m.get('best_epoch')}, train_seconds (both "
                   f"candidates) {m.get('train_seconds', 0):.1f}; test AUC {m.get('test_auc', float('nan')):.4f}, "
                   f"accuracy {m.get('test_accuracy', float('nan')):.4f}."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":
