@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medwb.errors import ConfigError, DataError
-from medwb.models.uncertainty import reduce_voxel_scores, score_map
+from medwb.models.uncertainty import SCORE_KINDS, reduce_voxel_scores, score_map
 
 if TYPE_CHECKING:
     from medwb.data.case_images import Images
 
 Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
-UNCERTAINTY_KINDS = ("least_confidence", "margin", "entropy", "bald", "variance", "mean_std")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -39,8 +38,8 @@ def uncertainty_scores(kind: str, *, probs: np.ndarray | None = None, mc_probs: 
     (need ``mc_probs``). For segmentation with ``how='foreground'`` and no mask, the predicted foreground
     (argmax > 0 of the mean probabilities) is used.
     """
-    if kind not in UNCERTAINTY_KINDS:
-        raise DataError(None, f"unknown uncertainty {kind!r}", f"use one of {', '.join(UNCERTAINTY_KINDS)}")
+    if kind not in SCORE_KINDS:
+        raise DataError(None, f"unknown uncertainty {kind!r}", f"use one of {', '.join(SCORE_KINDS)}")
     if probs is None and mc_probs is not None:
         probs = np.asarray(mc_probs).mean(0)
     m = score_map(kind, probs=probs, mc_probs=mc_probs)
@@ -50,7 +49,7 @@ def uncertainty_scores(kind: str, *, probs: np.ndarray | None = None, mc_probs: 
 
 
 def image_scores_from_mc(mc_probs: np.ndarray, *, how: str = "mean", k_percent: float = 5.0,
-                         kinds: tuple[str, ...] = UNCERTAINTY_KINDS) -> dict[str, np.ndarray]:
+                         kinds: tuple[str, ...] = SCORE_KINDS) -> dict[str, np.ndarray]:
     """Per-image scores ``{"score_<kind>": (N,)}`` from MC samples, ready for ``select(..., **scores)``.
 
     Lets a caller score a large segmentation pool chunk by chunk (concatenate the arrays) without keeping

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medwb.al.acquire import UNCERTAINTY_KINDS, check_strategy, image_scores_from_mc
+from medwb.al.acquire import check_strategy, image_scores_from_mc
+from medwb.models.uncertainty import SCORE_KINDS
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -43,13 +44,13 @@ def first_batch_strategy(cold_start: str, task: str, ndim: int) -> str:
 
 def score_kind(strategy: str) -> str:
     """The uncertainty a strategy ranks a segmentation pool by: its own when it is one
-    (:data:`medwb.al.acquire.UNCERTAINTY_KINDS`), else BALD (hybrid's base with MC samples). The one kind the
+    (:data:`medwb.models.uncertainty.SCORE_KINDS`), else BALD (hybrid's base with MC samples). The one kind the
     round computes, in memory or in shards."""
-    return strategy if strategy in UNCERTAINTY_KINDS else "bald"
+    return strategy if strategy in SCORE_KINDS else "bald"
 
 
 def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, seed: int, how: str = "topk",
-                              chunk: int = 16, kinds: tuple[str, ...] = UNCERTAINTY_KINDS,
+                              chunk: int = 16, kinds: tuple[str, ...] = SCORE_KINDS,
                               embeddings: bool = False) -> dict[str, np.ndarray]:
     """Per-image uncertainty of a segmentation pool: MC-dropout voxel scores reduced per image (``how``: top-k%
     mean by default, so a small structure is not drowned by the background), ``chunk`` images at a time so
