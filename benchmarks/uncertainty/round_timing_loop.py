@@ -1,6 +1,7 @@
 """Time one round of medwb's default loop on a whole pool (issue 12: one round <= 60 s on 2 cores).
 
     python benchmarks/uncertainty/round_timing_loop.py [--data PATH] [--labels 470] [--seed 0] [--out FILE.md]
+        [--cache DIR]
 
 ``--data``: the bundled PneumoniaMNIST unless given (e.g. the HC18 subset with ``--labels 9``: a 2D segmentation
 round, whose default is no pretraining, hybrid after a random first batch, and a self-trained student).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +53,9 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=470)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="a simulation's OUT/cache: its pretrained trunks are copied into the study, so one for "
+                         "this pool and config is read instead of trained (default: pretrain)")
     a = ap.parse_args()
     import torch
 
@@ -66,11 +71,18 @@ def main() -> None:
         study = Study.create(Path(tmp) / "study", dataset_path=str(data), task=ds.task, classes=ds.classes,
                              name="round timing", key=False)
         loop = ActiveLearningLoop(study, ds, batch_size=a.labels, seed=a.seed, evaluate_test=True, progress=False)
+        copied = set()
+        for done in sorted(a.cache.glob("pretrain/*.pt")) if a.cache else []:  # finished trunks, not partial ones
+            if not done.name.endswith(".partial.pt"):
+                to = study.layout.pretrained(done.stem)
+                to.parent.mkdir(parents=True, exist_ok=True)
+                copied.add(shutil.copy(done, to))
         oracle = simulated_oracle(ds)
         t = {}
         w, c = clock()
         loop.representation()
         t["pretrain"] = clock()
+        read = bool(copied) and set(map(str, study.layout.pretrained("x").parent.glob("*.pt"))) <= set(map(str, copied))
         batch = loop.commit_auto(loop.propose())
         t["cold start"] = clock()
         for row in batch.itertuples(index=False):
@@ -84,11 +96,13 @@ def main() -> None:
         spans = {name: (now[0] - before[0], now[1] - before[1])
                  for (_, before), (name, now) in zip(marks, marks[1:])}
     m = result.metrics
-    rows = [("pretraining (once per study)", *spans["pretrain"]), ("cold-start batch", *spans["cold start"]),
+    pretrain_row = "pretraining (read from --cache)" if read else "pretraining (once per study)"
+    rows = [(pretrain_row, *spans["pretrain"]), ("cold-start batch", *spans["cold start"]),
             ("train (round 1's complete)", *spans["train"]), ("score + select (round 2's propose)", *spans["propose"]),
             ("**round = train + score + select**", spans["train"][0] + spans["propose"][0],
              spans["train"][1] + spans["propose"][1])]
     data_arg = "" if a.data == ap.get_default("data") else f"--data DATA_ROOT/.../{a.data.name} "
+    data_arg += "" if a.cache is None else "--cache OUT/cache "
     lines = [f"# One round of the default loop, {ds.name} whole pool", "",
              f"Command: `python benchmarks/uncertainty/round_timing_loop.py {data_arg}--labels {a.labels} "
              f"--seed {a.seed}`", "",
