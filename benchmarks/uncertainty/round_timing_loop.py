@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None,
                     help="a simulation's OUT/cache: its pretrained trunks are copied into the study, so one for "
                          "this pool and config is read instead of trained (default: pretrain)")
+    ap.add_argument("--no-semi", action="store_true",
+                    help="train the supervised candidate alone (semi=False), as the loop's rounds do once FixMatch "
+                         "has lost on validation (fixmatch_still_ahead)")
     a = ap.parse_args()
     import torch
 
@@ -70,7 +73,8 @@ def main() -> None:
         ds = open_dataset(data, progress=False)
         study = Study.create(Path(tmp) / "study", dataset_path=str(data), task=ds.task, classes=ds.classes,
                              name="round timing", key=False)
-        loop = ActiveLearningLoop(study, ds, batch_size=a.labels, seed=a.seed, evaluate_test=True, progress=False)
+        loop = ActiveLearningLoop(study, ds, batch_size=a.labels, seed=a.seed, evaluate_test=True, progress=False,
+                                  **({"semi": False} if a.no_semi else {}))
         copied = set()
         for done in sorted(a.cache.glob("pretrain/*.pt")) if a.cache else []:  # finished trunks, not partial ones
             if not done.name.endswith(".partial.pt"):
@@ -102,7 +106,7 @@ def main() -> None:
             ("**round = train + score + select**", spans["train"][0] + spans["propose"][0],
              spans["train"][1] + spans["propose"][1])]
     data_arg = "" if a.data == ap.get_default("data") else f"--data DATA_ROOT/.../{a.data.name} "
-    data_arg += "" if a.cache is None else "--cache OUT/cache "
+    data_arg += ("" if a.cache is None else "--cache OUT/cache ") + ("--no-semi " if a.no_semi else "")
     lines = [f"# One round of the default loop, {ds.name} whole pool", "",
              f"Command: `python benchmarks/uncertainty/round_timing_loop.py {data_arg}--labels {a.labels} "
              f"--seed {a.seed}`", "",
