@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from medwb.data.case_images import CaseImages, Images, batches, fingerprint, is_streamed
 from medwb.errors import ConfigError, DataError, MedwbError
 from medwb.models.networks import TrunkHeadNet, build_from_args, feature_width
-from medwb.models.train import recalibrate_batchnorm
+from medwb.models.train import pooled_features, recalibrate_batchnorm
 from medwb.store import files
 
 if TYPE_CHECKING:
@@ -212,11 +212,6 @@ def _partner_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> t
     return sim, torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
 
 
-def _pooled(f: torch.Tensor) -> torch.Tensor:
-    """A trunk's output as one feature vector per image (N, F): spatial maps averaged."""
-    return f.flatten(2).mean(2) if f.ndim > 2 else f
-
-
 class _Encoder(nn.Module):
     """trunk -> pooled features (N, F) -> projection z (N, proj_dim)."""
 
@@ -227,7 +222,7 @@ class _Encoder(nn.Module):
                                        nn.Linear(hidden, out))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return _pooled(self.trunk(x))
+        return pooled_features(self.trunk(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.features(x))
@@ -765,7 +760,7 @@ def contrast_confidence(result: PretrainResult, X: Images, *, draws: int = 4, se
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(s_perm))
             index = list(torch.tensor_split(perm, n_batches))  # near-equal sizes: as many negatives for everyone
             for idx, xb in zip(index, batches(Xt, index)):
-                z, b = _pooled(trunk(_views(xb, aug))), len(idx)
+                z, b = pooled_features(trunk(_views(xb, aug))), len(idx)
                 sim, partner = _partner_logits(z[:b], z[b:], config.temperature)
                 p = sim.softmax(1)[torch.arange(2 * b), partner].double()
                 total[idx.numpy()] += ((p[:b] + p[b:]) / 2).numpy()

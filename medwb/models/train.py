@@ -641,6 +641,12 @@ def predict_proba(model: nn.Module, X: Images, *, batch_size: int = 256) -> np.n
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
+def pooled_features(f: torch.Tensor) -> torch.Tensor:
+    """A trunk's output as one feature vector per image (N, F): a segmenter's spatial maps averaged over space.
+    The one rule for embeddings (:func:`embed`, the MC pass's, SimCLR's projection input)."""
+    return f.flatten(2).mean(2) if f.ndim > 2 else f
+
+
 @torch.no_grad()
 def embed(model: nn.Module, X: Images, *, batch_size: int = 256) -> np.ndarray:
     """Penultimate (trunk) features (N, F); segmenters are averaged over space. For core-set/BADGE/cold start.
@@ -650,10 +656,7 @@ def embed(model: nn.Module, X: Images, *, batch_size: int = 256) -> np.ndarray:
     feats = []
     dev = device_of(model)
     for i in range(0, len(Xt), batch_size):
-        f = model.trunk(rows(Xt, slice(i, i + batch_size)).to(dev))
-        if f.ndim > 2:
-            f = f.flatten(2).mean(2)
-        feats.append(f.cpu().numpy())
+        feats.append(pooled_features(model.trunk(rows(Xt, slice(i, i + batch_size)).to(dev))).cpu().numpy())
     return np.concatenate(feats).astype(np.float32)
 
 

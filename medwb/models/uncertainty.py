@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medwb.errors import DataError
-from medwb.models.train import device_of, embed
+from medwb.models.train import device_of, embed, pooled_features
 
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
@@ -171,7 +171,7 @@ def mc_dropout_and_embeddings(model: nn.Module, X: np.ndarray, *, passes: int = 
     mc, emb = [], []
     for _, p, feats in _iter_mc_batches(model, X, passes, True, seed, batch_size, progress):
         mc.append(p.numpy())
-        emb.append(None if feats is None else (feats.flatten(2).mean(2) if feats.ndim > 2 else feats).cpu().numpy())
+        emb.append(None if feats is None else pooled_features(feats).cpu().numpy())
     if any(e is None for e in emb):
         return np.concatenate(mc, axis=1).astype(np.float32, copy=False), embed(model, X)
     return np.concatenate(mc, axis=1).astype(np.float32, copy=False), np.concatenate(emb).astype(np.float32)
