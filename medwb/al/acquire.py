@@ -38,8 +38,6 @@ def uncertainty_scores(kind: str, *, probs: np.ndarray | None = None, mc_probs: 
     (need ``mc_probs``). For segmentation with ``how='foreground'`` and no mask, the predicted foreground
     (argmax > 0 of the mean probabilities) is used.
     """
-    if kind not in SCORE_KINDS:
-        raise DataError(None, f"unknown uncertainty {kind!r}", f"use one of {', '.join(SCORE_KINDS)}")
     if probs is None and mc_probs is not None:
         probs = np.asarray(mc_probs).mean(0)
     m = score_map(kind, probs=probs, mc_probs=mc_probs)

@@ -57,15 +57,17 @@ def segmentation_image_scores(model: nn.Module, X: np.ndarray, *, passes: int, s
     T x N x K x voxels never sits in memory (chunk at i is seeded ``seed + i``). Returns ``score_<kind>``
     arrays for :func:`medwb.al.acquire.select`, for ``kinds`` (default: every kind), and with ``embeddings`` the
     pool's ``embeddings`` from the same trunk pass."""
-    from medwb.models.uncertainty import mc_dropout_and_embeddings
+    from medwb.models.uncertainty import mc_dropout_and_embeddings, mc_dropout_proba
 
     parts: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(X), chunk):
-        mc, emb = mc_dropout_and_embeddings(model, X[i:i + chunk], passes=passes, seed=seed + i)
+        if embeddings:
+            mc, emb = mc_dropout_and_embeddings(model, X[i:i + chunk], passes=passes, seed=seed + i)
+            parts.setdefault("embeddings", []).append(emb)
+        else:  # no embeddings pooled (or, without the fast path, computed by a second pass) to be dropped
+            mc = mc_dropout_proba(model, X[i:i + chunk], passes=passes, fast=True, seed=seed + i)
         for key, val in image_scores_from_mc(mc, how=how, kinds=kinds).items():
             parts.setdefault(key, []).append(val)
-        if embeddings:
-            parts.setdefault("embeddings", []).append(emb)
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
