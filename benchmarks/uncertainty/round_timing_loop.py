@@ -66,6 +66,7 @@ def main() -> None:
     from medwb.al.oracle import simulated_oracle
     from medwb.data import open_dataset
     from medwb.store import Study
+    from medwb.store.layout import PRETRAIN
 
     data = a.data
     with tempfile.TemporaryDirectory(prefix="medwb-round-timing-") as tmp:
@@ -74,19 +75,19 @@ def main() -> None:
         study = Study.create(Path(tmp) / "study", dataset_path=str(data), task=ds.task, classes=ds.classes,
                              name="round timing", key=False)
         loop = ActiveLearningLoop(study, ds, batch_size=a.labels, seed=a.seed, evaluate_test=True, progress=False,
-                                  **({"semi": False} if a.no_semi else {}))
-        copied = set()
-        for done in sorted(a.cache.glob("pretrain/*.pt")) if a.cache else []:  # finished trunks, not partial ones
-            if not done.name.endswith(".partial.pt"):
-                to = study.layout.pretrained(done.stem)
-                to.parent.mkdir(parents=True, exist_ok=True)
-                copied.add(shutil.copy(done, to))
+                                  semi=False if a.no_semi else None)
+        trunks = study.layout.cache / PRETRAIN  # where the loop looks for a finished trunk of its pool and config
+        copied: set[Path] = set()
+        for done in sorted(a.cache.glob(f"{PRETRAIN}/*.pt")) if a.cache else []:
+            if not done.name.endswith(".partial.pt"):  # finished trunks only
+                trunks.mkdir(parents=True, exist_ok=True)
+                copied.add(Path(shutil.copy(done, trunks / done.name)))
         oracle = simulated_oracle(ds)
         t = {}
         w, c = clock()
         loop.representation()
         t["pretrain"] = clock()
-        read = bool(copied) and set(map(str, study.layout.pretrained("x").parent.glob("*.pt"))) <= set(map(str, copied))
+        read = bool(copied) and set(trunks.glob("*.pt")) <= copied  # no trunk written: one was read
         batch = loop.commit_auto(loop.propose())
         t["cold start"] = clock()
         for row in batch.itertuples(index=False):
