@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +343,18 @@ def scheduled_epochs(n: int, config: TrainConfig) -> tuple[int, int]:
     return (raised, raised) if raised > epochs else (epochs, patience)
 
 
+def passes_config(config: TrainConfig, n: int, passes: int) -> TrainConfig:
+    """``config`` for exactly ``passes`` passes over ``n`` labelled cases (epochs of ``batches_per_epoch``), run to
+    the end (the best epoch still chosen on validation): a short schedule that continues a trained model
+    (:func:`medwb.al.fit.fit_continued`) instead of the ``min_passes`` schedule that starts one."""
+    if int(passes) < 1:
+        raise DataError(None, f"passes={passes}", "pass at least 1 pass over the labels")
+    per_epoch = batches_per_epoch(n, config) * int(config.batch_size) / max(n, 1)
+    epochs = max(1, math.ceil(int(passes) / per_epoch))
+    return replace(config, epochs=epochs, patience=epochs, min_passes=0,
+                               min_epochs=min(int(config.min_epochs), epochs))
+
+
 def lr_schedule(opt: torch.optim.Optimizer, kind: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-step learning-rate schedule: ``cosine`` decays from the set rate to 0 over ``total_steps``
     (BloodMNIST, 1200 labels, 40 epochs: test accuracy 0.896 constant -> 0.925 cosine, as good as 80 constant
@@ -542,7 +554,6 @@ def round_metrics(res: TrainResult, n_labeled: int, X_val: np.ndarray, y_val: np
     return metrics
 
 
-@torch.no_grad()
 def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[tuple[float, float, float], str, float]:
     """(key to maximise, metric name, metric value) of one validation row; see ``TrainConfig.select_on``.
 
@@ -563,6 +574,7 @@ def _selection_key(row: dict[str, float], task: Task, select_on: str) -> tuple[t
     return key, name, m
 
 
+@torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, X: Images | Stacked, *, batch_size: int = 64) -> bool:
     """Replace BatchNorm running statistics by their exact average over ``X`` (the labelled set), for the
     final weights. The exponential running average otherwise lags the last optimiser steps, which on a
