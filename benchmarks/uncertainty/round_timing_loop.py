@@ -17,7 +17,10 @@ and labelled by the simulated oracle. Then, timed:
 - **propose**: ``propose()`` of round 2 (score the 4.2k unlabelled cases, hybrid selection of the next
   ``--labels``, auto-label bookkeeping);
 
-round = train + propose, which is what a person waits for between two batches. Pretraining happens once per
+round = train + propose, which is what a person waits for between two batches. ``--first N`` makes round 1 the cold
+start of N cases and times round 2 instead (its ``complete()`` on all ``--labels`` cases, the ``--labels`` - N
+added by hybrid, then round 3's ``propose()``): the round the loop's ``warm_start`` changes, so
+``--warm-start PASSES`` against none is an A/B on the same labelled set (round 1 trains from the start either way). Pretraining happens once per
 study (reported apart, it is not part of a round). Wall seconds and this process's CPU seconds, with the torch
 threads the machine gives (2 on the target machine).
 """
@@ -59,7 +62,15 @@ def main() -> None:
     ap.add_argument("--no-semi", action="store_true",
                     help="train the supervised candidate alone (semi=False), as the loop's rounds do once FixMatch "
                          "has lost on validation (fixmatch_still_ahead)")
+    ap.add_argument("--first", type=int, default=None, metavar="N",
+                    help="round 1 labels N cases and round 2 is timed (see above)")
+    ap.add_argument("--warm-start", type=int, default=None, metavar="PASSES",
+                    help="the loop's warm_start: round 2 continues round 1's model for PASSES passes (needs --first)")
     a = ap.parse_args()
+    if a.warm_start is not None and a.first is None:
+        ap.error("--warm-start needs --first: the first round always trains from the start")
+    if a.first is not None and not 0 < a.first < a.labels:
+        ap.error("--first must be between 0 and --labels")
     import torch
 
     from medwb.al.loop import ActiveLearningLoop
@@ -74,8 +85,8 @@ def main() -> None:
         ds = open_dataset(data, progress=False)
         study = Study.create(Path(tmp) / "study", dataset_path=str(data), task=ds.task, classes=ds.classes,
                              name="round timing", key=False)
-        loop = ActiveLearningLoop(study, ds, batch_size=a.labels, seed=a.seed, evaluate_test=True, progress=False,
-                                  semi=False if a.no_semi else None)
+        loop = ActiveLearningLoop(study, ds, batch_size=a.first or a.labels, seed=a.seed, evaluate_test=True,
+                                  progress=False, semi=False if a.no_semi else None, warm_start=a.warm_start)
         trunks = study.layout.cache / PRETRAIN  # where the loop looks for a finished trunk of its pool and config
         copied: set[Path] = set()
         for done in sorted(a.cache.glob(f"{PRETRAIN}/*.pt")) if a.cache else []:
@@ -94,20 +105,36 @@ def main() -> None:
             loop.save_label(str(row.case_id), oracle(str(row.case_id), None))
         t["labels"] = clock()
         result = loop.complete()
-        t["train"] = clock()
+        t["train" if a.first is None else "round 1 train"] = clock()
+        if a.first is not None:  # round 2 is the timed one: label hybrid's picks, then retrain on all of them
+            loop.batch_size = a.labels - a.first
+            batch = loop.commit_auto(loop.propose())
+            for row in batch.itertuples(index=False):
+                loop.save_label(str(row.case_id), oracle(str(row.case_id), None))
+            t["round 2 picks"] = clock()
+            first_metrics, result = result.metrics, loop.complete()
+            t["train"] = clock()
         loop.propose()
         t["propose"] = clock()
         marks = [("start", (w, c))] + list(t.items())
         spans = {name: (now[0] - before[0], now[1] - before[1])
                  for (_, before), (name, now) in zip(marks, marks[1:])}
     m = result.metrics
+    later = "round 2's" if a.first is not None else "round 1's"
     pretrain_row = "pretraining (read from --cache)" if read else "pretraining (once per study)"
     rows = [(pretrain_row, *spans["pretrain"]), ("cold-start batch", *spans["cold start"]),
-            ("train (round 1's complete)", *spans["train"]), ("score + select (round 2's propose)", *spans["propose"]),
+            *([("round 1 from the start (complete), then round 2's picks",
+                spans["round 1 train"][0] + spans["round 2 picks"][0],
+                spans["round 1 train"][1] + spans["round 2 picks"][1])]
+              if a.first is not None else []),
+            (f"train ({later} complete)", *spans["train"]),
+            (f"score + select ({'round 3' if a.first is not None else 'round 2'}'s propose)", *spans["propose"]),
             ("**round = train + score + select**", spans["train"][0] + spans["propose"][0],
              spans["train"][1] + spans["propose"][1])]
     data_arg = "" if a.data == ap.get_default("data") else f"--data DATA_ROOT/.../{a.data.name} "
     data_arg += ("" if a.cache is None else "--cache OUT/cache ") + ("--no-semi " if a.no_semi else "")
+    data_arg += ("" if a.first is None else f"--first {a.first} ")
+    data_arg += ("" if a.warm_start is None else f"--warm-start {a.warm_start} ")
     lines = [f"# One round of the default loop, {ds.name} whole pool", "",
              f"Command: `python benchmarks/uncertainty/round_timing_loop.py {data_arg}--labels {a.labels} "
              f"--seed {a.seed}`", "",
@@ -122,7 +149,11 @@ def main() -> None:
                   f"{m.get('best_epoch')}, train_seconds (teacher + student) {m.get('train_seconds', 0):.1f}; test Dice "
                   f"{m.get('test_dice', float('nan')):.4f}."]
     else:
-        lines += ["", f"Round 1's model: FixMatch kept = {bool(m.get('semi'))}, validation score supervised "
+        if a.first is not None:
+            lines += ["", f"Round 1 (from the start, {first_metrics.get('n_labeled')} labels): test accuracy "
+                      f"{first_metrics.get('test_accuracy', float('nan')):.4f}; round 2 warm start = "
+                      f"{bool(m.get('warm_start'))} ({m.get('warm_passes', '-')} passes)."]
+        lines += ["", f"{later.capitalize()} model: FixMatch kept = {bool(m.get('semi'))}, validation score supervised "
                   f"{m.get('val_score_supervised', float('nan')):.4f} / FixMatch "
                   f"{m.get('val_score_semi', float('nan')):.4f}, best epoch {m.get('best_epoch')}, train_seconds (both "
                   f"candidates) {m.get('train_seconds', 0):.1f}; test AUC {m.get('test_auc', float('nan')):.4f}, "

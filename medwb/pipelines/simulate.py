@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.curves import FULL, FULL_PRETRAINED, REFERENCES, summarize
+from medwb.al.fit import check_warm_start
 from medwb.al.representation import check_finetune, uses_pretraining
 from medwb.atomic import atomic_write_bytes, ensure_output_dir, exclusive_lock
 from medwb.errors import DataError
@@ -326,6 +327,7 @@ def run_simulation(
     workers: int = 1,
     semi_schedule: dict[str, float] | None = None,
     self_train: bool | None = None,
+    warm_start: int | None = None,
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -366,6 +368,8 @@ def run_simulation(
     ``self_train``: the rounds of the ``medwb``-pipeline arms also train a self-trained
     student (the loop's ``self_train``, :func:`medwb.al.fit.uses_self_training`: ``None``, segmentation only); the
     other arms and the references never do (an all-labels pool has nothing left to pseudo-label).
+    ``warm_start``: the ``medwb``-pipeline arms' rounds after the first continue the last round's model for this
+    many passes (the loop's ``warm_start``, classification); the other arms and the references train from the start.
     ``workers``: run the (arm, seed) units in this many processes of one thread each (longest units first);
     with 2 workers on 2 cores the simulation takes ~0.65x its single-process time, since a convolution step
     gains only ~1.5x from a second thread. The units are the same seeded computations either way (the numbers may
@@ -412,7 +416,8 @@ def run_simulation(
     spec = UnitSpec(data=str(data), out=out, folders=tuple(folders), budget=budget, rounds=rounds, epochs=epochs,
                     train=dict(train or {}), cold_start=cold_start, mc_passes=mc_passes, max_pool=max_pool,
                     size=size, finetune=finetune, shared=shared, stream=stream,
-                    semi_schedule=dict(semi_schedule or {}), self_train=self_train)
+                    semi_schedule=dict(semi_schedule or {}), self_train=self_train,
+                    warm_start=check_warm_start(warm_start, ds.task))
     workers = max(1, min(int(workers), len(runs)))  # never more processes than units
     if workers > 1 and scoring not in (None, "memory", "shards"):
         raise DataError(data, f"workers={workers} with scoring={scoring!r}",
@@ -494,6 +499,7 @@ class UnitSpec:
     stream: bool
     semi_schedule: dict[str, float]  # FixMatch overrides (ActiveLearningLoop's semi_schedule)
     self_train: bool | None = None  # the medwb arms' rounds also train a self-trained student (None: the task's default)
+    warm_start: int | None = None  # the medwb arms' later rounds continue the last model for this many passes
 
 
 @dataclass
@@ -536,7 +542,8 @@ def simulate_unit(spec: UnitSpec, arm: Arm, seed: int, *, reference: bool, scori
                                   scoring=None if scoring == "memory" else scoring,
                                   stream=spec.stream and not reference,
                                   semi_schedule=spec.semi_schedule,
-                                  self_train=spec.self_train if arm.pipeline == "medwb" and not reference else False)
+                                  self_train=spec.self_train if arm.pipeline == "medwb" and not reference else False,
+                                  warm_start=spec.warm_start if arm.pipeline == "medwb" and not reference else None)
         pool_size, target = loop.pool_size, loop.autolabel_target_error
         if reference:
             ref, held_rows, n_held = _full_reference(loop, folder, seed, ds.task, name=name,

@@ -39,6 +39,8 @@ def test_simulate_parser_options() -> None:
     assert _simulation_kwargs(build_parser().parse_args(["simulate", "d.npz", "--out", "o"]))["self_train"] is None
     off = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--no-self-train"])
     assert _simulation_kwargs(off)["self_train"] is False
+    warm = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--warm-start", "40"])
+    assert _simulation_kwargs(warm)["warm_start"] == 40 and _simulation_kwargs(off)["warm_start"] is None
 
 
 @pytest.mark.slow

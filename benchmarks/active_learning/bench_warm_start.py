@@ -1,0 +1,133 @@
+"""Whether a round after the first may start from the previous round's model with a short schedule (issue 12, the
+round <= 60 s target): nested random label sets of a MedMNIST pool, one chain of rounds per seed and recipe.
+
+Why: a BloodMNIST round at 10% of the labels trains the supervised candidate from the pretrained trunk for at
+least 80 passes over 1 196 labels (166 s of a 2-core host; ``../uncertainty/round_timing_bloodmnist.md``). MONAI
+Label's rounds continue from the last model instead; whether that keeps the quality here (warm starts can
+generalise worse, Ash & Adams 2020, "On Warm-Starting Neural Network Training") is measured, not assumed.
+
+    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_warm_start.py bloodmnist.npz OUT \
+        --sizes 240 480 720 960 1200 --seeds 0 1 2 --passes 20 40
+
+Per seed, the label sets are the first 240, 480, ... cases of one seeded permutation of the pool (each round's
+set holds the previous one, as a loop's does). Rows (OUT/warm_start.csv, resumable):
+  fresh       the loop's round today: from the pretrained trunk (cached in OUT/cache or --cache), the default
+              schedule (>= 80 passes over the labels, cosine, best epoch on validation); every size
+  warmP       the first size as ``fresh``, then each later size from the previous *warmP* model (a chain, as
+              rounds would run), P passes over the labels (cosine from the default rate, run to the end, the best
+              epoch on validation kept); ``--shrink L`` multiplies the previous weights by L first (shrink and
+              perturb without the perturb), rows named warmP/sL
+The table: test accuracy / AUC, mean +- SD over seeds, and the training seconds per size (1 thread each).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from results_csv import append_result, has_result, read_results
+
+from medwb.al.fit import fit_round
+from medwb.al.representation import pretrain_build_args, pretrained_representation
+from medwb.data import open_dataset
+from medwb.models.networks import build_for_dataset
+from medwb.models.train import batches_per_epoch, default_train_config
+
+
+def passes_config(config, n: int, passes: int):
+    """``config`` trained for ``passes`` passes over ``n`` labels, run to the end (best epoch on validation)."""
+    ppe = batches_per_epoch(n, config) * int(config.batch_size) / n
+    epochs = max(1, math.ceil(passes / ppe))
+    return replace(config, epochs=epochs, patience=epochs, min_passes=0, min_epochs=min(config.min_epochs, epochs))
+
+
+def shrunk(model, factor: float):
+    """A copy of ``model`` with every floating parameter multiplied by ``factor`` (1: unchanged)."""
+    out = copy.deepcopy(model)
+    if factor != 1:
+        with torch.no_grad():
+            for p in out.parameters():
+                p.mul_(factor)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[240, 480, 720, 960, 1200])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--passes", type=int, nargs="*", default=[20, 40], help="the warm chains' passes per round")
+    ap.add_argument("--shrink", type=float, default=1.0, help="multiply the previous weights by this first")
+    ap.add_argument("--no-fresh", action="store_true", help="no fresh rows but the first size's (already measured)")
+    ap.add_argument("--fresh-sizes", type=int, nargs="*", default=None,
+                    help="sizes that get a fresh row (default: every size)")
+    ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(a.data, progress=False)
+    Xp, yp, _ = ds.arrays("train")
+    val, test = ds.arrays("val")[:2], ds.arrays("test")[:2]
+    csv = out / "warm_start.csv"
+    done = read_results(csv)
+    args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
+    pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, progress=False)
+    tag = "" if a.shrink == 1 else f"/s{a.shrink:g}"
+
+    for seed in a.seeds:
+        perm = np.random.default_rng(seed).permutation(len(Xp))
+        config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim)
+
+        def row(name: str, n: int, m: dict, seconds: float, passes: float) -> None:
+            nonlocal done
+            done = append_result(csv, {"recipe": name, "labels": n, "seed": seed, "seconds": seconds,
+                                       "passes": passes, "best_epoch": m.get("best_epoch"),
+                                       "test_auc": m["test_auc"], "test_accuracy": m["test_accuracy"],
+                                       "test_balanced_accuracy": m["test_balanced_accuracy"],
+                                       "val_auc": m["val_auc"], "val_balanced_accuracy": m["val_balanced_accuracy"]})
+            print(f"seed {seed} {name:10s} n={n:5d} acc {m['test_accuracy']:.4f} auc {m['test_auc']:.4f} "
+                  f"{seconds:6.1f} s", flush=True)
+
+        first: dict[int, object] = {}  # size -> fresh model (the chains' first round)
+        for n in a.sizes:
+            if n != a.sizes[0] and (a.no_fresh or (a.fresh_sizes is not None and n not in a.fresh_sizes)):
+                continue  # the first size always trains: the chains start from its model
+            lab = perm[:n]
+            if has_result(done, "fresh", n, seed) and n != a.sizes[0]:
+                continue
+            t0 = time.perf_counter()
+            model, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], val, task=ds.task,
+                                 config=config, pretrained=pre, test=test, progress=False)
+            if n == a.sizes[0]:
+                first[n] = model
+            if not has_result(done, "fresh", n, seed):
+                row("fresh", n, m, time.perf_counter() - t0, float("nan"))
+        for passes in a.passes:
+            name = f"warm{passes}{tag}"
+            prev = first[a.sizes[0]]
+            for n in a.sizes[1:]:
+                lab = perm[:n]
+                t0 = time.perf_counter()
+                prev, m = fit_round(shrunk(prev, a.shrink), Xp[lab], yp[lab], val, task=ds.task,
+                                    config=passes_config(config, n, passes), test=test, progress=False)
+                if not has_result(done, name, n, seed):
+                    row(name, n, m, time.perf_counter() - t0, passes)
+
+    import pandas as pd
+
+    df = pd.read_csv(csv)
+    g = df.groupby(["recipe", "labels"])
+    table = g.agg(acc=("test_accuracy", "mean"), acc_sd=("test_accuracy", "std"), auc=("test_auc", "mean"),
+                  auc_sd=("test_auc", "std"), seconds=("seconds", "mean"), seeds=("seed", "count")).round(4)
+    print(table.to_string())
+    (out / "table.txt").write_text(table.to_string() + "\n")
+
+
+if __name__ == "__main__":
+    main()

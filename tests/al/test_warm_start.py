@@ -1,0 +1,92 @@
+"""Rounds that continue the last round's model (the loop's ``warm_start``): the schedule, the checks, the start."""
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medwb.al.fit import check_warm_start, fit_continued
+from medwb.al.loop import ActiveLearningLoop
+from medwb.al.oracle import simulated_oracle
+from medwb.errors import DataError
+from medwb.models import TrainConfig, default_train_config
+from medwb.models.train import batches_per_epoch, passes_config
+from medwb.store import Study
+
+from _fixtures import PNEUMONIA, tiny_pneumonia_npz
+
+FAST = TrainConfig(epochs=1, min_epochs=1, batch_size=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(samples: Path, tmp_path_factory: pytest.TempPathFactory):
+    from medwb.data import open_dataset
+
+    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path_factory.mktemp("data") / "pneumonia_tiny.npz",
+                              n_train=60, n_val=20, n_test=20)
+    return path, open_dataset(path, progress=False)
+
+
+@pytest.mark.parametrize("n", [100, 480, 1200])
+def test_passes_config_trains_the_asked_passes_to_the_end(n: int) -> None:
+    config = default_train_config("classification", modality="microscopy")  # min_passes 80 from the start
+    out = passes_config(config, n, 40)
+    per_epoch = batches_per_epoch(n, out) * out.batch_size / n
+    assert out.epochs * per_epoch >= 40 > (out.epochs - 1) * per_epoch  # 40 passes, not the start's 80
+    assert out.patience == out.epochs and out.min_passes == 0 and out.min_epochs <= out.epochs
+    assert out.lr == config.lr and out.augment == config.augment  # the round's own rate and augmentation
+    with pytest.raises(DataError, match="at least 1 pass"):
+        passes_config(config, n, 0)
+
+
+def test_warm_start_is_checked_when_the_loop_is_made() -> None:
+    assert check_warm_start(None, "classification") is None and check_warm_start(40, "classification") == 40
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(DataError, match="warm_start="):
+            check_warm_start(bad, "classification")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="classification rounds only"):
+        check_warm_start(40, "segmentation")
+
+
+def test_fit_continued_starts_from_the_previous_model_and_leaves_it_alone(tiny) -> None:
+    from medwb.models.networks import build_for_dataset
+    from medwb.models.train import train
+
+    _, ds = tiny
+    X, y, _ = ds.arrays("train")
+    val = ds.arrays("val")[:2]
+    previous = train(build_for_dataset(ds, seed=0), X[:30], y[:30], *val, config=FAST, progress=False).model
+    before = copy.deepcopy(previous.state_dict())
+    still, m = fit_continued(previous, X[:40], y[:40], val, task="classification", config=replace(FAST, lr=0.0),
+                             passes=1, progress=False)
+    # a zero rate moves nothing: the round's start was the previous round's weights, not a fresh network
+    assert all(torch.equal(p, before[k]) for k, p in still.named_parameters())
+    assert m["warm_start"] == 1.0 and m["warm_passes"] == 1.0 and m["n_labeled"] == 40 and m["semi"] == 0.0
+    moved, _ = fit_continued(previous, X[:40], y[:40], val, task="classification", config=FAST, passes=2,
+                             progress=False)
+    assert any(not torch.equal(p, before[k]) for k, p in moved.named_parameters())
+    assert all(torch.equal(v, before[k]) for k, v in previous.state_dict().items())  # trained a copy
+
+
+@pytest.mark.slow
+def test_loop_continues_the_last_model_after_the_first_round(tiny, tmp_path: Path) -> None:
+    path, ds = tiny
+    study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
+    loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=6, train_config=FAST, seed=0, mc_passes=3,
+                              progress=False, pretrain=False, semi=False, warm_start=3)
+    assert loop.warm_start_model() is None  # no model yet: the first round trains from the start
+    first, second = loop.run(2, simulated_oracle(ds))
+    assert "warm_start" not in first.metrics
+    assert second.metrics["warm_start"] == 1.0 and second.metrics["warm_passes"] == 3.0
+    assert second.n_labeled == 12 and study.rounds().iloc[1]["params"]["warm_start"] == 3
+    loop.semi = True  # a round that still trains FixMatch (from the trunk) starts fresh: like for like
+    assert loop.warm_start_model() is None
+    loop.semi = False
+    assert loop.warm_start_model() is loop.current_model()[0]
+    with pytest.raises(DataError, match="warm_start="):
+        ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, warm_start=0)
+    np.testing.assert_array_equal(sorted(study.labels()["case_id"]), sorted(set(study.labels()["case_id"])))
