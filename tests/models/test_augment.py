@@ -149,3 +149,32 @@ def test_min_passes_raises_the_epochs_of_larger_labelled_sets_only() -> None:
     assert scheduled_epochs(192, cfg) == (10, 10)
     res = train(build_classifier(2, 1, 2, channels=(4, 8)), X, y, X[:40], y[:40], config=cfg, progress=False)
     assert len(res.history) == 10  # no early stop inside a raised schedule
+
+
+def test_a_cosine_schedule_run_to_its_end_validates_its_second_half_only() -> None:
+    """validate_from skips validation, not training: the same weights every epoch, the same validation rows where
+    both runs validate, and an epoch kept from the validated half. Early stopping and constant rates validate
+    every epoch."""
+    from dataclasses import replace
+
+    from medwb.models.train import CLASSIFIER_VALIDATE_FROM, first_validated_epoch
+
+    assert default_train_config("classification").validate_from == CLASSIFIER_VALIDATE_FROM
+    assert default_train_config("segmentation").validate_from == 0.0
+    half = TrainConfig(validate_from=0.5)
+    assert first_validated_epoch(80, 80, half) == 41 and first_validated_epoch(7, 7, half) == 4
+    assert first_validated_epoch(40, 8, half) == 1  # early stopping needs every epoch
+    assert first_validated_epoch(80, 80, replace(half, lr_schedule="constant")) == 1  # no late best epoch to expect
+    assert first_validated_epoch(80, 80, TrainConfig()) == 1 and first_validated_epoch(1, 1, half) == 1
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((64, 1, 8, 8)).astype(np.float32), np.arange(64) % 2
+    cfg = TrainConfig(epochs=6, patience=6, batch_size=16, min_epochs=1, seed=0)
+    runs = {share: train(build_classifier(2, 1, 2, channels=(4, 8)), X, y, X[:24], y[:24],
+                         config=replace(cfg, validate_from=share), progress=False) for share in (0.0, 0.5)}
+    every, half_run = runs[0.0].history, runs[0.5].history
+    assert [("val_loss" in r) for r in half_run] == [False] * 3 + [True] * 3
+    assert all("val_loss" in r for r in every)
+    for a, b in zip(every[3:], half_run[3:]):  # the same training: the same validation rows
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    assert runs[0.5].best_epoch >= 4
