@@ -254,6 +254,10 @@ def training_recipe(metrics: dict[str, Any], *, short: bool = False) -> str:
     elif both and not short:
         base = (f"supervised (its {_semi_name(metrics)} candidate validated {f('val_score_semi'):.3f} vs "
                 f"{f('val_score_supervised'):.3f}: not kept)")
+    elif f("warm_start") == 1:  # the loop's warm_start: the last round's model trained on
+        passes = f("warm_passes")
+        base = ("supervised, continued" if short else
+                f"supervised, continued from the previous round's model ({passes:.0f} passes over the labels)")
     else:
         base = "supervised"
     if "self_trained" not in metrics:

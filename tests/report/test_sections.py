@@ -169,6 +169,9 @@ def test_the_training_recipe_names_the_candidate_kept_and_why() -> None:
     assert C.training_recipe(lost) == "supervised (its FixMatch candidate validated 0.871 vs 0.905: not kept)"
     assert C.training_recipe({"semi": 1.0, "val_score_semi": 0.8, "val_score_supervised": 0.79, "val_dice": 0.8},
                              short=True) == "mean teacher"
+    warm = {"semi": 0.0, "warm_start": 1.0, "warm_passes": 40.0, "val_auc": 0.99}  # the loop's warm_start
+    assert C.training_recipe(warm) == "supervised, continued from the previous round's model (40 passes over the labels)"
+    assert C.training_recipe(warm, short=True) == "supervised, continued"
     # a student whose teacher was the FixMatch candidate (the student's own "semi" is 0)
     student = {**fixmatch, "semi": 0.0, "semi_teacher": 1.0, "self_trained": 1.0, "pseudo_labels": 812.0,
                "pseudo_coverage": 0.41, "val_score_student": 0.93, "val_score_teacher": 0.912}
