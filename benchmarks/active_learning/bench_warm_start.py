@@ -14,46 +14,24 @@ set holds the previous one, as a loop's does). Rows (OUT/warm_start.csv, resumab
   fresh       the loop's round today: from the pretrained trunk (cached in OUT/cache or --cache), the default
               schedule (>= 80 passes over the labels, cosine, best epoch on validation); every size
   warmP       the first size as ``fresh``, then each later size from the previous *warmP* model (a chain, as
-              rounds would run), P passes over the labels (cosine from the default rate, run to the end, the best
-              epoch on validation kept); ``--shrink L`` multiplies the previous weights by L first (shrink and
-              perturb without the perturb), rows named warmP/sL
+              rounds would run), P passes over the labels (``medwb.al.fit.fit_continued``, the loop's
+              ``warm_start``: cosine from the default rate, run to the end, the best epoch on validation kept)
 The table: test accuracy / AUC, mean +- SD over seeds, and the training seconds per size (1 thread each).
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from results_csv import append_result, has_result, read_results
 
-from medwb.al.fit import fit_round
+from medwb.al.fit import fit_continued, fit_round
 from medwb.al.representation import pretrain_build_args, pretrained_representation
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
-from medwb.models.train import batches_per_epoch, default_train_config
-
-
-def passes_config(config, n: int, passes: int):
-    """``config`` trained for ``passes`` passes over ``n`` labels, run to the end (best epoch on validation)."""
-    ppe = batches_per_epoch(n, config) * int(config.batch_size) / n
-    epochs = max(1, math.ceil(passes / ppe))
-    return replace(config, epochs=epochs, patience=epochs, min_passes=0, min_epochs=min(config.min_epochs, epochs))
-
-
-def shrunk(model, factor: float):
-    """A copy of ``model`` with every floating parameter multiplied by ``factor`` (1: unchanged)."""
-    out = copy.deepcopy(model)
-    if factor != 1:
-        with torch.no_grad():
-            for p in out.parameters():
-                p.mul_(factor)
-    return out
+from medwb.models.train import default_train_config
 
 
 def main() -> None:
@@ -63,7 +41,6 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[240, 480, 720, 960, 1200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--passes", type=int, nargs="*", default=[20, 40], help="the warm chains' passes per round")
-    ap.add_argument("--shrink", type=float, default=1.0, help="multiply the previous weights by this first")
     ap.add_argument("--no-fresh", action="store_true", help="no fresh rows but the first size's (already measured)")
     ap.add_argument("--fresh-sizes", type=int, nargs="*", default=None,
                     help="sizes that get a fresh row (default: every size)")
@@ -78,7 +55,6 @@ def main() -> None:
     done = read_results(csv)
     args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
     pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, progress=False)
-    tag = "" if a.shrink == 1 else f"/s{a.shrink:g}"
 
     for seed in a.seeds:
         perm = np.random.default_rng(seed).permutation(len(Xp))
@@ -109,13 +85,13 @@ def main() -> None:
             if not has_result(done, "fresh", n, seed):
                 row("fresh", n, m, time.perf_counter() - t0, float("nan"))
         for passes in a.passes:
-            name = f"warm{passes}{tag}"
+            name = f"warm{passes}"
             prev = first[a.sizes[0]]
             for n in a.sizes[1:]:
                 lab = perm[:n]
                 t0 = time.perf_counter()
-                prev, m = fit_round(shrunk(prev, a.shrink), Xp[lab], yp[lab], val, task=ds.task,
-                                    config=passes_config(config, n, passes), test=test, progress=False)
+                prev, m = fit_continued(prev, Xp[lab], yp[lab], val, task=ds.task, config=config, passes=passes,
+                                        test=test, progress=False)
                 if not has_result(done, name, n, seed):
                     row(name, n, m, time.perf_counter() - t0, passes)
 

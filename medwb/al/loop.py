@@ -25,7 +25,7 @@ import pandas as pd
 from medwb.al.acquire import check_strategy
 from medwb.al.fit import (check_semi_schedule, check_warm_start, fit_continued, fixmatch_still_ahead,
                           uses_self_training, uses_semi)
-from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
+from medwb.al.representation import (check_finetune, finetune_config, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation, uses_pretraining)
 from medwb.al.scoring import first_batch_strategy
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
@@ -339,8 +339,9 @@ class ActiveLearningLoop:
             if previous is None:
                 model, metrics = self.fit(X, y, X_unlabelled=rest[0])
             else:
+                config = finetune_config(self.train_config, self.finetune) if self.pretrain else self.train_config
                 model, metrics = fit_continued(previous, X, y, self.arrays("val")[:2], task=self.ds.task,
-                                               config=self.train_config, passes=int(self.warm_start),
+                                               config=config, passes=int(self.warm_start),
                                                test=self.arrays("test")[:2] if self.evaluate_test else None,
                                                progress=self.progress)
             metrics.update(self.autolabel_stats)

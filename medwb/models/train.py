@@ -361,8 +361,7 @@ def passes_config(config: TrainConfig, n: int, passes: int) -> TrainConfig:
         raise DataError(None, f"passes={passes}", "pass at least 1 pass over the labels")
     per_epoch = batches_per_epoch(n, config) * int(config.batch_size) / max(n, 1)
     epochs = max(1, math.ceil(int(passes) / per_epoch))
-    return replace(config, epochs=epochs, patience=epochs, min_passes=0,
-                               min_epochs=min(int(config.min_epochs), epochs))
+    return replace(config, epochs=epochs, patience=epochs, min_passes=0, min_epochs=min(int(config.min_epochs), epochs))
 
 
 def first_validated_epoch(epochs: int, patience: int, config: TrainConfig) -> int:
