@@ -15,18 +15,8 @@ from medwb.models import TrainConfig, load_checkpoint
 from medwb.store import Study
 from medwb.store.pool import load_splits
 
-from _fixtures import PNEUMONIA, tiny_pneumonia_npz
 
 FAST = TrainConfig(epochs=1, min_epochs=1, batch_size=8, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny(samples: Path, tmp_path_factory: pytest.TempPathFactory):
-    from medwb.data import open_dataset
-
-    path = tiny_pneumonia_npz(samples / PNEUMONIA, tmp_path_factory.mktemp("data") / "pneumonia_tiny.npz",
-                              n_train=60, n_val=20, n_test=20)
-    return path, open_dataset(path, progress=False)
 
 
 def _study(folder: Path, ds, path: Path) -> Study:
