@@ -72,9 +72,14 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
               task: Task, config: TrainConfig, pretrained: PretrainResult | str | Path | None = None,
               finetune: str = "full", semi: bool = False, X_unlabelled: np.ndarray | None = None,
               test: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True,
-              semi_schedule: Mapping[str, float] | None = None,
-              self_train: bool = False) -> tuple[TrunkHeadNet, dict[str, float]]:
+              semi_schedule: Mapping[str, float] | None = None, self_train: bool = False,
+              previous: TrunkHeadNet | None = None, warm_passes: int | None = None,
+              ) -> tuple[TrunkHeadNet, dict[str, float]]:
     """Train ``model`` on ``(X, y)`` with early stopping on ``val``; returns (model, metrics).
+
+    ``previous`` (the loop's ``warm_start``, :func:`continues_last_model`): continue that trained model instead,
+    for ``warm_passes`` passes (:func:`fit_continued`, with ``finetune``'s rule when ``pretrained``); ``model``,
+    ``semi`` and ``self_train`` are then unused.
 
     ``pretrained``: load its trunk first and use ``finetune`` (``full`` or ``head``). ``semi``: when at least 2
     unlabelled images remain, also train the semi-supervised candidate with ``X_unlabelled`` from the same start
@@ -93,6 +98,11 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     gain self_trained (1 = student kept), semi_teacher (the teacher's semi), val_score_teacher / val_score_student,
     pseudo_coverage, pseudo_threshold, pseudo_labels (and, with ``test``, test_*_teacher / test_*_student).
     """
+    if previous is not None:
+        if not warm_passes:
+            raise DataError(None, "a continued round needs its passes", "pass warm_passes >= 1 with previous")
+        return fit_continued(previous, X, y, val, task=task, passes=warm_passes, test=test, progress=progress,
+                             config=finetune_config(config, finetune) if pretrained is not None else config)
     if self_train:
         _check_self_training_inputs(X_unlabelled)  # before any training, not after the teacher's
         from medwb.al.autolabel import min_cases_to_certify
@@ -215,6 +225,15 @@ def check_warm_start(passes: int | None, task: Task) -> int | None:
         raise DataError(None, f"warm_start is measured for classification rounds only, not {task}",
                         "leave warm_start unset (None) for this study")
     return int(passes)
+
+
+def continues_last_model(warm_start: int | None, semi: bool, self_train: bool) -> bool:
+    """Whether a round continues the last registered model (the loop's ``warm_start``, PASSES or None) instead
+    of training from the start: only when asked and when the round trains the supervised candidate alone. A round
+    that also trains FixMatch (``semi``: still ahead on validation) or a self-trained student starts from the
+    pretrained trunk as before: those candidates start there, so a continued supervised one would save little
+    and be chosen against unlike starts. The first round has no model to continue (the loop passes None)."""
+    return bool(warm_start) and not semi and not self_train
 
 
 def fit_continued(previous: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *,

@@ -9,6 +9,17 @@ One round is three calls so a review widget can sit in the middle (``propose`` -
 ``complete``); ``run_round`` chains them with an oracle (:mod:`medwb.al.oracle`). Splits: :mod:`medwb.data.splits`;
 model outputs for the strategies: :mod:`medwb.al.scoring`; pre-labels: :mod:`medwb.al.autolabel` and
 :mod:`medwb.al.prelabels` (segmentation masks and uncertainty maps at the image's own size).
+
+How a round trains (:class:`ActiveLearningLoop`'s options; the recipe itself is :mod:`medwb.al.fit`): the
+unlabelled pool is put to work by default. ``pretrain`` (``None``: not for 2D segmentation,
+:func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file) runs SimCLR on the
+pool once (``pretrain_config``; cached in the study), ranks the cold start in that embedding and starts every
+round from the pretrained trunk (``finetune`` "full" or "head"); ``semi`` (:func:`~medwb.al.fit.uses_semi`) trains
+FixMatch (masks: a mean teacher) on the labels plus the rest of the pool, pseudo-labels never stored;
+``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig fields). ``pretrain=False,
+semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.uses_self_training`. ``warm_start``
+(PASSES; None, the default: off): rounds after the first continue the last round's model
+(:func:`~medwb.al.fit.continues_last_model`, :func:`~medwb.al.fit.fit_continued`); the all-labels reference never.
 """
 from __future__ import annotations
 
@@ -23,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import (check_semi_schedule, check_warm_start, fit_continued, fixmatch_still_ahead,
+from medwb.al.fit import (check_semi_schedule, check_warm_start, continues_last_model, fixmatch_still_ahead,
                           uses_self_training, uses_semi)
-from medwb.al.representation import (check_finetune, finetune_config, pretrain_build_args, pretrained_embeddings,
+from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation, uses_pretraining)
 from medwb.al.scoring import first_batch_strategy
 from medwb.al.oracle import LabelAnswer, Oracle, label_targets, record_label
@@ -96,23 +107,14 @@ class RoundResult:
 class ActiveLearningLoop:
     """Pool-based active learning on a study (baal-like, but the state lives in the store).
 
-    ``model_fn(seed) -> torch.nn.Module`` builds a fresh network each round (unless ``warm_start``): retraining
-    from the start avoids the warm-start bias of fine-tuning on a growing set. The splits are the study's saved ones; a new study gets them
-    carved by :func:`medwb.data.splits.carve_splits` (pool = ``train``, or ``pool_ids``; ``max_pool`` a fixed
+    ``model_fn(seed) -> torch.nn.Module`` builds each round's network. The splits are the study's saved ones; a
+    new study gets them carved by :func:`medwb.data.splits.carve_splits` (pool = ``train``, or ``pool_ids``; ``max_pool`` a fixed
     seeded subset) and saved. ``val`` serves early stopping and auto-label calibration; ``test`` is evaluated
     only with ``evaluate_test``. The first batch, when no model exists yet, comes from the label-free
     ``cold_start`` strategy (``"auto"``: the rule of ``first_batch_strategy``); random stays random throughout.
 
-    The unlabelled pool is put to work by default (:mod:`medwb.al.fit`): ``pretrain`` (``None``: not for 2D
-    segmentation, :func:`~medwb.al.representation.uses_pretraining`; or a ``pretrained`` result / weights file) runs
-    SimCLR on the pool once (``pretrain_config``; cached in the study), ranks the cold start in that embedding and
-    starts every round from the pretrained trunk (``finetune`` "full" or "head"); ``semi``
-    (:func:`~medwb.al.fit.uses_semi`) trains FixMatch (masks: a mean teacher) on the labels plus the rest of the pool,
-    pseudo-labels never stored; ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig
-    fields). ``pretrain=False, semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.uses_self_training`.
-    ``warm_start`` (classification; None: off): rounds after the first continue the last round's model for this
-    many passes over the grown labelled set (:func:`~medwb.al.fit.fit_continued`, :meth:`warm_start_model`)
-    instead of training from the pretrained trunk again: about half the round's training on BloodMNIST at 40.
+    How a round trains (``pretrain``, ``pretrained``, ``pretrain_config``, ``finetune``, ``semi``,
+    ``semi_schedule``, ``self_train``, ``warm_start``): see the module's docstring.
 
     ``scoring``: where a round's model scores the pool: None, the loop's arrays; ``"shards"``, shard by shard from
     the files; ``"local"``, a scheduler address or a ``distributed.Client``: Dask tasks (:mod:`medwb.compute`).
@@ -133,8 +135,7 @@ class ActiveLearningLoop:
         voxel_reduce: str = "topk", pretrain: bool | None = None, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
-        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None,
-        warm_start: int | None = None,
+        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None, warm_start: int | None = None,
     ) -> None:
         check_strategy(strategy)
         if batch_size < 1:
@@ -259,9 +260,7 @@ class ActiveLearningLoop:
         params = {"k": k, "seed": self.seed, "random_state": rs, "mc_passes": self.mc_passes,
                   "requested_strategy": self.strategy, "voxel_reduce": self.voxel_reduce, "model_version": version,
                   "pool_size": len(ids), "n_labeled_before": len(lab), "scoring": scoring_name(self.scoring)}
-        params.update(pretrained=self.pretrain, semi=self.semi, self_train=self.self_train)
-        if self.warm_start:
-            params["warm_start"] = self.warm_start
+        params.update(pretrained=self.pretrain, semi=self.semi, self_train=self.self_train, warm_start=self.warm_start)
         if self.pretrain:
             params["finetune"] = self.finetune
         return [ids[i] for i in unl[idx]], scores, name, params
@@ -334,16 +333,9 @@ class ActiveLearningLoop:
             if len(self.labeled()) == 0:
                 raise StoreError("no labelled pool case to train on. Fix: save at least one label in the round")
             rest = self.unlabelled_arrays()
-            X, y = self.labelled_arrays()[1:]
-            previous = self.warm_start_model()
-            if previous is None:
-                model, metrics = self.fit(X, y, X_unlabelled=rest[0])
-            else:
-                config = finetune_config(self.train_config, self.finetune) if self.pretrain else self.train_config
-                model, metrics = fit_continued(previous, X, y, self.arrays("val")[:2], task=self.ds.task,
-                                               config=config, passes=int(self.warm_start),
-                                               test=self.arrays("test")[:2] if self.evaluate_test else None,
-                                               progress=self.progress)
+            semi = self.semi and fixmatch_still_ahead(self.study)
+            previous = self.current_model()[0] if continues_last_model(self.warm_start, semi, self.self_train) else None
+            model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=rest[0], previous=previous)
             metrics.update(self.autolabel_stats)
             if self.evaluate_test and self.ds.task == "classification":  # auto-labels on the rest and on test
                 metrics.update(autolabel_outcome(model, *self.arrays("val")[:2], {
@@ -361,26 +353,20 @@ class ActiveLearningLoop:
                            int(metrics.get("n_labeled", len(self.labeled()))), metrics, version)
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: np.ndarray, y: np.ndarray, X_unlabelled: Images | None = None) -> tuple[nn.Module, dict[str, float]]:
+    def fit(self, X: np.ndarray, y: np.ndarray, X_unlabelled: Images | None = None,
+            previous: nn.Module | None = None) -> tuple[nn.Module, dict[str, float]]:
         """One training run with the loop's model, schedule and pipeline (:func:`medwb.al.fit.fit_round`; also
         the all-labels reference): from the pretrained trunk with ``pretrain``, FixMatch on ``X_unlabelled`` too
-        with ``semi``. Metrics: n_labeled, best_epoch, train_seconds, semi, val_* and (``evaluate_test``) test_*."""
+        with ``semi``; ``previous``: continue that model (``warm_start``). Metrics: n_labeled, best_epoch,
+        train_seconds, semi, val_* and (``evaluate_test``) test_*."""
         from medwb.al.fit import fit_round
 
         return fit_round(self.model_fn(self.seed), X, y, self.arrays("val")[:2], task=self.ds.task, config=self.train_config,
                          pretrained=self.representation() if self.pretrain else None, finetune=self.finetune,
                          semi=self.semi and fixmatch_still_ahead(self.study), X_unlabelled=X_unlabelled,
                          semi_schedule=self.semi_schedule, self_train=self.self_train,
-                         test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress)
-
-    def warm_start_model(self) -> nn.Module | None:
-        """The model this round continues (``warm_start``): the last registered one, unless there is none yet or
-        the round also trains a FixMatch candidate or a self-trained student (those start from the pretrained
-        trunk, so a continued supervised candidate would save nothing and compare unlike starts); None: the round
-        trains from the start (:meth:`fit`)."""
-        if not self.warm_start or self.self_train or (self.semi and fixmatch_still_ahead(self.study)):
-            return None
-        return self.current_model()[0]
+                         test=self.arrays("test")[:2] if self.evaluate_test else None, progress=self.progress,
+                         previous=previous, warm_passes=self.warm_start)
 
     def unlabelled_arrays(self) -> tuple[Images, np.ndarray]:
         """(X, y) of the pool cases without a label in the store (FixMatch's unlabelled set, streamed with

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medwb.al.fit import check_warm_start, fit_continued
+from medwb.al.fit import check_warm_start, continues_last_model, fit_continued
 from medwb.al.loop import ActiveLearningLoop
 from medwb.al.oracle import simulated_oracle
 from medwb.errors import DataError
@@ -40,6 +40,11 @@ def test_warm_start_is_checked_when_the_loop_is_made() -> None:
             check_warm_start(bad, "classification")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="classification rounds only"):
         check_warm_start(40, "segmentation")
+    # a round continues only when asked and when it trains the supervised candidate alone
+    assert continues_last_model(40, semi=False, self_train=False)
+    assert not continues_last_model(None, semi=False, self_train=False)
+    assert not continues_last_model(40, semi=True, self_train=False)  # FixMatch still ahead: both from the trunk
+    assert not continues_last_model(40, semi=False, self_train=True)
 
 
 def test_fit_continued_starts_from_the_previous_model_and_leaves_it_alone(tiny) -> None:
@@ -68,15 +73,13 @@ def test_loop_continues_the_last_model_after_the_first_round(tiny, tmp_path: Pat
     study = Study.create(tmp_path / "s", dataset_path=str(path), task=ds.task, classes=ds.classes)
     loop = ActiveLearningLoop(study, ds, strategy="entropy", batch_size=6, train_config=FAST, seed=0, mc_passes=3,
                               progress=False, pretrain=False, semi=False, warm_start=3)
-    assert loop.warm_start_model() is None  # no model yet: the first round trains from the start
-    first, second = loop.run(2, simulated_oracle(ds))
+    first, second = loop.run(2, simulated_oracle(ds))  # no model before round 1: it trains from the start
     assert "warm_start" not in first.metrics
     assert second.metrics["warm_start"] == 1.0 and second.metrics["warm_passes"] == 3.0
     assert second.n_labeled == 12 and study.rounds().iloc[1]["params"]["warm_start"] == 3
-    loop.semi = True  # a round that still trains FixMatch (from the trunk) starts fresh: like for like
-    assert loop.warm_start_model() is None
-    loop.semi = False
-    assert loop.warm_start_model() is loop.current_model()[0]
+    # the all-labels reference goes through fit() without a previous model: from the start
+    _, ref = loop.fit(*loop.labelled_arrays()[1:])
+    assert "warm_start" not in ref
     with pytest.raises(DataError, match="warm_start="):
         ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, warm_start=0)
     np.testing.assert_array_equal(sorted(study.labels()["case_id"]), sorted(set(study.labels()["case_id"])))

@@ -153,13 +153,13 @@ def test_select_on_balanced_keeps_the_best_balanced_accuracy_epoch(pneu):
 
 
 def test_default_train_config_per_task():
-    from medwb.models.train import CLASSIFIER_MIN_PASSES
+    from medwb.models.train import CLASSIFIER_MIN_PASSES, CLASSIFIER_VALIDATE_FROM
 
     seg = default_train_config("segmentation", seed=2)
     assert (seg.batch_size, seg.min_batches_per_epoch, seg.seed) == (8, 8, 2)
     cls = default_train_config("classification", epochs=6, patience=None)
-    assert cls == TrainConfig(epochs=6, min_batches_per_epoch=CLASSIFIER_MIN_BATCHES,
-                              min_passes=0)  # None overrides are ignored; epochs asked for: exactly those
+    assert cls == TrainConfig(epochs=6, min_batches_per_epoch=CLASSIFIER_MIN_BATCHES, min_passes=0,
+                              validate_from=CLASSIFIER_VALIDATE_FROM)  # None overrides ignored; epochs: exactly those
     assert default_train_config("classification").min_passes == CLASSIFIER_MIN_PASSES
     assert default_train_config("classification", epochs=6, min_passes=20).min_passes == 20
     with pytest.raises(DataError, match="unknown training setting"):
