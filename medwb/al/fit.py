@@ -77,9 +77,10 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
               ) -> tuple[TrunkHeadNet, dict[str, float]]:
     """Train ``model`` on ``(X, y)`` with early stopping on ``val``; returns (model, metrics).
 
-    ``previous`` (the loop's ``warm_start``, :func:`continues_last_model`): continue that trained model instead,
-    for ``warm_passes`` passes (:func:`fit_continued`, with ``finetune``'s rule when ``pretrained``); ``model``,
-    ``semi`` and ``self_train`` are then unused.
+    ``previous`` (the loop's last model) and ``warm_passes`` (its ``warm_start``): when
+    :func:`continues_last_model` says so for this round's ``semi`` and ``self_train``, continue ``previous`` for
+    ``warm_passes`` passes instead (:func:`fit_continued`, with ``finetune``'s rule when ``pretrained``; ``model``
+    unused); otherwise the round trains from ``model`` as without it.
 
     ``pretrained``: load its trunk first and use ``finetune`` (``full`` or ``head``). ``semi``: when at least 2
     unlabelled images remain, also train the semi-supervised candidate with ``X_unlabelled`` from the same start
@@ -98,9 +99,9 @@ def fit_round(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.n
     gain self_trained (1 = student kept), semi_teacher (the teacher's semi), val_score_teacher / val_score_student,
     pseudo_coverage, pseudo_threshold, pseudo_labels (and, with ``test``, test_*_teacher / test_*_student).
     """
-    if previous is not None:
-        if not warm_passes:
-            raise DataError(None, "a continued round needs its passes", "pass warm_passes >= 1 with previous")
+    if previous is not None and not warm_passes:
+        raise DataError(None, "a continued round needs its passes", "pass warm_passes >= 1 with previous")
+    if previous is not None and continues_last_model(warm_passes, semi, self_train):
         return fit_continued(previous, X, y, val, task=task, passes=warm_passes, test=test, progress=progress,
                              config=finetune_config(config, finetune) if pretrained is not None else config)
     if self_train:

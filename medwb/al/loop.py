@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import (check_semi_schedule, check_warm_start, continues_last_model, fixmatch_still_ahead,
-                          uses_self_training, uses_semi)
+from medwb.al.fit import check_semi_schedule, check_warm_start, fixmatch_still_ahead, uses_self_training, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation, uses_pretraining)
 from medwb.al.scoring import first_batch_strategy
@@ -333,8 +332,7 @@ class ActiveLearningLoop:
             if len(self.labeled()) == 0:
                 raise StoreError("no labelled pool case to train on. Fix: save at least one label in the round")
             rest = self.unlabelled_arrays()
-            semi = self.semi and fixmatch_still_ahead(self.study)
-            previous = self.current_model()[0] if continues_last_model(self.warm_start, semi, self.self_train) else None
+            previous = self.current_model()[0] if self.warm_start else None  # fit_round decides whether to continue
             model, metrics = self.fit(*self.labelled_arrays()[1:], X_unlabelled=rest[0], previous=previous)
             metrics.update(self.autolabel_stats)
             if self.evaluate_test and self.ds.task == "classification":  # auto-labels on the rest and on test
@@ -357,7 +355,8 @@ class ActiveLearningLoop:
             previous: nn.Module | None = None) -> tuple[nn.Module, dict[str, float]]:
         """One training run with the loop's model, schedule and pipeline (:func:`medwb.al.fit.fit_round`; also
         the all-labels reference): from the pretrained trunk with ``pretrain``, FixMatch on ``X_unlabelled`` too
-        with ``semi``; ``previous``: continue that model (``warm_start``). Metrics: n_labeled, best_epoch,
+        with ``semi``; ``previous``: the last model, continued when ``warm_start`` and the round allow it
+        (:func:`~medwb.al.fit.continues_last_model`). Metrics: n_labeled, best_epoch,
         train_seconds, semi, val_* and (``evaluate_test``) test_*."""
         from medwb.al.fit import fit_round
 
