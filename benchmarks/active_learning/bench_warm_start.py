@@ -41,9 +41,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[240, 480, 720, 960, 1200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--passes", type=int, nargs="*", default=[20, 40], help="the warm chains' passes per round")
-    ap.add_argument("--no-fresh", action="store_true", help="no fresh rows but the first size's (already measured)")
     ap.add_argument("--fresh-sizes", type=int, nargs="*", default=None,
-                    help="sizes that get a fresh row (default: every size)")
+                    help="sizes that get a fresh row (default: every size; none given: only the chains' first "
+                         "model is trained, without a row)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -70,23 +70,22 @@ def main() -> None:
             print(f"seed {seed} {name:10s} n={n:5d} acc {m['test_accuracy']:.4f} auc {m['test_auc']:.4f} "
                   f"{seconds:6.1f} s", flush=True)
 
-        first: dict[int, object] = {}  # size -> fresh model (the chains' first round)
+        fresh_sizes = set(a.sizes if a.fresh_sizes is None else a.fresh_sizes)
+        first = None  # the first size's fresh model: every chain starts from it
         for n in a.sizes:
-            if n != a.sizes[0] and (a.no_fresh or (a.fresh_sizes is not None and n not in a.fresh_sizes)):
-                continue  # the first size always trains: the chains start from its model
-            lab = perm[:n]
-            if has_result(done, "fresh", n, seed) and n != a.sizes[0]:
+            wanted = n in fresh_sizes and not has_result(done, "fresh", n, seed)
+            if n != a.sizes[0] and not wanted:
                 continue
+            lab = perm[:n]
             t0 = time.perf_counter()
             model, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], val, task=ds.task,
                                  config=config, pretrained=pre, test=test, progress=False)
-            if n == a.sizes[0]:
-                first[n] = model
-            if not has_result(done, "fresh", n, seed):
+            first = model if first is None else first
+            if wanted:
                 row("fresh", n, m, time.perf_counter() - t0, float("nan"))
         for passes in a.passes:
             name = f"warm{passes}"
-            prev = first[a.sizes[0]]
+            prev = first
             for n in a.sizes[1:]:
                 lab = perm[:n]
                 t0 = time.perf_counter()
