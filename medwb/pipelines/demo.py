@@ -57,6 +57,9 @@ class DemoConfig:
     self_train: bool = False            # the medwb arm's rounds also train a self-trained student (off: on the
     #                                     demo's data it lost on the shifted test split, benchmarks/active_learning/
     #                                     pneumonia_demo_self_training)
+    warm_start: int | None = None       # the medwb arm's later rounds continue the last model (off: on the demo's
+    #                                     data no gain in the loop, behind on fixed label sets at 10%,
+    #                                     benchmarks/active_learning/warm_start/pneumonia)
 
     @classmethod
     def for_mode(cls, quick: bool) -> DemoConfig:
@@ -170,6 +173,7 @@ def simulate_demo(data: Path, sim_dir: Path, cfg: DemoConfig) -> Path:
                    out_dir=sim_dir, epochs=cfg.epochs, max_pool=cfg.max_pool, train=cfg.train,
                    pretrain_config=None if cfg.pretrain_steps is None else PretrainConfig(steps=cfg.pretrain_steps),
                    reference_seeds=cfg.reference_seeds, semi_schedule=cfg.semi_schedule, self_train=cfg.self_train,
+                   warm_start=cfg.warm_start,
                    workers=usable_cores() if cfg.parallel else 1)  # run_simulation caps it at its units
     return write_headline(sim_dir, cfg.strategies, cfg.budget)
 
