@@ -16,15 +16,20 @@ set holds the previous one, as a loop's does). Rows (OUT/warm_start.csv, resumab
   warmP       the first size as ``fresh``, then each later size from the previous *warmP* model (a chain, as
               rounds would run), P passes over the labels (``medwb.al.fit.fit_continued``, the loop's
               ``warm_start``: cosine from the default rate, run to the end, the best epoch on validation kept)
+  warmP-spL   as warmP, but each continued model is first shrunk and perturbed (``--shrink-perturb L``: every
+              weight w -> L * w + 0.01 * w0, w0 a freshly initialised network's; Ash & Adams's remedy for the
+              generalisation gap of warm starts)
 The table: test accuracy / AUC, mean +- SD over seeds, and the training seconds per size (1 thread each).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_continued, fit_round
@@ -32,6 +37,16 @@ from medwb.al.representation import pretrain_build_args, pretrained_representati
 from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
 from medwb.models.train import default_train_config
+
+
+def shrink_perturb(model: torch.nn.Module, shrink: float, fresh: torch.nn.Module, noise: float = 0.01) -> torch.nn.Module:
+    """A copy of ``model`` with every trainable weight w -> shrink * w + noise * w0 (w0: ``fresh``'s initial
+    weights); BatchNorm running statistics are kept (training re-estimates them)."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, p0 in zip(out.parameters(), fresh.parameters()):
+            p.mul_(shrink).add_(p0, alpha=noise)
+    return out
 
 
 def main() -> None:
@@ -45,6 +60,8 @@ def main() -> None:
                     help="sizes that get a fresh row (default: every size; none given: only the chains' first "
                          "model is trained, without a row)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
+    ap.add_argument("--shrink-perturb", type=float, nargs="*", default=[], metavar="L",
+                    help="also chains whose continued model is shrunk by L and perturbed first (warmP-spL)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,13 +100,16 @@ def main() -> None:
             first = model if first is None else first
             if wanted:
                 row("fresh", n, m, time.perf_counter() - t0, float("nan"))
-        for passes in a.passes:
-            name = f"warm{passes}"
+        for passes, shrink in [(p, s) for p in a.passes for s in [None, *a.shrink_perturb]]:
+            name = f"warm{passes}" + ("" if shrink is None else f"-sp{shrink:g}")
+            if all(has_result(done, name, n, seed) for n in a.sizes[1:]):
+                continue  # a finished chain (resumed run)
             prev = first
             for n in a.sizes[1:]:
                 lab = perm[:n]
                 t0 = time.perf_counter()
-                prev, m = fit_continued(prev, Xp[lab], yp[lab], val, task=ds.task, config=config, passes=passes,
+                start = prev if shrink is None else shrink_perturb(prev, shrink, build_for_dataset(ds, seed=seed + n))
+                prev, m = fit_continued(start, Xp[lab], yp[lab], val, task=ds.task, config=config, passes=passes,
                                         test=test, progress=False)
                 if not has_result(done, name, n, seed):
                     row(name, n, m, time.perf_counter() - t0, passes)
