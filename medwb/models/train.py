@@ -75,9 +75,13 @@ class TrainConfig:
     #                              with both labels), weight ~ Beta(mixup, mixup); 0 = off. Off by default: BloodMNIST,
     #                              600 labels, 3 draws: 0.2 -> +0.002 accuracy, 1.0 -> -0.013 (benchmarks/
     #                              active_learning/recipes/bloodmnist_mixup)
+    precision: str = "fp32"      # "bf16": training steps under CPU autocast to bfloat16 (validation stays fp32);
+    #                              opt-in, CPUs with native bf16 only (check_precision; benchmarks/active_learning/
+    #                              precision: BloodMNIST level, PneumoniaMNIST's shifted test split behind)
 
     def __post_init__(self) -> None:
         self.augment = check_augment(self.augment)
+        self.precision = check_precision(self.precision)
         if self.lr_schedule not in LR_SCHEDULES:
             raise DataError(None, f"unknown learning-rate schedule {self.lr_schedule!r}",
                             f"use lr_schedule in {LR_SCHEDULES}")
@@ -410,6 +414,21 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, batch_size: int 
     return _class_metrics(probs, np.asarray(y).reshape(-1), pred)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``TrainConfig.precision`` checked now: "bf16" only where the CPU computes bfloat16 natively (oneDNN's
+    check: AVX-512 BF16 or AMX); elsewhere autocast would emulate it, slower than fp32."""
+    if precision not in PRECISIONS:
+        raise DataError(None, f"precision={precision!r}", f"use precision in {PRECISIONS}")
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    if precision == "bf16" and not native():
+        raise DataError(None, "precision='bf16' on a CPU without native bfloat16",
+                        "use precision='fp32' on this machine")
+    return precision
+
+
 def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
           y_val: np.ndarray | None = None, *, task: Task | None = None, config: TrainConfig | None = None,
           checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
@@ -484,6 +503,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         schedule = lr_schedule(opt, config.lr_schedule, epochs * batches_per_epoch(len(Xt), config))
         bar = tqdm(range(1, epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
         first_val = first_validated_epoch(epochs, patience, config)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
         for epoch in bar:
             model.train()
             perm = torch.randperm(len(Xt), generator=g)
@@ -501,10 +521,13 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                 if config.mixup > 0 and task == "classification":
                     lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
                     j = torch.randperm(len(xb), generator=g)
-                    out = model(lam * xb + (1 - lam) * xb[j])
+                    with autocast:
+                        out = model(lam * xb + (1 - lam) * xb[j]).float()
                     loss = lam * loss_fn(out, yb) + (1 - lam) * loss_fn(out, yb[j])
                 else:
-                    loss = loss_fn(model(xb), yb)
+                    with autocast:
+                        out = model(xb).float()
+                    loss = loss_fn(out, yb)
                 loss.backward()
                 opt.step()
                 if schedule is not None:

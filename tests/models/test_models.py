@@ -251,3 +251,31 @@ def test_mixup_trains_on_mixed_pairs_seeded_and_still_learns(pneu):
     assert not _same_weights(r1.model, plain.model)
     with pytest.raises(DataError, match="mixup=-0.2"):
         TrainConfig(mixup=-0.2)
+
+
+def test_bf16_precision_trains_in_bfloat16_seeded_and_still_learns(pneu, monkeypatch):
+    """``TrainConfig.precision="bf16"``: the training steps' forward passes run under CPU autocast (the model keeps
+    fp32 weights), seeded as fp32 is; refused where the CPU has no native bfloat16, and unknown names refused."""
+    with pytest.raises(DataError, match="precision='fp16'"):
+        TrainConfig(precision="fp16")
+    from medwb.models.train import check_precision
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # this CPU: the fix is named, then nothing to train
+        with pytest.raises(DataError, match="use precision='fp32'"):
+            TrainConfig(precision="bf16")
+        return
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(DataError, match="without native bfloat16"):
+        check_precision("bf16")
+    monkeypatch.undo()
+    Xp, yp, Xv, yv = pneu
+    dtypes: list[torch.dtype] = []
+    m = build_classifier(2, 1, 2, seed=0)
+    hook = m.head.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype) if mod.training else None)
+    cfg = TrainConfig(epochs=3, seed=3, patience=10, precision="bf16")
+    r1 = train(m, Xp, yp, Xv, yv, task="classification", config=cfg, progress=False)
+    hook.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the steps ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in r1.model.parameters())
+    r2 = train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification", config=cfg, progress=False)
+    assert _same_weights(r1.model, r2.model) and r1.val_metric > 0.85
