@@ -417,13 +417,18 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, batch_size: int 
 PRECISIONS = ("fp32", "bf16")
 
 
+def has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX-512 BF16 or AMX; False where this torch
+    build cannot tell)."""
+    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
 def check_precision(precision: str) -> str:
-    """``TrainConfig.precision`` checked now: "bf16" only where the CPU computes bfloat16 natively (oneDNN's
-    check: AVX-512 BF16 or AMX); elsewhere autocast would emulate it, slower than fp32."""
+    """``TrainConfig.precision`` checked now: "bf16" only where :func:`has_native_bf16`; elsewhere autocast would
+    emulate it, slower than fp32."""
     if precision not in PRECISIONS:
         raise DataError(None, f"precision={precision!r}", f"use precision in {PRECISIONS}")
-    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    if precision == "bf16" and not native():
+    if precision == "bf16" and not has_native_bf16():
         raise DataError(None, "precision='bf16' on a CPU without native bfloat16",
                         "use precision='fp32' on this machine")
     return precision

@@ -258,15 +258,16 @@ def test_bf16_precision_trains_in_bfloat16_seeded_and_still_learns(pneu, monkeyp
     fp32 weights), seeded as fp32 is; refused where the CPU has no native bfloat16, and unknown names refused."""
     with pytest.raises(DataError, match="precision='fp16'"):
         TrainConfig(precision="fp16")
-    from medwb.models.train import check_precision
+    import importlib
 
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # this CPU: the fix is named, then nothing to train
+    train_module = importlib.import_module("medwb.models.train")  # the module, not medwb.models.train()
+    if not train_module.has_native_bf16():  # this CPU: the fix is named, then nothing to train
         with pytest.raises(DataError, match="use precision='fp32'"):
             TrainConfig(precision="bf16")
         return
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(train_module, "has_native_bf16", lambda: False)  # a CPU without it
     with pytest.raises(DataError, match="without native bfloat16"):
-        check_precision("bf16")
+        TrainConfig(precision="bf16")
     monkeypatch.undo()
     Xp, yp, Xv, yv = pneu
     dtypes: list[torch.dtype] = []

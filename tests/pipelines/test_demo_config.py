@@ -16,7 +16,7 @@ def test_demo_variant_reaches_the_simulation(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(simulate, "run_simulation", lambda data, **kw: seen.update(kw))
     monkeypatch.setattr(demo, "write_headline", lambda sim_dir, strategies, budget: sim_dir / "headline.txt")
     full = demo.DemoConfig.for_mode(False)
-    assert full.warm_start is None and full.self_train is False  # measured, and lost on the shifted test split
+    assert full.warm_start is None and full.self_train is False  # both measured on the demo's data: no gain
     demo.simulate_demo(tmp_path / "d.npz", tmp_path, replace(full, warm_start=40, self_train=True))
     assert seen["warm_start"] == 40 and seen["self_train"] is True
     assert seen["max_pool"] == full.max_pool and seen["rounds"] == full.rounds and seen["seeds"] == full.seeds
