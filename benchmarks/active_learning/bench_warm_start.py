@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fixed_sets import pool_inputs
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_continued, fit_round
-from medwb.al.representation import pretrain_build_args, pretrained_representation
-from medwb.data import open_dataset
 from medwb.models.networks import build_for_dataset
 from medwb.models.train import default_train_config
 
@@ -65,13 +64,9 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = open_dataset(a.data, progress=False)
-    Xp, yp, _ = ds.arrays("train")
-    val, test = ds.arrays("val")[:2], ds.arrays("test")[:2]
+    ds, Xp, yp, val, test, pre = pool_inputs(a.data, Path(a.cache or out))
     csv = out / "warm_start.csv"
     done = read_results(csv)
-    args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
-    pre = pretrained_representation(Path(a.cache or out), Xp, build_args=args, progress=False)
 
     for seed in a.seeds:
         perm = np.random.default_rng(seed).permutation(len(Xp))
