@@ -83,10 +83,16 @@ def main() -> None:
                   f"{seconds:6.1f} s", flush=True)
 
         fresh_sizes = set(a.sizes if a.fresh_sizes is None else a.fresh_sizes)
-        first = None  # the first size's fresh model: every chain starts from it
+        chains = []  # (row name, passes, shrink) of every chain with a row still to write (resumed runs)
+        for passes in a.passes:
+            for shrink in [None, *a.shrink_perturb]:
+                name = f"warm{passes}" + ("" if shrink is None else f"-sp{shrink:g}")
+                if not all(has_result(done, name, n, seed) for n in a.sizes[1:]):
+                    chains.append((name, passes, shrink))
+        first = None  # the first size's fresh model: every unfinished chain starts from it
         for n in a.sizes:
             wanted = n in fresh_sizes and not has_result(done, "fresh", n, seed)
-            if n != a.sizes[0] and not wanted:
+            if not wanted and (n != a.sizes[0] or not chains):
                 continue
             lab = perm[:n]
             t0 = time.perf_counter()
@@ -95,10 +101,7 @@ def main() -> None:
             first = model if first is None else first
             if wanted:
                 row("fresh", n, m, time.perf_counter() - t0, float("nan"))
-        for passes, shrink in [(p, s) for p in a.passes for s in [None, *a.shrink_perturb]]:
-            name = f"warm{passes}" + ("" if shrink is None else f"-sp{shrink:g}")
-            if all(has_result(done, name, n, seed) for n in a.sizes[1:]):
-                continue  # a finished chain (resumed run)
+        for name, passes, shrink in chains:
             prev = first
             for n in a.sizes[1:]:
                 lab = perm[:n]
