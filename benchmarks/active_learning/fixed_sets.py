@@ -1,5 +1,5 @@
 """The inputs of the fixed-label-set benchmarks of a classification pool (bench_warm_start.py,
-bench_precision.py): the pool's arrays, its validation and test splits, and the pool's SimCLR trunk, read from
+bench_train_setting.py): the pool's arrays, its validation and test splits, and the pool's SimCLR trunk, read from
 the cache when a simulation of the same pool and config made it (else pretrained there once).
 """
 from __future__ import annotations

@@ -63,14 +63,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from medwb.data.case_images import CaseImages, Images, Stacked, rows
@@ -79,7 +77,7 @@ from medwb.metrics import balanced_accuracy, class_metrics
 from medwb.models.networks import TrunkHeadNet
 from medwb.models.pretrain import PretrainConfig, make_augment
 from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, choose_decision, log_epoch,
-                                lr_schedule, predict_proba, recalibrate_batchnorm)
+                                lr_schedule, moving_average, predict_proba, recalibrate_batchnorm)
 from medwb.models.augment import augment_batch, check_augment
 
 
@@ -192,17 +190,6 @@ def _trunk_frozen(model: TrunkHeadNet) -> bool:
     return bool(params) and not any(p.requires_grad for p in params)
 
 
-def ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """EMA update with the usual warm-up (TensorFlow's ExponentialMovingAverage): after n updates the decay is
-    min(decay, (1 + n) / (10 + n)), so the average follows a network that is still moving fast."""
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        if not averaged.is_floating_point():   # BatchNorm's batch counter
-            return current
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return torch.lerp(averaged, current, 1.0 - d)  # exact where nothing moved (a frozen trunk)
-    return avg
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), 7]).generate_state(1)[0])
 
@@ -309,7 +296,7 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = lr_schedule(opt, config.lr_schedule, config.epochs * config.steps_per_epoch)
         ema = (None if config.ema_decay is None else
-               AveragedModel(model, avg_fn=ema_with_warmup(float(config.ema_decay)), use_buffers=True))
+               moving_average(model, float(config.ema_decay)))
         judged = model if ema is None else ema.module
         bar = tqdm(range(1, config.epochs + 1), desc="train semi (FixMatch)", disable=not progress, leave=False)
         for epoch in bar:

@@ -43,16 +43,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from medwb.data.case_images import CaseImages, Images, Stacked, rows
 from medwb.errors import DataError
 from medwb.models.augment import augment_batch, check_augment, intensity_perturb
 from medwb.models.networks import TrunkHeadNet
-from medwb.models.semi import Cycler, ema_with_warmup
+from medwb.models.semi import Cycler
 from medwb.models.train import (LR_SCHEDULES, BestEpoch, TrainConfig, TrainResult, log_epoch,
-                                lr_schedule, recalibrate_batchnorm, validate_epoch)
+                                lr_schedule, moving_average, recalibrate_batchnorm, validate_epoch)
 
 
 @dataclass
@@ -229,7 +228,7 @@ def train_semi_segmentation(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X
         lab, unl = Cycler(len(Xl), bs, g), Cycler(len(Xu), bu, g)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = lr_schedule(opt, config.lr_schedule, config.epochs * config.steps_per_epoch)
-        teacher = AveragedModel(model, avg_fn=ema_with_warmup(float(config.ema_decay)), use_buffers=True)
+        teacher = moving_average(model, float(config.ema_decay))
         bar = tqdm(range(1, config.epochs + 1), desc="train semi (mean teacher)", disable=not progress, leave=False)
         for epoch in bar:
             ramp = _ramp(epoch, int(config.rampup_epochs))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from medwb.data.case_images import CaseImages, Images, Stacked, rows
@@ -75,6 +76,8 @@ class TrainConfig:
     #                              with both labels), weight ~ Beta(mixup, mixup); 0 = off. Off by default: BloodMNIST,
     #                              600 labels, 3 draws: 0.2 -> +0.002 accuracy, 1.0 -> -0.013 (benchmarks/
     #                              active_learning/recipes/bloodmnist_mixup)
+    ema: float | None = None     # validate, select and return an exponential moving average of the weights with
+    #                              this decay (0.99: FixMatch's rule; moving_average); None: off
     precision: str = "fp32"      # "bf16": training steps under CPU autocast to bfloat16 (validation stays fp32);
     #                              opt-in, CPUs with native bf16 only (check_precision; benchmarks/active_learning/
     #                              precision: BloodMNIST level, PneumoniaMNIST's shifted test split behind)
@@ -85,6 +88,8 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise DataError(None, f"unknown learning-rate schedule {self.lr_schedule!r}",
                             f"use lr_schedule in {LR_SCHEDULES}")
+        if self.ema is not None and not 0.0 <= float(self.ema) < 1.0:
+            raise DataError(None, f"ema={self.ema}", "use a decay in [0, 1), typically 0.99, or None (off)")
         if not float(self.mixup) >= 0:  # a negative (or NaN) value would switch mixup off without a word
             raise DataError(None, f"mixup={self.mixup}", "use 0 (off) or a Beta parameter > 0, typically 0.2")
 
@@ -190,6 +195,19 @@ class BestEpoch:
         """Load the kept weights (a no-op without validation)."""
         if self.state is not None:
             model.load_state_dict(self.state)
+
+
+def moving_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics (update it with
+    ``.update_parameters(model)`` after each step, read ``.module``), with the usual warm-up (TensorFlow's
+    ExponentialMovingAverage): after n updates the decay is min(decay, (1 + n) / (10 + n)), so the average follows
+    a network that is still moving fast and soon forgets the starting weights."""
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():   # BatchNorm's batch counter
+            return current
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return torch.lerp(averaged, current, 1.0 - d)  # exact where nothing moved (a frozen trunk)
+    return AveragedModel(model, avg_fn=avg, use_buffers=True)
 
 
 def log_epoch(row: dict[str, float], history: list[dict[str, float]], bar: tqdm, t0: float,
@@ -509,6 +527,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         bar = tqdm(range(1, epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
         first_val = first_validated_epoch(epochs, patience, config)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        ema = None if config.ema is None else moving_average(model, float(config.ema))
+        judged = model if ema is None else ema.module  # what validation reads, selection keeps and train returns
         for epoch in bar:
             model.train()
             perm = torch.randperm(len(Xt), generator=g)
@@ -537,15 +557,17 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
                 opt.step()
                 if schedule is not None:
                     schedule.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 total += loss.item() * len(idx)
                 n_seen += len(idx)
             row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n_seen, 1)}
             if has_val and epoch >= first_val:
                 if exact_bn:  # validate what the returned model would be (changes eval-mode statistics only)
-                    recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64))
-                row.update(validate_epoch(model, X_val, y_val, task, loss_fn, sd))
+                    recalibrate_batchnorm(judged, Xt, batch_size=max(config.batch_size, 64))
+                row.update(validate_epoch(judged, X_val, y_val, task, loss_fn, sd))
                 key, metric_name, m = _selection_key(row, task, select_on)
-                if best.offer(key, epoch, model):
+                if best.offer(key, epoch, judged):
                     best_metric = m
             elif not has_val:
                 best.take_last(epoch)
@@ -553,6 +575,8 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             if best.ends_training(epoch, seconds, has_val=has_val, min_epochs=config.min_epochs,
                                   patience=patience, max_seconds=config.max_seconds):
                 break
+    if ema is not None and best.state is None:  # no validation: the last average
+        model.load_state_dict(ema.module.state_dict())
     best.restore(model)
     if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
         # keep the exact statistics only if validation agrees they are at least as good

@@ -280,3 +280,28 @@ def test_bf16_precision_trains_in_bfloat16_seeded_and_still_learns(pneu, monkeyp
     assert all(p.dtype == torch.float32 for p in r1.model.parameters())
     r2 = train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification", config=cfg, progress=False)
     assert _same_weights(r1.model, r2.model) and r1.val_metric > 0.85
+
+
+def test_ema_validates_and_returns_the_moving_average_of_the_weights(pneu):
+    """``TrainConfig.ema``: validation, selection and the returned model read an exponential moving average of
+    the weights (``moving_average``); decay 0 is the live weights themselves, bit for bit; a real decay gives
+    other, seeded weights that still learn; a decay outside [0, 1) is refused with the fix."""
+    Xp, yp, Xv, yv = pneu
+    no_val = dict(epochs=2, seed=3, validate_exact_bn=False, tune_decision=False)
+    plain = train(build_classifier(2, 1, 2, seed=0), Xp, yp, task="classification", progress=False,
+                  config=TrainConfig(**no_val))
+    zero = train(build_classifier(2, 1, 2, seed=0), Xp, yp, task="classification", progress=False,
+                 config=TrainConfig(**no_val, ema=0.0))
+    assert _same_weights(plain.model, zero.model)
+    averaged = train(build_classifier(2, 1, 2, seed=0), Xp, yp, task="classification", progress=False,
+                     config=TrainConfig(**no_val, ema=0.9))
+    assert not _same_weights(plain.model, averaged.model)
+
+    cfg = TrainConfig(epochs=3, seed=3, patience=10, ema=0.99)
+    r1, r2 = (train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification", config=cfg,
+                    progress=False) for _ in range(2))
+    assert _same_weights(r1.model, r2.model) and r1.val_metric > 0.85
+    # the reported validation metric is the returned (averaged) model's
+    assert evaluate(r1.model, Xv, yv)["auc"] == pytest.approx(r1.val_metric, abs=1e-6)
+    with pytest.raises(DataError, match="ema=1.0"):
+        TrainConfig(ema=1.0)

@@ -1,0 +1,90 @@
+"""A round's training setting against the default on fixed label sets (issue 12): one random label set per seed,
+the loop's round from the pretrained trunk (``medwb.al.fit.fit_round``, the default schedule), once per arm. An arm
+is a name and TrainConfig fields changed from the default, e.g. ``--arm fp32 --arm bf16:precision=bf16`` (session
+34: bf16 training steps, ``precision/``) or ``--arm default --arm ema99:ema=0.99`` (weight averaging, ``ema/``).
+
+Why fixed sets: the loop's own A/B changes which cases later rounds pick, so a setting's effect on one round's
+model is mixed with the acquisition's; here every arm trains on the same cases with the same seed.
+
+    OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_train_setting.py bloodmnist.npz OUT --labels 1200 \
+        --seeds 0 1 2 --arm fp32 --arm bf16:precision=bf16
+
+Rows (OUT/precision.csv, resumable; the file name kept from session 34's bf16 runs): recipe (the arm's name),
+labels, seed, training seconds, test and validation metrics, best epoch. The table: mean over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from fixed_sets import pool_inputs
+from results_csv import append_result, has_result, read_results
+
+from medwb.al.fit import fit_round
+from medwb.models.networks import build_for_dataset
+from medwb.models.train import TrainConfig, default_train_config
+
+
+def parse_arm(text: str) -> tuple[str, dict[str, object]]:
+    """``name[:field=value,...]`` -> (name, TrainConfig fields); values are JSON where they parse, else strings."""
+    name, _, rest = text.partition(":")
+    fields = {f for f in TrainConfig.__dataclass_fields__}
+    changes: dict[str, object] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--arm {text}: {key!r} is not a TrainConfig field")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return name, changes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--labels", type=int, default=1200)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--arm", action="append", required=True, help="NAME[:FIELD=VALUE,...] (repeat; see above)")
+    ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arms = [parse_arm(t) for t in a.arm]
+    ds, Xp, yp, val, test, pre = pool_inputs(a.data, Path(a.cache or out))
+    csv = out / "precision.csv"
+    done = read_results(csv)
+    for seed in a.seeds:
+        lab = np.random.default_rng(seed).permutation(len(Xp))[:a.labels]
+        config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim)
+        for name, changes in arms:
+            if has_result(done, name, a.labels, seed):
+                continue
+            t0 = time.perf_counter()
+            _, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], val, task=ds.task,
+                             config=replace(config, **changes), pretrained=pre, test=test, progress=False)
+            seconds = time.perf_counter() - t0
+            done = append_result(csv, {"recipe": name, "labels": a.labels, "seed": seed, "seconds": seconds,
+                                       "best_epoch": m.get("best_epoch"), "semi": m.get("semi"),
+                                       **{k: m[k] for k in sorted(m) if k.startswith(("test_", "val_"))}})
+            print(f"seed {seed} {name} n={a.labels} acc {m.get('test_accuracy', float('nan')):.4f} "
+                  f"auc {m.get('test_auc', float('nan')):.4f} {seconds:6.1f} s", flush=True)
+    import pandas as pd
+
+    df = pd.read_csv(csv)
+    cols = [c for c in ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_dice", "val_balanced_accuracy",
+                        "seconds", "best_epoch") if c in df]
+    table = df.groupby(["recipe", "labels"])[cols].mean().round(4)
+    table["seeds"] = df.groupby(["recipe", "labels"])["seed"].count()
+    print(table.to_string())
+    (out / "table.txt").write_text(table.to_string() + "\n")
+
+
+if __name__ == "__main__":
+    main()
