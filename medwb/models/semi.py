@@ -358,13 +358,13 @@ def train_semi(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabelled: 
             else:
                 best.take_last(epoch)
                 best_row = row
-                if ema is not None:
-                    model.load_state_dict(ema.module.state_dict())
             seconds = log_epoch(row, history, bar, t0, ("train_loss", "mask_rate", "val_loss"))
             if best.ends_training(epoch, seconds, has_val=has_val, min_epochs=config.min_epochs,
                                   patience=config.patience, max_seconds=config.max_seconds):
                 break
         bar.close()
+    if ema is not None and best.state is None:  # no validation: the last average (loaded once: the live weights
+        model.load_state_dict(ema.module.state_dict())  # must keep training on their own path until the end)
     best.restore(model)
     if config.recalibrate_bn and not frozen:
         # exact BatchNorm statistics on clean images; kept only if validation agrees they are at least as good

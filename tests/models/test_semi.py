@@ -56,10 +56,17 @@ def test_shapes_determinism_and_rng(pneu):
     assert 0 <= row["mask_rate"] <= 1 and not a.model.training
     assert predict_proba(a.model, pneu["Xv"][:5]).shape == (5, 2)
     # another seed trains differently; no validation set -> all epochs, last weights
+    c_config = SemiConfig(**{**_tiny().__dict__, "seed": 1, "distribution_alignment": True})
     c = train_semi(build_classifier(2, 1, 2, channels=SMALL), pneu["X"][:12], pneu["y"][:12], pneu["Xu"][:40],
-                   config=SemiConfig(**{**_tiny().__dict__, "seed": 1, "distribution_alignment": True}), progress=False)
+                   config=c_config, progress=False)
     assert not _same(a.model.state_dict(), c.model.state_dict()) and c.best_epoch == 2 and len(c.history) == 2
     assert np.isnan(c.val_metric)
+    # the weight average is read, never trained: without validation the live weights follow their own path
+    # (the same losses as without averaging) and the last average is returned
+    plain = train_semi(build_classifier(2, 1, 2, channels=SMALL), pneu["X"][:12], pneu["y"][:12], pneu["Xu"][:40],
+                       config=SemiConfig(**{**c_config.__dict__, "ema_decay": None}), progress=False)
+    assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in c.history]
+    assert not _same(plain.model.state_dict(), c.model.state_dict())
 
 
 def test_frozen_trunk_trains_only_the_head(pneu):
