@@ -77,7 +77,9 @@ class TrainConfig:
     #                              600 labels, 3 draws: 0.2 -> +0.002 accuracy, 1.0 -> -0.013 (benchmarks/
     #                              active_learning/recipes/bloodmnist_mixup)
     ema: float | None = None     # validate, select and return an exponential moving average of the weights with
-    #                              this decay (0.99: FixMatch's rule; moving_average); None: off
+    #                              this decay (0.99: FixMatch's rule; moving_average); None: off. Off by default:
+    #                              fixed label sets, level on BloodMNIST, behind on PneumoniaMNIST's test split,
+    #                              a wider seed spread on AdrenalMNIST3D (benchmarks/active_learning/ema)
     precision: str = "fp32"      # "bf16": training steps under CPU autocast to bfloat16 (validation stays fp32);
     #                              opt-in, CPUs with native bf16 only (check_precision; benchmarks/active_learning/
     #                              precision: BloodMNIST level, PneumoniaMNIST's shifted test split behind)
