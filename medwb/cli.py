@@ -76,6 +76,16 @@ def _counts(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: pass class counts like 2,4,6,8") from None
 
 
+def _warm_start(text: str) -> int | str | None:
+    """``--warm-start``: a number of passes, "auto" or "off"."""
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number of passes (e.g. 40), auto or off") from None
+
+
 def _pretrain_config(a: argparse.Namespace) -> dict[str, float] | None:
     """--pretrain-epochs / --pretrain-max-seconds as overrides of the network's own schedule
     (``medwb.models.pretrain.pretrain_config_on``: a 3D or segmentation set keeps its batch and crop), resolved by
@@ -378,10 +388,11 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                         "pseudo-labels of the pool (classification: the auto-label rule's; segmentation: every "
                         "image's mask), kept unless validation prefers the round model; default: segmentation "
                         "only")
-    s.add_argument("--warm-start", type=int, default=None, metavar="PASSES",
+    s.add_argument("--warm-start", type=_warm_start, default=None, metavar="PASSES|auto|off",
                    help="classification: each round after the first of the medwb arms continues the last round's "
                         "model for PASSES passes over the grown labelled set (40: about half a BloodMNIST round's "
-                        "training, the same accuracy) instead of training from the pretrained trunk again; "
+                        "training, the same accuracy) instead of training from the pretrained trunk again; auto: "
+                        "40 passes, only in rounds past 512 labels (2D), where a fresh start costs more; "
                         "default: off")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="run the (arm, seed) units in N processes of one thread each (2 on 2 cores: ~0.65x the "

@@ -18,8 +18,8 @@ round from the pretrained trunk (``finetune`` "full" or "head"); ``semi`` (:func
 FixMatch (masks: a mean teacher) on the labels plus the rest of the pool, pseudo-labels never stored;
 ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig fields). ``pretrain=False,
 semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.uses_self_training`. ``warm_start``
-(PASSES; None, the default: off): rounds after the first continue the last round's model
-(:func:`~medwb.al.fit.continues_last_model`, :func:`~medwb.al.fit.fit_continued`); the all-labels reference never.
+(PASSES, "auto" or None, the default: off): rounds after the first continue the last round's model
+(:func:`~medwb.al.fit.continued_passes`, :func:`~medwb.al.fit.fit_continued`); the all-labels reference never.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from medwb.al.acquire import check_strategy
-from medwb.al.fit import check_semi_schedule, check_warm_start, fixmatch_still_ahead, uses_self_training, uses_semi
+from medwb.al.fit import WarmStart, check_semi_schedule, check_warm_start, fixmatch_still_ahead, uses_self_training, uses_semi
 from medwb.al.representation import (check_finetune, pretrain_build_args, pretrained_embeddings,
                                      pretrained_representation, uses_pretraining)
 from medwb.al.scoring import first_batch_strategy
@@ -134,7 +134,7 @@ class ActiveLearningLoop:
         voxel_reduce: str = "topk", pretrain: bool | None = None, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
-        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None, warm_start: int | None = None,
+        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None, warm_start: WarmStart = None,
     ) -> None:
         check_strategy(strategy)
         if batch_size < 1:
@@ -356,7 +356,7 @@ class ActiveLearningLoop:
         """One training run with the loop's model, schedule and pipeline (:func:`medwb.al.fit.fit_round`; also
         the all-labels reference): from the pretrained trunk with ``pretrain``, FixMatch on ``X_unlabelled`` too
         with ``semi``; ``previous``: the last model, continued when ``warm_start`` and the round allow it
-        (:func:`~medwb.al.fit.continues_last_model`). Metrics: n_labeled, best_epoch,
+        (:func:`~medwb.al.fit.continued_passes`). Metrics: n_labeled, best_epoch,
         train_seconds, semi, val_* and (``evaluate_test``) test_*."""
         from medwb.al.fit import fit_round
 

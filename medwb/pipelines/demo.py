@@ -23,11 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medwb.atomic import ensure_output_dir
 from medwb.errors import MedwbError
 from medwb.resources import default_demo_data
 from medwb.store.layout import StudyLayout, is_study
+
+if TYPE_CHECKING:
+    from medwb.al.fit import WarmStart
 
 
 
@@ -57,7 +61,7 @@ class DemoConfig:
     self_train: bool = False            # the medwb arm's rounds also train a self-trained student (off: on the
     #                                     demo's data it lost on the shifted test split, benchmarks/active_learning/
     #                                     pneumonia_demo_self_training)
-    warm_start: int | None = None       # the medwb arm's later rounds continue the last model (off: on the demo's
+    warm_start: WarmStart = None        # the medwb arm's later rounds continue the last model (off: on the demo's
     #                                     data no gain in the loop, behind on fixed label sets at 10%,
     #                                     benchmarks/active_learning/warm_start/pneumonia)
 

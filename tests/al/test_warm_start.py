@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from medwb.al.fit import check_warm_start, continues_last_model, fit_continued
+from medwb.al.fit import AUTO_WARM_PASSES, check_warm_start, continued_passes, fit_continued
 from medwb.al.loop import ActiveLearningLoop
 from medwb.al.oracle import simulated_oracle
 from medwb.errors import DataError
 from medwb.models import TrainConfig, default_train_config
-from medwb.models.train import batches_per_epoch, passes_config
+from medwb.models.train import batches_per_epoch, passes_config, scheduled_epochs
 from medwb.store import Study
 
 
@@ -40,11 +40,21 @@ def test_warm_start_is_checked_when_the_loop_is_made() -> None:
             check_warm_start(bad, "classification")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="classification rounds only"):
         check_warm_start(40, "segmentation")
+    assert check_warm_start("auto", "classification") == "auto" and check_warm_start("auto", "segmentation") is None
     # a round continues only when asked and when it trains the supervised candidate alone
-    assert continues_last_model(40, semi=False, self_train=False)
-    assert not continues_last_model(None, semi=False, self_train=False)
-    assert not continues_last_model(40, semi=True, self_train=False)  # FixMatch still ahead: both from the trunk
-    assert not continues_last_model(40, semi=False, self_train=True)
+    config = default_train_config("classification")
+    assert continued_passes(40, semi=False, self_train=False, n_labels=100, config=config) == 40
+    assert continued_passes(None, semi=False, self_train=False, n_labels=1200, config=config) is None
+    # FixMatch still ahead or a student: both from the trunk
+    assert continued_passes(40, semi=True, self_train=False, n_labels=100, config=config) is None
+    assert continued_passes(40, semi=False, self_train=True, n_labels=100, config=config) is None
+    # "auto": only where a start from the trunk would train past its epochs (min_passes: 2D, past 512 labels)
+    assert scheduled_epochs(512, config)[0] == config.epochs < scheduled_epochs(513, config)[0]
+    assert continued_passes("auto", semi=False, self_train=False, n_labels=512, config=config) is None
+    assert continued_passes("auto", semi=False, self_train=False, n_labels=513, config=config) == AUTO_WARM_PASSES
+    assert continued_passes("auto", semi=True, self_train=False, n_labels=1200, config=config) is None
+    volumes = default_train_config("classification", spatial_dims=3)  # 3D: a short schedule, never raised
+    assert continued_passes("auto", semi=False, self_train=False, n_labels=1200, config=volumes) is None
 
 
 def test_fit_continued_starts_from_the_previous_model_and_leaves_it_alone(tiny) -> None:
