@@ -36,6 +36,8 @@ from pathlib import Path
 os.environ.setdefault("MEDWB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 
+from medwb.cli import _train_setting  # noqa: E402  (--train KEY=VALUE, parsed as medwb simulate does)
+
 
 def emit(lines: list[str], out: str | None) -> None:
     """Print a result table's markdown lines and, with ``out``, write them there (this script's and
@@ -66,6 +68,8 @@ def main() -> None:
                     help="round 1 labels N cases and round 2 is timed (see above)")
     ap.add_argument("--warm-start", type=int, default=None, metavar="PASSES",
                     help="the loop's warm_start: round 2 continues round 1's model for PASSES passes (needs --first)")
+    ap.add_argument("--train", type=_train_setting, action="append", default=[], metavar="KEY=VALUE",
+                    help="a TrainConfig field of the loop's schedule, as medwb simulate --train (e.g. precision=fp32)")
     a = ap.parse_args()
     if a.warm_start is not None and a.first is None:
         ap.error("--warm-start needs --first: the first round always trains from the start")
@@ -74,6 +78,7 @@ def main() -> None:
     import torch
 
     from medwb.al.loop import ActiveLearningLoop
+    from medwb.models import default_train_config
     from medwb.al.oracle import simulated_oracle
     from medwb.data import open_dataset
     from medwb.store import Study
@@ -85,8 +90,10 @@ def main() -> None:
         ds = open_dataset(data, progress=False)
         study = Study.create(Path(tmp) / "study", dataset_path=str(data), task=ds.task, classes=ds.classes,
                              name="round timing", key=False)
+        config = default_train_config(ds.task, seed=a.seed, modality=ds.modality, spatial_dims=ds.ndim, **dict(a.train))
         loop = ActiveLearningLoop(study, ds, batch_size=a.first or a.labels, seed=a.seed, evaluate_test=True,
-                                  progress=False, semi=False if a.no_semi else None, warm_start=a.warm_start)
+                                  progress=False, semi=False if a.no_semi else None, warm_start=a.warm_start,
+                                  train_config=config)
         trunks = study.layout.cache / PRETRAIN  # where the loop looks for a finished trunk of its pool and config
         copied: set[Path] = set()
         for done in sorted(a.cache.glob(f"{PRETRAIN}/*.pt")) if a.cache else []:
@@ -135,11 +142,13 @@ def main() -> None:
     data_arg += ("" if a.cache is None else "--cache OUT/cache ") + ("--no-semi " if a.no_semi else "")
     data_arg += ("" if a.first is None else f"--first {a.first} ")
     data_arg += ("" if a.warm_start is None else f"--warm-start {a.warm_start} ")
+    data_arg += "".join(f"--train {k}={v} " for k, v in a.train)
     lines = [f"# One round of the default loop, {ds.name} whole pool", "",
              f"Command: `python benchmarks/uncertainty/round_timing_loop.py {data_arg}--labels {a.labels} "
              f"--seed {a.seed}`", "",
              f"torch threads {torch.get_num_threads()}, usable cores {len(os.sched_getaffinity(0))}, "
              f"load average before {os.getloadavg()[0]:.1f}; pool {loop.pool_size}, {m.get('n_labeled')} labels; "
+             f"training steps in {loop.train_config.precision}; "
              f"CPU {torch.backends.cpu.get_cpu_capability()} kernels (a shared host's CPU can change between runs, "
              "and with it the kernels and the floats).", "",
              "| step | wall s | CPU s |", "|---|---|---|"]
