@@ -250,19 +250,20 @@ def continued_passes(warm_start: WarmStart, semi: bool, self_train: bool, *, n_l
     pretrained trunk as before: those candidates start there, so a continued supervised one would save little
     and be chosen against unlike starts. The first round has no model to continue (the loop passes None).
 
-    "auto" continues for :data:`AUTO_WARM_PASSES` passes only where a start from the trunk would be raised past
-    ``config.epochs`` by ``min_passes`` (:func:`medwb.models.train.scheduled_epochs`: 2D classification past 512
-    labels), i.e. where a fresh round's cost grows with the labels: there BloodMNIST's continued rounds were as
-    good or better (+0.010 test accuracy at 10%, every seed) in about half the time, while below it a round costs
-    the same whatever its size and PneumoniaMNIST's continued rounds (95-475 labels) gained nothing
-    (benchmarks/active_learning/warm_start)."""
+    "auto" continues for :data:`AUTO_WARM_PASSES` passes only where an epoch of a start from the trunk is a single
+    pass over the labels (at least ``min_batches_per_epoch`` batches of them) and ``min_passes`` therefore raises
+    its epochs (:func:`medwb.models.train.scheduled_epochs`; 2D classification from 1 024 labels: 80 epochs), so
+    a fresh round's cost grows with the labels and doubles its epochs. Where BloodMNIST's rounds continued, they were
+    as good or better (+0.010 test accuracy at 10%, every seed) in about half the time; PneumoniaMNIST's continued
+    rounds (95-475 labels, a fresh round 39 s) gained nothing (benchmarks/active_learning/warm_start)."""
     if not warm_start or semi or self_train:
         return None
     if warm_start != "auto":
         return int(warm_start)
     from medwb.models.train import scheduled_epochs
 
-    return AUTO_WARM_PASSES if scheduled_epochs(n_labels, config)[0] > int(config.epochs) else None
+    single_pass = n_labels >= int(config.min_batches_per_epoch) * int(config.batch_size)
+    return AUTO_WARM_PASSES if single_pass and scheduled_epochs(n_labels, config)[0] > int(config.epochs) else None
 
 
 def fit_continued(previous: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *,

@@ -48,10 +48,16 @@ def test_warm_start_is_checked_when_the_loop_is_made() -> None:
     # FixMatch still ahead or a student: both from the trunk
     assert continued_passes(40, semi=True, self_train=False, n_labels=100, config=config) is None
     assert continued_passes(40, semi=False, self_train=True, n_labels=100, config=config) is None
-    # "auto": only where a start from the trunk would train past its epochs (min_passes: 2D, past 512 labels)
-    assert scheduled_epochs(512, config)[0] == config.epochs < scheduled_epochs(513, config)[0]
-    assert continued_passes("auto", semi=False, self_train=False, n_labels=512, config=config) is None
-    assert continued_passes("auto", semi=False, self_train=False, n_labels=513, config=config) == AUTO_WARM_PASSES
+    # "auto": only where an epoch of a start from the trunk is one pass and min_passes doubles its epochs (2D,
+    # from 1 024 labels); below, an epoch is 2+ passes and 40 epochs already make the 80 passes
+    assert scheduled_epochs(1023, config)[0] == config.epochs and scheduled_epochs(1024, config)[0] == 2 * config.epochs
+    for n in (100, 513, 720, 960, 1023):
+        assert continued_passes("auto", semi=False, self_train=False, n_labels=n, config=config) is None
+    for n in (1024, 1200, 2000):
+        assert continued_passes("auto", semi=False, self_train=False, n_labels=n, config=config) == AUTO_WARM_PASSES
+    # past max_steps' cap a fresh start trains its plain 40 epochs again: nothing to save
+    assert scheduled_epochs(5000, config)[0] == config.epochs
+    assert continued_passes("auto", semi=False, self_train=False, n_labels=5000, config=config) is None
     assert continued_passes("auto", semi=True, self_train=False, n_labels=1200, config=config) is None
     volumes = default_train_config("classification", spatial_dims=3)  # 3D: a short schedule, never raised
     assert continued_passes("auto", semi=False, self_train=False, n_labels=1200, config=volumes) is None
