@@ -388,12 +388,12 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                         "pseudo-labels of the pool (classification: the auto-label rule's; segmentation: every "
                         "image's mask), kept unless validation prefers the round model; default: segmentation "
                         "only")
-    s.add_argument("--warm-start", type=_warm_start, default=None, metavar="PASSES|auto|off",
+    s.add_argument("--warm-start", type=_warm_start, default="auto", metavar="PASSES|auto|off",
                    help="classification: each round after the first of the medwb arms continues the last round's "
                         "model for PASSES passes over the grown labelled set (40: about half a BloodMNIST round's "
-                        "training, the same accuracy) instead of training from the pretrained trunk again; auto: "
-                        "40 passes, only in rounds of 1 024 labels or more (2D), where a fresh start trains 80 epochs; "
-                        "default: off")
+                        "training, the same accuracy) instead of training from the pretrained trunk again; auto "
+                        "(the default): 40 passes, only in rounds of 1 024 labels or more (2D), where a fresh start "
+                        "trains 80 epochs; off: never")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="run the (arm, seed) units in N processes of one thread each (2 on 2 cores: ~0.65x the "
                         "time); not with a Dask --scoring")

@@ -18,8 +18,9 @@ round from the pretrained trunk (``finetune`` "full" or "head"); ``semi`` (:func
 FixMatch (masks: a mean teacher) on the labels plus the rest of the pool, pseudo-labels never stored;
 ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig fields). ``pretrain=False,
 semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.uses_self_training`. ``warm_start``
-(PASSES, "auto" or None, the default: off): rounds after the first continue the last round's model
-(:func:`~medwb.al.fit.continued_passes`, :func:`~medwb.al.fit.fit_continued`); the all-labels reference never.
+(PASSES, "auto", the default, or None: off): rounds after the first continue the last round's model, by default
+only those of 1 024 labels or more in 2D classification (:func:`~medwb.al.fit.continued_passes`,
+:func:`~medwb.al.fit.fit_continued`); the all-labels reference never.
 """
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ class ActiveLearningLoop:
         voxel_reduce: str = "topk", pretrain: bool | None = None, pretrain_config: PretrainConfig | None = None,
         pretrained: PretrainResult | str | Path | None = None, finetune: str = "full", semi: bool | None = None,
         scoring: str | Client | None = None, stream: bool = False, prelabel: str | None = None,
-        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None, warm_start: WarmStart = None,
+        semi_schedule: Mapping[str, float] | None = None, self_train: bool | None = None, warm_start: WarmStart = "auto",
     ) -> None:
         check_strategy(strategy)
         if batch_size < 1:

@@ -327,7 +327,7 @@ def run_simulation(
     workers: int = 1,
     semi_schedule: dict[str, float] | None = None,
     self_train: bool | None = None,
-    warm_start: WarmStart = None,
+    warm_start: WarmStart = "auto",
 ) -> pd.DataFrame:
     """Simulate active learning for each arm and seed; write curves.csv, summary.csv, curves.png.
 
@@ -369,8 +369,8 @@ def run_simulation(
     student (the loop's ``self_train``, :func:`medwb.al.fit.uses_self_training`: ``None``, segmentation only); the
     other arms and the references never do (an all-labels pool has nothing left to pseudo-label).
     ``warm_start``: the ``medwb``-pipeline arms' rounds after the first continue the last round's model for this
-    many passes, or "auto" (the loop's ``warm_start``, classification, :func:`medwb.al.fit.continued_passes`); the
-    other arms and the references train from the start.
+    many passes, or "auto", the default (the loop's ``warm_start``, classification,
+    :func:`medwb.al.fit.continued_passes`), None: never; the other arms and the references train from the start.
     ``workers``: run the (arm, seed) units in this many processes of one thread each (longest units first);
     with 2 workers on 2 cores the simulation takes ~0.65x its single-process time, since a convolution step
     gains only ~1.5x from a second thread. The units are the same seeded computations either way (the numbers may
@@ -500,7 +500,7 @@ class UnitSpec:
     stream: bool
     semi_schedule: dict[str, float]  # FixMatch overrides (ActiveLearningLoop's semi_schedule)
     self_train: bool | None = None  # the medwb arms' rounds also train a self-trained student (None: the task's default)
-    warm_start: WarmStart = None  # the medwb arms' later rounds continue the last model for this many passes
+    warm_start: WarmStart = "auto"  # the medwb arms' later rounds continue the last model (the loop's warm_start)
 
 
 @dataclass

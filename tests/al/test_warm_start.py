@@ -98,4 +98,16 @@ def test_loop_continues_the_last_model_after_the_first_round(tiny, tmp_path: Pat
     assert "warm_start" not in ref
     with pytest.raises(DataError, match="warm_start="):
         ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, warm_start=0)
+    # the default, "auto": a round continues only where a fresh start's epoch is one pass and min_passes doubles
+    # its epochs; 12 labels in batches of 8 (min 1 batch) are past that floor, 12 labels in 2+ batches are not
+    for min_batches, continued in ((1, True), (4, False)):
+        config = replace(FAST, epochs=2, min_passes=8, min_batches_per_epoch=min_batches)
+        auto = ActiveLearningLoop(Study.create(tmp_path / f"auto{min_batches}", dataset_path=str(path), task=ds.task,
+                                               classes=ds.classes), ds, strategy="entropy", batch_size=6,
+                                  train_config=config, seed=0, mc_passes=3, progress=False, pretrain=False, semi=False)
+        assert auto.warm_start == "auto"
+        second = auto.run(2, simulated_oracle(ds))[1]
+        assert ("warm_start" in second.metrics) is continued
+        if continued:
+            assert second.metrics["warm_passes"] == AUTO_WARM_PASSES
     np.testing.assert_array_equal(sorted(study.labels()["case_id"]), sorted(set(study.labels()["case_id"])))

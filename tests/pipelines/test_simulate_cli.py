@@ -40,7 +40,7 @@ def test_simulate_parser_options() -> None:
     off = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--no-self-train"])
     assert _simulation_kwargs(off)["self_train"] is False
     warm = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--warm-start", "40"])
-    assert _simulation_kwargs(warm)["warm_start"] == 40 and _simulation_kwargs(off)["warm_start"] is None
+    assert _simulation_kwargs(warm)["warm_start"] == 40 and _simulation_kwargs(off)["warm_start"] == "auto"
     for text, value in (("auto", "auto"), ("off", None)):
         a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--warm-start", text])
         assert _simulation_kwargs(a)["warm_start"] == value
