@@ -139,7 +139,7 @@ def _size(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _train_setting(text: str) -> tuple[str, Any]:
+def parse_train_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` for a TrainConfig field; the value is parsed as int, float or true/false (text fields: as is)."""
     from dataclasses import fields
 
@@ -363,7 +363,7 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--seeds", type=_seeds, default=3,
                    help="number of seeds K (0..K-1), or a list like 0,2 (parallel processes on one --out)")
     s.add_argument("--epochs", type=int, default=None, help="training epochs per round (default: model's)")
-    s.add_argument("--train", type=_train_setting, action="append", metavar="KEY=VALUE",
+    s.add_argument("--train", type=parse_train_setting, action="append", metavar="KEY=VALUE",
                    help="other training setting (repeatable), e.g. --train batch_size=8 --train patience=10; "
                         "keys: the fields of medwb.models.TrainConfig")
     s.add_argument("--max-pool", type=int, default=None,

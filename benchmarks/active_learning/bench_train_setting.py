@@ -15,7 +15,6 @@ labels, seed, training seconds, test and validation metrics, best epoch. The tab
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,23 +25,18 @@ from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_round
 from medwb.models.networks import build_for_dataset
-from medwb.models.train import TrainConfig, default_train_config
+from medwb.cli import parse_train_setting
+from medwb.models.train import default_train_config
 
 
 def parse_arm(text: str) -> tuple[str, dict[str, object]]:
-    """``name[:field=value,...]`` -> (name, TrainConfig fields); values are JSON where they parse, else strings."""
+    """``name[:field=value,...]`` -> (name, TrainConfig fields), each ``field=value`` read as ``medwb simulate
+    --train`` reads it."""
     name, _, rest = text.partition(":")
-    fields = {f for f in TrainConfig.__dataclass_fields__}
-    changes: dict[str, object] = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--arm {text}: {key!r} is not a TrainConfig field")
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
-    return name, changes
+    try:
+        return name, dict(parse_train_setting(item) for item in filter(None, rest.split(",")))
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"--arm {text}: {e}") from None
 
 
 def main() -> None:

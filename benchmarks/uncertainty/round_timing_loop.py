@@ -36,7 +36,7 @@ from pathlib import Path
 os.environ.setdefault("MEDWB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 
-from medwb.cli import _train_setting  # noqa: E402  (--train KEY=VALUE, parsed as medwb simulate does)
+from medwb.cli import parse_train_setting  # noqa: E402  (--train KEY=VALUE, parsed as medwb simulate does)
 
 
 def emit(lines: list[str], out: str | None) -> None:
@@ -68,7 +68,7 @@ def main() -> None:
                     help="round 1 labels N cases and round 2 is timed (see above)")
     ap.add_argument("--warm-start", type=int, default=None, metavar="PASSES",
                     help="the loop's warm_start: round 2 continues round 1's model for PASSES passes (needs --first)")
-    ap.add_argument("--train", type=_train_setting, action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--train", type=parse_train_setting, action="append", default=[], metavar="KEY=VALUE",
                     help="a TrainConfig field of the loop's schedule, as medwb simulate --train (e.g. precision=fp32)")
     a = ap.parse_args()
     if a.warm_start is not None and a.first is None:

@@ -233,7 +233,7 @@ def check_warm_start(passes: WarmStart, task: Task) -> WarmStart:
         return None
     if passes == "auto":
         return "auto" if task == "classification" else None
-    if isinstance(passes, bool) or not isinstance(passes, int | float) or int(passes) != passes or int(passes) < 1:
+    if isinstance(passes, bool | str) or int(passes) != passes or int(passes) < 1:
         raise DataError(None, f"warm_start={passes!r}",
                         "pass a number of passes over the labels, e.g. 40, 'auto' or None")
     if task != "classification":

@@ -35,7 +35,8 @@ def test_passes_config_trains_the_asked_passes_to_the_end(n: int) -> None:
 
 def test_warm_start_is_checked_when_the_loop_is_made() -> None:
     assert check_warm_start(None, "classification") is None and check_warm_start(40, "classification") == 40
-    for bad in (0, -3, 2.5, True):
+    assert check_warm_start(np.int64(40), "classification") == 40  # a notebook parameter read by numpy
+    for bad in (0, -3, 2.5, True, "forty"):
         with pytest.raises(DataError, match="warm_start="):
             check_warm_start(bad, "classification")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="classification rounds only"):
