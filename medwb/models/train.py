@@ -80,7 +80,8 @@ class TrainConfig:
     #                              this decay (0.99: FixMatch's rule; moving_average); None: off. Off by default:
     #                              fixed label sets, level on BloodMNIST, behind on PneumoniaMNIST's test split,
     #                              a wider seed spread on AdrenalMNIST3D (benchmarks/active_learning/ema)
-    precision: str = "fp32"      # "bf16": training steps under CPU autocast to bfloat16 (validation stays fp32);
+    precision: str = "fp32"      # "bf16": training steps and each epoch's validation under CPU autocast to
+    #                              bfloat16 (weights, loss, metrics and what train returns or reports stay fp32);
     #                              CPUs with native bf16 only (check_precision). default_train_config's choice for
     #                              3D segmentation there; opt-in elsewhere (benchmarks/active_learning/precision:
     #                              hippocampus level Dice, BloodMNIST level, PneumoniaMNIST's shifted test behind)
@@ -573,7 +574,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
             if has_val and epoch >= first_val:
                 if exact_bn:  # validate what the returned model would be (changes eval-mode statistics only)
                     recalibrate_batchnorm(judged, Xt, batch_size=max(config.batch_size, 64))
-                row.update(validate_epoch(judged, X_val, y_val, task, loss_fn, sd))
+                row.update(validate_epoch(judged, X_val, y_val, task, loss_fn, sd, config.precision))
                 key, metric_name, m = _selection_key(row, task, select_on)
                 if best.offer(key, epoch, judged):
                     best_metric = m
@@ -588,7 +589,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
     best.restore(model)
     if recalibrate_batchnorm(model, Xt, batch_size=max(config.batch_size, 64)) and has_val:
         # keep the exact statistics only if validation agrees they are at least as good
-        row = validate_epoch(model, X_val, y_val, task, loss_fn, sd)
+        row = validate_epoch(model, X_val, y_val, task, loss_fn, sd, config.precision)  # as the kept epoch's
         key, _, m = _selection_key(row, task, select_on)
         if key >= best.key:
             best_metric = m
@@ -690,7 +691,9 @@ def _trunk_features(model: TrunkHeadNet, X: torch.Tensor, batch_size: int = 256)
 
 @torch.no_grad()
 def validate_epoch(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task: Task, loss_fn: nn.Module,
-                   sd: int) -> dict[str, float]:
+                   sd: int, precision: str = "fp32") -> dict[str, float]:
+    """Validation loss and metrics of one epoch (eval mode); the forward passes in ``precision`` (the training
+    steps', TrainConfig.precision), the loss and metrics from fp32 logits."""
     model.eval()
     Xv = _as_tensor_x(X_val, sd, "X_val")
     yv = np.asarray(y_val).astype(np.int64)
@@ -700,7 +703,8 @@ def validate_epoch(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task:
         yv = yv[:, None]
     losses, probs = [], []
     for i in range(0, len(Xv), 256):
-        logits = model(Xv[i:i + 256])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(Xv[i:i + 256]).float()
         losses.append(float(loss_fn(logits, torch.from_numpy(yv[i:i + 256]))) * len(logits))
         probs.append(torch.softmax(logits, 1).numpy())
     p = np.concatenate(probs)

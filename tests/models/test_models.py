@@ -269,8 +269,9 @@ def test_mixup_trains_on_mixed_pairs_seeded_and_still_learns(pneu):
 
 
 def test_bf16_precision_trains_in_bfloat16_seeded_and_still_learns(pneu, monkeypatch):
-    """``TrainConfig.precision="bf16"``: the training steps' forward passes run under CPU autocast (the model keeps
-    fp32 weights), seeded as fp32 is; refused where the CPU has no native bfloat16, and unknown names refused."""
+    """``TrainConfig.precision="bf16"``: the training steps' and each epoch's validation forward passes run under
+    CPU autocast (the model keeps fp32 weights), seeded as fp32 is; refused where the CPU has no native bfloat16,
+    and unknown names refused."""
     with pytest.raises(DataError, match="precision='fp16'"):
         TrainConfig(precision="fp16")
     import importlib
@@ -286,12 +287,16 @@ def test_bf16_precision_trains_in_bfloat16_seeded_and_still_learns(pneu, monkeyp
     monkeypatch.undo()
     Xp, yp, Xv, yv = pneu
     dtypes: list[torch.dtype] = []
+    eval_dtypes: list[torch.dtype] = []
     m = build_classifier(2, 1, 2, seed=0)
-    hook = m.head.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype) if mod.training else None)
+    hook = m.head.register_forward_hook(lambda mod, args, out: (dtypes if mod.training else eval_dtypes)
+                                        .append(out.dtype))
     cfg = TrainConfig(epochs=3, seed=3, patience=10, precision="bf16")
     r1 = train(m, Xp, yp, Xv, yv, task="classification", config=cfg, progress=False)
     hook.remove()
     assert dtypes and set(dtypes) == {torch.bfloat16}  # the steps ran in bfloat16
+    # each epoch's validation too; the decision rule and what the model reports afterwards are fp32
+    assert set(eval_dtypes) == {torch.bfloat16, torch.float32}
     assert all(p.dtype == torch.float32 for p in r1.model.parameters())
     r2 = train(build_classifier(2, 1, 2, seed=0), Xp, yp, Xv, yv, task="classification", config=cfg, progress=False)
     assert _same_weights(r1.model, r2.model) and r1.val_metric > 0.85
