@@ -141,6 +141,10 @@ def owning_study(path: str | Path) -> StudyLayout | None:
     return None
 
 
+#: SQLite's texts for SQLITE_BUSY ("locked" / "busy"), the same from sqlite3 and sqlcipher3
+BUSY_MESSAGES = ("database is locked", "database is busy")
+
+
 def connect(db: Path, key: crypto.Key | None, *, uri: str | None = None, timeout: float = 30.0,
             check_same_thread: bool = True) -> Any:
     """THE function that opens a study database (the store's connection, creation, probes and read-only peeks all
@@ -162,6 +166,8 @@ def connect(db: Path, key: crypto.Key | None, *, uri: str | None = None, timeout
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher.DatabaseError as e:
         conn.close()
+        if any(m in str(e) for m in BUSY_MESSAGES):
+            raise  # another connection's moment of locking (schema.retry_busy waits it out), not a wrong key
         raise CryptoError(f"{db.parent}: the study database cannot be decrypted with the key from {key.source} "
                           f"({e}): a wrong key, or a damaged database. {NO_KEY_FIX}; or restore the study from a "
                           "backup") from None

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -28,6 +29,8 @@ from medwb.errors import MedwbError, StoreError
 from medwb.store import cipher
 from medwb.store.cipher import DB_ERRORS
 from medwb.store.layout import StudyLayout
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from medwb.privacy.crypto import Key
@@ -250,16 +253,50 @@ def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:
         conn.execute(f"PRAGMA user_version={version}")
 
 
+#: how long opening a study waits out SQLITE_BUSY that SQLite's busy handler does not cover (seconds)
+OPEN_BUSY_SECONDS = 30.0
+
+
+def busy(e: BaseException) -> bool:
+    """Whether ``e`` is SQLite's "database is locked" / "busy": another connection of the same study holds a lock
+    for a moment."""
+    return isinstance(e, DB_ERRORS) and any(m in str(e) for m in cipher.BUSY_MESSAGES)
+
+
+def retry_busy(step: Callable[[], T]) -> T:
+    """Run ``step`` (opening a study's database) again while SQLite answers busy, for up to
+    :data:`OPEN_BUSY_SECONDS`. Why: in WAL mode the last connection to close a database takes an exclusive lock to
+    clean up the WAL, and a connection that opens meanwhile gets SQLITE_BUSY at once, without the busy handler
+    (sqlite.org/wal.html, "Sometimes Queries Return SQLITE_BUSY In WAL Mode"): six processes opening one new
+    study at the same moment saw "database is locked" there."""
+    deadline = time.monotonic() + OPEN_BUSY_SECONDS
+    pause = 0.01
+    while True:
+        try:
+            return step()
+        except DB_ERRORS as e:
+            if not busy(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 def connect(db: Path, key: Key | None = None) -> sqlite3.Connection:
     """The store's connection: WAL, synchronous=FULL, foreign keys, 30 s busy timeout; autocommit off
     (``isolation_level=None``: we issue BEGIN IMMEDIATE / COMMIT ourselves, one transaction per write).
-    ``key``: an encrypted study's key (SQLCipher)."""
-    conn = cipher.connect(db, key, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+    ``key``: an encrypted study's key (SQLCipher). Opening waits out a moment's SQLITE_BUSY (:func:`retry_busy`)."""
+    def open_() -> sqlite3.Connection:
+        conn = cipher.connect(db, key, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    return retry_busy(open_)
 
 
 #: SQLite primary result codes of a write the disk refused: SQLITE_IOERR (10; a file-size limit), SQLITE_FULL (13)
@@ -415,15 +452,20 @@ def open_database(layout: StudyLayout, key: Key | None = None) -> sqlite3.Connec
     db = layout.db
     if not db.is_file():
         raise StoreError(f"{db}: no study here. Fix: check the folder, or make one with Study.create(...)")
-    conn = None
-    try:
+    def probe() -> tuple[sqlite3.Connection, int]:
         conn = connect(db, key)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'study'").fetchone() is None:
-            raise sqlite3.DatabaseError("no 'study' table")
-    except DB_ERRORS as e:
-        if conn is not None:
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'study'").fetchone() is None:
+                raise sqlite3.DatabaseError("no 'study' table")
+        except BaseException:
             conn.close()
+            raise
+        return conn, version
+
+    try:
+        conn, version = retry_busy(probe)
+    except DB_ERRORS as e:
         if half_created(db, key):
             raise StoreError(f"{db}: an empty, half-created study database (a Study.create was interrupted); it "
                              "holds no data. Fix: run Study.create(...) on this folder again (it replaces the "

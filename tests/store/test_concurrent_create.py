@@ -35,3 +35,35 @@ def test_open_or_create_at_once_gives_everyone_the_same_study(tmp_path: Path, st
         assert len(set(outcomes)) == 1, outcomes  # one creator won; everyone else opened its study
         with Study.open(folder) as st:
             assert st.name == outcomes[0]
+
+
+def test_opening_waits_out_a_moment_of_sqlite_busy_and_nothing_else() -> None:
+    """SQLite answers SQLITE_BUSY without its busy handler when a WAL database's last connection is cleaning up as
+    another opens (the CI failure of session 35: "not a medwb study database (database is locked)"); opening retries
+    that, and only that."""
+    import sqlite3
+
+    import pytest
+
+    from medwb.store import schema
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "open"
+
+    assert schema.retry_busy(flaky) == "open" and len(calls) == 3
+    assert schema.busy(sqlite3.OperationalError("database is locked"))
+    assert not schema.busy(sqlite3.DatabaseError("file is not a database"))
+    calls.clear()
+
+    def broken() -> str:
+        calls.append(1)
+        raise sqlite3.DatabaseError("file is not a database")
+
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        schema.retry_busy(broken)
+    assert len(calls) == 1  # a real error is not retried
