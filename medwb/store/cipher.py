@@ -145,6 +145,12 @@ def owning_study(path: str | Path) -> StudyLayout | None:
 BUSY_MESSAGES = ("database is locked", "database is busy")
 
 
+def busy(e: BaseException) -> bool:
+    """Whether ``e`` is SQLite's "database is locked" / "busy": another connection of the same study holds a lock
+    for a moment."""
+    return isinstance(e, DB_ERRORS) and any(m in str(e) for m in BUSY_MESSAGES)
+
+
 def connect(db: Path, key: crypto.Key | None, *, uri: str | None = None, timeout: float = 30.0,
             check_same_thread: bool = True) -> Any:
     """THE function that opens a study database (the store's connection, creation, probes and read-only peeks all
@@ -166,7 +172,7 @@ def connect(db: Path, key: crypto.Key | None, *, uri: str | None = None, timeout
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher.DatabaseError as e:
         conn.close()
-        if any(m in str(e) for m in BUSY_MESSAGES):
+        if busy(e):
             raise  # another connection's moment of locking (schema.retry_busy waits it out), not a wrong key
         raise CryptoError(f"{db.parent}: the study database cannot be decrypted with the key from {key.source} "
                           f"({e}): a wrong key, or a damaged database. {NO_KEY_FIX}; or restore the study from a "

@@ -257,12 +257,6 @@ def migrate(conn: sqlite3.Connection, version: int, db: Path) -> None:
 OPEN_BUSY_SECONDS = 30.0
 
 
-def busy(e: BaseException) -> bool:
-    """Whether ``e`` is SQLite's "database is locked" / "busy": another connection of the same study holds a lock
-    for a moment."""
-    return isinstance(e, DB_ERRORS) and any(m in str(e) for m in cipher.BUSY_MESSAGES)
-
-
 def retry_busy(step: Callable[[], T]) -> T:
     """Run ``step`` (opening a study's database) again while SQLite answers busy, for up to
     :data:`OPEN_BUSY_SECONDS`. Why: in WAL mode the last connection to close a database takes an exclusive lock to
@@ -275,7 +269,7 @@ def retry_busy(step: Callable[[], T]) -> T:
         try:
             return step()
         except DB_ERRORS as e:
-            if not busy(e) or time.monotonic() > deadline:
+            if not cipher.busy(e) or time.monotonic() > deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
@@ -285,18 +279,21 @@ def connect(db: Path, key: Key | None = None) -> sqlite3.Connection:
     """The store's connection: WAL, synchronous=FULL, foreign keys, 30 s busy timeout; autocommit off
     (``isolation_level=None``: we issue BEGIN IMMEDIATE / COMMIT ourselves, one transaction per write).
     ``key``: an encrypted study's key (SQLCipher). Opening waits out a moment's SQLITE_BUSY (:func:`retry_busy`)."""
-    def open_() -> sqlite3.Connection:
-        conn = cipher.connect(db, key, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-    return retry_busy(open_)
+    return retry_busy(lambda: _connect_once(db, key))
+
+
+def _connect_once(db: Path, key: Key | None) -> sqlite3.Connection:
+    """:func:`connect` without the retry (a caller that retries a longer opening step, :func:`open_database`)."""
+    conn = cipher.connect(db, key, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 #: SQLite primary result codes of a write the disk refused: SQLITE_IOERR (10; a file-size limit), SQLITE_FULL (13)
@@ -452,8 +449,8 @@ def open_database(layout: StudyLayout, key: Key | None = None) -> sqlite3.Connec
     db = layout.db
     if not db.is_file():
         raise StoreError(f"{db}: no study here. Fix: check the folder, or make one with Study.create(...)")
-    def probe() -> tuple[sqlite3.Connection, int]:
-        conn = connect(db, key)
+    def probe() -> tuple[sqlite3.Connection, int]:  # retried as a whole: the connection and its first reads
+        conn = _connect_once(db, key)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'study'").fetchone() is None:

@@ -45,7 +45,7 @@ def test_opening_waits_out_a_moment_of_sqlite_busy_and_nothing_else() -> None:
 
     import pytest
 
-    from medwb.store import schema
+    from medwb.store import cipher, schema
 
     calls: list[int] = []
 
@@ -56,8 +56,8 @@ def test_opening_waits_out_a_moment_of_sqlite_busy_and_nothing_else() -> None:
         return "open"
 
     assert schema.retry_busy(flaky) == "open" and len(calls) == 3
-    assert schema.busy(sqlite3.OperationalError("database is locked"))
-    assert not schema.busy(sqlite3.DatabaseError("file is not a database"))
+    assert cipher.busy(sqlite3.OperationalError("database is locked"))
+    assert not cipher.busy(sqlite3.DatabaseError("file is not a database"))
     calls.clear()
 
     def broken() -> str:
