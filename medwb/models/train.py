@@ -461,6 +461,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def precision_autocast(precision: str) -> torch.autocast:
+    """The context a forward pass of ``precision`` (TrainConfig.precision) runs in: CPU autocast to bfloat16 for
+    "bf16", a no-op for "fp32"."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None,
           y_val: np.ndarray | None = None, *, task: Task | None = None, config: TrainConfig | None = None,
           checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
@@ -535,7 +541,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         schedule = lr_schedule(opt, config.lr_schedule, epochs * batches_per_epoch(len(Xt), config))
         bar = tqdm(range(1, epochs + 1), desc=f"train {task}", disable=not progress, leave=False)
         first_val = first_validated_epoch(epochs, patience, config)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        autocast = precision_autocast(config.precision)
         ema = None if config.ema is None else moving_average(model, float(config.ema))
         judged = model if ema is None else ema.module  # what validation reads, selection keeps and train returns
         for epoch in bar:
@@ -703,7 +709,7 @@ def validate_epoch(model: nn.Module, X_val: np.ndarray, y_val: np.ndarray, task:
         yv = yv[:, None]
     losses, probs = [], []
     for i in range(0, len(Xv), 256):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with precision_autocast(precision):
             logits = model(Xv[i:i + 256]).float()
         losses.append(float(loss_fn(logits, torch.from_numpy(yv[i:i + 256]))) * len(logits))
         probs.append(torch.softmax(logits, 1).numpy())
