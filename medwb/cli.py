@@ -76,8 +76,8 @@ def _counts(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: pass class counts like 2,4,6,8") from None
 
 
-def _warm_start(text: str) -> int | str | None:
-    """``--warm-start``: a number of passes, "auto" or "off"."""
+def parse_warm_start(text: str) -> int | str | None:
+    """``--warm-start``: a number of passes, "auto" or "off" (None); also read by the round-timing benchmark."""
     if text in ("auto", "off"):
         return None if text == "off" else text
     try:
@@ -388,12 +388,12 @@ def _simulation_args(s: argparse.ArgumentParser) -> None:
                         "pseudo-labels of the pool (classification: the auto-label rule's; segmentation: every "
                         "image's mask), kept unless validation prefers the round model; default: segmentation "
                         "only")
-    s.add_argument("--warm-start", type=_warm_start, default="auto", metavar="PASSES|auto|off",
+    s.add_argument("--warm-start", type=parse_warm_start, default="auto", metavar="PASSES|auto|off",
                    help="classification: each round after the first of the medwb arms continues the last round's "
                         "model for PASSES passes over the grown labelled set (40: about half a BloodMNIST round's "
                         "training, the same accuracy) instead of training from the pretrained trunk again; auto "
-                        "(the default): 40 passes, only in rounds of 1 024 labels or more (2D), where a fresh start "
-                        "trains 80 epochs; off: never")
+                        "(the default): 40 passes, only in rounds of 512 labels or more (2D), where a fresh start "
+                        "trains 80 passes in epochs of 1-2 passes; off: never")
     s.add_argument("--workers", type=int, default=1, metavar="N",
                    help="run the (arm, seed) units in N processes of one thread each (2 on 2 cores: ~0.65x the "
                         "time); not with a Dask --scoring")

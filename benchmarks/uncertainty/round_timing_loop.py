@@ -20,7 +20,7 @@ and labelled by the simulated oracle. Then, timed:
 round = train + propose, which is what a person waits for between two batches. ``--first N`` makes round 1 the cold
 start of N cases and times round 2 instead (its ``complete()`` on all ``--labels`` cases, the ``--labels`` - N
 added by hybrid, then round 3's ``propose()``): the round the loop's ``warm_start`` changes, so
-``--warm-start PASSES`` against none is an A/B on the same labelled set (round 1 trains from the start either way). Pretraining happens once per
+``--warm-start auto`` (the default) or ``PASSES`` against ``off`` is an A/B on the same labelled set (round 1 trains from the start either way). Pretraining happens once per
 study (reported apart, it is not part of a round). Wall seconds and this process's CPU seconds, with the torch
 threads the machine gives (2 on the target machine).
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 os.environ.setdefault("MEDWB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[2]
 
-from medwb.cli import parse_train_setting  # noqa: E402  (--train KEY=VALUE, parsed as medwb simulate does)
+from medwb.cli import parse_train_setting, parse_warm_start  # noqa: E402  (--train, --warm-start as medwb simulate)
 
 
 def emit(lines: list[str], out: str | None) -> None:
@@ -66,13 +66,14 @@ def main() -> None:
                          "has lost on validation (fixmatch_still_ahead)")
     ap.add_argument("--first", type=int, default=None, metavar="N",
                     help="round 1 labels N cases and round 2 is timed (see above)")
-    ap.add_argument("--warm-start", type=int, default=None, metavar="PASSES",
-                    help="the loop's warm_start: round 2 continues round 1's model for PASSES passes (needs --first)")
+    ap.add_argument("--warm-start", type=parse_warm_start, default="auto", metavar="PASSES|auto|off",
+                    help="the loop's warm_start (its default auto): round 2 continues round 1's model for PASSES "
+                         "passes, where auto does, or never (off); only with --first")
     ap.add_argument("--train", type=parse_train_setting, action="append", default=[], metavar="KEY=VALUE",
                     help="a TrainConfig field of the loop's schedule, as medwb simulate --train (e.g. precision=fp32)")
     a = ap.parse_args()
-    if a.warm_start is not None and a.first is None:
-        ap.error("--warm-start needs --first: the first round always trains from the start")
+    if isinstance(a.warm_start, int) and a.first is None:
+        ap.error("--warm-start PASSES needs --first: the first round always trains from the start")
     if a.first is not None and not 0 < a.first < a.labels:
         ap.error("--first must be between 0 and --labels")
     import torch
@@ -141,7 +142,7 @@ def main() -> None:
     data_arg = "" if a.data == ap.get_default("data") else f"--data DATA_ROOT/.../{a.data.name} "
     data_arg += ("" if a.cache is None else "--cache OUT/cache ") + ("--no-semi " if a.no_semi else "")
     data_arg += ("" if a.first is None else f"--first {a.first} ")
-    data_arg += ("" if a.warm_start is None else f"--warm-start {a.warm_start} ")
+    data_arg += ("" if a.first is None or a.warm_start == "auto" else f"--warm-start {a.warm_start or 'off'} ")
     data_arg += "".join(f"--train {k}={v} " for k, v in a.train)
     lines = [f"# One round of the default loop, {ds.name} whole pool", "",
              f"Command: `python benchmarks/uncertainty/round_timing_loop.py {data_arg}--labels {a.labels} "

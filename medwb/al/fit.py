@@ -12,6 +12,7 @@ same function, so every curve point and its reference share one recipe.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import fields
@@ -217,8 +218,10 @@ def fit_mean_teacher(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_unlabe
 
 
 #: the loop's default ``warm_start``: continue the last model for this many passes, and only in the rounds where
-#: a start from the trunk would train more than its epochs (:func:`continued_passes`)
+#: a start from the trunk would train more, in epochs of at most
+#: :data:`AUTO_MAX_PASSES_PER_EPOCH` passes (:func:`continued_passes`)
 AUTO_WARM_PASSES = 40
+AUTO_MAX_PASSES_PER_EPOCH = 2
 
 #: the loop's ``warm_start``: PASSES (every round that can), "auto" (the default: see :func:`continued_passes`) or
 #: None (never)
@@ -250,20 +253,29 @@ def continued_passes(warm_start: WarmStart, semi: bool, self_train: bool, *, n_l
     pretrained trunk as before: those candidates start there, so a continued supervised one would save little
     and be chosen against unlike starts. The first round has no model to continue (the loop passes None).
 
-    "auto" continues for :data:`AUTO_WARM_PASSES` passes only where an epoch of a start from the trunk is a single
-    pass over the labels (at least ``min_batches_per_epoch`` batches of them) and ``min_passes`` therefore raises
-    its epochs (:func:`medwb.models.train.scheduled_epochs`; 2D classification from 1 024 labels: 80 epochs), so
-    a fresh round's cost grows with the labels and doubles its epochs. Where BloodMNIST's rounds continued, they were
-    as good or better (+0.010 test accuracy at 10%, every seed) in about half the time; PneumoniaMNIST's continued
-    rounds (95-475 labels, a fresh round 39 s) gained nothing (benchmarks/active_learning/warm_start)."""
+    "auto" continues for :data:`AUTO_WARM_PASSES` passes only in a schedule that asks for passes (``min_passes``:
+    2D classification) where an epoch of a start from the trunk is at most :data:`AUTO_MAX_PASSES_PER_EPOCH`
+    whole passes over the labels (``min_batches_per_epoch`` batches of them: 512+ labels in 2D classification) and
+    that start would train more passes than the continuation (not past ``max_steps``' cap). From there a fresh
+    round's cost grows with the labels (80 passes over them); below, an epoch is 3+ passes and a round costs about
+    the same whatever its size. BloodMNIST's loop with rounds continued from 512 labels (3 seeds, paired with a
+    fresh start on one trunk): 0.955 against 0.950 test accuracy at 10%, 0.940 against 0.933 at 5% (every seed),
+    each continued round in about half the training; PneumoniaMNIST's continued rounds below 512 labels (95-475, a
+    fresh round 39 s) gained nothing, its fixed sets of 600-960 were level or ahead
+    (benchmarks/active_learning/warm_start, sections 5-7)."""
     if not warm_start or semi or self_train:
         return None
     if warm_start != "auto":
         return int(warm_start)
-    from medwb.models.train import scheduled_epochs
+    from medwb.models.train import batches_per_epoch, scheduled_epochs
 
-    single_pass = n_labels >= int(config.min_batches_per_epoch) * int(config.batch_size)
-    return AUTO_WARM_PASSES if single_pass and scheduled_epochs(n_labels, config)[0] > int(config.epochs) else None
+    if config.min_passes <= 0 or n_labels <= 0:
+        return None
+    whole_passes = math.ceil(int(config.min_batches_per_epoch) * int(config.batch_size) / n_labels)
+    per_epoch = batches_per_epoch(n_labels, config) * int(config.batch_size) / n_labels
+    fresh_passes = scheduled_epochs(n_labels, config)[0] * per_epoch
+    few_passes = whole_passes <= AUTO_MAX_PASSES_PER_EPOCH
+    return AUTO_WARM_PASSES if few_passes and fresh_passes > AUTO_WARM_PASSES else None
 
 
 def fit_continued(previous: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *,

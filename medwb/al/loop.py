@@ -19,7 +19,7 @@ FixMatch (masks: a mean teacher) on the labels plus the rest of the pool, pseudo
 ``semi_schedule``: its settings beyond ``train_config`` (SemiConfig / SemiSegConfig fields). ``pretrain=False,
 semi=False``: the plain baseline. ``self_train``: :func:`~medwb.al.fit.uses_self_training`. ``warm_start``
 (PASSES, "auto", the default, or None: off): rounds after the first continue the last round's model, by default
-only those of 1 024 labels or more in 2D classification (:func:`~medwb.al.fit.continued_passes`,
+only those of 512 labels or more in 2D classification (:func:`~medwb.al.fit.continued_passes`,
 :func:`~medwb.al.fit.fit_continued`); the all-labels reference never.
 """
 from __future__ import annotations

@@ -61,7 +61,7 @@ class DemoConfig:
     self_train: bool = False            # the medwb arm's rounds also train a self-trained student (off: on the
     #                                     demo's data it lost on the shifted test split, benchmarks/active_learning/
     #                                     pneumonia_demo_self_training)
-    warm_start: WarmStart = "auto"      # the loop's default: rounds of 1 024+ labels continue the last model, so
+    warm_start: WarmStart = "auto"      # the loop's default: rounds of 512+ labels continue the last model, so
     #                                     none of the demo's (100 labels; a fixed PASSES continued every round: no
     #                                     gain on the demo's data, benchmarks/active_learning/warm_start/pneumonia)
 

@@ -49,12 +49,13 @@ def test_warm_start_is_checked_when_the_loop_is_made() -> None:
     # FixMatch still ahead or a student: both from the trunk
     assert continued_passes(40, semi=True, self_train=False, n_labels=100, config=config) is None
     assert continued_passes(40, semi=False, self_train=True, n_labels=100, config=config) is None
-    # "auto": only where an epoch of a start from the trunk is one pass and min_passes doubles its epochs (2D,
-    # from 1 024 labels); below, an epoch is 2+ passes and 40 epochs already make the 80 passes
+    # "auto": only where an epoch of a start from the trunk is at most 2 whole passes (2D, from 512 labels: 40
+    # epochs of 2 passes, then 80 epochs of 1) and would train more passes than the continuation; below, an epoch
+    # is 3+ passes and a round costs about the same whatever its size
     assert scheduled_epochs(1023, config)[0] == config.epochs and scheduled_epochs(1024, config)[0] == 2 * config.epochs
-    for n in (100, 513, 720, 960, 1023):
+    for n in (100, 475, 511):
         assert continued_passes("auto", semi=False, self_train=False, n_labels=n, config=config) is None
-    for n in (1024, 1200, 2000):
+    for n in (512, 600, 720, 960, 1023, 1024, 1200, 2000, 3000):
         assert continued_passes("auto", semi=False, self_train=False, n_labels=n, config=config) == AUTO_WARM_PASSES
     # past max_steps' cap a fresh start trains its plain 40 epochs again: nothing to save
     assert scheduled_epochs(5000, config)[0] == config.epochs
@@ -99,10 +100,11 @@ def test_loop_continues_the_last_model_after_the_first_round(tiny, tmp_path: Pat
     assert "warm_start" not in ref
     with pytest.raises(DataError, match="warm_start="):
         ActiveLearningLoop(study, ds, progress=False, pretrain=False, semi=False, warm_start=0)
-    # the default, "auto": a round continues only where a fresh start's epoch is one pass and min_passes doubles
-    # its epochs; 12 labels in batches of 8 (min 1 batch) are past that floor, 12 labels in 2+ batches are not
+    # the default, "auto": a round continues only where a fresh start's epoch is at most 2 whole passes and it
+    # would train more than the continuation's passes; 12 labels in batches of 8 (min 1 batch: 1 pass an epoch,
+    # 42 epochs of min_passes) are past that floor, 12 labels in 4+ batches (3 passes an epoch) are not
     for min_batches, continued in ((1, True), (4, False)):
-        config = replace(FAST, epochs=2, min_passes=8, min_batches_per_epoch=min_batches)
+        config = replace(FAST, epochs=21, min_passes=2 * AUTO_WARM_PASSES, min_batches_per_epoch=min_batches)
         auto = ActiveLearningLoop(Study.create(tmp_path / f"auto{min_batches}", dataset_path=str(path), task=ds.task,
                                                classes=ds.classes), ds, strategy="entropy", batch_size=6,
                                   train_config=config, seed=0, mc_passes=3, progress=False, pretrain=False, semi=False)

@@ -12,7 +12,7 @@ from medwb.pipelines import demo, simulate
 def test_demo_variant_reaches_the_simulation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """benchmarks/active_learning/demo_variant.py measures an opt-in option with the demo's exact sizes: the
     option must reach run_simulation, and the main job itself must keep the loop's defaults (self-training off,
-    the warm start "auto": no demo round reaches its 1 024 labels)."""
+    the warm start "auto": no demo round reaches its 512 labels)."""
     seen: dict[str, object] = {}
     monkeypatch.setattr(simulate, "run_simulation", lambda data, **kw: seen.update(kw))
     monkeypatch.setattr(demo, "write_headline", lambda sim_dir, strategies, budget: sim_dir / "headline.txt")
