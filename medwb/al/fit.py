@@ -12,7 +12,6 @@ same function, so every curve point and its reference share one recipe.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import fields
@@ -267,15 +266,13 @@ def continued_passes(warm_start: WarmStart, semi: bool, self_train: bool, *, n_l
         return None
     if warm_start != "auto":
         return int(warm_start)
-    from medwb.models.train import batches_per_epoch, scheduled_epochs
+    from medwb.models.train import epoch_passes, scheduled_epochs
 
     if config.min_passes <= 0 or n_labels <= 0:
         return None
-    whole_passes = math.ceil(int(config.min_batches_per_epoch) * int(config.batch_size) / n_labels)
-    per_epoch = batches_per_epoch(n_labels, config) * int(config.batch_size) / n_labels
+    per_epoch = epoch_passes(n_labels, config)
     fresh_passes = scheduled_epochs(n_labels, config)[0] * per_epoch
-    few_passes = whole_passes <= AUTO_MAX_PASSES_PER_EPOCH
-    return AUTO_WARM_PASSES if few_passes and fresh_passes > AUTO_WARM_PASSES else None
+    return AUTO_WARM_PASSES if per_epoch <= AUTO_MAX_PASSES_PER_EPOCH and fresh_passes > AUTO_WARM_PASSES else None
 
 
 def fit_continued(previous: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *,

@@ -356,11 +356,17 @@ def _task(model: nn.Module) -> Task:
     return getattr(model, "task", "classification")
 
 
+def epoch_passes(n: int, config: TrainConfig) -> int:
+    """Whole reshuffled passes over ``n`` cases in one epoch of :func:`train`: enough for ``min_batches_per_epoch``
+    batches (1 from ``min_batches_per_epoch`` x ``batch_size`` cases on)."""
+    return max(1, math.ceil(int(config.min_batches_per_epoch) * int(config.batch_size) / max(n, 1)))
+
+
 def batches_per_epoch(n: int, config: TrainConfig) -> int:
-    """Optimiser steps in one epoch of :func:`train` on ``n`` cases: whole reshuffled passes until the epoch has
-    ``min_batches_per_epoch`` batches, a tail batch kept only when it holds at least half a batch."""
+    """Optimiser steps in one epoch of :func:`train` on ``n`` cases: :func:`epoch_passes` reshuffled passes, a
+    tail batch kept only when it holds at least half a batch."""
     bs = int(config.batch_size)
-    length = n * max(1, math.ceil(int(config.min_batches_per_epoch) * bs / max(n, 1)))
+    length = n * epoch_passes(n, config)
     full, tail = divmod(length, bs)
     return max(1, full + int(tail > 0 and (tail >= max(2, bs // 2) or full == 0)))
 
