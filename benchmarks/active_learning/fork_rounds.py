@@ -26,7 +26,7 @@ import pandas as pd
 from medwb.cli import parse_warm_start
 from medwb.data import open_dataset
 from medwb.models.pretrain import pretrain_config_on
-from medwb.pipelines.simulate import Arm, UnitSpec, _shared_representation, simulate_unit, study_folder
+from medwb.pipelines.simulate import Arm, UnitSpec, shared_representation, simulate_unit, study_folder
 
 
 def unit(data: str, base: Path, out: Path, seed: int, budget: float, rounds: int, warm_start: int | str | None
@@ -36,8 +36,8 @@ def unit(data: str, base: Path, out: Path, seed: int, budget: float, rounds: int
 
     torch.set_num_threads(1)
     ds = open_dataset(data, progress=False)
-    shared = _shared_representation(ds, base, max_pool=None, size=None, config=pretrain_config_on(None, ds),
-                                    progress=False)
+    shared = shared_representation(ds, base, max_pool=None, size=None, config=pretrain_config_on(None, ds),
+                                   progress=False)
     spec = UnitSpec(data=data, out=out, folders=(study_folder(out, "hybrid", seed),), budget=budget, rounds=rounds,
                     epochs=None, train={}, cold_start="auto", mc_passes=20, max_pool=None, size=None, finetune="full",
                     shared=shared, stream=False, semi_schedule={}, warm_start=warm_start)
@@ -85,8 +85,8 @@ def main() -> None:
     if not 0 < a.shared_rounds < a.rounds:
         ap.error("--shared-rounds must be between 0 and --rounds")
     ds = open_dataset(a.data, progress=False)  # the trunk once, before the chains read it
-    _shared_representation(ds, a.out / "base", max_pool=None, size=None, config=pretrain_config_on(None, ds),
-                           progress=True)
+    shared_representation(ds, a.out / "base", max_pool=None, size=None, config=pretrain_config_on(None, ds),
+                          progress=True)
     with ProcessPoolExecutor(a.workers, mp_context=get_context("spawn")) as pool:
         curves = pd.concat(pool.map(chain, [a] * len(a.seeds), a.seeds))
     curves.to_csv(a.out / "curves.csv", index=False)

@@ -406,9 +406,9 @@ def run_simulation(
         raise DataError(data, f"max_pool={max_pool}", "pass --max-pool >= 1")
     check_finetune(finetune)
     pretrain = any(a.pretrains(ds) for a in arms)
-    shared = _shared_representation(ds, out, max_pool=max_pool, size=size,
-                                    config=pretrain_config_on(pretrain_config, ds),
-                                    progress=progress, stream=stream) if pretrain else None
+    shared = shared_representation(ds, out, max_pool=max_pool, size=size,
+                                   config=pretrain_config_on(pretrain_config, ds),
+                                   progress=progress, stream=stream) if pretrain else None
     refs = [Arm(FULL, "scratch")] + ([Arm(FULL_PRETRAINED, "pretrained")] if pretrain else [])
     ref_seeds = seed_list if reference_seeds is None else seed_list[:max(1, int(reference_seeds))]
     # (arm, seed, is it an all-labels reference)
@@ -643,8 +643,8 @@ def output_writer(out: Path, plaintext: bool) -> tuple[Writer, Key | None]:
     return (atomic_write_bytes if plaintext else files.write_bytes), key
 
 
-def _shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,
-                           config: PretrainConfig | None, progress: bool, stream: bool = False) -> PretrainResult:
+def shared_representation(ds: Dataset, out: Path, *, max_pool: int | None, size: tuple[int, ...] | None,
+                          config: PretrainConfig | None, progress: bool, stream: bool = False) -> PretrainResult:
     """One pretraining of the simulation's pool (the splits every study carves: a pure function of the cohort),
     at the loops' input size with the dataset's default network, cached under ``out`` (streamed: the same key)."""
     from medwb.al.representation import pretrain_build_args, pretrained_representation
