@@ -450,7 +450,7 @@ def run_simulation(
     write(out / "summary.csv", summary.to_csv(index=False).encode())
     n_seeds = curves["seed"].nunique()
     plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {n_seeds} seed(s)", write=write)
-    text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {len(seed_list)} seed(s), "
+    text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {n_seeds} seed(s), "
             f"test split; full = all pool labels, same model and schedule")
     text += "; arms: " + ", ".join(f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms)
     if pretrain:
