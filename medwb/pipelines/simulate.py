@@ -448,11 +448,12 @@ def run_simulation(
                 if held_parts else None)
     summary = summarize(curves, budget)
     write(out / "summary.csv", summary.to_csv(index=False).encode())
-    n_seeds = curves["seed"].nunique()
+    n_seeds = curves["seed"].nunique()  # the header describes every row of the merged tables, not only this run's
     plot_curves(curves, out / "curves.png", title=f"{ds.name}: active learning over {n_seeds} seed(s)", write=write)
     text = (f"{ds.name}: pool {pool_size} cases, budget {budget:.0%}, {rounds} rounds, {n_seeds} seed(s), "
             f"test split; full = all pool labels, same model and schedule")
-    text += "; arms: " + ", ".join(f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms)
+    ours = {a.label: f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms}  # an earlier run's arms: their label
+    text += "; arms: " + ", ".join(ours.get(label, label) for label in summary["strategy"].unique())
     if pretrain:
         text += (f"; pretrained representation (SimCLR on the pool, fine-tuning: {finetune}); full = the stronger "
                  f"of {FULL} (scratch) and {FULL_PRETRAINED}")

@@ -91,7 +91,9 @@ def test_simulate_cli_on_real_subset(samples: Path, tmp_path: Path, capsys: pyte
     again = pd.read_csv(out / "curves.csv").sort_values(CURVE_COLUMNS[:3]).reset_index(drop=True)
     pd.testing.assert_frame_equal(before, again)
     assert "1 seed(s)" in (out / "table.txt").read_text()
-    # a run of another seed on the same --out: the table states the seeds its rows hold, not this run's
-    assert main([*argv[:argv.index("--seeds") + 1], "1,", *argv[argv.index("--seeds") + 2:]]) == 0
+    # a run of another seed and one arm on the same --out: the table states the seeds and arms its rows hold
+    assert main(["simulate", str(data), "--strategy", "random", "--budget", "0.2", "--rounds", "2", "--seeds", "1,",
+                 "--epochs", "2", "--pipeline", "scratch", "--out", str(out)]) == 0
     assert set(pd.read_csv(out / "curves.csv")["seed"]) == {0, 1}
-    assert "2 seed(s)" in (out / "table.txt").read_text()
+    header = (out / "table.txt").read_text().splitlines()[0]
+    assert "2 seed(s)" in header and "random-scratch (random, scratch)" in header and "entropy-scratch" in header
