@@ -455,8 +455,9 @@ def run_simulation(
     ours = {a.label: f"{a.label} ({a.strategy}, {a.pipeline})" for a in arms}  # an earlier run's arms: their label
     text += "; arms: " + ", ".join(ours.get(label, label) for label in summary["strategy"].unique())
     if pretrain:
-        text += (f"; pretrained representation (SimCLR on the pool, fine-tuning: {finetune}); full = the stronger "
-                 f"of {FULL} (scratch) and {FULL_PRETRAINED}")
+        text += f"; pretrained representation (SimCLR on the pool, fine-tuning: {finetune})"
+    if (curves["strategy"] == FULL_PRETRAINED).any():  # as summarize reads the references, whichever run made them
+        text += f"; full = the stronger of {FULL} (scratch) and {FULL_PRETRAINED}"
     text += f"\n{format_table(summary, budget)}"
     if len(auto):
         text += "\n\n" + format_autolabel(summarize_autolabel(auto), target_error)

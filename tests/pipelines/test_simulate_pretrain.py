@@ -113,6 +113,10 @@ def test_simulate_default_pipeline_beside_scratch(samples: Path, tmp_path: Path)
     assert set(summary["full_reference"]) <= {FULL, FULL_PRETRAINED}
     text = (out / "table.txt").read_text()
     assert "pretrained representation" in text and "random-scratch (random, scratch)" in text
+    assert f"full = the stronger of {FULL} (scratch) and {FULL_PRETRAINED}" in text
+    # a later run on the same --out that pretrains nothing (its units resume) still reads the pretrained references
+    assert main([*argv[:2], "--strategy", "random:scratch", *argv[argv.index("--budget"):]]) == 0
+    assert f"full = the stronger of {FULL} (scratch) and {FULL_PRETRAINED}" in (out / "table.txt").read_text()
 
     from medwb.al.fit import keeps_fixmatch
     from medwb.store import Study
