@@ -39,6 +39,25 @@ def parse_arm(text: str) -> tuple[str, dict[str, object]]:
         raise SystemExit(f"--arm {text}: {e}") from None
 
 
+def parse_pretrain(items: list[str]) -> dict[str, object]:
+    """``FIELD=VALUE`` items -> PretrainConfig fields (numbers as int or float, true/false as bool)."""
+    fields: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--pretrain {item}: use FIELD=VALUE")
+        low = raw.strip().lower()
+        fields[key] = (low == "true") if low in ("true", "false") else _number(raw)
+    return fields
+
+
+def _number(raw: str) -> int | float:
+    try:
+        return int(raw)
+    except ValueError:
+        return float(raw)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
@@ -47,11 +66,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--arm", action="append", required=True, help="NAME[:FIELD=VALUE,...] (repeat; see above)")
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
+    ap.add_argument("--pretrain", action="append", default=[], metavar="FIELD=VALUE",
+                    help="the trunk's PretrainConfig field changed from the default (repeat), e.g. steps=600")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     arms = [parse_arm(t) for t in a.arm]
-    ds, Xp, yp, val, test, pre = pool_inputs(a.data, Path(a.cache or out))
+    ds, Xp, yp, val, test, pre = pool_inputs(a.data, Path(a.cache or out), parse_pretrain(a.pretrain))
     csv = out / "precision.csv"
     done = read_results(csv)
     for seed in a.seeds:
