@@ -68,6 +68,9 @@ def main() -> None:
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
     ap.add_argument("--pretrain", action="append", default=[], metavar="FIELD=VALUE",
                     help="the trunk's PretrainConfig field changed from the default (repeat), e.g. steps=600")
+    ap.add_argument("--semi", action="store_true",
+                    help="also train the round's FixMatch candidate on the rest of the pool (the better on validation "
+                         "kept, as the loop does; rows hold both candidates' test metrics)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +86,8 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             _, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], val, task=ds.task,
-                             config=replace(config, **changes), pretrained=pre, test=test, progress=False)
+                             config=replace(config, **changes), pretrained=pre, test=test, progress=False,
+                             semi=a.semi, X_unlabelled=np.delete(Xp, lab, axis=0) if a.semi else None)
             seconds = time.perf_counter() - t0
             done = append_result(csv, {"recipe": name, "labels": a.labels, "seed": seed, "seconds": seconds,
                                        "best_epoch": m.get("best_epoch"), "semi": m.get("semi"),
