@@ -141,12 +141,18 @@ def _size(text: str) -> tuple[int, ...]:
 
 def parse_train_setting(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` for a TrainConfig field; the value is parsed as int, float or true/false (text fields: as is)."""
-    from dataclasses import fields
-
     from medwb.models import TrainConfig
 
+    return parse_config_setting(text, TrainConfig)
+
+
+def parse_config_setting(text: str, config_type: type) -> tuple[str, Any]:
+    """``KEY=VALUE`` for a field of the dataclass ``config_type`` (e.g. TrainConfig, PretrainConfig); the value is
+    parsed as int, float or true/false (text fields: as is)."""
+    from dataclasses import fields
+
     key, sep, raw = text.partition("=")
-    names = {f.name for f in fields(TrainConfig)}
+    names = {f.name for f in fields(config_type)}
     if not sep or key not in names:
         raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE with KEY one of {', '.join(sorted(names))}")
     low = raw.strip().lower()
@@ -157,7 +163,7 @@ def parse_train_setting(text: str) -> tuple[str, Any]:
             return key, cast(raw)
         except ValueError:
             pass
-    if isinstance(getattr(TrainConfig(), key), str):
+    if isinstance(getattr(config_type(), key), str):
         return key, raw
     raise argparse.ArgumentTypeError(f"{text!r}: the value must be a number or true/false")
 

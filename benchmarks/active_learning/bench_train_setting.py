@@ -25,7 +25,8 @@ from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_round
 from medwb.models.networks import build_for_dataset
-from medwb.cli import parse_train_setting
+from medwb.models.pretrain import PretrainConfig
+from medwb.cli import parse_config_setting, parse_train_setting
 from medwb.models.train import default_train_config
 
 
@@ -40,22 +41,11 @@ def parse_arm(text: str) -> tuple[str, dict[str, object]]:
 
 
 def parse_pretrain(items: list[str]) -> dict[str, object]:
-    """``FIELD=VALUE`` items -> PretrainConfig fields (numbers as int or float, true/false as bool)."""
-    fields: dict[str, object] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--pretrain {item}: use FIELD=VALUE")
-        low = raw.strip().lower()
-        fields[key] = (low == "true") if low in ("true", "false") else _number(raw)
-    return fields
-
-
-def _number(raw: str) -> int | float:
+    """``FIELD=VALUE`` items -> PretrainConfig fields, each read as ``--arm``'s TrainConfig fields are."""
     try:
-        return int(raw)
-    except ValueError:
-        return float(raw)
+        return dict(parse_config_setting(item, PretrainConfig) for item in items)
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"--pretrain: {e}") from None
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 --cold-start, --quiet; on a small real PneumoniaMNIST subset."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,14 @@ def test_simulate_parser_options() -> None:
     for bad in ("batchsize=8", "batch_size", "patience=soon"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--train", bad])
+    from medwb.cli import parse_config_setting
+    from medwb.models.pretrain import PretrainConfig
+
+    # the same reading for another config's fields (a benchmark's --pretrain steps=600)
+    assert parse_config_setting("steps=600", PretrainConfig) == ("steps", 600)
+    assert parse_config_setting("flip=false", PretrainConfig) == ("flip", False)
+    with pytest.raises(argparse.ArgumentTypeError, match="steps"):
+        parse_config_setting("step=600", PretrainConfig)
     from medwb.cli import _simulation_kwargs
 
     a = build_parser().parse_args(["simulate", "d.npz", "--out", "o", "--self-train"])
