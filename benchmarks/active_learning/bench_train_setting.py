@@ -9,6 +9,10 @@ model is mixed with the acquisition's; here every arm trains on the same cases w
     OMP_NUM_THREADS=1 python benchmarks/active_learning/bench_train_setting.py bloodmnist.npz OUT --labels 1200 \
         --seeds 0 1 2 --arm fp32 --arm bf16:precision=bf16
 
+``--pretrain FIELD=VALUE`` trains every arm from a trunk pretrained with that PretrainConfig field changed (session
+38: ``steps=600``, ``round_3d_settings/``); ``--semi`` also trains the round's FixMatch candidate on the rest of the
+pool and keeps the better on validation, as the loop's 2D rounds do.
+
 Rows (OUT/precision.csv, resumable; the file name kept from session 34's bf16 runs): recipe (the arm's name),
 labels, seed, training seconds, test and validation metrics, best epoch. The table: mean over seeds.
 """
@@ -24,9 +28,9 @@ from fixed_sets import pool_inputs
 from results_csv import append_result, has_result, read_results
 
 from medwb.al.fit import fit_round
+from medwb.cli import parse_config_setting, parse_train_setting
 from medwb.models.networks import build_for_dataset
 from medwb.models.pretrain import PretrainConfig
-from medwb.cli import parse_config_setting, parse_train_setting
 from medwb.models.train import default_train_config
 
 

@@ -16,8 +16,11 @@ from medwb.models.networks import build_for_dataset
 from medwb.models.pretrain import PretrainResult, pretrain_config_on
 
 
-def pool_inputs(data: str, cache: Path, pretrain: Mapping[str, object] | None = None) -> tuple[Dataset, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray],
-                                                 tuple[np.ndarray, np.ndarray], PretrainResult]:
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def pool_inputs(data: str, cache: Path, pretrain: Mapping[str, object] | None = None
+                ) -> tuple[Dataset, np.ndarray, np.ndarray, Split, Split, PretrainResult]:
     """(dataset, pool images, pool labels, (val X, y), (test X, y), pretrained trunk); ``cache``: the folder whose
     ``cache/`` holds (or gets) the trunk, e.g. a simulation's OUT; ``pretrain``: PretrainConfig fields changed from
     the network's default schedule (:func:`~medwb.models.pretrain.pretrain_config_on`), e.g. ``{"steps": 600}``."""

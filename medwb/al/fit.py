@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 def uses_semi(task: Task, ndim: int, semi: bool | None) -> bool:
     """Whether rounds also train a semi-supervised candidate. Classification (FixMatch): ``None`` means 2D only:
     in 3D the candidate cost 4.5x the round for the same test AUC and lower balanced accuracy (AdrenalMNIST3D,
-    120 labels, 3 seeds; benchmarks/active_learning/round_3d_settings); ``True`` asks for it in 3D too. Segmentation (mean teacher, :mod:`medwb.models.semi_seg`): ``None`` means
-    :data:`SEGMENTATION_SEMI_DEFAULT`."""
+    120 labels, 3 seeds; benchmarks/active_learning/round_3d_settings); ``True`` asks for it in 3D too.
+    Segmentation (mean teacher, :mod:`medwb.models.semi_seg`): ``None`` means :data:`SEGMENTATION_SEMI_DEFAULT`."""
     if task == "segmentation":
         return SEGMENTATION_SEMI_DEFAULT if semi is None else bool(semi)
     return task == "classification" and (ndim == 2 if semi is None else bool(semi))
