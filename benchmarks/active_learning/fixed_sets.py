@@ -27,6 +27,6 @@ def pool_inputs(data: str, cache: Path, pretrain: Mapping[str, object] | None = 
     ds = open_dataset(data, progress=False)
     Xp, yp, _ = ds.arrays("train")
     args = pretrain_build_args(lambda s: build_for_dataset(ds, seed=s), None)
-    config = pretrain_config_on(dict(pretrain), ds) if pretrain else None
+    config = pretrain_config_on(pretrain, ds)  # None: the default schedule
     pre = pretrained_representation(cache, Xp, build_args=args, config=config, progress=False)
     return ds, Xp, yp, ds.arrays("val")[:2], ds.arrays("test")[:2], pre
