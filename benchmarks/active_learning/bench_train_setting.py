@@ -11,7 +11,10 @@ model is mixed with the acquisition's; here every arm trains on the same cases w
 
 ``--pretrain FIELD=VALUE`` trains every arm from a trunk pretrained with that PretrainConfig field changed (session
 38: ``steps=600``, ``round_3d_settings/``); ``--semi`` also trains the round's FixMatch candidate on the rest of the
-pool and keeps the better on validation, as the loop's 2D rounds do.
+pool and keeps the better on validation, as the loop's 2D rounds do. ``--members K`` trains each arm K times on
+the same labels with other training seeds (rows ``NAME#m1``...) and adds the ensembles of the first 2..K (rows
+``NAME+ens2``...): members' softmax averaged, the decision threshold chosen again on the averaged validation
+probabilities (``choose_decision``); each member's validation and test probabilities are kept in OUT/probs/.
 
 Rows (OUT/precision.csv, resumable; the file name kept from session 34's bf16 runs): recipe (the arm's name),
 labels, seed, training seconds, test and validation metrics, best epoch. The table: mean over seeds.
@@ -31,7 +34,8 @@ from medwb.al.fit import fit_round
 from medwb.cli import parse_config_setting, parse_train_setting
 from medwb.models.networks import build_for_dataset
 from medwb.models.pretrain import PretrainConfig
-from medwb.models.train import default_train_config
+from medwb.models.train import choose_decision, decide, default_train_config, predict_proba
+from medwb.metrics import class_metrics
 
 
 def parse_arm(text: str) -> tuple[str, dict[str, object]]:
@@ -52,6 +56,20 @@ def parse_pretrain(items: list[str]) -> dict[str, object]:
         raise SystemExit(f"--pretrain: {e}") from None
 
 
+def member_seed(seed: int, k: int) -> int:
+    """Member k's training (and head) seed for label set ``seed``; member 0 is the arm itself."""
+    return seed + 1000 * k
+
+
+def ensemble_metrics(probs: list[np.lib.npyio.NpzFile], val_y: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
+    """Test and validation metrics of the members' averaged softmax, the decision rule chosen on validation."""
+    pv = np.mean([p["val"] for p in probs], axis=0)
+    pt = np.mean([p["test"] for p in probs], axis=0)
+    rule = choose_decision(pv, val_y)
+    return {**{f"test_{k}": v for k, v in class_metrics(pt, test_y, pred=decide(pt, rule)).items()},
+            **{f"val_{k}": v for k, v in class_metrics(pv, val_y, pred=decide(pv, rule)).items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
@@ -62,6 +80,8 @@ def main() -> None:
     ap.add_argument("--cache", help="folder whose cache/ holds (or gets) the pretrained trunk (default: OUT)")
     ap.add_argument("--pretrain", action="append", default=[], metavar="FIELD=VALUE",
                     help="the trunk's PretrainConfig field changed from the default (repeat), e.g. steps=600")
+    ap.add_argument("--members", type=int, default=1,
+                    help="train each arm this many times (other training seeds) and add their ensembles (see above)")
     ap.add_argument("--semi", action="store_true",
                     help="also train the round's FixMatch candidate on the rest of the pool (the better on validation "
                          "kept, as the loop does; rows hold both candidates' test metrics)")
@@ -76,18 +96,36 @@ def main() -> None:
         lab = np.random.default_rng(seed).permutation(len(Xp))[:a.labels]
         config = default_train_config(ds.task, seed=seed, modality=ds.modality, spatial_dims=ds.ndim)
         for name, changes in arms:
-            if has_result(done, name, a.labels, seed):
-                continue
-            t0 = time.perf_counter()
-            _, m = fit_round(build_for_dataset(ds, seed=seed), Xp[lab], yp[lab], val, task=ds.task,
-                             config=replace(config, **changes), pretrained=pre, test=test, progress=False,
-                             semi=a.semi, X_unlabelled=np.delete(Xp, lab, axis=0) if a.semi else None)
-            seconds = time.perf_counter() - t0
-            done = append_result(csv, {"recipe": name, "labels": a.labels, "seed": seed, "seconds": seconds,
-                                       "best_epoch": m.get("best_epoch"), "semi": m.get("semi"),
-                                       **{k: m[k] for k in sorted(m) if k.startswith(("test_", "val_"))}})
-            print(f"seed {seed} {name} n={a.labels} acc {m.get('test_accuracy', float('nan')):.4f} "
-                  f"auc {m.get('test_auc', float('nan')):.4f} {seconds:6.1f} s", flush=True)
+            for k in range(a.members):
+                row_name = name if k == 0 else f"{name}#m{k}"
+                probs_file = out / "probs" / f"{row_name}-{a.labels}-{seed}.npz"
+                if has_result(done, row_name, a.labels, seed) and (a.members == 1 or probs_file.is_file()):
+                    continue
+                s = member_seed(seed, k)
+                t0 = time.perf_counter()
+                model, m = fit_round(build_for_dataset(ds, seed=s), Xp[lab], yp[lab], val, task=ds.task,
+                                     config=replace(config, seed=s, **changes), pretrained=pre, test=test,
+                                     progress=False, semi=a.semi,
+                                     X_unlabelled=np.delete(Xp, lab, axis=0) if a.semi else None)
+                seconds = time.perf_counter() - t0
+                if a.members > 1:
+                    probs_file.parent.mkdir(exist_ok=True)
+                    np.savez(probs_file, val=predict_proba(model, val[0]), test=predict_proba(model, test[0]))
+                done = append_result(csv, {"recipe": row_name, "labels": a.labels, "seed": seed,
+                                           "seconds": seconds, "best_epoch": m.get("best_epoch"),
+                                           "semi": m.get("semi"),
+                                           **{key: m[key] for key in sorted(m) if key.startswith(("test_", "val_"))}})
+                print(f"seed {seed} {row_name} n={a.labels} acc {m.get('test_accuracy', float('nan')):.4f} "
+                      f"auc {m.get('test_auc', float('nan')):.4f} {seconds:6.1f} s", flush=True)
+            for size in range(2, a.members + 1):
+                if has_result(done, f"{name}+ens{size}", a.labels, seed):
+                    continue
+                names = [name] + [f"{name}#m{k}" for k in range(1, size)]
+                probs = [np.load(out / "probs" / f"{n}-{a.labels}-{seed}.npz") for n in names]
+                done = append_result(csv, {"recipe": f"{name}+ens{size}", "labels": a.labels, "seed": seed,
+                                           "seconds": float(done[done["recipe"].isin(names) & (done["seed"] == seed)
+                                                                 & (done["labels"] == a.labels)]["seconds"].sum()),
+                                           **ensemble_metrics(probs, val[1], test[1])})
     import pandas as pd
 
     df = pd.read_csv(csv)
