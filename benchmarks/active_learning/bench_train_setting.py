@@ -14,7 +14,8 @@ model is mixed with the acquisition's; here every arm trains on the same cases w
 pool and keeps the better on validation, as the loop's 2D rounds do. ``--members K`` trains each arm K times on
 the same labels with other training seeds (rows ``NAME#m1``...) and adds the ensembles of the first 2..K (rows
 ``NAME+ens2``...): members' softmax averaged, the decision threshold chosen again on the averaged validation
-probabilities (``choose_decision``); each member's validation and test probabilities are kept in OUT/probs/.
+probabilities, as ``--arm NAME:members=K`` (``medwb.al.fit.fit_members``) would train it, but every smaller
+ensemble read off the same members (their validation and test probabilities are kept in OUT/probs/).
 
 Rows (OUT/precision.csv, resumable; the file name kept from session 34's bf16 runs): recipe (the arm's name),
 labels, seed, training seconds, test and validation metrics, best epoch. The table: mean over seeds.
@@ -30,12 +31,12 @@ import numpy as np
 from fixed_sets import pool_inputs
 from results_csv import append_result, has_result, read_results
 
-from medwb.al.fit import fit_round
+from medwb.al.fit import MEMBER_SEED_STEP, fit_round
 from medwb.cli import parse_config_setting, parse_train_setting
+from medwb.metrics import class_metrics
 from medwb.models.networks import build_for_dataset
 from medwb.models.pretrain import PretrainConfig
 from medwb.models.train import choose_decision, decide, default_train_config, predict_proba
-from medwb.metrics import class_metrics
 
 
 def parse_arm(text: str) -> tuple[str, dict[str, object]]:
@@ -54,11 +55,6 @@ def parse_pretrain(items: list[str]) -> dict[str, object]:
         return dict(parse_config_setting(item, PretrainConfig) for item in items)
     except argparse.ArgumentTypeError as e:
         raise SystemExit(f"--pretrain: {e}") from None
-
-
-def member_seed(seed: int, k: int) -> int:
-    """Member k's training (and head) seed for label set ``seed``; member 0 is the arm itself."""
-    return seed + 1000 * k
 
 
 def ensemble_metrics(probs: list[np.lib.npyio.NpzFile], val_y: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
@@ -101,7 +97,7 @@ def main() -> None:
                 probs_file = out / "probs" / f"{row_name}-{a.labels}-{seed}.npz"
                 if has_result(done, row_name, a.labels, seed) and (a.members == 1 or probs_file.is_file()):
                     continue
-                s = member_seed(seed, k)
+                s = seed + k * MEMBER_SEED_STEP  # fit_members' rule; member 0 is the arm itself
                 t0 = time.perf_counter()
                 model, m = fit_round(build_for_dataset(ds, seed=s), Xp[lab], yp[lab], val, task=ds.task,
                                      config=replace(config, seed=s, **changes), pretrained=pre, test=test,

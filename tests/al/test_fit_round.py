@@ -88,3 +88,40 @@ def test_semi_schedule_overrides_fixmatch_and_is_checked_up_front(monkeypatch) -
                      semi=True, X_unlabelled=Xu, progress=False, semi_schedule={"steps_per_epoch": 3, "mu": 2})
     assert "val_score_semi" in m
     assert [(c.steps_per_epoch, c.mu, c.epochs, c.seed) for c in seen] == [(3, 2, 2, 0)]  # the rest from cfg
+
+
+def test_members_round_is_the_mean_of_separately_seeded_networks() -> None:
+    import pytest
+    import torch
+
+    from medwb.al.fit import MEMBER_SEED_STEP, continued_passes
+    from medwb.errors import DataError
+    from medwb.models import evaluate, predict_proba
+
+    rng = np.random.default_rng(1)
+    (X, y), val, test = _blobs(24, rng), _blobs(40, rng), _blobs(40, rng)
+    cfg = TrainConfig(epochs=3, min_epochs=1, batch_size=8, seed=3)
+    single, m1 = fit_round(build_classifier(2, 1, 2, channels=(4, 8), seed=3), X, y, val, task="classification",
+                           config=cfg, test=test, progress=False)
+    ens, m = fit_round(build_classifier(2, 1, 2, channels=(4, 8), seed=3), X, y, val, task="classification",
+                       config=TrainConfig(**{**cfg.__dict__, "members": 2}), test=test, progress=False)
+    assert ens.build_args["kind"] == "ensemble"
+    assert [a["seed"] for a in ens.build_args["members"]] == [3, 3 + MEMBER_SEED_STEP]
+    # member 0 is the single-network round (same build, same seed); member 1 is another network
+    x = torch.as_tensor(test[0])
+    with torch.no_grad():
+        outs = [h(t(x)) for t, h in zip(ens.trunk.members, ens.head.members)]
+        assert torch.allclose(outs[0], single(x), atol=1e-6)
+        assert not torch.allclose(outs[1], outs[0], atol=1e-3)
+    expected = torch.stack([torch.softmax(o, 1) for o in outs]).mean(0).numpy()
+    np.testing.assert_allclose(predict_proba(ens, test[0]), expected, atol=1e-5)
+    # the decision rule is chosen again on the ensemble's validation probabilities; metrics are the ensemble's
+    assert set(ens.decision) == {"threshold"}
+    assert m["test_auc"] == pytest.approx(evaluate(ens, *test)["auc"])
+    assert m["val_balanced_accuracy"] == pytest.approx(evaluate(ens, *val)["balanced_accuracy"])
+    assert m["n_labeled"] == 24 and m["train_seconds"] > m1["train_seconds"] * 0.5 and m["semi"] == 0.0
+    # an ensemble round never continues the last model, and 0 members is no network
+    assert continued_passes(40, False, False, n_labels=600, config=TrainConfig(members=2)) is None
+    assert continued_passes(40, False, False, n_labels=600, config=TrainConfig()) == 40
+    with pytest.raises(DataError, match="members=0"):
+        TrainConfig(members=0)
