@@ -196,7 +196,7 @@ def fit_members(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np
     over one network on every one of 5 fixed 120-label sets, and +0.010 with all labels, so the share of the
     all-labels model stays level; at 3x the training, an opt-in."""
     from medwb.models.networks import build_ensemble, build_from_args
-    from medwb.models.train import TrainResult, choose_decision, fit_and_evaluate, predict_proba, round_metrics
+    from medwb.models.train import TrainResult, fit_and_evaluate, round_metrics, validation_decision
 
     Xv, yv = val
     members, rows = [], []
@@ -210,8 +210,7 @@ def fit_members(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, val: tuple[np
         members.append(net)
         rows.append(m)
     ensemble = build_ensemble(members)
-    tuned = task == "classification" and config.tune_decision
-    ensemble.decision = choose_decision(predict_proba(ensemble, Xv), yv) if tuned else {}
+    ensemble.decision = validation_decision(ensemble, Xv, yv, task, config)  # train()'s rule, on the mean
     res = TrainResult(ensemble, best_epoch=max(int(m["best_epoch"]) for m in rows),
                       seconds=sum(m["train_seconds"] for m in rows))
     return ensemble, round_metrics(res, len(y), Xv, yv, test)

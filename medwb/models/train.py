@@ -327,6 +327,15 @@ def choose_decision(probs_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
     return {}
 
 
+def validation_decision(model: nn.Module, X_val: Images, y_val: np.ndarray, task: Task,
+                        config: TrainConfig) -> dict[str, Any]:
+    """The decision rule a trained network keeps (``model.decision``): for a classifier with
+    ``config.tune_decision``, :func:`choose_decision` on its validation probabilities; else ``{}`` (argmax)."""
+    if task != "classification" or not config.tune_decision:
+        return {}
+    return choose_decision(predict_proba(model, X_val), np.asarray(y_val).reshape(-1))
+
+
 def _as_tensor_x(X: np.ndarray, spatial_dims: int, what: str = "X") -> torch.Tensor:
     X = np.asarray(X)
     if X.ndim != spatial_dims + 2:
@@ -616,9 +625,7 @@ def train(model: TrunkHeadNet, X: np.ndarray, y: np.ndarray, X_val: np.ndarray |
         model = full_model
         model.trunk.load_state_dict(trunk_state)  # unchanged anyway; guards against any in-place update
     model.eval()
-    decision: dict[str, Any] = {}
-    if task == "classification" and has_val and config.tune_decision:
-        decision = choose_decision(predict_proba(model, X_val_images), np.asarray(y_val).reshape(-1))
+    decision = validation_decision(model, X_val_images, y_val, task, config) if has_val else {}
     model.decision = decision  # travels with the model: evaluate / predict_labels / save_checkpoint read it
     result = TrainResult(model=model, history=history, best_epoch=best.epoch, val_metric=float(best_metric),
                          metric_name=metric_name, seconds=time.perf_counter() - t0,
